@@ -1,0 +1,27 @@
+# The README's commands. Everything runs in a local virtual environment (.venv) created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all clean
+
+setup: $(STAMP)
+
+$(STAMP): setup.py constraints-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(PY) -m atldas search --space matting --out runs/demo
+	@echo "demo outputs: runs/demo (genotype.json, history.jsonl, plots/, tb/)"
+
+test: setup
+	$(PY) -m pytest -q
+
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,286 @@
+"""Architecture parameters: op logits (alpha), topology logits (beta), block logits (gamma), the
+pruning masks, sampling of children, and the derive rule.
+
+Normal and reduce cells have their own alpha/beta, shared by all cells of the type (algorithm.md).
+A *block group* is a macro-level choice (a decoder level, the prediction head) among named
+candidate blocks; it works like an op choice without topology.
+
+A :class:`Child` is one discrete architecture: an input set per node, an op per chosen edge, a block
+per group. With ``grad=True`` sampling also returns straight-through gates: their forward value is
+exactly 1.0 (``one_hot + (soft - soft.detach())``) and their gradient reaches the logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from atldas.errors import ConfigError
+from atldas.topology import CellTopology
+
+CELL_TYPES: Tuple[str, str] = ("normal", "reduce")
+
+
+@dataclass
+class Child:
+    """One discrete architecture drawn from (or fixed in) the search space.
+
+    Attributes:
+        sets: cell type -> chosen input-set index per node.
+        ops: cell type -> {edge index: op index} for the edges of the chosen sets.
+        blocks: block group -> candidate index.
+        set_gates / op_gates / block_gates: straight-through gates (value 1.0) when sampled with
+            gradients, else empty.
+    """
+
+    sets: Dict[str, Tuple[int, ...]]
+    ops: Dict[str, Dict[int, int]]
+    blocks: Dict[str, int] = field(default_factory=dict)
+    set_gates: Dict[str, List[Tensor]] = field(default_factory=dict)
+    op_gates: Dict[str, Dict[int, Tensor]] = field(default_factory=dict)
+    block_gates: Dict[str, Tensor] = field(default_factory=dict)
+
+    def key(self) -> tuple:
+        """A hashable value identifying the architecture (gates ignored)."""
+        return (tuple((t, self.sets[t], tuple(sorted(self.ops[t].items()))) for t in sorted(self.sets)),
+                tuple(sorted(self.blocks.items())))
+
+
+def _masked_softmax(logits: Tensor, mask: Tensor) -> Tensor:
+    return logits.masked_fill(~mask, float("-inf")).softmax(-1)
+
+
+def _masked_log_softmax(logits: Tensor, mask: Tensor) -> Tensor:
+    return logits.masked_fill(~mask, float("-inf")).log_softmax(-1)
+
+
+class ArchParams(nn.Module):
+    """All architecture parameters of a search space, with pruning masks as buffers.
+
+    Args:
+        topology: the cell topology (nodes, in-degree range).
+        ops: candidate op names of every edge (the column order of alpha).
+        blocks: block group name -> candidate block names (the order of gamma).
+        init_std: standard deviation of the initial logits (near-uniform policy).
+    """
+
+    def __init__(self, *, topology: CellTopology, ops: Sequence[str],
+                 blocks: Optional[Mapping[str, Sequence[str]]] = None, init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.topology = topology
+        self.op_names: Tuple[str, ...] = tuple(ops)
+        self.block_names: Dict[str, Tuple[str, ...]] = {g: tuple(c) for g, c in (blocks or {}).items()}
+        if not self.op_names:
+            raise ConfigError("a search space needs at least one op")
+        E, n_ops = topology.num_edges, len(self.op_names)
+        self.alpha = nn.ParameterDict({t: nn.Parameter(init_std * torch.randn(E, n_ops)) for t in CELL_TYPES})
+        self.beta = nn.ParameterDict({
+            f"{t}_{j}": nn.Parameter(init_std * torch.randn(len(s)))
+            for t in CELL_TYPES for j, s in enumerate(topology.input_sets)})
+        self.gamma = nn.ParameterDict({g: nn.Parameter(init_std * torch.randn(len(c)))
+                                       for g, c in self.block_names.items()})
+        for t in CELL_TYPES:
+            self.register_buffer(f"op_mask_{t}", torch.ones(E, n_ops, dtype=torch.bool))
+            for j, s in enumerate(topology.input_sets):
+                self.register_buffer(f"set_mask_{t}_{j}", torch.ones(len(s), dtype=torch.bool))
+        for g, c in self.block_names.items():
+            self.register_buffer(f"block_mask_{g}", torch.ones(len(c), dtype=torch.bool))
+        for j in range(topology.nodes):
+            self.register_buffer(f"incidence_{j}", topology.incidence(j), persistent=False)
+
+    # ------------------------------------------------------------------ masks and probabilities
+
+    def op_mask(self, t: str) -> Tensor:
+        """(E, n_ops) bool: ops still active on each edge of cell type ``t``."""
+        return getattr(self, f"op_mask_{t}")
+
+    def set_mask(self, t: str, j: int) -> Tensor:
+        """(n_sets_j,) bool: input sets still active for node ``j``."""
+        return getattr(self, f"set_mask_{t}_{j}")
+
+    def block_mask(self, g: str) -> Tensor:
+        """(n_candidates,) bool: blocks still active in group ``g``."""
+        return getattr(self, f"block_mask_{g}")
+
+    def op_probs(self, t: str) -> Tensor:
+        """p: (E, n_ops) softmax of alpha over the active ops of each edge."""
+        return _masked_softmax(self.alpha[t], self.op_mask(t))
+
+    def set_probs(self, t: str, j: int) -> Tensor:
+        """q[j]: (n_sets_j,) softmax of beta over the active input sets of node ``j``."""
+        return _masked_softmax(self.beta[f"{t}_{j}"], self.set_mask(t, j))
+
+    def edge_probs(self, t: str) -> Tensor:
+        """pi: (E,) probability that each edge is in its node's input set."""
+        return torch.cat([self.set_probs(t, j) @ getattr(self, f"incidence_{j}")
+                          for j in range(self.topology.nodes)])
+
+    def block_probs(self, g: str) -> Tensor:
+        """(n_candidates,) softmax of gamma over the active blocks of group ``g``."""
+        return _masked_softmax(self.gamma[g], self.block_mask(g))
+
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """Every logit tensor (alpha, beta, gamma)."""
+        return list(self.parameters())
+
+    def entropies(self) -> Dict[str, float]:
+        """Mean entropy (nats) of the op, set and block distributions, per kind."""
+        def ent(p: Tensor) -> Tensor:
+            return -(p * p.clamp_min(1e-12).log()).sum(-1)
+
+        with torch.no_grad():
+            out = {}
+            for t in CELL_TYPES:
+                out[f"entropy/{t}_ops"] = float(ent(self.op_probs(t)).mean())
+                out[f"entropy/{t}_sets"] = float(torch.stack(
+                    [ent(self.set_probs(t, j)) for j in range(self.topology.nodes)]).mean())
+            if self.block_names:
+                out["entropy/blocks"] = float(torch.stack([ent(self.block_probs(g)) for g in self.block_names]).mean())
+        return out
+
+    # ------------------------------------------------------------------ sampling
+
+    def _draw(self, logits: Tensor, mask: Tensor, *, tau: float, epsilon: float, grad: bool,
+              generator: Optional[torch.Generator]) -> Tuple[int, Optional[Tensor]]:
+        """One categorical draw from the masked policy mixed with a uniform share ``epsilon``."""
+        active = mask.nonzero().flatten()
+        u = torch.rand((), generator=generator).item()
+        gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
+        masked = logits.masked_fill(~mask, float("-inf"))
+        if u < epsilon:
+            idx = int(active[torch.randint(len(active), (), generator=generator)])
+        else:
+            idx = int(torch.argmax(masked.detach() + gumbel))
+        gate = None
+        if grad:
+            soft = ((masked + gumbel) / tau).softmax(-1)
+            gate = 1.0 + (soft[idx] - soft[idx].detach())  # value exactly 1.0, gradient of soft[idx]
+        return idx, gate
+
+    def sample(self, *, tau: float = 1.0, epsilon: float = 0.0, grad: bool = False,
+               generator: Optional[torch.Generator] = None) -> Child:
+        """Draw a child: an input set per node from q, an op per chosen edge from p, a block per group.
+
+        Args:
+            tau: Gumbel-softmax temperature of the straight-through gradient.
+            epsilon: share of uniform draws over the active candidates (exploration).
+            grad: attach straight-through gates so the loss reaches alpha/beta/gamma.
+            generator: torch generator for reproducible draws.
+        """
+        sets: Dict[str, Tuple[int, ...]] = {}
+        ops: Dict[str, Dict[int, int]] = {}
+        set_gates: Dict[str, List[Tensor]] = {}
+        op_gates: Dict[str, Dict[int, Tensor]] = {}
+        topo = self.topology
+        for t in CELL_TYPES:
+            chosen, ops[t], set_gates[t], op_gates[t] = [], {}, [], {}
+            for j in range(topo.nodes):
+                s, g = self._draw(self.beta[f"{t}_{j}"], self.set_mask(t, j), tau=tau, epsilon=epsilon,
+                                  grad=grad, generator=generator)
+                chosen.append(s)
+                if g is not None:
+                    set_gates[t].append(g)
+                for i in topo.input_sets[j][s]:
+                    e = topo.edge_index[(i, j)]
+                    o, g = self._draw(self.alpha[t][e], self.op_mask(t)[e], tau=tau, epsilon=epsilon,
+                                      grad=grad, generator=generator)
+                    ops[t][e] = o
+                    if g is not None:
+                        op_gates[t][e] = g
+            sets[t] = tuple(chosen)
+        blocks, block_gates = {}, {}
+        for g_name in self.block_names:
+            b, g = self._draw(self.gamma[g_name], self.block_mask(g_name), tau=tau, epsilon=epsilon,
+                              grad=grad, generator=generator)
+            blocks[g_name] = b
+            if g is not None:
+                block_gates[g_name] = g
+        if not grad:
+            set_gates, op_gates = {}, {}
+        return Child(sets=sets, ops=ops, blocks=blocks, set_gates=set_gates, op_gates=op_gates,
+                     block_gates=block_gates)
+
+    @torch.no_grad()
+    def argmax(self) -> Child:
+        """The derive rule: per node the most probable active input set, per chosen edge the most
+        probable active op, per group the most probable active block. Ties go to the lower index
+        (sets are ordered by size then source indices; ops by the op order)."""
+        topo = self.topology
+        sets, ops = {}, {}
+        for t in CELL_TYPES:
+            chosen, ops[t] = [], {}
+            probs = self.op_probs(t)
+            for j in range(topo.nodes):
+                s = int(torch.argmax(self.set_probs(t, j)))
+                chosen.append(s)
+                for i in topo.input_sets[j][s]:
+                    e = topo.edge_index[(i, j)]
+                    ops[t][e] = int(torch.argmax(probs[e]))
+            sets[t] = tuple(chosen)
+        blocks = {g: int(torch.argmax(self.block_probs(g))) for g in self.block_names}
+        return Child(sets=sets, ops=ops, blocks=blocks)
+
+    def log_prob(self, child: Child) -> Tensor:
+        """log P(child) under the current policy (sum over nodes, edges and groups)."""
+        total = torch.zeros(())
+        for t in CELL_TYPES:
+            logp = _masked_log_softmax(self.alpha[t], self.op_mask(t))
+            for j, s in enumerate(child.sets[t]):
+                total = total + _masked_log_softmax(self.beta[f"{t}_{j}"], self.set_mask(t, j))[s]
+            for e, o in child.ops[t].items():
+                total = total + logp[e, o]
+        for g, b in child.blocks.items():
+            total = total + _masked_log_softmax(self.gamma[g], self.block_mask(g))[b]
+        return total
+
+    # ------------------------------------------------------------------ hard pruning
+
+    @torch.no_grad()
+    def prune(self, *, ratio: float = 0.3) -> List[Dict[str, object]]:
+        """Drop candidates whose probability is below ``ratio / n_active`` in their group, keeping
+        at least the most probable one. Returns one event per group that lost candidates."""
+        events: List[Dict[str, object]] = []
+
+        def prune_group(probs: Tensor, mask: Tensor, label: str, names: Sequence[str]) -> None:
+            n_active = int(mask.sum())
+            if n_active <= 1:
+                return
+            drop = mask & (probs < ratio / n_active)
+            drop[int(torch.argmax(probs))] = False
+            if drop.any():
+                mask &= ~drop
+                events.append({"group": label, "dropped": [names[k] for k in drop.nonzero().flatten().tolist()],
+                               "left": int(mask.sum())})
+
+        topo = self.topology
+        for t in CELL_TYPES:
+            for j in range(topo.nodes):
+                names = ["+".join(map(str, s)) for s in topo.input_sets[j]]
+                prune_group(self.set_probs(t, j), self.set_mask(t, j), f"{t}/node{j}/sets", names)
+            probs = self.op_probs(t)
+            for e, (i, j) in enumerate(topo.edges):
+                if self.edge_used(t, e):
+                    prune_group(probs[e], self.op_mask(t)[e], f"{t}/edge{i}->{j}/ops", self.op_names)
+        for g, names in self.block_names.items():
+            prune_group(self.block_probs(g), self.block_mask(g), f"block/{g}", names)
+        return events
+
+    def edge_used(self, t: str, e: int) -> bool:
+        """Whether any active input set of the edge's node contains the edge's source."""
+        i, j = self.topology.edges[e]
+        mask = self.set_mask(t, j)
+        return any(i in s for k, s in enumerate(self.topology.input_sets[j]) if bool(mask[k]))
+
+    def decided(self) -> Dict[str, bool]:
+        """Group label -> True when one candidate is left (the group is frozen)."""
+        out = {}
+        for t in CELL_TYPES:
+            for j in range(self.topology.nodes):
+                out[f"{t}/node{j}/sets"] = int(self.set_mask(t, j).sum()) == 1
+        for g in self.block_names:
+            out[f"block/{g}"] = int(self.block_mask(g).sum()) == 1
+        return out
+

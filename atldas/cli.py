@@ -1,0 +1,169 @@
+"""The ``atldas`` command: argparse sub-commands that parse, then call one verb function.
+
+Tests call :func:`main` with an argument list. A user error (:class:`~atldas.errors.AtldasError`)
+prints one line and exits 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable, Dict, List, Optional
+
+from atldas import __version__
+from atldas.errors import AtldasError
+
+log = logging.getLogger("atldas")
+
+
+# --------------------------------------------------------------------------- verbs
+# Each handler imports its verb module lazily, so `atldas --help` stays fast.
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from atldas import evaluate
+
+    if args.model is not None:
+        raise AtldasError("model-level eval (--model/--checkpoint/--data) is not available yet; "
+                          "score prediction folders with --pred/--alpha/--trimap")
+    missing = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is None]
+    if missing:
+        raise AtldasError("eval needs --pred DIR --alpha DIR --trimap DIR (missing: "
+                          + ", ".join("--" + m for m in missing) + ")")
+    evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
+                              json_path=args.json, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_data_preview(args: argparse.Namespace) -> int:
+    from atldas.data import preview
+
+    path = preview.write_preview(out=args.out, count=args.count, size=args.size, seed=args.seed,
+                                 backgrounds=args.backgrounds)
+    print(f"wrote {path}")
+    return 0
+
+
+def _search_config(args: argparse.Namespace):
+    from atldas.config import SearchConfig, apply_overrides, load_yaml
+    from atldas.cost import parse_amount
+
+    cfg = load_yaml(SearchConfig, args.config) if args.config else SearchConfig()
+    flags = {"space": args.space, "strategy": args.strategy, "data": args.data, "epochs": args.epochs,
+             "seed": args.seed, "out": args.out, "device": args.device, "backgrounds": args.backgrounds,
+             "lut": args.lut, "threads": args.threads}
+    for key in ("target_macs", "target_params", "target_latency_ms"):
+        value = getattr(args, key)
+        flags[key] = None if value is None else parse_amount(value)
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if args.no_progress:
+        changes["progress"] = False
+    import dataclasses
+
+    cfg = dataclasses.replace(cfg, **changes)
+    return apply_overrides(cfg, args.set or [])
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from atldas.search import search
+
+    out = search(_search_config(args), resume=args.resume)
+    print(f"search finished: {out} (genotype.json, history.jsonl, checkpoint.pt, tb/, plots/)")
+    return 0
+
+
+def _cmd_derive(args: argparse.Namespace) -> int:
+    from atldas.derive import derive
+
+    path = derive(args.run_dir, out=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (one sub-command per verb)."""
+    parser = argparse.ArgumentParser(prog="atldas", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"atldas {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    common.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("search", parents=[common], help="search a supernet under a cost budget")
+    p.add_argument("--space", help="search space (matting, tiny); default matting")
+    p.add_argument("--strategy", help="atldas (default), darts, gdas or random")
+    p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
+    p.add_argument("--backgrounds", help="folder of background photos for the synthetic data")
+    p.add_argument("--target-macs", help="MACs budget at the space's input size, e.g. 25G")
+    p.add_argument("--target-params", help="parameter budget, e.g. 2M")
+    p.add_argument("--target-latency-ms", help="latency budget in ms (needs --lut)")
+    p.add_argument("--lut", help="latency table from `atldas lut build`")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--epochs", type=int, help="search epochs (default: the space's)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--out", help="run directory (default runs/search-SPACE-STRATEGY-seedS)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("derive", parents=[common], help="derive the genotype of a search run")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="search run directory")
+    p.add_argument("--out", help="genotype file to write (default RUN_DIR/genotype.json)")
+    p.set_defaults(func=_cmd_derive)
+
+    p = sub.add_parser("eval", parents=[common], help="score alpha mattes with SAD/MSE/Grad/Conn (DIM)")
+    p.add_argument("--pred", help="folder of predicted alpha mattes")
+    p.add_argument("--alpha", help="folder of ground-truth alpha mattes")
+    p.add_argument("--trimap", help="folder of trimaps (0/128/255)")
+    p.add_argument("--model", help="MODEL to run (model-level eval)")
+    p.add_argument("--checkpoint", help="checkpoint for --model")
+    p.add_argument("--data", help="dataset folder for --model")
+    p.add_argument("--json", help="write the scores as JSON to this file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("data", parents=[common], help="data utilities (preview the synthetic data)")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    dsub.required = True
+    q = dsub.add_parser("preview", parents=[common],
+                        help="write a PNG grid of synthetic image / trimap / alpha samples")
+    q.add_argument("--out", default="synthetic_preview.png", help="PNG file to write")
+    q.add_argument("--count", type=int, default=8, help="number of samples (rows)")
+    q.add_argument("--size", type=int, default=256, help="sample size in pixels")
+    q.add_argument("--seed", type=int, default=0, help="data seed")
+    q.add_argument("--backgrounds", default=None, help="folder of background photos (optional)")
+    q.set_defaults(func=_cmd_data_preview)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``atldas`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except AtldasError as exc:
+        if args.debug:
+            raise
+        print(f"atldas: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("atldas: interrupted", file=sys.stderr)
+        return 130
+
+
+def main_exit() -> None:
+    """Console-script wrapper: exit with :func:`main`'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

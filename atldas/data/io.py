@@ -1,0 +1,197 @@
+"""Image, matte and trimap file I/O with the matting conventions of matting.md.
+
+Every reader returns numpy arrays (H, W[, C]) and raises :class:`~atldas.errors.DataError` with a
+one-line message for a missing, corrupt or unusable file. Conversions that change data (a trimap with
+grey values other than 0/128/255, an RGB matte) are logged on the ``atldas`` logger, never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Dict, Tuple, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from atldas.errors import DataError
+
+log = logging.getLogger("atldas")
+
+PathLike = Union[str, os.PathLike]
+
+#: File extensions treated as images when a folder is listed.
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _open(path: PathLike) -> Image.Image:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    try:
+        img = Image.open(p)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{p}: not a readable image ({exc.__class__.__name__}: {exc}); "
+                        "re-save it as PNG or JPEG") from None
+    return img
+
+
+def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
+    """Pixel values as float32 in [0, 1], channels last, whatever the bit depth."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
+    if mode == "I":
+        a = np.asarray(img, dtype=np.int64)
+        scale = 65535.0 if a.max(initial=0) > 255 else 255.0
+        return (a.astype(np.float32) / scale).clip(0.0, 1.0)
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float32)
+        return a / 255.0 if a.max(initial=0) > 1.0 else a
+    if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "PA"):
+        if mode in ("P", "CMYK", "YCbCr", "PA"):
+            img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
+        if img.mode == "1":
+            img = img.convert("L")
+        return np.asarray(img, dtype=np.uint8).astype(np.float32) / 255.0
+    if mode.startswith("RGB") or mode.startswith("BGR"):
+        raise DataError(f"{path}: unsupported pixel mode {mode}; re-save as 8- or 16-bit PNG")
+    raise DataError(f"{path}: unsupported pixel mode {mode}; re-save as 8- or 16-bit PNG")
+
+
+def read_rgb(path: PathLike) -> np.ndarray:
+    """Read an image as RGB float32 (H, W, 3) in [0, 1] (RGB order, not OpenCV's BGR).
+
+    Greyscale images are repeated to three channels; an alpha channel is dropped.
+    """
+    a = _to_float(_open(path), path)
+    if a.ndim == 2:
+        a = np.repeat(a[:, :, None], 3, axis=2)
+    elif a.shape[2] == 2:  # LA
+        a = np.repeat(a[:, :, :1], 3, axis=2)
+    elif a.shape[2] == 4:
+        a = a[:, :, :3]
+    return np.ascontiguousarray(a)
+
+
+def _single_channel(a: np.ndarray, path: PathLike, what: str) -> np.ndarray:
+    """Reduce a matte/trimap array to (H, W): grey as is; RGB with equal channels to one channel."""
+    if a.ndim == 2:
+        return a
+    channels = a.shape[2]
+    if channels in (2, 4):  # LA / RGBA: the colour part carries the matte, the A part must be opaque
+        if not np.all(a[:, :, -1] >= 1.0):
+            raise DataError(f"{path}: {what} has a transparent alpha channel; "
+                            f"save the {what} as a greyscale PNG")
+        a = a[:, :, :-1]
+        if a.shape[2] == 1:
+            return a[:, :, 0]
+    if np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
+        return a[:, :, 0]
+    log.warning("%s: %s is RGB with different channels; using luma 0.299R + 0.587G + 0.114B", path, what)
+    return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114
+
+
+def read_alpha(path: PathLike) -> np.ndarray:
+    """Read an alpha matte as float32 (H, W) in [0, 1].
+
+    8-bit mattes are divided by 255, 16-bit PNGs by 65535; an RGB matte with equal channels is read
+    as one channel (different channels: luma, with a warning).
+    """
+    return np.ascontiguousarray(_single_channel(_to_float(_open(path), path), path, "alpha matte"),
+                                dtype=np.float32)
+
+
+def alpha_to_u8(alpha: np.ndarray) -> np.ndarray:
+    """Quantise a [0, 1] float matte to 8 bits by rounding (the DIM metrics take 8-bit inputs)."""
+    return np.clip(np.rint(np.asarray(alpha, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def normalize_trimap(values: np.ndarray) -> Tuple[np.ndarray, int]:
+    """Map grey values onto {0, 128, 255}: < 85 -> 0, >= 170 -> 255, else 128.
+
+    Args:
+        values: (H, W) trimap in 0..255 (any numeric dtype).
+
+    Returns:
+        The uint8 trimap and the number of pixels whose value changed.
+    """
+    v = np.asarray(values)
+    out = np.full(v.shape, 128, dtype=np.uint8)
+    out[v < 85] = 0
+    out[v >= 170] = 255
+    changed = int(np.count_nonzero(out != v))
+    return out, changed
+
+
+def read_trimap(path: PathLike) -> np.ndarray:
+    """Read a trimap as uint8 (H, W) with values in {0, 128, 255}.
+
+    Near-greys are mapped robustly (< 85 -> 0, >= 170 -> 255, else 128) and the number of changed
+    pixels is logged. 16-bit trimaps are scaled to 8 bits first.
+    """
+    a = _single_channel(_to_float(_open(path), path), path, "trimap")
+    values = np.rint(a * 255.0)
+    tri, changed = normalize_trimap(values)
+    if changed:
+        log.warning("%s: trimap had %d pixels not in {0, 128, 255}; mapped <85 -> 0, >=170 -> 255, "
+                    "else 128", path, changed)
+    if not np.any(tri == 128):
+        log.warning("%s: trimap has no unknown (128) pixels", path)
+    return tri
+
+
+def list_images(folder: PathLike) -> Dict[str, Path]:
+    """Image files of ``folder`` keyed by file stem (raises DataError for a missing folder or a
+    stem that appears twice, e.g. ``a.png`` and ``a.jpg``)."""
+    d = Path(folder)
+    if not d.is_dir():
+        raise DataError(f"{d}: no such folder")
+    out: Dict[str, Path] = {}
+    for p in sorted(d.iterdir()):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            if p.stem in out:
+                raise DataError(f"{d}: two files share the stem {p.stem!r} ({out[p.stem].name}, {p.name}); "
+                                "keep one")
+            out[p.stem] = p
+    return out
+
+
+def _atomic_save(img: Image.Image, path: PathLike) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=p.suffix or ".png")
+    os.close(fd)
+    try:
+        img.save(tmp, format="PNG" if p.suffix.lower() in ("", ".png") else None)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_alpha(path: PathLike, alpha: np.ndarray, *, bits: int = 8) -> None:
+    """Write a [0, 1] float matte (H, W) as an 8- or 16-bit greyscale PNG (atomically)."""
+    a = np.clip(np.asarray(alpha, dtype=np.float64), 0.0, 1.0)
+    if bits == 8:
+        img = Image.fromarray(np.rint(a * 255.0).astype(np.uint8), mode="L")
+    elif bits == 16:
+        img = Image.fromarray(np.rint(a * 65535.0).astype(np.uint16))
+    else:
+        raise ValueError(f"bits must be 8 or 16, got {bits}")
+    _atomic_save(img, path)
+
+
+def write_rgb(path: PathLike, rgb: np.ndarray) -> None:
+    """Write a [0, 1] float (H, W, 3) or (H, W, 4) image as an 8-bit PNG (atomically)."""
+    a = np.rint(np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    _atomic_save(Image.fromarray(a), path)
+
+
+def write_trimap(path: PathLike, trimap: np.ndarray) -> None:
+    """Write a uint8 trimap (H, W) as an 8-bit greyscale PNG (atomically)."""
+    _atomic_save(Image.fromarray(np.asarray(trimap, dtype=np.uint8), mode="L"), path)

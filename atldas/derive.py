@@ -1,0 +1,140 @@
+"""``atldas derive``: a discrete genotype from a search run, repaired onto the budget.
+
+Derive rule (algorithm.md): per node the most probable active input set, per chosen edge the most
+probable active op, per block group the most probable block (DARTS/GDAS runs: the top-2 rule).
+If the result is over budget, :func:`repair` swaps greedily (the swap that loses the least
+log-probability per unit of cost saved) until it fits; the genotype records the cost before and
+after, and says when the budget cannot be met.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from atldas import __version__
+from atldas.arch import CELL_TYPES, ArchParams, Child
+from atldas.cost import Budget, CostTable, format_cost
+from atldas.genotype import Genotype
+
+log = logging.getLogger("atldas")
+
+
+def _moves(arch: ArchParams, child: Child) -> List[Child]:
+    """Every child one swap away: another op on a chosen edge, another input set for a node (new
+    edges take their most probable op), another block in a group. ``none`` is never chosen."""
+    topo = arch.topology
+    none = arch.op_names.index("none") if "none" in arch.op_names else -1
+    out: List[Child] = []
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            probs = arch.op_probs(t).clone()
+            if none >= 0:
+                probs[:, none] = -1.0
+            mask = arch.op_mask(t)
+            for e, o in child.ops[t].items():
+                for o2 in range(len(arch.op_names)):
+                    if o2 != o and o2 != none and bool(mask[e, o2]):
+                        ops = {**child.ops, t: {**child.ops[t], e: o2}}
+                        out.append(Child(sets=child.sets, ops=ops, blocks=child.blocks))
+            for j, s in enumerate(child.sets[t]):
+                smask = arch.set_mask(t, j)
+                old_edges = {topo.edge_index[(i, j)] for i in topo.input_sets[j][s]}
+                for s2, srcs in enumerate(topo.input_sets[j]):
+                    if s2 == s or not bool(smask[s2]):
+                        continue
+                    new_ops = {e: o for e, o in child.ops[t].items() if e not in old_edges}
+                    for i in srcs:
+                        e = topo.edge_index[(i, j)]
+                        new_ops[e] = child.ops[t][e] if e in old_edges else int(torch.argmax(probs[e]))
+                    sets = {**child.sets, t: child.sets[t][:j] + (s2,) + child.sets[t][j + 1:]}
+                    out.append(Child(sets=sets, ops={**child.ops, t: new_ops}, blocks=child.blocks))
+        for g, b in child.blocks.items():
+            for b2 in range(len(arch.block_names[g])):
+                if b2 != b and bool(arch.block_mask(g)[b2]):
+                    out.append(Child(sets=child.sets, ops=child.ops, blocks={**child.blocks, g: b2}))
+    return out
+
+
+def repair(arch: ArchParams, child: Child, table: CostTable, target: float,
+           *, max_steps: int = 200) -> Tuple[Child, List[Dict[str, Any]]]:
+    """Greedy budget repair: apply the swap with the least log-probability lost per unit of cost
+    saved until ``table.of_child(child) <= target`` or no swap saves cost.
+
+    Returns:
+        The repaired child and the list of swaps made (cost and log-probability after each).
+    """
+    steps: List[Dict[str, Any]] = []
+    cost = table.of_child(child)
+    with torch.no_grad():
+        logp = float(arch.log_prob(child))
+        for _ in range(max_steps):
+            if cost <= target:
+                break
+            best: Optional[Tuple[float, Child, float, float]] = None
+            for cand in _moves(arch, child):
+                c2 = table.of_child(cand)
+                saved = cost - c2
+                if saved <= 0:
+                    continue
+                lp2 = float(arch.log_prob(cand))
+                score = (logp - lp2) / saved
+                if best is None or score < best[0]:
+                    best = (score, cand, c2, lp2)
+            if best is None:
+                break
+            _, child, cost, logp = best
+            steps.append({"cost": cost, "log_prob": logp})
+    return child, steps
+
+
+def cost_record(space, cfg, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[str, Any]:
+    """The genotype file's ``cost`` entry: MACs and params of the target network, counted."""
+    return {"input": list(space.input_shape(cfg)),
+            "macs": int(space.measure(genotype, cfg, metric="macs")),
+            "params": int(space.measure(genotype, cfg, metric="params")),
+            "latency_ms": None,
+            "target": None if budget is None else {"metric": budget.metric, "value": budget.target},
+            "counter": "torch.utils.flop_counter.FlopCounterMode total / 2 (convolutions, linear layers)"}
+
+
+def finalize(*, space, cfg, arch: ArchParams, child: Child, table: CostTable, budget: Optional[Budget],
+             provenance: Dict[str, Any]) -> Genotype:
+    """Repair ``child`` onto the budget and build the genotype with its cost record."""
+    before = table.of_child(child)
+    swaps: List[Dict[str, Any]] = []
+    if budget is not None and before > budget.target:
+        child, swaps = repair(arch, child, table, budget.target)
+    after = table.of_child(child)
+    genotype = space.child_to_genotype(arch, child, cfg)
+    cost = cost_record(space, cfg, genotype, budget=budget)
+    if budget is not None:
+        cost["repair"] = {"metric": budget.metric, "before": before, "after": after, "swaps": len(swaps),
+                          "feasible": after <= budget.target}
+        if budget.metric == "latency_ms":
+            cost["latency_ms"] = after
+        if after > budget.target:
+            log.warning("the budget %s cannot be met: the derived network costs %s after repair",
+                        format_cost(budget.target, budget.metric), format_cost(after, budget.metric))
+    return genotype.replace(cost=cost, provenance={"atldas": __version__, **provenance})
+
+
+def derive(run_dir: str, *, out: Optional[str] = None) -> Path:
+    """``atldas derive RUN_DIR [--out FILE]``: derive and repair from the run's checkpoint.
+
+    Returns:
+        The path of the genotype file written (default ``RUN_DIR/genotype.json``).
+    """
+    from atldas.search import load_run
+
+    run = load_run(Path(run_dir))
+    genotype = run.final_genotype()
+    path = Path(out) if out else Path(run_dir) / "genotype.json"
+    genotype.save(path)
+    return path
+
+
+__all__ = ["repair", "finalize", "derive", "cost_record"]

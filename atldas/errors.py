@@ -1,0 +1,20 @@
+"""Errors a user can cause.
+
+Any :class:`AtldasError` raised below ``atldas.cli.main`` is printed as one line
+(``atldas: error: <message>``) and the command exits with status 2; other exceptions are bugs and
+keep their traceback. Messages say what is wrong and how to mend it.
+"""
+
+from __future__ import annotations
+
+
+class AtldasError(Exception):
+    """A problem with the user's input, files or configuration (not a bug in atldas)."""
+
+
+class DataError(AtldasError):
+    """An unreadable, missing or inconsistent data file or folder."""
+
+
+class ConfigError(AtldasError):
+    """An invalid configuration value, flag combination or registry name."""

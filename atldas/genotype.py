@@ -1,0 +1,496 @@
+"""Genotype: the discrete architecture a search derives, as a small frozen value.
+
+A cell has intermediate nodes; node ``j`` (0-based) is state ``j + 2`` of the cell, states 0 and 1
+being the outputs of the two previous cells. Each node lists its inputs as ``(op, state_index)``
+pairs (any in-degree >= 1) and sums their outputs; ``concat`` lists the states concatenated into
+the cell output.
+
+Files (``atldas-genotype/1``, see docs/architecture) are JSON, written atomically; the DARTS string
+``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])`` is read (without
+eval) and written when every node has in-degree 2:
+
+    >>> g = Genotype.load("genotype.json")        # or a text file holding a DARTS Genotype(...) string
+    >>> g.validate()                               # ConfigError naming the cell and node on a fault
+    >>> g.hash()                                   # 12 hex digits of the cells' canonical JSON
+    >>> g.to_darts()
+    "Genotype(normal=[('skip_connect', 0), ...], normal_concat=[2, 3, 4, 5], ...)"
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from atldas.errors import ConfigError
+
+__all__ = ["FORMAT", "Edge", "Node", "CellSpec", "Genotype"]
+
+#: Value of the ``format`` field of a genotype file.
+FORMAT = "atldas-genotype/1"
+
+Edge = tuple[str, int]
+"""One input of a node: ``(op_name, state_index)``."""
+
+Node = tuple[Edge, ...]
+"""The inputs of one node."""
+
+CELL_TYPES = ("normal", "reduce")
+
+
+def _as_index(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer index, got {value!r}")
+    return value
+
+
+def _as_edge(value: Any, where: str) -> Edge:
+    if not isinstance(value, (list, tuple)) or len(value) != 2 or not isinstance(value[0], str):
+        raise ConfigError(f"{where}: expected an (op, input_index) pair, got {value!r}")
+    return (value[0], _as_index(value[1], where))
+
+
+def _frozen_dict(value: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"genotype {name} must be a JSON object, got {type(value).__name__}")
+    return MappingProxyType(copy.deepcopy(dict(value)))
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One cell type of a genotype.
+
+    Args:
+        nodes: per intermediate node, its ``(op, input_index)`` pairs; lists are converted to tuples.
+        concat: states concatenated into the cell output (DARTS: ``[2, 3, 4, 5]``).
+    """
+
+    nodes: tuple[Node, ...]
+    concat: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.nodes, (list, tuple)):
+            raise ConfigError(f"cell nodes must be a list, got {self.nodes!r}")
+        if not isinstance(self.concat, (list, tuple, range)):
+            raise ConfigError(f"cell concat must be a list of state indices, got {self.concat!r}")
+        nodes = []
+        for j, node in enumerate(self.nodes):
+            if not isinstance(node, (list, tuple)):
+                raise ConfigError(f"node {j}: expected a list of (op, input_index) pairs, got {node!r}")
+            nodes.append(tuple(_as_edge(e, f"node {j}") for e in node))
+        object.__setattr__(self, "nodes", tuple(nodes))
+        object.__setattr__(self, "concat", tuple(_as_index(c, "concat") for c in self.concat))
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of intermediate nodes."""
+        return len(self.nodes)
+
+    @property
+    def in_degrees(self) -> tuple[int, ...]:
+        """In-degree of every node."""
+        return tuple(len(n) for n in self.nodes)
+
+    def edges(self) -> Iterator[tuple[int, int, str]]:
+        """``(source_state, target_state, op)`` for every input, in genotype order."""
+        for j, node in enumerate(self.nodes):
+            for op, i in node:
+                yield i, j + 2, op
+
+    def ops(self) -> tuple[str, ...]:
+        """The op names in genotype order (the order of a standalone cell's ``_ops``)."""
+        return tuple(op for node in self.nodes for op, _ in node)
+
+    def validate(self, *, ops: Iterable[str] | None = None, name: str = "cell") -> None:
+        """Raise ConfigError naming the cell and node on the first fault.
+
+        Faults: no nodes; an empty node; an op not in ``ops`` (when given); an input index that is
+        negative, points at the node itself or a later node (a cycle); a bad concat (empty,
+        duplicated or out-of-range index).
+        """
+        allowed = None if ops is None else set(ops)
+        if not self.nodes:
+            raise ConfigError(f"{name} cell has no nodes")
+        for j, node in enumerate(self.nodes):
+            where = f"{name} cell, node {j} (state {j + 2})"
+            if not node:
+                raise ConfigError(f"{where} has no inputs; every node needs at least one")
+            for op, i in node:
+                if allowed is not None and op not in allowed:
+                    known = ", ".join(sorted(allowed))
+                    raise ConfigError(f"{where}: unknown op {op!r}; known ops: {known}")
+                if i < 0:
+                    raise ConfigError(f"{where}: input index {i} is negative")
+                if i == j + 2:
+                    raise ConfigError(f"{where}: input index {i} points at the node itself")
+                if i > j + 2:
+                    raise ConfigError(f"{where}: input index {i} points at a later node (a cycle); "
+                                      f"allowed 0..{j + 1}")
+            if len(set(node)) != len(node):
+                raise ConfigError(f"{where}: the same (op, input) pair is listed twice")
+        n_states = self.n_nodes + 2
+        if not self.concat:
+            raise ConfigError(f"{name} cell: concat is empty")
+        if len(set(self.concat)) != len(self.concat):
+            raise ConfigError(f"{name} cell: concat {list(self.concat)} repeats an index")
+        bad = [c for c in self.concat if not 0 <= c < n_states]
+        if bad:
+            raise ConfigError(f"{name} cell: concat index {bad[0]} out of range 0..{n_states - 1}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``cells.<type>`` object of the JSON file."""
+        return {"nodes": [{"inputs": [[op, i] for op, i in node]} for node in self.nodes],
+                "concat": list(self.concat)}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, name: str = "cell") -> "CellSpec":
+        """Inverse of :meth:`to_dict`; accepts ``{"inputs": [...]}`` objects or bare pair lists as nodes."""
+        if not isinstance(data, Mapping) or "nodes" not in data or "concat" not in data:
+            raise ConfigError(f"{name} cell must be an object with 'nodes' and 'concat'")
+        nodes = []
+        for j, node in enumerate(data["nodes"] or []):
+            if isinstance(node, Mapping):
+                if "inputs" not in node:
+                    raise ConfigError(f"{name} cell, node {j}: missing 'inputs'")
+                node = node["inputs"]
+            nodes.append(node)
+        try:
+            return cls(nodes=tuple(nodes), concat=tuple(data["concat"]))
+        except ConfigError as e:
+            raise ConfigError(f"{name} cell, {e}") from None
+        except TypeError:
+            raise ConfigError(f"{name} cell: concat must be a list of state indices") from None
+
+    @classmethod
+    def from_pairs(cls, pairs: Sequence[Sequence[Any]], concat: Iterable[int], *,
+                   name: str = "cell") -> "CellSpec":
+        """From the flat DARTS list (two pairs per node)."""
+        pairs = list(pairs)
+        if len(pairs) % 2:
+            raise ConfigError(f"{name} cell: a DARTS genotype lists two inputs per node, "
+                              f"got {len(pairs)} pairs")
+        try:
+            return cls(nodes=tuple((pairs[k], pairs[k + 1]) for k in range(0, len(pairs), 2)),
+                       concat=tuple(concat))
+        except ConfigError as e:
+            raise ConfigError(f"{name} cell, {e}") from None
+
+    def to_pairs(self) -> list[Edge]:
+        """The flat DARTS list; only meaningful when every node has in-degree 2."""
+        return [edge for node in self.nodes for edge in node]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    """A discrete architecture: a normal and a reduction cell, with optional metadata.
+
+    Two genotypes are equal when their cells (and macro ``choices``) are; ``space``, ``cost`` and
+    ``provenance`` are metadata, ignored by ``==`` and :meth:`hash`.
+
+    Args:
+        normal: the normal cell.
+        reduce: the reduction cell.
+        space: search-space metadata (``name``, ``ops``, ``nodes``, ``in_degree``, ``macro``).
+        cost: ``{"input": [1, 6, H, W], "macs": .., "params": .., "latency_ms": .., "target": ..}``.
+        provenance: where it comes from (``atldas`` version, seed, strategy, run, epochs, source...).
+        choices: macro-level choices outside the cells (e.g. decoder/head block names), name -> value.
+    """
+
+    normal: CellSpec
+    reduce: CellSpec
+    space: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    cost: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    choices: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in CELL_TYPES:
+            if not isinstance(getattr(self, name), CellSpec):
+                raise ConfigError(f"genotype {name} cell must be a CellSpec")
+        for name in ("space", "cost", "provenance", "choices"):
+            object.__setattr__(self, name, _frozen_dict(getattr(self, name), name))
+
+    def __hash__(self) -> int:
+        return hash(self.hash())
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Genotype):
+            return NotImplemented
+        return (self.normal, self.reduce, dict(self.choices)) == (other.normal, other.reduce,
+                                                                  dict(other.choices))
+
+    # ---------------------------------------------------------------- queries
+
+    def cells(self) -> dict[str, CellSpec]:
+        """``{"normal": ..., "reduce": ...}``."""
+        return {"normal": self.normal, "reduce": self.reduce}
+
+    def cell(self, reduction: bool) -> CellSpec:
+        """The reduction cell if ``reduction`` else the normal cell."""
+        return self.reduce if reduction else self.normal
+
+    @property
+    def is_darts(self) -> bool:
+        """Whether every node has in-degree 2 (expressible as a DARTS ``Genotype``)."""
+        return all(d == 2 for c in (self.normal, self.reduce) for d in c.in_degrees)
+
+    def validate(self, *, ops: Iterable[str] | None = None) -> "Genotype":
+        """Check both cells; raise ConfigError naming the cell and node on a fault.
+
+        Args:
+            ops: the allowed op names; default: every op registered in :data:`atldas.ops.OPS`.
+
+        Returns:
+            self, so that ``Genotype.load(p).validate()`` chains.
+        """
+        if ops is None:
+            from atldas.ops import OPS
+
+            ops = OPS.names()
+        ops = list(ops)
+        for name, cell in self.cells().items():
+            cell.validate(ops=ops, name=name)
+        return self
+
+    def hash(self, length: int = 12) -> str:
+        """Stable content hash: sha256 of the canonical JSON of the cells (and choices), hex prefix."""
+        content: dict[str, Any] = {name: cell.to_dict() for name, cell in self.cells().items()}
+        if self.choices:
+            content["choices"] = dict(self.choices)
+        canon = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:length]
+
+    def replace(self, **changes: Any) -> "Genotype":
+        """A copy with some fields replaced (e.g. ``cost=`` or ``provenance=``)."""
+        fields = {"normal": self.normal, "reduce": self.reduce, "space": self.space,
+                  "cost": self.cost, "provenance": self.provenance, "choices": self.choices}
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise ConfigError(f"unknown genotype field(s) {sorted(unknown)}; fields: {sorted(fields)}")
+        fields.update(changes)
+        return Genotype(**fields)
+
+    # ---------------------------------------------------------------- DARTS interop
+
+    def to_darts(self) -> str:
+        """The DARTS string ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])``.
+
+        Raises:
+            ConfigError: a node does not have in-degree 2 (the DARTS namedtuple cannot express it).
+        """
+        for name, cell in self.cells().items():
+            for j, d in enumerate(cell.in_degrees):
+                if d != 2:
+                    raise ConfigError(f"cannot write a DARTS genotype: {name} cell node {j} has "
+                                      f"in-degree {d}, DARTS needs exactly 2 inputs per node")
+        return (f"Genotype(normal={self.normal.to_pairs()!r}, normal_concat={list(self.normal.concat)!r}, "
+                f"reduce={self.reduce.to_pairs()!r}, reduce_concat={list(self.reduce.concat)!r})")
+
+    @classmethod
+    def from_darts_dict(cls, data: Mapping[str, Any], **metadata: Any) -> "Genotype":
+        """From a mapping with DARTS keys ``normal``, ``normal_concat``, ``reduce``, ``reduce_concat``."""
+        missing = [k for k in ("normal", "normal_concat", "reduce", "reduce_concat") if k not in data]
+        if missing:
+            raise ConfigError(f"DARTS genotype is missing {', '.join(missing)}")
+        for key in ("normal", "reduce"):
+            if not isinstance(data[key], (list, tuple)):
+                raise ConfigError(f"DARTS genotype {key} must be a list of (op, index) pairs")
+        return cls(normal=CellSpec.from_pairs(data["normal"], data["normal_concat"], name="normal"),
+                   reduce=CellSpec.from_pairs(data["reduce"], data["reduce_concat"], name="reduce"),
+                   **metadata)
+
+    @classmethod
+    def from_darts(cls, text: str, **metadata: Any) -> "Genotype":
+        """Parse a DARTS ``Genotype(...)`` string without eval.
+
+        Accepts keyword or positional arguments, lists or tuples, and ``range(a, b)`` concats (as the
+        DARTS ``genotypes.py`` writes them).
+        """
+        try:
+            tree = ast.parse(text.strip(), mode="eval")
+        except SyntaxError as e:
+            raise ConfigError(f"not a DARTS Genotype(...) string: {e.msg}") from None
+        call = tree.body
+        func = getattr(call, "func", None)
+        fname = getattr(func, "id", None) or getattr(func, "attr", None)
+        if not isinstance(call, ast.Call) or fname != "Genotype":
+            raise ConfigError("not a DARTS genotype: expected Genotype(normal=..., normal_concat=..., "
+                              "reduce=..., reduce_concat=...)")
+        keys = ("normal", "normal_concat", "reduce", "reduce_concat")
+        if len(call.args) > 4:
+            raise ConfigError("DARTS Genotype(...) takes 4 fields")
+        values: dict[str, Any] = {}
+        for key, node in zip(keys, call.args):
+            values[key] = _literal(node, key)
+        for kw in call.keywords:
+            if kw.arg not in keys or kw.arg in values:
+                raise ConfigError(f"DARTS Genotype(...): unexpected or repeated field {kw.arg!r}")
+            values[kw.arg] = _literal(kw.value, kw.arg)
+        return cls.from_darts_dict(values, **metadata)
+
+    @classmethod
+    def from_reference(cls, name: str, path: str | os.PathLike[str]) -> "Genotype":
+        """One genotype of a reference file like ``genotypes.json`` (name -> DARTS-style dict).
+
+        The name matches exactly or ignoring case; a miss raises ConfigError listing the names.
+        """
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"genotype reference file not found: {path}") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read genotype reference file {path}: {e}") from None
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a JSON object of named genotypes")
+        names = [k for k, v in data.items() if isinstance(v, Mapping) and "normal" in v]
+        match = name if name in names else next((k for k in names if k.lower() == name.lower()), None)
+        if match is None:
+            raise ConfigError(f"no genotype {name!r} in {path}; known: {', '.join(names) or '(none)'}")
+        entry = data[match]
+        provenance = {"reference": match}
+        if "source" in entry:
+            provenance["source"] = entry["source"]
+        return cls.from_darts_dict(entry, provenance=provenance)
+
+    # ---------------------------------------------------------------- JSON
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``atldas-genotype/1`` object (``darts`` only when every node has in-degree 2)."""
+        out: dict[str, Any] = {
+            "format": FORMAT,
+            "space": copy.deepcopy(dict(self.space)),
+            "cells": {name: cell.to_dict() for name, cell in self.cells().items()},
+        }
+        if self.choices:
+            out["choices"] = copy.deepcopy(dict(self.choices))
+        if self.is_darts:
+            out["darts"] = self.to_darts()
+        out["cost"] = copy.deepcopy(dict(self.cost))
+        out["provenance"] = copy.deepcopy(dict(self.provenance))
+        return out
+
+    def dumps(self) -> str:
+        """:meth:`to_json` as indented text (short lists and nodes on one line) with a final newline."""
+        return _dumps(self.to_json(), 0) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, validate: bool = True) -> "Genotype":
+        """Inverse of :meth:`to_json`; validates against the registered ops unless ``validate=False``.
+
+        An object with DARTS keys (``normal``, ``normal_concat``...) is accepted too.
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError("a genotype must be a JSON object")
+        if "cells" not in data and "normal" in data:
+            g = cls.from_darts_dict(data)
+            return g.validate() if validate else g
+        fmt = data.get("format")
+        if fmt != FORMAT:
+            raise ConfigError(f"unsupported genotype format {fmt!r}; expected {FORMAT!r}")
+        cells = data.get("cells")
+        if not isinstance(cells, Mapping) or any(k not in cells for k in CELL_TYPES):
+            raise ConfigError("genotype 'cells' must hold a 'normal' and a 'reduce' cell")
+        g = cls(normal=CellSpec.from_dict(cells["normal"], name="normal"),
+                reduce=CellSpec.from_dict(cells["reduce"], name="reduce"),
+                space=data.get("space") or {}, cost=data.get("cost") or {},
+                provenance=data.get("provenance") or {}, choices=data.get("choices") or {})
+        if validate:
+            g.validate()
+        darts = data.get("darts")
+        if darts is not None and g.is_darts and Genotype.from_darts(darts) != g:
+            raise ConfigError("genotype 'darts' string disagrees with 'cells'; delete one of them")
+        return g
+
+    @classmethod
+    def loads(cls, text: str, *, validate: bool = True, source: str = "genotype") -> "Genotype":
+        """Parse genotype JSON text or a DARTS ``Genotype(...)`` string."""
+        stripped = text.strip()
+        if stripped.startswith("{"):
+            try:
+                data = json.loads(stripped)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{source}: invalid JSON at line {e.lineno}: {e.msg}") from None
+            try:
+                return cls.from_json(data, validate=validate)
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+        if "Genotype(" in stripped:
+            try:
+                g = cls.from_darts(stripped)
+                return g.validate() if validate else g
+            except ConfigError as e:
+                raise ConfigError(f"{source}: {e}") from None
+        raise ConfigError(f"{source}: neither genotype JSON ({FORMAT}) nor a DARTS Genotype(...) string")
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON file atomically (temp file in the same folder, then ``os.replace``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(self.dumps())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, validate: bool = True) -> "Genotype":
+        """Read a genotype JSON file or a text file holding a DARTS ``Genotype(...)`` string.
+
+        Raises:
+            ConfigError: one line naming the file: missing, unreadable, malformed or invalid.
+        """
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"genotype file not found: {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"genotype path is a folder, expected a file: {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read genotype file {path}: {e}") from None
+        return cls.loads(text, validate=validate, source=str(path))
+
+
+def _literal(node: ast.AST, key: str) -> Any:
+    """A literal (list/tuple of pairs, ints), or ``range(a[, b[, c]])`` of int literals."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range"
+            and not node.keywords and 1 <= len(node.args) <= 3):
+        try:
+            args = [ast.literal_eval(a) for a in node.args]
+        except ValueError:
+            args = None
+        if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            return list(range(*args))
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError):
+        raise ConfigError(f"DARTS Genotype(...): field {key!r} is not a literal list") from None
+
+
+def _dumps(value: Any, level: int, width: int = 96) -> str:
+    """Indented JSON that keeps any value whose one-line form fits ``width`` on one line."""
+    flat = json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, (dict, list)) or len(flat) + 2 * level <= width or not value:
+        return flat
+    pad, inner = "  " * level, "  " * (level + 1)
+    if isinstance(value, dict):
+        items = [f"{inner}{json.dumps(k, ensure_ascii=False)}: {_dumps(v, level + 1, width)}"
+                 for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    items = [inner + _dumps(v, level + 1, width) for v in value]
+    return "[\n" + ",\n".join(items) + "\n" + pad + "]"

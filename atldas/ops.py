@@ -1,0 +1,496 @@
+"""Operation registry: the DARTS primitives, their building blocks, and the closed-form cost of each.
+
+Every candidate op of a cell edge is registered in :data:`OPS` as an :class:`OpSpec` that can
+build the module and give its cost without building it:
+
+    >>> from atldas.ops import build_op, op_cost
+    >>> op = build_op("sep_conv_3x3", C_in=48, C_out=48, stride=1, affine=True)
+    >>> op_cost("sep_conv_3x3", C_in=48, C_out=48, H=32, W=32, stride=1, affine=True)
+    OpCost(macs=..., params=...)
+
+Cost conventions (the ones the whole library uses):
+
+- ``macs``: multiply-accumulates of convolutions and linear layers only, exactly
+  ``torch.utils.flop_counter.FlopCounterMode`` total / 2. Pooling, norms, activations, additions and
+  interpolation count 0.
+- ``params``: ``sum(p.numel() for p in module.parameters())``; BatchNorm running statistics are
+  buffers and do not count.
+
+Sizes at stride 2: every op gives ``ceil(H / 2) x ceil(W / 2)``. The convolutions and pools do so by
+their padding; :class:`FactorizedReduce` pads its shifted branch with one zero row/column at the
+bottom/right when H/W is odd (identical to DARTS for even sizes, where DARTS itself fails on odd
+sizes).
+
+Module and attribute names follow DARTS (``op.1``, ``conv_1``, ``bn``...), so state dicts of the
+released DARTS-family networks (e.g. CheapMatting) load strictly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from atldas.errors import ConfigError
+from atldas.registry import Registry
+
+__all__ = [
+    "PRIMITIVES",
+    "SEARCH_PRIMITIVES",
+    "OPS",
+    "OpSpec",
+    "OpCost",
+    "SizedMacs",
+    "ReLUConvBN",
+    "FactorizedReduce",
+    "SepConv",
+    "DilConv",
+    "Identity",
+    "Zero",
+    "build_op",
+    "op_cost",
+    "op_macs",
+    "op_params",
+    "op_output_size",
+    "conv_output_size",
+    "relu_conv_bn_cost",
+    "factorized_reduce_cost",
+    "module_macs",
+    "count_params",
+]
+
+#: The DARTS op set, in the DARTS order (``none`` is only for the DARTS baseline).
+PRIMITIVES: tuple[str, ...] = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+#: The op set of a topology-learning search: the topology decides whether an edge exists, so no ``none``.
+SEARCH_PRIMITIVES: tuple[str, ...] = tuple(p for p in PRIMITIVES if p != "none")
+
+
+class OpCost(NamedTuple):
+    """Closed-form cost of one op: multiply-accumulates and parameter count."""
+
+    macs: int
+    params: int
+
+
+class SizedMacs(NamedTuple):
+    """MACs of a module on a given input, with the spatial size of its output."""
+
+    macs: int
+    H: int
+    W: int
+
+
+# --------------------------------------------------------------------------------------------
+# size arithmetic
+
+
+def conv_output_size(size: int, *, kernel_size: int, stride: int = 1, padding: int = 0,
+                     dilation: int = 1) -> int:
+    """Output length of a convolution or pooling window along one axis (floor mode)."""
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def _check_stride(stride: int) -> None:
+    if stride not in (1, 2):
+        raise ConfigError(f"op stride must be 1 or 2, got {stride}")
+
+
+def _half(size: int, stride: int) -> int:
+    """Spatial size after a DARTS op of this stride: ``size`` at 1, ``ceil(size / 2)`` at 2."""
+    return size if stride == 1 else (size + 1) // 2
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+class ReLUConvBN(nn.Module):
+    """ReLU -> Conv (no bias) -> BatchNorm; DARTS names ``op.1`` (conv) and ``op.2`` (bn).
+
+    Args:
+        C_in: input channels.
+        C_out: output channels.
+        kernel_size: convolution kernel.
+        stride: convolution stride.
+        padding: convolution padding.
+        affine: whether BatchNorm has a learnable scale and shift.
+    """
+
+    def __init__(self, *, C_in: int, C_out: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, affine: bool = True) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the resolution with two interleaved 1x1 stride-2 convs (DARTS ``FactorizedReduce``).
+
+    ``conv_1`` sees pixels (0, 0), (0, 2), ...; ``conv_2`` sees (1, 1), (1, 3), ... Their outputs
+    are concatenated and batch-normalised. On an odd size the shifted branch is padded with one
+    zero row/column at the bottom/right, so both branches (and the op) give ``ceil(H / 2)``.
+
+    Args:
+        C_in: input channels.
+        C_out: output channels (even).
+        affine: whether BatchNorm has a learnable scale and shift.
+    """
+
+    def __init__(self, *, C_in: int, C_out: int, affine: bool = True) -> None:
+        super().__init__()
+        if C_out % 2:
+            raise ConfigError(f"FactorizedReduce needs an even number of output channels, got {C_out}")
+        self.relu = nn.ReLU(inplace=False)
+        self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
+        self.bn = nn.BatchNorm2d(C_out, affine=affine)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        H, W = x.shape[-2:]
+        shifted = x[:, :, 1:, 1:]  # (B, C, H-1, W-1)
+        if H % 2 or W % 2:
+            shifted = F.pad(shifted, (0, W % 2, 0, H % 2))  # (B, C, H-1+H%2, W-1+W%2)
+        # (B, C_out/2, ceil(H/2), ceil(W/2)) twice -> (B, C_out, ceil(H/2), ceil(W/2))
+        out = torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1)
+        return self.bn(out)
+
+
+class SepConv(nn.Module):
+    """Two stacked separable convs (DARTS ``SepConv``): names ``op.1``/``op.2``/``op.3`` and ``op.5``/``op.6``/``op.7``.
+
+    ReLU -> depthwise kxk (stride) -> pointwise C_in->C_in -> BN -> ReLU -> depthwise kxk ->
+    pointwise C_in->C_out -> BN.
+
+    Args:
+        C_in: input channels.
+        C_out: output channels.
+        kernel_size: depthwise kernel (3 or 5 in DARTS).
+        stride: stride of the first depthwise conv.
+        padding: padding of both depthwise convs.
+        affine: whether the BatchNorms have a learnable scale and shift.
+    """
+
+    def __init__(self, *, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 affine: bool = True) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_in, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_in, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=1, padding=padding, groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class DilConv(nn.Module):
+    """ReLU -> dilated depthwise kxk -> pointwise -> BN (DARTS ``DilConv``): names ``op.1``/``op.2``/``op.3``.
+
+    Args:
+        C_in: input channels.
+        C_out: output channels.
+        kernel_size: depthwise kernel.
+        stride: depthwise stride.
+        padding: depthwise padding.
+        dilation: depthwise dilation.
+        affine: whether BatchNorm has a learnable scale and shift.
+    """
+
+    def __init__(self, *, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int,
+                 dilation: int, affine: bool = True) -> None:
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                      groups=C_in, bias=False),
+            nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Identity(nn.Module):
+    """The identity (``skip_connect`` at stride 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class Zero(nn.Module):
+    """Zeros of the output shape (DARTS ``none``); stride 2 gives ``ceil(H / 2) x ceil(W / 2)``.
+
+    Args:
+        stride: 1 or 2.
+    """
+
+    def __init__(self, *, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)  # (B, C, ceil(H/s), ceil(W/s))
+
+
+# --------------------------------------------------------------------------------------------
+# closed-form costs of the building blocks
+
+
+def relu_conv_bn_cost(*, C_in: int, C_out: int, H: int, W: int, kernel_size: int = 1,
+                      stride: int = 1, padding: int = 0, affine: bool = True) -> OpCost:
+    """Cost of :class:`ReLUConvBN` on an ``H x W`` input."""
+    Ho = conv_output_size(H, kernel_size=kernel_size, stride=stride, padding=padding)
+    Wo = conv_output_size(W, kernel_size=kernel_size, stride=stride, padding=padding)
+    k2 = kernel_size * kernel_size
+    return OpCost(macs=C_in * C_out * k2 * Ho * Wo,
+                  params=C_in * C_out * k2 + (2 * C_out if affine else 0))
+
+
+def factorized_reduce_cost(*, C_in: int, C_out: int, H: int, W: int, affine: bool = True) -> OpCost:
+    """Cost of :class:`FactorizedReduce` on an ``H x W`` input (two C_in -> C_out/2 1x1 convs at ceil(H/2))."""
+    Ho, Wo = _half(H, 2), _half(W, 2)
+    half = C_out // 2
+    return OpCost(macs=2 * C_in * half * Ho * Wo,
+                  params=2 * C_in * half + (2 * C_out if affine else 0))
+
+
+def _sep_conv_cost(k: int) -> Callable[..., OpCost]:
+    def cost(*, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
+        HW = _half(H, stride) * _half(W, stride)
+        macs = (C_in * k * k + C_in * C_in + C_in * k * k + C_in * C_out) * HW
+        params = 2 * C_in * k * k + C_in * C_in + C_in * C_out + (2 * (C_in + C_out) if affine else 0)
+        return OpCost(macs=macs, params=params)
+
+    return cost
+
+
+def _dil_conv_cost(k: int) -> Callable[..., OpCost]:
+    def cost(*, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
+        HW = _half(H, stride) * _half(W, stride)
+        return OpCost(macs=(C_in * k * k + C_in * C_out) * HW,
+                      params=C_in * k * k + C_in * C_out + (2 * C_out if affine else 0))
+
+    return cost
+
+
+def _free_cost(*, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
+    return OpCost(macs=0, params=0)
+
+
+def _skip_cost(*, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
+    if stride == 1:
+        return OpCost(macs=0, params=0)
+    return factorized_reduce_cost(C_in=C_in, C_out=C_out, H=H, W=W, affine=affine)
+
+
+# --------------------------------------------------------------------------------------------
+# registry
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """A registered cell op: how to build it and what it costs.
+
+    Attributes:
+        name: registry name (``sep_conv_3x3``...).
+        build: ``build(C_in=, C_out=, stride=, affine=) -> nn.Module``.
+        cost: ``cost(C_in=, C_out=, H=, W=, stride=, affine=) -> OpCost`` (H, W: input size).
+        maps_channels: whether the op can have ``C_out != C_in`` (convs, FactorizedReduce).
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    cost: Callable[..., OpCost]
+    maps_channels: bool
+
+
+#: Registry of cell ops: name -> :class:`OpSpec`.
+OPS: Registry[OpSpec] = Registry("op")
+
+
+def _same_channels(name: str, C_in: int, C_out: int) -> None:
+    if C_in != C_out:
+        raise ConfigError(f"op {name!r} keeps the channel count; got C_in={C_in}, C_out={C_out}")
+
+
+def _register(name: str, build: Callable[..., nn.Module], cost: Callable[..., OpCost],
+              maps_channels: bool) -> None:
+    OPS.add(name, OpSpec(name=name, build=build, cost=cost, maps_channels=maps_channels))
+
+
+def _build_skip(*, C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
+    if stride == 1:
+        _same_channels("skip_connect", C_in, C_out)
+        return Identity()
+    return FactorizedReduce(C_in=C_in, C_out=C_out, affine=affine)
+
+
+_register("none", lambda *, C_in, C_out, stride, affine: Zero(stride=stride), _free_cost, False)
+_register("max_pool_3x3",
+          lambda *, C_in, C_out, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+          _free_cost, False)
+_register("avg_pool_3x3",
+          lambda *, C_in, C_out, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1,
+                                                               count_include_pad=False),
+          _free_cost, False)
+_register("skip_connect", _build_skip, _skip_cost, True)
+for _k in (3, 5):
+    _register(f"sep_conv_{_k}x{_k}",
+              (lambda k: lambda *, C_in, C_out, stride, affine: SepConv(
+                  C_in=C_in, C_out=C_out, kernel_size=k, stride=stride, padding=k // 2,
+                  affine=affine))(_k),
+              _sep_conv_cost(_k), True)
+    _register(f"dil_conv_{_k}x{_k}",
+              (lambda k: lambda *, C_in, C_out, stride, affine: DilConv(
+                  C_in=C_in, C_out=C_out, kernel_size=k, stride=stride, padding=k - 1, dilation=2,
+                  affine=affine))(_k),
+              _dil_conv_cost(_k), True)
+del _k
+
+
+def _spec(name: str, C_in: int, C_out: int | None, stride: int) -> tuple[OpSpec, int]:
+    spec = OPS.get(name)
+    _check_stride(stride)
+    C_out = C_in if C_out is None else C_out
+    if not spec.maps_channels or (name == "skip_connect" and stride == 1):
+        _same_channels(name, C_in, C_out)
+    return spec, C_out
+
+
+def build_op(name: str, *, C_in: int, C_out: int | None = None, stride: int = 1,
+             affine: bool = True) -> nn.Module:
+    """Build the registered op ``name``.
+
+    Args:
+        name: a name in :data:`OPS` (unknown names raise ConfigError listing the known ones).
+        C_in: input channels.
+        C_out: output channels; defaults to ``C_in``. Pools, ``none`` and the identity need ``C_out == C_in``.
+        stride: 1, or 2 in a reduction cell.
+        affine: BatchNorm affine (True for a standalone network, False in a DARTS search).
+
+    Returns:
+        The module; on ``(B, C_in, H, W)`` it gives ``(B, C_out, H', W')`` with H' = H at stride 1,
+        ``ceil(H / 2)`` at stride 2.
+    """
+    spec, C_out = _spec(name, C_in, C_out, stride)
+    return spec.build(C_in=C_in, C_out=C_out, stride=stride, affine=affine)
+
+
+def op_cost(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, stride: int = 1,
+            affine: bool = True) -> OpCost:
+    """Closed-form MACs and parameter count of op ``name`` on a ``(1, C_in, H, W)`` input.
+
+    MACs equal FlopCounterMode's total / 2 for batch 1 exactly (multiply by the batch size for more).
+    """
+    spec, C_out = _spec(name, C_in, C_out, stride)
+    return spec.cost(C_in=C_in, C_out=C_out, H=H, W=W, stride=stride, affine=affine)
+
+
+def op_macs(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, stride: int = 1,
+            affine: bool = True) -> int:
+    """MACs of op ``name`` (see :func:`op_cost`)."""
+    return op_cost(name, C_in=C_in, C_out=C_out, H=H, W=W, stride=stride, affine=affine).macs
+
+
+def op_params(name: str, *, C_in: int, C_out: int | None = None, stride: int = 1,
+              affine: bool = True) -> int:
+    """Parameter count of op ``name`` (independent of the input size)."""
+    return op_cost(name, C_in=C_in, C_out=C_out, H=2, W=2, stride=stride, affine=affine).params
+
+
+def op_output_size(*, H: int, W: int, stride: int) -> tuple[int, int]:
+    """Spatial output size of every cell op: ``(H, W)`` at stride 1, ``(ceil(H/2), ceil(W/2))`` at 2."""
+    _check_stride(stride)
+    return _half(H, stride), _half(W, stride)
+
+
+# --------------------------------------------------------------------------------------------
+# closed-form MACs of assembled modules
+
+
+_SIZE_PRESERVING = (
+    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Identity, Identity,
+    nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.Dropout,
+)
+
+
+def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def module_macs(module: nn.Module, *, H: int, W: int) -> SizedMacs:
+    """Closed-form MACs of ``module`` on a ``(1, C, H, W)`` input, and its output size.
+
+    Handles Conv2d, pools, size-preserving layers (activations, norms), ``nn.Sequential`` chains,
+    the DARTS ops of this module, and any module with a ``macs_at(*, H, W) -> SizedMacs`` method.
+    Exactly FlopCounterMode's total / 2 for the modules it accepts; others raise TypeError.
+    """
+    if hasattr(module, "macs_at"):
+        return module.macs_at(H=H, W=W)
+    if isinstance(module, nn.Conv2d):
+        if not isinstance(module.padding, (tuple, list)):
+            raise TypeError(f"padding mode {module.padding!r} has no closed-form size here")
+        (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride)
+        (ph, pw), (dh, dw) = _pair(module.padding), _pair(module.dilation)
+        Ho = conv_output_size(H, kernel_size=kh, stride=sh, padding=ph, dilation=dh)
+        Wo = conv_output_size(W, kernel_size=kw, stride=sw, padding=pw, dilation=dw)
+        per_pixel = module.out_channels * (module.in_channels // module.groups) * kh * kw
+        return SizedMacs(per_pixel * Ho * Wo, Ho, Wo)
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        if getattr(module, "ceil_mode", False):
+            raise TypeError("ceil_mode pooling has no closed-form size here")
+        (kh, kw), (ph, pw) = _pair(module.kernel_size), _pair(module.padding)
+        sh, sw = _pair(module.stride if module.stride is not None else module.kernel_size)
+        dh, dw = _pair(getattr(module, "dilation", 1))
+        return SizedMacs(0, conv_output_size(H, kernel_size=kh, stride=sh, padding=ph, dilation=dh),
+                         conv_output_size(W, kernel_size=kw, stride=sw, padding=pw, dilation=dw))
+    if isinstance(module, Zero):
+        return SizedMacs(0, _half(H, module.stride), _half(W, module.stride))
+    if isinstance(module, FactorizedReduce):
+        m = factorized_reduce_cost(C_in=module.conv_1.in_channels, C_out=module.bn.num_features,
+                                   H=H, W=W).macs
+        return SizedMacs(m, _half(H, 2), _half(W, 2))
+    if isinstance(module, (ReLUConvBN, SepConv, DilConv)):
+        return module_macs(module.op, H=H, W=W)
+    if isinstance(module, nn.Sequential):
+        total = 0
+        for child in module:
+            m, H, W = module_macs(child, H=H, W=W)
+            total += m
+        return SizedMacs(total, H, W)
+    if isinstance(module, _SIZE_PRESERVING):
+        return SizedMacs(0, H, W)
+    raise TypeError(f"no closed-form MACs for {type(module).__name__}")
+
+
+def count_params(module: nn.Module) -> int:
+    """``sum(p.numel() for p in module.parameters())``."""
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,63 @@
+"""Checkpoints as plain dicts: atomic writes and safe (weights_only) reads.
+
+A checkpoint is data, never code: :func:`load_checkpoint` uses ``torch.load(weights_only=True)``
+and turns a refusal into a one-line :class:`~atldas.errors.DataError`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Union
+
+import torch
+
+from atldas.errors import DataError
+
+PathLike = Union[str, os.PathLike]
+
+
+def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, then ``os.replace``),
+    so an interrupted write never leaves a half-written checkpoint."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Raises:
+        DataError: the file is missing or corrupt, or it carries code (pickled classes/functions),
+            which is refused because loading it would run that code.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such checkpoint file")
+    try:
+        obj = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        import re
+
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        detail = f"it names {found.group(1)}" if found else ""
+        raise DataError(f"{p}: refused, the checkpoint carries code or objects other than tensors and "
+                        f"plain containers (loaded with weights_only=True for safety){': ' + detail if detail else ''}; "
+                        "re-save it as a plain dict of tensors") from None
+    except Exception as exc:  # noqa: BLE001 - any other failure means an unreadable file
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise DataError(f"{p}: not a readable PyTorch checkpoint ({msg})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj

@@ -1,0 +1,197 @@
+"""CheapMatting: the released state dict (names, shapes, 6,023,025 params), strict load, forward, MACs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from atldas.errors import ConfigError
+from atldas.genotype import CellSpec, Genotype
+from atldas.models.cells import Cell, cell_cost
+from atldas.models.cheapmatting import (ATLDAS_CIFAR100, DECODER_BLOCKS, HEAD_BLOCKS, CheapMatting,
+                                        DecoderLevel, PredictionHead, PyramidPooling,
+                                        build_cheapmatting)
+from atldas.ops import count_params, module_macs
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "cheapmatting_state_dict.json").read_text())
+RELEASED_MACS_1024 = 38_594_117_632  # FlopCounterMode total / 2 at 1x6x1024x1024
+META = torch.device("meta")
+
+
+def counted_macs(net: torch.nn.Module, H: int, W: int) -> int:
+    x = torch.empty(1, 6, H, W, device=META)
+    with FlopCounterMode(display=False) as counter:
+        y = net(x)
+    assert y.shape == (1, 1, H, W)
+    flops = counter.get_total_flops()
+    assert flops % 2 == 0
+    return flops // 2
+
+
+@pytest.fixture(scope="module")
+def net() -> CheapMatting:
+    torch.manual_seed(0)
+    return build_cheapmatting().eval()
+
+
+@pytest.fixture(scope="module")
+def meta_net() -> CheapMatting:
+    with META:
+        return build_cheapmatting()
+
+
+def test_state_dict_names_and_shapes_equal_the_release(net):
+    mine = {k: list(v.shape) for k, v in net.state_dict().items()}
+    assert mine == REFERENCE["state_dict"]
+    assert list(mine) == list(REFERENCE["state_dict"])  # same order too
+
+
+def test_parameter_count(net):
+    assert count_params(net) == net.num_params() == REFERENCE["parameters"] == 6_023_025
+
+
+def test_strict_load_of_a_fake_checkpoint(net):
+    gen = torch.Generator().manual_seed(1)
+    fake = {"model": {k: (torch.randn(shape, generator=gen) if shape else torch.tensor(7))
+                      for k, shape in REFERENCE["state_dict"].items()}}
+    fresh = build_cheapmatting()
+    fresh.load_state_dict(fake["model"], strict=True)
+    w = fresh.state_dict()["cells.4._ops.0.conv_1.weight"]
+    assert torch.equal(w, fake["model"]["cells.4._ops.0.conv_1.weight"])
+
+
+def test_forward_small_input_in_unit_range(net):
+    torch.manual_seed(0)
+    rgb = torch.rand(1, 3, 64, 64)
+    trimap = torch.nn.functional.one_hot(torch.randint(0, 3, (1, 64, 64)), 3).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        alpha = net(torch.cat([rgb, trimap], 1))
+    assert alpha.shape == (1, 1, 64, 64)
+    assert alpha.min() >= 0 and alpha.max() <= 1
+
+
+def test_forward_odd_size_and_unclamped():
+    net = build_cheapmatting(C=8, layers=3, clamp=False).eval()
+    with torch.no_grad():
+        y = net(torch.rand(2, 6, 37, 45))
+    assert y.shape == (2, 1, 37, 45)
+
+
+def test_macs_at_1024_equal_the_release(meta_net):
+    measured = counted_macs(meta_net, 1024, 1024)
+    assert measured == RELEASED_MACS_1024
+    assert meta_net.macs_at(H=1024, W=1024).macs == measured
+    assert round(measured / 1e9, 3) == 38.594
+
+
+def test_macs_breakdown_at_1024(meta_net):
+    parts = meta_net.macs_breakdown(H=1024, W=1024)
+    g = lambda *keys: round(sum(parts[k] for k in keys) / 1e9, 2)  # noqa: E731
+    assert g("cells") == 11.32
+    assert g("head") == 12.25
+    assert g("decoder0") == 4.26
+    assert g("decoder1", "decoder2", "decoder3") == 6.07
+    assert g("stem00", "stem05", "stem10") == 4.33
+    assert g("ppm") == 0.36
+    assert sum(parts.values()) == RELEASED_MACS_1024
+
+
+@pytest.mark.parametrize("H,W", [(64, 64), (96, 160), (37, 45)])
+def test_closed_form_macs_other_sizes(meta_net, H, W):
+    assert meta_net.macs_at(H=H, W=W).macs == counted_macs(meta_net, H, W)
+
+
+@pytest.mark.parametrize("knobs", [
+    {"decoder_blocks": "sep_res"},
+    {"decoder_blocks": ("bottleneck", "sep_res", "bottleneck", "sep_res"), "head_block": "narrow"},
+    {"head_block": "sep", "decoder_depth": 1, "ppm_extra_convs": 0},
+    {"C": 16, "layers": 5},
+])
+def test_variants_closed_form_and_cheaper(knobs):
+    with META:
+        net = build_cheapmatting(**knobs)
+    measured = counted_macs(net, 128, 96)
+    assert net.macs_at(H=128, W=96).macs == measured
+    assert measured < RELEASED_MACS_1024 * (128 * 96) / (1024 * 1024)
+
+
+def test_default_blocks_are_the_released_layout():
+    assert DECODER_BLOCKS.names() == ["bottleneck", "sep_res"]
+    assert HEAD_BLOCKS.names() == ["conv3x3", "narrow", "sep"]
+    assert DecoderLevel(C_in=88, C_out=32, C_mid=24).block == "bottleneck"
+    assert PredictionHead(C_in=38).block == "conv3x3"
+    with pytest.raises(ConfigError, match="known decoder blocks: bottleneck, sep_res"):
+        DecoderLevel(C_in=8, C_out=8, C_mid=8, block="transformer")
+    with pytest.raises(ConfigError, match="unknown CheapMatting option"):
+        build_cheapmatting(widht=3)
+
+
+def test_ppm_tiny_input_falls_back_to_global_pool():
+    ppm = PyramidPooling(C_in=8, C_mid=4, C_out=6)
+    x = torch.randn(1, 8, 2, 3)
+    y = ppm(x)
+    assert y.shape == (1, 6, 2, 3)
+    with FlopCounterMode(display=False) as counter:
+        ppm(x)
+    assert ppm.macs_at(H=2, W=3).macs == counter.get_total_flops() // 2
+
+
+def test_variable_in_degree_cell():
+    spec = CellSpec(nodes=[[("sep_conv_3x3", 0)], [("skip_connect", 1), ("dil_conv_3x3", 2), ("avg_pool_3x3", 0)],
+                           [("max_pool_3x3", 3)]], concat=[2, 3, 4])
+    for reduction, reduction_prev in [(False, False), (True, False), (False, True)]:
+        cell = Cell(spec=spec, C_prev_prev=12, C_prev=10, C=8, reduction=reduction,
+                    reduction_prev=reduction_prev)
+        H = 9
+        s0 = torch.randn(1, 12, 2 * H if reduction_prev else H, 2 * H if reduction_prev else H)
+        s1 = torch.randn(1, 10, H, H)
+        with FlopCounterMode(display=False) as counter:
+            y = cell(s0, s1)
+        Ho = (H + 1) // 2 if reduction else H
+        assert y.shape == (1, 24, Ho, Ho)
+        cost = cell_cost(spec, C_prev_prev=12, C_prev=10, C=8, reduction=reduction,
+                         reduction_prev=reduction_prev, H=H, W=H)
+        assert cost.macs == counter.get_total_flops() // 2 == module_macs(cell, H=H, W=H).macs
+        assert cost.params == count_params(cell)
+    with pytest.raises(ConfigError, match="reduction cell cannot concatenate"):
+        Cell(spec=CellSpec(nodes=[[("skip_connect", 0)]], concat=[1, 2]), C_prev_prev=8, C_prev=8,
+             C=8, reduction=True, reduction_prev=False)
+
+
+def test_drop_path_only_in_training():
+    net = build_cheapmatting(C=8, layers=3, drop_path_prob=0.5)
+    x = torch.rand(2, 6, 32, 32)
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), net(x))
+    net.train()
+    net(x).sum().backward()
+
+
+def test_derived_models_registry():
+    from derived_models import build_model, get_genotype, get_model_spec, model_names
+
+    assert {"cheapmatting", "cheapmatting_darts_v2", "cheapmatting_pc_darts"} <= set(model_names())
+    assert get_genotype("atldas_cifar100") == ATLDAS_CIFAR100
+    assert get_genotype("atldas_cifar100").cost["macs"] == RELEASED_MACS_1024
+    with META:
+        released = build_model("cheapmatting")
+        darts = build_model("cheapmatting_darts_v2")
+        small = build_model("cheapmatting", C=16, layers=5, head_block="sep")
+    assert {k: list(v.shape) for k, v in released.state_dict().items()} == REFERENCE["state_dict"]
+    assert darts.genotype == get_genotype("darts_v2")
+    assert darts.macs_at(H=1024, W=1024).macs == get_genotype("darts_v2").cost["macs"]
+    assert isinstance(small, CheapMatting) and small.pred.block == "sep"
+    assert get_model_spec("cheapmatting").genotype == "atldas_cifar100"
+    with pytest.raises(ConfigError, match="known models: cheapmatting"):
+        build_model("cheapmating")
+
+
+def test_genotype_is_required():
+    with pytest.raises(ConfigError, match="needs a Genotype"):
+        CheapMatting(genotype="atldas_cifar100")  # type: ignore[arg-type]
+    assert isinstance(build_cheapmatting().genotype, Genotype)

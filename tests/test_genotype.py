@@ -1,0 +1,234 @@
+"""Genotype: JSON and DARTS round trips, validation messages, hash, atomic save, robust load."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from atldas.errors import ConfigError
+from atldas.genotype import FORMAT, CellSpec, Genotype
+
+ATLDAS_DARTS = (
+    "Genotype(normal=[('skip_connect', 0), ('dil_conv_5x5', 1), ('dil_conv_3x3', 0), ('sep_conv_3x3', 1), "
+    "('sep_conv_5x5', 1), ('sep_conv_5x5', 3), ('sep_conv_3x3', 3), ('dil_conv_3x3', 4)], "
+    "normal_concat=[2, 3, 4, 5], reduce=[('skip_connect', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), "
+    "('dil_conv_5x5', 2), ('sep_conv_3x3', 0), ('dil_conv_5x5', 3), ('sep_conv_5x5', 3), "
+    "('dil_conv_5x5', 4)], reduce_concat=[2, 3, 4, 5])"
+)
+
+REFERENCE = {
+    "_about": "test copy",
+    "DARTS_V2": {
+        "source": "DARTS",
+        "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
+                   ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]],
+        "normal_concat": [2, 3, 4, 5],
+        "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
+                   ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
+        "reduce_concat": [2, 3, 4, 5],
+    },
+}
+
+
+def variable_genotype() -> Genotype:
+    normal = CellSpec(nodes=[[("sep_conv_3x3", 0)], [("skip_connect", 1), ("dil_conv_3x3", 2), ("avg_pool_3x3", 0)],
+                             [("sep_conv_5x5", 3), ("max_pool_3x3", 1)]], concat=[2, 3, 4])
+    reduce = CellSpec(nodes=[[("max_pool_3x3", 0), ("sep_conv_3x3", 1)], [("skip_connect", 2)]],
+                      concat=[2, 3])
+    return Genotype(normal=normal, reduce=reduce, space={"name": "tiny", "in_degree": [1, 3]},
+                    provenance={"seed": 1})
+
+
+def test_darts_round_trip():
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    assert g.is_darts and g.normal.in_degrees == (2, 2, 2, 2)
+    assert g.to_darts() == ATLDAS_DARTS
+    assert g.normal.nodes[2] == (("sep_conv_5x5", 1), ("sep_conv_5x5", 3))
+    g.validate()
+
+
+def test_darts_parser_accepts_range_tuples_and_prefix():
+    text = ("genotypes.Genotype(normal=(('sep_conv_3x3', 0), ('sep_conv_3x3', 1)), "
+            "normal_concat=range(2, 3), reduce=[('max_pool_3x3', 0), ('max_pool_3x3', 1)], "
+            "reduce_concat=range(2, 3))")
+    g = Genotype.from_darts(text)
+    assert g.normal.concat == (2,) and g.reduce.nodes[0][1] == ("max_pool_3x3", 1)
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('echo hi')",
+    "Genotype(normal=[('a', 0)], normal_concat=[2], reduce=[], reduce_concat=[2])",  # odd pair count
+    "Genotype(normal=f(), normal_concat=[2], reduce=[], reduce_concat=[])",
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1)], normal_concat=[2])",
+    "Genotype(normal=[",
+])
+def test_darts_parser_rejects_without_eval(text):
+    with pytest.raises(ConfigError):
+        Genotype.from_darts(text)
+
+
+def test_json_round_trip_and_darts_field(tmp_path):
+    g = Genotype.from_darts(ATLDAS_DARTS, cost={"macs": 1}, provenance={"seed": 3})
+    data = g.to_json()
+    assert data["format"] == FORMAT
+    assert data["darts"] == ATLDAS_DARTS
+    assert data["cells"]["normal"]["nodes"][0] == {"inputs": [["skip_connect", 0], ["dil_conv_5x5", 1]]}
+    assert Genotype.from_json(json.loads(json.dumps(data))) == g
+    path = g.save(tmp_path / "sub" / "genotype.json")
+    back = Genotype.load(path)
+    assert back == g and back.cost["macs"] == 1 and back.provenance["seed"] == 3
+    assert [p.name for p in path.parent.iterdir()] == ["genotype.json"]  # no temp file left
+
+
+def test_variable_in_degree_json_has_no_darts(tmp_path):
+    g = variable_genotype().validate()
+    assert not g.is_darts
+    data = g.to_json()
+    assert "darts" not in data
+    back = Genotype.load(g.save(tmp_path / "g.json"))
+    assert back == g and back.normal.in_degrees == (1, 3, 2) and back.space["in_degree"] == [1, 3]
+    with pytest.raises(ConfigError, match="normal cell node 0 has in-degree 1"):
+        g.to_darts()
+
+
+def test_hash_is_stable_and_ignores_metadata():
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    h = g.hash()
+    assert len(h) == 12 and int(h, 16) >= 0
+    assert g.replace(cost={"macs": 5}, provenance={"run": "x"}, space={"name": "s"}).hash() == h
+    assert Genotype.from_darts(ATLDAS_DARTS).hash() == h
+    assert hash(g) == hash(Genotype.from_darts(ATLDAS_DARTS))
+    other = Genotype.from_darts(ATLDAS_DARTS.replace("('skip_connect', 0), ('dil", "('skip_connect', 1), ('dil"))
+    assert other.hash() != h and other != g
+    assert g.replace(choices={"head": "sep"}).hash() != h
+
+
+def test_frozen():
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    with pytest.raises(Exception):
+        g.normal = g.reduce  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        g.space["x"] = 1  # type: ignore[index]
+
+
+def test_load_darts_string_file(tmp_path):
+    p = tmp_path / "g.txt"
+    p.write_text(ATLDAS_DARTS + "\n")
+    assert Genotype.load(p) == Genotype.from_darts(ATLDAS_DARTS)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "invalid JSON"),
+    ('{"format": "other/9"}', "unsupported genotype format"),
+    ('{"format": "atldas-genotype/1", "cells": {"normal": {}}}', "'normal' and a 'reduce'"),
+    ("hello", "neither genotype JSON"),
+    ("[1, 2]", "neither genotype JSON"),
+])
+def test_malformed_files_give_one_line_config_errors(tmp_path, content, match):
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(ConfigError, match=match) as info:
+        Genotype.load(p)
+    assert "\n" not in str(info.value) and str(p) in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="not found"):
+        Genotype.load("/nonexistent/genotype.json")
+
+
+def _with_node(nodes, concat=(2, 3)):
+    ok = CellSpec(nodes=[[("sep_conv_3x3", 0), ("sep_conv_3x3", 1)]], concat=[2])
+    return Genotype(normal=CellSpec(nodes=nodes, concat=concat), reduce=ok)
+
+
+@pytest.mark.parametrize("nodes,concat,match", [
+    ([[("conv_9x9", 0)], [("skip_connect", 2)]], (2, 3), r"normal cell, node 0 \(state 2\): unknown op 'conv_9x9'"),
+    ([[("sep_conv_3x3", 0)], [("skip_connect", 3)]], (2, 3), "node 1 .*points at the node itself"),
+    ([[("sep_conv_3x3", 3)], [("skip_connect", 2)]], (2, 3), "node 0 .*later node"),
+    ([[("sep_conv_3x3", -1)], [("skip_connect", 2)]], (2, 3), "negative"),
+    ([[("sep_conv_3x3", 0)], []], (2, 3), "node 1 .*no inputs"),
+    ([[("sep_conv_3x3", 0)], [("skip_connect", 2)]], (2, 4), "concat index 4 out of range"),
+    ([[("sep_conv_3x3", 0)], [("skip_connect", 2)]], (), "concat is empty"),
+    ([[("sep_conv_3x3", 0)], [("skip_connect", 2)]], (2, 2), "repeats"),
+    ([[("sep_conv_3x3", 0), ("sep_conv_3x3", 0)]], (2,), "listed twice"),
+    ([], (2,), "no nodes"),
+])
+def test_validate_names_cell_and_node(nodes, concat, match):
+    with pytest.raises(ConfigError, match=match):
+        _with_node(nodes, concat).validate()
+
+
+def test_validate_with_custom_op_set():
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    with pytest.raises(ConfigError, match="unknown op 'skip_connect'"):
+        g.validate(ops=["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
+
+
+def test_bad_node_types():
+    with pytest.raises(ConfigError, match="integer index"):
+        CellSpec(nodes=[[("sep_conv_3x3", "0")]], concat=[2])
+    with pytest.raises(ConfigError, match="pair"):
+        CellSpec(nodes=[[("sep_conv_3x3", 0, 1)]], concat=[2])
+
+
+def test_load_rejects_invalid_genotype_json(tmp_path):
+    g = variable_genotype()
+    data = g.to_json()
+    data["cells"]["normal"]["nodes"][1]["inputs"][0] = ["sep_conv_3x3", 9]
+    p = tmp_path / "g.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="normal cell, node 1"):
+        Genotype.load(p)
+    assert Genotype.load(p, validate=False).normal.nodes[1][0] == ("sep_conv_3x3", 9)
+
+
+def test_darts_field_must_agree(tmp_path):
+    data = Genotype.from_darts(ATLDAS_DARTS).to_json()
+    data["darts"] = data["darts"].replace("'skip_connect', 0", "'skip_connect', 1", 1)
+    with pytest.raises(ConfigError, match="disagrees"):
+        Genotype.from_json(data)
+
+
+def test_from_reference(tmp_path):
+    p = tmp_path / "genotypes.json"
+    p.write_text(json.dumps(REFERENCE))
+    g = Genotype.from_reference("DARTS_V2", p)
+    assert g.reduce.nodes[1] == (("skip_connect", 2), ("max_pool_3x3", 1))
+    assert g.provenance["reference"] == "DARTS_V2" and g.provenance["source"] == "DARTS"
+    assert Genotype.from_reference("darts_v2", p) == g
+    with pytest.raises(ConfigError, match="known: DARTS_V2"):
+        Genotype.from_reference("nope", p)
+    # a genotypes.json-style dict is also accepted by from_json / load
+    p2 = tmp_path / "one.json"
+    p2.write_text(json.dumps(REFERENCE["DARTS_V2"]))
+    assert Genotype.load(p2) == g
+
+
+def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    p = g.save(tmp_path / "g.json")
+    before = p.read_text()
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError):
+        variable_genotype().save(p)
+    assert p.read_text() == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["g.json"]
+
+
+def test_derived_models_genotypes():
+    from derived_models import genotype_names, get_genotype, resolve_genotype
+
+    assert genotype_names() == ["atldas_cifar100", "darts_v2", "pc_darts_cifar"]
+    g = get_genotype("atldas_cifar100")
+    assert g == Genotype.from_darts(ATLDAS_DARTS)
+    assert get_genotype("darts_v2").to_darts().startswith("Genotype(normal=[('sep_conv_3x3', 0)")
+    assert resolve_genotype("pc_darts_cifar") == get_genotype("pc_darts_cifar")
+    with pytest.raises(ConfigError, match="known genotypes: atldas_cifar100, darts_v2, pc_darts_cifar"):
+        get_genotype("nasnet")

@@ -1,0 +1,138 @@
+"""Ops: DARTS names, output shapes, and closed-form cost == FlopCounterMode / 2 and sum(numel)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from atldas.errors import ConfigError
+from atldas.ops import (OPS, PRIMITIVES, SEARCH_PRIMITIVES, FactorizedReduce, ReLUConvBN, build_op,
+                        count_params, factorized_reduce_cost, module_macs, op_cost, op_macs,
+                        op_output_size, op_params, relu_conv_bn_cost)
+
+META = torch.device("meta")
+CHANNELS = (8, 16, 48)
+SIZES = ((15, 17), (32, 32), (7, 4))
+
+
+def measure(module: nn.Module, shape: tuple[int, ...], device: torch.device = META):
+    module = module.to(device).eval()
+    x = torch.empty(shape, device=device)
+    with FlopCounterMode(display=False) as counter:
+        y = module(x)
+    return counter.get_total_flops(), y.shape
+
+
+def test_registry_has_the_darts_primitives():
+    assert set(OPS.names()) == set(PRIMITIVES)
+    assert "none" not in SEARCH_PRIMITIVES and len(SEARCH_PRIMITIVES) == 7
+
+
+@pytest.mark.parametrize("name", PRIMITIVES)
+@pytest.mark.parametrize("stride", (1, 2))
+def test_cost_and_shape_match_the_counter(name, stride):
+    for C, (H, W), affine in itertools.product(CHANNELS, SIZES, (True, False)):
+        op = build_op(name, C_in=C, C_out=C, stride=stride, affine=affine)
+        flops, shape = measure(op, (1, C, H, W))
+        cost = op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=affine)
+        Ho, Wo = op_output_size(H=H, W=W, stride=stride)
+        assert tuple(shape) == (1, C, Ho, Wo), (name, C, H, W)
+        assert (Ho, Wo) == ((H, W) if stride == 1 else (-(-H // 2), -(-W // 2)))
+        assert flops % 2 == 0 and cost.macs == flops // 2, (name, stride, C, H, W)
+        assert cost.params == count_params(op), (name, stride, C, affine)
+        assert op_macs(name, C_in=C, H=H, W=W, stride=stride, affine=affine) == cost.macs
+        assert op_params(name, C_in=C, stride=stride, affine=affine) == cost.params
+        assert module_macs(op, H=H, W=W) == (cost.macs, Ho, Wo)
+
+
+@pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
+@pytest.mark.parametrize("stride", (1, 2))
+def test_channel_changing_ops(name, stride):
+    op = build_op(name, C_in=16, C_out=24, stride=stride)
+    flops, shape = measure(op, (2, 16, 15, 17))
+    cost = op_cost(name, C_in=16, C_out=24, H=15, W=17, stride=stride)
+    assert shape[1] == 24
+    assert cost.macs * 2 == flops // 2  # batch 2
+    assert cost.params == count_params(op)
+
+
+def test_skip_connect_is_identity_then_factorized_reduce():
+    assert isinstance(build_op("skip_connect", C_in=8, stride=1), nn.Module)
+    x = torch.randn(1, 8, 5, 5)
+    assert build_op("skip_connect", C_in=8, stride=1)(x) is x
+    assert isinstance(build_op("skip_connect", C_in=8, stride=2), FactorizedReduce)
+
+
+def test_darts_state_dict_names():
+    keys = lambda m: set(m.state_dict())  # noqa: E731
+    sep = keys(build_op("sep_conv_3x3", C_in=8))
+    assert {f"op.{i}.weight" for i in (1, 2, 3, 5, 6, 7)} <= sep
+    assert "op.7.running_var" in sep and "op.4.weight" not in sep
+    dil = keys(build_op("dil_conv_5x5", C_in=8))
+    assert {"op.1.weight", "op.2.weight", "op.3.weight", "op.3.bias"} <= dil
+    fr = keys(build_op("skip_connect", C_in=8, stride=2))
+    assert {"conv_1.weight", "conv_2.weight", "bn.weight", "bn.running_mean"} <= fr
+    rcb = keys(ReLUConvBN(C_in=8, C_out=16))
+    assert {"op.1.weight", "op.2.weight", "op.2.running_mean"} <= rcb
+    assert "op.3.weight" not in keys(build_op("sep_conv_3x3", C_in=8, affine=False))
+
+
+def test_avg_pool_excludes_padding():
+    op = build_op("avg_pool_3x3", C_in=1, stride=1)
+    assert torch.allclose(op(torch.ones(1, 1, 4, 4)), torch.ones(1, 1, 4, 4))
+
+
+@pytest.mark.parametrize("H,W", [(15, 17), (16, 16), (1, 1), (3, 2)])
+def test_factorized_reduce_odd_sizes_real_values(H, W):
+    torch.manual_seed(0)
+    fr = FactorizedReduce(C_in=4, C_out=8).eval()
+    x = torch.randn(2, 4, H, W)
+    y = fr(x)
+    assert y.shape == (2, 8, -(-H // 2), -(-W // 2))
+    # the first branch sees the even pixels of the (relu'd) input, as in DARTS
+    with torch.no_grad():
+        ref = fr.bn(torch.cat([fr.conv_1(x.relu()), fr.conv_2(x.relu()[:, :, 1:, 1:])], 1)) \
+            if H % 2 == 0 and W % 2 == 0 else None
+    if ref is not None:
+        assert torch.allclose(y, ref)
+    cost = factorized_reduce_cost(C_in=4, C_out=8, H=H, W=W)
+    flops, _ = measure(FactorizedReduce(C_in=4, C_out=8), (1, 4, H, W))
+    assert cost.macs == flops // 2
+
+
+def test_relu_conv_bn_cost():
+    for k, s, p in [(1, 1, 0), (3, 1, 1), (3, 2, 1)]:
+        m = ReLUConvBN(C_in=8, C_out=12, kernel_size=k, stride=s, padding=p)
+        flops, _ = measure(m, (1, 8, 15, 17))
+        c = relu_conv_bn_cost(C_in=8, C_out=12, H=15, W=17, kernel_size=k, stride=s, padding=p)
+        assert c.macs == flops // 2 and c.params == count_params(m)
+
+
+def test_real_forward_all_ops_odd_size():
+    x = torch.randn(2, 8, 15, 17)
+    for name, stride in itertools.product(PRIMITIVES, (1, 2)):
+        y = build_op(name, C_in=8, stride=stride)(x)
+        assert y.shape == (2, 8) + op_output_size(H=15, W=17, stride=stride)
+        assert torch.isfinite(y).all()
+
+
+def test_errors_are_config_errors():
+    with pytest.raises(ConfigError, match="known ops: avg_pool_3x3"):
+        build_op("conv_9x9", C_in=8)
+    with pytest.raises(ConfigError, match="stride"):
+        op_cost("sep_conv_3x3", C_in=8, H=8, W=8, stride=3)
+    with pytest.raises(ConfigError, match="channel"):
+        build_op("max_pool_3x3", C_in=8, C_out=16)
+    with pytest.raises(ConfigError, match="channel"):
+        build_op("skip_connect", C_in=8, C_out=16, stride=1)
+    with pytest.raises(ConfigError, match="even"):
+        build_op("skip_connect", C_in=8, C_out=7, stride=2)
+
+
+def test_module_macs_rejects_unknown_modules():
+    with pytest.raises(TypeError):
+        module_macs(nn.Linear(3, 4), H=1, W=1)
