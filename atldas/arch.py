@@ -204,6 +204,25 @@ class ArchParams(nn.Module):
                      block_gates=block_gates)
 
     @torch.no_grad()
+    def sample_many(self, n: int, *, generator: Optional[torch.Generator] = None) -> Dict[str, Tensor]:
+        """``n`` independent children from the policy at once, as index tensors (for Monte-Carlo
+        estimates): ``sets/<t>`` (n, nodes), ``ops/<t>`` (n, E) (an op for every edge; only the edges
+        of the chosen sets count), ``blocks/<g>`` (n,). Same distribution as :meth:`sample`."""
+        def draw(logits: Tensor, mask: Tensor, shape: Tuple[int, ...]) -> Tensor:
+            u = torch.rand(*shape, logits.shape[-1], generator=generator, dtype=torch.float64).clamp_min(1e-300)
+            gumbel = -torch.log(-torch.log(u))
+            return (logits.double().masked_fill(~mask, float("-inf")) + gumbel).argmax(-1)
+
+        out: Dict[str, Tensor] = {}
+        for t in CELL_TYPES:
+            out[f"sets/{t}"] = torch.stack([draw(self.beta[f"{t}_{j}"], self.set_mask(t, j), (n,))
+                                            for j in range(self.topology.nodes)], dim=1)
+            out[f"ops/{t}"] = draw(self.alpha[t], self.op_mask(t), (n, self.topology.num_edges))
+        for g in self.block_names:
+            out[f"blocks/{g}"] = draw(self.gamma[g], self.block_mask(g), (n,))
+        return out
+
+    @torch.no_grad()
     def argmax(self) -> Child:
         """The derive rule: per node the most probable active input set, per chosen edge the most
         probable active op, per group the most probable active block. Ties go to the lower index

@@ -80,6 +80,39 @@ def _cmd_derive(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lut_build(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from atldas import latency
+    from atldas.config import SearchConfig, apply_overrides
+    from search_spaces import get_space
+
+    space = get_space(args.space)
+    cfg = apply_overrides(SearchConfig(space=args.space, device=args.device), args.set or [])
+    if args.size is not None:
+        if args.size < 32:
+            raise AtldasError(f"--size must be at least 32 (the network downsamples 5 times), got {args.size}")
+        cfg = dataclasses.replace(cfg, input_size=args.size)
+    cfg = space.resolve(cfg)
+    lut = latency.build_lut(space, cfg, device=args.device, threads=args.threads,
+                            min_run_time=args.min_run_time, progress=not args.no_progress)
+    path = latency.save_lut(lut, args.out or f"lut-{args.space}-{args.device}.json")
+    print(latency.summary(lut))
+    for rec in latency.check_lut(space, cfg, lut, n=args.check, min_run_time=args.min_run_time):
+        print(f"  check {rec['genotype']}: table {rec['table_ms']:.3f} ms, measured {rec['measured_ms']:.3f} ms "
+              f"(x{rec['ratio']:.2f})")
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from atldas.plot import plot
+
+    for path in plot(args.source, out=args.out, macro=args.macro):
+        print(f"wrote {path}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="genotype file to write (default RUN_DIR/genotype.json)")
     p.set_defaults(func=_cmd_derive)
 
+    p = sub.add_parser("plot", parents=[common], help="draw the cells and macro network of a genotype")
+    p.add_argument("source", metavar="GENOTYPE|RUN_DIR",
+                   help="genotype JSON or DARTS Genotype(...) file, search run directory, or registered name")
+    p.add_argument("--out", help="combined figure, FILE.png or FILE.svg (default RUN_DIR/plots/genotype.png, "
+                                 "or beside the genotype file); the cells and macro view go beside it as "
+                                 "FILE_normal, FILE_reduce, FILE_macro")
+    p.add_argument("--macro", default="auto", choices=("auto", "matting", "classifier"),
+                   help="macro view (default: from the genotype's space)")
+    p.set_defaults(func=_cmd_plot)
+
     p = sub.add_parser("eval", parents=[common], help="score alpha mattes with SAD/MSE/Grad/Conn (DIM)")
     p.add_argument("--pred", help="folder of predicted alpha mattes")
     p.add_argument("--alpha", help="folder of ground-truth alpha mattes")
@@ -139,6 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seed", type=int, default=0, help="data seed")
     q.add_argument("--backgrounds", default=None, help="folder of background photos (optional)")
     q.set_defaults(func=_cmd_data_preview)
+
+    p = sub.add_parser("lut", parents=[common], help="latency tables for --target-latency-ms")
+    lsub = p.add_subparsers(dest="lut_command", metavar="ACTION")
+    lsub.required = True
+    q = lsub.add_parser("build", parents=[common],
+                        help="measure the latency of every candidate of a search space on this machine")
+    q.add_argument("--space", default="matting", help="search space (matting, tiny); default matting")
+    q.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    q.add_argument("--size", type=int, help="input size in pixels (default: the space's, 1024 for matting)")
+    q.add_argument("--threads", type=int, default=1, help="torch CPU threads while timing (default 1)")
+    q.add_argument("--min-run-time", type=float, default=0.05, help="seconds of timing per entry (default 0.05)")
+    q.add_argument("--check", type=int, default=0, metavar="N",
+                   help="also measure N random children and compare with the table's estimate")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a search config key, e.g. target_C=32 (repeatable)")
+    q.add_argument("--out", help="JSON file to write (default lut-SPACE-DEVICE.json)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_cmd_lut_build)
     return parser
 
 

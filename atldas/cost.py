@@ -87,6 +87,22 @@ class CostTable:
             total += float(self.blocks[g][b])
         return total
 
+    def of_samples(self, arch: ArchParams, samples: Dict[str, Tensor]) -> Tensor:
+        """Exact costs (n,) of the children drawn by :meth:`ArchParams.sample_many`."""
+        topo = arch.topology
+        n = next(iter(samples.values())).shape[0]
+        total = torch.full((n,), float(self.base), dtype=torch.float64)
+        for t in CELL_TYPES:
+            ops = samples[f"ops/{t}"]  # (n, E)
+            edge_cost = self.cells[t].gather(1, ops.T).T  # (n, E): cost of each edge's drawn op
+            for j in range(topo.nodes):
+                inc = getattr(arch, f"incidence_{j}").double()[samples[f"sets/{t}"][:, j]]  # (n, j + 2)
+                edges = list(topo.node_edges(j))
+                total += (inc * edge_cost[:, edges]).sum(1)
+        for g, c in self.blocks.items():
+            total += c[samples[f"blocks/{g}"]]
+        return total
+
     def cheapest(self, arch: ArchParams) -> Tuple[float, Child]:
         """The cheapest child among the active candidates, and its cost."""
         topo = arch.topology

@@ -64,10 +64,6 @@ MAX_LISTED = 10
 _SHARED_ALPHA = re.compile(r"^(?P<fg>.+)_(?P<k>\d+)$")
 
 
-class _Item(Tuple[str, Path, Path, Path]):
-    """(name, pred path, alpha path, trimap path); name is the prediction's file name."""
-
-
 # --------------------------------------------------------------------------- folder evaluation
 
 def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: PathLike,
@@ -90,6 +86,8 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
         DataError: a missing or empty folder, unmatched files, different sizes, an unreadable
             image, or a trimap without unknown pixels.
     """
+    if json_path is not None:
+        _check_json_path(json_path)  # before the scoring, not after
     preds = _list_folder(pred_dir, "prediction", "--pred")
     alphas = _list_folder(alpha_dir, "alpha", "--alpha")
     trimaps = _list_folder(trimap_dir, "trimap", "--trimap")
@@ -103,6 +101,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
 
     per_image: Dict[str, Dict[str, float]] = {}
     unclamped: List[str] = []
+    sad_sum = 0.0
     show = progress and _is_tty(sys.stderr)
     with tqdm(items, desc="eval", unit="img", disable=not show, file=sys.stderr) as bar:
         for name, pred_path, alpha_path, trimap_path in bar:
@@ -111,12 +110,13 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
             trimap = read_trimap(trimap_path)
             if not np.any(trimap == metrics.UNKNOWN):
                 raise DataError(f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is "
-                                "undefined (DIM divides by their number); fix the trimap or remove "
-                                f"{Path(name).stem} from the three folders")
+                                "undefined (DIM divides by their number); fix the trimap, or remove "
+                                f"{Path(name).stem} from the prediction and trimap folders")
             if np.any(pred[trimap == 0] != 0) or np.any(pred[trimap == 255] != 255):
                 unclamped.append(name)
             per_image[name] = metrics.compute_all(pred, gt, trimap)
-            bar.set_postfix(SAD=f"{math.fsum(s['SAD'] for s in per_image.values()) / len(per_image):.3f}")
+            sad_sum += per_image[name]["SAD"]
+            bar.set_postfix(SAD=f"{sad_sum / len(per_image):.3f}")
     if unclamped:
         log.warning("%d of %d prediction(s) are not clamped by their trimap (%s); scored as given. "
                     "The DIM protocol sets pred = 0 where trimap = 0 and 255 where trimap = 255 "
@@ -263,20 +263,26 @@ def summarise(per_image: Mapping[str, Mapping[str, float]]) -> Dict:
 
 
 def format_table(result: Mapping, title: str = "DIM metrics") -> str:
-    """A small text table of :func:`summarise`'s means: SAD, MSE x 1e3, Grad, Conn, count."""
+    """A small text table of :func:`summarise`'s means: SAD, MSE x 1e3, Grad, Conn (4 significant
+    digits), count."""
     head = (f"{title} (mean over {result['count']} image(s); SAD, Grad, Conn divided by 1000 as in "
             "DIM; MSE shown x 1e3)")
     cols = f"{'SAD':>10} {'MSE x1e3':>10} {'Grad':>10} {'Conn':>10} {'count':>7}"
-    vals = (f"{result['SAD']:>10.4f} {result['MSE'] * 1e3:>10.4f} {result['Grad']:>10.4f} "
-            f"{result['Conn']:>10.4f} {result['count']:>7d}")
+    vals = (f"{result['SAD']:>10.4g} {result['MSE'] * 1e3:>10.4g} {result['Grad']:>10.4g} "
+            f"{result['Conn']:>10.4g} {result['count']:>7d}")
     return "\n".join((head, cols, vals))
+
+
+def _check_json_path(path: PathLike) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"--json {p} is a folder; pass a file name such as {p / 'scores.json'}")
 
 
 def write_json(path: PathLike, result: Mapping) -> None:
     """Write ``result`` as JSON atomically (temporary file in the same folder, then os.replace)."""
     p = Path(path)
-    if p.is_dir():
-        raise DataError(f"--json {p} is a folder; pass a file name such as {p / 'scores.json'}")
+    _check_json_path(p)
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")

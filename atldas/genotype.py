@@ -228,6 +228,16 @@ class Genotype:
         return (self.normal, self.reduce, dict(self.choices)) == (other.normal, other.reduce,
                                                                   dict(other.choices))
 
+    def __copy__(self) -> "Genotype":
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "Genotype":
+        return self  # immutable; lets copy.deepcopy(model) work for models that hold a genotype
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # in-memory pickling (multiprocessing, DDP spawn) goes through the JSON form; files never do
+        return (_from_json_unvalidated, (self.to_json(),))
+
     # ---------------------------------------------------------------- queries
 
     def cells(self) -> dict[str, CellSpec]:
@@ -282,7 +292,7 @@ class Genotype:
     # ---------------------------------------------------------------- DARTS interop
 
     def to_darts(self) -> str:
-        """The DARTS string ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])``.
+        """The DARTS string ``Genotype(normal=[..], normal_concat=[..], reduce=[..], reduce_concat=[..])``.
 
         Raises:
             ConfigError: a node does not have in-degree 2 (the DARTS namedtuple cannot express it).
@@ -464,6 +474,10 @@ class Genotype:
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read genotype file {path}: {e}") from None
         return cls.loads(text, validate=validate, source=str(path))
+
+
+def _from_json_unvalidated(data: Mapping[str, Any]) -> Genotype:
+    return Genotype.from_json(data, validate=False)
 
 
 def _literal(node: ast.AST, key: str) -> Any:

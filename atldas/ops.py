@@ -176,7 +176,7 @@ class FactorizedReduce(nn.Module):
 
 
 class SepConv(nn.Module):
-    """Two stacked separable convs (DARTS ``SepConv``): names ``op.1``/``op.2``/``op.3`` and ``op.5``/``op.6``/``op.7``.
+    """Two stacked separable convs (DARTS ``SepConv``): ``op.1``-``op.3`` and ``op.5``-``op.7``.
 
     ReLU -> depthwise kxk (stride) -> pointwise C_in->C_in -> BN -> ReLU -> depthwise kxk ->
     pointwise C_in->C_out -> BN.
@@ -275,7 +275,10 @@ def relu_conv_bn_cost(*, C_in: int, C_out: int, H: int, W: int, kernel_size: int
 
 
 def factorized_reduce_cost(*, C_in: int, C_out: int, H: int, W: int, affine: bool = True) -> OpCost:
-    """Cost of :class:`FactorizedReduce` on an ``H x W`` input (two C_in -> C_out/2 1x1 convs at ceil(H/2))."""
+    """Cost of :class:`FactorizedReduce` on an ``H x W`` input.
+
+    Two C_in -> C_out/2 1x1 convs, each at ``ceil(H/2) x ceil(W/2)``.
+    """
     Ho, Wo = _half(H, 2), _half(W, 2)
     half = C_out // 2
     return OpCost(macs=2 * C_in * half * Ho * Wo,

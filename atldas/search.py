@@ -320,8 +320,10 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
         genotype = run.genotype(child)
         genotype.save(out / "genotype.json")
         row: Dict[str, Any] = {"epoch": epoch, **{k: sums[k] / counts[k] for k in sums}}
+        with torch.no_grad():
+            expected = float(run.table.expected(run.net.arch))
         row.update({"cost/derived": run.table.of_child(child), "cost/metric": run.table.metric,
-                    "cost/expected": float(run.table.expected(run.net.arch)), "lambda": strat.lam,
+                    "cost/expected": expected, "lambda": strat.lam,
                     "params/supernet": sum(p.numel() for p in run.net.weight_parameters()),
                     "time/epoch_s": time.perf_counter() - t0, "genotype": genotype.hash(),
                     **run.net.arch.entropies()})

@@ -127,7 +127,7 @@ class SearchSpace:
         topo = arch.topology
         sets, ops = {}, {}
         for t in CELL_TYPES:
-            cell: CellSpec = genotype.cells[t]
+            cell: CellSpec = genotype.cell(t == "reduce")
             if len(cell.nodes) != topo.nodes:
                 raise ConfigError(f"{t} cell has {len(cell.nodes)} nodes; the space has {topo.nodes}")
             chosen, ops[t] = [], {}

@@ -241,9 +241,9 @@ class MattingSpace(SearchSpace):
 
 
 MATTING = MattingSpace(name="matting", defaults={
-    "epochs": 6, "steps_per_epoch": 20, "arch_steps_per_epoch": 20, "batch_size": 4, "crop": 128,
+    "epochs": 6, "steps_per_epoch": 15, "arch_steps_per_epoch": 15, "batch_size": 4, "crop": 128,
     "C": 16, "layers": 8, "target_C": 48, "target_layers": 14, "input_size": 1024, "warmup_epochs": 1,
-    "target_macs": 30e9})
+    "target_macs": 25e9})
 
 TINY = MattingSpace(name="tiny", defaults={
     "epochs": 3, "steps_per_epoch": 3, "arch_steps_per_epoch": 3, "batch_size": 2, "crop": 64,

@@ -53,7 +53,7 @@ def chw(t: torch.Tensor) -> np.ndarray:
 def check_sample(s, h=H, w=W, alpha=True):
     assert s["image"].shape == (3, h, w) and s["image"].dtype == torch.float32
     assert s["trimap"].shape == (1, h, w) and s["trimap_onehot"].shape == (3, h, w)
-    assert set(torch.unique(s["trimap"]).tolist()) <= {0.0, float(U), 1.0}
+    assert set(torch.unique(s["trimap"]).tolist()) <= {0, 128, 255}
     assert torch.equal(s["trimap_onehot"].sum(0), torch.ones(h, w))
     assert ("alpha" in s) == alpha
     if alpha:
@@ -89,7 +89,7 @@ def test_comp1k_test_reads_shared_alpha(tmp_path, alpha_dir):
         check_sample(s)
         np.testing.assert_array_equal(chw(s["image"]), img.astype(np.float32) / 255)
         np.testing.assert_array_equal(chw(s["alpha"]), a.astype(np.float32) / 255)
-        np.testing.assert_array_equal(chw(s["trimap"]), trimap_u8(a).astype(np.float32) / 255)
+        np.testing.assert_array_equal(chw(s["trimap"]), trimap_u8(a))
     assert torch.equal(samples["cat_0.png"]["alpha"], samples["cat_1.png"]["alpha"])
     assert not torch.equal(samples["cat_0.png"]["image"], samples["cat_1.png"]["image"])
     # The Test_set folder itself works too.
@@ -232,8 +232,8 @@ def test_d646_test_deterministic_trimaps_and_backgrounds(tmp_path):
             assert torch.equal(ds[i][k], again[i][k])
     assert not torch.equal(s1["trimap"], s2["trimap"])  # same alpha, different file names
     a = alpha_u8().astype(np.float32) / 255
-    np.testing.assert_array_equal(chw(s1["trimap"]) * 255, deterministic_trimap(a, "p1.png"))
-    assert bool((s1["trimap"] == U).any())
+    np.testing.assert_array_equal(chw(s1["trimap"]), deterministic_trimap(a, "p1.png"))
+    assert bool((s1["trimap"] == 128).any())
     # Background chosen from the name, composed top-left.
     bg = np.asarray(Image.open(ds.background_for("p1.png")).convert("RGB")).astype(np.float32)
     np.testing.assert_allclose(chw(s1["bg"]), bg[:H, :W] / 255, atol=1e-6)
@@ -310,12 +310,12 @@ def test_am2k_splits_and_generated_trimaps(tmp_path):
     assert detect_kind(root) == "am-2k"
     val = open_dataset(root, split="validation")
     assert isinstance(val, AM2K) and val.names == ["v.jpg"]
-    np.testing.assert_array_equal(chw(val[0]["trimap"]), trimap_u8(a) / np.float32(255))
+    np.testing.assert_array_equal(chw(val[0]["trimap"]), trimap_u8(a))
     train = open_dataset(root, split="train")
     assert train.names == ["t1.jpg"]
     s = train[0]
     check_sample(s)
-    np.testing.assert_array_equal(chw(s["trimap"]) * 255,
+    np.testing.assert_array_equal(chw(s["trimap"]),
                                   deterministic_trimap(a / np.float32(255), "t1.jpg"))
     assert torch.equal(s["trimap"], open_dataset(root, split="train")[0]["trimap"])
 

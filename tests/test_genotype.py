@@ -33,7 +33,8 @@ REFERENCE = {
 
 
 def variable_genotype() -> Genotype:
-    normal = CellSpec(nodes=[[("sep_conv_3x3", 0)], [("skip_connect", 1), ("dil_conv_3x3", 2), ("avg_pool_3x3", 0)],
+    normal = CellSpec(nodes=[[("sep_conv_3x3", 0)],
+                             [("skip_connect", 1), ("dil_conv_3x3", 2), ("avg_pool_3x3", 0)],
                              [("sep_conv_5x5", 3), ("max_pool_3x3", 1)]], concat=[2, 3, 4])
     reduce = CellSpec(nodes=[[("max_pool_3x3", 0), ("sep_conv_3x3", 1)], [("skip_connect", 2)]],
                       concat=[2, 3])
@@ -100,7 +101,8 @@ def test_hash_is_stable_and_ignores_metadata():
     assert g.replace(cost={"macs": 5}, provenance={"run": "x"}, space={"name": "s"}).hash() == h
     assert Genotype.from_darts(ATLDAS_DARTS).hash() == h
     assert hash(g) == hash(Genotype.from_darts(ATLDAS_DARTS))
-    other = Genotype.from_darts(ATLDAS_DARTS.replace("('skip_connect', 0), ('dil", "('skip_connect', 1), ('dil"))
+    other = Genotype.from_darts(ATLDAS_DARTS.replace("('skip_connect', 0), ('dil",
+                                                     "('skip_connect', 1), ('dil"))
     assert other.hash() != h and other != g
     assert g.replace(choices={"head": "sep"}).hash() != h
 
@@ -111,6 +113,16 @@ def test_frozen():
         g.normal = g.reduce  # type: ignore[misc]
     with pytest.raises(TypeError):
         g.space["x"] = 1  # type: ignore[index]
+
+
+def test_copy_and_in_memory_pickle():
+    import copy
+    import pickle
+
+    g = variable_genotype()
+    assert copy.deepcopy(g) is g and copy.copy(g) is g
+    back = pickle.loads(pickle.dumps(g))
+    assert back == g and back.provenance["seed"] == 1
 
 
 def test_load_darts_string_file(tmp_path):
@@ -145,7 +157,8 @@ def _with_node(nodes, concat=(2, 3)):
 
 
 @pytest.mark.parametrize("nodes,concat,match", [
-    ([[("conv_9x9", 0)], [("skip_connect", 2)]], (2, 3), r"normal cell, node 0 \(state 2\): unknown op 'conv_9x9'"),
+    ([[("conv_9x9", 0)], [("skip_connect", 2)]], (2, 3),
+     r"normal cell, node 0 \(state 2\): unknown op 'conv_9x9'"),
     ([[("sep_conv_3x3", 0)], [("skip_connect", 3)]], (2, 3), "node 1 .*points at the node itself"),
     ([[("sep_conv_3x3", 3)], [("skip_connect", 2)]], (2, 3), "node 0 .*later node"),
     ([[("sep_conv_3x3", -1)], [("skip_connect", 2)]], (2, 3), "negative"),

@@ -59,14 +59,14 @@ def make_sample(image: np.ndarray, trimap: np.ndarray, *, name: Optional[str] = 
         bg: (H, W, 3) background actually used for the composite, key omitted when None.
 
     Returns:
-        ``image`` (3, H, W), ``alpha`` (1, H, W), ``trimap`` (1, H, W) = uint8 trimap / 255 (values 0,
-        128/255, 1), ``trimap_onehot`` (3, H, W) [bg, unknown, fg], optional ``fg``/``bg`` (3, H, W):
-        float32 tensors; ``name``: str.
+        ``image`` (3, H, W), ``alpha`` (1, H, W), ``trimap`` (1, H, W) uint8 in {0, 128, 255} (the same
+        convention as the synthetic data), ``trimap_onehot`` (3, H, W) [bg, unknown, fg], optional
+        ``fg``/``bg`` (3, H, W): float32 tensors; ``name``: str.
     """
     tri = np.asarray(trimap, dtype=np.uint8)
     out: Dict[str, object] = {
         "image": _chw(image),
-        "trimap": _chw(tri.astype(np.float32) / 255.0),
+        "trimap": torch.from_numpy(np.ascontiguousarray(tri[None])),  # (1, H, W) uint8
         "trimap_onehot": torch.from_numpy(one_hot_trimap(tri)),
     }
     if alpha is not None:

@@ -39,8 +39,9 @@ def _font(px: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
-def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", count: int = 8, size: int = 256,
-                  seed: int = 0, backgrounds: Optional[Union[str, os.PathLike]] = None) -> Path:
+def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", count: int = 8,
+                  size: int = 256, seed: int = 0,
+                  backgrounds: Optional[Union[str, os.PathLike]] = None) -> Path:
     """Write a grid of ``count`` synthetic samples (the ``train`` split of ``seed``) as a PNG.
 
     Args:

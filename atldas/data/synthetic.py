@@ -1,41 +1,49 @@
 """The embedded synthetic matting data set (``--data synthetic``, the default everything runs on).
 
-Every sample is drawn procedurally, so no data set has to be downloaded:
+Every sample is drawn procedurally, so nothing has to be downloaded:
 
-- **alpha**: a solid object (organic star-shaped polygons, ellipses, hard-cornered polygons, limbs,
-  thresholded smooth-noise blobs, sometimes entering from the image border, sometimes with holes)
-  whose boundary is anti-aliased and often softened; thin hair-like strands of partial opacity
-  (anti-aliased random curves rooted on the boundary, tapering towards the tip); semi-transparent
-  veil / glass patches with alpha 0.2-0.8; defocus and motion blur. Alpha is quantised to multiples
-  of 1/255 (like 8-bit ground-truth mattes), so ``alpha_to_u8`` is lossless and the interior is
-  exactly 1.
-- **foreground and background colours**: both textures come from the same generators (gradients,
-  smooth colour fields, multi-octave noise, stripes, blobs, checkers, mixtures of two) and their
-  colours from the same palette distribution; half of the samples share one palette between the
-  two. A colour threshold therefore cannot find the matte. Backgrounds may instead be random crops of
-  the user's photos (``backgrounds=FOLDER``).
-- **image** = ``alpha * fg + (1 - alpha) * bg`` exactly (float32).
-- **trimap** from alpha by random erosion (:func:`atldas.data.trimap.trimap_from_alpha`).
+- **alpha**: an opaque object of 1-3 parts (organic star-shaped outlines, ellipses, hard-cornered
+  polygons, limbs, a body entering from the border, soft-edged noise blobs; sometimes with a hole)
+  with anti-aliased, often softened edges; hair (tens to hundreds of long wavy strands) or fur
+  (hundreds of short ones): anti-aliased curves of partial opacity rooted on the outline, fainter
+  towards the tip; semi-transparent veils and glass (smoothly varying alpha 0.2-0.8); defocus and
+  motion blur. Alpha is quantised to multiples of 1/255, like an 8-bit ground-truth matte, so
+  ``alpha_to_u8`` is lossless and the opaque interior is exactly 1.
+- **colours**: foreground and background textures come from the same generators (gradients,
+  smooth colour fields, multi-octave noise, stripes, blobs, checkers, mixtures of two, grain) and
+  their colours from the same palette distribution; by default 60% of the samples share one palette,
+  20% share two colours, and 60% have distractor shapes in the background painted with the
+  foreground's own (mirrored) texture or palette. Hair, veils and glass are tinted with colours of
+  their own. A colour threshold cannot find the matte (see tests/test_synthetic.py). Backgrounds are
+  often out of focus (drawn at half resolution); with ``backgrounds=FOLDER`` they are random crops of
+  the user's photos, and then sometimes so is the foreground (an object cut from a photo).
+- **image** = ``alpha * fg + (1 - alpha) * bg`` (float32, to rounding).
+- **trimap** from alpha by random erosion (:func:`atldas.data.trimap.trimap_from_alpha`), uint8
+  0 / 128 / 255, and its one-hot form [background, unknown, foreground].
 
-Determinism: sample ``i`` of split ``s`` is a pure function of ``(seed, s, i, size)`` (and of the
-background folder's files when one is given): its generator is
-``np.random.default_rng([seed, split_id, i])``, so it does not depend on DataLoader workers or on
-the order samples are asked for.
+Determinism: sample ``i`` of ``split`` depends only on ``(seed, split, i)`` and the constructor's
+other arguments (and the background folder's files when one is given): its generator is
+``np.random.default_rng([seed, split_id, i])``. It does not depend on DataLoader workers or on the
+order samples are asked for.
 
-Splits: ``split`` is one of :data:`SPLITS` (``train`` for network weights, ``arch`` for the
-held-out architecture step of a search, ``val`` for validation, ``test`` for final numbers). The
-split id enters the seed sequence, so the splits are disjoint by construction: they are different
-random streams whatever their lengths (there are no index ranges to overlap).
+Splits: ``split`` is one of :data:`SPLITS`: ``train`` (network weights), ``arch`` (the held-out
+data of a search's architecture step), ``val`` (validation), ``test`` (final numbers). The split id
+enters the seed sequence, so the splits are disjoint by construction: different random streams
+whatever their lengths, with no index ranges that could overlap. :func:`make_splits` builds all four.
+
+Speed: about 3 ms of CPU per 256x256 sample on one core (``experiments/bench_synthetic.py``); all
+drawing is numpy / OpenCV on whole arrays.
 
 Example::
 
     from atldas.data.synthetic import SyntheticMatting
     ds = SyntheticMatting(size=256, length=1000, seed=0, split="train")
-    s = ds[0]   # s["image"]: (3, 256, 256) float32, s["trimap"]: (1, 256, 256) uint8 ...
+    s = ds[0]   # s["image"]: (3, 256, 256) float32, s["trimap"]: (1, 256, 256) uint8, ...
 """
 
 from __future__ import annotations
 
+import colorsys
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -63,14 +71,8 @@ _ONE = 1 << _SHIFT
 # --------------------------------------------------------------------------- colours and textures
 
 def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Vectorised HSV (all in [0, 1]) -> RGB float32 (n, 3)."""
-    h6 = (h % 1.0) * 6.0
-    i = np.floor(h6).astype(np.int64) % 6
-    f = h6 - np.floor(h6)
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = np.stack([np.stack([v, t, p], -1), np.stack([q, v, p], -1), np.stack([p, v, t], -1),
-                      np.stack([p, q, v], -1), np.stack([t, p, v], -1), np.stack([v, p, q], -1)])
-    return table[i, np.arange(len(h))].astype(np.float32)
+    """HSV (each (n,) in [0, 1]) -> RGB float32 (n, 3); n is a handful of palette colours."""
+    return np.array([colorsys.hsv_to_rgb(a % 1.0, b, c) for a, b, c in zip(h, s, v)], np.float32)
 
 
 def _palette(rng: np.random.Generator) -> np.ndarray:
@@ -96,6 +98,18 @@ def _upsample(grid: np.ndarray, h: int, w: int) -> np.ndarray:
     gy, gx = grid.shape
     mid = cv2.resize(grid, (min(w, 8 * gx), min(h, 8 * gy)), interpolation=cv2.INTER_CUBIC)
     return cv2.resize(mid, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur; a wide one (sigma > 2.5) runs at 1/2 or 1/4 resolution and is upsampled
+    bilinearly (the result is smooth at that scale anyway, and it is several times faster)."""
+    f = 1 if sigma <= 2.5 else (2 if sigma <= 6.0 else 4)
+    h, w = img.shape[:2]
+    if f == 1 or min(h, w) < 8 * f:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    small = cv2.resize(img, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(small, (0, 0), (sigma * sigma - 0.25 * f * f) ** 0.5 / f)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def _field(rng: np.random.Generator, h: int, w: int, *, cells: int, octaves: int = 1) -> np.ndarray:
@@ -180,7 +194,7 @@ def _texture_one(rng: np.random.Generator, h: int, w: int, palette: np.ndarray,
                         (int(axes[i, 0] * _ONE), int(axes[i, 1] * _ONE)), float(ang[i]), 0, 360,
                         tuple(int(v) for v in cols[i]), -1, cv2.LINE_AA, _SHIFT)
         if rng.random() < 0.6:
-            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 0.02 * s))
+            img = _blur(img, rng.uniform(0.5, max(0.6, 0.02 * s)))
         return _u8_to_chw(img)
     if kind == 5:    # checker / tiles, rotated
         period = rng.uniform(0.04, 0.25) * s
@@ -189,7 +203,7 @@ def _texture_one(rng: np.random.Generator, h: int, w: int, palette: np.ndarray,
         v = np.floor(_coords(h, w, a + np.pi / 2) * np.float32(1 / period))
         t = ((u + v).astype(np.int32) & 1).astype(np.float32)
         if rng.random() < 0.5:
-            t = cv2.GaussianBlur(t, (0, 0), rng.uniform(0.5, 2.0))
+            t = _blur(t, rng.uniform(0.5, 2.0))
         return _ramp(t, _pick(rng, palette, 2))
     # kind == 6: flat colour with a gentle low-frequency shading
     c = _pick(rng, palette, 1)[0]
@@ -197,19 +211,45 @@ def _texture_one(rng: np.random.Generator, h: int, w: int, palette: np.ndarray,
     return shade[None] * c[:, None, None]
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, palette: np.ndarray) -> np.ndarray:
+_GRAIN_TILE: Optional[np.ndarray] = None
+_GRAIN_SIDE = 1024
+
+
+def _grain(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """(h, w) float32 uniform noise in [-0.5, 0.5): a random window of a fixed tile (cheap), or fresh
+    noise for images larger than the tile."""
+    global _GRAIN_TILE
+    if h > _GRAIN_SIDE or w > _GRAIN_SIDE:
+        g = rng.random((h, w), dtype=np.float32)
+        g -= np.float32(0.5)
+        return g
+    if _GRAIN_TILE is None:
+        tile = np.random.default_rng(20240611).random((_GRAIN_SIDE, _GRAIN_SIDE), dtype=np.float32)
+        tile -= np.float32(0.5)
+        _GRAIN_TILE = tile
+    y0, x0 = (int(v) for v in rng.integers(0, [_GRAIN_SIDE - h + 1, _GRAIN_SIDE - w + 1]))
+    return _GRAIN_TILE[y0:y0 + h, x0:x0 + w]
+
+
+def _texture(rng: np.random.Generator, h: int, w: int, palette: np.ndarray, *,
+             soft: bool = False) -> np.ndarray:
     """A texture (3, h, w) float32 in [0, 1]: sometimes the mixture of two under a smooth mask,
-    sometimes with grain."""
-    tex = _texture_one(rng, h, w, palette)
+    sometimes with grain. ``soft``: drawn at half resolution and upsampled (an out-of-focus
+    background; grain is still added at full resolution)."""
+    th, tw = ((h + 1) // 2, (w + 1) // 2) if soft and min(h, w) >= 32 else (h, w)
+    tex = _texture_one(rng, th, tw, palette)
     if rng.random() < 0.3:
-        other = _texture_one(rng, h, w, palette)
-        m = _field(rng, h, w, cells=int(rng.integers(2, 6)))
-        m = np.clip((m - np.float32(0.5)) * np.float32(rng.uniform(2, 12)) + np.float32(0.5), 0, 1)
-        tex = tex + m[None] * (other - tex)
+        other = _texture_one(rng, th, tw, palette)
+        m = _field(rng, th, tw, cells=int(rng.integers(2, 6)))
+        m -= np.float32(0.5)
+        m *= np.float32(rng.uniform(2, 12))
+        m += np.float32(0.5)
+        _blend(tex, other, np.clip(m, 0, 1, out=m))
+    if (th, tw) != (h, w):
+        tex = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in tex])
     if rng.random() < 0.4:
-        grain = rng.random((h, w), dtype=np.float32) - np.float32(0.5)
-        tex = tex + grain[None] * np.float32(rng.uniform(0.02, 0.12))
-    return np.clip(tex, 0.0, 1.0).astype(np.float32, copy=False)
+        tex += (_grain(rng, h, w) * np.float32(rng.uniform(0.02, 0.12)))[None]
+    return np.clip(tex, 0.0, 1.0, out=tex)
 
 
 # --------------------------------------------------------------------------- background photos
@@ -348,7 +388,8 @@ def _solid(rng: np.random.Generator, h: int, w: int, *, scale: Tuple[float, floa
             soft_blob = blob if soft_blob is None else np.maximum(soft_blob, blob, out=soft_blob)
     if rng.random() < 0.25:   # a hole (the gap between arm and body, the handle of a cup)
         hc = centre + rng.normal(0, 0.3 * r, 2)
-        _draw_ellipse(mask, hc, (r * rng.uniform(0.08, 0.3), r * rng.uniform(0.08, 0.3)), rng.uniform(0, 180), 0)
+        axes = (r * rng.uniform(0.08, 0.3), r * rng.uniform(0.08, 0.3))
+        _draw_ellipse(mask, hc, axes, rng.uniform(0, 180), 0)
     a = mask.astype(np.float32)
     a *= np.float32(1 / 255)
     if soft_blob is not None:
@@ -366,9 +407,10 @@ def _strands(rng: np.random.Generator, solid: np.ndarray, centre: np.ndarray, r:
     h, w = solid.shape
     s = min(h, w)
     layer = np.zeros((h, w), np.uint8)
-    ys, xs = np.nonzero((solid > 0.05) & (solid < 0.95))
-    if len(xs) == 0:
+    edge = np.flatnonzero((solid > 0.05) & (solid < 0.95))    # 2-D np.nonzero is much slower
+    if len(edge) == 0:
         return layer.astype(np.float32)
+    ys, xs = np.divmod(edge, w)
     ang_root = np.arctan2(ys - centre[1], xs - centre[0])
     if rng.random() < 0.7:         # one hairy sector of the outline
         d = np.abs((ang_root - rng.uniform(-np.pi, np.pi) + np.pi) % (2 * np.pi) - np.pi)
@@ -377,12 +419,12 @@ def _strands(rng: np.random.Generator, solid: np.ndarray, centre: np.ndarray, r:
             ys, xs, ang_root = ys[keep], xs[keep], ang_root[keep]
     area = (s / 256.0) ** 0.5
     if rng.random() < 0.3:         # fur: many short, fine, straight-ish strands
-        n_total, k = int(rng.integers(200, 700) * area), 4
-        length_scale, curl, thick = s * rng.uniform(0.015, 0.06), rng.uniform(0.02, 0.15), 1
+        n_total, k = int(rng.integers(150, 500) * area), 4
+        length_scale, curl, thick = s * rng.uniform(0.015, 0.06), rng.uniform(0.02, 0.15), False
     else:                          # hair: fewer, longer, wavy strands
-        n_total, k = int(rng.integers(30, 300) * area), 10
+        n_total, k = int(rng.integers(30, 220) * area), 8
         length_scale, curl = s * rng.uniform(0.04, 0.25), rng.uniform(0.02, 0.35)
-        thick = 1 if rng.random() < 0.8 else 2
+        thick = bool(rng.random() < 0.25)
     flow = rng.normal(0, 0.6)      # all strands lean the same way
     groups = int(rng.integers(2, 5))
     for _ in range(groups):
@@ -397,9 +439,13 @@ def _strands(rng: np.random.Generator, solid: np.ndarray, centre: np.ndarray, r:
         pts_i = np.rint(np.concatenate([root[:, None, :], pts], 1) * _ONE).astype(np.int32)  # (n, k+1, 2)
         opac = rng.uniform(0.3, 1.0)
         half = k // 2
-        cv2.polylines(layer, list(pts_i[:, :half + 1]), False, int(255 * opac), thick, cv2.LINE_AA, _SHIFT)
-        cv2.polylines(layer, list(pts_i[:, half:]), False, int(255 * opac * rng.uniform(0.3, 0.8)), 1,
-                      cv2.LINE_AA, _SHIFT)
+        # an (n, m, 2) int32 array is n polylines to OpenCV (no list of n small arrays needed)
+        roots, tips = np.ascontiguousarray(pts_i[:, :half + 1]), np.ascontiguousarray(pts_i[:, half:])
+        cv2.polylines(layer, roots, False, int(255 * opac), 1, cv2.LINE_AA, _SHIFT)
+        if thick:      # a thicker root half: the same curves again, shifted by under a pixel
+            # (thickness > 1 with LINE_AA is drawn as polygons and is about 8x slower)
+            cv2.polylines(layer, roots + np.int32([11, 6]), False, int(255 * opac), 1, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(layer, tips, False, int(255 * opac * rng.uniform(0.3, 0.8)), 1, cv2.LINE_AA, _SHIFT)
     hair = layer.astype(np.float32)
     hair *= np.float32(1 / 255)
     return hair
@@ -415,7 +461,7 @@ def _transparent_patch(rng: np.random.Generator, h: int, w: int, centre: np.ndar
     p = mask.astype(np.float32)
     p *= np.float32(1 / 255)
     if rng.random() < 0.7:
-        p = cv2.GaussianBlur(p, (0, 0), rng.uniform(0.5, max(0.6, 0.03 * s)))
+        p = _blur(p, rng.uniform(0.5, max(0.6, 0.03 * s)))
     lo, hi = sorted(rng.uniform(0.2, 0.8, 2))
     t = _field(rng, h, w, cells=int(rng.integers(2, 6)))
     t *= np.float32(hi - lo)
@@ -451,12 +497,12 @@ def _alpha(rng: np.random.Generator, h: int, w: int, p: Dict[str, float],
     s = min(h, w)
     a, centre, r = _solid(rng, h, w)
     if rng.random() < 0.6:                       # soft boundary
-        a = cv2.GaussianBlur(a, (0, 0), rng.uniform(0.4, max(0.5, 0.012 * s)))
+        a = _blur(a, rng.uniform(0.4, max(0.5, 0.012 * s)))
     hair = veil = None
     if rng.random() < p["hair_prob"]:
         hair = _strands(rng, a, centre, r)
         if rng.random() < 0.3:
-            hair = cv2.GaussianBlur(hair, (0, 0), rng.uniform(0.3, 0.8))
+            hair = _blur(hair, rng.uniform(0.3, 0.8))
         _screen(a, hair)
     if rng.random() < p["transparency_prob"]:
         patch = _transparent_patch(rng, h, w, centre, r)
@@ -468,7 +514,7 @@ def _alpha(rng: np.random.Generator, h: int, w: int, p: Dict[str, float],
             a *= 1.0 - inside * (1.0 - patch)
     u = rng.random()
     if u < p["blur_prob"] * 0.6:                 # defocus
-        a = cv2.GaussianBlur(a, (0, 0), rng.uniform(0.7, max(0.8, 0.015 * s)))
+        a = _blur(a, rng.uniform(0.7, max(0.8, 0.015 * s)))
     elif u < p["blur_prob"]:                     # motion blur
         a = cv2.filter2D(a, -1, _motion_kernel(rng, s), borderType=cv2.BORDER_REFLECT)
     np.clip(a, 0.0, 1.0, out=a)
@@ -486,6 +532,26 @@ def _blend(dst: np.ndarray, src: Union[np.ndarray, float], m: np.ndarray) -> Non
     d = src - dst
     d *= m[None]
     dst += d
+
+
+_HEAP_READY = False
+
+
+def _keep_freed_memory(nbytes: int) -> None:
+    """Once per process: allocate and free one block of ``nbytes`` (at most 30 MiB).
+
+    glibc serves blocks above a threshold with mmap and hands freed heap memory back to the system
+    when more than twice that threshold is free; freeing an mmapped block raises the threshold to
+    its size. Every sample allocates a few MiB of fresh arrays, so with the default threshold each one
+    page-faults its output into existence again (about a third of the time per sample on a VM).
+    Freeing one large block once makes glibc keep that memory for reuse. Elsewhere this is a
+    harmless allocation.
+    """
+    global _HEAP_READY
+    if not _HEAP_READY:
+        _HEAP_READY = True
+        block = np.empty(min(max(nbytes, 1 << 20), 30 << 20), np.uint8)
+        del block
 
 
 # --------------------------------------------------------------------------- data set
@@ -526,7 +592,7 @@ class SyntheticMatting(Dataset):
     def __init__(self, *, size: int = 256, length: int = 1000, seed: int = 0, split: str = "train",
                  backgrounds: Optional[Union[str, os.PathLike]] = None, photo_prob: float = 0.8,
                  hair_prob: float = 0.6, transparency_prob: float = 0.35, blur_prob: float = 0.3,
-                 shared_palette_prob: float = 0.5, clutter_prob: float = 0.45,
+                 shared_palette_prob: float = 0.6, clutter_prob: float = 0.6,
                  trimap_kernel: Optional[Tuple[int, int]] = None):
         if int(size) < 16:
             raise ConfigError(f"synthetic data: size must be at least 16, got {size}")
@@ -548,7 +614,8 @@ class SyntheticMatting(Dataset):
             trimap_kernel = (1, min(30, max(3, round(30 * self.size / 256))))
         k_min, k_max = (int(k) for k in trimap_kernel)
         if not 1 <= k_min <= k_max:
-            raise ConfigError(f"synthetic data: trimap_kernel must satisfy 1 <= k_min <= k_max, got {trimap_kernel}")
+            raise ConfigError("synthetic data: trimap_kernel must satisfy 1 <= k_min <= k_max, "
+                              f"got {trimap_kernel}")
         self.trimap_kernel = (k_min, k_max)
         self.backgrounds = None if backgrounds is None else str(backgrounds)
         self._photos = None if backgrounds is None else _PhotoBank(backgrounds, self.size)
@@ -569,8 +636,10 @@ class SyntheticMatting(Dataset):
         return i
 
     def sample(self, index: int) -> Dict[str, object]:
-        """Sample ``index`` as numpy arrays, laid out as the items of ``ds[index]`` (see the class)."""
+        """Sample ``index`` as numpy arrays: the same keys, shapes (channels first) and dtypes as
+        ``ds[index]`` (see the class docstring)."""
         i = self._index(index)
+        _keep_freed_memory(self.size * self.size * 4 * 40)  # ~10x a sample's output arrays
         rng = np.random.default_rng([self.seed, self.split_id, i])
         h = w = self.size
         p = self.probs
@@ -587,26 +656,32 @@ class SyntheticMatting(Dataset):
             # an object cut from a photo: its colours are the scene's
             fg = self._photos.crop(rng, h, w) if rng.random() < 0.3 else _texture(rng, h, w, pal_fg)
         else:
-            bg = _texture(rng, h, w, pal_bg)
+            bg = _texture(rng, h, w, pal_bg, soft=rng.random() < 0.6)
             fg = _texture(rng, h, w, pal_fg)
         if rng.random() < p["clutter_prob"]:          # opaque distractors in the foreground's colours
             clutter, _, _ = _solid(rng, h, w, scale=(0.08, 0.3))
             if rng.random() < 0.5:
-                clutter = cv2.GaussianBlur(clutter, (0, 0), rng.uniform(0.5, max(0.6, 0.02 * h)))
-            _blend(bg, _texture(rng, h, w, pal_fg), clutter)
+                clutter = _blur(clutter, rng.uniform(0.5, max(0.6, 0.02 * h)))
+            if rng.random() < 0.7:                    # the foreground's own texture, mirrored
+                flip = int(rng.integers(0, 3))
+                src = fg[:, ::-1] if flip == 0 else (fg[:, :, ::-1] if flip == 1 else fg[:, ::-1, ::-1])
+            else:
+                src = _texture(rng, h, w, pal_fg)
+            _blend(bg, src, clutter)
         alpha, hair, veil = _alpha(rng, h, w, p)
         if hair is not None and rng.random() < 0.6:   # hair has a colour of its own
-            m = cv2.GaussianBlur(np.minimum(hair * np.float32(4.0), 1.0), (0, 0), 2.0)
+            m = _blur(np.minimum(hair * np.float32(4.0), 1.0), 2.0)
             _blend(fg, _pick(rng, pal_fg, 1)[0], m)
         if veil is not None and rng.random() < 0.7:   # the veil / glass is tinted
             m = np.minimum(veil * np.float32(8.0), 1.0)
             _blend(fg, _pick(rng, np.concatenate([pal_fg, pal_bg]), 1)[0], m)
-        fg = np.ascontiguousarray(fg, dtype=np.float32)       # (3, H, W)
-        bg = np.ascontiguousarray(bg, dtype=np.float32)       # (3, H, W)
+        fg = np.clip(fg, 0.0, 1.0, out=fg)                    # (3, H, W) float32
+        bg = np.clip(bg, 0.0, 1.0, out=bg)                    # (3, H, W) float32
         a = alpha[None]                                       # (1, H, W)
         image = fg - bg
         image *= a
         image += bg                                           # (3, H, W) = a * fg + (1 - a) * bg
+        np.clip(image, 0.0, 1.0, out=image)                   # float rounding only (< 1e-7)
         trimap = trimap_from_alpha(alpha, rng=rng, k_min=self.trimap_kernel[0], k_max=self.trimap_kernel[1])
         return {"image": image, "alpha": a, "trimap": trimap[None], "trimap_onehot": one_hot_trimap(trimap),
                 "fg": fg, "bg": bg, "name": f"synthetic-{self.split}-s{self.seed}-{i:06d}"}
@@ -616,7 +691,8 @@ class SyntheticMatting(Dataset):
 
 
 def make_splits(*, size: int = 256, seed: int = 0, lengths: Optional[Dict[str, int]] = None,
-                backgrounds: Optional[Union[str, os.PathLike]] = None, **kwargs) -> Dict[str, SyntheticMatting]:
+                backgrounds: Optional[Union[str, os.PathLike]] = None,
+                **kwargs) -> Dict[str, SyntheticMatting]:
     """One :class:`SyntheticMatting` per split (disjoint by construction).
 
     Args:
@@ -633,7 +709,8 @@ def make_splits(*, size: int = 256, seed: int = 0, lengths: Optional[Dict[str, i
     lengths = {**DEFAULT_LENGTHS, **(lengths or {})}
     unknown = sorted(set(lengths) - set(SPLITS))
     if unknown:
-        raise ConfigError(f"synthetic data: unknown split(s) {', '.join(unknown)}; choose from {', '.join(SPLITS)}")
+        raise ConfigError(f"synthetic data: unknown split(s) {', '.join(unknown)}; "
+                          f"choose from {', '.join(SPLITS)}")
     return {name: SyntheticMatting(size=size, length=lengths[name], seed=seed, split=name,
                                    backgrounds=backgrounds, **kwargs)
             for name in SPLITS if lengths[name] > 0}

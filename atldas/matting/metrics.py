@@ -222,6 +222,11 @@ def _conn_levels(p: np.ndarray, g: np.ndarray, unknown: np.ndarray) -> np.ndarra
     4-connected component of (pred >= t) & (gt >= t) gets l = the previous threshold; finally l = 1
     where still -1. One l map for pred and gt together. Components are found on the whole image; l
     is needed only at unknown pixels, so only those are tracked.
+
+    An empty intersection (e.g. at t = 1.0 when no pixel is 255 in both mattes) has no component, so
+    every pixel still at -1 gets the previous threshold, as matting.md states and mmeval does. (The
+    MATLAB line ``omega(cc.PixelIdxList{max_id}) = 1`` with an empty ``max_id`` is an odd corner of
+    MATLAB indexing; we do not reproduce it.)
     """
     m = np.minimum(p, g)  # (pred >= t) & (gt >= t)  <=>  min(pred, gt) >= t
     level = np.full(m.shape, CONN_STEP_COUNT, dtype=np.int8)  # CONN_STEP_COUNT: "still -1"

@@ -276,7 +276,7 @@ def _pool_geometry(size: int, scale: int) -> tuple[int, int, int]:
 
 
 class PyramidPooling(nn.Module):
-    """Pyramid pooling (``ppm``): average pools of several sizes, 1x1 convs, bilinear upsampling, concat, 1x1 conv.
+    """Pyramid pooling (``ppm``): average pools, 1x1 convs, bilinear upsampling, concat, 1x1 conv.
 
     (B, C_in, h, w) -> (B, C_out, h, w). Pools use ``count_include_pad=False``.
 

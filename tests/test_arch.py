@@ -1,0 +1,81 @@
+"""Topology enumeration, sampling, straight-through gates, derive and hard pruning."""
+
+import torch
+
+from atldas.arch import CELL_TYPES, ArchParams
+from atldas.ops import SEARCH_PRIMITIVES
+from atldas.topology import CellTopology
+
+
+def test_input_set_counts_match_algorithm_md():
+    assert CellTopology(k_min=2, k_max=2).num_sets() == (1, 3, 6, 10)  # 20 logits per cell type
+    assert sum(CellTopology(k_min=1, k_max=3).num_sets()) == 49  # 3 + 7 + 14 + 25
+    assert CellTopology().num_edges == 14
+
+
+def test_edge_probs_are_set_marginals():
+    arch = ArchParams(topology=CellTopology(k_min=1, k_max=3), ops=SEARCH_PRIMITIVES)
+    with torch.no_grad():
+        for p in arch.beta.values():
+            p.normal_()
+    pi = arch.edge_probs("normal")
+    topo = arch.topology
+    for e, (i, j) in enumerate(topo.edges):
+        q = arch.set_probs("normal", j)
+        expect = sum(float(q[k]) for k, s in enumerate(topo.input_sets[j]) if i in s)
+        assert abs(float(pi[e]) - expect) < 1e-6
+
+
+def test_sampled_gates_are_exactly_one_and_carry_gradient():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    child = arch.sample(tau=0.7, grad=True, generator=torch.Generator().manual_seed(3))
+    gates = [g for t in CELL_TYPES for g in child.set_gates[t]] + \
+            [g for t in CELL_TYPES for g in child.op_gates[t].values()]
+    assert all(float(g) == 1.0 for g in gates)
+    sum(gates).backward()
+    assert arch.alpha["normal"].grad.abs().sum() > 0
+    assert arch.beta["normal_3"].grad.abs().sum() > 0
+
+
+def test_sampling_follows_the_policy():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    with torch.no_grad():
+        arch.beta["normal_3"].copy_(torch.log(torch.tensor([0.5] + [0.5 / 9] * 9)))
+    gen = torch.Generator().manual_seed(0)
+    n = 2000
+    hits = sum(arch.sample(generator=gen).sets["normal"][3] == 0 for _ in range(n))
+    assert abs(hits / n - 0.5) < 0.04
+    # epsilon = 1: uniform over the 10 sets whatever the logits
+    hits = sum(arch.sample(epsilon=1.0, generator=gen).sets["normal"][3] == 0 for _ in range(n))
+    assert abs(hits / n - 0.1) < 0.03
+
+
+def test_derive_takes_most_probable_set_then_op_with_low_index_ties():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES, init_std=0.0)
+    child = arch.argmax()
+    # all ties: the first set (sources 0, 1) and the first op everywhere
+    assert child.sets["normal"] == (0, 0, 0, 0)
+    assert set(child.ops["normal"].values()) == {0}
+    with torch.no_grad():
+        arch.beta["reduce_2"][4] = 3.0
+        arch.alpha["reduce"][arch.topology.edge_index[(3, 2)], 5] = 2.0
+    child = arch.argmax()
+    assert arch.topology.input_sets[2][child.sets["reduce"][2]] == (1, 3)
+    assert child.ops["reduce"][arch.topology.edge_index[(3, 2)]] == 5
+
+
+def test_prune_keeps_the_best_and_records_events():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES, blocks={"head": ("a", "b", "c")})
+    with torch.no_grad():
+        arch.beta["normal_3"][7] = 6.0
+        arch.gamma["head"][1] = 5.0
+    events = arch.prune(ratio=0.3)
+    groups = {e["group"] for e in events}
+    assert "normal/node3/sets" in groups and "block/head" in groups
+    assert int(arch.set_mask("normal", 3).sum()) == 1 and bool(arch.set_mask("normal", 3)[7])
+    assert arch.decided()["block/head"]
+    # pruned candidates are never sampled again
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        c = arch.sample(epsilon=1.0, generator=gen)
+        assert c.sets["normal"][3] == 7 and c.blocks["head"] == 1

@@ -1,0 +1,106 @@
+"""Cost tables: exact against torch's counter, expected cost against Monte Carlo, budgets."""
+
+import pytest
+import torch
+
+from atldas.arch import Child
+from atldas.config import SearchConfig
+from atldas.cost import Budget, dual_ascent, parse_amount
+from atldas.errors import ConfigError
+from search_spaces import get_space
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    space = get_space("tiny")
+    cfg = space.resolve(SearchConfig(space="tiny"))
+    torch.manual_seed(0)
+    net = space.build_supernet(cfg, ops=space.search_ops(with_none=False))
+    return space, cfg, net
+
+
+@pytest.mark.parametrize("metric", ["macs", "params"])
+def test_table_equals_counter_for_random_children(tiny, metric):
+    space, cfg, net = tiny
+    table = space.cost_table(cfg, metric=metric, arch=net.arch)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        child = net.arch.sample(epsilon=1.0, generator=gen)
+        genotype = space.child_to_genotype(net.arch, child, cfg)
+        assert table.of_child(child) == space.measure(genotype, cfg, metric=metric)
+
+
+@pytest.mark.parametrize("k", [(2, 2), (1, 3)])
+def test_expected_cost_matches_monte_carlo(k):
+    space = get_space("tiny")
+    cfg = space.resolve(SearchConfig(space="tiny", k_min=k[0], k_max=k[1]))
+    torch.manual_seed(1)
+    net = space.build_supernet(cfg, ops=space.search_ops(with_none=False))
+    with torch.no_grad():  # a non-uniform policy
+        for p in net.arch.parameters():
+            p.normal_(0.0, 1.0)
+    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    gen = torch.Generator().manual_seed(2)
+    n = 200_000  # per-child sd is about 55 % of the mean here: the mean's sd is about 0.13 %
+    mc = float(table.of_samples(net.arch, net.arch.sample_many(n, generator=gen)).mean())
+    with torch.no_grad():
+        expected = float(table.expected(net.arch))
+    assert abs(mc - expected) / expected < 0.01
+    # the batched draws are exact costs of real children: spot-check against of_child
+    few = net.arch.sample_many(5, generator=gen)
+    costs = table.of_samples(net.arch, few)
+    topo = net.arch.topology
+    for r in range(5):
+        sets = {t: tuple(int(v) for v in few[f"sets/{t}"][r]) for t in ("normal", "reduce")}
+        ops = {t: {topo.edge_index[(i, j)]: int(few[f"ops/{t}"][r, topo.edge_index[(i, j)]])
+                   for j, s in enumerate(sets[t]) for i in topo.input_sets[j][s]} for t in sets}
+        blocks = {g: int(few[f"blocks/{g}"][r]) for g in net.arch.block_names}
+        assert float(costs[r]) == table.of_child(Child(sets=sets, ops=ops, blocks=blocks))
+
+
+def test_expected_cost_is_differentiable(tiny):
+    space, cfg, net = tiny
+    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    table.expected(net.arch).backward()
+    assert net.arch.alpha["normal"].grad.abs().sum() > 0
+    assert net.arch.beta["normal_3"].grad.abs().sum() > 0
+    assert net.arch.gamma["head"].grad.abs().sum() > 0
+
+
+def test_cheapest_is_a_lower_bound(tiny):
+    space, cfg, net = tiny
+    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    cheapest, child = table.cheapest(net.arch)
+    assert cheapest == table.of_child(child)
+    gen = torch.Generator().manual_seed(9)
+    assert all(table.of_child(net.arch.sample(epsilon=1.0, generator=gen)) >= cheapest for _ in range(200))
+
+
+def test_matting_table_reproduces_cheapmatting_macs():
+    """The default matting space's table, applied to the released genotype and blocks, gives the
+    released network's 38.594 G MACs at 1024x1024 (algorithm.md's breakdown)."""
+    from atldas.models.cheapmatting import ATLDAS_CIFAR100
+
+    space = get_space("matting")
+    cfg = space.resolve(SearchConfig())
+    net = space.build_supernet(cfg, ops=space.search_ops(with_none=False))
+    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    g = ATLDAS_CIFAR100.replace(choices={**{f"decoder{i}": "bottleneck" for i in range(4)}, "head": "conv3x3"})
+    child = space.genotype_to_child(net.arch, g)
+    # the released network has one unused PPM conv (no MACs), so MACs agree exactly
+    assert round(table.of_child(child) / 1e9, 3) == 38.594
+
+
+def test_budget_forms_and_dual_ascent():
+    e = torch.tensor(30.0, requires_grad=True)
+    task = torch.tensor(1.0)
+    assert float(Budget(metric="macs", target=20.0).apply(task, e, 2.0)) == pytest.approx(1.0 + 2.0 * 0.5)
+    assert float(Budget(metric="macs", target=40.0).apply(task, e, 2.0)) == pytest.approx(1.0)
+    assert float(Budget(metric="macs", target=40.0, form="abs").apply(task, e, 2.0)) == pytest.approx(1.5)
+    assert dual_ascent(1.0, derived_cost=30.0, target=20.0, lr=1.0) == pytest.approx(1.5)
+    assert dual_ascent(0.1, derived_cost=10.0, target=20.0, lr=1.0) == 0.0
+    with pytest.raises(ConfigError):
+        Budget(metric="flops", target=1.0)
+    assert parse_amount("8G") == 8e9 and parse_amount("2M") == 2e6 and parse_amount("1.5e3") == 1500.0
+    with pytest.raises(ConfigError):
+        parse_amount("eight")

@@ -1,0 +1,182 @@
+"""Latency tables (`atldas lut build`) and the latency CostTable, on the `tiny` space."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from atldas.arch import CELL_TYPES, ArchParams
+from atldas.cli import main
+from atldas.config import SearchConfig
+from atldas.errors import ConfigError, DataError
+from atldas.latency import (FORMAT, block_key, build_lut, edge_geometry, latency_table, load_lut,
+                            measure_latency, op_key, reference_genotype, save_lut)
+from search_spaces import get_space
+
+MIN_RUN_TIME = 0.005  # seconds per entry: the tiny space's entries take microseconds
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space("tiny")
+
+
+@pytest.fixture(scope="module")
+def cfg(space):
+    return space.resolve(SearchConfig(space="tiny"))
+
+
+@pytest.fixture(scope="module")
+def lut(space, cfg):
+    return build_lut(space, cfg, min_run_time=MIN_RUN_TIME, progress=False)
+
+
+def _arch(space, cfg, *, std: float = 0.0, seed: int = 0) -> ArchParams:
+    torch.manual_seed(seed)
+    return ArchParams(topology=space.topology(cfg), ops=space.search_ops(with_none=False),
+                      blocks=space.block_names(), init_std=std)
+
+
+def test_lut_has_every_candidate(space, cfg, lut):
+    assert lut["format"] == FORMAT and lut["space"] == "tiny" and lut["input"] == [1, 6, 64, 64]
+    assert json.loads(json.dumps(lut)) == lut  # plain JSON data
+    topo = space.topology(cfg)
+    ops = space.search_ops(with_none=False)
+    uses = 0
+    for g in space.cell_geometry(cfg):
+        for i, _ in topo.edges:
+            for op in ops:
+                assert op_key(op, *edge_geometry(g, i)) in lut["ops"]
+                uses += 1
+    assert len(lut["ops"]) < uses  # shared shapes are measured once
+    for group, names in space.block_names().items():
+        for name in names:
+            assert block_key(group, name) in lut["blocks"]
+    values = list(lut["ops"].values()) + list(lut["blocks"].values())
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    ref = lut["reference"]
+    assert lut["base_ms"] == pytest.approx(ref["whole_ms"] - ref["candidates_ms"])
+
+
+def test_reduction_edge_geometry(space, cfg):
+    g = next(g for g in space.cell_geometry(cfg) if g.reduction)
+    assert edge_geometry(g, 0) == (g.C, g.H, g.W, 2)
+    assert edge_geometry(g, 1) == (g.C, g.H, g.W, 2)
+    assert edge_geometry(g, 2) == (g.C, (g.H + 1) // 2, (g.W + 1) // 2, 1)
+
+
+def test_table_sums_lut_entries(space, cfg, lut):
+    arch = _arch(space, cfg)
+    table = latency_table(space, cfg, arch=arch, lut=lut)
+    assert table.metric == "latency_ms" and table.base == lut["base_ms"]
+    # the reference genotype's table cost is exactly its measured whole-network latency
+    ref = reference_genotype(space, cfg)
+    assert ref.hash() == lut["reference"]["hash"]
+    child = space.genotype_to_child(arch, ref)
+    assert table.of_child(child) == pytest.approx(lut["reference"]["whole_ms"], rel=1e-9)
+    # each (edge, op) entry is the LUT entry summed over the cells of the type
+    for t in CELL_TYPES:
+        cells = [g for g in space.cell_geometry(cfg) if g.reduction == (t == "reduce")]
+        for e, (i, _) in enumerate(arch.topology.edges):
+            for o, op in enumerate(arch.op_names):
+                want = sum(lut["ops"][op_key(op, *edge_geometry(g, i))] for g in cells)
+                assert float(table.cells[t][e, o]) == pytest.approx(want, rel=1e-12)
+
+
+def test_expected_matches_monte_carlo(space, cfg, lut):
+    arch = _arch(space, cfg, std=1.0, seed=3)  # a far-from-uniform policy
+    table = latency_table(space, cfg, arch=arch, lut=lut)
+    with torch.no_grad():
+        expected = float(table.expected(arch))
+    gen = torch.Generator().manual_seed(0)
+    costs = torch.tensor([table.of_child(arch.sample(generator=gen)) for _ in range(2000)], dtype=torch.float64)
+    assert float(costs.mean()) == pytest.approx(expected, rel=0.01)
+    # and the searched part alone (the base dominates on this tiny network), within 3 standard errors
+    var = costs - table.base
+    se = float(var.std()) / math.sqrt(len(var))
+    assert abs(float(var.mean()) - (expected - table.base)) < 3 * se + 1e-9
+
+
+def test_table_near_measured_latency(space, cfg, lut):
+    # Latency is only approximately additive (caches, per-op framework overhead, node sums and concats
+    # living in the base), and this machine may be shared, so only a loose band is asserted: it still
+    # catches wrong units, missing or double-counted cells, and a broken base.
+    arch = _arch(space, cfg)
+    table = latency_table(space, cfg, arch=arch, lut=lut)
+    child = arch.sample(generator=torch.Generator().manual_seed(1))
+    genotype = space.child_to_genotype(arch, child, cfg)
+    measured = measure_latency(space, cfg, genotype, min_run_time=0.02)
+    assert 0.3 <= table.of_child(child) / measured <= 3.0
+
+
+def test_mismatched_lut_raises(space, cfg, lut):
+    arch = _arch(space, cfg)
+    with pytest.raises(ConfigError, match="atldas lut build"):
+        latency_table(space, cfg, arch=arch, lut=None)
+    other = dict(lut, space="matting")
+    with pytest.raises(ConfigError, match="space 'matting'.*atldas lut build --space tiny"):
+        latency_table(space, cfg, arch=arch, lut=other)
+    with pytest.raises(ConfigError, match=r"input \[1, 6, 64, 64\].*--size 96"):
+        latency_table(space, dataclasses.replace(cfg, input_size=96), arch=arch, lut=lut)
+    with pytest.raises(ConfigError, match="target_C=16"):
+        latency_table(space, dataclasses.replace(cfg, target_C=16), arch=arch, lut=lut)
+    missing = copy.deepcopy(lut)
+    missing["ops"].pop(next(iter(missing["ops"])))
+    with pytest.raises(ConfigError, match="no entry for op"):
+        latency_table(space, cfg, arch=arch, lut=missing)
+    with pytest.raises(ConfigError, match="not an atldas-lut/1"):
+        latency_table(space, cfg, arch=arch, lut={"ops": {}})
+    with pytest.raises(ConfigError) as info:
+        latency_table(space, cfg, arch=arch, lut=other)
+    assert "\n" not in str(info.value)  # one line
+
+
+def test_save_load(tmp_path, lut):
+    p = save_lut(lut, tmp_path / "sub" / "lut.json")
+    assert load_lut(p) == lut
+    assert not [f for f in p.parent.iterdir() if f.name.startswith(".")]  # no temp files left
+    with pytest.raises(DataError, match="no such latency table"):
+        load_lut(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a JSON latency table"):
+        load_lut(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"format": "something-else"}')
+    with pytest.raises(DataError, match="not an atldas-lut/1"):
+        load_lut(tmp_path / "other.json")
+
+
+def test_cli_lut_build(tmp_path, capsys):
+    p = tmp_path / "lut.json"
+    assert main(["lut", "build", "--space", "tiny", "--out", str(p), "--min-run-time", str(MIN_RUN_TIME),
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "op shapes" in out and "base" in out and str(p) in out
+    lut = load_lut(p)
+    assert lut["space"] == "tiny" and lut["device"] == "cpu" and lut["threads"] == 1
+    assert main(["lut", "build", "--space", "tiny", "--size", "8", "--out", str(tmp_path / "x.json")]) == 2
+
+
+@pytest.mark.slow
+def test_cli_search_with_latency_budget(tmp_path, space, cfg):
+    p = tmp_path / "lut.json"
+    assert main(["lut", "build", "--space", "tiny", "--out", str(p), "--min-run-time", str(MIN_RUN_TIME),
+                 "--no-progress"]) == 0
+    arch = _arch(space, cfg)
+    table = latency_table(space, cfg, arch=arch, lut=load_lut(p))
+    cheapest, _ = table.cheapest(arch)
+    with torch.no_grad():
+        target = cheapest + 0.5 * (float(table.expected(arch)) - cheapest)  # feasible, and binding
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--target-latency-ms", f"{target:.6f}",
+                 "--lut", str(p), "--out", str(out), "--no-progress", "--set", "tensorboard=false"]) == 0
+    cost = json.loads((out / "genotype.json").read_text())["cost"]
+    assert cost["target"] == {"metric": "latency_ms", "value": pytest.approx(target, rel=1e-5)}
+    assert cost["latency_ms"] is not None and cost["latency_ms"] <= target * (1 + 1e-9)
+    assert cost["repair"]["metric"] == "latency_ms" and cost["repair"]["feasible"]
+    rows = [json.loads(ln) for ln in (out / "history.jsonl").read_text().splitlines()]
+    assert rows and all(r["cost/metric"] == "latency_ms" for r in rows)

@@ -1,0 +1,160 @@
+"""`atldas search` end to end on the tiny space: run directory, resume after a kill, NaN handling,
+the baseline strategies, and user errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from atldas.cli import main
+from atldas.config import SearchConfig
+from atldas.errors import AtldasError
+from atldas.search import search
+from atldas.utils.checkpoint import load_checkpoint
+
+FAST = ["--space", "tiny", "--no-progress", "--set", "tensorboard=false"]
+
+
+def test_search_writes_the_run_directory(tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "3", "--target-macs", "12M", "--out", str(out)]) == 0
+    for name in ("config.yaml", "checkpoint.pt", "genotype.json", "history.jsonl"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert {"loss/weights", "cost/expected", "cost/derived", "lambda"} <= set(rows[-1])
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)  # data, never code
+    assert {"supernet", "strategy", "masks", "rng", "epoch", "config"} <= set(ckpt)
+    g = json.loads((out / "genotype.json").read_text())
+    assert g["format"] == "atldas-genotype/1"
+    assert g["cost"]["macs"] <= 12e6 and g["cost"]["repair"]["feasible"]
+    assert "darts" in g  # in-degree 2: the DARTS string is present
+    # resolved config: every default written out
+    text = (out / "config.yaml").read_text()
+    assert "steps_per_epoch: 3" in text and "target_layers: 3" in text
+
+
+def test_derive_cli_rewrites_the_genotype(tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 0
+    before = json.loads((out / "genotype.json").read_text())
+    assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
+    after = json.loads((tmp_path / "g.json").read_text())
+    assert after["cells"] == before["cells"] and after["cost"]["macs"] == before["cost"]["macs"]
+
+
+def _arch_state(out: Path):
+    sd = load_checkpoint(out / "checkpoint.pt")["supernet"]
+    return {k: v for k, v in sd.items() if k.startswith("arch.")}
+
+
+def test_resume_after_kill_ends_in_the_same_state(tmp_path):
+    args = ["--space", "tiny", "--epochs", "8", "--seed", "3", "--no-progress",
+            "--set", "tensorboard=false", "--set", "prune_every=2"]
+    ref = tmp_path / "ref"
+    assert main(["search", *args, "--out", str(ref)]) == 0
+
+    run = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "atldas", "search", *args, "--out", str(run)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    hist = run / "history.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if hist.is_file() and len(hist.read_text().splitlines()) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] < 7
+
+    assert main(["search", "--out", str(run), "--resume", "--no-progress"]) == 0
+    assert json.loads((run / "genotype.json").read_text())["cells"] == \
+        json.loads((ref / "genotype.json").read_text())["cells"]
+    a, b = _arch_state(run), _arch_state(ref)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = [json.loads(x)["epoch"] for x in (run / "history.jsonl").read_text().splitlines()]
+    assert rows == list(range(8))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from search_spaces import get_space
+
+    space = get_space("tiny")
+    calls = {"n": 0}
+    real = type(space).loss
+
+    def flaky(self, pred, batch):
+        calls["n"] += 1
+        loss = real(self, pred, batch)
+        return loss * float("nan") if calls["n"] > 8 else loss
+
+    monkeypatch.setattr(type(space), "loss", flaky)
+    out = tmp_path / "nan"
+    with pytest.raises(AtldasError, match="non-finite.*last good checkpoint"):
+        search(SearchConfig(space="tiny", epochs=3, out=str(out), tensorboard=False, progress=False))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 0  # epoch 1 finished before the NaN; nothing after it was written
+    assert all(torch.isfinite(v).all() for v in ckpt["supernet"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("strategy", ["darts", "gdas", "random"])
+def test_baseline_strategies_run_and_meet_the_budget(tmp_path, strategy):
+    out = tmp_path / strategy
+    assert main(["search", *FAST, "--strategy", strategy, "--epochs", "2", "--target-macs", "12M",
+                 "--out", str(out)]) == 0
+    g = json.loads((out / "genotype.json").read_text())
+    assert g["provenance"]["strategy"] == strategy
+    assert g["cost"]["macs"] <= 12e6
+    ops = {op for cell in g["cells"].values() for node in cell["nodes"] for op, _ in node["inputs"]}
+    assert "none" not in ops and all(len(n["inputs"]) == 2 for n in g["cells"]["normal"]["nodes"])
+
+
+def test_variable_in_degree_search(tmp_path):
+    out = tmp_path / "k13"
+    assert main(["search", *FAST, "--epochs", "2", "--set", "k_min=1", "--set", "k_max=3",
+                 "--out", str(out)]) == 0
+    g = json.loads((out / "genotype.json").read_text())
+    assert g["space"]["in_degree"] == [1, 3]
+
+
+def test_pruning_deletes_parameters(tmp_path):
+    out = tmp_path / "prune"
+    assert main(["search", *FAST, "--epochs", "4", "--set", "prune_ratio=0.9", "--out", str(out)]) == 0
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert any("pruning" in r for r in rows)
+    params = [r["params/supernet"] for r in rows]
+    assert params[-1] < params[0]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    cases = [
+        (["search", *FAST, "--target-macs", "1M", "--out", str(tmp_path / "a")], "below the cheapest"),
+        (["search", *FAST, "--target-macs", "9M", "--target-params", "1M", "--out", str(tmp_path / "b")],
+         "give one budget"),
+        (["search", "--space", "nope", "--out", str(tmp_path / "c")], "known search spaces: matting"),
+        (["search", *FAST, "--strategy", "enas", "--out", str(tmp_path / "d")], "known strategys"),
+        (["search", *FAST, "--set", "bogus=1", "--out", str(tmp_path / "e")], "unknown key"),
+        (["search", *FAST, "--resume", "--out", str(tmp_path / "f")], "does not exist"),
+        (["derive", str(tmp_path / "nowhere")], "not a search run directory"),
+    ]
+    for argv, expect in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expect in err[0], (argv, err)
+    # a second search into a finished run directory is refused, the run is untouched
+    out = tmp_path / "done"
+    assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
