@@ -416,8 +416,10 @@ class Genotype:
         if validate:
             g.validate()
         darts = data.get("darts")
-        if darts is not None and g.is_darts and Genotype.from_darts(darts) != g:
-            raise ConfigError("genotype 'darts' string disagrees with 'cells'; delete one of them")
+        if darts is not None and g.is_darts:
+            d = Genotype.from_darts(darts)  # the DARTS string carries the cells only, not the choices
+            if (d.normal, d.reduce) != (g.normal, g.reduce):
+                raise ConfigError("genotype 'darts' string disagrees with 'cells'; delete one of them")
         return g
 
     @classmethod

@@ -120,7 +120,9 @@ def build_run(cfg: SearchConfig, out: Path) -> Run:
         if not cfg.lut:
             raise ConfigError("--target-latency-ms needs a latency table: build one with "
                               f"`atldas lut build --space {cfg.space} --device {cfg.device}` and pass --lut FILE")
-        lut = json.loads(Path(cfg.lut).read_text())
+        from atldas.latency import load_lut
+
+        lut = load_lut(cfg.lut)
     table = space.cost_table(cfg, metric=metric, arch=net.arch, lut=lut)
     if budget is not None:
         cheapest, _ = table.cheapest(net.arch)

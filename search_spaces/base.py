@@ -94,6 +94,8 @@ class SearchSpace:
     def resolve(self, cfg: SearchConfig) -> SearchConfig:
         """Fill the fields left at None with this space's defaults."""
         changes = {k: v for k, v in self.defaults.items() if getattr(cfg, k) is None}
+        if any(getattr(cfg, k) is not None for k in ("target_macs", "target_params", "target_latency_ms")):
+            changes.pop("target_macs", None)  # the user chose a budget: the default one does not apply
         return dataclasses.replace(cfg, **changes)
 
     def topology(self, cfg: SearchConfig) -> CellTopology:
