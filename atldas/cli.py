@@ -113,6 +113,30 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from atldas.predict import predict
+
+    written = predict(model=args.model, checkpoint=args.checkpoint, image=args.image, trimap=args.trimap,
+                      out=args.out, bits=args.bits, cutout=not args.no_cutout, device=args.device,
+                      tile=args.tile, overlap=args.overlap, amp=args.amp, progress=not args.no_progress)
+    n = len(written) if args.no_cutout else len(written) // 2  # alpha (+ cut-out) per image
+    extra = "" if args.no_cutout else f" and {n} RGBA cut-out(s)"
+    print(f"wrote {n} alpha matte(s){extra} to {args.out}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from atldas import bench
+
+    records = bench.bench(args.models, size=args.size, device=args.device, threads=args.threads,
+                          json_path=args.json, latency=not args.no_latency, min_run_time=args.min_run_time,
+                          repeats=args.repeats)
+    print(bench.format_table(records))
+    if args.json:
+        print(f"wrote {args.json}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +194,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the scores as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("predict", parents=[common], help="alpha mattes and RGBA cut-outs for your images and trimaps")
+    p.add_argument("--model", required=True, help="MODEL: registered name, genotype JSON file or run directory")
+    p.add_argument("--checkpoint", help="weights of MODEL (.pt/.pth; the released {'model': state_dict} "
+                                        "format, a retrain checkpoint or a plain state dict); required for "
+                                        "learned models")
+    p.add_argument("--image", required=True, help="image file, or folder of images")
+    p.add_argument("--trimap", required=True, help="trimap file (0/128/255), or folder of trimaps matched by "
+                                                   "file stem")
+    p.add_argument("--out", required=True, help="output folder: <stem>.png alpha, <stem>_rgba.png cut-out")
+    p.add_argument("--bits", type=int, default=8, choices=(8, 16), help="alpha PNG bit depth (default 8)")
+    p.add_argument("--no-cutout", action="store_true", help="write the alpha mattes only")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory")
+    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring tiles in pixels (default 64)")
+    p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on cpu, float16 on cuda)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("bench", parents=[common], help="params, MACs and latency of models side by side")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="registered name, genotype JSON file or run directory (one or more)")
+    p.add_argument("--size", type=int, default=1024, help="input side in pixels (default 1024)")
+    p.add_argument("--device", default="cpu", help="where latency is measured: cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads while timing (default: torch's count)")
+    p.add_argument("--json", help="write the records as JSON to this file")
+    p.add_argument("--no-latency", action="store_true", help="params and MACs only (fast)")
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (default 1)")
+    p.add_argument("--repeats", type=int, default=5, help="minimum number of timing samples (default 5)")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("data", parents=[common], help="data utilities (preview the synthetic data)")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")

@@ -147,3 +147,50 @@ def save_yaml(cfg: Any, path: str | os.PathLike[str]) -> None:
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
     os.replace(tmp, p)
+
+
+@dataclass
+class RetrainConfig:
+    """Configuration of ``atldas retrain`` (see :mod:`atldas.retrain`).
+
+    The defaults train a small network (e.g. the genotype of a ``tiny`` search, or a genotype with
+    ``--set C=16 --set layers=5``) on the synthetic data in a few minutes on a 2-core CPU. ``C`` and
+    ``layers`` override the macro of a genotype / CheapMatting-macro MODEL (None: the model's own).
+    """
+
+    model: str = ""
+    data: str = "synthetic"
+    backgrounds: Optional[str] = None
+    epochs: int = 8
+    steps_per_epoch: int = 24
+    batch_size: int = 8
+    crop: int = 96
+    val_count: int = 16
+    val_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None
+    # macro overrides (genotype / CheapMatting-macro models only)
+    C: Optional[int] = None
+    layers: Optional[int] = None
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_epochs: float = 0.5
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    amp: str = "auto"
+    channels_last: bool = True
+    ema: float = 0.0
+    # losses (atldas.matting.losses.MattingLoss weights)
+    loss_l1: float = 1.0
+    loss_lap: float = 1.0
+    loss_comp: float = 0.5
+    # output
+    out: Optional[str] = None
+    tensorboard: bool = True
+    tb_images: int = 4
+    progress: bool = True

@@ -29,8 +29,14 @@ and, with ``json_path``, the JSON of the design contract, written atomically::
      "per_image": {"name.png": {"SAD": .., "MSE": .., "Grad": .., "Conn": ..}}}
 
 (SAD/1000, MSE unscaled, Grad/1000, Conn/1000; the top-level values are means over images.)
-Model-level evaluation (``--model/--checkpoint/--data``) will live in this module too and share
-:func:`summarise`, :func:`format_table` and :func:`write_json`.
+Model-level evaluation (:func:`evaluate_model`, ``--model/--checkpoint/--data``) runs a MODEL over a
+data set with padded full-resolution inference (:func:`atldas.matting.inference.predict_alpha`: the
+prediction is clamped by the trimap) and scores the 8-bit predictions with the same code, table and
+JSON::
+
+    atldas eval --model RUN_DIR --checkpoint RUN_DIR/best.pt --data /data/Composition-1K --json s.json
+    atldas eval --model closed_form --data DIR --save-pred preds/    # a classical baseline, no weights
+    atldas eval --model cheapmatting --checkpoint ck.pth --data synthetic   # 50 synthetic test images
 """
 
 from __future__ import annotations
@@ -299,3 +305,173 @@ def write_json(path: PathLike, result: Mapping) -> None:
             raise
     except OSError as exc:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for --json") from None
+
+
+# --------------------------------------------------------------------------- model evaluation
+
+#: Defaults of ``data="synthetic"`` in :func:`evaluate_model` (split "test").
+SYNTHETIC_EVAL = {"size": 256, "count": 50, "seed": 0}
+
+
+def sample_trimap(sample: Mapping) -> np.ndarray:
+    """(H, W) uint8 trimap {0, 128, 255} of a data set sample, from its one-hot [bg, unknown, fg]."""
+    oh = np.asarray(sample["trimap_onehot"])
+    return np.where(oh[2] > 0.5, 255, np.where(oh[1] > 0.5, 128, 0)).astype(np.uint8)
+
+
+def _resolve_model(model):
+    """A :class:`~atldas.models.registry.MattingModel` from a MODEL spec (registered, file, run
+    directory, or a classical baseline such as ``closed_form``)."""
+    from atldas.errors import ConfigError
+    from atldas.models.registry import MattingModel, resolve_model
+
+    if isinstance(model, MattingModel):
+        return model
+    try:
+        return resolve_model(model)
+    except ConfigError:
+        from atldas.models.classical import CLASSICAL
+
+        if str(model) in CLASSICAL:  # until the registry lists the classical baselines itself
+            return CLASSICAL[str(model)]()
+        raise
+
+
+def _load_into(net, checkpoint: PathLike) -> None:
+    """Load ``checkpoint`` into ``net`` (atldas.utils.weights.load_weights when present)."""
+    try:
+        from atldas.utils.weights import load_weights
+    except ImportError:
+        load_weights = None
+    if load_weights is not None:
+        load_weights(net, checkpoint)
+        return
+    from atldas.utils.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    state = ckpt.get("model", ckpt) if isinstance(ckpt.get("model", ckpt), dict) else ckpt
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"{checkpoint}: its weights do not fit this model ({first}); pass the MODEL it was "
+                        "trained as (for a retrain run: --model RUN_DIR)") from None
+
+
+def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
+    """(dataset, description) for ``data`` = "synthetic" or a data set folder."""
+    if str(data) == "synthetic":
+        from atldas.data.synthetic import SyntheticMatting
+
+        unknown = sorted(set(dataset_kw) - set(SYNTHETIC_EVAL) - {"backgrounds"})
+        if unknown:
+            from atldas.errors import ConfigError
+
+            raise ConfigError(f"synthetic eval data does not take {', '.join(unknown)}; it takes "
+                              f"{', '.join(sorted(SYNTHETIC_EVAL))}, backgrounds")
+        kw = {**SYNTHETIC_EVAL, **{k: v for k, v in dataset_kw.items() if v is not None}}
+        ds = SyntheticMatting(size=int(kw["size"]), length=int(kw["count"]), seed=int(kw["seed"]),
+                              split="test", backgrounds=kw.get("backgrounds"))
+        return ds, f"synthetic test split ({kw['count']} images, {kw['size']}px, seed {kw['seed']})"
+    from atldas.data.datasets import open_dataset
+
+    kw = dict(dataset_kw)
+    limit = kw.pop("limit", None)
+    ds = open_dataset(data, split="test", **kw)
+    if getattr(ds, "has_alpha", True) is False:
+        raise DataError(f"{data}: this data set has no ground-truth alpha to score against; run "
+                        "`atldas predict` to get mattes without scores")
+    if limit:
+        from torch.utils.data import Subset
+
+        ds = Subset(ds, range(min(int(limit), len(ds))))
+    return ds, str(data)
+
+
+def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
+                   save_pred: Optional[PathLike] = None, json_path: Optional[PathLike] = None,
+                   device: str = "cpu", progress: bool = True, tile: Optional[int] = None,
+                   **dataset_kw) -> Dict:
+    """Run ``model`` over a data set and score it with SAD, MSE, Grad and Conn (DIM convention).
+
+    Args:
+        model: a MODEL (registered name, genotype file, run directory, ``closed_form``) or a
+            :class:`~atldas.models.registry.MattingModel`.
+        checkpoint: weights for a learned model (a retrain ``best.pt``/``last.pt``, a released
+            checkpoint); None only for models without parameters (``closed_form``).
+        data: ``"synthetic"`` (split ``test``; ``size``, ``count``, ``seed`` in ``dataset_kw``) or a
+            data set folder in any layout :func:`atldas.data.datasets.open_dataset` reads (its test
+            split; ``dataset_kw`` are its options, e.g. ``kind``, ``backgrounds``, ``subset``, and
+            ``limit`` = score the first N images only).
+        save_pred: folder to write the 8-bit predictions to (the exact mattes scored), named like
+            the images with a ``.png`` suffix.
+        json_path: write the scores there as JSON (atomically).
+        device: where the network runs (``cpu``, ``cuda``).
+        progress: show a progress bar (only when stderr is a terminal).
+        tile: tile side for very large images (see :func:`~atldas.matting.inference.predict_alpha`).
+
+    Returns:
+        The same object as :func:`evaluate_folders`: means, ``count`` and ``per_image``.
+
+    Raises:
+        AtldasError: unknown model, missing or mismatched checkpoint, unreadable data, no ground
+            truth, a trimap without unknown pixels.
+    """
+    import torch
+
+    from atldas.errors import ConfigError
+    from atldas.matting.inference import predict_alpha
+
+    if json_path is not None:
+        _check_json_path(json_path)
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    mm = _resolve_model(model)
+    net = mm.build()
+    learned = any(True for _ in net.parameters())
+    if checkpoint is not None:
+        _load_into(net, checkpoint)
+    elif learned:
+        raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
+                          "best.pt, or released weights)")
+    net = net.to(device).eval()
+    ds, what = _open_eval_data(data, dataset_kw)
+    if len(ds) == 0:
+        raise DataError(f"{data}: no images to score")
+    out_dir = Path(save_pred) if save_pred is not None else None
+    log.info("evaluating %s on %s: %d image(s)", mm.name, what, len(ds))
+
+    per_image: Dict[str, Dict[str, float]] = {}
+    sad_sum = 0.0
+    show = progress and _is_tty(sys.stderr)
+    with tqdm(range(len(ds)), desc="eval", unit="img", disable=not show, file=sys.stderr) as bar:
+        for i in bar:
+            s = ds[i]
+            name = str(s.get("name", f"{i:06d}"))
+            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                name += ".png"
+            if "alpha" not in s:
+                raise DataError(f"{name}: no ground-truth alpha in {data}; run `atldas predict` for "
+                                "mattes without scores")
+            tri = sample_trimap(s)
+            if not np.any(tri == metrics.UNKNOWN):
+                raise DataError(f"{name}: trimap has no unknown (128) pixels, so MSE is undefined (DIM "
+                                "divides by their number); fix the trimap or leave the image out")
+            image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
+            pred = alpha_to_u8(predict_alpha(mm, net, image, tri, device=device, tile=tile))
+            gt = alpha_to_u8(np.asarray(s["alpha"])[0])
+            per_image[name] = metrics.compute_all(pred, gt, tri)
+            if out_dir is not None:
+                from atldas.data.io import write_alpha
+
+                write_alpha(out_dir / Path(name).with_suffix(".png"), pred.astype(np.float32) / 255.0)
+            sad_sum += per_image[name]["SAD"]
+            bar.set_postfix(SAD=f"{sad_sum / len(per_image):.3f}")
+    result = summarise(per_image)
+    print(format_table(result, title=f"DIM metrics, {mm.name} on {what}"))
+    if out_dir is not None:
+        log.info("wrote %d prediction(s) to %s", len(per_image), out_dir)
+    if json_path is not None:
+        write_json(json_path, result)
+        log.info("wrote %s", json_path)
+    return result

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from atldas.arch import CELL_TYPES, ArchParams, Child
-from atldas.ops import FactorizedReduce, ReLUConvBN, build_op
+from atldas.ops import FactorizedReduce, ReLUConvBN, Zero, build_op
 from atldas.topology import CellTopology
 
 #: One chosen edge of a node: (source state, op name, gate or None).
@@ -72,7 +72,7 @@ class Plan:
 
 
 class MixedEdge(nn.Module):
-    """All candidate ops of one edge (``none`` has no module: its output is zero).
+    """All candidate ops of one edge (``none`` is :class:`~atldas.ops.Zero`; the soft mixture skips it).
 
     Search-time BatchNorms are not affine (DARTS); pools get a BatchNorm too, as in DARTS' MixedOp.
     """
@@ -82,6 +82,7 @@ class MixedEdge(nn.Module):
         self.ops = nn.ModuleDict()
         for name in ops:
             if name == "none":
+                self.ops[name] = Zero(stride=stride)
                 continue
             op = build_op(name, C_in=C, C_out=C, stride=stride, affine=False)
             if "pool" in name:
@@ -145,7 +146,7 @@ class SearchCell(nn.Module):
                 continue
             ops = self.edges[key].ops
             for o, name in enumerate(self.op_names):
-                if name not in ops:
+                if name not in ops or name == "none":  # none adds zeros
                     continue
                 out = ops[name](states[i]) * (edge_w[e] * op_w[e, o])
                 node = out if node is None else node + out
@@ -239,7 +240,7 @@ class ChoiceBlock(nn.Module):
             weights = choice
             out: Optional[Tensor] = None
             for b, name in enumerate(self.names):
-                if name in self.blocks:
+                if name in self.blocks:  # pruned blocks have no module
                     y = self.blocks[name](*inputs) * weights[b]
                     out = y if out is None else out + y
             assert out is not None

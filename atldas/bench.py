@@ -1,0 +1,201 @@
+"""``atldas bench``: parameters, MACs and latency of MODELs side by side.
+
+    atldas bench cheapmatting aematter runs/search-x --size 1024 --no-latency
+    atldas bench cheapmatting --size 512 --threads 2 --json bench.json
+
+Per MODEL (a registered name, genotype file or run directory), at batch 1 on a ``(1, 6, size, size)``
+input:
+
+- ``params``: the number of parameter elements (``numel`` summed; buffers not included);
+- ``macs``: multiply-accumulates, exactly ``torch.utils.flop_counter.FlopCounterMode``'s total / 2,
+  counted on the meta device (no memory, no time). The counter sees convolutions (``aten.convolution``),
+  linear layers and matmuls (``addmm``, ``mm``, ``bmm``, ``baddbmm``) and fused attention
+  (``scaled_dot_product_attention``); norms, activations, pooling, interpolation, element-wise
+  additions and softmax are not counted. ``macs_by_op`` splits the total by operator;
+- ``latency_ms``: median, 10th and 90th percentile of the forward time in milliseconds, eval mode,
+  ``torch.no_grad``, random weights (seed 0) and a random image with an all-unknown trimap, measured
+  with ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread count (``threads``, default
+  torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean of
+  one block of runs; a slow network gets single runs). ``None`` with ``latency=False``.
+
+The JSON file (``json_path``) is the list of these records, in the format of architecture.md::
+
+    [{"model": .., "params": int, "macs": int, "input": [1, 6, H, W],
+      "latency_ms": {"median": .., "p10": .., "p90": ..} | null, "device": "cpu", ...}]
+
+with three extra fields: ``macs_by_op``, ``threads`` and ``device_name``.
+
+Time on a CPU: CheapMatting at 1024 x 1024 runs about a second per forward on a few cores, the
+AEMatter-class baseline ten times that; ``--no-latency`` gives params and MACs in seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from atldas.errors import ConfigError
+from atldas.models.registry import MattingModel, resolve_model
+
+log = logging.getLogger("atldas")
+
+__all__ = ["bench", "count_cost", "measure_latency", "format_table", "MIN_RUN_TIME", "REPEATS"]
+
+#: Seconds of timing per model (Timer's ``min_run_time``).
+MIN_RUN_TIME = 1.0
+#: Minimum number of timing samples per model.
+REPEATS = 5
+
+
+def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
+    if isinstance(size, int):
+        h = w = size
+    else:
+        h, w = (int(s) for s in size)
+    if min(h, w) < 32:
+        raise ConfigError(f"--size must be at least 32 (the networks downsample 5 times), got {h}x{w}")
+    return h, w
+
+
+def _input(h: int, w: int, device: Union[str, torch.device]) -> torch.Tensor:
+    """A valid network input ``(1, 6, h, w)``: random RGB and an all-unknown one-hot trimap."""
+    gen = torch.Generator().manual_seed(0)
+    rgb = torch.rand(1, 3, h, w, generator=gen)
+    onehot = torch.zeros(1, 3, h, w)
+    onehot[:, 1] = 1.0
+    return torch.cat([rgb, onehot], 1).to(device)
+
+
+def _count(model: MattingModel, net: torch.nn.Module, x: torch.Tensor) -> Tuple[int, Dict[str, int]]:
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model.forward(net, x)
+    by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
+    return int(counter.get_total_flops()) // 2, by_op
+
+
+def count_cost(model: MattingModel, *, size: Union[int, Sequence[int]] = 1024) -> Dict[str, Any]:
+    """Params and MACs of ``model`` at ``(1, 6, H, W)``: ``{"params", "macs", "macs_by_op"}``.
+
+    Counted on the meta device; a network that cannot run there (data-dependent code) is counted on
+    the CPU instead, which takes one real forward pass.
+    """
+    h, w = _hw(size)
+    try:
+        with torch.device("meta"):
+            net = model.build()
+        net.eval()
+        macs, by_op = _count(model, net, torch.empty(1, 6, h, w, device="meta"))
+    except (NotImplementedError, RuntimeError, ValueError) as exc:
+        log.info("%s: cannot count on the meta device (%s); counting with one CPU forward pass",
+                 model.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        torch.manual_seed(0)
+        net = model.build().eval()
+        macs, by_op = _count(model, net, _input(h, w, "cpu"))
+    params = sum(p.numel() for p in net.parameters())
+    return {"params": int(params), "macs": int(macs), "macs_by_op": by_op}
+
+
+def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 1024,
+                    device: Union[str, torch.device] = "cpu", threads: Optional[int] = None,
+                    min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> Dict[str, float]:
+    """Forward latency of ``model`` in ms: ``{"median", "p10", "p90", "samples"}`` (see the module docstring)."""
+    from torch.utils.benchmark import Timer
+
+    h, w = _hw(size)
+    threads = int(threads or torch.get_num_threads())
+    torch.manual_seed(0)
+    net = model.build().to(device).eval()
+    x = _input(h, w, device)
+
+    def run() -> None:
+        with torch.no_grad():
+            model.forward(net, x)
+
+    timer = Timer(stmt="run()", globals={"run": run}, num_threads=threads)
+    m = timer.blocked_autorange(min_run_time=min_run_time)  # its block-size estimate is the warm-up
+    times = list(m.times)
+    while len(times) < repeats:
+        times.extend(timer.timeit(1).times)
+    p10, median, p90 = np.percentile(np.asarray(times) * 1e3, [10, 50, 90])
+    return {"median": float(median), "p10": float(p10), "p90": float(p90), "samples": len(times)}
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as fh:
+            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        name = ""
+    return name or platform.processor() or platform.machine()
+
+
+def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, device: Union[str, torch.device] = "cpu",
+          threads: Optional[int] = None, json_path: Optional[str] = None, latency: bool = True,
+          min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> List[Dict[str, Any]]:
+    """Params, MACs and (optionally) latency of each MODEL; see the module docstring.
+
+    Args:
+        models: MODELs (registered names, genotype files, run directories).
+        size: input side (or ``(H, W)``).
+        device: ``cpu`` or ``cuda`` (where latency is measured).
+        threads: torch CPU threads while timing (default: torch's current count).
+        json_path: write the records as JSON here.
+        latency: measure latency (False: params and MACs only; ``latency_ms`` is None).
+        min_run_time: seconds of timing per model.
+        repeats: minimum number of timing samples.
+
+    Returns:
+        One record per model, in order.
+    """
+    from atldas.predict import resolve_device
+
+    if not models:
+        raise ConfigError("name at least one MODEL to bench")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    h, w = _hw(size)
+    dev = resolve_device(device)
+    resolved = [resolve_model(m) for m in models]  # every name checked before any timing
+    n_threads = int(threads or torch.get_num_threads())
+    records: List[Dict[str, Any]] = []
+    for name, mm in zip(models, resolved):
+        log.info("bench %s: counting params and MACs at 1x6x%dx%d", name, h, w)
+        cost = count_cost(mm, size=(h, w))
+        lat = None
+        if latency:
+            log.info("bench %s: timing on %s (%d threads, >= %.1f s)", name, dev, n_threads, min_run_time)
+            lat = measure_latency(mm, size=(h, w), device=dev, threads=n_threads, min_run_time=min_run_time,
+                                  repeats=repeats)
+            lat.pop("samples")
+        records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "input": [1, 6, h, w],
+                        "latency_ms": lat, "device": str(dev), "macs_by_op": cost["macs_by_op"],
+                        "threads": n_threads if dev.type == "cpu" else None, "device_name": _device_name(dev)})
+    if json_path is not None:
+        from atldas.evaluate import write_json
+
+        write_json(json_path, records)
+    return records
+
+
+def format_table(records: Sequence[Dict[str, Any]]) -> str:
+    """A text table: model, params (M), MACs (G), input, latency median [p10, p90] ms, device."""
+    width = max([len("model")] + [len(str(r["model"])) for r in records])
+    lines = [f"{'model':<{width}}  {'params':>10}  {'MACs':>10}  {'input':>15}  {'latency ms: median [p10, p90]':>31}"
+             f"  device",
+             f"{'':<{width}}  {'(M)':>10}  {'(G)':>10}"]
+    for r in records:
+        lat = r.get("latency_ms")
+        lat_text = f"{lat['median']:.1f} [{lat['p10']:.1f}, {lat['p90']:.1f}]" if lat else "-"
+        dev = r["device"] + (f" ({r['threads']} threads)" if r.get("threads") else "")
+        lines.append(f"{r['model']:<{width}}  {r['params'] / 1e6:>10.3f}  {r['macs'] / 1e9:>10.3f}  "
+                     f"{'x'.join(map(str, r['input'])):>15}  {lat_text:>31}  {dev}")
+    lines.append("MACs: multiply-accumulates of convolutions, linear layers and matmuls/attention "
+                 "(torch FlopCounterMode total / 2); params: numel of the parameters")
+    return "\n".join(lines)

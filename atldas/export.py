@@ -1,0 +1,180 @@
+"""``atldas export``: a MODEL with its weights as ONNX, with dynamic height and width.
+
+    atldas export --model RUN_DIR --checkpoint RUN_DIR/best.pt --onnx matting.onnx
+    atldas export --model cheapmatting --checkpoint cheapmatting.pth --onnx cm.onnx --size 512
+
+The graph has one input ``input`` ``(B, 6, H, W)`` float32 (RGB in [0, 1] + one-hot trimap
+[bg, unknown, fg]) and one output ``alpha`` ``(B, 1, H, W)`` in [0, 1]; batch, height and width are
+dynamic. The graph is the network only: pad H and W to a multiple of 32 (reflect, centred), crop
+back and clamp by the trimap yourself, as :func:`atldas.matting.inference.predict_alpha` does.
+
+With ``check=True`` and onnxruntime installed, the exported file is run on a random input of a size
+other than the export size and compared with PyTorch (max abs difference <= ``atol``, 1e-4); a larger
+difference is an error. Needs the ``export`` extra: ``pip install atldas[export]`` (onnx, onnxscript,
+onnxruntime). Uses the ``torch.onnx.export`` dynamo exporter (TorchScript is deprecated).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from atldas.errors import AtldasError, ConfigError, DataError
+
+log = logging.getLogger("atldas")
+
+PathLike = Union[str, os.PathLike]
+INSTALL_HINT = "pip install atldas[export]"
+
+
+class _Wrapped(nn.Module):
+    """``(B, 6, H, W) -> (B, 1, H, W)`` whatever the network's own signature."""
+
+    def __init__(self, model, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.two_inputs = bool(model.two_inputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.two_inputs:
+            return self.net(x[:, :3], x[:, 3:])
+        return self.net(x)
+
+
+def _require_onnx() -> None:
+    for mod in ("onnx", "onnxscript"):
+        try:
+            __import__(mod)
+        except ImportError:
+            raise AtldasError(f"ONNX export needs the {mod} package, which is not installed: "
+                              f"{INSTALL_HINT}") from None
+
+
+def _example(size: int, seed: int = 0) -> Tensor:
+    """A plausible (1, 6, size, size) input: random RGB and a random one-hot trimap."""
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(1, 3, size, size, generator=g)
+    labels = torch.randint(0, 3, (1, size, size), generator=g)
+    onehot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    return torch.cat([rgb, onehot], 1)
+
+
+def _example_hw(h: int, w: int, seed: int) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    rgb = torch.rand(1, 3, h, w, generator=g)
+    labels = torch.randint(0, 3, (1, h, w), generator=g)
+    onehot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
+    return torch.cat([rgb, onehot], 1)
+
+
+def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: float = 1e-4) -> Optional[Dict]:
+    """Compare onnxruntime with PyTorch on a random input of another size than ``size``.
+
+    Returns ``{"input": [1, 6, H, W], "max_abs_diff": ..}``, or None when onnxruntime is not installed.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        log.warning("onnxruntime is not installed: the exported file was not checked (%s)", INSTALL_HINT)
+        return None
+    h, w = size + 64, size + 32  # another height and width than the export size, both multiples of 32
+    x = _example_hw(h, w, seed=1)
+    with torch.no_grad():
+        ref = wrapped(x).float().numpy()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(["alpha"], {"input": x.numpy()})
+    if got.shape != ref.shape:
+        raise AtldasError(f"{onnx_path}: onnxruntime returned shape {list(got.shape)} for input "
+                          f"{list(x.shape)}, PyTorch {list(ref.shape)}; the export is not dynamic in H/W")
+    diff = float(np.max(np.abs(got - ref)))
+    if not diff <= atol:
+        raise AtldasError(f"{onnx_path}: onnxruntime and PyTorch differ by {diff:.3g} (> {atol:g}) on a "
+                          f"{h}x{w} input; the export is not faithful (try another --opset)")
+    return {"input": list(x.shape), "max_abs_diff": diff}
+
+
+def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, opset: int = 17,
+                check: bool = True, size: int = 256, atol: float = 1e-4) -> Dict:
+    """Export ``model`` with ``checkpoint``'s weights to ONNX (dynamic batch, height and width).
+
+    Args:
+        model: a MODEL (registered name, genotype file, run directory) or a
+            :class:`~atldas.models.registry.MattingModel`.
+        checkpoint: weights (a retrain ``best.pt``/``last.pt`` or released weights); None exports the
+            model's initial weights, with a warning (useful for tests only).
+        onnx_path: the ``.onnx`` file to write (atomically).
+        opset: ONNX opset version.
+        check: run the exported file in onnxruntime (when installed) on an input of another size and
+            compare with PyTorch.
+        size: the square export size (a multiple of 32).
+        atol: the largest accepted absolute difference of the check.
+
+    Returns:
+        ``{"onnx": path, "opset": .., "export_input": [1, 6, size, size], "check": {"input": ..,
+        "max_abs_diff": ..} or None}``.
+
+    Raises:
+        AtldasError: onnx/onnxscript not installed ("pip install atldas[export]"), a bad checkpoint, a
+            failed export or check.
+    """
+    from atldas.evaluate import _load_into, _resolve_model
+
+    _require_onnx()
+    if size < 96 or size % 32:
+        raise ConfigError(f"export size must be a multiple of 32 and at least 96, got {size}")
+    out = Path(onnx_path)
+    if out.is_dir():
+        raise DataError(f"--onnx {out} is a folder; pass a file name such as {out / 'model.onnx'}")
+    mm = _resolve_model(model)
+    if mm.kind == "classical":
+        raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "
+                          "exported to ONNX")
+    net = mm.build()
+    if checkpoint is not None:
+        _load_into(net, checkpoint)
+    else:
+        log.warning("no --checkpoint: exporting %s with its initial (untrained) weights", mm.name)
+    net.eval()
+    wrapped = _Wrapped(mm, net).eval()
+    x = _example(size)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
+    os.close(fd)
+    try:
+        # H and W are multiples of 32 (the input is padded so); saying so lets torch.export prove the
+        # shapes of strided convs and factorized reductions
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        height = 32 * torch.export.Dim("height_32", min=3, max=512)
+        width = 32 * torch.export.Dim("width_32", min=3, max=512)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            try:
+                program = torch.onnx.export(wrapped, (x,), input_names=["input"], output_names=["alpha"],
+                                            opset_version=opset, dynamo=True, external_data=False,
+                                            dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
+                                            verbose=False)
+            except Exception as exc:  # noqa: BLE001 - an export failure is reported in one line
+                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise AtldasError(f"ONNX export of {mm.name} failed: {msg[:300]} (rerun with --debug "
+                                  "for details)") from exc
+        program.save(tmp)
+        report = check_onnx(tmp, wrapped, size=size, atol=atol) if check else None
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    if report is not None:
+        log.info("onnxruntime check on %s: max |onnx - torch| = %.3g", "x".join(map(str, report["input"][2:])),
+                 report["max_abs_diff"])
+    return {"onnx": str(out), "opset": opset, "export_input": list(x.shape), "check": report}
+
+
+__all__ = ["export_onnx", "check_onnx"]

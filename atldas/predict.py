@@ -1,0 +1,227 @@
+"""``atldas predict``: alpha mattes (and RGBA cut-outs) for a user's own images and trimaps.
+
+    atldas predict --model cheapmatting --checkpoint cheapmatting.pth --image photos/ --trimap trimaps/ --out mattes/
+    atldas predict --model runs/retrain-x --checkpoint runs/retrain-x/checkpoint.pt --image a.jpg --trimap a.png \\
+                   --out out/ --bits 16 --tile 1024
+
+Inputs: ``--image`` and ``--trimap`` are two files, or two folders matched by file stem (every image
+needs a trimap; extra trimaps are ignored with a warning), or an image file and a trimap folder. Any
+size: the network input is padded to a multiple of 32 and the prediction cropped back
+(:func:`atldas.matting.inference.predict_alpha`); ``--tile N`` bounds memory on large images.
+
+Outputs, per image ``<stem>``: ``<out>/<stem>.png``, the alpha matte (8-bit greyscale PNG, 16-bit with
+``bits=16``), clamped by the trimap; and, unless ``cutout=False``, ``<out>/<stem>_rgba.png``, an 8-bit
+RGBA cut-out: pymatting's estimated foreground colours with the matte as the alpha channel.
+
+Everything is checked before anything is written: the model, the checkpoint (it must fit the network:
+see :func:`atldas.utils.weights.load_weights`), the pairing, and every image/trimap pair's size (read
+from the file headers). A problem is one :class:`~atldas.errors.AtldasError` line.
+
+Weights: ``checkpoint`` is required for a learned network (without it the output would be noise from
+random weights). A non-learned MODEL (a classical method such as closed-form matting) declares
+``meta={"learned": False}`` in its :class:`~atldas.models.registry.MattingModel` and runs without one
+(:func:`needs_checkpoint`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_rgb, read_trimap, write_alpha, write_rgb
+from atldas.errors import ConfigError, DataError
+from atldas.models.registry import MattingModel, resolve_model
+
+log = logging.getLogger("atldas")
+
+__all__ = ["predict", "needs_checkpoint", "match_inputs", "check_sizes", "resolve_device"]
+
+PathLike = Union[str, os.PathLike]
+#: How many file names a one-line error lists.
+SHOWN = 5
+#: Suffix of the cut-out file names.
+CUTOUT_SUFFIX = "_rgba"
+
+
+def needs_checkpoint(model: MattingModel) -> bool:
+    """Whether ``model`` needs trained weights (False only for models with ``meta["learned"] = False``)."""
+    return bool(model.meta.get("learned", True))
+
+
+def resolve_device(device: Union[str, torch.device]) -> torch.device:
+    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... as a device; ConfigError when it is not available."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but no CUDA device is available here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported; use cpu or cuda")
+    return dev
+
+
+def _listed(items: List[str]) -> str:
+    return ", ".join(items[:SHOWN]) + (f", ... and {len(items) - SHOWN} more" if len(items) > SHOWN else "")
+
+
+def match_inputs(image: PathLike, trimap: PathLike) -> List[Tuple[str, Path, Path]]:
+    """``(stem, image file, trimap file)`` for every image, sorted by stem.
+
+    Raises:
+        DataError: a missing path, an empty folder, or images without a trimap of the same stem
+            (all listed on one line).
+        ConfigError: an image folder with a single trimap file.
+    """
+    img, tri = Path(image), Path(trimap)
+    for what, p in (("--image", img), ("--trimap", tri)):
+        if not p.exists():
+            raise DataError(f"{p}: no such file or folder ({what})")
+    if img.is_file():
+        if tri.is_file():
+            return [(img.stem, img, tri)]
+        trimaps = list_images(tri)
+        if img.stem not in trimaps:
+            raise DataError(f"{tri}: no trimap named {img.stem}.* for the image {img}; "
+                            "give the trimap the image's file stem")
+        return [(img.stem, img, trimaps[img.stem])]
+    if tri.is_file():
+        raise ConfigError(f"--image {img} is a folder but --trimap {tri} is a file; give a folder of trimaps "
+                          "named like the images")
+    images, trimaps = list_images(img), list_images(tri)
+    if not images:
+        raise DataError(f"{img}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+    unmatched = [p.name for s, p in images.items() if s not in trimaps]
+    if unmatched:
+        raise DataError(f"{len(unmatched)} image(s) in {img} have no trimap with the same file stem in {tri}: "
+                        f"{_listed(unmatched)}; add the trimaps (e.g. {tri / (Path(unmatched[0]).stem + '.png')})")
+    extra = sorted(p.name for s, p in trimaps.items() if s not in images)
+    if extra:
+        log.warning("%s: %d trimap(s) without an image, ignored: %s", tri, len(extra), _listed(extra))
+    return [(s, images[s], trimaps[s]) for s in sorted(images)]
+
+
+def _header_size(path: Path) -> Tuple[int, int]:
+    """(width, height) from the file header, without decoding the pixels."""
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc}); "
+                        "re-save it as PNG or JPEG") from None
+
+
+def check_sizes(pairs: List[Tuple[str, Path, Path]]) -> None:
+    """Every image and its trimap have the same size (from the headers); one DataError line otherwise."""
+    bad = []
+    for _, ip, tp in pairs:
+        (iw, ih), (tw, th) = _header_size(ip), _header_size(tp)
+        if (iw, ih) != (tw, th):
+            bad.append(f"image {ip} is {iw}x{ih} but trimap {tp} is {tw}x{th}")
+    if bad:
+        n = len(bad)
+        raise DataError(f"{'; '.join(bad[:SHOWN])}{f'; ... and {n - SHOWN} more' if n > SHOWN else ''} "
+                        "(width x height): give each image a trimap of the same size (atldas never resizes "
+                        "them); nothing was written")
+
+
+def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Dict[str, Tuple[Path, Optional[Path]]]:
+    """Output paths per stem; refuses to overwrite an input or to write two outputs to one file."""
+    outputs = {s: (out / f"{s}.png", out / f"{s}{CUTOUT_SUFFIX}.png" if cutout else None) for s, _, _ in pairs}
+    inputs = {p.resolve() for _, ip, tp in pairs for p in (ip, tp)}
+    seen: Dict[Path, str] = {}
+    for stem, paths in outputs.items():
+        for p in paths:
+            if p is None:
+                continue
+            r = p.resolve()
+            if r in inputs:
+                raise ConfigError(f"--out {out}: writing {p.name} would overwrite an input file; "
+                                  "choose another output folder")
+            if r in seen:
+                raise ConfigError(f"--out {out}: the outputs of {seen[r]!r} and {stem!r} would both be {p.name}; "
+                                  f"rename one input (stems ending in {CUTOUT_SUFFIX} clash with cut-outs) "
+                                  "or use --no-cutout")
+            seen[r] = stem
+    return outputs
+
+
+def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trimap: PathLike, out: PathLike,
+            bits: int = 8, cutout: bool = True, device: Union[str, torch.device] = "cpu",
+            tile: Optional[int] = None, overlap: int = 64, amp: bool = False, progress: bool = True) -> List[Path]:
+    """Predict alpha mattes (and cut-outs) for image/trimap files; see the module docstring.
+
+    Args:
+        model: a MODEL (registered name, genotype file or run directory).
+        checkpoint: its weights (required unless the model is not learned).
+        image: an image file or a folder of images.
+        trimap: a trimap file or a folder of trimaps (matched by file stem).
+        out: output folder (created).
+        bits: 8 or 16, the bit depth of the alpha PNGs.
+        cutout: also write ``<stem>_rgba.png``.
+        device: ``cpu`` or ``cuda``.
+        tile: tile side for large images (multiple of 32), or None.
+        overlap: overlap of neighbouring tiles.
+        amp: autocast (bfloat16 on the CPU, float16 on CUDA).
+        progress: show a tqdm bar (on a terminal).
+
+    Returns:
+        The files written, in order (alpha, then cut-out, per image).
+
+    Raises:
+        AtldasError: any problem with the inputs, found before anything is written (one line).
+    """
+    from atldas.matting.inference import check_tiling, estimate_foreground, predict_alpha
+    from atldas.utils.weights import load_weights
+
+    if bits not in (8, 16):
+        raise ConfigError(f"--bits must be 8 or 16, got {bits}")
+    if tile is not None:
+        check_tiling(int(tile), int(overlap))
+    dev = resolve_device(device)
+    mm = resolve_model(model)
+    if checkpoint is None and needs_checkpoint(mm):
+        raise ConfigError(f"--checkpoint is required for {model} (a learned network: with random weights its "
+                          "mattes would be noise); pass the .pt/.pth file trained for this MODEL")
+    pairs = match_inputs(image, trimap)
+    check_sizes(pairs)
+    out_dir = Path(out)
+    outputs = _outputs(pairs, out_dir, cutout)
+
+    net = mm.build()
+    if checkpoint is not None:
+        if needs_checkpoint(mm):
+            load_weights(net, checkpoint, name=mm.name)
+        else:
+            log.warning("%s is not a learned model; --checkpoint %s ignored", mm.name, checkpoint)
+    net = net.to(dev).eval()
+    log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: List[Path] = []
+    show = progress and sys.stderr.isatty()
+    for stem, ip, tp in tqdm(pairs, desc="predict", unit="img", disable=not show, file=sys.stderr):
+        rgb, tri = read_rgb(ip), read_trimap(tp)  # (H, W, 3) float32, (H, W) uint8
+        if rgb.shape[:2] != tri.shape:  # headers agreed; the pixels must too
+            raise DataError(f"image {ip} is {rgb.shape[1]}x{rgb.shape[0]} but trimap {tp} is "
+                            f"{tri.shape[1]}x{tri.shape[0]}; give them the same size")
+        alpha = predict_alpha(mm, net, rgb, tri, device=dev, tile=tile, overlap=overlap, amp=amp)  # (H, W)
+        alpha_path, cut_path = outputs[stem]
+        write_alpha(alpha_path, alpha, bits=bits)
+        written.append(alpha_path)
+        if cut_path is not None:
+            fg = estimate_foreground(rgb, alpha)  # (H, W, 3)
+            write_rgb(cut_path, np.concatenate([fg, alpha[:, :, None]], axis=2))  # (H, W, 4)
+            written.append(cut_path)
+    return written

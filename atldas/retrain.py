@@ -1,0 +1,606 @@
+"""``atldas retrain``: train the standalone network of a genotype (or any MODEL) from scratch.
+
+    atldas retrain runs/search-tiny/genotype.json                     # the default: minutes on a CPU
+    atldas retrain RUN_DIR --set C=16 --set layers=5                  # a demo-sized macro
+    atldas retrain cheapmatting --data /data/Adobe --backgrounds /data/coco --device cuda \\
+        --epochs 100 --set steps_per_epoch=1000 --set crop=512 --set batch_size=16
+    atldas retrain --out RUN_DIR --resume
+
+MODEL is anything :func:`atldas.models.registry.resolve_model` takes: a genotype file (built in the
+target macro its ``space`` metadata names), a search run directory, a registered name
+(``cheapmatting``, ``cnn_baseline_tiny``, ...). ``--set C=.. --set layers=..`` override the macro of a
+genotype or CheapMatting-macro model; the run's ``genotype.json`` records the macro actually trained,
+so ``--model RUN_DIR`` rebuilds exactly this network::
+
+    atldas predict --model RUN_DIR --checkpoint RUN_DIR/best.pt --image photo.png --trimap tri.png --out o/
+    atldas eval --model RUN_DIR --checkpoint RUN_DIR/best.pt --data /data/AIM-500
+
+Training (matting.md, "Training conventions"): L1 over the unknown region + Laplacian-pyramid loss +
+composition loss (:class:`~atldas.matting.losses.MattingLoss`); AdamW (default) or RAdam; linear
+warm-up then cosine decay per step; gradient-norm clipping; on CUDA only: AMP (bf16 where supported,
+else fp16 with a gradient scaler) and channels_last; optional EMA of the weights (``--set ema=0.999``;
+then validation, ``best.pt`` and ``last.pt["model"]`` use the EMA weights). The network's output clamp
+is lifted while training (it would cut the gradient of every pixel outside [0, 1]) and restored for
+inference.
+
+Data: ``--data synthetic`` (default) draws fresh training crops every epoch (split ``train``) and
+validates on ``val_count`` images of split ``val`` (``val_size`` pixels); ``--data DIR`` trains on the
+layout's training split (Composition-1K / Distinctions-646 ``Train``, composed on ``--backgrounds``)
+and validates on its test split (the first ``val_count`` images; 0 = all), at full resolution with
+padded inference.
+
+Validation, every epoch: the DIM metrics (:func:`atldas.matting.metrics.compute_all`) on 8-bit
+predictions clamped by the trimap, exactly as ``atldas eval`` scores them, next to the *trivial*
+prediction (alpha = 0.5 in the unknown region) scored by the same code on the same images.
+
+Run directory::
+
+    RUN_DIR/
+      config.yaml     resolved RetrainConfig
+      genotype.json   the genotype in the macro trained (genotype models only)
+      last.pt         atomic, torch.load(weights_only=True): {"model": inference weights, "optimizer",
+                      "scaler", "ema"/"train_model", "rng", "epoch", "step", "best", "config", ...}
+      best.pt         {"model": weights of the epoch with the lowest validation SAD, "epoch", "metrics"}
+      history.jsonl   one line per epoch: losses, lr, validation metrics, trivial baseline, time
+      tb/             TensorBoard: losses, lr, metrics, predicted mattes
+
+``--resume`` continues from ``last.pt`` and ends in the same state as a run that was never stopped
+(data order and model RNG depend on the seed and the epoch only). A non-finite loss stops the run with
+one line, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from atldas import __version__
+from atldas.config import RetrainConfig, load_yaml, save_yaml
+from atldas.errors import AtldasError, ConfigError, DataError
+from atldas.matting.losses import MattingLoss
+from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
+from atldas.utils.seed import rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger("atldas")
+
+LAST = "last.pt"
+BEST = "best.pt"
+FORMAT = "atldas-retrain/1"
+OPTIMIZERS = ("adamw", "radam")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+# --------------------------------------------------------------------------- configuration
+
+def _check(cfg: RetrainConfig) -> None:
+    if not cfg.model:
+        raise ConfigError("retrain needs a MODEL: a genotype file, a search run directory or a "
+                          "registered name (e.g. `atldas retrain runs/search/genotype.json`)")
+    for name in ("epochs", "steps_per_epoch", "batch_size", "crop", "val_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.val_count < 0:
+        raise ConfigError(f"val_count must be >= 0 (0: the whole test split of --data DIR), got {cfg.val_count}")
+    if cfg.data == "synthetic" and cfg.val_count < 1:
+        raise ConfigError("val_count must be at least 1 with --data synthetic")
+    if cfg.crop % 32:
+        raise ConfigError(f"crop must be a multiple of 32 (the networks downsample 5 times), got {cfg.crop}")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.amp not in AMP_MODES:
+        raise ConfigError(f"unknown amp mode {cfg.amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ConfigError(f"ema is a decay in [0, 1) (0: off), got {cfg.ema}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"lr must be positive, got {cfg.lr}")
+    if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
+        raise ConfigError(f"warmup_epochs ({cfg.warmup_epochs}) must be in [0, epochs={cfg.epochs})")
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+
+
+def default_out(cfg: RetrainConfig) -> Path:
+    """``runs/retrain-<model>-seed<S>`` (the model's file or folder name, or its registered name)."""
+    p = Path(cfg.model)
+    name = p.name if p.is_dir() else (p.stem if p.suffix else cfg.model)
+    return Path("runs") / f"retrain-{name or 'model'}-seed{cfg.seed}"
+
+
+# --------------------------------------------------------------------------- model
+
+def run_genotype(cfg: RetrainConfig):
+    """The genotype of ``cfg.model`` with the macro overrides applied (None for baselines).
+
+    The result's ``space`` metadata is such that :func:`~atldas.models.registry.resolve_model` of the
+    run directory rebuilds exactly the network trained.
+    """
+    from atldas.models.registry import resolve_model
+
+    model = resolve_model(cfg.model)
+    overrides = {k: getattr(cfg, k) for k in ("C", "layers") if getattr(cfg, k) is not None}
+    if model.genotype is None:
+        if overrides:
+            raise ConfigError(f"--set {'/'.join(overrides)}: {cfg.model} is a hand-designed baseline without a "
+                              "macro to override; pick a variant by name (e.g. cnn_baseline_small) instead")
+        return None
+    g = model.genotype
+    space = dict(g.space or {})
+    macro = dict(space.get("macro") or {})
+    if model.kind == "derived":
+        import derived_models
+
+        knobs = dict(derived_models.get_model_spec(cfg.model).knobs)
+        extra = sorted(set(knobs) - {"C", "layers"})
+        if extra:  # pragma: no cover - every registered model has only C and layers today
+            raise ConfigError(f"{cfg.model}: knobs {extra} cannot be recorded in a genotype file")
+        macro = {"C": knobs.get("C", 48), "layers": knobs.get("layers", 14)}
+        # a registered model is a genotype in the CheapMatting macro, whatever space it was searched in
+        space = {k: v for k, v in space.items() if k != "name"}
+        space["searched_in"] = (g.space or {}).get("name")
+    if overrides:
+        if "C" in overrides and overrides["C"] % 2:
+            raise ConfigError(f"--set C={overrides['C']}: C must be even (the stem halves it)")
+        macro.update(overrides)
+    space["macro"] = macro
+    prov = {**dict(g.provenance), "retrained_from": cfg.model}
+    cost = dict(g.cost) if not overrides and model.kind != "derived" else {}
+    return g.replace(space=space, provenance=prov, cost=cost)
+
+
+def build_model(cfg: RetrainConfig, out: Path):
+    """``(MattingModel, genotype or None)``; genotype models are built from ``out/genotype.json``."""
+    from atldas.models.registry import resolve_model
+
+    genotype = run_genotype(cfg)
+    if genotype is None:
+        return resolve_model(cfg.model), None
+    genotype.save(out / "genotype.json")
+    return resolve_model(out), genotype
+
+
+def _set_clamp(net: nn.Module, value: bool) -> None:
+    """Lift (training) or restore (inference) an output clamp the network has as a bool attribute."""
+    for m in net.modules():
+        if isinstance(getattr(m, "clamp", None), bool):
+            m.clamp = value
+
+
+# --------------------------------------------------------------------------- data
+
+def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
+    """(training set, validation set)."""
+    if cfg.data == "synthetic":
+        from atldas.data.synthetic import SyntheticMatting
+
+        per_epoch = cfg.steps_per_epoch * cfg.batch_size
+        train = SyntheticMatting(size=cfg.crop, length=cfg.epochs * per_epoch, seed=cfg.seed, split="train",
+                                 backgrounds=cfg.backgrounds)
+        val = SyntheticMatting(size=cfg.val_size, length=cfg.val_count, seed=cfg.seed, split="val",
+                               backgrounds=cfg.backgrounds)
+        return train, val
+    from atldas.data.datasets import open_dataset
+
+    root = Path(cfg.data)
+    if not root.is_dir():
+        raise DataError(f"--data {root}: no such folder; pass 'synthetic' or a data set folder")
+    try:
+        train = open_dataset(root, split="train", crop=cfg.crop, seed=cfg.seed, backgrounds=cfg.backgrounds)
+    except ConfigError as exc:
+        raise DataError(f"--data {root}: no training split that retrain can use ({exc}); retrain needs "
+                        "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} with "
+                        "--backgrounds DIR") from None
+    if not hasattr(train, "set_epoch"):
+        raise DataError(f"--data {root}: its training split is not composed on the fly; retrain needs "
+                        "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} "
+                        "with --backgrounds DIR")
+    val = open_dataset(root, split="test", backgrounds=cfg.backgrounds)
+    if not getattr(val, "has_alpha", True):
+        raise DataError(f"--data {root}: its test split has no ground-truth alpha to validate on")
+    if cfg.val_count and cfg.val_count < len(val):
+        val = Subset(val, range(cfg.val_count))
+    return train, val
+
+
+def _collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k in samples[0]:
+        vals = [s[k] for s in samples]
+        if isinstance(vals[0], torch.Tensor):
+            out[k] = torch.stack(vals)
+        elif isinstance(vals[0], np.ndarray):
+            out[k] = torch.stack([torch.from_numpy(v) for v in vals])
+        else:
+            out[k] = vals
+    return out
+
+
+def _epoch_loader(ds: Dataset, cfg: RetrainConfig, epoch: int) -> DataLoader:
+    """The training batches of ``epoch``: a function of (seed, epoch) only, so a resumed run sees
+    the same data. Synthetic data: fresh samples every epoch; a composed set: its epoch's draws."""
+    need = cfg.steps_per_epoch * cfg.batch_size
+    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 17)
+    if cfg.data == "synthetic":
+        idx = (epoch * need + torch.randperm(need, generator=gen)).tolist()
+    else:
+        ds.set_epoch(epoch)  # type: ignore[attr-defined]
+        reps = -(-need // len(ds))
+        idx = torch.cat([torch.randperm(len(ds), generator=gen) for _ in range(reps)])[:need].tolist()
+    return DataLoader(Subset(ds, idx), batch_size=cfg.batch_size, shuffle=False, drop_last=True,
+                      num_workers=0, collate_fn=_collate)
+
+
+def _model_input(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([batch["image"], batch["trimap_onehot"]], dim=1)  # (B, 6, H, W)
+
+
+# --------------------------------------------------------------------------- optimisation
+
+def lr_factor(step: int, *, total: int, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 down to ``min_ratio`` at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
+    decay, no_decay = [], []
+    for p in net.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)  # no decay on norms, biases, PReLU slopes
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RAdam
+    kw = {"decoupled_weight_decay": True} if cfg.optimizer == "radam" else {}
+    return cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
+
+
+def _amp_dtype(cfg: RetrainConfig) -> Optional[torch.dtype]:
+    """Autocast dtype: CUDA only; ``auto`` = bf16 where supported, else fp16."""
+    if not cfg.device.startswith("cuda") or cfg.amp == "off":
+        return None
+    if cfg.amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+
+
+class EMA:
+    """Exponential moving average of a network's weights (buffers are copied).
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates.
+    """
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.module = copy.deepcopy(net).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        src = net.state_dict()
+        for k, v in self.module.state_dict().items():
+            if v.is_floating_point():
+                v.mul_(d).add_(src[k].detach(), alpha=1.0 - d)
+            else:
+                v.copy_(src[k])
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "weights": self.module.state_dict()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+        self.module.load_state_dict(state["weights"])
+
+
+# --------------------------------------------------------------------------- validation
+
+def trivial_prediction(trimap: np.ndarray) -> np.ndarray:
+    """The trivial 8-bit prediction: alpha = 0.5 (128) in the unknown region, clamped by the trimap."""
+    from atldas.data.io import alpha_to_u8
+
+    half = alpha_to_u8(np.full(trimap.shape, 0.5, np.float32))
+    return np.where(trimap == 128, half, trimap).astype(np.uint8)
+
+
+def _validation_items(val: Dataset) -> Iterable[Dict[str, Any]]:
+    for i in range(len(val)):
+        yield val[i]
+
+
+@torch.no_grad()
+def validate(model, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
+             ) -> Tuple[Dict[str, float], Dict[str, float], int, List[Tuple[np.ndarray, ...]]]:
+    """Score ``net`` on ``val`` with the DIM metrics, as ``atldas eval`` does.
+
+    Returns:
+        (model means, trivial-prediction means, number of images scored, the first ``keep``
+        (image, trimap, gt, pred) arrays for previews). Images without unknown pixels are skipped
+        (their MSE is undefined).
+    """
+    from atldas.data.io import alpha_to_u8
+    from atldas.evaluate import sample_trimap, summarise
+    from atldas.matting.inference import predict_alpha
+    from atldas.matting.metrics import compute_all
+
+    per, triv, previews, skipped = {}, {}, [], 0
+    was_training = net.training
+    net.eval()
+    for k, s in enumerate(_validation_items(val)):
+        tri = sample_trimap(s)
+        if not np.any(tri == 128):
+            skipped += 1
+            continue
+        image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
+        alpha = predict_alpha(model, net, image, tri, device=device)  # (H, W), clamped by the trimap
+        pred = alpha_to_u8(alpha)
+        gt = alpha_to_u8(np.asarray(s["alpha"])[0])
+        name = str(s.get("name", k))
+        per[name] = compute_all(pred, gt, tri)
+        triv[name] = compute_all(trivial_prediction(tri), gt, tri)
+        if len(previews) < keep:
+            previews.append((np.asarray(s["image"]), tri, gt, pred))
+    net.train(was_training)
+    if skipped:
+        log.warning("validation: %d image(s) without unknown pixels skipped", skipped)
+    if not per:
+        raise DataError("no validation image has unknown (128) pixels; nothing to score")
+    m, t = summarise(per), summarise(triv)
+    names = ("SAD", "MSE", "Grad", "Conn")
+    return {k: m[k] for k in names}, {k: t[k] for k in names}, len(per), previews
+
+
+def _preview_grid(previews) -> np.ndarray:
+    """(3, H, 4W) rows of image | trimap | ground truth | prediction, stacked vertically."""
+    rows = []
+    for image, tri, gt, pred in previews:
+        grey = [np.repeat(a[None].astype(np.float32) / 255.0, 3, 0) for a in (tri, gt, pred)]
+        rows.append(np.concatenate([image.astype(np.float32), *grey], axis=2))
+    w = max(r.shape[2] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, 0), (0, w - r.shape[2]))) for r in rows]
+    return np.concatenate(rows, axis=1)
+
+
+# --------------------------------------------------------------------------- run
+
+class _History:
+    """history.jsonl, truncated to the epochs before ``start`` on resume."""
+
+    def __init__(self, path: Path, start: int) -> None:
+        self.path = path
+        lines = path.read_text().splitlines() if path.is_file() else []
+        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", -1) < start]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    def append(self, row: Dict[str, Any]) -> None:
+        with self.path.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+
+def _tensorboard(cfg: RetrainConfig, out: Path):
+    if not cfg.tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # pragma: no cover - tensorboard is a dependency
+        log.warning("tensorboard is not installed; no tb/ events")
+        return None
+    return SummaryWriter(log_dir=str(out / "tb"))
+
+
+def _fmt(m: Dict[str, float]) -> str:
+    return f"SAD {m['SAD']:.4g}, MSE {m['MSE']:.4g}, Grad {m['Grad']:.4g}, Conn {m['Conn']:.4g}"
+
+
+def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
+    """Train ``cfg.model`` from scratch and write the run directory (see the module docstring).
+
+    Args:
+        cfg: the configuration; on ``resume`` only ``cfg.out`` is used, the rest comes from the run's
+            ``config.yaml``.
+        resume: continue the run in ``cfg.out`` from its ``last.pt``.
+
+    Returns:
+        The run directory.
+
+    Raises:
+        AtldasError: a user error (bad config, missing data, existing run without ``--resume``), or a
+            non-finite loss (the last good checkpoint is kept).
+    """
+    if resume:
+        if not cfg.out:
+            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+        out = Path(cfg.out)
+        if not (out / LAST).is_file():
+            raise AtldasError(f"--resume: {out / LAST} does not exist; start without --resume")
+        saved = load_yaml(RetrainConfig, out / "config.yaml")
+        if dataclasses.replace(saved, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out) and cfg.model:
+            log.info("resuming with the run's saved config.yaml (flags other than --out are ignored)")
+        cfg = dataclasses.replace(saved, out=str(out))
+    else:
+        out = Path(cfg.out) if cfg.out else default_out(cfg)
+        if (out / LAST).exists():
+            raise AtldasError(f"{out} already holds a retrain checkpoint; continue it with --resume "
+                              "or choose another --out")
+        cfg = dataclasses.replace(cfg, out=str(out))
+    _check(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device)
+    on_cuda = device.type == "cuda"
+    train_ds, val_ds = _datasets(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        save_yaml(cfg, out / "config.yaml")
+
+    seed_everything(cfg.seed)
+    model, genotype = build_model(cfg, out)
+    net = model.build().to(device)
+    if on_cuda and cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    loss_fn = MattingLoss(l1=cfg.loss_l1, lap=cfg.loss_lap, comp=cfg.loss_comp)
+    opt = _optimizer(cfg, net)
+    amp_dtype = _amp_dtype(cfg)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    ema = EMA(net, cfg.ema) if cfg.ema > 0 else None
+    total = cfg.epochs * cfg.steps_per_epoch
+    warmup = int(round(cfg.warmup_epochs * cfg.steps_per_epoch))
+
+    start, step = 0, 0
+    best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
+    if resume:
+        ckpt = load_checkpoint(out / LAST, map_location=device)
+        net.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        if ema is not None:
+            ema.load_state_dict(ckpt["ema"])
+        best = dict(ckpt["best"])
+        start, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+        log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
+
+    n_params = sum(p.numel() for p in net.parameters())
+    history = _History(out / "history.jsonl", start)
+    writer = _tensorboard(cfg, out)
+    eval_net = ema.module if ema is not None else net
+    log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "
+             "device %s%s -> %s", model.name, f"{n_params:,}",
+             f", genotype {genotype.hash()}" if genotype is not None else "", cfg.epochs,
+             cfg.steps_per_epoch, cfg.batch_size, cfg.crop, cfg.optimizer, cfg.lr, cfg.device,
+             f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "", out)
+    t_val = time.perf_counter()
+    _, trivial, n_val, _ = validate(model, eval_net, val_ds, device=cfg.device, keep=0) if start < cfg.epochs \
+        else ({}, {}, 0, [])
+    if trivial:
+        log.info("validation set: %d image(s); trivial prediction (alpha = 0.5 in the unknown region): %s "
+                 "(%.1fs)", n_val, _fmt(trivial), time.perf_counter() - t_val)
+
+    show = cfg.progress and sys.stderr.isatty()
+    from tqdm import tqdm
+
+    last_path = out / LAST
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        net.train()
+        _set_clamp(net, False)
+        sums: Dict[str, float] = {}
+        bar = tqdm(_epoch_loader(train_ds, cfg, epoch), total=cfg.steps_per_epoch, disable=not show,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        for k, batch in enumerate(bar):
+            lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            batch = {key: (v.to(device, non_blocking=True).float() if isinstance(v, torch.Tensor) else v)
+                     for key, v in batch.items()}
+            x = _model_input(batch)
+            if on_cuda and cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
+                  else contextlib.nullcontext()):
+                pred = model.forward(net, x)  # (B, 1, H, W)
+            parts = loss_fn(pred.float(), batch)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
+                        if last_path.exists() else "no checkpoint was written")
+                raise AtldasError(f"the loss became non-finite ({float(loss)}) at epoch {epoch + 1}, step "
+                                  f"{k + 1}; {kept}; lower --set lr=... (now {cfg.lr:g}) or grad_clip=...")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+            if not scaler.is_enabled() and not torch.isfinite(gnorm):
+                kept = (f"the last good checkpoint is kept in {last_path}" if last_path.exists()
+                        else "no checkpoint was written")
+                raise AtldasError(f"the gradient became non-finite at epoch {epoch + 1}, step {k + 1}; {kept}; "
+                                  f"lower --set lr=... (now {cfg.lr:g})")
+            scaler.step(opt)
+            scaler.update()
+            if ema is not None:
+                ema.update(net)
+            step += 1
+            for key, v in parts.items():
+                key = "loss/total" if key == "loss" else f"loss/{key}"
+                sums[key] = sums.get(key, 0.0) + float(v)
+            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gnorm)
+            bar.set_postfix(loss=f"{float(loss):.3g}", lr=f"{lr:.2g}")
+        bar.close()
+        train_s = time.perf_counter() - t0
+        _set_clamp(net, True)
+        net.eval()
+        metrics, trivial, n_val, previews = validate(model, eval_net, val_ds, device=cfg.device,
+                                                     keep=cfg.tb_images if writer is not None else 0)
+        row: Dict[str, Any] = {"epoch": epoch, "step": step,
+                               **{key: v / cfg.steps_per_epoch for key, v in sums.items()},
+                               "lr": opt.param_groups[0]["lr"],
+                               **{f"val/{key}": v for key, v in metrics.items()},
+                               **{f"trivial/{key}": v for key, v in trivial.items()},
+                               "val/count": n_val, "params": n_params, "time/train_s": train_s,
+                               "time/epoch_s": time.perf_counter() - t0}
+        improved = metrics["SAD"] < best["SAD"]
+        if improved:
+            best = {"epoch": epoch, **metrics}
+        row["best/epoch"] = best["epoch"]
+        row["best/SAD"] = best["SAD"]
+        history.append(row)
+        if writer is not None:
+            for key, v in row.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "epoch":
+                    writer.add_scalar(key, v, epoch)
+            if previews:
+                writer.add_image("val/image|trimap|gt|pred", _preview_grid(previews), epoch)
+            writer.flush()
+        weights = eval_net.state_dict()
+        if improved:
+            save_checkpoint({"format": FORMAT, "atldas": __version__, "epoch": epoch, "model": weights,
+                             "metrics": metrics, "trivial": trivial, "config": dataclasses.asdict(cfg),
+                             "genotype": genotype.to_json() if genotype is not None else None},
+                            out / BEST)
+        state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
+                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                 "rng": rng_state(), "best": best, "metrics": metrics, "trivial": trivial,
+                 "config": dataclasses.asdict(cfg),
+                 "genotype": genotype.to_json() if genotype is not None else None}
+        if ema is not None:
+            state["ema"] = ema.state_dict()
+            state["train_model"] = net.state_dict()
+        save_checkpoint(state, last_path)
+        log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs", epoch + 1, cfg.epochs,
+                 row.get("loss/total", float("nan")), _fmt(metrics), trivial["SAD"],
+                 " *best*" if improved else "", row["time/epoch_s"])
+    if writer is not None:
+        writer.close()
+    if best["epoch"] >= 0:
+        ratio = best["SAD"] / trivial["SAD"] if trivial.get("SAD") else float("nan")
+        log.info("best epoch %d: %s; trivial prediction: %s (SAD ratio %.2f) -> %s", best["epoch"] + 1,
+                 _fmt(best), _fmt(trivial), ratio, out / BEST)
+    return out
+
+
+def start_epoch_of(path: Path) -> int:
+    """The (1-based) epoch a retrain checkpoint holds (for messages)."""
+    try:
+        return int(load_checkpoint(path)["epoch"]) + 1
+    except AtldasError:
+        return 0
+
+
+__all__ = ["retrain", "RetrainConfig", "EMA", "lr_factor", "validate", "trivial_prediction",
+           "build_model", "run_genotype", "default_out"]
