@@ -24,14 +24,60 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from atldas import evaluate
 
     if args.model is not None:
-        raise AtldasError("model-level eval (--model/--checkpoint/--data) is not available yet; "
-                          "score prediction folders with --pred/--alpha/--trimap")
+        if args.pred is not None:
+            raise AtldasError("eval takes either --model/--checkpoint/--data (run a model) or "
+                              "--pred/--alpha/--trimap (score prediction folders), not both")
+        if args.data is None:
+            raise AtldasError("model-level eval needs --data DIR (a data set folder) or --data synthetic")
+        kw = {"backgrounds": args.backgrounds}
+        if args.limit is not None:
+            kw["count" if args.data == "synthetic" else "limit"] = args.limit
+        evaluate.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
+                                save_pred=args.save_pred, json_path=args.json, device=args.device,
+                                progress=not args.no_progress, **kw)
+        return 0
     missing = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is None]
     if missing:
         raise AtldasError("eval needs --pred DIR --alpha DIR --trimap DIR (missing: "
                           + ", ".join("--" + m for m in missing) + ")")
     evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
                               json_path=args.json, progress=not args.no_progress)
+    return 0
+
+
+def _retrain_config(args: argparse.Namespace):
+    import dataclasses
+
+    from atldas.config import RetrainConfig, apply_overrides, load_yaml
+
+    cfg = load_yaml(RetrainConfig, args.config) if args.config else RetrainConfig()
+    flags = {"model": args.model, "data": args.data, "backgrounds": args.backgrounds, "epochs": args.epochs,
+             "seed": args.seed, "out": args.out, "device": args.device, "threads": args.threads}
+    changes = {k: v for k, v in flags.items() if v is not None}
+    if args.no_progress:
+        changes["progress"] = False
+    cfg = dataclasses.replace(cfg, **changes)
+    return apply_overrides(cfg, args.set or [])
+
+
+def _cmd_retrain(args: argparse.Namespace) -> int:
+    from atldas.retrain import retrain
+
+    out = retrain(_retrain_config(args), resume=args.resume)
+    print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from atldas.export import export_onnx
+
+    report = export_onnx(model=args.model, checkpoint=args.checkpoint, onnx_path=args.onnx, opset=args.opset,
+                         check=not args.no_check, size=args.size)
+    check = report["check"]
+    detail = (f"; onnxruntime matches PyTorch on {check['input']} (max abs diff {check['max_abs_diff']:.3g})"
+              if check else "")
+    print(f"wrote {report['onnx']} (opset {report['opset']}, input 'input' (B, 6, H, W), output 'alpha', "
+          f"H and W dynamic multiples of 32){detail}")
     return 0
 
 
@@ -190,10 +236,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trimap", help="folder of trimaps (0/128/255)")
     p.add_argument("--model", help="MODEL to run (model-level eval)")
     p.add_argument("--checkpoint", help="checkpoint for --model")
-    p.add_argument("--data", help="dataset folder for --model")
+    p.add_argument("--data", help="dataset folder for --model (any layout the readers know), or 'synthetic'")
+    p.add_argument("--save-pred", help="with --model: write the 8-bit predictions to this folder")
+    p.add_argument("--device", default="cpu", help="with --model: cpu (default) or cuda")
+    p.add_argument("--backgrounds", help="with --model: background folder for composed test sets (D646)")
+    p.add_argument("--limit", type=int, help="with --model: score the first N images only")
     p.add_argument("--json", help="write the scores as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("retrain", parents=[common], help="train the network of a genotype (or any MODEL)")
+    p.add_argument("model", metavar="GENOTYPE|MODEL", nargs="?",
+                   help="genotype file, search run directory or registered model (not needed with --resume)")
+    p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
+    p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")
+    p.add_argument("--epochs", type=int, help="epochs (default 8)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--device", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--out", help="run directory (default runs/retrain-MODEL-seedS)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key, e.g. C=16, layers=5, lr=1e-3, ema=0.999 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_retrain)
+
+    p = sub.add_parser("export", parents=[common], help="export a MODEL with its weights to ONNX")
+    p.add_argument("--model", required=True, help="MODEL: registered name, genotype file or run directory")
+    p.add_argument("--checkpoint", help="weights (e.g. RUN_DIR/best.pt)")
+    p.add_argument("--onnx", required=True, help="ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--size", type=int, default=256, help="export input size, a multiple of 32 >= 96 (default 256)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", parents=[common], help="alpha mattes and RGBA cut-outs for your images and trimaps")
     p.add_argument("--model", required=True, help="MODEL: registered name, genotype JSON file or run directory")

@@ -16,6 +16,7 @@ onnxruntime). Uses the ``torch.onnx.export`` dynamo exporter (TorchScript is dep
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -56,6 +57,37 @@ def _require_onnx() -> None:
         except ImportError:
             raise AtldasError(f"ONNX export needs the {mod} package, which is not installed: "
                               f"{INSTALL_HINT}") from None
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's INFO/WARNING chatter (its errors still raise)."""
+    names = ("torch.onnx", "torch.export", "torch._export", "torch._dynamo", "torch.fx",
+             "torch.utils._sympy", "torch.fx.experimental.symbolic_shapes", "onnxscript", "onnx_ir")
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def _rename_dims(path: PathLike, names: Dict[str, str]) -> int:
+    """Rename symbolic dimensions (``32*height_32`` -> ``height``) in the saved graph's signature;
+    returns the file's default-domain opset."""
+    import onnx
+
+    m = onnx.load(str(path))
+    for v in list(m.graph.input) + list(m.graph.output) + list(m.graph.value_info):
+        for d in v.type.tensor_type.shape.dim:
+            if d.HasField("dim_param") and d.dim_param in names:
+                d.dim_param = names[d.dim_param]
+    onnx.save(m, str(path))
+    return next((int(o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")), -1)
 
 
 def _example(size: int, seed: int = 0) -> Tensor:
@@ -154,8 +186,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         batch = torch.export.Dim("batch", min=1, max=1024)
         height = 32 * torch.export.Dim("height_32", min=3, max=512)
         width = 32 * torch.export.Dim("width_32", min=3, max=512)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
+        with _quiet_exporter(), torch.no_grad():
             try:
                 program = torch.onnx.export(wrapped, (x,), input_names=["input"], output_names=["alpha"],
                                             opset_version=opset, dynamo=True, external_data=False,
@@ -165,7 +196,9 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
                 msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 raise AtldasError(f"ONNX export of {mm.name} failed: {msg[:300]} (rerun with --debug "
                                   "for details)") from exc
-        program.save(tmp)
+        with _quiet_exporter():
+            program.save(tmp)
+        actual_opset = _rename_dims(tmp, {"32*height_32": "height", "32*width_32": "width"})
         report = check_onnx(tmp, wrapped, size=size, atol=atol) if check else None
         os.replace(tmp, out)
     finally:
@@ -174,7 +207,9 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     if report is not None:
         log.info("onnxruntime check on %s: max |onnx - torch| = %.3g", "x".join(map(str, report["input"][2:])),
                  report["max_abs_diff"])
-    return {"onnx": str(out), "opset": opset, "export_input": list(x.shape), "check": report}
+    if actual_opset != opset:
+        log.warning("the exporter wrote opset %d (asked for %d)", actual_opset, opset)
+    return {"onnx": str(out), "opset": actual_opset, "export_input": list(x.shape), "check": report}
 
 
 __all__ = ["export_onnx", "check_onnx"]

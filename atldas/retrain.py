@@ -520,7 +520,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
             if not torch.isfinite(loss):
                 kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
                         if last_path.exists() else "no checkpoint was written")
-                raise AtldasError(f"the loss became non-finite ({float(loss)}) at epoch {epoch + 1}, step "
+                raise AtldasError(f"the loss became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step "
                                   f"{k + 1}; {kept}; lower --set lr=... (now {cfg.lr:g}) or grad_clip=...")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -538,9 +538,9 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
             step += 1
             for key, v in parts.items():
                 key = "loss/total" if key == "loss" else f"loss/{key}"
-                sums[key] = sums.get(key, 0.0) + float(v)
+                sums[key] = sums.get(key, 0.0) + float(v.detach())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gnorm)
-            bar.set_postfix(loss=f"{float(loss):.3g}", lr=f"{lr:.2g}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}")
         bar.close()
         train_s = time.perf_counter() - t0
         _set_clamp(net, True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from atldas import __version__
 from atldas.arch import CELL_TYPES, Child
@@ -163,6 +163,14 @@ def _restore(run: Run, ckpt: Dict[str, Any]) -> int:
     return int(ckpt["epoch"])
 
 
+def _epoch_slice(ds, cfg: SearchConfig, epoch: int, steps: int):
+    """Epoch ``epoch``'s own samples when the split holds ``epochs`` x ``steps`` batches, else all."""
+    n = steps * cfg.batch_size
+    if len(ds) >= cfg.epochs * n:
+        return Subset(ds, range(epoch * n, (epoch + 1) * n))
+    return ds
+
+
 def _loader(ds, cfg: SearchConfig, epoch: int, salt: int) -> DataLoader:
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 101 + salt)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
@@ -293,10 +301,12 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
     for epoch in range(start, cfg.epochs):
         run.net.train()
         t0 = time.perf_counter()
-        arch_batches = _cycle(lambda k: _loader(arch_ds, cfg, epoch * 1000 + k, salt=2))
+        epoch_arch = _epoch_slice(arch_ds, cfg, epoch, max(1, cfg.arch_steps_per_epoch))
+        arch_batches = _cycle(lambda k: _loader(epoch_arch, cfg, epoch * 1000 + k, salt=2))
         sums: Dict[str, float] = {}
         counts: Dict[str, int] = {}
-        bar = tqdm(_loader(train_ds, cfg, epoch, salt=1), total=cfg.steps_per_epoch, disable=not show,
+        bar = tqdm(_loader(_epoch_slice(train_ds, cfg, epoch, cfg.steps_per_epoch), cfg, epoch, salt=1),
+                   total=cfg.steps_per_epoch, disable=not show,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         for step, batch in enumerate(bar):
             strat.set_epoch(epoch + step / cfg.steps_per_epoch)
@@ -331,6 +341,8 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
                     **run.net.arch.entropies()})
         if events:
             row["pruning"] = events
+            for ev in events:
+                log.info("pruning, epoch %d: %s", epoch + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
         history.append(row)
         if writer is not None:
             for k, v in row.items():

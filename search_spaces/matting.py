@@ -217,18 +217,31 @@ class MattingSpace(SearchSpace):
     # ------------------------------------------------------------------ data and loss
 
     def datasets(self, cfg: SearchConfig):
+        """(weight split, arch split). Synthetic: two disjoint generated splits. A training-set folder
+        (Composition-1K / Distinctions-646 style, composed on ``--backgrounds``): its foregrounds
+        split by index parity, even ones for the weights and odd ones for the architecture."""
+        if cfg.data != "synthetic":
+            from torch.utils.data import Subset
+
+            from atldas.data.datasets import open_dataset
+
+            full = open_dataset(cfg.data, split="train", crop=cfg.crop, seed=cfg.seed,
+                                backgrounds=cfg.backgrounds)
+            n = len(full)
+            if n < 2 * cfg.batch_size:
+                from atldas.errors import DataError
+
+                raise DataError(f"{cfg.data}: {n} training samples; the search needs at least "
+                                f"{2 * cfg.batch_size} (two disjoint splits of one batch each)")
+            return Subset(full, range(0, n, 2)), Subset(full, range(1, n, 2))
         from atldas.data.synthetic import SyntheticMatting
 
-        if cfg.data != "synthetic":
-            from atldas.data.datasets import open_training_set
-
-            return (open_training_set(cfg.data, crop=cfg.crop, seed=cfg.seed, part="train"),
-                    open_training_set(cfg.data, crop=cfg.crop, seed=cfg.seed, part="arch"))
-        n = cfg.steps_per_epoch * cfg.batch_size
-        n_arch = cfg.arch_steps_per_epoch * cfg.batch_size
+        # fresh samples every epoch (search.py takes epoch e's slice of each split)
+        n = cfg.steps_per_epoch * cfg.batch_size * cfg.epochs
+        n_arch = max(1, cfg.arch_steps_per_epoch) * cfg.batch_size * cfg.epochs
         return (SyntheticMatting(size=cfg.crop, length=n, seed=cfg.seed, split="train",
                                  backgrounds=cfg.backgrounds),
-                SyntheticMatting(size=cfg.crop, length=max(1, n_arch), seed=cfg.seed, split="arch",
+                SyntheticMatting(size=cfg.crop, length=n_arch, seed=cfg.seed, split="arch",
                                  backgrounds=cfg.backgrounds))
 
     def model_input(self, batch: Dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,92 @@
+"""`atldas bench` through atldas.cli.main: params, MACs (FlopCounterMode / 2, meta device), latency."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from atldas.cli import main
+
+CHEAPMATTING_PARAMS = 6_023_025
+CHEAPMATTING_MACS_1024 = 38_594_117_632
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("atldas: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _tiny(tmp_path):
+    from derived_models import get_genotype
+
+    g = get_genotype("atldas_cifar100").replace(space={"name": "tiny", "macro": {"C": 8, "layers": 3}})
+    return g.save(tmp_path / "tiny.json")
+
+
+def test_cheapmatting_at_1024_without_latency(tmp_path, capsys):
+    p = tmp_path / "bench.json"
+    assert main(["bench", "cheapmatting", "--size", "1024", "--no-latency", "--json", str(p)]) == 0
+    out = capsys.readouterr().out
+    (rec,) = json.loads(p.read_text())
+    assert rec["model"] == "cheapmatting"
+    assert rec["params"] == CHEAPMATTING_PARAMS
+    assert rec["macs"] == CHEAPMATTING_MACS_1024
+    assert rec["input"] == [1, 6, 1024, 1024]
+    assert rec["latency_ms"] is None and rec["device"] == "cpu"
+    assert sum(rec["macs_by_op"].values()) == rec["macs"]
+    assert "cheapmatting" in out and "38.594" in out and "6.023" in out
+
+
+def test_aematter_counts_attention_matmuls(tmp_path):
+    p = tmp_path / "bench.json"
+    assert main(["bench", "aematter", "--size", "1024", "--no-latency", "--json", str(p)]) == 0
+    (rec,) = json.loads(p.read_text())
+    assert rec["params"] == 51_186_044
+    assert {"aten.convolution", "aten.bmm"} <= set(rec["macs_by_op"])
+    assert sum(rec["macs_by_op"].values()) == rec["macs"]
+
+
+def test_latency_of_a_small_model(tmp_path, capsys):
+    p = tmp_path / "bench.json"
+    tiny = _tiny(tmp_path)
+    assert main(["bench", str(tiny), "cheapmatting", "--size", "64", "--threads", "1", "--min-run-time", "0.05",
+                 "--repeats", "5", "--json", str(p)]) == 0
+    records = json.loads(p.read_text())
+    assert [r["model"] for r in records] == [str(tiny), "cheapmatting"]
+    for rec in records:
+        lat = rec["latency_ms"]
+        assert set(lat) == {"median", "p10", "p90"}
+        assert 0 < lat["p10"] <= lat["median"] <= lat["p90"]
+        assert rec["input"] == [1, 6, 64, 64] and rec["threads"] == 1
+    assert records[0]["macs"] < records[1]["macs"] and records[0]["params"] < records[1]["params"]
+    out = capsys.readouterr().out
+    assert "median [p10, p90]" in out
+
+
+def test_bench_function_matches_the_closed_form_count():
+    from atldas.bench import count_cost
+    from atldas.models.registry import resolve_model
+
+    model = resolve_model("cheapmatting")
+    cost = count_cost(model, size=(96, 160))
+    assert cost["macs"] == model.build().macs_at(H=96, W=160).macs
+
+
+@pytest.mark.parametrize("args, words", [
+    (["nonesuch", "--no-latency"], "unknown model 'nonesuch'"),
+    (["cheapmatting", "--size", "16", "--no-latency"], "at least 32"),
+    (["cheapmatting", "--threads", "0"], "--threads"),
+])
+def test_bad_arguments(capsys, args, words):
+    assert main(["bench", *args]) == 2
+    assert words in _error_line(capsys.readouterr().err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu(capsys):
+    assert main(["bench", "cheapmatting", "--device", "cuda", "--size", "64"]) == 2
+    assert "no CUDA device" in _error_line(capsys.readouterr().err)

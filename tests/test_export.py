@@ -1,0 +1,90 @@
+"""`atldas export`: ONNX with dynamic height and width, checked against PyTorch in onnxruntime at
+another size than the export size."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atldas.cli import main
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+ort = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def genotype_file(tmp_path_factory):
+    import derived_models
+
+    g = derived_models.get_genotype("darts_v2")
+    g = g.replace(space={**dict(g.space), "name": "tiny", "macro": {"C": 8, "layers": 3}})
+    return g.save(tmp_path_factory.mktemp("g") / "tiny_genotype.json")
+
+
+def test_export_genotype_model_matches_pytorch_at_another_size(genotype_file, tmp_path, capsys):
+    from atldas.models.registry import resolve_model
+
+    torch.manual_seed(0)
+    model = resolve_model(genotype_file)
+    net = model.build()
+    ckpt = tmp_path / "best.pt"
+    torch.save({"model": net.state_dict(), "epoch": 0}, ckpt)
+    onnx_path = tmp_path / "m.onnx"
+    code = main(["export", "--model", str(genotype_file), "--checkpoint", str(ckpt), "--onnx", str(onnx_path),
+                 "--size", "96"])
+    out = capsys.readouterr().out
+    assert code == 0 and onnx_path.is_file()
+    assert "max abs diff" in out and "[1, 6, 160, 128]" in out
+
+    import onnx
+
+    m = onnx.load(str(onnx_path))
+    (inp,), (outp,) = m.graph.input, m.graph.output
+    assert inp.name == "input" and outp.name == "alpha"
+    dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    assert dims == ["batch", 6, "height", "width"]
+
+    # independent check at a third size and batch 2: the graph is dynamic in B, H and W
+    net.load_state_dict(torch.load(ckpt, weights_only=True)["model"])
+    net.eval()
+    x = torch.rand(2, 6, 128, 224)
+    x[:, 3:] = torch.nn.functional.one_hot(torch.randint(0, 3, (2, 128, 224)), 3).permute(0, 3, 1, 2).float()
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(["alpha"], {"input": x.numpy()})
+    with torch.no_grad():
+        ref = model.forward(net, x).numpy()
+    assert got.shape == (2, 1, 128, 224)
+    assert np.max(np.abs(got - ref)) < 1e-4
+
+
+def test_export_user_errors_are_one_line(genotype_file, tmp_path, capsys):
+    cases = [
+        (["--model", "closed_form", "--onnx", str(tmp_path / "c.onnx")], "classical"),
+        (["--model", str(genotype_file), "--onnx", str(tmp_path / "x.onnx"), "--size", "80"], "multiple of 32"),
+        (["--model", str(genotype_file), "--checkpoint", str(tmp_path / "none.pt"), "--onnx",
+          str(tmp_path / "y.onnx")], "no such checkpoint"),
+    ]
+    for args, expected in cases:
+        code = main(["export", *args])
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
+        assert code == 2 and len(lines) == 1, (args, err)
+        assert expected in lines[0], (args, lines[0])
+
+
+def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kw):
+        if name == "onnx" or name.startswith("onnx."):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    code = main(["export", "--model", str(genotype_file), "--onnx", str(tmp_path / "z.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install atldas[export]" in err and "Traceback" not in err

@@ -1,0 +1,269 @@
+"""`atldas predict` through atldas.cli.main, and the checkpoint layouts of atldas.utils.weights."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from atldas.cli import main
+from atldas.errors import DataError
+from atldas.models.registry import MattingModel, resolve_model
+from atldas.utils.weights import load_weights
+
+
+def _error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("atldas: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _tiny_genotype(path: Path, *, genotype: str = "atldas_cifar100", C: int = 8) -> Path:
+    from derived_models import get_genotype
+
+    g = get_genotype(genotype).replace(space={"name": "tiny", "macro": {"C": C, "layers": 3}})
+    return g.save(path)
+
+
+def _save_image(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path
+
+
+def _pair(root: Path, stem: str, h: int, w: int, seed: int, ext: str = ".png"):
+    rng = np.random.default_rng(seed)
+    img = (rng.random((h, w, 3)) * 255).astype(np.uint8)
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2, xx - w / 2)
+    tri = np.where(r < min(h, w) / 5, 255, np.where(r < min(h, w) / 2.5, 128, 0)).astype(np.uint8)
+    return _save_image(root / "img" / f"{stem}{ext}", img), _save_image(root / "tri" / f"{stem}.png", tri)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny genotype, a released-format checkpoint for it ({"model": state_dict}) and two image/trimap
+    pairs of odd sizes."""
+    root = tmp_path_factory.mktemp("predict")
+    geno = _tiny_genotype(root / "tiny.json")
+    torch.manual_seed(0)
+    net = resolve_model(geno).build()
+    ckpt = root / "tiny.pth"
+    torch.save({"model": net.state_dict()}, ckpt)
+    _pair(root, "a", 45, 67, 0, ".jpg")
+    _pair(root, "b", 33, 40, 1)
+    return root, geno, ckpt
+
+
+def _predict(capsys, *args):
+    code = main(["predict", *map(str, args), "--no-progress"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_predict_folders_8_and_16_bit_with_cutouts(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    code, out, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                              "--trimap", root / "tri", "--out", tmp_path / "o8")
+    assert code == 0, err
+    assert "wrote 2 alpha matte(s) and 2 RGBA cut-out(s)" in out
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                            "--trimap", root / "tri", "--out", tmp_path / "o16", "--bits", "16")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "o16").iterdir()) == ["a.png", "a_rgba.png", "b.png", "b_rgba.png"]
+    for stem, (h, w) in {"a": (45, 67), "b": (33, 40)}.items():
+        a8 = Image.open(tmp_path / "o8" / f"{stem}.png")
+        a16 = Image.open(tmp_path / "o16" / f"{stem}.png")
+        assert a8.mode == "L" and a16.mode.startswith("I") and a8.size == a16.size == (w, h)
+        v8 = np.asarray(a8, np.float64) / 255
+        v16 = np.asarray(a16, np.float64) / 65535
+        assert np.abs(v8 - v16).max() <= 0.5 / 255 + 1e-9
+        tri = np.asarray(Image.open(root / "tri" / f"{stem}.png"))
+        assert np.all(v16[tri == 255] == 1.0) and np.all(v16[tri == 0] == 0.0)
+        cut = Image.open(tmp_path / "o8" / f"{stem}_rgba.png")
+        assert cut.mode == "RGBA" and cut.size == (w, h)
+        np.testing.assert_array_equal(np.asarray(cut)[:, :, 3], np.asarray(a8))
+
+
+def test_predict_single_file_released_cheapmatting_no_cutout(tmp_path, capsys):
+    img, tri = _pair(tmp_path, "photo", 40, 52, 3)
+    torch.manual_seed(0)
+    ckpt = tmp_path / "cheapmatting.pth"
+    torch.save({"model": resolve_model("cheapmatting").build().state_dict()}, ckpt)
+    code, out, err = _predict(capsys, "--model", "cheapmatting", "--checkpoint", ckpt, "--image", img,
+                              "--trimap", tri, "--out", tmp_path / "out", "--no-cutout", "--tile", "64",
+                              "--overlap", "32")
+    assert code == 0, err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["photo.png"]
+    assert Image.open(tmp_path / "out" / "photo.png").size == (52, 40)
+
+
+def test_run_directory_model_and_image_file_with_trimap_folder(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(geno, run / "genotype.json")
+    code, _, err = _predict(capsys, "--model", run, "--checkpoint", ckpt, "--image", root / "img" / "b.png",
+                            "--trimap", root / "tri", "--out", tmp_path / "out", "--no-cutout")
+    assert code == 0, err
+    assert (tmp_path / "out" / "b.png").is_file()
+
+
+def test_size_mismatch_writes_nothing(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    shutil.copytree(root / "img", tmp_path / "img")
+    tri = tmp_path / "tri"
+    shutil.copytree(root / "tri", tri)
+    _save_image(tri / "b.png", np.full((33, 41), 128, np.uint8))
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", tmp_path / "img",
+                            "--trimap", tri, "--out", tmp_path / "out")
+    line = _error_line(err)
+    assert code == 2
+    assert "40x33" in line and "41x33" in line and "b.png" in line and "nothing was written" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_trimap_lists_the_images(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    tri = tmp_path / "tri"
+    tri.mkdir()
+    shutil.copy(root / "tri" / "a.png", tri / "a.png")
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                            "--trimap", tri, "--out", tmp_path / "out")
+    line = _error_line(err)
+    assert code == 2 and "1 image(s)" in line and "b.png" in line and "no trimap" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_checkpoint_of_another_network(setup, tmp_path, capsys):
+    root, geno, _ = setup
+    other = _tiny_genotype(tmp_path / "other.json", genotype="darts_v2", C=16)
+    ckpt = tmp_path / "other.pth"
+    torch.save({"model": resolve_model(other).build().state_dict()}, ckpt)
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                            "--trimap", root / "tri", "--out", tmp_path / "out")
+    line = _error_line(err)
+    assert code == 2
+    assert f"checkpoint {ckpt} does not fit" in line
+    assert "missing key" in line and "unexpected" in line and "shape mismatch" in line
+    assert "stem00.0.weight: checkpoint [8, 6, 3, 3] vs model [4, 6, 3, 3]" in line
+    assert not (tmp_path / "out").exists()
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this code ran while loading a checkpoint",))
+
+
+@pytest.mark.parametrize("payload, names", [(lambda sd: {"model": sd, "args": argparse.Namespace(lr=1.0)},
+                                             "argparse.Namespace"),
+                                            (lambda sd: {"model": _Evil()}, "print")])
+def test_checkpoint_carrying_code_is_refused(setup, tmp_path, capsys, payload, names):
+    root, geno, ckpt = setup
+    bad = tmp_path / "bad.pth"
+    torch.save(payload(torch.load(ckpt, weights_only=True)["model"]), bad)
+    code, out, err = _predict(capsys, "--model", geno, "--checkpoint", bad, "--image", root / "img",
+                              "--trimap", root / "tri", "--out", tmp_path / "out")
+    line = _error_line(err)
+    assert code == 2 and "refused" in line and "carries code" in line and "weights_only" in line
+    assert names in line
+    assert "this code ran" not in out + err
+
+
+def test_missing_checkpoint_file_and_flag(setup, tmp_path, capsys):
+    root, geno, _ = setup
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", tmp_path / "nope.pth", "--image",
+                            root / "img", "--trimap", root / "tri", "--out", tmp_path / "out")
+    assert code == 2 and "no such checkpoint file" in _error_line(err)
+    code, _, err = _predict(capsys, "--model", geno, "--image", root / "img", "--trimap", root / "tri",
+                            "--out", tmp_path / "out")
+    assert code == 2 and "--checkpoint is required" in _error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_must_not_overwrite_inputs(setup, capsys):
+    root, geno, ckpt = setup
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                            "--trimap", root / "tri", "--out", root / "tri")
+    assert code == 2 and "overwrite an input" in _error_line(err)
+
+
+def test_non_learned_model_needs_no_checkpoint(setup, tmp_path, monkeypatch):
+    """The hook for classical methods (closed-form matting): meta={"learned": False}."""
+    from atldas import predict as predict_mod
+
+    class Grey(nn.Module):
+        def forward(self, x):
+            return x[:, :1]
+
+    model = MattingModel(name="grey", build=Grey, meta={"learned": False})
+    monkeypatch.setattr(predict_mod, "resolve_model", lambda spec: model)
+    root, _, _ = setup
+    written = predict_mod.predict(model="grey", checkpoint=None, image=root / "img", trimap=root / "tri",
+                                  out=tmp_path / "out", cutout=False, progress=False)
+    assert [p.name for p in written] == ["a.png", "b.png"]
+
+
+# --------------------------------------------------------------------------- checkpoint layouts
+
+def _small() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(6, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 1, 1))
+
+
+@pytest.mark.parametrize("layout", ["released", "retrain", "state_dict", "plain", "ddp", "ema", "no_counter"])
+def test_load_weights_layouts(tmp_path, layout):
+    torch.manual_seed(1)
+    src = _small()
+    sd = src.state_dict()
+    key = None
+    if layout == "released":
+        obj = {"model": sd}
+    elif layout == "retrain":
+        obj = {"model": sd, "ema": {k: torch.zeros_like(v) for k, v in sd.items()}, "epoch": 7,
+               "optimizer": {"state": {}, "param_groups": []}}
+    elif layout == "state_dict":
+        obj = {"state_dict": sd, "epoch": 1}
+    elif layout == "plain":
+        obj = sd
+    elif layout == "ddp":
+        obj = {"model": {f"module.{k}": v for k, v in sd.items()}}
+    elif layout == "ema":  # torch.optim.swa_utils.AveragedModel's state dict under "ema"
+        obj = {"model": {k: torch.zeros_like(v) for k, v in sd.items()},
+               "ema": {"n_averaged": torch.tensor(3), **{f"module.{k}": v for k, v in sd.items()}}}
+        key = "ema"
+    else:
+        obj = {"model": {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}}
+    path = tmp_path / "w.pt"
+    torch.save(obj, path)
+    torch.manual_seed(2)
+    dst = _small()
+    rest = load_weights(dst, path, key=key)
+    for k, v in sd.items():
+        if not (layout == "no_counter" and k.endswith("num_batches_tracked")):
+            assert torch.equal(dst.state_dict()[k], v), k
+    if layout == "retrain":
+        assert rest["epoch"] == 7 and "ema" in rest and "model" not in rest
+
+
+def test_load_weights_errors(tmp_path):
+    torch.save({"epoch": 1, "config": {"lr": 0.1}}, tmp_path / "none.pt")
+    with pytest.raises(DataError, match="no weights found.*'epoch', 'config'"):
+        load_weights(_small(), tmp_path / "none.pt")
+    torch.save({"model": _small().state_dict()}, tmp_path / "ok.pt")
+    with pytest.raises(DataError, match="no 'ema' entry"):
+        load_weights(_small(), tmp_path / "ok.pt", key="ema")
+    wide = nn.Sequential(nn.Conv2d(6, 5, 3), nn.BatchNorm2d(5), nn.Conv2d(5, 1, 1))
+    with pytest.raises(DataError, match=r"does not fit Sequential: 7 shape mismatches \(0.weight: "
+                                        r"checkpoint \[4, 6, 3, 3\] vs model \[5, 6, 3, 3\]"):
+        load_weights(wide, tmp_path / "ok.pt", name=None)
+    extra = nn.Sequential(nn.Conv2d(6, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 1, 1), nn.Conv2d(1, 1, 1))
+    with pytest.raises(DataError, match=r"2 missing keys \(3.weight, 3.bias\)"):
+        load_weights(extra, tmp_path / "ok.pt")
+    load_weights(extra, tmp_path / "ok.pt", strict=False)  # missing keys allowed, shapes fit

@@ -1,0 +1,194 @@
+"""`atldas retrain` on a tiny genotype and tiny synthetic crops: the run directory, checkpoints that load
+with weights_only, resume after an interruption (bit-identical to an uninterrupted run), NaN handling,
+macro overrides, user errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import atldas.retrain as retrain_mod
+from atldas.cli import main
+from atldas.config import RetrainConfig
+from atldas.errors import AtldasError
+from atldas.matting.losses import MattingLoss
+from atldas.models.registry import resolve_model
+from atldas.retrain import lr_factor, retrain
+
+# two steps of two 32x32 crops per epoch, two 32x32 validation images
+TINY = dict(steps_per_epoch=2, batch_size=2, crop=32, val_count=2, val_size=32, tensorboard=False,
+            progress=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def genotype_file(tmp_path_factory) -> Path:
+    """A genotype of the `tiny` space (DARTS-v2 cells in the tiny macro: C=8, 3 cells)."""
+    import derived_models
+
+    g = derived_models.get_genotype("darts_v2")
+    g = g.replace(space={**dict(g.space), "name": "tiny", "macro": {"C": 8, "layers": 3}})
+    return g.save(tmp_path_factory.mktemp("g") / "tiny_genotype.json")
+
+
+def _cfg(genotype_file: Path, out: Path, **kw) -> RetrainConfig:
+    return RetrainConfig(model=str(genotype_file), out=str(out), **{**TINY, **kw})
+
+
+def test_retrain_writes_the_run_directory(genotype_file, tmp_path):
+    out = tmp_path / "run"
+    assert main(["retrain", str(genotype_file), "--epochs", "2", "--out", str(out), "--no-progress",
+                 "--set", "steps_per_epoch=2", "--set", "batch_size=2", "--set", "crop=32",
+                 "--set", "val_count=2", "--set", "val_size=32", "--set", "C=12", "--set", "threads=1"]) == 0
+    for name in ("config.yaml", "genotype.json", "history.jsonl", "best.pt", "last.pt"):
+        assert (out / name).is_file(), name
+    assert any((out / "tb").glob("events.out.tfevents.*"))
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    for key in ("loss/total", "loss/l1", "loss/lap", "loss/comp", "lr", "val/SAD", "val/MSE", "val/Grad",
+                "val/Conn", "trivial/SAD", "trivial/MSE", "trivial/Grad", "trivial/Conn", "best/SAD"):
+        assert key in rows[-1] and math.isfinite(rows[-1][key]), key
+    assert rows[0]["trivial/SAD"] == rows[1]["trivial/SAD"] > 0  # same images, same metric code
+    last = torch.load(out / "last.pt", weights_only=True)  # data, never code
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert {"model", "optimizer", "rng", "epoch", "step", "best", "config"} <= set(last)
+    assert last["epoch"] == 1 and last["step"] == 4
+    assert best["epoch"] == last["best"]["epoch"]
+    assert best["metrics"]["SAD"] == min(r["val/SAD"] for r in rows)
+    # the run directory is a MODEL: it rebuilds exactly the network trained (macro override C=12)
+    g = json.loads((out / "genotype.json").read_text())
+    assert g["space"]["macro"]["C"] == 12 and g["space"]["name"] == "tiny"
+    net = resolve_model(out).build()
+    net.load_state_dict(best["model"], strict=True)
+    assert sum(p.numel() for p in net.parameters()) == rows[0]["params"]
+    text = (out / "config.yaml").read_text()
+    assert "optimizer: adamw" in text and "C: 12" in text
+
+
+def _strip_times(rows):
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tmp_path, monkeypatch):
+    kw = dict(epochs=3, ema=0.9, optimizer="radam", seed=3)
+    ref = retrain(_cfg(genotype_file, tmp_path / "ref", **kw))
+
+    real_save = retrain_mod.save_checkpoint
+    saved = {"last": 0}
+
+    def interrupting_save(state, path):
+        real_save(state, path)
+        if Path(path).name == "last.pt":
+            saved["last"] += 1
+            if saved["last"] == 2:  # killed right after epoch 2's checkpoint
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(retrain_mod, "save_checkpoint", interrupting_save)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        retrain(_cfg(genotype_file, run, **kw))
+    monkeypatch.setattr(retrain_mod, "save_checkpoint", real_save)
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
+
+    # flags other than --out are ignored on resume: the saved config.yaml wins
+    retrain(RetrainConfig(out=str(run), epochs=99), resume=True)
+    a = torch.load(ref / "last.pt", weights_only=True)
+    b = torch.load(run / "last.pt", weights_only=True)
+    for key in ("model", "train_model"):
+        assert a[key].keys() == b[key].keys()
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for k in sa:
+            assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), k
+    assert a["ema"]["updates"] == b["ema"]["updates"] == 6
+    assert a["best"] == b["best"] and a["step"] == b["step"]
+    ra = [json.loads(x) for x in (ref / "history.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert _strip_times(ra) == _strip_times(rb)
+    ba = torch.load(ref / "best.pt", weights_only=True)
+    bb = torch.load(run / "best.pt", weights_only=True)
+    assert ba["epoch"] == bb["epoch"] and all(torch.equal(ba["model"][k], bb["model"][k]) for k in ba["model"])
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(genotype_file, tmp_path, monkeypatch):
+    real = MattingLoss.forward
+    calls = {"n": 0}
+
+    def flaky(self, pred, batch):
+        calls["n"] += 1
+        parts = real(self, pred, batch)
+        if calls["n"] > 3:  # epoch 1 (2 steps) and one step of epoch 2 are fine
+            parts["loss"] = parts["loss"] * float("nan")
+        return parts
+
+    monkeypatch.setattr(MattingLoss, "forward", flaky)
+    out = tmp_path / "nan"
+    with pytest.raises(AtldasError, match=r"non-finite.*epoch 2, step 2.*last good checkpoint.*epoch 1"):
+        retrain(_cfg(genotype_file, out, epochs=3))
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["epoch"] == 0  # nothing after the last good epoch was written
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1
+
+
+def test_nan_error_is_one_line_from_the_cli(genotype_file, tmp_path, monkeypatch, capsys):
+    def always_nan(self, pred, batch):
+        return {"loss": pred.sum() * float("nan"), "l1": pred.sum()}
+
+    monkeypatch.setattr(MattingLoss, "forward", always_nan)
+    code = main(["retrain", str(genotype_file), "--out", str(tmp_path / "r"), "--no-progress",
+                 "--set", "steps_per_epoch=1", "--set", "batch_size=1", "--set", "crop=32",
+                 "--set", "val_count=1", "--set", "val_size=32", "--set", "tensorboard=false"])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
+    assert len(lines) == 1 and "non-finite" in lines[0] and "no checkpoint was written" in lines[0]
+    assert "Traceback" not in err
+
+
+def test_user_errors_are_one_line(genotype_file, tmp_path, capsys):
+    run = tmp_path / "r"
+    (run).mkdir()
+    (run / "last.pt").write_bytes(b"")
+    cases = [
+        (["retrain", "cnn_baseline_tiny", "--set", "C=16"], "hand-designed baseline"),
+        (["retrain", str(genotype_file), "--set", "C=7"], "C must be even"),
+        (["retrain", str(genotype_file), "--set", "crop=50"], "multiple of 32"),
+        (["retrain", str(genotype_file), "--set", "optimizer=sgd"], "adamw, radam"),
+        (["retrain", str(genotype_file), "--out", str(run)], "--resume"),
+        (["retrain", "--out", str(tmp_path / "none"), "--resume"], "does not exist"),
+        (["retrain", "no_such_model"], "unknown model"),
+        (["retrain", str(genotype_file), "--data", str(tmp_path / "missing")], "no such folder"),
+        (["retrain"], "needs a MODEL"),
+    ]
+    for args, expected in cases:
+        code = main(args + ["--no-progress"])
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
+        assert code == 2 and len(lines) == 1, (args, err)
+        assert expected in lines[0], (args, lines[0])
+
+
+def test_lr_schedule_warms_up_then_decays():
+    f = [lr_factor(s, total=100, warmup=10, min_ratio=0.05) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert f[-1] == pytest.approx(0.05, abs=1e-3)
+    assert lr_factor(0, total=10, warmup=0, min_ratio=0.0) == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_default_retrain_beats_the_trivial_prediction(tmp_path):
+    """The README's default job on the CPU: a tiny search's genotype, the default RetrainConfig."""
+    search_out = tmp_path / "search"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--out", str(search_out), "--no-progress",
+                 "--set", "tensorboard=false"]) == 0
+    out = retrain(RetrainConfig(model=str(search_out / "genotype.json"), out=str(tmp_path / "rt"),
+                                tensorboard=False, progress=False))
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert best["metrics"]["SAD"] < 0.8 * best["trivial"]["SAD"]
+    assert best["metrics"]["MSE"] < best["trivial"]["MSE"]
