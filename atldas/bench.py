@@ -13,8 +13,9 @@ input:
   (``scaled_dot_product_attention``); norms, activations, pooling, interpolation, element-wise
   additions and softmax are not counted. ``macs_by_op`` splits the total by operator;
 - ``latency_ms``: median, 10th and 90th percentile of the forward time in milliseconds, eval mode,
-  ``torch.no_grad``, random weights (seed 0) and a random image with an all-unknown trimap, measured
-  with ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread count (``threads``, default
+  ``torch.no_grad``, random weights (seed 0), a random image and a round trimap (foreground disc,
+  unknown ring), measured with ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread
+  count (``threads``, default
   torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean of
   one block of runs; a slow network gets single runs). ``None`` with ``latency=False``.
 
@@ -40,7 +41,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError
-from atldas.models.registry import MattingModel, resolve_model
+from atldas.models.registry import MattingModel
 
 log = logging.getLogger("atldas")
 
@@ -63,11 +64,14 @@ def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
 
 
 def _input(h: int, w: int, device: Union[str, torch.device]) -> torch.Tensor:
-    """A valid network input ``(1, 6, h, w)``: random RGB and an all-unknown one-hot trimap."""
+    """A valid network input ``(1, 6, h, w)``: random RGB and a one-hot trimap with a foreground disc,
+    an unknown ring and background (so classical methods see a realistic unknown region)."""
     gen = torch.Generator().manual_seed(0)
     rgb = torch.rand(1, 3, h, w, generator=gen)
-    onehot = torch.zeros(1, 3, h, w)
-    onehot[:, 1] = 1.0
+    yy, xx = torch.meshgrid(torch.arange(h) - h / 2, torch.arange(w) - w / 2, indexing="ij")
+    r = torch.hypot(yy, xx) / min(h, w)
+    fg, unknown = r < 0.2, (r >= 0.2) & (r < 0.4)
+    onehot = torch.stack([~(fg | unknown), unknown, fg]).float()[None]  # (1, 3, h, w) [bg, unknown, fg]
     return torch.cat([rgb, onehot], 1).to(device)
 
 
@@ -154,7 +158,7 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     Returns:
         One record per model, in order.
     """
-    from atldas.predict import resolve_device
+    from atldas.predict import resolve, resolve_device
 
     if not models:
         raise ConfigError("name at least one MODEL to bench")
@@ -162,7 +166,7 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     h, w = _hw(size)
     dev = resolve_device(device)
-    resolved = [resolve_model(m) for m in models]  # every name checked before any timing
+    resolved = [resolve(m) for m in models]  # every name checked before any timing
     n_threads = int(threads or torch.get_num_threads())
     records: List[Dict[str, Any]] = []
     for name, mm in zip(models, resolved):

@@ -72,7 +72,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from atldas.export import export_onnx
 
     report = export_onnx(model=args.model, checkpoint=args.checkpoint, onnx_path=args.onnx, opset=args.opset,
-                         check=not args.no_check, size=args.size)
+                         check=not args.no_check, size=args.size, optimize=not args.no_optimize)
     check = report["check"]
     detail = (f"; onnxruntime matches PyTorch on {check['input']} (max abs diff {check['max_abs_diff']:.3g})"
               if check else "")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="genotype file, search run directory or registered model (not needed with --resume)")
     p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
     p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")
-    p.add_argument("--epochs", type=int, help="epochs (default 8)")
+    p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--size", type=int, default=256, help="export input size, a multiple of 32 >= 96 (default 256)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="skip the ONNX graph optimizer (about twice as fast to export, a larger graph)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", parents=[common], help="alpha mattes and RGBA cut-outs for your images and trimaps")

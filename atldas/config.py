@@ -161,8 +161,8 @@ class RetrainConfig:
     model: str = ""
     data: str = "synthetic"
     backgrounds: Optional[str] = None
-    epochs: int = 8
-    steps_per_epoch: int = 24
+    epochs: int = 10
+    steps_per_epoch: int = 30
     batch_size: int = 8
     crop: int = 96
     val_count: int = 16

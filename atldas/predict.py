@@ -42,7 +42,7 @@ from atldas.models.registry import MattingModel, resolve_model
 
 log = logging.getLogger("atldas")
 
-__all__ = ["predict", "needs_checkpoint", "match_inputs", "check_sizes", "resolve_device"]
+__all__ = ["predict", "resolve", "needs_checkpoint", "match_inputs", "check_sizes", "resolve_device"]
 
 PathLike = Union[str, os.PathLike]
 #: How many file names a one-line error lists.
@@ -54,6 +54,19 @@ CUTOUT_SUFFIX = "_rgba"
 def needs_checkpoint(model: MattingModel) -> bool:
     """Whether ``model`` needs trained weights (False only for models with ``meta["learned"] = False``)."""
     return bool(model.meta.get("learned", True))
+
+
+def resolve(model: str) -> MattingModel:
+    """:func:`~atldas.models.registry.resolve_model`, plus the classical baselines of
+    :mod:`atldas.models.classical` (``closed_form``) until the registry lists them itself."""
+    try:
+        return resolve_model(model)
+    except ConfigError:
+        from atldas.models.classical import CLASSICAL
+
+        if str(model) in CLASSICAL:
+            return CLASSICAL[str(model)]()
+        raise
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
@@ -190,7 +203,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     if tile is not None:
         check_tiling(int(tile), int(overlap))
     dev = resolve_device(device)
-    mm = resolve_model(model)
+    mm = resolve(model)
     if checkpoint is None and needs_checkpoint(mm):
         raise ConfigError(f"--checkpoint is required for {model} (a learned network: with random weights its "
                           "mattes would be noise); pass the .pt/.pth file trained for this MODEL")

@@ -33,7 +33,7 @@ def test_export_genotype_model_matches_pytorch_at_another_size(genotype_file, tm
     torch.save({"model": net.state_dict(), "epoch": 0}, ckpt)
     onnx_path = tmp_path / "m.onnx"
     code = main(["export", "--model", str(genotype_file), "--checkpoint", str(ckpt), "--onnx", str(onnx_path),
-                 "--size", "96"])
+                 "--size", "96", "--no-optimize"])  # the optimizer doubles the time: see the slow test
     out = capsys.readouterr().out
     assert code == 0 and onnx_path.is_file()
     assert "max abs diff" in out and "[1, 6, 160, 128]" in out
@@ -88,3 +88,11 @@ def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, c
     code = main(["export", "--model", str(genotype_file), "--onnx", str(tmp_path / "z.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "pip install atldas[export]" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_export_with_the_graph_optimizer(genotype_file, tmp_path):
+    from atldas.export import export_onnx
+
+    report = export_onnx(model=str(genotype_file), checkpoint=None, onnx_path=tmp_path / "o.onnx", size=96)
+    assert report["check"]["max_abs_diff"] < 1e-4 and report["check"]["input"] == [1, 6, 160, 128]

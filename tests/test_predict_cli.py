@@ -211,6 +211,16 @@ def test_non_learned_model_needs_no_checkpoint(setup, tmp_path, monkeypatch):
     assert [p.name for p in written] == ["a.png", "b.png"]
 
 
+def test_closed_form_runs_without_a_checkpoint(setup, tmp_path, capsys):
+    root, _, _ = setup
+    code, _, err = _predict(capsys, "--model", "closed_form", "--image", root / "img" / "b.png", "--trimap",
+                            root / "tri" / "b.png", "--out", tmp_path / "out", "--no-cutout")
+    assert code == 0, err
+    alpha = np.asarray(Image.open(tmp_path / "out" / "b.png"))
+    tri = np.asarray(Image.open(root / "tri" / "b.png"))
+    assert np.all(alpha[tri == 255] == 255) and np.all(alpha[tri == 0] == 0)
+
+
 # --------------------------------------------------------------------------- checkpoint layouts
 
 def _small() -> nn.Module:

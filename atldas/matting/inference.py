@@ -136,11 +136,11 @@ def _run(model: MattingModel, net: nn.Module, x: Tensor, device: torch.device, a
 def check_tiling(tile: int, overlap: int) -> int:
     """Validate the tiling; returns the stride between tile origins (a multiple of 32)."""
     if tile < 2 * PAD_MULTIPLE or tile % PAD_MULTIPLE:
-        raise ConfigError(f"tile size (--tile) must be a multiple of {PAD_MULTIPLE} and at least {2 * PAD_MULTIPLE}, "
-                          f"got {tile}")
+        raise ConfigError(f"tile size (--tile) must be a multiple of {PAD_MULTIPLE} and at least "
+                          f"{2 * PAD_MULTIPLE}, got {tile}")
     if overlap < 0 or overlap > tile - PAD_MULTIPLE:
-        raise ConfigError(f"tile overlap (--overlap) must be between 0 and tile - {PAD_MULTIPLE} = {tile - PAD_MULTIPLE}, "
-                          f"got {overlap}")
+        raise ConfigError(f"tile overlap (--overlap) must be between 0 and tile - {PAD_MULTIPLE} = "
+                          f"{tile - PAD_MULTIPLE}, got {overlap}")
     return (tile - overlap) // PAD_MULTIPLE * PAD_MULTIPLE
 
 
@@ -173,7 +173,7 @@ def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap
 
     Args:
         model: the resolved MODEL (its ``forward`` runs ``net`` on the 6-channel input).
-        net: the network, already on ``device``; it is put in eval mode.
+        net: the network, already on ``device``; it runs in eval mode (its mode is restored after).
         image: ``(H, W, 3)`` RGB, float in [0, 1] (uint8 is divided by 255).
         trimap: ``(H, W)`` uint8, 0 background / 128 unknown / 255 foreground (near-greys are mapped
             as the readers map them).
@@ -195,12 +195,16 @@ def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap
     x = network_input(image, tri)  # (1, 6, H, W)
     H, W = x.shape[-2:]
     dev = torch.device(device)
-    net.eval()
     xp, (left, _, top, _) = centred_pad(x, PAD_MULTIPLE)  # (1, 6, Hp, Wp), multiples of 32
-    if tile is None:
-        pred = _run(model, net, xp, dev, amp)
-    else:
-        pred = _predict_tiled(model, net, xp, dev, amp, int(tile), int(overlap))
+    was_training = net.training
+    net.eval()
+    try:
+        if tile is None:
+            pred = _run(model, net, xp, dev, amp)  # (Hp, Wp)
+        else:
+            pred = _predict_tiled(model, net, xp, dev, amp, int(tile), int(overlap))  # (Hp, Wp)
+    finally:
+        net.train(was_training)
     alpha = pred[top:top + H, left:left + W].numpy()  # (H, W)
     return clamp_by_trimap(alpha, tri)
 

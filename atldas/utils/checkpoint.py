@@ -50,14 +50,19 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     except pickle.UnpicklingError as exc:
         import re
 
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        text = str(exc)
+        if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+            first = f"not a torch.save file: {text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__}"
+            raise DataError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
+        found = re.search(r"GLOBAL ([\w.]+)", text)
         detail = f"it names {found.group(1)}" if found else ""
         raise DataError(f"{p}: refused, the checkpoint carries code or objects other than tensors and "
                         f"plain containers (loaded with weights_only=True for safety){': ' + detail if detail else ''}; "
                         "re-save it as a plain dict of tensors") from None
     except Exception as exc:  # noqa: BLE001 - any other failure means an unreadable file
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise DataError(f"{p}: not a readable PyTorch checkpoint ({msg})") from None
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise DataError(f"{p}: not a readable PyTorch checkpoint ({exc.__class__.__name__}"
+                        f"{': ' + msg if msg else ''}); pass a file written by torch.save") from None
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
