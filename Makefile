@@ -14,6 +14,7 @@ $(STAMP): setup.py constraints-cpu.txt
 	touch $(STAMP)
 
 demo: setup
+	rm -rf runs/demo
 	$(PY) -m atldas search --space matting --out runs/demo
 	@echo "demo outputs: runs/demo (genotype.json, history.jsonl, plots/, tb/)"
 

@@ -185,6 +185,7 @@ class RetrainConfig:
     amp: str = "auto"
     channels_last: bool = True
     ema: float = 0.0
+    drop_path: float = 0.0
     # losses (atldas.matting.losses.MattingLoss weights)
     loss_l1: float = 1.0
     loss_lap: float = 1.0

@@ -337,25 +337,12 @@ def _resolve_model(model):
         raise
 
 
-def _load_into(net, checkpoint: PathLike) -> None:
-    """Load ``checkpoint`` into ``net`` (atldas.utils.weights.load_weights when present)."""
-    try:
-        from atldas.utils.weights import load_weights
-    except ImportError:
-        load_weights = None
-    if load_weights is not None:
-        load_weights(net, checkpoint)
-        return
-    from atldas.utils.checkpoint import load_checkpoint
+def _load_into(net, checkpoint: PathLike, name: Optional[str] = None) -> None:
+    """Load ``checkpoint`` into ``net`` with :func:`atldas.utils.weights.load_weights` (one-line
+    DataError for a missing, unsafe or mismatched file)."""
+    from atldas.utils.weights import load_weights
 
-    ckpt = load_checkpoint(checkpoint)
-    state = ckpt.get("model", ckpt) if isinstance(ckpt.get("model", ckpt), dict) else ckpt
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise DataError(f"{checkpoint}: its weights do not fit this model ({first}); pass the MODEL it was "
-                        "trained as (for a retrain run: --model RUN_DIR)") from None
+    load_weights(net, checkpoint, name=name)
 
 
 def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
@@ -374,10 +361,17 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
                               split="test", backgrounds=kw.get("backgrounds"))
         return ds, f"synthetic test split ({kw['count']} images, {kw['size']}px, seed {kw['seed']})"
     from atldas.data.datasets import open_dataset
+    from atldas.errors import ConfigError
 
     kw = dict(dataset_kw)
     limit = kw.pop("limit", None)
-    ds = open_dataset(data, split="test", **kw)
+    try:
+        ds = open_dataset(data, split="test", **kw)
+    except ConfigError:
+        if kw.get("backgrounds") is None:
+            raise
+        kw.pop("backgrounds")  # a test split with its own composites takes no backgrounds (Composition-1K)
+        ds = open_dataset(data, split="test", **kw)
     if getattr(ds, "has_alpha", True) is False:
         raise DataError(f"{data}: this data set has no ground-truth alpha to score against; run "
                         "`atldas predict` to get mattes without scores")
@@ -429,8 +423,10 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     mm = _resolve_model(model)
     net = mm.build()
     learned = any(True for _ in net.parameters())
-    if checkpoint is not None:
-        _load_into(net, checkpoint)
+    if checkpoint is not None and not learned:
+        log.warning("%s has no weights; --checkpoint %s is ignored", mm.name, checkpoint)
+    elif checkpoint is not None:
+        _load_into(net, checkpoint, name=mm.name)
     elif learned:
         raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
                           "best.pt, or released weights)")

@@ -173,7 +173,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
                           "exported to ONNX")
     net = mm.build()
     if checkpoint is not None:
-        _load_into(net, checkpoint)
+        _load_into(net, checkpoint, name=mm.name)
     else:
         log.warning("no --checkpoint: exporting %s with its initial (untrained) weights", mm.name)
     net.eval()

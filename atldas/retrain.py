@@ -19,7 +19,8 @@ Training (matting.md, "Training conventions"): L1 over the unknown region + Lapl
 composition loss (:class:`~atldas.matting.losses.MattingLoss`); AdamW (default) or RAdam; linear
 warm-up then cosine decay per step; gradient-norm clipping; on CUDA only: AMP (bf16 where supported,
 else fp16 with a gradient scaler) and channels_last; optional EMA of the weights (``--set ema=0.999``;
-then validation, ``best.pt`` and ``last.pt["model"]`` use the EMA weights). The network's output clamp
+then validation, ``best.pt`` and ``last.pt["model"]`` use the EMA weights); optional DARTS drop-path in
+the cells (``--set drop_path=0.2``, ramped up linearly over the epochs). The network's output clamp
 is lifted while training (it would cut the gradient of every pixel outside [0, 1]) and restored for
 inference.
 
@@ -80,6 +81,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 FORMAT = "atldas-retrain/1"
 OPTIMIZERS = ("adamw", "radam")
+_NOT_SCALARS = ("epoch", "step", "params", "val/count", "best/epoch")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
@@ -102,6 +104,8 @@ def _check(cfg: RetrainConfig) -> None:
         raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.amp not in AMP_MODES:
         raise ConfigError(f"unknown amp mode {cfg.amp!r}; choose one of {', '.join(AMP_MODES)}")
+    if not 0.0 <= cfg.drop_path < 1.0:
+        raise ConfigError(f"drop_path is a probability in [0, 1), got {cfg.drop_path}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema is a decay in [0, 1) (0: off), got {cfg.ema}")
     if cfg.lr <= 0:
@@ -206,7 +210,10 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         raise DataError(f"--data {root}: its training split is not composed on the fly; retrain needs "
                         "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} "
                         "with --backgrounds DIR")
-    val = open_dataset(root, split="test", backgrounds=cfg.backgrounds)
+    try:
+        val = open_dataset(root, split="test", backgrounds=cfg.backgrounds)
+    except ConfigError:  # a test split with its own composites takes no backgrounds (Composition-1K)
+        val = open_dataset(root, split="test")
     if not getattr(val, "has_alpha", True):
         raise DataError(f"--data {root}: its test split has no ground-truth alpha to validate on")
     if cfg.val_count and cfg.val_count < len(val):
@@ -325,20 +332,20 @@ def _validation_items(val: Dataset) -> Iterable[Dict[str, Any]]:
 
 @torch.no_grad()
 def validate(model, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
-             ) -> Tuple[Dict[str, float], Dict[str, float], int, List[Tuple[np.ndarray, ...]]]:
-    """Score ``net`` on ``val`` with the DIM metrics, as ``atldas eval`` does.
+             ) -> Tuple[Dict[str, float], int, List[Tuple[np.ndarray, ...]]]:
+    """Score ``net`` on ``val`` with the DIM metrics, as ``atldas eval`` does: padded full-resolution
+    inference, 8-bit predictions clamped by the trimap, :func:`~atldas.matting.metrics.compute_all`.
 
     Returns:
-        (model means, trivial-prediction means, number of images scored, the first ``keep``
-        (image, trimap, gt, pred) arrays for previews). Images without unknown pixels are skipped
-        (their MSE is undefined).
+        (means over images, number of images scored, the first ``keep`` (image, trimap, gt, pred)
+        arrays for previews). Images without unknown pixels are skipped (their MSE is undefined).
     """
     from atldas.data.io import alpha_to_u8
     from atldas.evaluate import sample_trimap, summarise
     from atldas.matting.inference import predict_alpha
     from atldas.matting.metrics import compute_all
 
-    per, triv, previews, skipped = {}, {}, [], 0
+    per, previews, skipped = {}, [], 0
     was_training = net.training
     net.eval()
     for k, s in enumerate(_validation_items(val)):
@@ -350,9 +357,7 @@ def validate(model, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
         alpha = predict_alpha(model, net, image, tri, device=device)  # (H, W), clamped by the trimap
         pred = alpha_to_u8(alpha)
         gt = alpha_to_u8(np.asarray(s["alpha"])[0])
-        name = str(s.get("name", k))
-        per[name] = compute_all(pred, gt, tri)
-        triv[name] = compute_all(trivial_prediction(tri), gt, tri)
+        per[str(s.get("name", k))] = compute_all(pred, gt, tri)
         if len(previews) < keep:
             previews.append((np.asarray(s["image"]), tri, gt, pred))
     net.train(was_training)
@@ -360,9 +365,25 @@ def validate(model, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
         log.warning("validation: %d image(s) without unknown pixels skipped", skipped)
     if not per:
         raise DataError("no validation image has unknown (128) pixels; nothing to score")
-    m, t = summarise(per), summarise(triv)
-    names = ("SAD", "MSE", "Grad", "Conn")
-    return {k: m[k] for k in names}, {k: t[k] for k in names}, len(per), previews
+    m = summarise(per)
+    return {k: m[k] for k in ("SAD", "MSE", "Grad", "Conn")}, len(per), previews
+
+
+def trivial_scores(val: Dataset) -> Tuple[Dict[str, float], int]:
+    """DIM means of :func:`trivial_prediction` on ``val`` (images without unknown pixels skipped)."""
+    from atldas.data.io import alpha_to_u8
+    from atldas.evaluate import sample_trimap, summarise
+    from atldas.matting.metrics import compute_all
+
+    per = {}
+    for k, s in enumerate(_validation_items(val)):
+        tri = sample_trimap(s)
+        if np.any(tri == 128):
+            per[str(s.get("name", k))] = compute_all(trivial_prediction(tri), alpha_to_u8(np.asarray(s["alpha"])[0]), tri)
+    if not per:
+        raise DataError("no validation image has unknown (128) pixels; nothing to score")
+    t = summarise(per)
+    return {k: t[k] for k in ("SAD", "MSE", "Grad", "Conn")}, len(per)
 
 
 def _preview_grid(previews) -> np.ndarray:
@@ -449,7 +470,13 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         save_yaml(cfg, out / "config.yaml")
 
     seed_everything(cfg.seed)
-    model, genotype = build_model(cfg, out)
+    if resume and (out / "genotype.json").is_file():  # the macro trained, even if cfg.model has moved
+        from atldas.genotype import Genotype
+        from atldas.models.registry import resolve_model
+
+        model, genotype = resolve_model(out), Genotype.load(out / "genotype.json")
+    else:
+        model, genotype = build_model(cfg, out)
     net = model.build().to(device)
     if on_cuda and cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -485,12 +512,9 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
              f", genotype {genotype.hash()}" if genotype is not None else "", cfg.epochs,
              cfg.steps_per_epoch, cfg.batch_size, cfg.crop, cfg.optimizer, cfg.lr, cfg.device,
              f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "", out)
-    t_val = time.perf_counter()
-    _, trivial, n_val, _ = validate(model, eval_net, val_ds, device=cfg.device, keep=0) if start < cfg.epochs \
-        else ({}, {}, 0, [])
-    if trivial:
-        log.info("validation set: %d image(s); trivial prediction (alpha = 0.5 in the unknown region): %s "
-                 "(%.1fs)", n_val, _fmt(trivial), time.perf_counter() - t_val)
+    trivial, n_val = trivial_scores(val_ds)
+    log.info("validation set: %d image(s); trivial prediction (alpha = 0.5 in the unknown region): %s",
+             n_val, _fmt(trivial))
 
     show = cfg.progress and sys.stderr.isatty()
     from tqdm import tqdm
@@ -500,6 +524,8 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         t0 = time.perf_counter()
         net.train()
         _set_clamp(net, False)
+        if hasattr(net, "drop_path_prob"):  # DARTS: drop-path probability ramps up linearly
+            net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         sums: Dict[str, float] = {}
         bar = tqdm(_epoch_loader(train_ds, cfg, epoch), total=cfg.steps_per_epoch, disable=not show,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
@@ -545,8 +571,8 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         train_s = time.perf_counter() - t0
         _set_clamp(net, True)
         net.eval()
-        metrics, trivial, n_val, previews = validate(model, eval_net, val_ds, device=cfg.device,
-                                                     keep=cfg.tb_images if writer is not None else 0)
+        metrics, n_val, previews = validate(model, eval_net, val_ds, device=cfg.device,
+                                            keep=cfg.tb_images if writer is not None else 0)
         row: Dict[str, Any] = {"epoch": epoch, "step": step,
                                **{key: v / cfg.steps_per_epoch for key, v in sums.items()},
                                "lr": opt.param_groups[0]["lr"],
@@ -562,10 +588,10 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         history.append(row)
         if writer is not None:
             for key, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "epoch":
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and key not in _NOT_SCALARS:
                     writer.add_scalar(key, v, epoch)
             if previews:
-                writer.add_image("val/image|trimap|gt|pred", _preview_grid(previews), epoch)
+                writer.add_image("val/image_trimap_gt_pred", _preview_grid(previews), epoch)
             writer.flush()
         weights = eval_net.state_dict()
         if improved:
@@ -602,5 +628,5 @@ def start_epoch_of(path: Path) -> int:
         return 0
 
 
-__all__ = ["retrain", "RetrainConfig", "EMA", "lr_factor", "validate", "trivial_prediction",
+__all__ = ["retrain", "RetrainConfig", "EMA", "lr_factor", "validate", "trivial_prediction", "trivial_scores",
            "build_model", "run_genotype", "default_out"]

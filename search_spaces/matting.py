@@ -254,8 +254,8 @@ class MattingSpace(SearchSpace):
 
 
 MATTING = MattingSpace(name="matting", defaults={
-    "epochs": 6, "steps_per_epoch": 15, "arch_steps_per_epoch": 15, "batch_size": 4, "crop": 128,
-    "C": 16, "layers": 8, "target_C": 48, "target_layers": 14, "input_size": 1024, "warmup_epochs": 1,
+    "epochs": 10, "steps_per_epoch": 50, "arch_steps_per_epoch": 50, "batch_size": 4, "crop": 128,
+    "C": 16, "layers": 8, "target_C": 48, "target_layers": 14, "input_size": 1024, "warmup_epochs": 2,
     "target_macs": 25e9})
 
 TINY = MattingSpace(name="tiny", defaults={

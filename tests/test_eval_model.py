@@ -110,7 +110,11 @@ def test_closed_form_module_and_edge_cases():
     assert np.allclose(y[0, 0].numpy(), closed_form_alpha(image, tri))
     known = np.where(alpha > 0.5, 255, 0).astype(np.uint8)
     assert np.array_equal(closed_form_alpha(image, known), known / 255.0)  # nothing unknown
-    with pytest.raises(Exception, match="same|x"):
+    only_bg = np.where(tri == 255, 128, tri).astype(np.uint8)  # no foreground pixel: alpha 0
+    assert not closed_form_alpha(image, only_bg).any()
+    from atldas.errors import DataError
+
+    with pytest.raises(DataError, match="trimap is 10x32"):
         closed_form_alpha(image, tri[:, :10])
 
 

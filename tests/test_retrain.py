@@ -73,7 +73,7 @@ def _strip_times(rows):
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tmp_path, monkeypatch):
-    kw = dict(epochs=3, ema=0.9, optimizer="radam", seed=3)
+    kw = dict(epochs=3, ema=0.9, optimizer="radam", seed=3, drop_path=0.2)
     ref = retrain(_cfg(genotype_file, tmp_path / "ref", **kw))
 
     real_save = retrain_mod.save_checkpoint
@@ -148,6 +148,39 @@ def test_nan_error_is_one_line_from_the_cli(genotype_file, tmp_path, monkeypatch
     lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
     assert len(lines) == 1 and "non-finite" in lines[0] and "no checkpoint was written" in lines[0]
     assert "Traceback" not in err
+
+
+def _composition_1k(root: Path) -> Path:
+    """A tiny Composition-1K layout: Training_set/{fg, alpha}, Test_set/{merged, alpha_copy, trimaps}."""
+    import numpy as np
+
+    from atldas.data.io import write_alpha, write_rgb, write_trimap
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for k in range(3):
+        a = np.clip((18 - np.hypot(yy - 32 - k, xx - 30)) / 4 + 0.5, 0, 1)
+        fg = rng.random((64, 64, 3)) * 0.3 + np.array([0.7, 0.2, 0.1])
+        write_rgb(root / "Training_set/fg" / f"f{k}.png", fg)
+        write_alpha(root / "Training_set/alpha" / f"f{k}.png", a)
+        write_alpha(root / "Test_set/alpha_copy" / f"t{k}.png", a)
+        bg = rng.random((64, 64, 3)) * 0.3
+        write_rgb(root / "Test_set/merged" / f"t{k}_0.png", a[..., None] * fg + (1 - a[..., None]) * bg)
+        write_trimap(root / "Test_set/trimaps" / f"t{k}_0.png",
+                     np.where(a >= 1, 255, np.where(a <= 0, 0, 128)).astype(np.uint8))
+        write_rgb(root / "backgrounds" / f"b{k}.png", rng.random((80, 80, 3)))
+    return root
+
+
+def test_retrain_on_a_data_set_folder(genotype_file, tmp_path):
+    root = _composition_1k(tmp_path / "c1k")
+    out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(root),
+                       backgrounds=str(root / "backgrounds"), val_count=0))
+    row = json.loads((out / "history.jsonl").read_text())
+    assert row["val/count"] == 3  # the whole test split (val_count=0), at full resolution
+    assert math.isfinite(row["val/SAD"]) and row["trivial/SAD"] > 0
+    with pytest.raises(AtldasError, match="not laid out as Composition-1K training"):
+        retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(root / "Test_set")))
 
 
 def test_user_errors_are_one_line(genotype_file, tmp_path, capsys):

@@ -10,11 +10,13 @@
 Cost: closed-form matting solves a sparse linear system with one unknown per unknown-region pixel
 (the matting Laplacian over 3x3 windows, conjugate gradients with an incomplete-Cholesky
 preconditioner), on the CPU, one image at a time. Time and memory grow with the number of unknown
-pixels (and the conditioning of the system): a 128x128 image with a wide unknown band takes a few
-tens of milliseconds, a 512x512 one a second or two, a 1024x1024 one with a wide band about ten
-seconds and a few GB of memory; full Composition-1K images (about 2000x2000) take tens of seconds
-each. Score subsets first, or use narrower trimaps. ``device`` does not matter: it always runs on the
-CPU (tensors are moved back to the input's device). pymatting compiles its kernels with numba on
+pixels and the conditioning of the system, not only with the image size. Measured on a busy 2-core
+CPU: 128x128 and 512x512 synthetic images (a few thousand to 20k unknown pixels) take milliseconds; a
+1024x1024 one with 85k unknown pixels about 3 s and 1 GB; a 2048x2048 one with 245k unknown pixels
+(Composition-1K-sized) about 40 s and 2.3 GB, and pymatting prints "PERFORMANCE WARNING" lines when
+its preconditioner needs a diagonal shift. Scoring all 1000 Composition-1K images therefore takes
+about 11 hours: score a subset first (``atldas eval --limit N``). ``device`` does not matter: it always
+runs on the CPU (the result is moved to the input's device). pymatting compiles its kernels with numba on
 first use (cached afterwards).
 """
 
@@ -47,7 +49,8 @@ def closed_form_alpha(image: np.ndarray, trimap: np.ndarray, *, epsilon: float =
 
     Returns:
         ``(H, W)`` float32 alpha in [0, 1]: background 0 and foreground 1 exactly, the unknown region
-        solved. Without unknown pixels it is the trimap itself; without any known pixel the problem
+        solved. Without unknown pixels it is the trimap itself; with background but no foreground
+        pixels (or the reverse) the solution is 0 (1) everywhere; without any known pixel the problem
         has no anchor and the unknown region is 0.5.
 
     Raises:
@@ -69,6 +72,9 @@ def closed_form_alpha(image: np.ndarray, trimap: np.ndarray, *, epsilon: float =
     if unknown.all():
         log.warning("closed_form: the trimap has no known pixels; alpha is 0.5 everywhere")
         return np.full(tri.shape, 0.5, np.float32)
+    if not (tri == 255).any() or not (tri == 0).any():
+        # one kind of known pixel only: the constant matte of that kind has zero matting energy
+        return np.where(unknown, np.float32(1.0 if (tri == 255).any() else 0.0), known).astype(np.float32)
     from pymatting import estimate_alpha_cf  # lazy: pymatting compiles with numba on first use
 
     t = np.where(unknown, 0.5, known)  # pymatting: <= 0.1 background, >= 0.9 foreground, else unknown
