@@ -90,19 +90,11 @@ def _rename_dims(path: PathLike, names: Dict[str, str]) -> int:
     return next((int(o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")), -1)
 
 
-def _example(size: int, seed: int = 0) -> Tensor:
-    """A plausible (1, 6, size, size) input: random RGB and a random one-hot trimap."""
+def _example(h: int, w: int, *, batch: int = 1, seed: int = 0) -> Tensor:
+    """A plausible (batch, 6, h, w) input: random RGB and a random one-hot trimap."""
     g = torch.Generator().manual_seed(seed)
-    rgb = torch.rand(1, 3, size, size, generator=g)
-    labels = torch.randint(0, 3, (1, size, size), generator=g)
-    onehot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
-    return torch.cat([rgb, onehot], 1)
-
-
-def _example_hw(h: int, w: int, seed: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed)
-    rgb = torch.rand(1, 3, h, w, generator=g)
-    labels = torch.randint(0, 3, (1, h, w), generator=g)
+    rgb = torch.rand(batch, 3, h, w, generator=g)
+    labels = torch.randint(0, 3, (batch, h, w), generator=g)
     onehot = torch.nn.functional.one_hot(labels, 3).permute(0, 3, 1, 2).float()
     return torch.cat([rgb, onehot], 1)
 
@@ -118,7 +110,7 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
         log.warning("onnxruntime is not installed: the exported file was not checked (%s)", INSTALL_HINT)
         return None
     h, w = size + 64, size + 32  # another height and width than the export size, both multiples of 32
-    x = _example_hw(h, w, seed=1)
+    x = _example(h, w, seed=1)
     with torch.no_grad():
         ref = wrapped(x).float().numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -178,7 +170,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         log.warning("no --checkpoint: exporting %s with its initial (untrained) weights", mm.name)
     net.eval()
     wrapped = _Wrapped(mm, net).eval()
-    x = _example(size).repeat(2, 1, 1, 1)  # batch 2: torch.export would specialise a batch of 1
+    x = _example(size, size, batch=2)  # batch 2: torch.export would specialise a batch of 1
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
     os.close(fd)

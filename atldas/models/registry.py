@@ -4,7 +4,8 @@ A MODEL is
 
 - a name registered in ``derived_models`` (``cheapmatting``, ``cheapmatting_darts_v2``, ...),
 - a hand-designed baseline registered here (``aematter``, ``aematter_small``, ``aematter_tiny``,
-  ``cnn_baseline``, ``cnn_baseline_small``, ``cnn_baseline_tiny``),
+  ``cnn_baseline``, ``cnn_baseline_small``, ``cnn_baseline_tiny``) or the non-learned
+  ``closed_form`` (pymatting's closed-form matting),
 - a genotype JSON file (or DARTS ``Genotype(...)`` text file): built in the macro its ``space``
   metadata names (the CheapMatting macro by default, with the file's macro knobs and block choices),
 - a search run directory: its ``genotype.json`` in the run's target macro.
@@ -78,6 +79,13 @@ def _cnn(variant: str) -> Callable[[], MattingModel]:
     return make
 
 
+def _closed_form() -> MattingModel:
+    from atldas.models.classical import closed_form_model
+
+    return closed_form_model()
+
+
+BASELINES.add("closed_form", _closed_form)
 BASELINES.add("aematter", _aematter("full"))
 BASELINES.add("aematter_small", _aematter("small"))
 BASELINES.add("aematter_tiny", _aematter("tiny"))
