@@ -10,7 +10,7 @@ setup: $(STAMP)
 
 $(STAMP): setup.py constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev,export]'
 	touch $(STAMP)
 
 demo: setup

@@ -309,6 +309,8 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
                    total=cfg.steps_per_epoch, disable=not show,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
         for step, batch in enumerate(bar):
+            if step >= cfg.steps_per_epoch:  # a folder's train half may hold more batches
+                break
             strat.set_epoch(epoch + step / cfg.steps_per_epoch)
             batch = _to(batch, cfg.device)
             metrics = strat.weight_step(batch, run.space.model_input(batch))

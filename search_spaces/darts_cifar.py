@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -224,8 +224,8 @@ def _rot(x: np.ndarray, y: np.ndarray, theta: float) -> Tuple[np.ndarray, np.nda
 class SyntheticShapes(Dataset):
     """Procedural 10-class images (:data:`CLASS_NAMES`), deterministic per (seed, split, index).
 
-    Classes 0-3 are sinusoidal gratings at 0/45/90/135 degrees (+-10, random frequency, phase and
-    window); 4-9 are a disk, a ring, a square, a triangle, a cross and a checkerboard patch, each with
+    Classes 0-3 are sinusoidal gratings whose wave vector points at 0/45/90/135 degrees (+-10; 0 gives
+    vertical stripes), with random frequency, phase and window; 4-9 are a disk, a ring, a square, a triangle, a cross and a checkerboard patch, each with
     random size, position and rotation. Foreground and background colours are random (so colour
     says nothing about the class), the background carries a low-frequency colour gradient and a faint
     grating of random orientation, and Gaussian noise is added. Labels cycle ``index % 10``.
