@@ -60,6 +60,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     space = get_space(args.space)
     cfg = SearchConfig(space=args.space, strategy=args.worker, batch_size=args.batch, crop=args.crop,
+                       C=args.C, layers=args.layers,
                        steps_per_epoch=args.steps + 1, arch_steps_per_epoch=args.steps + 1, epochs=10,
                        warmup_epochs=1, device=args.device, tensorboard=False, progress=False, seed=0)
     cfg = space.resolve(cfg)
@@ -118,6 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--C", type=int, default=None, help="supernet width (default: the space's proxy)")
+    p.add_argument("--layers", type=int, default=None, help="supernet cells (default: the space's)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--strategies", nargs="+", default=["atldas", "darts", "gdas"])
@@ -131,6 +134,9 @@ def main(argv=None) -> int:
     results = {}
     common = ["--space", args.space, "--batch", str(args.batch), "--crop", str(args.crop),
               "--steps", str(args.steps), "--threads", str(args.threads), "--device", args.device]
+    for knob in ("C", "layers"):
+        if getattr(args, knob) is not None:
+            common += [f"--{knob}", str(getattr(args, knob))]
     jobs = [(s, s, 0) for s in args.strategies]
     if args.prune_epochs and "atldas" in args.strategies:
         jobs.append(("atldas_pruned", "atldas", args.prune_epochs))
@@ -150,7 +156,8 @@ def main(argv=None) -> int:
     if "darts" in results and "atldas" in results:
         d, a = results["darts"], results["atldas"]
         print(f"atldas / darts: step time {a['step_s'] / d['step_s']:.3f}, peak memory {a['peak_mb'] / d['peak_mb']:.3f}")
-    print(f"space {args.space}, batch {args.batch}, crop {args.crop}, device {args.device}, "
+    print(f"space {args.space}, C {args.C or 'default'}, layers {args.layers or 'default'}, "
+          f"batch {args.batch}, crop {args.crop}, device {args.device}, "
           f"{args.threads} threads, median of {args.steps} steps")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
