@@ -42,7 +42,8 @@ from atldas.config import SearchConfig
 from atldas.cost import CostTable
 from atldas.errors import ConfigError, DataError
 from atldas.genotype import Genotype
-from atldas.ops import build_op, op_output_size
+from atldas.ops import build_op
+from search_spaces.base import edge_geometry
 
 log = logging.getLogger("atldas")
 
@@ -65,13 +66,6 @@ def op_key(op: str, C: int, H: int, W: int, stride: int) -> str:
 def block_key(group: str, name: str) -> str:
     """LUT key of a block candidate: ``"group|name"``."""
     return f"{group}|{name}"
-
-
-def edge_geometry(g, source: int) -> Tuple[int, int, int, int]:
-    """(C, H, W, stride) of an edge from state ``source`` in the target cell ``g`` (a CellGeometry)."""
-    stride = 2 if g.reduction and source < 2 else 1
-    H, W = (g.H, g.W) if stride == 2 or not g.reduction else op_output_size(H=g.H, W=g.W, stride=2)
-    return g.C, H, W, stride
 
 
 def op_shapes(space, cfg: SearchConfig, *, ops: Sequence[str]) -> List[Shape]:

@@ -72,6 +72,7 @@ from atldas import __version__
 from atldas.config import RetrainConfig, load_yaml, save_yaml
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.matting.losses import MattingLoss
+from atldas.utils.history import History
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -399,20 +400,6 @@ def _preview_grid(previews) -> np.ndarray:
 
 # --------------------------------------------------------------------------- run
 
-class _History:
-    """history.jsonl, truncated to the epochs before ``start`` on resume."""
-
-    def __init__(self, path: Path, start: int) -> None:
-        self.path = path
-        lines = path.read_text().splitlines() if path.is_file() else []
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", -1) < start]
-        path.write_text("".join(ln + "\n" for ln in keep))
-
-    def append(self, row: Dict[str, Any]) -> None:
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-
 def _tensorboard(cfg: RetrainConfig, out: Path):
     if not cfg.tensorboard:
         return None
@@ -504,7 +491,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
 
     n_params = sum(p.numel() for p in net.parameters())
-    history = _History(out / "history.jsonl", start)
+    history = History(out / "history.jsonl", start)
     writer = _tensorboard(cfg, out)
     eval_net = ema.module if ema is not None else net
     log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "

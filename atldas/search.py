@@ -36,6 +36,7 @@ from atldas.derive import finalize
 from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.strategies import STRATEGIES, Strategy
+from atldas.utils.history import History
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -201,20 +202,6 @@ def _cycle(loader_fn) -> Iterator[Dict[str, Any]]:
         k += 1
 
 
-class _History:
-    """history.jsonl, truncated to the epochs before ``start`` on resume."""
-
-    def __init__(self, path: Path, start: int) -> None:
-        self.path = path
-        lines = path.read_text().splitlines() if path.is_file() else []
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", -1) < start]
-        path.write_text("".join(ln + "\n" for ln in keep))
-
-    def append(self, row: Dict[str, Any]) -> None:
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
-
-
 def _tensorboard(run: Run):
     if not run.cfg.tensorboard:
         return None
@@ -289,7 +276,7 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
         torch.set_num_threads(cfg.threads)
     (out / "cost_table.json").write_text(run.table.to_json())
     train_ds, arch_ds = run.space.datasets(cfg)
-    history = _History(out / "history.jsonl", start)
+    history = History(out / "history.jsonl", start)
     writer = _tensorboard(run)
     budget_text = "none" if run.budget is None else format_cost(run.budget.target, run.budget.metric)
     log.info("search %s/%s: %d epochs x %d steps, batch %d, crop %d, budget %s -> %s", cfg.space,

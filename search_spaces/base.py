@@ -35,6 +35,34 @@ class CellGeometry:
     reduction: bool
 
 
+def edge_geometry(g: CellGeometry, source: int) -> Tuple[int, int, int, int]:
+    """(C, H, W, stride) of an edge from state ``source`` in target cell ``g``: in a reduction cell,
+    edges from the cell inputs (0, 1) have stride 2 at the input size, the others stride 1 at half."""
+    stride = 2 if g.reduction and source < 2 else 1
+    H, W = (g.H, g.W) if stride == 2 or not g.reduction else op_output_size(H=g.H, W=g.W, stride=2)
+    return g.C, H, W, stride
+
+
+def reductions_of(layers: int) -> Tuple[int, int]:
+    """Indices of the two reduction cells (DARTS: layers // 3 and 2 * layers // 3)."""
+    return layers // 3, 2 * layers // 3
+
+
+def stack_geometry(*, C: int, layers: int, size: int) -> List[CellGeometry]:
+    """Geometry of a DARTS cell stack whose first cell sees ``size`` x ``size``: reductions at
+    layers // 3 and 2 * layers // 3 double the channels and halve the size (rounding up)."""
+    reds = reductions_of(layers)
+    out, h = [], size
+    for k in range(layers):
+        reduction = k in reds
+        if reduction:
+            C *= 2
+        out.append(CellGeometry(C=C, H=h, W=h, reduction=reduction))
+        if reduction:
+            h = (h + 1) // 2
+    return out
+
+
 def count_macs(module: nn.Module, *inputs: Tensor) -> int:
     """Multiply-accumulates of ``module(*inputs)``: torch's FlopCounterMode total / 2."""
     with FlopCounterMode(display=False) as counter:
@@ -171,10 +199,9 @@ class SearchSpace:
         for g in self.cell_geometry(cfg):
             t = "reduce" if g.reduction else "normal"
             for e, (i, j) in enumerate(topo.edges):
-                stride = 2 if g.reduction and i < 2 else 1
-                H, W = (g.H, g.W) if stride == 2 or not g.reduction else op_output_size(H=g.H, W=g.W, stride=2)
+                C, H, W, stride = edge_geometry(g, i)
                 for o, name in enumerate(arch.op_names):
-                    c = op_cost(name, C_in=g.C, C_out=g.C, H=H, W=W, stride=stride, affine=True)
+                    c = op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=True)
                     cells[t][e, o] += c.macs if metric == "macs" else c.params
         blocks: Dict[str, Tensor] = {}
         for group, cands in self.block_candidates(cfg).items():

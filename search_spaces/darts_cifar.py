@@ -53,7 +53,7 @@ from atldas.genotype import Genotype
 from atldas.models.cells import Cell
 from atldas.supernet import Plan, SearchCellStack, SuperNet
 from atldas.topology import CellTopology
-from search_spaces.base import CellGeometry, SearchSpace
+from search_spaces.base import CellGeometry, SearchSpace, reductions_of, stack_geometry
 
 __all__ = [
     "CLASS_NAMES",
@@ -69,11 +69,6 @@ __all__ = [
 
 #: Channels of the stem relative to C (DARTS' ``stem_multiplier``).
 STEM_MULTIPLIER = 3
-
-
-def reductions_of(layers: int) -> Tuple[int, int]:
-    """Indices of the two reduction cells (DARTS: layers // 3 and 2 * layers // 3)."""
-    return layers // 3, 2 * layers // 3
 
 
 def _stem(C_out: int, *, affine: bool = True) -> nn.Sequential:
@@ -446,16 +441,8 @@ class DartsCifarSpace(SearchSpace):
         return (1, 3, cfg.input_size, cfg.input_size)
 
     def cell_geometry(self, cfg: SearchConfig) -> List[CellGeometry]:
-        reds = reductions_of(cfg.target_layers)
-        out, C, h = [], cfg.target_C, cfg.input_size  # the stem keeps the input size
-        for k in range(cfg.target_layers):
-            reduction = k in reds
-            if reduction:
-                C *= 2
-            out.append(CellGeometry(C=C, H=h, W=h, reduction=reduction))
-            if reduction:
-                h = (h + 1) // 2
-        return out
+        # the stem keeps the input size
+        return stack_geometry(C=cfg.target_C, layers=cfg.target_layers, size=cfg.input_size)
 
     # ------------------------------------------------------------------ data and loss
 

@@ -30,18 +30,13 @@ from atldas.models.cheapmatting import (DECODER_BLOCKS, HEAD_BLOCKS, CheapMattin
                                         StemQuarter)
 from atldas.supernet import ChoiceBlock, Plan, SearchCellStack, SuperNet
 from atldas.topology import CellTopology
-from search_spaces.base import CellGeometry, SearchSpace
+from search_spaces.base import CellGeometry, SearchSpace, reductions_of, stack_geometry
 
 LEVELS = (0, 1, 2, 3)
 
 
 def _up(x: Tensor, like: Tensor) -> Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def reductions_of(layers: int) -> Tuple[int, int]:
-    """Indices of the two reduction cells (DARTS: layers // 3 and 2 * layers // 3)."""
-    return layers // 3, 2 * layers // 3
 
 
 class MattingSuperNet(SuperNet):
@@ -184,17 +179,8 @@ class MattingSpace(SearchSpace):
         return sizes  # full, 1/2, 1/4, 1/8, 1/16, 1/32
 
     def cell_geometry(self, cfg: SearchConfig) -> List[CellGeometry]:
-        sizes = self._sizes(cfg.input_size)
-        reds = reductions_of(cfg.target_layers)
-        out, C, h = [], cfg.target_C, sizes[3]
-        for k in range(cfg.target_layers):
-            reduction = k in reds
-            if reduction:
-                C *= 2
-            out.append(CellGeometry(C=C, H=h, W=h, reduction=reduction))
-            if reduction:
-                h = (h + 1) // 2
-        return out
+        # the cells start at 1/8 of the input
+        return stack_geometry(C=cfg.target_C, layers=cfg.target_layers, size=self._sizes(cfg.input_size)[3])
 
     def block_candidates(self, cfg: SearchConfig):
         sizes = self._sizes(cfg.input_size)
