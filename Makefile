@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all clean
+.PHONY: setup demo test test-all compare clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
+
+compare: setup
+	$(PY) experiments/compare.py --threads 1 --json runs/compare/compare.json
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -8,11 +8,17 @@ same search space, batch and crop, past warm-up (both the weight step and the ar
 *step* is one weight step plus one arch step. Figures:
 
 - ``step_s``: median wall time of a step over ``--steps`` steps (after one untimed step);
-- ``peak_mb``: CPU: the peak resident memory of the process during the timed steps (``VmHWM``,
-  reset through ``/proc/self/clear_refs`` once the supernet, optimizers and batches exist) minus the
-  resident memory at that moment, i.e. what the steps themselves need (activations, gradients,
-  optimizer state created on the first step is already there); CUDA: ``torch.cuda.max_memory_allocated``
-  after a reset, likewise above the memory allocated at that moment.
+- ``peak_mb``: the most tensor memory a step allocates on top of what is live when it starts
+  (activations saved for backward, gradients, temporaries; the supernet, optimizer state and batches
+  already exist), the maximum over ``--steps`` steps: a sampling strategy draws a different child
+  every step, and the peak is the hungriest one. CPU: every allocation and free of torch's CPU
+  allocator during ``--steps`` extra, untimed steps, recorded by ``torch.profiler``
+  (``profile_memory=True``) and summed in time order, so the figure is exact and does not depend on
+  glibc or on other processes; ``step_peak_median_mb`` is the median over those steps. CUDA:
+  ``torch.cuda.max_memory_allocated`` after a reset, above the memory allocated at that moment.
+- ``rss_peak_mb`` (CPU only): the process view of the same thing, the peak resident memory during
+  the timed steps (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the resident memory
+  before them. It also counts the allocator's slack and library buffers, so it is noisier.
 
 With ``--prune-epochs K`` the atldas worker also runs K pruning rounds on a policy trained for a few
 arch steps first, and reports the figures after pruning (``atldas_pruned``).
@@ -48,6 +54,32 @@ def _peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _step_tensor_peaks_mb(step, *, repeat: int) -> list:
+    """Per call of ``step()`` (``repeat`` calls), the peak of live CPU tensor bytes above the bytes
+    live when that call started, from the allocator events ``torch.profiler`` records."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        for _ in range(repeat):
+            with record_function("bench_step"):
+                step()
+    events = list(prof.profiler.kineto_results.events())
+    steps = sorted((e.start_ns(), e.end_ns()) for e in events if e.name() == "bench_step")
+    mem = sorted((e.start_ns(), i, e.nbytes()) for i, e in enumerate(events) if e.name() == "[memory]")
+    peaks, live, k = [], 0, 0
+    for start, end in steps:
+        while k < len(mem) and mem[k][0] < start:  # between steps
+            live += mem[k][2]
+            k += 1
+        base = peak = live
+        while k < len(mem) and mem[k][0] <= end:
+            live += mem[k][2]
+            peak = max(peak, live)
+            k += 1
+        peaks.append((peak - base) / 2**20)
+    return peaks
 
 
 def worker(args: argparse.Namespace) -> dict:
@@ -102,12 +134,24 @@ def worker(args: argparse.Namespace) -> dict:
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+    out = {"step_s": statistics.median(times)}
     if cuda:
-        peak = torch.cuda.max_memory_allocated() / 2**20 - base
+        out["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20 - base, 1)
     else:
-        peak = _peak_rss_mb() - base
-    out = {"step_s": statistics.median(times), "peak_mb": round(peak, 1),
-           "params": sum(p.numel() for p in run.net.weight_parameters())}
+        out["rss_peak_mb"] = round(_peak_rss_mb() - base, 1)
+
+        def step():
+            strat.weight_step(batch, x)
+            strat.arch_step(abatch, ax, steps_per_epoch=args.steps)
+
+        # the weight step starts by dropping the gradients of the previous one; dropping them just
+        # before the recording keeps their free (of a block allocated earlier, which the profiler
+        # cannot see) from hiding in the sum
+        strat.w_opt.zero_grad(set_to_none=True)
+        peaks = _step_tensor_peaks_mb(step, repeat=args.steps)
+        out["peak_mb"] = round(max(peaks), 1)
+        out["step_peak_median_mb"] = round(statistics.median(peaks), 1)
+    out["params"] = sum(p.numel() for p in run.net.weight_parameters())
     if pruned:
         out["pruning_rounds"] = args.prune_epochs
     return out
@@ -151,11 +195,16 @@ def main(argv=None) -> int:
             return proc.returncode
         results[label] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[label]
-        print(f"{label:14s} step {r['step_s']:.3f} s   peak {r['peak_mb']:8.1f} MB   params {r['params']:,}",
+        extra = (f" (median step {r['step_peak_median_mb']:6.1f} MB, peak RSS {r['rss_peak_mb']:6.1f} MB)"
+                 if "rss_peak_mb" in r else "")
+        print(f"{label:14s} step {r['step_s']:.3f} s   peak {r['peak_mb']:7.1f} MB{extra}   params {r['params']:,}",
               flush=True)
     if "darts" in results and "atldas" in results:
         d, a = results["darts"], results["atldas"]
-        print(f"atldas / darts: step time {a['step_s'] / d['step_s']:.3f}, peak memory {a['peak_mb'] / d['peak_mb']:.3f}")
+        line = f"atldas / darts: step time {a['step_s'] / d['step_s']:.3f}, peak memory {a['peak_mb'] / d['peak_mb']:.3f}"
+        if "step_peak_median_mb" in a:
+            line += f", median step memory {a['step_peak_median_mb'] / d['step_peak_median_mb']:.3f}"
+        print(line)
     print(f"space {args.space}, C {args.C or 'default'}, layers {args.layers or 'default'}, "
           f"batch {args.batch}, crop {args.crop}, device {args.device}, "
           f"{args.threads} threads, median of {args.steps} steps")

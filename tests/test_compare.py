@@ -1,0 +1,53 @@
+"""experiments/compare.py: the random genotype matched in MACs, the summary and the table."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from atldas.genotype import Genotype
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def compare():
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_random_genotype_matches_the_searched_macs(compare, tmp_path):
+    from atldas.config import SearchConfig
+    from search_spaces import get_space
+
+    space = get_space("matting")
+    cfg = space.resolve(SearchConfig(space="matting"))
+    searched = Genotype.load(ROOT / "derived_models" / "darts_v2.json").replace(
+        space={"name": "matting", "macro": {"C": 48, "layers": 14}})
+    path = tmp_path / "searched.json"
+    searched.save(path)
+    target = space.measure(searched, cfg, metric="macs")
+    out = compare.random_genotype(path, tmp_path, draws=3000, seed=0)
+    g = Genotype.load(out)
+    g.validate()
+    assert g.cost["macs"] == space.measure(g, cfg, metric="macs")  # the record is the counter's figure
+    assert abs(g.cost["macs"] / target - 1) < 0.01
+    assert g.hash() != searched.hash()
+    assert g.provenance["random"]["matched_macs"] == target
+    # reused, not redrawn, when the script runs again
+    assert compare.random_genotype(path, tmp_path, draws=10, seed=1) == out
+    assert Genotype.load(out).hash() == g.hash()
+
+
+def test_summary_is_mean_and_half_range(compare):
+    s = compare.summary([{"SAD": 1.0, "MSE": 0.01, "Grad": 2.0, "Conn": 1.0},
+                         {"SAD": 3.0, "MSE": 0.03, "Grad": 2.0, "Conn": 2.0}])
+    assert s["SAD"] == {"mean": 2.0, "spread": 1.0, "n": 2}
+    assert s["MSE"]["mean"] == pytest.approx(0.02) and s["MSE"]["spread"] == pytest.approx(0.01)
+    assert s["Grad"]["spread"] == 0.0
+    table = compare.format_table({"recipe": {"latency_size": 512}, "models": {"x": {
+        "label": "net x", "params": 2_500_000, "macs": 12_340_000_000, "latency_ms": 41.6, "summary": s}}})
+    row = table.splitlines()[-1]
+    assert row == "| net x | 2.50 M | 12.34 G | 42 ms | 2.00 ± 1.00 | 20.00 ± 10.00 | 2.00 ± 0.00 | 1.50 ± 0.50 |"
