@@ -51,3 +51,31 @@ def test_summary_is_mean_and_half_range(compare):
         "label": "net x", "params": 2_500_000, "macs": 12_340_000_000, "latency_ms": 41.6, "summary": s}}})
     row = table.splitlines()[-1]
     assert row == "| net x | 2.50 M | 12.34 G | 42 ms | 2.00 ± 1.00 | 20.00 ± 10.00 | 2.00 ± 0.00 | 1.50 ± 0.50 |"
+
+
+@pytest.mark.slow
+def test_compare_end_to_end_and_reuse(compare, tmp_path, capsys):
+    import json
+
+    searched = tmp_path / "searched.json"
+    Genotype.load(ROOT / "derived_models" / "darts_v2.json").replace(
+        space={"name": "matting", "macro": {"C": 16, "layers": 5}}).save(searched)
+    argv = ["--out", str(tmp_path / "cmp"), "--json", str(tmp_path / "r.json"), "--searched", str(searched),
+            "--models", "searched", "random", "cnn_baseline_small", "--seeds", "0", "1", "--epochs", "1",
+            "--steps-per-epoch", "2", "--random-draws", "500", "--test-count", "2", "--test-size", "64",
+            "--latency-size", "64", "--latency-repeats", "2", "--threads", "1"]
+    assert compare.main(argv) == 0
+    table = capsys.readouterr().out
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert list(r["models"]) == ["searched", "random", "cnn_baseline_small", "closed_form", "trivial"]
+    for key in ("searched", "random", "cnn_baseline_small"):
+        m = r["models"][key]
+        assert len(m["per_seed"]) == 2 and m["params"] > 0 and m["macs"] > 0 and m["latency_ms"] > 0
+        assert m["per_seed"][0] != m["per_seed"][1]  # the seeds train different networks
+        assert (tmp_path / "cmp" / f"{key}-seed1" / "best.pt").is_file()
+    assert abs(r["models"]["random"]["macs"] / r["models"]["searched"]["macs"] - 1) < 0.05
+    assert "| atldas (searched) |" in table and "| closed_form" in table
+    # a second run reuses every stage: same scores
+    assert compare.main(argv + ["--no-closed-form"]) == 0
+    again = json.loads((tmp_path / "r.json").read_text())
+    assert again["models"]["searched"]["per_seed"] == r["models"]["searched"]["per_seed"]
