@@ -164,22 +164,23 @@ def test_set(args: argparse.Namespace):
 
 def score(model_spec: str, checkpoint: Optional[Path], ds) -> Dict[str, float]:
     """DIM means of ``model_spec`` (weights from ``checkpoint``) on ``ds``."""
-    from atldas.evaluate import _load_into, _resolve_model
+    from atldas.models.registry import resolve_model
     from atldas.retrain import validate
+    from atldas.utils.weights import load_weights
 
-    model = _resolve_model(model_spec)
+    model = resolve_model(model_spec)
     net = model.build()
     if checkpoint is not None:
-        _load_into(net, checkpoint)
+        load_weights(net, checkpoint)
     metrics, _, _ = validate(model, net.eval(), ds, device="cpu")
     return metrics
 
 
 def cost(model_spec: str, args: argparse.Namespace) -> Dict[str, Any]:
     from atldas.bench import count_cost, measure_latency
-    from atldas.evaluate import _resolve_model
+    from atldas.models.registry import resolve_model
 
-    model = _resolve_model(model_spec)
+    model = resolve_model(model_spec)
     c = count_cost(model, size=1024) if model_spec != "closed_form" else {"params": 0, "macs": None}
     lat = measure_latency(model, size=args.latency_size, threads=args.threads, repeats=args.latency_repeats)
     return {"params": c["params"], "macs": c["macs"], "latency_ms": lat["median"],
