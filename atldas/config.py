@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any, Dict, Iterable, Optional, Type, TypeVar
 import yaml
 
 from atldas.errors import ConfigError
+from atldas.utils.atomic import write_text_atomic
 
 C = TypeVar("C")
 
@@ -141,12 +141,7 @@ def load_yaml(cls: Type[C], path: str | os.PathLike[str]) -> C:
 
 def save_yaml(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write a config dataclass to YAML atomically."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.")
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(dataclasses.asdict(cfg), fh, sort_keys=False)
-    os.replace(tmp, p)
+    write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
 
 
 @dataclass

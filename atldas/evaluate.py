@@ -47,7 +47,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -58,6 +57,7 @@ from tqdm import tqdm
 from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, list_images, read_alpha, read_trimap
 from atldas.errors import DataError
 from atldas.matting import metrics
+from atldas.utils.atomic import write_text_atomic
 
 log = logging.getLogger("atldas")
 
@@ -290,19 +290,7 @@ def write_json(path: PathLike, result: Mapping) -> None:
     p = Path(path)
     _check_json_path(p)
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(result, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_text_atomic(p, json.dumps(result, indent=2) + "\n")
     except OSError as exc:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for --json") from None
 

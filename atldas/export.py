@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from atldas.errors import AtldasError, ConfigError, DataError
+from atldas.utils.atomic import atomic_path
 
 log = logging.getLogger("atldas")
 
@@ -171,10 +171,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     net.eval()
     wrapped = _Wrapped(mm, net).eval()
     x = _example(size, size, batch=2)  # batch 2: torch.export would specialise a batch of 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".onnx")
-    os.close(fd)
-    try:
+    with atomic_path(out, suffix=".onnx") as tmp:
         # H and W are multiples of 32 (the input is padded so); saying so lets torch.export prove the
         # shapes of strided convs and factorized reductions
         batch = torch.export.Dim("batch", min=1, max=1024)
@@ -194,10 +191,6 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
             program.save(tmp)
         actual_opset = _rename_dims(tmp, {"32*height_32": "height", "32*width_32": "width"})
         report = check_onnx(tmp, wrapped, size=size, atol=atol) if check else None
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     if report is not None:
         log.info("onnxruntime check on %s: max |onnx - torch| = %.3g", "x".join(map(str, report["input"][2:])),
                  report["max_abs_diff"])

@@ -23,13 +23,13 @@ import copy
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from atldas.errors import ConfigError
+from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["FORMAT", "Edge", "Node", "CellSpec", "Genotype"]
 
@@ -445,20 +445,7 @@ class Genotype:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON file atomically (temp file in the same folder, then ``os.replace``)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.dumps())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return write_text_atomic(path, self.dumps())
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, validate: bool = True) -> "Genotype":

@@ -28,7 +28,6 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -37,12 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from atldas import __version__
-from atldas.arch import CELL_TYPES, ArchParams, Child
+from atldas.arch import ArchParams, Child
 from atldas.config import SearchConfig
 from atldas.cost import CostTable
 from atldas.errors import ConfigError, DataError
 from atldas.genotype import Genotype
 from atldas.ops import build_op
+from atldas.utils.atomic import write_text_atomic
 from search_spaces.base import edge_geometry
 
 log = logging.getLogger("atldas")
@@ -266,19 +266,7 @@ def _candidates_ms(lut: Mapping[str, Any], space, cfg: SearchConfig, genotype: G
 
 def save_lut(lut: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     """Write the table as JSON atomically (temp file in the same folder, then ``os.replace``)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(lut, fh, indent=1, sort_keys=False)
-            fh.write("\n")
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return p
+    return write_text_atomic(path, json.dumps(lut, indent=1, sort_keys=False) + "\n")
 
 
 def load_lut(path: str | os.PathLike[str]) -> Dict[str, Any]:
@@ -339,16 +327,8 @@ def latency_table(space, cfg: SearchConfig, *, arch: ArchParams,
             raise ConfigError(f"the latency table has no entry for {what} {key!r}; {hint}")
         return float(table[key])
 
-    topo = arch.topology
-    n_ops = len(arch.op_names)
-    cells = {t: torch.zeros(topo.num_edges, n_ops, dtype=torch.float64) for t in CELL_TYPES}
-    for g in space.cell_geometry(cfg):
-        t = "reduce" if g.reduction else "normal"
-        for e, (i, _) in enumerate(topo.edges):
-            geo = edge_geometry(g, i)
-            for o, name in enumerate(arch.op_names):
-                if name not in FREE_OPS:
-                    cells[t][e, o] += entry(ops_lut, op_key(name, *geo), "op")
+    cells = space.cell_table(cfg, arch=arch, cost=lambda name, geo: (
+        0.0 if name in FREE_OPS else entry(ops_lut, op_key(name, *geo), "op")))
     blocks: Dict[str, Tensor] = {
         group: torch.tensor([entry(blocks_lut, block_key(group, name), "block") for name in names],
                             dtype=torch.float64)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from matplotlib.transforms import Bbox
 
 from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import CellSpec, Genotype
+from atldas.utils.atomic import atomic_path
 
 __all__ = ["CellArtists", "OP_COLOURS", "op_colour", "plot_cell", "plot_macro", "plot_genotype", "plot",
            "load_source", "label_overlaps", "macro_kind"]
@@ -833,18 +833,10 @@ def _save(fig: Figure, path: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create the folder of {path}: {e.strerror or e}") from None
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        rc = {"svg.hashsalt": "atldas"} if fmt == "svg" else {}
-        metadata = {"Date": None} if fmt == "svg" else None
-        with matplotlib.rc_context(rc):
-            fig.savefig(tmp, format=fmt, dpi=DPI_PNG, facecolor="white", metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    rc = {"svg.hashsalt": "atldas"} if fmt == "svg" else {}
+    metadata = {"Date": None} if fmt == "svg" else None
+    with atomic_path(path, suffix=path.suffix) as tmp, matplotlib.rc_context(rc):
+        fig.savefig(tmp, format=fmt, dpi=DPI_PNG, facecolor="white", metadata=metadata)
     return path
 
 

@@ -70,6 +70,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from atldas import __version__
 from atldas.config import RetrainConfig, load_yaml, save_yaml
+from atldas.data.collate import collate
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.matting.losses import MattingLoss
 from atldas.utils.history import History
@@ -222,19 +223,6 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     return train, val
 
 
-def _collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k in samples[0]:
-        vals = [s[k] for s in samples]
-        if isinstance(vals[0], torch.Tensor):
-            out[k] = torch.stack(vals)
-        elif isinstance(vals[0], np.ndarray):
-            out[k] = torch.stack([torch.from_numpy(v) for v in vals])
-        else:
-            out[k] = vals
-    return out
-
-
 def _epoch_loader(ds: Dataset, cfg: RetrainConfig, epoch: int) -> DataLoader:
     """The training batches of ``epoch``: a function of (seed, epoch) only, so a resumed run sees
     the same data. Synthetic data: fresh samples every epoch; a composed set: its epoch's draws."""
@@ -247,7 +235,7 @@ def _epoch_loader(ds: Dataset, cfg: RetrainConfig, epoch: int) -> DataLoader:
         reps = -(-need // len(ds))
         idx = torch.cat([torch.randperm(len(ds), generator=gen) for _ in range(reps)])[:need].tolist()
     return DataLoader(Subset(ds, idx), batch_size=cfg.batch_size, shuffle=False, drop_last=True,
-                      num_workers=0, collate_fn=_collate)
+                      num_workers=0, collate_fn=collate)
 
 
 def _model_input(batch: Dict[str, torch.Tensor]) -> torch.Tensor:

@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Subset
@@ -32,6 +32,7 @@ from atldas import __version__
 from atldas.arch import CELL_TYPES, Child
 from atldas.config import SearchConfig, load_yaml, save_yaml
 from atldas.cost import Budget, CostTable, format_cost
+from atldas.data.collate import collate
 from atldas.derive import finalize
 from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
@@ -175,20 +176,7 @@ def _epoch_slice(ds, cfg: SearchConfig, epoch: int, steps: int):
 def _loader(ds, cfg: SearchConfig, epoch: int, salt: int) -> DataLoader:
     gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 101 + salt)
     return DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, drop_last=True, generator=gen,
-                      num_workers=0, collate_fn=_collate)
-
-
-def _collate(samples: List[Dict[str, Any]]) -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for k in samples[0]:
-        vals = [s[k] for s in samples]
-        if isinstance(vals[0], torch.Tensor):
-            out[k] = torch.stack(vals)
-        elif hasattr(vals[0], "shape"):
-            out[k] = torch.stack([torch.as_tensor(v) for v in vals])
-        else:
-            out[k] = vals
-    return out
+                      num_workers=0, collate_fn=collate)
 
 
 def _to(batch: Dict[str, Any], device: str) -> Dict[str, Any]:

@@ -86,7 +86,8 @@ def worker(args: argparse.Namespace) -> dict:
     import torch
 
     from atldas.config import SearchConfig
-    from atldas.search import _collate, build_run
+    from atldas.data.collate import collate
+    from atldas.search import build_run
     from search_spaces import get_space
 
     torch.set_num_threads(args.threads)
@@ -97,8 +98,8 @@ def worker(args: argparse.Namespace) -> dict:
                        warmup_epochs=1, device=args.device, tensorboard=False, progress=False, seed=0)
     cfg = space.resolve(cfg)
     train, arch = space.datasets(cfg)
-    batch = _collate([train[i] for i in range(args.batch)])
-    abatch = _collate([arch[i] for i in range(args.batch)])
+    batch = collate([train[i] for i in range(args.batch)])
+    abatch = collate([arch[i] for i in range(args.batch)])
     batch = {k: (v.to(args.device).float() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     abatch = {k: (v.to(args.device).float() if isinstance(v, torch.Tensor) else v) for k, v in abatch.items()}
     x, ax = space.model_input(batch), space.model_input(abatch)

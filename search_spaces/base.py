@@ -181,6 +181,20 @@ class SearchSpace:
             blocks[g] = names.index(name)
         return Child(sets=sets, ops=ops, blocks=blocks)
 
+    def cell_table(self, cfg: SearchConfig, *, arch: ArchParams,
+                   cost: Callable[[str, Tuple[int, int, int, int]], float]) -> Dict[str, Tensor]:
+        """Per cell type, an (edges, ops) table: for every edge and op, the sum over the target
+        network's cells of that type of ``cost(op, (C, H, W, stride))`` (the edge's geometry there)."""
+        topo = arch.topology
+        cells = {t: torch.zeros(topo.num_edges, len(arch.op_names), dtype=torch.float64) for t in CELL_TYPES}
+        for g in self.cell_geometry(cfg):
+            t = "reduce" if g.reduction else "normal"
+            for e, (i, _) in enumerate(topo.edges):
+                geo = edge_geometry(g, i)
+                for o, name in enumerate(arch.op_names):
+                    cells[t][e, o] += cost(name, geo)
+        return cells
+
     def cost_table(self, cfg: SearchConfig, *, metric: str, arch: ArchParams,
                    lut: Optional[Mapping[str, float]] = None) -> CostTable:
         """Exact cost of every candidate in the target network at :meth:`input_shape`.
@@ -193,16 +207,12 @@ class SearchSpace:
             from atldas.latency import latency_table
 
             return latency_table(self, cfg, arch=arch, lut=lut)
-        topo = arch.topology
-        n_ops = len(arch.op_names)
-        cells = {t: torch.zeros(topo.num_edges, n_ops, dtype=torch.float64) for t in CELL_TYPES}
-        for g in self.cell_geometry(cfg):
-            t = "reduce" if g.reduction else "normal"
-            for e, (i, j) in enumerate(topo.edges):
-                C, H, W, stride = edge_geometry(g, i)
-                for o, name in enumerate(arch.op_names):
-                    c = op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=True)
-                    cells[t][e, o] += c.macs if metric == "macs" else c.params
+        def cost(name: str, geo: Tuple[int, int, int, int]) -> float:
+            C, H, W, stride = geo
+            c = op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=True)
+            return c.macs if metric == "macs" else c.params
+
+        cells = self.cell_table(cfg, arch=arch, cost=cost)
         blocks: Dict[str, Tensor] = {}
         for group, cands in self.block_candidates(cfg).items():
             vals = []

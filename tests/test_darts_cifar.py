@@ -4,6 +4,7 @@ forward in every mode, synthetic and folder data, and a short search through the
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,33 +18,8 @@ from search_spaces import get_space
 from search_spaces.darts_cifar import (CLASS_NAMES, DARTS_CIFAR, DartsCifarNetwork, DartsCifarSuperNet,
                                        ImageFolderSplit, SyntheticShapes)
 
-# reference/genotypes.json, copied (tests do not read the shared folder)
-REFERENCE = {
-    "DARTS_V2": {
-        "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
-                   ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]],
-        "normal_concat": [2, 3, 4, 5],
-        "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
-                   ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
-        "reduce_concat": [2, 3, 4, 5],
-    },
-    "PC_DARTS_cifar": {
-        "normal": [["sep_conv_3x3", 1], ["skip_connect", 0], ["sep_conv_3x3", 0], ["dil_conv_3x3", 1],
-                   ["sep_conv_5x5", 0], ["sep_conv_3x3", 1], ["avg_pool_3x3", 0], ["dil_conv_3x3", 1]],
-        "normal_concat": [2, 3, 4, 5],
-        "reduce": [["sep_conv_5x5", 1], ["max_pool_3x3", 0], ["sep_conv_5x5", 1], ["sep_conv_5x5", 2],
-                   ["sep_conv_3x3", 0], ["sep_conv_3x3", 3], ["sep_conv_3x3", 1], ["sep_conv_3x3", 2]],
-        "reduce_concat": [2, 3, 4, 5],
-    },
-    "ATLDAS_cifar100": {
-        "normal": [["skip_connect", 0], ["dil_conv_5x5", 1], ["dil_conv_3x3", 0], ["sep_conv_3x3", 1],
-                   ["sep_conv_5x5", 1], ["sep_conv_5x5", 3], ["sep_conv_3x3", 3], ["dil_conv_3x3", 4]],
-        "normal_concat": [2, 3, 4, 5],
-        "reduce": [["skip_connect", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["dil_conv_5x5", 2],
-                   ["sep_conv_3x3", 0], ["dil_conv_5x5", 3], ["sep_conv_5x5", 3], ["dil_conv_5x5", 4]],
-        "reduce_concat": [2, 3, 4, 5],
-    },
-}
+# reference/genotypes.json, copied to tests/data (tests do not read the shared folder)
+REFERENCE = json.loads((Path(__file__).parent / "data" / "genotypes.json").read_text())
 
 # measured at C=36, 20 cells, 10 classes, no auxiliary head; MACs = FlopCounterMode / 2 at 1x3x32x32
 PUBLISHED_SIZE = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -18,18 +19,8 @@ ATLDAS_DARTS = (
     "('dil_conv_5x5', 4)], reduce_concat=[2, 3, 4, 5])"
 )
 
-REFERENCE = {
-    "_about": "test copy",
-    "DARTS_V2": {
-        "source": "DARTS",
-        "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
-                   ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]],
-        "normal_concat": [2, 3, 4, 5],
-        "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
-                   ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
-        "reduce_concat": [2, 3, 4, 5],
-    },
-}
+# reference/genotypes.json, copied to tests/data (tests do not read the shared folder)
+REFERENCE_FILE = Path(__file__).parent / "data" / "genotypes.json"
 
 
 def variable_genotype() -> Genotype:
@@ -206,17 +197,17 @@ def test_darts_field_must_agree(tmp_path):
 
 
 def test_from_reference(tmp_path):
-    p = tmp_path / "genotypes.json"
-    p.write_text(json.dumps(REFERENCE))
+    p = REFERENCE_FILE
     g = Genotype.from_reference("DARTS_V2", p)
     assert g.reduce.nodes[1] == (("skip_connect", 2), ("max_pool_3x3", 1))
-    assert g.provenance["reference"] == "DARTS_V2" and g.provenance["source"] == "DARTS"
+    source = json.loads(p.read_text())["DARTS_V2"]["source"]
+    assert g.provenance["reference"] == "DARTS_V2" and g.provenance["source"] == source
     assert Genotype.from_reference("darts_v2", p) == g
     with pytest.raises(ConfigError, match="known: DARTS_V2"):
         Genotype.from_reference("nope", p)
     # a genotypes.json-style dict is also accepted by from_json / load
     p2 = tmp_path / "one.json"
-    p2.write_text(json.dumps(REFERENCE["DARTS_V2"]))
+    p2.write_text(json.dumps(json.loads(p.read_text())["DARTS_V2"]))
     assert Genotype.load(p2) == g
 
 

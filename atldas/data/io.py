@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Tuple, Union
 
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from atldas.errors import DataError
+from atldas.utils.atomic import atomic_path
 
 log = logging.getLogger("atldas")
 
@@ -162,16 +162,8 @@ def list_images(folder: PathLike) -> Dict[str, Path]:
 
 def _atomic_save(img: Image.Image, path: PathLike) -> None:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=p.suffix or ".png")
-    os.close(fd)
-    try:
+    with atomic_path(p, suffix=p.suffix or ".png") as tmp:
         img.save(tmp, format="PNG" if p.suffix.lower() in ("", ".png") else None)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_alpha(path: PathLike, alpha: np.ndarray, *, bits: int = 8) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
 import torch
 
 from atldas.errors import DataError
+from atldas.utils.atomic import atomic_path
 
 PathLike = Union[str, os.PathLike]
 
@@ -22,17 +22,8 @@ PathLike = Union[str, os.PathLike]
 def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, then ``os.replace``),
     so an interrupted write never leaves a half-written checkpoint."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

@@ -1,0 +1,44 @@
+"""Atomic file writes: a temporary file in the target's folder, then ``os.replace``.
+
+An interrupted or failed write never leaves a half-written file at the target path, and an
+earlier file there stays intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
+    """Yield a temporary path next to ``path`` (parent folders are created); on a clean exit it
+    replaces ``path``, on an exception it is removed.
+
+    ``suffix`` is the temporary file's extension, for writers that infer the format from it.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path: PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, flushed to disk before the replace."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    return Path(path)
