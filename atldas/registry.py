@@ -19,8 +19,9 @@ class Registry(Generic[T]):
         >>> OPS.get("identity")
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, plural: str = "") -> None:
         self.kind = kind
+        self.plural = plural or kind + "s"
         self._items: Dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -44,7 +45,7 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             known = ", ".join(sorted(self._items)) or "(none)"
-            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+            raise ConfigError(f"unknown {self.kind} {name!r}; known {self.plural}: {known}") from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -29,7 +29,7 @@ from atldas.errors import ConfigError
 from atldas.registry import Registry
 from atldas.supernet import Plan, SuperNet
 
-STRATEGIES: Registry[type] = Registry("strategy")
+STRATEGIES: Registry[type] = Registry("strategy", plural="strategies")
 
 LossFn = Callable[[Tensor, Dict[str, Tensor]], Tensor]
 

@@ -146,7 +146,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         (["search", *FAST, "--target-macs", "9M", "--target-params", "1M", "--out", str(tmp_path / "b")],
          "give one budget"),
         (["search", "--space", "nope", "--out", str(tmp_path / "c")], "known search spaces: "),
-        (["search", *FAST, "--strategy", "enas", "--out", str(tmp_path / "d")], "known strategys"),
+        (["search", *FAST, "--strategy", "enas", "--out", str(tmp_path / "d")], "known strategies: atldas, darts, gdas, random"),
         (["search", *FAST, "--set", "bogus=1", "--out", str(tmp_path / "e")], "unknown key"),
         (["search", *FAST, "--resume", "--out", str(tmp_path / "f")], "does not exist"),
         (["derive", str(tmp_path / "nowhere")], "not a search run directory"),
