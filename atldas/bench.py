@@ -13,7 +13,7 @@ input:
   (``scaled_dot_product_attention``); norms, activations, pooling, interpolation, element-wise
   additions and softmax are not counted. ``macs_by_op`` splits the total by operator;
 - ``latency_ms``: median, 10th and 90th percentile of the forward time in milliseconds, eval mode,
-  ``torch.no_grad``, random weights (seed 0), a random image and a round trimap (foreground disc,
+  ``torch.no_grad``, network and input in channels_last (as ``atldas predict`` runs it), random weights (seed 0), a random image and a round trimap (foreground disc,
   unknown ring), measured with ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread
   count (``threads``, default
   torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean of
@@ -42,6 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError
 from atldas.models.registry import MattingModel
+from atldas.utils.memory_format import channels_last
 
 log = logging.getLogger("atldas")
 
@@ -113,8 +114,8 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
     h, w = _hw(size)
     threads = int(threads or torch.get_num_threads())
     torch.manual_seed(0)
-    net = model.build().to(device).eval()
-    x = _input(h, w, device)
+    net = channels_last(model.build().to(device).eval())
+    x = channels_last(_input(h, w, device))
 
     def run() -> None:
         with torch.no_grad():

@@ -418,7 +418,9 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     elif learned:
         raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
                           "best.pt, or released weights)")
-    net = net.to(device).eval()
+    from atldas.utils.memory_format import channels_last
+
+    net = channels_last(net.to(device).eval())
     ds, what = _open_eval_data(data, dataset_kw)
     if len(ds) == 0:
         raise DataError(f"{data}: no images to score")

@@ -43,6 +43,7 @@ from atldas.errors import ConfigError, DataError
 from atldas.genotype import Genotype
 from atldas.ops import build_op
 from atldas.utils.atomic import write_text_atomic
+from atldas.utils.memory_format import channels_last
 from search_spaces.base import edge_geometry
 
 log = logging.getLogger("atldas")
@@ -110,7 +111,8 @@ def _device_name(device: str) -> str:
 
 def time_ms(module: nn.Module, inputs: Sequence[Tensor], *, threads: int = 1,
             min_run_time: float = MIN_RUN_TIME, max_run_time: Optional[float] = None) -> float:
-    """Median forward latency (ms) of ``module(*inputs)``: eval mode, ``torch.no_grad``, batch as given.
+    """Median forward latency (ms) of ``module(*inputs)``: eval mode, ``torch.no_grad``, batch as given,
+    module and 4-d inputs in channels_last (as ``atldas bench`` and ``atldas predict`` run networks).
 
     Uses ``Timer.adaptive_autorange`` (repeats until the spread is within 10% of the median, at
     least 4 blocks) with ``num_threads=threads``; on an accelerator the Timer synchronises.
@@ -125,7 +127,8 @@ def time_ms(module: nn.Module, inputs: Sequence[Tensor], *, threads: int = 1,
     """
     from torch.utils.benchmark import Timer
 
-    module.eval()
+    module = channels_last(module.eval())
+    inputs = [channels_last(x) for x in inputs]
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

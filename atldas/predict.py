@@ -39,6 +39,7 @@ from tqdm import tqdm
 from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_rgb, read_trimap, write_alpha, write_rgb
 from atldas.errors import ConfigError, DataError
 from atldas.models.registry import MattingModel, resolve_model
+from atldas.utils.memory_format import channels_last
 
 log = logging.getLogger("atldas")
 
@@ -218,7 +219,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
             load_weights(net, checkpoint, name=mm.name)
         else:
             log.warning("%s is not a learned model; --checkpoint %s ignored", mm.name, checkpoint)
-    net = net.to(dev).eval()
+    net = channels_last(net.to(dev).eval())
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,7 @@ from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.strategies import STRATEGIES, Strategy
 from atldas.utils.history import History
+from atldas.utils.memory_format import channels_last
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -103,6 +104,11 @@ class Run:
     def final_genotype(self, evaluate=None) -> Genotype:
         return self.genotype(self.strategy.derive(evaluate), final=True)
 
+    def model_input(self, batch: Dict[str, Any]) -> torch.Tensor:
+        """The supernet's input for ``batch``, in the supernet's memory format."""
+        x = self.space.model_input(batch)
+        return channels_last(x) if self.cfg.channels_last else x
+
 
 def build_run(cfg: SearchConfig, out: Path) -> Run:
     """Resolve the config and build space, supernet, cost table, budget and strategy."""
@@ -115,6 +121,8 @@ def build_run(cfg: SearchConfig, out: Path) -> Run:
     seed_everything(cfg.seed)
     ops = space.search_ops(with_none=strategy_cls.uses_none)
     net = space.build_supernet(cfg, ops=ops).to(cfg.device)
+    if cfg.channels_last:
+        net = channels_last(net)
     budget = budget_of(cfg)
     metric = budget.metric if budget else "macs"
     lut = None
@@ -288,10 +296,10 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
                 break
             strat.set_epoch(epoch + step / cfg.steps_per_epoch)
             batch = _to(batch, cfg.device)
-            metrics = strat.weight_step(batch, run.space.model_input(batch))
+            metrics = strat.weight_step(batch, run.model_input(batch))
             if not strat.schedule.in_warmup(strat.epoch) and step < cfg.arch_steps_per_epoch:
                 ab = _to(next(arch_batches), cfg.device)
-                metrics.update(strat.arch_step(ab, run.space.model_input(ab),
+                metrics.update(strat.arch_step(ab, run.model_input(ab),
                                                steps_per_epoch=cfg.arch_steps_per_epoch))
             if not _finite(metrics):
                 raise AtldasError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} "
@@ -354,7 +362,7 @@ def _evaluator(run: Run, ds):
                 if k >= 2:
                     break
                 batch = _to(batch, run.cfg.device)
-                total += float(run.space.loss(run.net(run.space.model_input(batch), run.net.plan(child)), batch))
+                total += float(run.space.loss(run.net(run.model_input(batch), run.net.plan(child)), batch))
                 n += 1
         run.net.train()
         return total / max(1, n)

@@ -102,8 +102,8 @@ def worker(args: argparse.Namespace) -> dict:
     abatch = collate([arch[i] for i in range(args.batch)])
     batch = {k: (v.to(args.device).float() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     abatch = {k: (v.to(args.device).float() if isinstance(v, torch.Tensor) else v) for k, v in abatch.items()}
-    x, ax = space.model_input(batch), space.model_input(abatch)
     run = build_run(cfg, Path("/tmp/bench_search_unused"))
+    x, ax = run.model_input(batch), run.model_input(abatch)
     strat = run.strategy
     cuda = args.device.startswith("cuda")
     pruned = {}

@@ -158,3 +158,28 @@ def test_estimate_foreground_shape_and_opaque_case():
     with pytest.raises(DataError):
         estimate_foreground(img, alpha[:, :10])
 
+
+
+def test_prediction_runs_in_channels_last_and_matches_the_contiguous_forward(tmp_path):
+    """predict_alpha feeds the network a channels_last input; a searched network gives what its
+    plain contiguous forward gives on the same padded input (to float rounding: the convolutions sum
+    in another order)."""
+    from derived_models import get_genotype
+    from atldas.matting.inference import PAD_MULTIPLE, network_input
+    from atldas.models.aematter import centred_pad
+
+    g = get_genotype("atldas_cifar100").replace(space={"name": "tiny", "macro": {"C": 8, "layers": 3}})
+    model = resolve_model(g.save(tmp_path / "tiny.json"))
+    torch.manual_seed(0)
+    net = model.build().eval()
+    img, tri = scene(70, 90)
+    seen = []
+    hook = net.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    a = predict_alpha(model, net, img, tri)
+    hook.remove()
+    assert seen and seen[0].is_contiguous(memory_format=torch.channels_last)
+    xp, (left, _, top, _) = centred_pad(network_input(img, tri), PAD_MULTIPLE)
+    with torch.no_grad():
+        ref = model.forward(net, xp.contiguous())[0, 0, top:top + 70, left:left + 90].numpy()
+    unknown = tri == 128
+    np.testing.assert_allclose(a[unknown], np.clip(ref, 0, 1)[unknown], atol=1e-4)

@@ -162,3 +162,25 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
     assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_channels_last_supernet_computes_the_same_loss(tmp_path):
+    """The default channels_last supernet holds its conv weights and inputs in that format and computes
+    what the contiguous one does (same seed, same child)."""
+    from atldas.data.collate import collate
+    from atldas.search import build_run
+
+    losses = {}
+    for cl in (True, False):
+        run = build_run(SearchConfig(space="tiny", channels_last=cl, tensorboard=False, progress=False),
+                        tmp_path / str(cl))
+        train, _ = run.space.datasets(run.cfg)
+        batch = collate([train[i] for i in range(2)])
+        x = run.model_input(batch)
+        convs = [m.weight for m in run.net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.dim() == 4]
+        assert x.is_contiguous(memory_format=torch.channels_last) == cl
+        assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs) == cl
+        child = run.net.arch.sample(epsilon=1.0, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            losses[cl] = float(run.space.loss(run.net(x, run.net.plan(child)), batch))
+    assert abs(losses[True] - losses[False]) < 1e-4 * max(1.0, abs(losses[False]))

@@ -5,7 +5,8 @@ The convention of matting.md, step by step (:func:`predict_alpha`):
 1. network input = RGB in [0, 1] + one-hot trimap ``[bg, unknown, fg]``: ``(1, 6, H, W)``;
 2. reflect-pad to a multiple of 32, centred (extra pixel bottom/right; replicate where a side is
    too small to reflect: :func:`atldas.models.aematter.centred_pad`);
-3. predict, crop back to ``(H, W)``, clamp to [0, 1];
+3. predict (input in channels_last: :mod:`atldas.utils.memory_format`), crop back to ``(H, W)``,
+   clamp to [0, 1];
 4. clamp by the trimap: unknown keeps the prediction, foreground = 1, background = 0.
 
 Tiling (``tile=N``) bounds memory on large images. The *padded* image is cut into N x N tiles
@@ -43,6 +44,7 @@ from atldas.data.trimap import BG, FG, one_hot_trimap
 from atldas.errors import ConfigError, DataError
 from atldas.models.aematter import centred_pad
 from atldas.models.registry import MattingModel
+from atldas.utils.memory_format import channels_last
 
 __all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input",
            "tile_origins", "tile_weights", "check_tiling", "estimate_foreground"]
@@ -126,7 +128,7 @@ def _autocast(device: torch.device, amp: bool):
 def _run(model: MattingModel, net: nn.Module, x: Tensor, device: torch.device, amp: bool) -> Tensor:
     """``(1, 6, h, w)`` on the CPU -> ``(h, w)`` float32 prediction on the CPU."""
     with _autocast(device, amp):
-        y = model.forward(net, x.to(device))  # (1, 1, h, w)
+        y = model.forward(net, channels_last(x.to(device)))  # (1, 1, h, w)
     if y.dim() != 4 or y.shape[:2] != (1, 1) or y.shape[-2:] != x.shape[-2:]:
         raise RuntimeError(f"{model.name}: expected a (1, 1, {x.shape[-2]}, {x.shape[-1]}) alpha, "
                            f"got {tuple(y.shape)}")
