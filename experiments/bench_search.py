@@ -2,10 +2,12 @@
 
     python experiments/bench_search.py [--json FILE] [--space matting] [--batch 4] [--crop 128]
                                        [--steps 6] [--device cpu|cuda] [--strategies atldas darts gdas]
+                                       [--contiguous]
 
 Each strategy runs in its own process (so one's memory high-water mark cannot hide another's) on the
-same search space, batch and crop, past warm-up (both the weight step and the arch step run). A
-*step* is one weight step plus one arch step. Figures:
+same search space, batch and crop, past warm-up (both the weight step and the arch step run), with
+the supernet and its inputs in channels_last as ``atldas search`` runs them (``--contiguous``: in the
+contiguous format). A *step* is one weight step plus one arch step. Figures:
 
 - ``step_s``: median wall time of a step over ``--steps`` steps (after one untimed step);
 - ``peak_mb``: the most tensor memory a step allocates on top of what is live when it starts
@@ -17,8 +19,10 @@ same search space, batch and crop, past warm-up (both the weight step and the ar
   glibc or on other processes; ``step_peak_median_mb`` is the median over those steps. CUDA:
   ``torch.cuda.max_memory_allocated`` after a reset, above the memory allocated at that moment.
 - ``rss_peak_mb`` (CPU only): the process view of the same thing, the peak resident memory during
-  the timed steps (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the resident memory
-  before them. It also counts the allocator's slack and library buffers, so it is noisier.
+  ``--steps`` extra, untimed steps (``VmHWM``, reset through ``/proc/self/clear_refs``) minus the
+  resident memory before them, after ``malloc_trim`` has returned the freed heap (without it the
+  soft mixture's many small tensors reuse resident free memory and read about half their size). It
+  also counts the allocator's slack and library buffers, so it is noisier.
 
 With ``--prune-epochs K`` the atldas worker also runs K pruning rounds on a policy trained for a few
 arch steps first, and reports the figures after pruning (``atldas_pruned``).
@@ -27,6 +31,7 @@ arch steps first, and reports the figures after pruning (``atldas_pruned``).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -93,7 +98,7 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     space = get_space(args.space)
     cfg = SearchConfig(space=args.space, strategy=args.worker, batch_size=args.batch, crop=args.crop,
-                       C=args.C, layers=args.layers,
+                       C=args.C, layers=args.layers, channels_last=not args.contiguous,
                        steps_per_epoch=args.steps + 1, arch_steps_per_epoch=args.steps + 1, epochs=10,
                        warmup_epochs=1, device=args.device, tensorboard=False, progress=False, seed=0)
     cfg = space.resolve(cfg)
@@ -121,12 +126,6 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
-    else:
-        import gc
-
-        gc.collect()
-        base = _rss_mb()
-        _reset_peak_rss()
     times = []
     for _ in range(args.steps):
         t0 = time.perf_counter()
@@ -139,11 +138,22 @@ def worker(args: argparse.Namespace) -> dict:
     if cuda:
         out["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20 - base, 1)
     else:
-        out["rss_peak_mb"] = round(_peak_rss_mb() - base, 1)
+        import gc
 
         def step():
             strat.weight_step(batch, x)
             strat.arch_step(abatch, ax, steps_per_epoch=args.steps)
+
+        # glibc keeps the heap memory of freed small tensors resident and serves the next step's small
+        # tensors from it, so the resident size would not grow with them: malloc_trim hands it back
+        strat.w_opt.zero_grad(set_to_none=True)
+        gc.collect()
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        base = _rss_mb()
+        _reset_peak_rss()
+        for _ in range(args.steps):
+            step()
+        out["rss_peak_mb"] = round(_peak_rss_mb() - base, 1)
 
         # the weight step starts by dropping the gradients of the previous one; dropping them just
         # before the recording keeps their free (of a block allocated earlier, which the profiler
@@ -170,6 +180,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--strategies", nargs="+", default=["atldas", "darts", "gdas"])
     p.add_argument("--prune-epochs", type=int, default=0)
+    p.add_argument("--contiguous", action="store_true", help="supernet and inputs in the contiguous format")
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -182,6 +193,8 @@ def main(argv=None) -> int:
     for knob in ("C", "layers"):
         if getattr(args, knob) is not None:
             common += [f"--{knob}", str(getattr(args, knob))]
+    if args.contiguous:
+        common.append("--contiguous")
     jobs = [(s, s, 0) for s in args.strategies]
     if args.prune_epochs and "atldas" in args.strategies:
         jobs.append(("atldas_pruned", "atldas", args.prune_epochs))
@@ -205,9 +218,12 @@ def main(argv=None) -> int:
         line = f"atldas / darts: step time {a['step_s'] / d['step_s']:.3f}, peak memory {a['peak_mb'] / d['peak_mb']:.3f}"
         if "step_peak_median_mb" in a:
             line += f", median step memory {a['step_peak_median_mb'] / d['step_peak_median_mb']:.3f}"
+        if "rss_peak_mb" in a:
+            line += f", peak RSS {a['rss_peak_mb'] / d['rss_peak_mb']:.3f}"
         print(line)
     print(f"space {args.space}, C {args.C or 'default'}, layers {args.layers or 'default'}, "
           f"batch {args.batch}, crop {args.crop}, device {args.device}, "
+          f"{'contiguous' if args.contiguous else 'channels_last'}, "
           f"{args.threads} threads, median of {args.steps} steps")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
