@@ -13,11 +13,11 @@ input:
   (``scaled_dot_product_attention``); norms, activations, pooling, interpolation, element-wise
   additions and softmax are not counted. ``macs_by_op`` splits the total by operator;
 - ``latency_ms``: median, 10th and 90th percentile of the forward time in milliseconds, eval mode,
-  ``torch.no_grad``, network and input in channels_last (as ``atldas predict`` runs it), random weights (seed 0), a random image and a round trimap (foreground disc,
-  unknown ring), measured with ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread
-  count (``threads``, default
-  torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean of
-  one block of runs; a slow network gets single runs). ``None`` with ``latency=False``.
+  ``torch.no_grad``, network and input in channels_last (as ``atldas predict`` runs them), random
+  weights (seed 0), a random image and a round trimap (foreground disc, unknown ring), measured with
+  ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread count (``threads``, default
+  torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean
+  of one block of runs; a slow network gets single runs). ``None`` with ``latency=False``.
 
 The JSON file (``json_path``) is the list of these records, in the format of architecture.md::
 

@@ -62,7 +62,7 @@ class SearchConfig:
     arch_lr: float = 3e-2
     arch_weight_decay: float = 0.0
     arch_samples: int = 1
-    channels_last: bool = True  # supernet and inputs in channels_last (faster on CPU and CUDA)
+    channels_last: bool = True  # supernet and inputs in channels_last (atldas.utils.memory_format)
     # sampling and pruning schedule
     warmup_epochs: Optional[int] = None
     tau_max: float = 5.0

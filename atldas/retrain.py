@@ -19,10 +19,10 @@ Training (matting.md, "Training conventions"): L1 over the unknown region + Lapl
 composition loss (:class:`~atldas.matting.losses.MattingLoss`); AdamW (default) or RAdam; linear
 warm-up then cosine decay per step; gradient-norm clipping; channels_last (about 1.3x faster steps
 on CPU; ``--set channels_last=false`` turns it off); on CUDA only: AMP (bf16 where supported, else
-fp16 with a gradient scaler); optional EMA of the weights (``--set ema=0.999``; then validation, ``best.pt`` and ``last.pt["model"]`` use the EMA weights); optional DARTS drop-path in
-the cells (``--set drop_path=0.2``, ramped up linearly over the epochs). The network's output clamp
-is lifted while training (it would cut the gradient of every pixel outside [0, 1]) and restored for
-inference.
+fp16 with a gradient scaler); optional EMA of the weights (``--set ema=0.999``; then validation,
+``best.pt`` and ``last.pt["model"]`` use the EMA weights); optional DARTS drop-path in the cells
+(``--set drop_path=0.2``, ramped up linearly over the epochs). The network's output clamp is lifted
+while training (it would cut the gradient of every pixel outside [0, 1]) and restored for inference.
 
 Data: ``--data synthetic`` (default) draws fresh training crops every epoch (split ``train``) and
 validates on ``val_count`` images of split ``val`` (``val_size`` pixels); ``--data DIR`` trains on the
