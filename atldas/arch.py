@@ -222,6 +222,16 @@ class ArchParams(nn.Module):
             out[f"blocks/{g}"] = draw(self.gamma[g], self.block_mask(g), (n,))
         return out
 
+    def child_at(self, samples: Mapping[str, Tensor], k: int) -> Child:
+        """Row ``k`` of :meth:`sample_many`'s tensors as a :class:`Child` (the chosen edges' ops only)."""
+        topo = self.topology
+        sets = {t: tuple(int(v) for v in samples[f"sets/{t}"][k]) for t in CELL_TYPES}
+        ops = {t: {topo.edge_index[(i, j)]: int(samples[f"ops/{t}"][k, topo.edge_index[(i, j)]])
+                   for j, s in enumerate(sets[t]) for i in topo.input_sets[j][s]}
+               for t in CELL_TYPES}
+        blocks = {g: int(samples[f"blocks/{g}"][k]) for g in self.block_names}
+        return Child(sets=sets, ops=ops, blocks=blocks)
+
     @torch.no_grad()
     def argmax(self) -> Child:
         """The derive rule: per node the most probable active input set, per chosen edge the most

@@ -159,7 +159,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     Returns:
         One record per model, in order.
     """
-    from atldas.predict import resolve, resolve_device
+    from atldas.models.registry import resolve_model
+    from atldas.predict import resolve_device
 
     if not models:
         raise ConfigError("name at least one MODEL to bench")
@@ -167,7 +168,7 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     h, w = _hw(size)
     dev = resolve_device(device)
-    resolved = [resolve(m) for m in models]  # every name checked before any timing
+    resolved = [resolve_model(m) for m in models]  # every name checked before any timing
     n_threads = int(threads or torch.get_num_threads())
     records: List[Dict[str, Any]] = []
     for name, mm in zip(models, resolved):

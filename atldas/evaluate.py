@@ -308,29 +308,10 @@ def sample_trimap(sample: Mapping) -> np.ndarray:
 
 
 def _resolve_model(model):
-    """A :class:`~atldas.models.registry.MattingModel` from a MODEL spec (registered, file, run
-    directory, or a classical baseline such as ``closed_form``)."""
-    from atldas.errors import ConfigError
+    """A :class:`~atldas.models.registry.MattingModel` as is, or resolved from a MODEL spec."""
     from atldas.models.registry import MattingModel, resolve_model
 
-    if isinstance(model, MattingModel):
-        return model
-    try:
-        return resolve_model(model)
-    except ConfigError:
-        from atldas.models.classical import CLASSICAL
-
-        if str(model) in CLASSICAL:  # until the registry lists the classical baselines itself
-            return CLASSICAL[str(model)]()
-        raise
-
-
-def _load_into(net, checkpoint: PathLike, name: Optional[str] = None) -> None:
-    """Load ``checkpoint`` into ``net`` with :func:`atldas.utils.weights.load_weights` (one-line
-    DataError for a missing, unsafe or mismatched file)."""
-    from atldas.utils.weights import load_weights
-
-    load_weights(net, checkpoint, name=name)
+    return model if isinstance(model, MattingModel) else resolve_model(model)
 
 
 def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
@@ -408,14 +389,15 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
         _check_json_path(json_path)
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    from atldas.utils.weights import load_weights
+
     mm = _resolve_model(model)
     net = mm.build()
-    learned = any(True for _ in net.parameters())
-    if checkpoint is not None and not learned:
+    if checkpoint is not None and not mm.learned:
         log.warning("%s has no weights; --checkpoint %s is ignored", mm.name, checkpoint)
     elif checkpoint is not None:
-        _load_into(net, checkpoint, name=mm.name)
-    elif learned:
+        load_weights(net, checkpoint, name=mm.name)
+    elif mm.learned:
         raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
                           "best.pt, or released weights)")
     from atldas.utils.memory_format import channels_last

@@ -151,7 +151,8 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         AtldasError: onnx/onnxscript not installed ("pip install atldas[export]"), a bad checkpoint, a
             failed export or check.
     """
-    from atldas.evaluate import _load_into, _resolve_model
+    from atldas.models.registry import resolve_model
+    from atldas.utils.weights import load_weights
 
     _require_onnx()
     if size < 96 or size % 32:
@@ -159,13 +160,13 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     out = Path(onnx_path)
     if out.is_dir():
         raise DataError(f"--onnx {out} is a folder; pass a file name such as {out / 'model.onnx'}")
-    mm = _resolve_model(model)
-    if mm.kind == "classical":
+    mm = resolve_model(model)
+    if not mm.learned:
         raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "
                           "exported to ONNX")
     net = mm.build()
     if checkpoint is not None:
-        _load_into(net, checkpoint, name=mm.name)
+        load_weights(net, checkpoint, name=mm.name)
     else:
         log.warning("no --checkpoint: exporting %s with its initial (untrained) weights", mm.name)
     net.eval()

@@ -16,9 +16,11 @@ thread count; the median in milliseconds):
   admits it). Its fixed part (stems, preprocessing convs, node sums, concats, pyramid pooling,
   upsampling) is ``base_ms = whole - sum of the reference's candidates``.
 
-The table is plain JSON (``format: atldas-lut/1``). Latency is only approximately additive (caches,
-thread pools and the framework's per-op overhead differ inside a network), so the table's figure for
-another child is an estimate; ``--check N`` measures N random children and reports the error.
+The table is plain JSON (``format: atldas-lut/2``; version 2 is timed in channels_last, as the
+networks now run, and version-1 tables, timed in the contiguous format, are refused). Latency is
+only approximately additive (caches, thread pools and the framework's per-op overhead differ inside
+a network), so the table's figure for another child is an estimate; ``--check N`` measures N random
+children and reports the error.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from search_spaces.base import edge_geometry
 
 log = logging.getLogger("atldas")
 
-FORMAT = "atldas-lut/1"
+FORMAT = "atldas-lut/2"
 #: Seconds of timing per entry (Timer's ``min_run_time``); small, so a 1024 table takes about a minute.
 MIN_RUN_TIME = 0.05
 #: Ops that cost nothing in a target network (``none`` means "no edge"; derive never keeps it).

@@ -20,7 +20,7 @@ from the file headers). A problem is one :class:`~atldas.errors.AtldasError` lin
 Weights: ``checkpoint`` is required for a learned network (without it the output would be noise from
 random weights). A non-learned MODEL (a classical method such as closed-form matting) declares
 ``meta={"learned": False}`` in its :class:`~atldas.models.registry.MattingModel` and runs without one
-(:func:`needs_checkpoint`).
+(``MattingModel.learned``).
 """
 
 from __future__ import annotations
@@ -38,36 +38,18 @@ from tqdm import tqdm
 
 from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_rgb, read_trimap, write_alpha, write_rgb
 from atldas.errors import ConfigError, DataError
-from atldas.models.registry import MattingModel, resolve_model
+from atldas.models.registry import resolve_model
 from atldas.utils.memory_format import channels_last
 
 log = logging.getLogger("atldas")
 
-__all__ = ["predict", "resolve", "needs_checkpoint", "match_inputs", "check_sizes", "resolve_device"]
+__all__ = ["predict", "match_inputs", "check_sizes", "resolve_device"]
 
 PathLike = Union[str, os.PathLike]
 #: How many file names a one-line error lists.
 SHOWN = 5
 #: Suffix of the cut-out file names.
 CUTOUT_SUFFIX = "_rgba"
-
-
-def needs_checkpoint(model: MattingModel) -> bool:
-    """Whether ``model`` needs trained weights (False only for models with ``meta["learned"] = False``)."""
-    return bool(model.meta.get("learned", True))
-
-
-def resolve(model: str) -> MattingModel:
-    """:func:`~atldas.models.registry.resolve_model`, plus the classical baselines of
-    :mod:`atldas.models.classical` (``closed_form``) until the registry lists them itself."""
-    try:
-        return resolve_model(model)
-    except ConfigError:
-        from atldas.models.classical import CLASSICAL
-
-        if str(model) in CLASSICAL:
-            return CLASSICAL[str(model)]()
-        raise
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
@@ -204,8 +186,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     if tile is not None:
         check_tiling(int(tile), int(overlap))
     dev = resolve_device(device)
-    mm = resolve(model)
-    if checkpoint is None and needs_checkpoint(mm):
+    mm = resolve_model(model)
+    if checkpoint is None and mm.learned:
         raise ConfigError(f"--checkpoint is required for {model} (a learned network: with random weights its "
                           "mattes would be noise); pass the .pt/.pth file trained for this MODEL")
     pairs = match_inputs(image, trimap)
@@ -215,7 +197,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
 
     net = mm.build()
     if checkpoint is not None:
-        if needs_checkpoint(mm):
+        if mm.learned:
             load_weights(net, checkpoint, name=mm.name)
         else:
             log.warning("%s is not a learned model; --checkpoint %s ignored", mm.name, checkpoint)

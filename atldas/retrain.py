@@ -72,6 +72,7 @@ from atldas import __version__
 from atldas.config import RetrainConfig, load_yaml, save_yaml
 from atldas.data.collate import collate
 from atldas.errors import AtldasError, ConfigError, DataError
+from atldas.matting.inference import batch_input
 from atldas.matting.losses import MattingLoss
 from atldas.utils.history import History
 from atldas.utils.memory_format import channels_last
@@ -237,10 +238,6 @@ def _epoch_loader(ds: Dataset, cfg: RetrainConfig, epoch: int) -> DataLoader:
         idx = torch.cat([torch.randperm(len(ds), generator=gen) for _ in range(reps)])[:need].tolist()
     return DataLoader(Subset(ds, idx), batch_size=cfg.batch_size, shuffle=False, drop_last=True,
                       num_workers=0, collate_fn=collate)
-
-
-def _model_input(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.cat([batch["image"], batch["trimap_onehot"]], dim=1)  # (B, 6, H, W)
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -453,6 +450,9 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
     else:
         model, genotype = build_model(cfg, out)
     net = model.build().to(device)
+    if cfg.drop_path > 0 and not hasattr(net, "drop_path_prob"):
+        raise ConfigError(f"drop_path={cfg.drop_path}: {model.name} has no DARTS cells to drop paths in; "
+                          "leave drop_path at 0 for it")
     if cfg.channels_last:
         net = channels_last(net)
     loss_fn = MattingLoss(l1=cfg.loss_l1, lap=cfg.loss_lap, comp=cfg.loss_comp)
@@ -499,7 +499,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         t0 = time.perf_counter()
         net.train()
         _set_clamp(net, False)
-        if hasattr(net, "drop_path_prob"):  # DARTS: drop-path probability ramps up linearly
+        if cfg.drop_path > 0:  # DARTS: drop-path probability ramps up linearly
             net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         sums: Dict[str, float] = {}
         bar = tqdm(_epoch_loader(train_ds, cfg, epoch), total=cfg.steps_per_epoch, disable=not show,
@@ -510,7 +510,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
                 g["lr"] = lr
             batch = {key: (v.to(device, non_blocking=True).float() if isinstance(v, torch.Tensor) else v)
                      for key, v in batch.items()}
-            x = _model_input(batch)
+            x = batch_input(batch)  # (B, 6, H, W)
             if cfg.channels_last:
                 x = channels_last(x)
             with (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None

@@ -16,7 +16,7 @@ the same seed, ends in the same state as a run that was never stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
+import itertools
 import logging
 import math
 import sys
@@ -37,6 +37,7 @@ from atldas.derive import finalize
 from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.strategies import STRATEGIES, Strategy
+from atldas.utils.atomic import write_text_atomic
 from atldas.utils.history import History
 from atldas.utils.memory_format import channels_last
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -187,7 +188,8 @@ def _loader(ds, cfg: SearchConfig, epoch: int, salt: int) -> DataLoader:
                       num_workers=0, collate_fn=collate)
 
 
-def _to(batch: Dict[str, Any], device: str) -> Dict[str, Any]:
+def batch_to(batch: Dict[str, Any], device: str) -> Dict[str, Any]:
+    """A collated batch's tensors on ``device`` as float32 (other values as they are)."""
     return {k: (v.to(device).float() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
 
@@ -257,8 +259,9 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
         if dataclasses.replace(saved, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out):
             log.info("resuming with the run's saved config.yaml (flags other than --out are ignored)")
         run = build_run(saved, out)
-        start = _restore(run, load_checkpoint(ckpt_path)) + 1
-        set_rng_state(load_checkpoint(ckpt_path)["rng"])
+        ckpt = load_checkpoint(ckpt_path)
+        start = _restore(run, ckpt) + 1
+        set_rng_state(ckpt["rng"])
         log.info("resumed %s at epoch %d/%d", out, start, run.cfg.epochs)
     else:
         if ckpt_path.exists():
@@ -270,7 +273,7 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
     cfg = run.cfg
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    (out / "cost_table.json").write_text(run.table.to_json())
+    write_text_atomic(out / "cost_table.json", run.table.to_json())
     train_ds, arch_ds = run.space.datasets(cfg)
     history = History(out / "history.jsonl", start)
     writer = _tensorboard(run)
@@ -291,14 +294,13 @@ def search(cfg: SearchConfig, *, resume: bool = False) -> Path:
         bar = tqdm(_loader(_epoch_slice(train_ds, cfg, epoch, cfg.steps_per_epoch), cfg, epoch, salt=1),
                    total=cfg.steps_per_epoch, disable=not show,
                    desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
-        for step, batch in enumerate(bar):
-            if step >= cfg.steps_per_epoch:  # a folder's train half may hold more batches
-                break
+        # a folder's train half may hold more batches: stop without loading one more
+        for step, batch in enumerate(itertools.islice(bar, cfg.steps_per_epoch)):
             strat.set_epoch(epoch + step / cfg.steps_per_epoch)
-            batch = _to(batch, cfg.device)
+            batch = batch_to(batch, cfg.device)
             metrics = strat.weight_step(batch, run.model_input(batch))
             if not strat.schedule.in_warmup(strat.epoch) and step < cfg.arch_steps_per_epoch:
-                ab = _to(next(arch_batches), cfg.device)
+                ab = batch_to(next(arch_batches), cfg.device)
                 metrics.update(strat.arch_step(ab, run.model_input(ab),
                                                steps_per_epoch=cfg.arch_steps_per_epoch))
             if not _finite(metrics):
@@ -358,10 +360,8 @@ def _evaluator(run: Run, ds):
         run.net.eval()
         total, n = 0.0, 0
         with torch.no_grad():
-            for k, batch in enumerate(_loader(ds, run.cfg, 10**6, salt=3)):
-                if k >= 2:
-                    break
-                batch = _to(batch, run.cfg.device)
+            for batch in itertools.islice(_loader(ds, run.cfg, 10**6, salt=3), 2):
+                batch = batch_to(batch, run.cfg.device)
                 total += float(run.space.loss(run.net(run.model_input(batch), run.net.plan(child)), batch))
                 n += 1
         run.net.train()

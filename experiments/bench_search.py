@@ -92,7 +92,7 @@ def worker(args: argparse.Namespace) -> dict:
 
     from atldas.config import SearchConfig
     from atldas.data.collate import collate
-    from atldas.search import build_run
+    from atldas.search import batch_to, build_run
     from search_spaces import get_space
 
     torch.set_num_threads(args.threads)
@@ -105,8 +105,7 @@ def worker(args: argparse.Namespace) -> dict:
     train, arch = space.datasets(cfg)
     batch = collate([train[i] for i in range(args.batch)])
     abatch = collate([arch[i] for i in range(args.batch)])
-    batch = {k: (v.to(args.device).float() if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-    abatch = {k: (v.to(args.device).float() if isinstance(v, torch.Tensor) else v) for k, v in abatch.items()}
+    batch, abatch = batch_to(batch, args.device), batch_to(abatch, args.device)
     run = build_run(cfg, Path("/tmp/bench_search_unused"))
     x, ax = run.model_input(batch), run.model_input(abatch)
     strat = run.strategy
@@ -226,7 +225,9 @@ def main(argv=None) -> int:
           f"{'contiguous' if args.contiguous else 'channels_last'}, "
           f"{args.threads} threads, median of {args.steps} steps")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        from atldas.utils.atomic import write_text_atomic
+
+        write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0
 
 

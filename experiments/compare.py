@@ -47,6 +47,8 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 
 import torch  # noqa: E402
 
+from atldas.utils.atomic import write_text_atomic  # noqa: E402
+
 log = logging.getLogger("atldas.compare")
 
 METRICS = ("SAD", "MSE", "Grad", "Conn")
@@ -78,16 +80,17 @@ def searched_genotype(args: argparse.Namespace, out: Path) -> Path:
             raise ConfigError(f"--searched {args.searched}: no genotype file there")
         return p
     from atldas.config import SearchConfig
+    from atldas.genotype import Genotype
     from atldas.search import search
     from search_spaces import get_space
 
     run = out / "search"
     cfg = get_space("matting").resolve(SearchConfig(space="matting", out=str(run), seed=0,
                                                     threads=args.threads))
-    done = run / "history.jsonl"
-    if done.is_file() and len(done.read_text().splitlines()) >= cfg.epochs and (run / "genotype.json").is_file():
-        log.info("searched genotype: reusing %s", run / "genotype.json")
-        return run / "genotype.json"
+    final = run / "genotype.json"
+    if final.is_file() and "repair" in (Genotype.load(final).cost or {}):  # per-epoch genotypes lack it
+        log.info("searched genotype: reusing %s", final)
+        return final
     log.info("searched genotype: atldas search --space matting --out %s", run)
     search(cfg, resume=(run / "checkpoint.pt").is_file())
     return run / "genotype.json"
@@ -95,7 +98,7 @@ def searched_genotype(args: argparse.Namespace, out: Path) -> Path:
 
 def random_genotype(searched: Path, out: Path, *, draws: int, seed: int) -> Path:
     """A uniform random genotype of the matting space with the MACs closest to ``searched``'s."""
-    from atldas.arch import ArchParams, Child
+    from atldas.arch import ArchParams
     from atldas.config import SearchConfig
     from atldas.derive import cost_record
     from atldas.genotype import Genotype
@@ -112,19 +115,12 @@ def random_genotype(searched: Path, out: Path, *, draws: int, seed: int) -> Path
                               target_layers=macro.get("layers", cfg.target_layers))
     target = space.measure(g, cfg, metric="macs")
     arch = ArchParams(topology=space.topology(cfg), ops=space.search_ops(with_none=False),
-                      blocks=space.block_names())
+                      blocks=space.block_names(), init_std=0.0)  # exactly uniform: every choice equally likely
     table = space.cost_table(cfg, metric="macs", arch=arch)
     gen = torch.Generator().manual_seed(seed)
     samples = arch.sample_many(draws, generator=gen)
     costs = table.of_samples(arch, samples)  # (draws,) MACs of each child
-    k = int((costs - target).abs().argmin())
-    topo = arch.topology
-    sets = {t: tuple(int(v) for v in samples[f"sets/{t}"][k]) for t in ("normal", "reduce")}
-    ops = {t: {topo.edge_index[(i, j)]: int(samples[f"ops/{t}"][k, topo.edge_index[(i, j)]])
-               for j, s in enumerate(sets[t]) for i in topo.input_sets[j][s]}
-           for t in ("normal", "reduce")}
-    blocks = {grp: int(samples[f"blocks/{grp}"][k]) for grp in arch.block_names}
-    child = Child(sets=sets, ops=ops, blocks=blocks)
+    child = arch.child_at(samples, int((costs - target).abs().argmin()))
     rg = space.child_to_genotype(arch, child, cfg)
     rg = rg.replace(cost=cost_record(space, cfg, rg, budget=None),
                     provenance={"random": {"seed": seed, "draws": draws, "matched_to": str(searched),
@@ -142,8 +138,9 @@ def _finished(run: Path, epochs: int) -> bool:
     return (run / "best.pt").is_file() and h.is_file() and len(h.read_text().splitlines()) >= epochs
 
 
-def train(model: str, run: Path, seed: int, args: argparse.Namespace) -> Path:
-    """Retrain ``model`` with the shared recipe into ``run`` (continued if interrupted)."""
+def train(model: str, run: Path, seed: int, args: argparse.Namespace) -> bool:
+    """Retrain ``model`` with the shared recipe into ``run`` (continued if interrupted); False when
+    the run was complete already."""
     from atldas.config import RetrainConfig
     from atldas.retrain import retrain
 
@@ -152,8 +149,9 @@ def train(model: str, run: Path, seed: int, args: argparse.Namespace) -> Path:
                         threads=args.threads, tensorboard=False, progress=args.progress)
     if _finished(run, cfg.epochs):
         log.info("%s: done already", run)
-        return run
-    return retrain(cfg, resume=(run / "last.pt").is_file())
+        return False
+    retrain(cfg, resume=(run / "last.pt").is_file())
+    return True
 
 
 def test_set(args: argparse.Namespace):
@@ -273,8 +271,8 @@ def main(argv=None) -> int:
             for seed in args.seeds:
                 run = out / f"{key}-seed{seed}"
                 t0 = time.perf_counter()
-                train(specs[key], run, seed, args)
-                times.append(time.perf_counter() - t0)
+                trained = train(specs[key], run, seed, args)
+                times.append(round(time.perf_counter() - t0, 1) if trained else None)  # None: reused
                 # genotype models are rebuilt from the run (its genotype.json holds the macro trained)
                 spec = str(run) if (run / "genotype.json").is_file() else specs[key]
                 per_seed.append(score(spec, run / "best.pt", ds))
@@ -303,8 +301,7 @@ def main(argv=None) -> int:
           f"crop {r['crop']}, seeds {r['seeds']}; test: {r['test']['count']} synthetic 'test' images at "
           f"{r['test']['size']}²; latency: batch 1, {r['threads']} CPU threads; ± is half the range over seeds")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0
 
 

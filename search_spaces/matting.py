@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from atldas.arch import ArchParams
 from atldas.config import SearchConfig
 from atldas.genotype import Genotype
+from atldas.matting.inference import batch_input
 from atldas.matting.losses import MattingLoss
 from atldas.models.cheapmatting import (DECODER_BLOCKS, HEAD_BLOCKS, CheapMatting, DecoderLevel,
                                         PredictionHead, PyramidPooling, StemEighth, StemHalf,
@@ -231,7 +232,7 @@ class MattingSpace(SearchSpace):
                                  backgrounds=cfg.backgrounds))
 
     def model_input(self, batch: Dict[str, Tensor]) -> Tensor:
-        return torch.cat([batch["image"], batch["trimap_onehot"]], dim=1)  # (B, 6, H, W)
+        return batch_input(batch)  # (B, 6, H, W)
 
     _loss = MattingLoss(l1=1.0, lap=1.0, comp=0.5)
 

@@ -24,3 +24,28 @@ def test_failed_write_keeps_the_old_file_and_removes_the_temporary(tmp_path):
             raise RuntimeError("disk full")
     assert p.read_text() == "old"
     assert [x.name for x in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_written_file_has_the_mode_a_plain_open_gives(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        p = write_text_atomic(tmp_path / "g.json", "{}")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")
+    finally:
+        os.umask(old)
+    assert (p.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777) == 0o644
+
+
+def test_history_drops_a_line_cut_short_by_a_kill(tmp_path):
+    import json
+
+    from atldas.utils.history import History
+
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"epoch": 0, "loss": 1.0}\n{"epoch": 1, "loss": 0.9}\n{"epoch": 2, "lo')
+    h = History(path, start=2)
+    h.append({"epoch": 2, "loss": 0.8})
+    assert [json.loads(x)["epoch"] for x in path.read_text().splitlines()] == [0, 1, 2]

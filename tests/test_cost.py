@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from atldas.arch import Child
 from atldas.config import SearchConfig
 from atldas.cost import Budget, dual_ascent, parse_amount
 from atldas.errors import ConfigError
@@ -49,13 +48,8 @@ def test_expected_cost_matches_monte_carlo(k):
     # the batched draws are exact costs of real children: spot-check against of_child
     few = net.arch.sample_many(5, generator=gen)
     costs = table.of_samples(net.arch, few)
-    topo = net.arch.topology
     for r in range(5):
-        sets = {t: tuple(int(v) for v in few[f"sets/{t}"][r]) for t in ("normal", "reduce")}
-        ops = {t: {topo.edge_index[(i, j)]: int(few[f"ops/{t}"][r, topo.edge_index[(i, j)]])
-                   for j, s in enumerate(sets[t]) for i in topo.input_sets[j][s]} for t in sets}
-        blocks = {g: int(few[f"blocks/{g}"][r]) for g in net.arch.block_names}
-        assert float(costs[r]) == table.of_child(Child(sets=sets, ops=ops, blocks=blocks))
+        assert float(costs[r]) == table.of_child(net.arch.child_at(few, r))
 
 
 def test_expected_cost_is_differentiable(tiny):

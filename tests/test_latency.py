@@ -129,7 +129,7 @@ def test_mismatched_lut_raises(space, cfg, lut):
     missing["ops"].pop(next(iter(missing["ops"])))
     with pytest.raises(ConfigError, match="no entry for op"):
         latency_table(space, cfg, arch=arch, lut=missing)
-    with pytest.raises(ConfigError, match="not an atldas-lut/1"):
+    with pytest.raises(ConfigError, match="not an atldas-lut/2"):
         latency_table(space, cfg, arch=arch, lut={"ops": {}})
     with pytest.raises(ConfigError) as info:
         latency_table(space, cfg, arch=arch, lut=other)
@@ -146,7 +146,7 @@ def test_save_load(tmp_path, lut):
     with pytest.raises(DataError, match="not a JSON latency table"):
         load_lut(tmp_path / "bad.json")
     (tmp_path / "other.json").write_text('{"format": "something-else"}')
-    with pytest.raises(DataError, match="not an atldas-lut/1"):
+    with pytest.raises(DataError, match="not an atldas-lut/2"):
         load_lut(tmp_path / "other.json")
 
 

@@ -225,3 +225,12 @@ def test_default_retrain_beats_the_trivial_prediction(tmp_path):
     best = torch.load(out / "best.pt", weights_only=True)
     assert best["metrics"]["SAD"] < 0.8 * best["trivial"]["SAD"]
     assert best["metrics"]["MSE"] < best["trivial"]["MSE"]
+
+
+def test_drop_path_on_a_network_without_darts_cells_is_refused(tmp_path):
+    from atldas.errors import ConfigError
+
+    cfg = RetrainConfig(model="cnn_baseline_tiny", out=str(tmp_path / "run"), epochs=1, drop_path=0.2, **TINY)
+    with pytest.raises(ConfigError, match="no DARTS cells"):
+        retrain(cfg)
+    assert not (tmp_path / "run" / "last.pt").exists()

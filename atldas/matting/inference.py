@@ -33,7 +33,7 @@ Foreground colours for RGBA cut-outs come from pymatting's multi-level foregroun
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Tuple
+from typing import Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -46,13 +46,19 @@ from atldas.models.aematter import centred_pad
 from atldas.models.registry import MattingModel
 from atldas.utils.memory_format import channels_last
 
-__all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input",
+__all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input", "batch_input",
            "tile_origins", "tile_weights", "check_tiling", "estimate_foreground"]
 
 #: Inputs are padded to a multiple of this (the networks downsample 5 times).
 PAD_MULTIPLE = 32
 #: Default overlap of neighbouring tiles, pixels.
 DEFAULT_OVERLAP = 64
+
+
+def batch_input(batch: Mapping[str, Tensor]) -> Tensor:
+    """A collated batch's network input: ``image`` (B, 3, H, W) and ``trimap_onehot`` (B, 3, H, W)
+    -> ``(B, 6, H, W)``, the layout :func:`network_input` gives for one image."""
+    return torch.cat([batch["image"], batch["trimap_onehot"]], dim=1)
 
 
 def network_input(image: np.ndarray, trimap: np.ndarray) -> Tensor:

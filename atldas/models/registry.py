@@ -48,6 +48,12 @@ class MattingModel:
     kind: str = "baseline"
     meta: Dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def learned(self) -> bool:
+        """Whether the network needs trained weights (False only with ``meta["learned"] = False``:
+        classical methods such as closed-form matting)."""
+        return bool(self.meta.get("learned", True))
+
     def forward(self, net: nn.Module, x: Tensor) -> Tensor:
         """Run ``net`` on ``x`` (B, 6, H, W) -> alpha (B, 1, H, W)."""
         if self.two_inputs:

@@ -15,6 +15,12 @@ from typing import Iterator, Union
 PathLike = Union[str, os.PathLike]
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path next to ``path`` (parent folders are created); on a clean exit it
@@ -26,6 +32,7 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would honour the umask
     try:
         yield tmp
         os.replace(tmp, p)

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
+
+from atldas.utils.atomic import write_text_atomic
+
+
+def _row(line: str) -> Optional[Dict[str, Any]]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:  # a line cut short by a kill in the middle of an append
+        return None
+    return row if isinstance(row, dict) else None
 
 
 class History:
-    """Append-only JSONL log; on construction drops the lines of epochs >= ``start`` (resume)."""
+    """Append-only JSONL log; on construction drops the lines of epochs >= ``start`` (resume) and
+    any line a kill cut short, rewriting the file atomically."""
 
     def __init__(self, path: Path, start: int) -> None:
         self.path = Path(path)
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
-        keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", -1) < start]
-        self.path.write_text("".join(ln + "\n" for ln in keep))
+        keep = [ln for ln in lines if (row := _row(ln)) is not None and row.get("epoch", -1) < start]
+        write_text_atomic(self.path, "".join(ln + "\n" for ln in keep))
 
     def append(self, row: Dict[str, Any]) -> None:
         with self.path.open("a") as fh:
