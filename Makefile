@@ -11,6 +11,7 @@ setup: $(STAMP)
 $(STAMP): setup.py constraints-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints-cpu.txt -e '.[dev,export]'
+	$(PY) -m atldas.warmup
 	touch $(STAMP)
 
 demo: setup

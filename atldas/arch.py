@@ -82,12 +82,17 @@ class ArchParams(nn.Module):
             for t in CELL_TYPES for j, s in enumerate(topology.input_sets)})
         self.gamma = nn.ParameterDict({g: nn.Parameter(init_std * torch.randn(len(c)))
                                        for g, c in self.block_names.items()})
+        # a mask per group (active candidates) and, beside it, how many pruning checks in a row each
+        # candidate has been below the threshold (pruning waits for evidence: :meth:`prune`)
         for t in CELL_TYPES:
             self.register_buffer(f"op_mask_{t}", torch.ones(E, n_ops, dtype=torch.bool))
+            self.register_buffer(f"op_strikes_{t}", torch.zeros(E, n_ops, dtype=torch.int32))
             for j, s in enumerate(topology.input_sets):
                 self.register_buffer(f"set_mask_{t}_{j}", torch.ones(len(s), dtype=torch.bool))
+                self.register_buffer(f"set_strikes_{t}_{j}", torch.zeros(len(s), dtype=torch.int32))
         for g, c in self.block_names.items():
             self.register_buffer(f"block_mask_{g}", torch.ones(len(c), dtype=torch.bool))
+            self.register_buffer(f"block_strikes_{g}", torch.zeros(len(c), dtype=torch.int32))
         for j in range(topology.nodes):
             self.register_buffer(f"incidence_{j}", topology.incidence(j), persistent=False)
 
@@ -268,19 +273,24 @@ class ArchParams(nn.Module):
     # ------------------------------------------------------------------ hard pruning
 
     @torch.no_grad()
-    def prune(self, *, ratio: float = 0.3) -> List[Dict[str, object]]:
-        """Drop candidates whose probability is below ``ratio / n_active`` in their group, keeping
-        at least the most probable one. Returns one event per group that lost candidates."""
+    def prune(self, *, ratio: float = 0.3, patience: int = 1) -> List[Dict[str, object]]:
+        """Drop candidates whose probability has been below ``ratio / n_active`` in their group at
+        ``patience`` checks in a row (one check is evidence of nothing when the logits random-walk),
+        keeping at least the most probable one. Returns one event per group that lost candidates."""
         events: List[Dict[str, object]] = []
 
-        def prune_group(probs: Tensor, mask: Tensor, label: str, names: Sequence[str]) -> None:
+        def prune_group(probs: Tensor, mask: Tensor, strikes: Tensor, label: str, names: Sequence[str]) -> None:
             n_active = int(mask.sum())
             if n_active <= 1:
+                strikes.zero_()
                 return
-            drop = mask & (probs < ratio / n_active)
+            below = mask & (probs < ratio / n_active)
+            strikes.copy_(torch.where(below, strikes + 1, torch.zeros_like(strikes)))
+            drop = strikes >= patience
             drop[int(torch.argmax(probs))] = False
             if drop.any():
                 mask &= ~drop
+                strikes[drop] = 0
                 events.append({"group": label, "dropped": [names[k] for k in drop.nonzero().flatten().tolist()],
                                "left": int(mask.sum())})
 
@@ -288,13 +298,16 @@ class ArchParams(nn.Module):
         for t in CELL_TYPES:
             for j in range(topo.nodes):
                 names = ["+".join(map(str, s)) for s in topo.input_sets[j]]
-                prune_group(self.set_probs(t, j), self.set_mask(t, j), f"{t}/node{j}/sets", names)
+                prune_group(self.set_probs(t, j), self.set_mask(t, j), getattr(self, f"set_strikes_{t}_{j}"),
+                            f"{t}/node{j}/sets", names)
             probs = self.op_probs(t)
+            strikes = getattr(self, f"op_strikes_{t}")
             for e, (i, j) in enumerate(topo.edges):
                 if self.edge_used(t, e):
-                    prune_group(probs[e], self.op_mask(t)[e], f"{t}/edge{i}->{j}/ops", self.op_names)
+                    prune_group(probs[e], self.op_mask(t)[e], strikes[e], f"{t}/edge{i}->{j}/ops", self.op_names)
         for g, names in self.block_names.items():
-            prune_group(self.block_probs(g), self.block_mask(g), f"block/{g}", names)
+            prune_group(self.block_probs(g), self.block_mask(g), getattr(self, f"block_strikes_{g}"), f"block/{g}",
+                        names)
         return events
 
     def edge_used(self, t: str, e: int) -> bool:

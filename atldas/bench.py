@@ -33,16 +33,18 @@ AEMatter-class baseline ten times that; ``--no-latency`` gives params and MACs i
 from __future__ import annotations
 
 import logging
-import platform
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError
-from atldas.models.registry import MattingModel
+from atldas.utils.atomic import write_json
+from atldas.models.base import MattingModel
+from atldas.models.zoo import resolve_model
+from atldas.utils.counting import count_macs_by_op
+from atldas.utils.device import device_name, resolve_device
 from atldas.utils.memory_format import channels_last
+from atldas.utils.timing import time_call
 
 log = logging.getLogger("atldas")
 
@@ -77,10 +79,7 @@ def _input(h: int, w: int, device: Union[str, torch.device]) -> torch.Tensor:
 
 
 def _count(model: MattingModel, net: torch.nn.Module, x: torch.Tensor) -> Tuple[int, Dict[str, int]]:
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model.forward(net, x)
-    by_op = {str(op): int(n) // 2 for op, n in counter.get_flop_counts().get("Global", {}).items()}
-    return int(counter.get_total_flops()) // 2, by_op
+    return count_macs_by_op(net, call=lambda: model.forward(net, x))
 
 
 def count_cost(model: MattingModel, *, size: Union[int, Sequence[int]] = 1024) -> Dict[str, Any]:
@@ -109,36 +108,17 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
                     device: Union[str, torch.device] = "cpu", threads: Optional[int] = None,
                     min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> Dict[str, float]:
     """Forward latency of ``model`` in ms: ``{"median", "p10", "p90", "samples"}`` (see the module docstring)."""
-    from torch.utils.benchmark import Timer
-
     h, w = _hw(size)
-    threads = int(threads or torch.get_num_threads())
     torch.manual_seed(0)
-    net = channels_last(model.build().to(device).eval())
-    x = channels_last(_input(h, w, device))
+    dev = torch.device(device)
+    net = channels_last(model.build().to(dev).eval())
+    x = channels_last(_input(h, w, dev))
 
     def run() -> None:
         with torch.no_grad():
             model.forward(net, x)
 
-    timer = Timer(stmt="run()", globals={"run": run}, num_threads=threads)
-    m = timer.blocked_autorange(min_run_time=min_run_time)  # its block-size estimate is the warm-up
-    times = list(m.times)
-    while len(times) < repeats:
-        times.extend(timer.timeit(1).times)
-    p10, median, p90 = np.percentile(np.asarray(times) * 1e3, [10, 50, 90])
-    return {"median": float(median), "p10": float(p10), "p90": float(p90), "samples": len(times)}
-
-
-def _device_name(dev: torch.device) -> str:
-    if dev.type == "cuda":
-        return torch.cuda.get_device_name(dev)
-    try:
-        with open("/proc/cpuinfo") as fh:
-            name = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    except OSError:
-        name = ""
-    return name or platform.processor() or platform.machine()
+    return time_call(run, threads=threads, min_run_time=min_run_time, repeats=repeats, sync=dev)
 
 
 def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, device: Union[str, torch.device] = "cpu",
@@ -159,9 +139,6 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     Returns:
         One record per model, in order.
     """
-    from atldas.models.registry import resolve_model
-    from atldas.predict import resolve_device
-
     if not models:
         raise ConfigError("name at least one MODEL to bench")
     if threads is not None and threads < 1:
@@ -182,10 +159,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
             lat.pop("samples")
         records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "input": [1, 6, h, w],
                         "latency_ms": lat, "device": str(dev), "macs_by_op": cost["macs_by_op"],
-                        "threads": n_threads if dev.type == "cpu" else None, "device_name": _device_name(dev)})
+                        "threads": n_threads if dev.type == "cpu" else None, "device_name": device_name(dev)})
     if json_path is not None:
-        from atldas.evaluate import write_json
-
         write_json(json_path, records)
     return records
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Callable, Dict, List, Optional
+from typing import List, Optional
 
-from atldas import __version__
+from atldas.version import __version__
 from atldas.errors import AtldasError
 
 log = logging.getLogger("atldas")
@@ -22,8 +22,11 @@ log = logging.getLogger("atldas")
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from atldas import evaluate
+    from atldas.matting.metrics import format_table
 
     if args.model is not None:
+        from atldas.matting import scoring  # the model path only: scoring folders does not import torch
+
         if args.pred is not None:
             raise AtldasError("eval takes either --model/--checkpoint/--data (run a model) or "
                               "--pred/--alpha/--trimap (score prediction folders), not both")
@@ -32,23 +35,26 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         kw = {"backgrounds": args.backgrounds}
         if args.limit is not None:
             kw["count" if args.data == "synthetic" else "limit"] = args.limit
-        evaluate.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
-                                save_pred=args.save_pred, json_path=args.json, device=args.device,
-                                progress=not args.no_progress, **kw)
+        result = scoring.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
+                                         save_pred=args.save_pred, json_path=args.json, device=args.device,
+                                         progress=not args.no_progress, **kw)
+        print(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"))
         return 0
     missing = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is None]
     if missing:
         raise AtldasError("eval needs --pred DIR --alpha DIR --trimap DIR (missing: "
                           + ", ".join("--" + m for m in missing) + ")")
-    evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
-                              json_path=args.json, progress=not args.no_progress)
+    result = evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
+                                       json_path=args.json, progress=not args.no_progress)
+    print(format_table(result, title=f"DIM metrics, {args.pred}"))
     return 0
 
 
 def _retrain_config(args: argparse.Namespace):
     import dataclasses
 
-    from atldas.config import RetrainConfig, apply_overrides, load_yaml
+    from atldas.config import apply_overrides, load_yaml
+    from atldas.retrain import RetrainConfig
 
     cfg = load_yaml(RetrainConfig, args.config) if args.config else RetrainConfig()
     flags = {"model": args.model, "data": args.data, "backgrounds": args.backgrounds, "epochs": args.epochs,
@@ -91,23 +97,16 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def _search_config(args: argparse.Namespace):
-    from atldas.config import SearchConfig, apply_overrides, load_yaml
-    from atldas.cost import parse_amount
+    from atldas.config import parse_amount
+    from atldas.run import make_search_config
 
-    cfg = load_yaml(SearchConfig, args.config) if args.config else SearchConfig()
     flags = {"space": args.space, "strategy": args.strategy, "data": args.data, "epochs": args.epochs,
              "seed": args.seed, "out": args.out, "device": args.device, "backgrounds": args.backgrounds,
-             "lut": args.lut, "threads": args.threads}
+             "lut": args.lut, "threads": args.threads, "progress": False if args.no_progress else None}
     for key in ("target_macs", "target_params", "target_latency_ms"):
         value = getattr(args, key)
         flags[key] = None if value is None else parse_amount(value)
-    changes = {k: v for k, v in flags.items() if v is not None}
-    if args.no_progress:
-        changes["progress"] = False
-    import dataclasses
-
-    cfg = dataclasses.replace(cfg, **changes)
-    return apply_overrides(cfg, args.set or [])
+    return make_search_config(file=args.config, sets=args.set or [], **flags)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -119,32 +118,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_derive(args: argparse.Namespace) -> int:
-    from atldas.derive import derive
+    from atldas.run import derive_run
 
-    path = derive(args.run_dir, out=args.out)
+    path = derive_run(args.run_dir, out=args.out)
     print(f"wrote {path}")
     return 0
 
 
 def _cmd_lut_build(args: argparse.Namespace) -> int:
-    import dataclasses
+    from atldas.latency import summary
+    from atldas.lut import lut_build
 
-    from atldas import latency
-    from atldas.config import SearchConfig, apply_overrides
-    from search_spaces import get_space
-
-    space = get_space(args.space)
-    cfg = apply_overrides(SearchConfig(space=args.space, device=args.device), args.set or [])
-    if args.size is not None:
-        if args.size < 32:
-            raise AtldasError(f"--size must be at least 32 (the network downsamples 5 times), got {args.size}")
-        cfg = dataclasses.replace(cfg, input_size=args.size)
-    cfg = space.resolve(cfg)
-    lut = latency.build_lut(space, cfg, device=args.device, threads=args.threads,
-                            min_run_time=args.min_run_time, progress=not args.no_progress)
-    path = latency.save_lut(lut, args.out or f"lut-{args.space}-{args.device}.json")
-    print(latency.summary(lut))
-    for rec in latency.check_lut(space, cfg, lut, n=args.check, min_run_time=args.min_run_time):
+    lut, path, checks = lut_build(space=args.space, device=args.device, size=args.size, threads=args.threads,
+                                  min_run_time=args.min_run_time, check=args.check, out=args.out,
+                                  sets=args.set or [], progress=not args.no_progress)
+    print(summary(lut))
+    for rec in checks:
         print(f"  check {rec['genotype']}: table {rec['table_ms']:.3f} ms, measured {rec['measured_ms']:.3f} ms "
               f"(x{rec['ratio']:.2f})")
     print(f"wrote {path}")
@@ -187,7 +176,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one sub-command per verb)."""
-    parser = argparse.ArgumentParser(prog="atldas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="atldas", description="Hardware-aware differentiable architecture search "
+                                     "with explicit topology learning (ATL-DAS) for image matting.")
     parser.add_argument("--version", action="version", version=f"atldas {__version__}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
@@ -196,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("search", parents=[common], help="search a supernet under a cost budget")
-    p.add_argument("--space", help="search space (matting, tiny); default matting")
+    p.add_argument("--space", help="search space (matting, tiny, darts_cifar, ...); default matting")
     p.add_argument("--strategy", help="atldas (default), darts, gdas or random")
     p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
     p.add_argument("--backgrounds", help="folder of background photos for the synthetic data")
@@ -320,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsub.required = True
     q = lsub.add_parser("build", parents=[common],
                         help="measure the latency of every candidate of a search space on this machine")
-    q.add_argument("--space", default="matting", help="search space (matting, tiny); default matting")
+    q.add_argument("--space", default="matting", help="search space (matting, tiny, darts_cifar); default matting")
     q.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     q.add_argument("--size", type=int, help="input size in pixels (default: the space's, 1024 for matting)")
     q.add_argument("--threads", type=int, default=1, help="torch CPU threads while timing (default 1)")

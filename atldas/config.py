@@ -1,129 +1,264 @@
-"""Run configurations as dataclasses, with YAML load/save and ``--set key=value`` overrides.
+"""Configurations as (nested) dataclasses: strict building from YAML or dicts, ``--set`` overrides.
 
-Every run writes its *resolved* configuration (every default spelled out) to ``config.yaml``.
+Each setting lives beside the class that uses it (a strategy's ``AtldasHP``, the task's ``DataCfg``,
+the space's ``SpaceCfg``, the budget's ``BudgetCfg``); a run's config composes them and its resolved
+form (every default spelled out) is what ``config.yaml`` stores. This module is the machinery only:
+
+- :func:`build` makes a dataclass from a mapping, recursing into nested dataclass fields, with
+  strict types: a YAML ``"no"`` (a string) for a bool, ``"abc"`` for an int or a list where a number
+  belongs is one ConfigError naming the key, the value and what is allowed;
+- :func:`apply_overrides` applies ``key=value`` texts; a key is a leaf field's name when it is unique
+  in the tree (``arch_lr``, ``crop``), or a dotted path (``hp.arch_lr``);
+- :func:`load_yaml` / :func:`save_yaml` read and write a config file (atomically).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
-from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
+__all__ = ["parse_amount", "coerce", "build", "apply_overrides", "leaf_paths", "annotation_at", "set_path",
+           "read_yaml", "load_yaml", "save_yaml", "to_dict"]
+
 C = TypeVar("C")
 
-
-@dataclass
-class SearchConfig:
-    """Configuration of ``atldas search``. ``None`` means "the search space's default".
-
-    Attributes mirror the command-line flags; see ``atldas search --help``.
-    """
-
-    space: str = "matting"
-    strategy: str = "atldas"
-    data: str = "synthetic"
-    backgrounds: Optional[str] = None
-    epochs: Optional[int] = None
-    steps_per_epoch: Optional[int] = None
-    arch_steps_per_epoch: Optional[int] = None
-    batch_size: Optional[int] = None
-    crop: Optional[int] = None
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    # budget
-    target_macs: Optional[float] = None
-    target_params: Optional[float] = None
-    target_latency_ms: Optional[float] = None
-    budget_form: str = "hinge"
-    lam_init: float = 1.0
-    lam_lr: float = 2.0
-    lut: Optional[str] = None
-    # search space knobs
-    C: Optional[int] = None
-    layers: Optional[int] = None
-    target_C: Optional[int] = None
-    target_layers: Optional[int] = None
-    k_min: int = 2
-    k_max: int = 2
-    input_size: Optional[int] = None
-    # optimisation
-    w_lr: float = 2e-3
-    w_weight_decay: float = 1e-4
-    grad_clip: float = 5.0
-    arch_lr: float = 3e-2
-    arch_weight_decay: float = 0.0
-    arch_samples: int = 1
-    channels_last: bool = True  # supernet and inputs in channels_last (atldas.utils.memory_format)
-    # sampling and pruning schedule
-    warmup_epochs: Optional[int] = None
-    tau_max: float = 5.0
-    tau_min: float = 0.1
-    eps_min: float = 0.2
-    prune_every: int = 1
-    prune_ratio: float = 0.3
-    # random strategy
-    random_candidates: int = 16
-    # output
-    out: Optional[str] = None
-    tensorboard: bool = True
-    plots: bool = True
-    progress: bool = True
+_AMOUNT = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _coerce(value: str, annotation: Any, key: str) -> Any:
-    """Turn the text of ``--set key=value`` into the field's type."""
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
-    if origin is typing.Union and type(None) in args:
-        if value.lower() in ("none", "null", ""):
-            return None
-        annotation = next(a for a in args if a is not type(None))
+def parse_amount(text: str) -> float:
+    """Parse ``8G``, ``2M``, ``500k``, ``1.5e9`` or ``20`` into a finite number."""
+    s = str(text).strip()
     try:
-        if annotation is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if annotation is int:
+        value = float(s[:-1]) * _AMOUNT[s[-1]] if s and s[-1] in _AMOUNT else float(s)
+    except ValueError:
+        raise ConfigError(f"cannot read {text!r} as an amount; write e.g. 8G, 2M, 500k or 1.5e9") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{text!r} is not a finite amount; write e.g. 8G, 2M, 500k or 1.5e9")
+    return value
+
+
+def _hints(cls: type) -> Dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _optional(annotation: Any) -> Tuple[bool, Any]:
+    """(None allowed, the inner type) of ``Optional[X]``."""
+    if typing.get_origin(annotation) is typing.Union and type(None) in typing.get_args(annotation):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return True, inner[0] if len(inner) == 1 else Any
+    return False, annotation
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def coerce(value: Any, annotation: Any, where: str) -> Any:
+    """``value`` (from YAML or Python) as ``annotation`` requires, strictly (module docstring)."""
+    nullable, ann = _optional(annotation)
+    if value is None:
+        if nullable:
+            return None
+        raise ConfigError(f"{where}: a value of type {_type_name(ann)} is required, got null")
+    bad = ConfigError(f"{where}: expected {_type_name(ann)}, got {value!r}")
+    origin = typing.get_origin(ann)
+    if ann is Any:
+        return value
+    if ann is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if ann is int:
+        if isinstance(value, bool):
+            raise bad
+        if isinstance(value, float) and value.is_integer():
             return int(value)
-        if annotation is float:
-            from atldas.cost import parse_amount
+        if isinstance(value, int):
+            return value
+        raise bad
+    if ann is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, str):
+                return parse_amount(value)  # "25G" in a YAML file reads as the text's amount
+            raise bad
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value!r} is not a finite number")
+        return float(value)
+    if ann is str:
+        if isinstance(value, str):
+            return value
+        raise bad
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        args = typing.get_args(ann)
+        elem = args[0] if args else Any
+        return tuple(coerce(v, elem, where) for v in value) if origin is tuple else [coerce(v, elem, where) for v in value]
+    if dataclasses.is_dataclass(ann):
+        if isinstance(value, ann):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {_type_name(ann)} keys, got {value!r}")
+        return build(ann, value, where=where)
+    return value
 
-            return parse_amount(value)
-        return str(value)
-    except (ValueError, ConfigError):
-        raise ConfigError(f"--set {key}={value}: expected a value of type "
-                          f"{getattr(annotation, '__name__', annotation)}") from None
+
+def build(cls: Type[C], data: Mapping[str, Any], *, where: str = "config",
+          types: Optional[Mapping[str, type]] = None) -> C:
+    """A ``cls`` instance from ``data`` (nested mappings for nested dataclass fields), strictly.
+
+    Args:
+        cls: the dataclass.
+        data: field name -> value; missing fields keep their defaults.
+        where: a prefix for messages (e.g. the file name).
+        types: field name -> the dataclass to build that field as (a polymorphic field, e.g. a
+            strategy's settings).
+
+    Raises:
+        ConfigError: an unknown key (naming the known ones) or a value of the wrong type.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of config keys, got {type(data).__name__}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(map(str, data)) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        ann = (types or {}).get(name, hints[name])
+        kwargs[name] = coerce(value, ann, f"{where}: {name}")
+    return cls(**kwargs)
 
 
-def apply_overrides(cfg: C, pairs: Iterable[str]) -> C:
-    """Apply ``key=value`` strings to a config dataclass (unknown keys list the known ones)."""
-    hints = typing.get_type_hints(type(cfg))
-    names = {f.name for f in fields(cfg)}  # type: ignore[arg-type]
-    changes: Dict[str, Any] = {}
+def to_dict(cfg: Any) -> Dict[str, Any]:
+    """A config as plain data (tuples become lists), for YAML and checkpoints."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def leaf_paths(cfg: Any) -> Dict[str, Tuple[str, ...]]:
+    """Every leaf field's dotted path, keyed by the path and, when unique in the tree, by its name."""
+    paths: Dict[str, Tuple[str, ...]] = {}
+    counts: Dict[str, int] = {}
+
+    def walk(obj: Any, prefix: Tuple[str, ...]) -> None:
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            path = prefix + (f.name,)
+            if dataclasses.is_dataclass(v):
+                walk(v, path)
+            else:
+                paths[".".join(path)] = path
+                counts[f.name] = counts.get(f.name, 0) + 1
+                paths.setdefault(f"~{f.name}", path)
+
+    walk(cfg, ())
+    out = {k: v for k, v in paths.items() if not k.startswith("~")}
+    for k, v in paths.items():
+        if k.startswith("~") and counts[k[1:]] == 1:
+            out.setdefault(k[1:], v)
+    return out
+
+
+def annotation_at(cfg: Any, path: Tuple[str, ...]) -> Any:
+    """The type annotation of the field at ``path``."""
+    obj = cfg
+    for name in path[:-1]:
+        obj = getattr(obj, name)
+    return _hints(type(obj))[path[-1]]
+
+
+def set_path(cfg: C, path: Tuple[str, ...], value: Any) -> C:
+    """A copy of ``cfg`` with the field at ``path`` replaced."""
+    if len(path) == 1:
+        return dataclasses.replace(cfg, **{path[0]: value})  # type: ignore[type-var]
+    inner = getattr(cfg, path[0])
+    return dataclasses.replace(cfg, **{path[0]: set_path(inner, path[1:], value)})  # type: ignore[type-var]
+
+
+def parse_text(text: str, annotation: Any, where: str) -> Any:
+    """The text of ``--set key=value`` as a value of ``annotation``."""
+    nullable, ann = _optional(annotation)
+    t = text.strip()
+    if nullable and t.lower() in ("none", "null", ""):
+        return None
+    if ann is bool:
+        if t.lower() in _TRUE:
+            return True
+        if t.lower() in _FALSE:
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {text!r}")
+    if ann is int:
+        try:
+            return int(t)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {text!r}") from None
+    if ann is float:
+        try:
+            return parse_amount(t)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    if typing.get_origin(ann) in (tuple, list):
+        try:
+            data = yaml.safe_load(t)
+        except yaml.YAMLError:
+            data = None
+        return coerce(data, ann, where)
+    return t
+
+
+def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[str, str]] = None,
+                    hook: Optional[Callable[[C, str], C]] = None) -> C:
+    """Apply ``key=value`` texts to a (nested) config dataclass.
+
+    Args:
+        cfg: the config.
+        pairs: ``key=value`` texts; a key is a dotted path or a leaf name unique in the tree.
+        aliases: old key -> current key (e.g. ``budget_form`` -> ``budget.form``).
+        hook: called as ``hook(cfg, key)`` before each key is resolved, to return a config in which
+            it can be (e.g. with the settings class of another strategy).
+
+    Raises:
+        ConfigError: a pair without ``=``, an unknown or ambiguous key (the message lists the known
+            keys), or a value of the wrong type.
+    """
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"--set expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
         key = key.strip().replace("-", "_")
-        if key not in names:
-            raise ConfigError(f"--set: unknown key {key!r}; known keys: {', '.join(sorted(names))}")
-        changes[key] = _coerce(value.strip(), hints[key], key)
-    return dataclasses.replace(cfg, **changes)  # type: ignore[type-var]
+        key = dict(aliases or {}).get(key, key)
+        if hook is not None:
+            cfg = hook(cfg, key)
+        paths = leaf_paths(cfg)
+        if key not in paths:
+            names = sorted(k for k in paths if "." not in k)
+            raise ConfigError(f"--set: unknown key {key!r}; known keys: {', '.join(names)} "
+                              "(or a dotted path such as hp.arch_lr)")
+        path = paths[key]
+        cfg = set_path(cfg, path, parse_text(value, annotation_at(cfg, path), f"--set {key}"))
+    return cfg
 
 
-def load_yaml(cls: Type[C], path: str | os.PathLike[str]) -> C:
-    """Read a config dataclass from YAML (unknown keys are an error naming them)."""
+def read_yaml(path: str | os.PathLike[str]) -> Dict[str, Any]:
+    """The mapping in a YAML config file (ConfigError, one line, when missing or malformed)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
@@ -133,61 +268,14 @@ def load_yaml(cls: Type[C], path: str | os.PathLike[str]) -> C:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config keys")
-    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{p}: unknown keys {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
-    return cls(**data)
+    return data
+
+
+def load_yaml(cls: Type[C], path: str | os.PathLike[str]) -> C:
+    """Read a (flat or nested) config dataclass from YAML, strictly (see :func:`build`)."""
+    return build(cls, read_yaml(path), where=str(path))
 
 
 def save_yaml(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write a config dataclass to YAML atomically."""
-    write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-
-
-@dataclass
-class RetrainConfig:
-    """Configuration of ``atldas retrain`` (see :mod:`atldas.retrain`).
-
-    The defaults train a small network (e.g. the genotype of a ``tiny`` search, or a genotype with
-    ``--set C=16 --set layers=5``) on the synthetic data in a few minutes on a 2-core CPU. ``C`` and
-    ``layers`` override the macro of a genotype / CheapMatting-macro MODEL (None: the model's own).
-    """
-
-    model: str = ""
-    data: str = "synthetic"
-    backgrounds: Optional[str] = None
-    epochs: int = 10
-    steps_per_epoch: int = 30
-    batch_size: int = 8
-    crop: int = 96
-    val_count: int = 16
-    val_size: int = 128
-    seed: int = 0
-    device: str = "cpu"
-    threads: Optional[int] = None
-    # macro overrides (genotype / CheapMatting-macro models only)
-    C: Optional[int] = None
-    layers: Optional[int] = None
-    # optimisation
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_epochs: float = 0.5
-    min_lr_ratio: float = 0.05
-    grad_clip: float = 5.0
-    amp: str = "auto"
-    channels_last: bool = True
-    ema: float = 0.0
-    drop_path: float = 0.0
-    # losses (atldas.matting.losses.MattingLoss weights)
-    loss_l1: float = 1.0
-    loss_lap: float = 1.0
-    loss_comp: float = 0.5
-    # output
-    out: Optional[str] = None
-    tensorboard: bool = True
-    tb_images: int = 4
-    progress: bool = True
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -1,4 +1,5 @@
-"""Cost model: per-candidate cost tables, expected cost, exact cost of a child, and the budget loss.
+"""Cost model: per-candidate cost tables built from a space, expected cost, exact cost of a child, and
+the budget.
 
 A :class:`CostTable` holds, for one metric (MACs, parameters or latency), the fixed cost ``base`` of
 everything that is not searched, and the cost of every candidate: for each cell type a matrix
@@ -14,14 +15,19 @@ and gamma.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.errors import ConfigError
+from atldas.latency import lut_lookup
+from atldas.ops import op_cost
+from atldas.topology import edge_geometry
+from atldas.utils.counting import count_macs, count_params
 
 #: Metric name -> unit used in messages.
 METRICS: Dict[str, str] = {"macs": "MACs", "params": "params", "latency_ms": "ms"}
@@ -133,6 +139,66 @@ class CostTable:
                            "blocks": {g: v.tolist() for g, v in self.blocks.items()}})
 
 
+# --------------------------------------------------------------------------- building a table
+
+def cell_table(space, arch: ArchParams, cost: Callable[[str, Tuple[int, int, int, int]], float]) -> Dict[str, Tensor]:
+    """Per cell type, an (edges, ops) table: for every edge and op, the sum over the bound space's
+    target cells of that type of ``cost(op, (C, H, W, stride))`` (the edge's geometry there)."""
+    topo = arch.topology
+    cells = {t: torch.zeros(topo.num_edges, len(arch.op_names), dtype=torch.float64) for t in CELL_TYPES}
+    memo: Dict[Tuple[str, Tuple[int, int, int, int]], float] = {}
+    for g in space.cell_geometry():
+        t = "reduce" if g.reduction else "normal"
+        for e, (i, _) in enumerate(topo.edges):
+            geo = edge_geometry(g, i)
+            for o, name in enumerate(arch.op_names):
+                if (name, geo) not in memo:
+                    memo[(name, geo)] = float(cost(name, geo))
+                cells[t][e, o] += memo[(name, geo)]
+    return cells
+
+
+def _count_block(make: Callable[[], Any], shapes, metric: str) -> int:
+    with torch.device("meta"):
+        m = make()
+        xs = [torch.zeros(s) for s in shapes]
+    return count_macs(m.eval(), *xs) if metric == "macs" else count_params(m)
+
+
+def cost_table(space, arch: ArchParams, *, metric: str, lut: Any = None) -> "CostTable":
+    """The exact cost table of ``arch``'s candidates in a bound space's target network.
+
+    Cell ops: their closed forms (:func:`atldas.ops.op_cost`; counted on the meta device for an op
+    without one), per unique edge geometry. Blocks and the fixed part: FlopCounterMode (MACs) or
+    ``numel`` (params) on the meta device, the fixed part as the measured reference network minus its
+    candidates, so the table adds up to the counter's figure for every child. ``latency_ms``: the
+    entries of a latency table (``lut``, :mod:`atldas.latency`).
+    """
+    if metric not in METRICS:
+        raise ConfigError(f"unknown cost metric {metric!r}; known: {', '.join(METRICS)}")
+    input_size = tuple(space.input_shape())
+    if metric == "latency_ms":
+        op_ms, block_ms, base = lut_lookup(space, lut)
+        blocks = {g: torch.tensor([block_ms(g, n) for n in names], dtype=torch.float64)
+                  for g, names in arch.block_names.items()}
+        return CostTable(metric=metric, base=base, cells=cell_table(space, arch, op_ms), blocks=blocks,
+                         input_size=input_size)
+
+    def edge_cost(name: str, geo: Tuple[int, int, int, int]) -> float:
+        C, H, W, stride = geo
+        c = op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=True)
+        return c.macs if metric == "macs" else c.params
+
+    cands = space.block_candidates()
+    blocks = {g: torch.tensor([_count_block(*cands[g][n], metric) for n in names], dtype=torch.float64)
+              for g, names in arch.block_names.items()}
+    table = CostTable(metric=metric, base=0.0, cells=cell_table(space, arch, edge_cost), blocks=blocks,
+                      input_size=input_size)
+    ref = arch.argmax()
+    table.base = float(space.measure(space.child_to_genotype(arch, ref), metric=metric)) - table.of_child(ref)
+    return table
+
+
 def uniform_edge_probs(arch: ArchParams, *, in_degree: int = 2) -> Dict[str, Tensor]:
     """pi for strategies without topology logits (DARTS, GDAS): each of the ``j + 2`` inputs of node
     ``j`` is kept with probability ``in_degree / (j + 2)`` (the top-k rule keeps ``in_degree``)."""
@@ -145,53 +211,147 @@ def uniform_edge_probs(arch: ArchParams, *, in_degree: int = 2) -> Dict[str, Ten
 
 
 @dataclass
-class Budget:
-    """A cost target and the form of its penalty.
+class BudgetCfg:
+    """The budget a search is asked for (at most one target) and how it is enforced.
 
-    Forms: ``hinge`` (default) ``lam * max(0, E/T - 1)``; ``abs`` ``lam * |E/T - 1|`` (TF-NAS);
-    ``mult`` multiplies the task loss by ``(E/T) ** exponent`` (the MnasNet/ProxylessNAS family;
-    ``lam`` unused).
+    Attributes:
+        target_macs: MACs of the target network at the space's input size (e.g. 25e9), or None.
+        target_params: parameters of the target network, or None.
+        target_latency_ms: latency from a latency table (``lut``), or None.
+        form: the penalty, ``lagrange``, ``hinge``, ``abs`` or ``mult`` (see :class:`Budget`).
+        aim: land at this fraction of the target (the search's own cost, before repair).
+        lam_init: initial budget multiplier.
+        lam_lr: dual-ascent step of the multiplier (per epoch).
+        lut: the latency table file of a latency budget.
+    """
+
+    target_macs: Optional[float] = None
+    target_params: Optional[float] = None
+    target_latency_ms: Optional[float] = None
+    form: str = "lagrange"
+    aim: float = 0.95
+    lam_init: float = 1.0
+    lam_lr: float = 2.0
+    lut: Optional[str] = None
+
+    def targets(self) -> Dict[str, float]:
+        """The targets given, metric -> value."""
+        given = {m: getattr(self, f"target_{m}") for m in ("macs", "params", "latency_ms")}
+        return {m: float(v) for m, v in given.items() if v is not None}
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first problem (two targets, a non-finite or negative value...)."""
+        given = self.targets()
+        if len(given) > 1:
+            raise ConfigError("give one budget: --target-macs, --target-params or --target-latency-ms "
+                              f"(got {', '.join('--target-' + m.replace('_', '-') for m in given)})")
+        for m, v in given.items():
+            if not math.isfinite(v) or v <= 0:
+                raise ConfigError(f"--target-{m.replace('_', '-')} must be a positive finite number, got {v}")
+        for name in ("lam_init", "lam_lr"):
+            v = getattr(self, name)
+            if not math.isfinite(v) or v < 0:
+                raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if self.form not in FORMS:
+            raise ConfigError(f"unknown budget form {self.form!r}; known: {', '.join(FORMS)}")
+        if not 0.0 < self.aim <= 1.0:
+            raise ConfigError(f"aim is a fraction of the budget in (0, 1], got {self.aim}")
+        if "latency_ms" in given and not self.lut:
+            raise ConfigError("--target-latency-ms needs a latency table: build one with `atldas lut build` "
+                              "and pass --lut FILE")
+
+    def build(self) -> Optional["Budget"]:
+        """The :class:`Budget`, or None for an unconstrained search."""
+        self.check()
+        given = self.targets()
+        if not given:
+            return None
+        metric, value = next(iter(given.items()))
+        return Budget(metric=metric, target=value, form=self.form, aim=self.aim, lam_init=self.lam_init,
+                      lam_lr=self.lam_lr)
+
+    @property
+    def metric(self) -> str:
+        """The metric of the budget (``macs`` when there is none: the cost reported)."""
+        return next(iter(self.targets()), "macs")
+
+
+#: Budget penalty forms (see :class:`Budget`).
+FORMS = ("lagrange", "hinge", "abs", "mult")
+
+
+@dataclass
+class Budget:
+    """A cost target, the form of its penalty and the settings of its multiplier.
+
+    With ``r = E[C] / target`` (the exact, differentiable expected cost) and the aim ``a`` (land at
+    ``a * target``, just under the budget):
+
+    - ``lagrange`` (default): ``lam * (r - a)`` with ``lam`` free in sign, the multiplier of the
+      equality constraint ``E[C] = a * target``: dual ascent raises ``lam`` while the policy costs too
+      much and lowers it (below 0: spend more) while it costs too little, so the search itself lands
+      on the budget and derive's repair only fixes rounding;
+    - ``hinge``: ``lam * max(0, r - a)``, ``lam >= 0`` (only ever pushes the cost down);
+    - ``abs``: ``lam * |r - a|``, ``lam >= 0`` (TF-NAS);
+    - ``mult``: the task loss times ``r ** exponent`` (the MnasNet/ProxylessNAS family; no ``lam``).
+
+    The multiplier starts at ``lam_init`` and takes dual-ascent steps of ``lam_lr`` per epoch, driven
+    by ``r`` itself, the quantity the penalty acts on. (Driving it by the argmax architecture's cost, as
+    the first version did, let one push make the argmax the cheapest child, after which ``lam`` fell
+    to 0 and the budget switched itself off.)
     """
 
     metric: str
     target: float
-    form: str = "hinge"
+    form: str = "lagrange"
+    aim: float = 0.95
     exponent: float = 0.6
+    lam_init: float = 1.0
+    lam_lr: float = 2.0
+    lam_max: float = 100.0
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
             raise ConfigError(f"unknown budget metric {self.metric!r}; known: {', '.join(METRICS)}")
         if not self.target > 0:
             raise ConfigError(f"the budget target must be positive, got {self.target}")
-        if self.form not in ("hinge", "abs", "mult"):
-            raise ConfigError(f"unknown budget form {self.form!r}; known: hinge, abs, mult")
+        if self.form not in FORMS:
+            raise ConfigError(f"unknown budget form {self.form!r}; known: {', '.join(FORMS)}")
+        if not 0.0 < self.aim <= 1.0:
+            raise ConfigError(f"the budget aim is a fraction of the target in (0, 1], got {self.aim}")
+
+    def penalty(self, expected: Tensor, lam: float, *, task_value: float = 0.0) -> Tuple[float, Tensor]:
+        """``(task scale, penalty)``: the arch loss is ``task scale * task loss + penalty``, whose
+        gradient reaches the logits through ``expected`` (for ``mult``, ``task_value`` is the task
+        loss's value)."""
+        ratio = expected / self.target
+        if self.form == "lagrange":
+            return 1.0, lam * (ratio - self.aim)
+        if self.form == "hinge":
+            return 1.0, lam * torch.relu(ratio - self.aim)
+        if self.form == "abs":
+            return 1.0, lam * (ratio - self.aim).abs()
+        scaled = (ratio / self.aim).clamp_min(1e-6) ** self.exponent
+        return float(scaled.detach()), task_value * scaled
 
     def apply(self, task_loss: Tensor, expected: Tensor, lam: float) -> Tensor:
         """Total arch loss = task loss combined with the budget penalty on E[C]."""
-        ratio = (expected / self.target).to(task_loss.dtype)
-        if self.form == "hinge":
-            return task_loss + lam * torch.relu(ratio - 1.0)
-        if self.form == "abs":
-            return task_loss + lam * (ratio - 1.0).abs()
-        return task_loss * ratio.clamp_min(1e-6) ** self.exponent
+        scale, pen = self.penalty(expected, lam, task_value=float(task_loss.detach()))
+        return scale * task_loss + pen.to(task_loss.dtype)
+
+    def dual_step(self, lam: float, expected: float, *, steps_per_epoch: int) -> float:
+        """The multiplier after one arch step at expected cost ``expected``."""
+        if self.form == "mult":
+            return lam
+        return dual_ascent(lam, cost=expected, target=self.aim * self.target, lr=self.lam_lr / max(1, steps_per_epoch),
+                           low=-self.lam_max if self.form == "lagrange" else 0.0, lam_max=self.lam_max)
 
 
-def dual_ascent(lam: float, *, derived_cost: float, target: float, lr: float, lam_max: float = 100.0) -> float:
-    """One dual-ascent step on the budget multiplier, driven by the cost of the argmax architecture."""
-    return float(min(lam_max, max(0.0, lam + lr * (derived_cost / target - 1.0))))
+def dual_ascent(lam: float, *, cost: float, target: float, lr: float, low: float = 0.0, lam_max: float = 100.0) -> float:
+    """One dual-ascent step on a budget multiplier: ``lam + lr * (cost / target - 1)``, clipped to
+    ``[low, lam_max]``."""
+    return float(min(lam_max, max(low, lam + lr * (cost / target - 1.0))))
 
 
-def parse_amount(text: str) -> float:
-    """Parse ``8G``, ``2M``, ``500k``, ``1.5e9`` or ``20`` into a number."""
-    s = str(text).strip()
-    scale = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
-    try:
-        if s and s[-1] in scale:
-            return float(s[:-1]) * scale[s[-1]]
-        return float(s)
-    except ValueError:
-        raise ConfigError(f"cannot read {text!r} as an amount; write e.g. 8G, 2M, 500k or 1.5e9") from None
-
-
-__all__ = ["METRICS", "CostTable", "Budget", "dual_ascent", "uniform_edge_probs", "format_cost",
-           "parse_amount"]
+__all__ = ["METRICS", "CostTable", "BudgetCfg", "Budget", "cell_table", "cost_table", "dual_ascent",
+           "uniform_edge_probs", "format_cost"]

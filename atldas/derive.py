@@ -1,21 +1,21 @@
-"""``atldas derive``: a discrete genotype from a search run, repaired onto the budget.
+"""The derive rule after a search: a discrete child, repaired onto the budget, as a costed genotype.
 
-Derive rule (algorithm.md): per node the most probable active input set, per chosen edge the most
-probable active op, per block group the most probable block (DARTS/GDAS runs: the top-2 rule).
-If the result is over budget, :func:`repair` swaps greedily (the swap that loses the least
-log-probability per unit of cost saved) until it fits; the genotype records the cost before and
-after, and says when the budget cannot be met.
+The child comes from the strategy (per node the most probable active input set, per chosen edge the
+most probable active op, per block group the most probable block; DARTS/GDAS: the top-2 rule; random
+search: the best of several random children by held-out loss). If it is over budget, :func:`repair`
+swaps greedily (the swap that loses the least log-probability per unit of cost saved) until it fits;
+:func:`finalize` records the cost before and after, and says when the budget cannot be met. No file
+I/O here: ``atldas derive`` (:func:`atldas.run.derive_run`) reads the run and writes the file.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from atldas import __version__
+from atldas.version import __version__
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.cost import Budget, CostTable, format_cost
 from atldas.genotype import Genotype
@@ -91,17 +91,17 @@ def repair(arch: ArchParams, child: Child, table: CostTable, target: float,
     return child, steps
 
 
-def cost_record(space, cfg, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[str, Any]:
-    """The genotype file's ``cost`` entry: MACs and params of the target network, counted."""
-    return {"input": list(space.input_shape(cfg)),
-            "macs": int(space.measure(genotype, cfg, metric="macs")),
-            "params": int(space.measure(genotype, cfg, metric="params")),
+def cost_record(space, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[str, Any]:
+    """The genotype file's ``cost`` entry: MACs and params of the bound space's target network, counted."""
+    return {"input": list(space.input_shape()),
+            "macs": int(space.measure(genotype, metric="macs")),
+            "params": int(space.measure(genotype, metric="params")),
             "latency_ms": None,
             "target": None if budget is None else {"metric": budget.metric, "value": budget.target},
             "counter": "torch.utils.flop_counter.FlopCounterMode total / 2 (convolutions, linear layers)"}
 
 
-def finalize(*, space, cfg, arch: ArchParams, child: Child, table: CostTable, budget: Optional[Budget],
+def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget: Optional[Budget],
              provenance: Dict[str, Any]) -> Genotype:
     """Repair ``child`` onto the budget and build the genotype with its cost record."""
     before = table.of_child(child)
@@ -109,8 +109,8 @@ def finalize(*, space, cfg, arch: ArchParams, child: Child, table: CostTable, bu
     if budget is not None and before > budget.target:
         child, swaps = repair(arch, child, table, budget.target)
     after = table.of_child(child)
-    genotype = space.child_to_genotype(arch, child, cfg)
-    cost = cost_record(space, cfg, genotype, budget=budget)
+    genotype = space.child_to_genotype(arch, child)
+    cost = cost_record(space, genotype, budget=budget)
     if budget is not None:
         cost["repair"] = {"metric": budget.metric, "before": before, "after": after, "swaps": len(swaps),
                           "feasible": after <= budget.target}
@@ -122,19 +122,4 @@ def finalize(*, space, cfg, arch: ArchParams, child: Child, table: CostTable, bu
     return genotype.replace(cost=cost, provenance={"atldas": __version__, **provenance})
 
 
-def derive(run_dir: str, *, out: Optional[str] = None) -> Path:
-    """``atldas derive RUN_DIR [--out FILE]``: derive and repair from the run's checkpoint.
-
-    Returns:
-        The path of the genotype file written (default ``RUN_DIR/genotype.json``).
-    """
-    from atldas.search import load_run
-
-    run = load_run(Path(run_dir))
-    genotype = run.final_genotype()
-    path = Path(out) if out else Path(run_dir) / "genotype.json"
-    genotype.save(path)
-    return path
-
-
-__all__ = ["repair", "finalize", "derive", "cost_record"]
+__all__ = ["repair", "finalize", "cost_record"]

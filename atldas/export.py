@@ -28,7 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from atldas.errors import AtldasError, ConfigError, DataError
+from atldas.models.zoo import resolve_model
 from atldas.utils.atomic import atomic_path
+from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
 
@@ -151,8 +153,6 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         AtldasError: onnx/onnxscript not installed ("pip install atldas[export]"), a bad checkpoint, a
             failed export or check.
     """
-    from atldas.models.registry import resolve_model
-    from atldas.utils.weights import load_weights
 
     _require_onnx()
     if size < 96 or size % 32:

@@ -10,7 +10,7 @@ Files (``atldas-genotype/1``, see docs/architecture) are JSON, written atomicall
 eval) and written when every node has in-degree 2:
 
     >>> g = Genotype.load("genotype.json")        # or a text file holding a DARTS Genotype(...) string
-    >>> g.validate()                               # ConfigError naming the cell and node on a fault
+    >>> g.validate(ops=OPS.names())                # ConfigError naming the cell and node on a fault
     >>> g.hash()                                   # 12 hex digits of the cells' canonical JSON
     >>> g.to_darts()
     "Genotype(normal=[('skip_connect', 0), ...], normal_concat=[2, 3, 4, 5], ...)"
@@ -257,16 +257,12 @@ class Genotype:
         """Check both cells; raise ConfigError naming the cell and node on a fault.
 
         Args:
-            ops: the allowed op names; default: every op registered in :data:`atldas.ops.OPS`.
+            ops: the allowed op names (e.g. ``atldas.ops.OPS.names()``, or a space's ops); None checks
+                the structure only (the networks that build a genotype check its ops).
 
         Returns:
             self, so that ``Genotype.load(p).validate()`` chains.
         """
-        if ops is None:
-            from atldas.ops import OPS
-
-            ops = OPS.names()
-        ops = list(ops)
         for name, cell in self.cells().items():
             cell.validate(ops=ops, name=name)
         return self

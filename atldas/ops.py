@@ -1,7 +1,8 @@
-"""Operation registry: the DARTS primitives, their building blocks, and the closed-form cost of each.
+"""Operation registry: the DARTS primitives, their building blocks, and their costs.
 
-Every candidate op of a cell edge is registered in :data:`OPS` as an :class:`OpSpec` that can
-build the module and give its cost without building it:
+Every candidate op of a cell edge is registered in :data:`OPS` (:func:`register_op`) as an
+:class:`OpSpec` that builds the module; the DARTS ops also carry a closed-form cost, and any other
+op is counted on the meta device, so registering a new op needs no cost formula:
 
     >>> from atldas.ops import build_op, op_cost
     >>> op = build_op("sep_conv_3x3", C_in=48, C_out=48, stride=1, affine=True)
@@ -27,8 +28,9 @@ released DARTS-family networks (e.g. CheapMatting) load strictly.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +38,7 @@ from torch import nn
 
 from atldas.errors import ConfigError
 from atldas.registry import Registry
+from atldas.utils.counting import count_macs, count_params
 
 __all__ = [
     "PRIMITIVES",
@@ -43,7 +46,7 @@ __all__ = [
     "OPS",
     "OpSpec",
     "OpCost",
-    "SizedMacs",
+    "register_op",
     "ReLUConvBN",
     "FactorizedReduce",
     "SepConv",
@@ -58,8 +61,6 @@ __all__ = [
     "conv_output_size",
     "relu_conv_bn_cost",
     "factorized_reduce_cost",
-    "module_macs",
-    "count_params",
 ]
 
 #: The DARTS op set, in the DARTS order (``none`` is only for the DARTS baseline).
@@ -83,14 +84,6 @@ class OpCost(NamedTuple):
 
     macs: int
     params: int
-
-
-class SizedMacs(NamedTuple):
-    """MACs of a module on a given input, with the spatial size of its output."""
-
-    macs: int
-    H: int
-    W: int
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,33 +313,51 @@ def _skip_cost(*, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bo
 
 @dataclass(frozen=True)
 class OpSpec:
-    """A registered cell op: how to build it and what it costs.
+    """A registered cell op: how to build it and, optionally, its closed-form cost.
 
     Attributes:
         name: registry name (``sep_conv_3x3``...).
-        build: ``build(C_in=, C_out=, stride=, affine=) -> nn.Module``.
-        cost: ``cost(C_in=, C_out=, H=, W=, stride=, affine=) -> OpCost`` (H, W: input size).
+        build: ``build(C_in=, C_out=, stride=, affine=) -> nn.Module``; on ``(B, C_in, H, W)`` the module
+            must give ``(B, C_out, H', W')`` with H' = H at stride 1 and ``ceil(H / 2)`` at stride 2.
+        cost: ``cost(C_in=, C_out=, H=, W=, stride=, affine=) -> OpCost`` (H, W: input size), or None:
+            the cost is then counted (FlopCounterMode on the meta device, params by ``numel``).
         maps_channels: whether the op can have ``C_out != C_in`` (convs, FactorizedReduce).
     """
 
     name: str
     build: Callable[..., nn.Module]
-    cost: Callable[..., OpCost]
-    maps_channels: bool
+    cost: Optional[Callable[..., OpCost]] = None
+    maps_channels: bool = False
 
 
 #: Registry of cell ops: name -> :class:`OpSpec`.
 OPS: Registry[OpSpec] = Registry("op")
 
 
+def register_op(name: str, build: Callable[..., nn.Module], *, cost: Optional[Callable[..., OpCost]] = None,
+                maps_channels: bool = False) -> OpSpec:
+    """Register a cell op, usable in every search space's ``ops`` and in genotypes.
+
+    Args:
+        name: a new op name (a duplicate raises ValueError).
+        build: ``build(*, C_in, C_out, stride, affine) -> nn.Module`` (see :class:`OpSpec`).
+        cost: an optional closed form; without one the cost tables count the op on the meta device,
+            so a new op needs no hand-written formula.
+        maps_channels: whether ``C_out != C_in`` is allowed.
+
+    Example:
+        >>> register_op("conv_3x3", lambda *, C_in, C_out, stride, affine: nn.Sequential(
+        ...     nn.ReLU(), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine)),
+        ...     maps_channels=True)
+    """
+    spec = OpSpec(name=name, build=build, cost=cost, maps_channels=maps_channels)
+    OPS.add(name, spec)
+    return spec
+
+
 def _same_channels(name: str, C_in: int, C_out: int) -> None:
     if C_in != C_out:
         raise ConfigError(f"op {name!r} keeps the channel count; got C_in={C_in}, C_out={C_out}")
-
-
-def _register(name: str, build: Callable[..., nn.Module], cost: Callable[..., OpCost],
-              maps_channels: bool) -> None:
-    OPS.add(name, OpSpec(name=name, build=build, cost=cost, maps_channels=maps_channels))
 
 
 def _build_skip(*, C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
@@ -356,26 +367,23 @@ def _build_skip(*, C_in: int, C_out: int, stride: int, affine: bool) -> nn.Modul
     return FactorizedReduce(C_in=C_in, C_out=C_out, affine=affine)
 
 
-_register("none", lambda *, C_in, C_out, stride, affine: Zero(stride=stride), _free_cost, False)
-_register("max_pool_3x3",
-          lambda *, C_in, C_out, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
-          _free_cost, False)
-_register("avg_pool_3x3",
-          lambda *, C_in, C_out, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1,
-                                                               count_include_pad=False),
-          _free_cost, False)
-_register("skip_connect", _build_skip, _skip_cost, True)
+register_op("none", lambda *, C_in, C_out, stride, affine: Zero(stride=stride), cost=_free_cost)
+register_op("max_pool_3x3", lambda *, C_in, C_out, stride, affine: nn.MaxPool2d(3, stride=stride, padding=1),
+            cost=_free_cost)
+register_op("avg_pool_3x3",
+            lambda *, C_in, C_out, stride, affine: nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False),
+            cost=_free_cost)
+register_op("skip_connect", _build_skip, cost=_skip_cost, maps_channels=True)
 for _k in (3, 5):
-    _register(f"sep_conv_{_k}x{_k}",
-              (lambda k: lambda *, C_in, C_out, stride, affine: SepConv(
-                  C_in=C_in, C_out=C_out, kernel_size=k, stride=stride, padding=k // 2,
-                  affine=affine))(_k),
-              _sep_conv_cost(_k), True)
-    _register(f"dil_conv_{_k}x{_k}",
-              (lambda k: lambda *, C_in, C_out, stride, affine: DilConv(
-                  C_in=C_in, C_out=C_out, kernel_size=k, stride=stride, padding=k - 1, dilation=2,
-                  affine=affine))(_k),
-              _dil_conv_cost(_k), True)
+    register_op(f"sep_conv_{_k}x{_k}",
+                (lambda k: lambda *, C_in, C_out, stride, affine: SepConv(
+                    C_in=C_in, C_out=C_out, kernel_size=k, stride=stride, padding=k // 2, affine=affine))(_k),
+                cost=_sep_conv_cost(_k), maps_channels=True)
+    register_op(f"dil_conv_{_k}x{_k}",
+                (lambda k: lambda *, C_in, C_out, stride, affine: DilConv(
+                    C_in=C_in, C_out=C_out, kernel_size=k, stride=stride, padding=k - 1, dilation=2,
+                    affine=affine))(_k),
+                cost=_dil_conv_cost(_k), maps_channels=True)
 del _k
 
 
@@ -407,13 +415,24 @@ def build_op(name: str, *, C_in: int, C_out: int | None = None, stride: int = 1,
     return spec.build(C_in=C_in, C_out=C_out, stride=stride, affine=affine)
 
 
-def op_cost(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, stride: int = 1,
-            affine: bool = True) -> OpCost:
-    """Closed-form MACs and parameter count of op ``name`` on a ``(1, C_in, H, W)`` input.
+@functools.lru_cache(maxsize=4096)
+def _counted_cost(name: str, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
+    with torch.device("meta"):
+        op = build_op(name, C_in=C_in, C_out=C_out, stride=stride, affine=affine)
+        x = torch.zeros(1, C_in, H, W)
+    return OpCost(macs=count_macs(op.eval(), x), params=count_params(op))
 
-    MACs equal FlopCounterMode's total / 2 for batch 1 exactly (multiply by the batch size for more).
+
+def op_cost(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, stride: int = 1,
+            affine: bool = True, counted: bool = False) -> OpCost:
+    """MACs and parameter count of op ``name`` on a ``(1, C_in, H, W)`` input.
+
+    The op's closed form when it has one (equal to the counter, tests check it), else (or with
+    ``counted=True``) FlopCounterMode total / 2 and ``numel`` on the meta device, cached per geometry.
     """
     spec, C_out = _spec(name, C_in, C_out, stride)
+    if spec.cost is None or counted:
+        return _counted_cost(name, C_in, C_out, H, W, stride, affine)
     return spec.cost(C_in=C_in, C_out=C_out, H=H, W=W, stride=stride, affine=affine)
 
 
@@ -433,67 +452,3 @@ def op_output_size(*, H: int, W: int, stride: int) -> tuple[int, int]:
     """Spatial output size of every cell op: ``(H, W)`` at stride 1, ``(ceil(H/2), ceil(W/2))`` at 2."""
     _check_stride(stride)
     return _half(H, stride), _half(W, stride)
-
-
-# --------------------------------------------------------------------------------------------
-# closed-form MACs of assembled modules
-
-
-_SIZE_PRESERVING = (
-    nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Sigmoid, nn.Tanh, nn.GELU, nn.Identity, Identity,
-    nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.Dropout,
-)
-
-
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def module_macs(module: nn.Module, *, H: int, W: int) -> SizedMacs:
-    """Closed-form MACs of ``module`` on a ``(1, C, H, W)`` input, and its output size.
-
-    Handles Conv2d, pools, size-preserving layers (activations, norms), ``nn.Sequential`` chains,
-    the DARTS ops of this module, and any module with a ``macs_at(*, H, W) -> SizedMacs`` method.
-    Exactly FlopCounterMode's total / 2 for the modules it accepts; others raise TypeError.
-    """
-    if hasattr(module, "macs_at"):
-        return module.macs_at(H=H, W=W)
-    if isinstance(module, nn.Conv2d):
-        if not isinstance(module.padding, (tuple, list)):
-            raise TypeError(f"padding mode {module.padding!r} has no closed-form size here")
-        (kh, kw), (sh, sw) = _pair(module.kernel_size), _pair(module.stride)
-        (ph, pw), (dh, dw) = _pair(module.padding), _pair(module.dilation)
-        Ho = conv_output_size(H, kernel_size=kh, stride=sh, padding=ph, dilation=dh)
-        Wo = conv_output_size(W, kernel_size=kw, stride=sw, padding=pw, dilation=dw)
-        per_pixel = module.out_channels * (module.in_channels // module.groups) * kh * kw
-        return SizedMacs(per_pixel * Ho * Wo, Ho, Wo)
-    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-        if getattr(module, "ceil_mode", False):
-            raise TypeError("ceil_mode pooling has no closed-form size here")
-        (kh, kw), (ph, pw) = _pair(module.kernel_size), _pair(module.padding)
-        sh, sw = _pair(module.stride if module.stride is not None else module.kernel_size)
-        dh, dw = _pair(getattr(module, "dilation", 1))
-        return SizedMacs(0, conv_output_size(H, kernel_size=kh, stride=sh, padding=ph, dilation=dh),
-                         conv_output_size(W, kernel_size=kw, stride=sw, padding=pw, dilation=dw))
-    if isinstance(module, Zero):
-        return SizedMacs(0, _half(H, module.stride), _half(W, module.stride))
-    if isinstance(module, FactorizedReduce):
-        m = factorized_reduce_cost(C_in=module.conv_1.in_channels, C_out=module.bn.num_features,
-                                   H=H, W=W).macs
-        return SizedMacs(m, _half(H, 2), _half(W, 2))
-    if isinstance(module, (ReLUConvBN, SepConv, DilConv)):
-        return module_macs(module.op, H=H, W=W)
-    if isinstance(module, nn.Sequential):
-        total = 0
-        for child in module:
-            m, H, W = module_macs(child, H=H, W=W)
-            total += m
-        return SizedMacs(total, H, W)
-    if isinstance(module, _SIZE_PRESERVING):
-        return SizedMacs(0, H, W)
-    raise TypeError(f"no closed-form MACs for {type(module).__name__}")
-
-
-def count_params(module: nn.Module) -> int:
-    """``sum(p.numel() for p in module.parameters())``."""
-    return sum(p.numel() for p in module.parameters())

@@ -19,7 +19,7 @@ from the file headers). A problem is one :class:`~atldas.errors.AtldasError` lin
 
 Weights: ``checkpoint`` is required for a learned network (without it the output would be noise from
 random weights). A non-learned MODEL (a classical method such as closed-form matting) declares
-``meta={"learned": False}`` in its :class:`~atldas.models.registry.MattingModel` and runs without one
+``meta={"learned": False}`` in its :class:`~atldas.models.base.MattingModel` and runs without one
 (``MattingModel.learned``).
 """
 
@@ -36,36 +36,24 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_rgb, read_trimap, write_alpha, write_rgb
+from atldas.data.io import (IMAGE_EXTENSIONS, list_images, pair_by_stem, read_rgb, read_trimap, write_alpha,
+                            write_rgb)
 from atldas.errors import ConfigError, DataError
-from atldas.models.registry import resolve_model
+from atldas.matting.inference import check_tiling, estimate_foreground, predict_alpha
+from atldas.models.zoo import resolve_model
+from atldas.utils.device import resolve_device
 from atldas.utils.memory_format import channels_last
+from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
 
-__all__ = ["predict", "match_inputs", "check_sizes", "resolve_device"]
+__all__ = ["predict", "match_inputs", "check_sizes"]
 
 PathLike = Union[str, os.PathLike]
 #: How many file names a one-line error lists.
 SHOWN = 5
 #: Suffix of the cut-out file names.
 CUTOUT_SUFFIX = "_rgba"
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... as a device; ConfigError when it is not available."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"unknown device {device!r}; use cpu or cuda") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but no CUDA device is available here; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    elif dev.type != "cpu":
-        raise ConfigError(f"device {device!r} is not supported; use cpu or cuda")
-    return dev
 
 
 def _listed(items: List[str]) -> str:
@@ -95,17 +83,18 @@ def match_inputs(image: PathLike, trimap: PathLike) -> List[Tuple[str, Path, Pat
     if tri.is_file():
         raise ConfigError(f"--image {img} is a folder but --trimap {tri} is a file; give a folder of trimaps "
                           "named like the images")
-    images, trimaps = list_images(img), list_images(tri)
+    images = list_images(img)
     if not images:
         raise DataError(f"{img}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
-    unmatched = [p.name for s, p in images.items() if s not in trimaps]
+    pairing = pair_by_stem(images, {"trimap": list_images(tri)})
+    unmatched = [p.name for p in pairing.missing.get("trimap", [])]
     if unmatched:
         raise DataError(f"{len(unmatched)} image(s) in {img} have no trimap with the same file stem in {tri}: "
                         f"{_listed(unmatched)}; add the trimaps (e.g. {tri / (Path(unmatched[0]).stem + '.png')})")
-    extra = sorted(p.name for s, p in trimaps.items() if s not in images)
+    extra = [p.name for p in pairing.unused.get("trimap", [])]
     if extra:
         log.warning("%s: %d trimap(s) without an image, ignored: %s", tri, len(extra), _listed(extra))
-    return [(s, images[s], trimaps[s]) for s in sorted(images)]
+    return [(stem, path, found["trimap"]) for stem, path, found in pairing.items]
 
 
 def _header_size(path: Path) -> Tuple[int, int]:
@@ -178,9 +167,6 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     Raises:
         AtldasError: any problem with the inputs, found before anything is written (one line).
     """
-    from atldas.matting.inference import check_tiling, estimate_foreground, predict_alpha
-    from atldas.utils.weights import load_weights
-
     if bits not in (8, 16):
         raise ConfigError(f"--bits must be 8 or 16, got {bits}")
     if tile is not None:

@@ -39,6 +39,12 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return its object (a miss raises ConfigError listing the names)."""
+        obj = self.get(name)
+        del self._items[name]
+        return obj
+
     def get(self, name: str) -> T:
         """Return the object registered as ``name``; a miss raises ConfigError listing the names."""
         try:

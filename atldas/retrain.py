@@ -6,7 +6,7 @@
         --epochs 100 --set steps_per_epoch=1000 --set crop=512 --set batch_size=16
     atldas retrain --out RUN_DIR --resume
 
-MODEL is anything :func:`atldas.models.registry.resolve_model` takes: a genotype file (built in the
+MODEL is anything :func:`atldas.models.zoo.resolve_model` takes: a genotype file (built in the
 target macro its ``space`` metadata names), a search run directory, a registered name
 (``cheapmatting``, ``cnn_baseline_tiny``, ...). ``--set C=.. --set layers=..`` override the macro of a
 genotype or CheapMatting-macro model; the run's ``genotype.json`` records the macro actually trained,
@@ -55,29 +55,41 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
+from tqdm import tqdm
 
-from atldas import __version__
-from atldas.config import RetrainConfig, load_yaml, save_yaml
-from atldas.data.collate import collate
+from atldas.version import __version__
+from atldas.config import build
+from atldas.data.datasets import open_dataset
+from atldas.data.loading import EpochBatches, make_loader
+from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import AtldasError, ConfigError, DataError
-from atldas.matting.inference import batch_input
+from atldas.genotype import Genotype
+from atldas.matting.inference import predict_alpha
 from atldas.matting.losses import MattingLoss
-from atldas.utils.history import History
+from atldas.matting.metrics import summarise
+from atldas.matting.scoring import score_dataset, trivial_alpha
+from atldas.models.base import MattingModel
+from atldas.models.cheapmatting import CheapMattingCfg
+from atldas.models.zoo import genotype_macro, resolve_model
+from atldas.rundir import RunDir
+from atldas.tensors import batch_to, matting_input
+from atldas.utils.checkpoint import load_checkpoint
+from atldas.utils.device import resolve_device
 from atldas.utils.memory_format import channels_last
-from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
+from atldas.utils.tb import add_scalars
 
 log = logging.getLogger("atldas")
 
@@ -90,6 +102,55 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 # --------------------------------------------------------------------------- configuration
+
+@dataclass
+class RetrainConfig:
+    """Configuration of ``atldas retrain`` (see :mod:`atldas.retrain`).
+
+    The defaults train a small network (e.g. the genotype of a ``tiny`` search, or a genotype with
+    ``--set C=16 --set layers=5``) on the synthetic data in a few minutes on a 2-core CPU. ``C`` and
+    ``layers`` override the macro of a genotype / CheapMatting-macro MODEL (None: the model's own).
+    """
+
+    model: str = ""
+    data: str = "synthetic"
+    backgrounds: Optional[str] = None
+    epochs: int = 10
+    steps_per_epoch: int = 30
+    batch_size: int = 8
+    crop: int = 96
+    val_count: int = 16
+    val_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None
+    # macro overrides (genotype / CheapMatting-macro models only)
+    C: Optional[int] = None
+    layers: Optional[int] = None
+    # optimisation
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_epochs: float = 0.5
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 5.0
+    amp: str = "auto"
+    channels_last: bool = True
+    ema: float = 0.0
+    drop_path: float = 0.0
+    num_workers: int = 0
+    # losses (atldas.matting.losses.MattingLoss weights)
+    loss_l1: float = 1.0
+    loss_lap: float = 1.0
+    loss_comp: float = 0.5
+    # output
+    out: Optional[str] = None
+    tensorboard: bool = True
+    tb_images: int = 4
+    progress: bool = True
+
 
 def _check(cfg: RetrainConfig) -> None:
     if not cfg.model:
@@ -116,8 +177,9 @@ def _check(cfg: RetrainConfig) -> None:
         raise ConfigError(f"lr must be positive, got {cfg.lr}")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError(f"warmup_epochs ({cfg.warmup_epochs}) must be in [0, epochs={cfg.epochs})")
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda asked for, but torch sees no CUDA device; use --device cpu")
+    if not 0 <= cfg.num_workers <= 64:
+        raise ConfigError(f"num_workers must be in 0..64, got {cfg.num_workers}")
+    resolve_device(cfg.device)
 
 
 def default_out(cfg: RetrainConfig) -> Path:
@@ -129,49 +191,36 @@ def default_out(cfg: RetrainConfig) -> Path:
 
 # --------------------------------------------------------------------------- model
 
-def run_genotype(cfg: RetrainConfig):
-    """The genotype of ``cfg.model`` with the macro overrides applied (None for baselines).
+def run_genotype(cfg: RetrainConfig) -> Optional[Genotype]:
+    """The genotype of ``cfg.model`` with the macro overrides applied (None for hand-designed models).
 
-    The result's ``space`` metadata is such that :func:`~atldas.models.registry.resolve_model` of the
-    run directory rebuilds exactly the network trained.
+    Its ``space.macro`` records the whole CheapMatting macro trained, so that
+    :func:`~atldas.models.zoo.resolve_model` of the run directory rebuilds exactly this network.
     """
-    from atldas.models.registry import resolve_model
-
     model = resolve_model(cfg.model)
     overrides = {k: getattr(cfg, k) for k in ("C", "layers") if getattr(cfg, k) is not None}
     if model.genotype is None:
         if overrides:
-            raise ConfigError(f"--set {'/'.join(overrides)}: {cfg.model} is a hand-designed baseline without a "
+            raise ConfigError(f"--set {'/'.join(overrides)}: {cfg.model} is a hand-designed model without a "
                               "macro to override; pick a variant by name (e.g. cnn_baseline_small) instead")
         return None
     g = model.genotype
     space = dict(g.space or {})
-    macro = dict(space.get("macro") or {})
-    if model.kind == "derived":
-        import derived_models
-
-        knobs = dict(derived_models.get_model_spec(cfg.model).knobs)
-        extra = sorted(set(knobs) - {"C", "layers"})
-        if extra:  # pragma: no cover - every registered model has only C and layers today
-            raise ConfigError(f"{cfg.model}: knobs {extra} cannot be recorded in a genotype file")
-        macro = {"C": knobs.get("C", 48), "layers": knobs.get("layers", 14)}
+    if model.kind == "registered":
+        macro: Dict[str, Any] = CheapMattingCfg().to_meta()  # the released macro
         # a registered model is a genotype in the CheapMatting macro, whatever space it was searched in
         space = {k: v for k, v in space.items() if k != "name"}
         space["searched_in"] = (g.space or {}).get("name")
-    if overrides:
-        if "C" in overrides and overrides["C"] % 2:
-            raise ConfigError(f"--set C={overrides['C']}: C must be even (the stem halves it)")
-        macro.update(overrides)
-    space["macro"] = macro
+    else:
+        macro = {"name": genotype_macro(g)[0], **genotype_macro(g)[1]}
+    space["macro"] = CheapMattingCfg.from_meta({**macro, **overrides}).to_meta()
     prov = {**dict(g.provenance), "retrained_from": cfg.model}
-    cost = dict(g.cost) if not overrides and model.kind != "derived" else {}
+    cost = dict(g.cost) if not overrides and model.kind != "registered" else {}
     return g.replace(space=space, provenance=prov, cost=cost)
 
 
-def build_model(cfg: RetrainConfig, out: Path):
+def build_model(cfg: RetrainConfig, out: Path) -> Tuple[MattingModel, Optional[Genotype]]:
     """``(MattingModel, genotype or None)``; genotype models are built from ``out/genotype.json``."""
-    from atldas.models.registry import resolve_model
-
     genotype = run_genotype(cfg)
     if genotype is None:
         return resolve_model(cfg.model), None
@@ -191,16 +240,12 @@ def _set_clamp(net: nn.Module, value: bool) -> None:
 def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     """(training set, validation set)."""
     if cfg.data == "synthetic":
-        from atldas.data.synthetic import SyntheticMatting
-
         per_epoch = cfg.steps_per_epoch * cfg.batch_size
         train = SyntheticMatting(size=cfg.crop, length=cfg.epochs * per_epoch, seed=cfg.seed, split="train",
                                  backgrounds=cfg.backgrounds)
         val = SyntheticMatting(size=cfg.val_size, length=cfg.val_count, seed=cfg.seed, split="val",
                                backgrounds=cfg.backgrounds)
         return train, val
-    from atldas.data.datasets import open_dataset
-
     root = Path(cfg.data)
     if not root.is_dir():
         raise DataError(f"--data {root}: no such folder; pass 'synthetic' or a data set folder")
@@ -225,19 +270,19 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     return train, val
 
 
-def _epoch_loader(ds: Dataset, cfg: RetrainConfig, epoch: int) -> DataLoader:
-    """The training batches of ``epoch``: a function of (seed, epoch) only, so a resumed run sees
+def _epoch_order(n: int, cfg: RetrainConfig) -> Callable[[int], List[int]]:
+    """The training indices of each epoch: a function of (seed, epoch) only, so a resumed run sees
     the same data. Synthetic data: fresh samples every epoch; a composed set: its epoch's draws."""
     need = cfg.steps_per_epoch * cfg.batch_size
-    gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 17)
-    if cfg.data == "synthetic":
-        idx = (epoch * need + torch.randperm(need, generator=gen)).tolist()
-    else:
-        ds.set_epoch(epoch)  # type: ignore[attr-defined]
-        reps = -(-need // len(ds))
-        idx = torch.cat([torch.randperm(len(ds), generator=gen) for _ in range(reps)])[:need].tolist()
-    return DataLoader(Subset(ds, idx), batch_size=cfg.batch_size, shuffle=False, drop_last=True,
-                      num_workers=0, collate_fn=collate)
+
+    def order(epoch: int) -> List[int]:
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 17)
+        if cfg.data == "synthetic":
+            return (epoch * need + torch.randperm(need, generator=gen)).tolist()
+        reps = -(-need // n)
+        return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:need].tolist()
+
+    return order
 
 
 # --------------------------------------------------------------------------- optimisation
@@ -304,71 +349,30 @@ class EMA:
 
 # --------------------------------------------------------------------------- validation
 
-def trivial_prediction(trimap: np.ndarray) -> np.ndarray:
-    """The trivial 8-bit prediction: alpha = 0.5 (128) in the unknown region, clamped by the trimap."""
-    from atldas.data.io import alpha_to_u8
-
-    half = alpha_to_u8(np.full(trimap.shape, 0.5, np.float32))
-    return np.where(trimap == 128, half, trimap).astype(np.uint8)
-
-
-def _validation_items(val: Dataset) -> Iterable[Dict[str, Any]]:
-    for i in range(len(val)):
-        yield val[i]
-
-
-@torch.no_grad()
-def validate(model, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
+def validate(model: MattingModel, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
              ) -> Tuple[Dict[str, float], int, List[Tuple[np.ndarray, ...]]]:
-    """Score ``net`` on ``val`` with the DIM metrics, as ``atldas eval`` does: padded full-resolution
-    inference, 8-bit predictions clamped by the trimap, :func:`~atldas.matting.metrics.compute_all`.
+    """Score ``net`` on ``val`` with the DIM metrics, in the loop ``atldas eval`` runs
+    (:func:`atldas.matting.scoring.score_dataset`): padded full-resolution inference, 8-bit predictions
+    clamped by the trimap.
 
     Returns:
         (means over images, number of images scored, the first ``keep`` (image, trimap, gt, pred)
         arrays for previews). Images without unknown pixels are skipped (their MSE is undefined).
     """
-    from atldas.data.io import alpha_to_u8
-    from atldas.evaluate import sample_trimap, summarise
-    from atldas.matting.inference import predict_alpha
-    from atldas.matting.metrics import compute_all
-
-    per, previews, skipped = {}, [], 0
     was_training = net.training
     net.eval()
-    for k, s in enumerate(_validation_items(val)):
-        tri = sample_trimap(s)
-        if not np.any(tri == 128):
-            skipped += 1
-            continue
-        image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
-        alpha = predict_alpha(model, net, image, tri, device=device)  # (H, W), clamped by the trimap
-        pred = alpha_to_u8(alpha)
-        gt = alpha_to_u8(np.asarray(s["alpha"])[0])
-        per[str(s.get("name", k))] = compute_all(pred, gt, tri)
-        if len(previews) < keep:
-            previews.append((np.asarray(s["image"]), tri, gt, pred))
-    net.train(was_training)
-    if skipped:
-        log.warning("validation: %d image(s) without unknown pixels skipped", skipped)
-    if not per:
-        raise DataError("no validation image has unknown (128) pixels; nothing to score")
+    try:
+        per, previews = score_dataset(val, lambda image, tri: predict_alpha(model, net, image, tri, device=device),
+                                      skip_no_unknown=True, keep=keep)
+    finally:
+        net.train(was_training)
     m = summarise(per)
     return {k: m[k] for k in ("SAD", "MSE", "Grad", "Conn")}, len(per), previews
 
 
 def trivial_scores(val: Dataset) -> Tuple[Dict[str, float], int]:
-    """DIM means of :func:`trivial_prediction` on ``val`` (images without unknown pixels skipped)."""
-    from atldas.data.io import alpha_to_u8
-    from atldas.evaluate import sample_trimap, summarise
-    from atldas.matting.metrics import compute_all
-
-    per = {}
-    for k, s in enumerate(_validation_items(val)):
-        tri = sample_trimap(s)
-        if np.any(tri == 128):
-            per[str(s.get("name", k))] = compute_all(trivial_prediction(tri), alpha_to_u8(np.asarray(s["alpha"])[0]), tri)
-    if not per:
-        raise DataError("no validation image has unknown (128) pixels; nothing to score")
+    """DIM means of the trivial prediction (alpha = 0.5 in the unknown region) on ``val``."""
+    per, _ = score_dataset(val, trivial_alpha, skip_no_unknown=True)
     t = summarise(per)
     return {k: t[k] for k in ("SAD", "MSE", "Grad", "Conn")}, len(per)
 
@@ -385,17 +389,6 @@ def _preview_grid(previews) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- run
-
-def _tensorboard(cfg: RetrainConfig, out: Path):
-    if not cfg.tensorboard:
-        return None
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # pragma: no cover - tensorboard is a dependency
-        log.warning("tensorboard is not installed; no tb/ events")
-        return None
-    return SummaryWriter(log_dir=str(out / "tb"))
-
 
 def _fmt(m: Dict[str, float]) -> str:
     return f"SAD {m['SAD']:.4g}, MSE {m['MSE']:.4g}, Grad {m['Grad']:.4g}, Conn {m['Conn']:.4g}"
@@ -420,32 +413,27 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         if not cfg.out:
             raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
         out = Path(cfg.out)
-        if not (out / LAST).is_file():
-            raise AtldasError(f"--resume: {out / LAST} does not exist; start without --resume")
-        saved = load_yaml(RetrainConfig, out / "config.yaml")
+        rd = RunDir(out, checkpoint=LAST, kind="retrain")
+        rd.check_resume()
+        saved = build(RetrainConfig, rd.read_config(), where=str(out / "config.yaml"))
         if dataclasses.replace(saved, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out) and cfg.model:
             log.info("resuming with the run's saved config.yaml (flags other than --out are ignored)")
         cfg = dataclasses.replace(saved, out=str(out))
     else:
         out = Path(cfg.out) if cfg.out else default_out(cfg)
-        if (out / LAST).exists():
-            raise AtldasError(f"{out} already holds a retrain checkpoint; continue it with --resume "
-                              "or choose another --out")
+        rd = RunDir(out, checkpoint=LAST, kind="retrain")
+        rd.check_new()
         cfg = dataclasses.replace(cfg, out=str(out))
     _check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     train_ds, val_ds = _datasets(cfg)
-    out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        save_yaml(cfg, out / "config.yaml")
+        rd.write_config(cfg)
 
     seed_everything(cfg.seed)
     if resume and (out / "genotype.json").is_file():  # the macro trained, even if cfg.model has moved
-        from atldas.genotype import Genotype
-        from atldas.models.registry import resolve_model
-
         model, genotype = resolve_model(out), Genotype.load(out / "genotype.json")
     else:
         model, genotype = build_model(cfg, out)
@@ -466,7 +454,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
     start, step = 0, 0
     best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
     if resume:
-        ckpt = load_checkpoint(out / LAST, map_location=device)
+        ckpt = rd.load(map_location=device)
         net.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -479,8 +467,8 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
 
     n_params = sum(p.numel() for p in net.parameters())
-    history = History(out / "history.jsonl", start)
-    writer = _tensorboard(cfg, out)
+    history = rd.history(start)
+    writer = rd.writer(cfg.tensorboard)
     eval_net = ema.module if ema is not None else net
     log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "
              "device %s%s -> %s", model.name, f"{n_params:,}",
@@ -492,9 +480,9 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
              n_val, _fmt(trivial))
 
     show = cfg.progress and sys.stderr.isatty()
-    from tqdm import tqdm
-
     last_path = out / LAST
+    sampler = EpochBatches(_epoch_order(len(train_ds), cfg), batch_size=cfg.batch_size, steps=cfg.steps_per_epoch)
+    loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
@@ -502,15 +490,15 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         if cfg.drop_path > 0:  # DARTS: drop-path probability ramps up linearly
             net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         sums: Dict[str, float] = {}
-        bar = tqdm(_epoch_loader(train_ds, cfg, epoch), total=cfg.steps_per_epoch, disable=not show,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, dynamic_ncols=True)
+        sampler.set_epoch(epoch)
+        bar = tqdm(loader, total=cfg.steps_per_epoch, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   leave=False, dynamic_ncols=True)
         for k, batch in enumerate(bar):
             lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = {key: (v.to(device, non_blocking=True).float() if isinstance(v, torch.Tensor) else v)
-                     for key, v in batch.items()}
-            x = batch_input(batch)  # (B, 6, H, W)
+            batch = batch_to(batch, device)
+            x = matting_input(batch)  # (B, 6, H, W)
             if cfg.channels_last:
                 x = channels_last(x)
             with (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
@@ -561,19 +549,16 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         row["best/epoch"] = best["epoch"]
         row["best/SAD"] = best["SAD"]
         history.append(row)
+        add_scalars(writer, row, epoch, skip=_NOT_SCALARS)
         if writer is not None:
-            for key, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and key not in _NOT_SCALARS:
-                    writer.add_scalar(key, v, epoch)
             if previews:
                 writer.add_image("val/image_trimap_gt_pred", _preview_grid(previews), epoch)
             writer.flush()
         weights = eval_net.state_dict()
         if improved:
-            save_checkpoint({"format": FORMAT, "atldas": __version__, "epoch": epoch, "model": weights,
+            rd.save({"format": FORMAT, "atldas": __version__, "epoch": epoch, "model": weights,
                              "metrics": metrics, "trivial": trivial, "config": dataclasses.asdict(cfg),
-                             "genotype": genotype.to_json() if genotype is not None else None},
-                            out / BEST)
+                     "genotype": genotype.to_json() if genotype is not None else None}, BEST)
         state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
                  "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": rng_state(), "best": best, "metrics": metrics, "trivial": trivial,
@@ -582,7 +567,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         if ema is not None:
             state["ema"] = ema.state_dict()
             state["train_model"] = net.state_dict()
-        save_checkpoint(state, last_path)
+        rd.save(state)
         log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs", epoch + 1, cfg.epochs,
                  row.get("loss/total", float("nan")), _fmt(metrics), trivial["SAD"],
                  " *best*" if improved else "", row["time/epoch_s"])
@@ -603,5 +588,5 @@ def start_epoch_of(path: Path) -> int:
         return 0
 
 
-__all__ = ["retrain", "RetrainConfig", "EMA", "lr_factor", "validate", "trivial_prediction", "trivial_scores",
-           "build_model", "run_genotype", "default_out"]
+__all__ = ["retrain", "RetrainConfig", "EMA", "lr_factor", "validate", "trivial_scores", "build_model",
+           "run_genotype", "default_out"]

@@ -1,11 +1,16 @@
 """Search strategies, one interface: ``weight_step``, ``arch_step``, ``end_epoch``, ``derive``,
-``state_dict``/``load_state_dict``. A strategy drives a supernet; it is not part of it.
+``state_dict``/``load_state_dict``. A strategy drives a supernet; it is not part of it. Every strategy
+with an arch step shares its tail (:meth:`Strategy._arch_update`): the controls (``budget_only``,
+``placebo``), the per-family z-statistics of the task's and the budget's gradients
+(:meth:`Strategy.grad_stats`), the budget and its multiplier.
 
 - ``atldas``: two independent samplers (algorithm.md). The weight step trains the ops of a child drawn
-  from the policy mixed with a uniform share epsilon; the arch step draws M fresh children with
-  straight-through Gumbel gates and updates alpha/beta/gamma only, on the task loss plus the budget
-  term on the exact expected cost. Hard pruning after warm-up deletes dropped candidates with their
-  parameters and optimizer state.
+  from the policy mixed with a uniform share epsilon; the arch step draws M fresh children from the
+  policy and updates alpha/beta/gamma only: by default with the score-function estimate of the
+  gradient of E_child[L] (leave-one-out baseline over the M children; ``estimator=st``: the
+  straight-through Gumbel gates of the first version), plus the budget's gradient through the exact
+  expected cost. Hard pruning after warm-up deletes candidates that stayed below threshold for
+  ``prune_patience`` checks, with their parameters and optimizer state.
 - ``darts``: first-order DARTS: the soft mixture of every op (``none`` included) on every edge;
   derive keeps the top-2 edges per node by their strongest non-``none`` op.
 - ``gdas``: one Gumbel-sampled op per edge on every edge (straight-through); DARTS' top-2 derive.
@@ -17,14 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from atldas.arch import CELL_TYPES, Child
-from atldas.config import SearchConfig
-from atldas.cost import Budget, CostTable, dual_ascent, uniform_edge_probs
+from atldas.cost import Budget, CostTable, uniform_edge_probs
 from atldas.errors import ConfigError
 from atldas.registry import Registry
 from atldas.supernet import Plan, SuperNet
@@ -32,6 +36,134 @@ from atldas.supernet import Plan, SuperNet
 STRATEGIES: Registry[type] = Registry("strategy", plural="strategies")
 
 LossFn = Callable[[Tensor, Dict[str, Tensor]], Tensor]
+
+
+# --------------------------------------------------------------------------- settings
+
+#: Controls of an arch step (see :class:`ArchHP`).
+CONTROLS = ("none", "budget_only", "placebo")
+#: Estimators of the ATL-DAS arch gradient (see :class:`AtldasHP`).
+ESTIMATORS = ("reinforce", "st")
+
+
+def _check_fields(hp: Any, limits: Dict[str, tuple]) -> None:
+    for name, (low, high) in limits.items():
+        v = getattr(hp, name)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
+            raise ConfigError(f"{name} must be a number in [{low}, {high}], got {v!r}")
+
+
+@dataclass
+class StrategyHP:
+    """Settings of every strategy: the weight optimiser (AdamW with a cosine learning rate).
+
+    Attributes:
+        w_lr: peak learning rate of the supernet weights.
+        w_weight_decay: AdamW weight decay.
+        grad_clip: gradient-norm clip of the weight step.
+    """
+
+    w_lr: float = 2e-3
+    w_weight_decay: float = 1e-4
+    grad_clip: float = 5.0
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first value out of range."""
+        _check_fields(self, {"w_lr": (1e-12, 10.0), "w_weight_decay": (0.0, 10.0), "grad_clip": (1e-12, 1e6)})
+
+
+@dataclass
+class ArchHP(StrategyHP):
+    """Settings of a strategy with an arch step: Adam on the architecture logits.
+
+    Attributes:
+        arch_lr: Adam learning rate of alpha, beta and gamma.
+        arch_weight_decay: Adam weight decay of the logits.
+        control: ``none``; ``budget_only`` (the task term is switched off: what the budget alone
+            decides) or ``placebo`` (the task gradient's sign is drawn at random every arch step: what
+            noise of the same size decides). Controls for measuring whether the task decides.
+    """
+
+    arch_lr: float = 3e-2
+    arch_weight_decay: float = 0.0
+    control: str = "none"
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(self, {"arch_lr": (0.0, 10.0), "arch_weight_decay": (0.0, 10.0)})
+        if self.control not in CONTROLS:
+            raise ConfigError(f"unknown control {self.control!r}; known: {', '.join(CONTROLS)}")
+
+
+@dataclass
+class AtldasHP(ArchHP):
+    """ATL-DAS settings (the sampling schedule and hard pruning; see :class:`AtldasStrategy`).
+
+    Attributes:
+        estimator: ``reinforce``: the score-function gradient of E_child[L], ``(L_i - b_i) grad log
+            p(child_i)`` over ``arch_samples`` children drawn from the policy with the leave-one-out
+            baseline ``b_i`` (the mean loss of the others; forward passes only); ``st``:
+            straight-through Gumbel gates (backward through the children, biased).
+        arch_samples: children per arch step (>= 2 for ``reinforce``).
+        tau_max, tau_min: Gumbel temperature of ``st``, linear from max to min after warm-up.
+        eps_min: final uniform share of the weight sampler (1 during warm-up).
+        prune_every: check for pruning every this many epochs after warm-up.
+        prune_ratio: a candidate is below threshold when its probability is below
+            ``prune_ratio / n_active``.
+        prune_patience: checks in a row below threshold before a candidate is dropped.
+    """
+
+    estimator: str = "reinforce"
+    arch_samples: int = 4
+    tau_max: float = 5.0
+    tau_min: float = 0.1
+    eps_min: float = 0.2
+    prune_every: int = 1
+    prune_ratio: float = 0.3
+    prune_patience: int = 2
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(self, {"arch_samples": (1, 1024), "tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3),
+                             "eps_min": (0.0, 1.0), "prune_every": (1, 10**6), "prune_ratio": (0.0, 1.0),
+                             "prune_patience": (1, 10**6)})
+        if self.tau_min > self.tau_max:
+            raise ConfigError(f"tau_min ({self.tau_min}) must not exceed tau_max ({self.tau_max})")
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(f"unknown estimator {self.estimator!r}; known: {', '.join(ESTIMATORS)}")
+        if self.estimator == "reinforce" and self.arch_samples < 2:
+            raise ConfigError("the reinforce estimator needs arch_samples >= 2 (a leave-one-out baseline)")
+
+
+@dataclass
+class DartsHP(ArchHP):
+    """First-order DARTS settings (the arch optimiser only)."""
+
+
+@dataclass
+class GdasHP(ArchHP):
+    """GDAS settings: the Gumbel temperature, linear from ``tau_max`` to ``tau_min`` after warm-up."""
+
+    tau_max: float = 5.0
+    tau_min: float = 0.1
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(self, {"tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3)})
+
+
+@dataclass
+class RandomHP(StrategyHP):
+    """Random search with shared weights: how many random children derive ranks."""
+
+    random_candidates: int = 16
+
+    def check(self) -> None:
+        super().check()
+        _check_fields(self, {"random_candidates": (1, 10**6)})
+
+
+# --------------------------------------------------------------------------- schedule and base class
 
 
 @dataclass
@@ -63,38 +195,48 @@ class Schedule:
 
 
 class Strategy:
-    """Base class: optimizers, the budget multiplier, the cosine weight schedule, checkpoint state.
+    """Base class: optimizers, the budget multiplier, the cosine weight schedule, checkpoint state,
+    and the tail every arch step shares (:meth:`_arch_update`).
 
     Args:
         supernet: the supernet (its ``arch`` holds the logits and masks).
         loss_fn: task loss ``loss_fn(pred, batch) -> scalar``.
         cost: cost table of the budget metric.
         budget: the budget, or None for an unconstrained search.
-        cfg: the resolved search configuration.
+        hp: the strategy's settings (an instance of its ``HP`` class).
+        epochs: search epochs (the cosine schedule's length).
+        warmup_epochs: epochs of uniform children without arch steps.
+        seed: seed of the strategy's two samplers.
     """
 
     name = "base"
     uses_none = False
+    #: The settings dataclass of this strategy.
+    HP: type = StrategyHP
 
     def __init__(self, *, supernet: SuperNet, loss_fn: LossFn, cost: CostTable, budget: Optional[Budget],
-                 cfg: SearchConfig) -> None:
-        self.net, self.loss_fn, self.cost, self.budget, self.cfg = supernet, loss_fn, cost, budget, cfg
-        self.schedule = Schedule(epochs=cfg.epochs, warmup=cfg.warmup_epochs, tau_max=cfg.tau_max,
-                                 tau_min=cfg.tau_min, eps_min=cfg.eps_min)
-        self.lam = float(cfg.lam_init)
-        self.gen_w = torch.Generator().manual_seed(cfg.seed * 1000 + 1)
-        self.gen_a = torch.Generator().manual_seed(cfg.seed * 1000 + 2)
+                 hp: StrategyHP, epochs: int, warmup_epochs: int = 0, seed: int = 0) -> None:
+        if not isinstance(hp, self.HP):
+            raise ConfigError(f"strategy {self.name!r} takes {self.HP.__name__} settings, got {type(hp).__name__}")
+        hp.check()
+        self.net, self.loss_fn, self.cost, self.budget, self.hp = supernet, loss_fn, cost, budget, hp
+        self.epochs, self.warmup_epochs, self.seed = epochs, warmup_epochs, seed
+        self.schedule = Schedule(epochs=epochs, warmup=warmup_epochs, tau_max=getattr(hp, "tau_max", 1.0),
+                                 tau_min=getattr(hp, "tau_min", 1.0), eps_min=getattr(hp, "eps_min", 1.0))
+        self.lam = budget.lam_init if budget is not None else 0.0
+        self.gen_w = torch.Generator().manual_seed(seed * 1000 + 1)
+        self.gen_a = torch.Generator().manual_seed(seed * 1000 + 2)
         self.w_opt = self._make_w_opt()
-        self.a_opt = torch.optim.Adam(self.net.arch.arch_parameters(), lr=cfg.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=cfg.arch_weight_decay)
+        self.a_opt = torch.optim.Adam(self.net.arch.arch_parameters(), lr=getattr(hp, "arch_lr", 0.0),
+                                      betas=(0.5, 0.999), weight_decay=getattr(hp, "arch_weight_decay", 0.0))
         self.epoch = 0.0
         self.events: List[Dict[str, Any]] = []
+        self._grad_sums: Dict[str, List[List[Tensor]]] = {}
 
     # -------------------------------------------------------------- optimizers
 
     def _make_w_opt(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.net.weight_parameters(), lr=self.cfg.w_lr,
-                                 weight_decay=self.cfg.w_weight_decay)
+        return torch.optim.AdamW(self.net.weight_parameters(), lr=self.hp.w_lr, weight_decay=self.hp.w_weight_decay)
 
     def rebuild_w_opt(self) -> None:
         """New weight optimizer over the parameters left after pruning; their state is kept."""
@@ -110,46 +252,110 @@ class Strategy:
     def set_epoch(self, epoch: float) -> None:
         """Set the (fractional) epoch: cosine learning rate of the weights."""
         self.epoch = epoch
-        lr = 0.5 * self.cfg.w_lr * (1.0 + math.cos(math.pi * min(1.0, epoch / max(1, self.cfg.epochs))))
+        lr = 0.5 * self.hp.w_lr * (1.0 + math.cos(math.pi * min(1.0, epoch / max(1, self.epochs))))
         for g in self.w_opt.param_groups:
             g["lr"] = lr
+
+    def in_warmup(self, epoch: Optional[float] = None) -> bool:
+        """Whether ``epoch`` (default: the current one) is a warm-up epoch (no arch steps)."""
+        return self.schedule.in_warmup(self.epoch if epoch is None else epoch)
 
     def _step_weights(self, loss: Tensor) -> None:
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.cfg.grad_clip)
+        nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hp.grad_clip)
         self.w_opt.step()
         for p in self.net.arch.parameters():  # the weight step never updates the arch logits
             p.grad = None
 
-    def _step_arch(self, total: Tensor) -> None:
-        params = [p for p in self.net.arch.arch_parameters()]
-        grads = torch.autograd.grad(total, params, allow_unused=True)
+    def _families(self) -> Dict[str, List[int]]:
+        """Decision family -> indices of the arch parameters in it (for the gradient statistics)."""
+        fam: Dict[str, List[int]] = {}
+        for k, (name, _) in enumerate(self.net.arch.named_parameters()):
+            kind, _, rest = name.partition(".")
+            if kind == "alpha":
+                fam.setdefault(f"{rest}_ops", []).append(k)
+            elif kind == "beta":
+                fam.setdefault(f"{rest.rsplit('_', 1)[0]}_sets", []).append(k)
+            else:
+                fam.setdefault("blocks", []).append(k)
+        return fam
+
+    def _accumulate(self, key: str, grads: List[Tensor]) -> None:
+        acc = self._grad_sums.setdefault(key, [[torch.zeros_like(g), torch.zeros_like(g)] for g in grads])
+        for (s1, s2), g in zip(acc, grads):
+            s1 += g
+            s2 += g * g
+
+    def grad_stats(self, *, reset: bool = True) -> Dict[str, float]:
+        """Per decision family, the RMS over its logits of ``z = sum(g) / sqrt(sum(g^2))`` of the task's
+        and the budget's arch gradients ``g`` summed over the arch steps since the last reset: about 1
+        for noise, growing like the square root of the steps for a consistent signal. Tells whether the
+        task or the budget decides."""
+        out: Dict[str, float] = {}
+        for key, acc in self._grad_sums.items():
+            for fam, idx in self._families().items():
+                zs = torch.cat([(acc[k][0] / acc[k][1].sqrt().clamp_min(1e-30)).flatten() for k in idx])
+                if bool((torch.cat([acc[k][1].flatten() for k in idx]) > 0).any()):
+                    out[f"grad_z/{key}/{fam}"] = float(zs.pow(2).mean().sqrt())
+        if reset:
+            self._grad_sums = {}
+        return out
+
+    def _arch_update(self, task: Tensor, *, task_loss: float, steps_per_epoch: int,
+                     edge_probs: Optional[Dict[str, Tensor]] = None) -> Dict[str, float]:
+        """The tail every arch step shares: the task's arch gradient (``task``'s gradient: the loss, or
+        a score-function surrogate whose value is not the loss; ``task_loss`` is reported) under the
+        control, the budget's gradient through E[C], one Adam step on the logits, the multiplier's
+        dual-ascent step; returns the step's metrics."""
+        params = list(self.net.arch.arch_parameters())
+        g_task = [torch.zeros_like(p) if g is None else g.detach()
+                  for p, g in zip(params, torch.autograd.grad(task, params, allow_unused=True))]
+        self._accumulate("task", g_task)
+        control = getattr(self.hp, "control", "none")
+        if control == "budget_only":
+            g_task = [torch.zeros_like(g) for g in g_task]
+        elif control == "placebo":
+            sign = 1.0 if float(torch.rand((), generator=self.gen_a)) < 0.5 else -1.0
+            g_task = [sign * g for g in g_task]
+        expected = self.cost.expected(self.net.arch, edge_probs=edge_probs)
+        grads, total = g_task, task_loss
+        if self.budget is not None:
+            scale, pen = self.budget.penalty(expected, self.lam, task_value=task_loss)
+            g_budget = [torch.zeros_like(p) if g is None else g.detach().to(p.dtype)
+                        for p, g in zip(params, torch.autograd.grad(pen, params, allow_unused=True))]
+            self._accumulate("budget", g_budget)
+            grads = [scale * a + b for a, b in zip(g_task, g_budget)]
+            total = scale * task_loss + float(pen.detach())
         self.a_opt.zero_grad(set_to_none=True)
         for p, g in zip(params, grads):
-            p.grad = None if g is None else g.detach()
+            p.grad = g
         self.a_opt.step()
-
-    def _budget_terms(self, task: Tensor, edge_probs: Optional[Dict[str, Tensor]] = None):
-        expected = self.cost.expected(self.net.arch, edge_probs=edge_probs)
-        if self.budget is None:
-            return task, expected
-        return self.budget.apply(task, expected, self.lam), expected
-
-    def _update_lam(self, steps_per_epoch: int) -> float:
-        derived = self.cost.of_child(self.derive_argmax())
-        if self.budget is not None and self.budget.form != "mult":
-            self.lam = dual_ascent(self.lam, derived_cost=derived, target=self.budget.target,
-                                   lr=self.cfg.lam_lr / max(1, steps_per_epoch))
-        return derived
+        e = float(expected.detach())
+        if self.budget is not None:
+            self.lam = self.budget.dual_step(self.lam, e, steps_per_epoch=steps_per_epoch)
+        return {"loss/arch": task_loss, "loss/arch_total": total, "cost/expected": e,
+                "cost/derived": self.cost.of_child(self.derive_argmax()), "lambda": self.lam}
 
     # -------------------------------------------------------------- interface
 
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         raise NotImplementedError
 
-    def arch_step(self, batch: Dict[str, Tensor], x: Tensor, *, steps_per_epoch: int) -> Dict[str, float]:
+    def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
+        """One draw of the task's arch gradient, without any update: ``(term, loss, metrics)`` where
+        ``term``'s gradient w.r.t. the logits is the estimate, ``loss`` the task loss it reports."""
         raise NotImplementedError
+
+    def arch_edge_probs(self) -> Optional[Dict[str, Tensor]]:
+        """pi for the expected cost (None: the topology logits' own)."""
+        return None
+
+    def arch_step(self, batch: Dict[str, Tensor], x: Tensor, *, steps_per_epoch: int) -> Dict[str, float]:
+        """One arch step: :meth:`task_term`, then the shared tail (:meth:`_arch_update`)."""
+        term, loss, metrics = self.task_term(batch, x)
+        return {**self._arch_update(term, task_loss=loss, steps_per_epoch=steps_per_epoch,
+                                    edge_probs=self.arch_edge_probs()), **metrics}
 
     def end_epoch(self, epoch: int) -> List[Dict[str, Any]]:
         """Called after each epoch; returns events (pruning) to log."""
@@ -184,6 +390,7 @@ class AtldasStrategy(Strategy):
     """ATL-DAS: topology + op sampling, two independent samplers, hard pruning (module docstring)."""
 
     name = "atldas"
+    HP = AtldasHP
 
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         eps = self.schedule.epsilon(self.epoch)
@@ -194,25 +401,30 @@ class AtldasStrategy(Strategy):
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach()), "epsilon": eps}
 
-    def arch_step(self, batch: Dict[str, Tensor], x: Tensor, *, steps_per_epoch: int) -> Dict[str, float]:
+    def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
+        arch, M = self.net.arch, self.hp.arch_samples
+        if self.hp.estimator == "reinforce":
+            # M children from the policy, independent of the weight sampler; forward passes only
+            children = [arch.sample(generator=self.gen_a) for _ in range(M)]
+            with torch.no_grad():
+                losses = torch.stack([self.loss_fn(self.net(x, self.net.plan(c)), batch).float() for c in children])
+            advantage = losses - (losses.sum() - losses) / (M - 1)  # leave-one-out baseline
+            logp = torch.stack([arch.log_prob(c) for c in children])
+            surrogate = (advantage * logp).mean()  # its gradient: the score-function estimate of dE[L]
+            return surrogate, float(losses.mean()), {"loss/arch_spread": float(losses.std())}
         tau = self.schedule.tau(self.epoch)
         task = torch.zeros(())
-        for _ in range(self.cfg.arch_samples):
-            child = self.net.arch.sample(tau=tau, grad=True, generator=self.gen_a)
+        for _ in range(M):
+            child = arch.sample(tau=tau, grad=True, generator=self.gen_a)
             task = task + self.loss_fn(self.net(x, self.net.plan(child)), batch)
-        task = task / self.cfg.arch_samples
-        total, expected = self._budget_terms(task)
-        self._step_arch(total)
-        derived = self._update_lam(steps_per_epoch)
-        return {"loss/arch": float(task.detach()), "loss/arch_total": float(total.detach()), "cost/expected": float(expected.detach()),
-                "cost/derived": derived, "lambda": self.lam, "tau": tau}
+        task = task / M
+        return task, float(task.detach()), {"tau": tau}
 
     def end_epoch(self, epoch: int) -> List[Dict[str, Any]]:
-        cfg = self.cfg
-        after = epoch + 1 - cfg.warmup_epochs
-        if after <= 0 or after % max(1, cfg.prune_every):
+        after = epoch + 1 - self.warmup_epochs
+        if after <= 0 or after % max(1, self.hp.prune_every):
             return []
-        events = self.net.arch.prune(ratio=cfg.prune_ratio)
+        events = self.net.arch.prune(ratio=self.hp.prune_ratio, patience=self.hp.prune_patience)
         if events:
             freed = self.net.apply_masks()
             self.rebuild_w_opt()
@@ -258,6 +470,7 @@ class DartsStrategy(Strategy):
 
     name = "darts"
     uses_none = True
+    HP = DartsHP
 
     def _ones(self) -> Dict[str, Tensor]:
         return {t: torch.ones(self.net.arch.topology.num_edges) for t in CELL_TYPES}
@@ -269,13 +482,12 @@ class DartsStrategy(Strategy):
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach())}
 
-    def arch_step(self, batch: Dict[str, Tensor], x: Tensor, *, steps_per_epoch: int) -> Dict[str, float]:
+    def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
         task = self.loss_fn(self.net(x, self.net.plan(soft=True, edge_weights=self._ones())), batch)
-        total, expected = self._budget_terms(task, uniform_edge_probs(self.net.arch))
-        self._step_arch(total)
-        derived = self._update_lam(steps_per_epoch)
-        return {"loss/arch": float(task.detach()), "loss/arch_total": float(total.detach()), "cost/expected": float(expected.detach()),
-                "cost/derived": derived, "lambda": self.lam}
+        return task, float(task.detach()), {}
+
+    def arch_edge_probs(self) -> Optional[Dict[str, Tensor]]:
+        return uniform_edge_probs(self.net.arch)
 
     def derive_argmax(self) -> Child:
         return _top2_child(self.net)
@@ -287,6 +499,7 @@ class GdasStrategy(Strategy):
 
     name = "gdas"
     uses_none = True
+    HP = GdasHP
 
     def _plan(self, *, grad: bool, generator: torch.Generator) -> Plan:
         arch = self.net.arch
@@ -317,13 +530,12 @@ class GdasStrategy(Strategy):
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach())}
 
-    def arch_step(self, batch: Dict[str, Tensor], x: Tensor, *, steps_per_epoch: int) -> Dict[str, float]:
+    def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
         task = self.loss_fn(self.net(x, self._plan(grad=True, generator=self.gen_a)), batch)
-        total, expected = self._budget_terms(task, uniform_edge_probs(self.net.arch))
-        self._step_arch(total)
-        derived = self._update_lam(steps_per_epoch)
-        return {"loss/arch": float(task.detach()), "loss/arch_total": float(total.detach()), "cost/expected": float(expected.detach()),
-                "cost/derived": derived, "lambda": self.lam, "tau": self.schedule.tau(self.epoch)}
+        return task, float(task.detach()), {"tau": self.schedule.tau(self.epoch)}
+
+    def arch_edge_probs(self) -> Optional[Dict[str, Tensor]]:
+        return uniform_edge_probs(self.net.arch)
 
     def derive_argmax(self) -> Child:
         return _top2_child(self.net)
@@ -335,6 +547,7 @@ class RandomStrategy(Strategy):
     ranks random valid children under the budget by their held-out loss."""
 
     name = "random"
+    HP = RandomHP
 
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         with torch.no_grad():
@@ -349,7 +562,7 @@ class RandomStrategy(Strategy):
     def random_children(self, n: int, *, max_tries: int = 200) -> List[Child]:
         """Up to ``n`` distinct uniform children within the budget (rejection sampling)."""
         out: Dict[tuple, Child] = {}
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 7)
+        gen = torch.Generator().manual_seed(self.seed * 1000 + 7)
         for _ in range(max_tries * n):
             if len(out) >= n:
                 break
@@ -359,7 +572,7 @@ class RandomStrategy(Strategy):
         return list(out.values())
 
     def derive(self, evaluate: Optional[Callable[[Child], float]] = None) -> Child:
-        children = self.random_children(self.cfg.random_candidates)
+        children = self.random_children(self.hp.random_candidates)
         if not children:
             return self.cost.cheapest(self.net.arch)[1]
         if evaluate is None:

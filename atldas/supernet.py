@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.ops import FactorizedReduce, ReLUConvBN, Zero, build_op
-from atldas.topology import CellTopology
+from atldas.topology import CellTopology, cell_stack
 
 #: One chosen edge of a node: (source state, op name, gate or None).
 EdgeChoice = Tuple[int, str, Optional[Tensor]]
@@ -175,44 +175,46 @@ class SearchCell(nn.Module):
 
 
 class SearchCellStack(nn.Module):
-    """``layers`` search cells, reduction cells at ``reductions``, DARTS channel doubling.
+    """``layers`` search cells laid out by :func:`atldas.topology.cell_stack` (reductions at
+    ``layers // 3`` and ``2 * layers // 3``, channels doubled); the cells in ``taps`` are returned.
 
     Args:
         topology: nodes and in-degree range.
         ops: candidate op names.
         C: node channels of the first cell.
         layers: number of cells.
-        reductions: indices of the reduction cells.
         C_s0: channels of the first input (state 0 of cell 0).
         C_s1: channels of the second input (state 1 of cell 0).
         s0_reduced: whether state 0 has twice the resolution of state 1 (cell 0's preprocess0 is then
             a FactorizedReduce, as in CheapMatting, whose two inputs are the 1/4 and 1/8 features).
+        taps: indices of the cells whose outputs :meth:`forward` returns (default: the last cell).
+        reductions: the reduction cells (default: DARTS' rule; ``()``: none).
     """
 
-    def __init__(self, *, topology: CellTopology, ops: Sequence[str], C: int, layers: int,
-                 reductions: Sequence[int], C_s0: int, C_s1: int, s0_reduced: bool = False) -> None:
+    def __init__(self, *, topology: CellTopology, ops: Sequence[str], C: int, layers: int, C_s0: int,
+                 C_s1: int, s0_reduced: bool = False, taps: Optional[Sequence[int]] = None,
+                 reductions: Optional[Sequence[int]] = None) -> None:
         super().__init__()
-        self.cells = nn.ModuleList()
-        C_pp, C_p, C_curr = C_s0, C_s1, C
-        reduction_prev = s0_reduced
-        self.out_channels: List[int] = []
-        for k in range(layers):
-            reduction = k in set(reductions)
-            if reduction:
-                C_curr *= 2
-            cell = SearchCell(topology=topology, ops=ops, C_pp=C_pp, C_p=C_p, C=C_curr,
-                              reduction=reduction, reduction_prev=reduction_prev)
-            self.cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.out_channels
-            self.out_channels.append(cell.out_channels)
+        plan = cell_stack(C=C, layers=layers, C_s0=C_s0, C_s1=C_s1, s0_reduced=s0_reduced,
+                          concat=(topology.nodes, topology.nodes), reductions=reductions)
+        self.cells = nn.ModuleList(
+            SearchCell(topology=topology, ops=ops, C_pp=c.C_pp, C_p=c.C_p, C=c.C, reduction=c.reduction,
+                       reduction_prev=c.reduction_prev) for c in plan)
+        self.out_channels: List[int] = [c.C_out for c in plan]
+        self.taps = tuple(taps) if taps is not None else (layers - 1,)
+
+    @property
+    def tap_channels(self) -> Tuple[int, ...]:
+        """Channels of the tapped outputs."""
+        return tuple(self.out_channels[k] for k in self.taps)
 
     def forward(self, s0: Tensor, s1: Tensor, plan: Plan) -> List[Tensor]:
-        """Outputs of every cell, in order."""
+        """Outputs of the tapped cells, in order."""
         outs = []
-        for cell in self.cells:
+        for k, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, plan)
-            outs.append(s1)
+            if k in self.taps:
+                outs.append(s1)
         return outs
 
     def apply_masks(self, arch: ArchParams) -> int:
@@ -263,12 +265,11 @@ class ChoiceBlock(nn.Module):
 class SuperNet(nn.Module):
     """Base class of a search space's supernet: holds ``arch`` and knows how to prune itself.
 
-    Subclasses build their macro (stems, a :class:`SearchCellStack` named ``stack``, choice blocks)
-    and implement ``forward(x, plan)``.
+    Subclasses build their macro (stems, a :class:`SearchCellStack`, choice blocks) and implement
+    ``forward(x, plan)``.
     """
 
     arch: ArchParams
-    stack: SearchCellStack
 
     def weight_parameters(self) -> List[nn.Parameter]:
         """Every parameter that is not an architecture logit."""
@@ -277,9 +278,11 @@ class SuperNet(nn.Module):
 
     def apply_masks(self) -> int:
         """Delete every pruned candidate's module; returns the number of parameters freed."""
-        freed = self.stack.apply_masks(self.arch)
-        for m in self.modules():
-            if isinstance(m, ChoiceBlock):
+        freed = 0
+        for m in list(self.modules()):
+            if isinstance(m, SearchCellStack):
+                freed += m.apply_masks(self.arch)
+            elif isinstance(m, ChoiceBlock):
                 freed += m.apply_mask(self.arch)
         return freed
 

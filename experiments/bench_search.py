@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 
 def _rss_mb() -> float:
@@ -90,23 +89,23 @@ def _step_tensor_peaks_mb(step, *, repeat: int) -> list:
 def worker(args: argparse.Namespace) -> dict:
     import torch
 
-    from atldas.config import SearchConfig
-    from atldas.data.collate import collate
-    from atldas.search import batch_to, build_run
-    from search_spaces import get_space
+    from torch.utils.data import default_collate
+
+    from atldas.run import Run, make_search_config
+    from atldas.tensors import batch_to
 
     torch.set_num_threads(args.threads)
-    space = get_space(args.space)
-    cfg = SearchConfig(space=args.space, strategy=args.worker, batch_size=args.batch, crop=args.crop,
-                       C=args.C, layers=args.layers, channels_last=not args.contiguous,
-                       steps_per_epoch=args.steps + 1, arch_steps_per_epoch=args.steps + 1, epochs=10,
-                       warmup_epochs=1, device=args.device, tensorboard=False, progress=False, seed=0)
-    cfg = space.resolve(cfg)
-    train, arch = space.datasets(cfg)
-    batch = collate([train[i] for i in range(args.batch)])
-    abatch = collate([arch[i] for i in range(args.batch)])
+    sets = [f"batch_size={args.batch}", f"crop={args.crop}", f"channels_last={not args.contiguous}",
+            f"steps_per_epoch={args.steps + 1}", f"arch_steps_per_epoch={args.steps + 1}", "epochs=10",
+            "warmup_epochs=1", "tensorboard=false", "progress=false", "seed=0"]
+    sets += [f"C={args.C}"] if args.C else []
+    sets += [f"layers={args.layers}"] if args.layers else []
+    cfg = make_search_config(space=args.space, strategy=args.worker, device=args.device, sets=sets)
+    run = Run(cfg)
+    train, arch = run.task.datasets(cfg.data, seed=0, n_train=args.batch, n_arch=args.batch)
+    batch = default_collate([train[i] for i in range(args.batch)])
+    abatch = default_collate([arch[i] for i in range(args.batch)])
     batch, abatch = batch_to(batch, args.device), batch_to(abatch, args.device)
-    run = build_run(cfg, Path("/tmp/bench_search_unused"))
     x, ax = run.model_input(batch), run.model_input(abatch)
     strat = run.strategy
     cuda = args.device.startswith("cuda")

@@ -32,7 +32,6 @@ SAD /1000, Grad /1000, Conn /1000 already applied by the metrics).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import statistics
@@ -79,14 +78,12 @@ def searched_genotype(args: argparse.Namespace, out: Path) -> Path:
         if not p.is_file():
             raise ConfigError(f"--searched {args.searched}: no genotype file there")
         return p
-    from atldas.config import SearchConfig
     from atldas.genotype import Genotype
+    from atldas.run import make_search_config
     from atldas.search import search
-    from search_spaces import get_space
 
     run = out / "search"
-    cfg = get_space("matting").resolve(SearchConfig(space="matting", out=str(run), seed=0,
-                                                    threads=args.threads))
+    cfg = make_search_config(space="matting", out=str(run), seed=0, threads=args.threads)
     final = run / "genotype.json"
     if final.is_file() and "repair" in (Genotype.load(final).cost or {}):  # per-epoch genotypes lack it
         log.info("searched genotype: reusing %s", final)
@@ -98,31 +95,31 @@ def searched_genotype(args: argparse.Namespace, out: Path) -> Path:
 
 def random_genotype(searched: Path, out: Path, *, draws: int, seed: int) -> Path:
     """A uniform random genotype of the matting space with the MACs closest to ``searched``'s."""
-    from atldas.arch import ArchParams
-    from atldas.config import SearchConfig
+    from atldas.cost import cost_table
     from atldas.derive import cost_record
     from atldas.genotype import Genotype
-    from search_spaces import get_space
+    from atldas.models.zoo import genotype_macro
+    from atldas.run import bind_space, make_search_config
 
     path = out / "random_genotype.json"
     if path.is_file():
         return path
     g = Genotype.load(searched)
-    space = get_space("matting")
-    macro = dict((g.space or {}).get("macro") or {})
-    cfg = space.resolve(SearchConfig(space="matting"))
-    cfg = dataclasses.replace(cfg, target_C=macro.get("C", cfg.target_C),
-                              target_layers=macro.get("layers", cfg.target_layers))
-    target = space.measure(g, cfg, metric="macs")
-    arch = ArchParams(topology=space.topology(cfg), ops=space.search_ops(with_none=False),
-                      blocks=space.block_names(), init_std=0.0)  # exactly uniform: every choice equally likely
-    table = space.cost_table(cfg, metric="macs", arch=arch)
+    _, macro = genotype_macro(g)
+    sets = [f"target_{k}={macro[k]}" for k in ("C", "layers") if k in macro]
+    space = bind_space(make_search_config(space="matting", sets=sets))
+    target = space.measure(g, metric="macs")
+    arch = space.new_arch()
+    with torch.no_grad():
+        for p in arch.parameters():  # exactly uniform: every choice equally likely
+            p.zero_()
+    table = cost_table(space, arch, metric="macs")
     gen = torch.Generator().manual_seed(seed)
     samples = arch.sample_many(draws, generator=gen)
     costs = table.of_samples(arch, samples)  # (draws,) MACs of each child
     child = arch.child_at(samples, int((costs - target).abs().argmin()))
-    rg = space.child_to_genotype(arch, child, cfg)
-    rg = rg.replace(cost=cost_record(space, cfg, rg, budget=None),
+    rg = space.child_to_genotype(arch, child)
+    rg = rg.replace(cost=cost_record(space, rg, budget=None),
                     provenance={"random": {"seed": seed, "draws": draws, "matched_to": str(searched),
                                            "matched_macs": int(target)}})
     rg.save(path)
@@ -141,8 +138,7 @@ def _finished(run: Path, epochs: int) -> bool:
 def train(model: str, run: Path, seed: int, args: argparse.Namespace) -> bool:
     """Retrain ``model`` with the shared recipe into ``run`` (continued if interrupted); False when
     the run was complete already."""
-    from atldas.config import RetrainConfig
-    from atldas.retrain import retrain
+    from atldas.retrain import RetrainConfig, retrain
 
     cfg = RetrainConfig(model=model, seed=seed, out=str(run), epochs=args.epochs,
                         steps_per_epoch=args.steps_per_epoch, batch_size=args.batch, crop=args.crop,

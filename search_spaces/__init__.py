@@ -1,25 +1,24 @@
 """Search spaces, registered by name: ``matting`` (CheapMatting macro), ``tiny`` (seconds, for tests
 and CI), ``darts_cifar`` (the DARTS CIFAR network); see each module. ``get_space(name)`` raises a
-ConfigError listing the known names."""
+ConfigError listing the known names; ``register_space(space)`` adds one."""
 
 from __future__ import annotations
 
 from atldas.registry import Registry
-from search_spaces.base import SearchSpace
+from search_spaces.base import SearchSpace, SpaceCfg
+from search_spaces.darts_cifar import DARTS_CIFAR
+from search_spaces.matting import MATTING, TINY
 
+__all__ = ["SPACES", "SearchSpace", "SpaceCfg", "get_space", "register_space"]
+
+#: Space name -> registered :class:`SearchSpace` (a template; ``bind`` it to knobs).
 SPACES: Registry[SearchSpace] = Registry("search space")
 
 
-def _register_builtin() -> None:
-    from search_spaces.darts_cifar import DARTS_CIFAR
-    from search_spaces.matting import MATTING, TINY
-
-    SPACES.add("matting", MATTING)
-    SPACES.add("tiny", TINY)
-    SPACES.add("darts_cifar", DARTS_CIFAR)
-
-
-_register_builtin()
+def register_space(space: SearchSpace) -> SearchSpace:
+    """Register ``space`` under ``space.name`` (a duplicate raises ValueError)."""
+    SPACES.add(space.name, space)
+    return space
 
 
 def get_space(name: str) -> SearchSpace:
@@ -27,4 +26,6 @@ def get_space(name: str) -> SearchSpace:
     return SPACES.get(name)
 
 
-__all__ = ["SPACES", "SearchSpace", "get_space"]
+for _space in (MATTING, TINY, DARTS_CIFAR):
+    register_space(_space)
+del _space

@@ -1,143 +1,163 @@
-"""What every search space shares: child <-> genotype conversion and the exact cost table.
+"""What every search space shares: its knobs, child <-> genotype conversion, and measuring a target.
 
-A space subclass is mostly data (op set, defaults, macro knobs) plus four builders:
-``build_supernet`` (the proxy network searched), ``build_target`` (the standalone network a genotype
-becomes), ``cell_geometry`` (channels and input size of every target cell) and ``block_candidates``
-(the macro-level choices and the input shapes they see in the target network).
+A search space is a *model space* only (data: ops, candidate blocks, defaults; builders: the proxy
+supernet searched and the target network a genotype becomes). The data, loss and model input are the
+task's (:mod:`atldas.tasks`); the cost tables are built from a space's geometry and candidates by
+:func:`atldas.cost.cost_table`.
+
+A registered space is a template; :meth:`SearchSpace.bind` gives a copy bound to concrete knobs
+(:class:`SpaceCfg`) and to the task's input/output sizes (``io``), and every builder reads those:
+
+    >>> space = get_space("matting").bind(SpaceCfg(C=16, layers=8, target_C=48, target_layers=14,
+    ...                                             input_size=1024), io={"in_channels": 6})
+    >>> net = space.build_supernet(ops=space.search_ops(with_none=False))
+    >>> target = space.build_target(genotype)
+
+A subclass sets ``name``, ``task`` (its default task), ``ops`` and ``defaults`` (SearchConfig values
+it starts from) and implements ``build_supernet``, ``build_target``, ``macro_meta``,
+``cell_geometry``, ``input_shape`` and, if it has macro-level choices, ``block_names`` and
+``block_candidates``.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch import nn
 
 from atldas.arch import CELL_TYPES, ArchParams, Child
-from atldas.config import SearchConfig
-from atldas.cost import CostTable
 from atldas.errors import ConfigError
 from atldas.genotype import CellSpec, Genotype
-from atldas.ops import PRIMITIVES, SEARCH_PRIMITIVES, op_cost, op_output_size
+from atldas.ops import OPS, SEARCH_PRIMITIVES
 from atldas.supernet import SuperNet
-from atldas.topology import CellTopology
+from atldas.topology import CellGeometry, CellTopology
+from atldas.utils.counting import count_macs, count_params
+
+__all__ = ["SpaceCfg", "SearchSpace", "BlockCandidates"]
+
+#: Group -> candidate name -> (factory, input shapes in the target network).
+BlockCandidates = Dict[str, Dict[str, Tuple[Callable[[], nn.Module], Tuple[Tuple[int, ...], ...]]]]
 
 
-@dataclasses.dataclass(frozen=True)
-class CellGeometry:
-    """One cell of the target network: node channels, input size (of state 1), reduction flag."""
+@dataclass
+class SpaceCfg:
+    """Knobs of a search space: the proxy that is searched and the target the budget is stated on.
 
-    C: int
-    H: int
-    W: int
-    reduction: bool
+    Attributes:
+        C: node channels of the proxy supernet's first stage.
+        layers: cells of the proxy.
+        target_C: node channels of the target network derive produces.
+        target_layers: cells of the target network.
+        input_size: side of the input the budget is stated at.
+        nodes: intermediate nodes per cell.
+        k_min, k_max: in-degree range of a node (2..2: DARTS cells).
+    """
 
+    C: int = 16
+    layers: int = 8
+    target_C: int = 48
+    target_layers: int = 14
+    input_size: int = 1024
+    nodes: int = 4
+    k_min: int = 2
+    k_max: int = 2
 
-def edge_geometry(g: CellGeometry, source: int) -> Tuple[int, int, int, int]:
-    """(C, H, W, stride) of an edge from state ``source`` in target cell ``g``: in a reduction cell,
-    edges from the cell inputs (0, 1) have stride 2 at the input size, the others stride 1 at half."""
-    stride = 2 if g.reduction and source < 2 else 1
-    H, W = (g.H, g.W) if stride == 2 or not g.reduction else op_output_size(H=g.H, W=g.W, stride=2)
-    return g.C, H, W, stride
-
-
-def reductions_of(layers: int) -> Tuple[int, int]:
-    """Indices of the two reduction cells (DARTS: layers // 3 and 2 * layers // 3)."""
-    return layers // 3, 2 * layers // 3
-
-
-def stack_geometry(*, C: int, layers: int, size: int) -> List[CellGeometry]:
-    """Geometry of a DARTS cell stack whose first cell sees ``size`` x ``size``: reductions at
-    layers // 3 and 2 * layers // 3 double the channels and halve the size (rounding up)."""
-    reds = reductions_of(layers)
-    out, h = [], size
-    for k in range(layers):
-        reduction = k in reds
-        if reduction:
-            C *= 2
-        out.append(CellGeometry(C=C, H=h, W=h, reduction=reduction))
-        if reduction:
-            h = (h + 1) // 2
-    return out
-
-
-def count_macs(module: nn.Module, *inputs: Tensor) -> int:
-    """Multiply-accumulates of ``module(*inputs)``: torch's FlopCounterMode total / 2."""
-    with FlopCounterMode(display=False) as counter:
-        module(*inputs)
-    return counter.get_total_flops() // 2
-
-
-def count_params(module: nn.Module) -> int:
-    """Number of parameters (``numel`` summed)."""
-    return sum(p.numel() for p in module.parameters())
+    def check(self) -> None:
+        """Raise ConfigError naming the first knob out of range."""
+        limits = {"C": (2, 1024), "layers": (1, 200), "target_C": (2, 1024), "target_layers": (1, 200),
+                  "input_size": (8, 16384), "nodes": (1, 8), "k_min": (1, 2), "k_max": (1, 8)}
+        for name, (low, high) in limits.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+                raise ConfigError(f"{name} must be an integer in {low}..{high}, got {v!r}")
+        if self.k_min > self.k_max:
+            raise ConfigError(f"in-degree needs k_min <= k_max, got {self.k_min}..{self.k_max}")
 
 
 class SearchSpace:
     """Base class of a registered search space (see the module docstring)."""
 
     name: str = "base"
+    #: The task a search in this space runs by default.
     task: str = "matting"
+    #: Candidate ops of every cell edge (no ``none``: the topology decides whether an edge exists).
     ops: Tuple[str, ...] = SEARCH_PRIMITIVES
-    #: SearchConfig fields this space fills in when the user leaves them at None.
+    #: SearchConfig values a search in this space starts from (flat keys, e.g. ``epochs``, ``C``).
     defaults: Mapping[str, Any] = {}
+
+    knobs: Optional[SpaceCfg] = None
+    io: Mapping[str, Any] = {}
+
+    def bind(self, knobs: SpaceCfg, io: Optional[Mapping[str, Any]] = None) -> "SearchSpace":
+        """A copy of this space bound to ``knobs`` and the task's ``io`` (checked)."""
+        knobs.check()
+        for op in self.ops:
+            OPS.get(op)  # an unregistered op is an error listing the known ones
+        bound = copy.copy(self)
+        bound.knobs, bound.io = knobs, dict(io or {})
+        bound.topology  # noqa: B018 - validates nodes/in-degree now
+        return bound
+
+    @property
+    def cfg(self) -> SpaceCfg:
+        """The bound knobs (ConfigError when the space is not bound)."""
+        if self.knobs is None:
+            raise ConfigError(f"search space {self.name!r} is not bound to knobs; call space.bind(SpaceCfg(...))")
+        return self.knobs
 
     # ------------------------------------------------------------------ to override
 
-    def build_supernet(self, cfg: SearchConfig, *, ops: Sequence[str]) -> SuperNet:
+    def build_supernet(self, *, ops: Sequence[str]) -> SuperNet:
+        """The proxy supernet with candidate ``ops`` on every edge."""
         raise NotImplementedError
 
-    def build_target(self, genotype: Genotype, cfg: SearchConfig) -> nn.Module:
+    def build_target(self, genotype: Genotype) -> nn.Module:
+        """The standalone target network of ``genotype``."""
         raise NotImplementedError
 
-    def cell_geometry(self, cfg: SearchConfig) -> List[CellGeometry]:
+    def macro_meta(self) -> Dict[str, Any]:
+        """The target macro, recorded in a genotype file's ``space.macro``."""
         raise NotImplementedError
 
-    def block_candidates(self, cfg: SearchConfig) -> Dict[str, Dict[str, Tuple[Callable[[], nn.Module], Tuple[Tuple[int, ...], ...]]]]:
-        """Group -> candidate name -> (factory, input shapes in the target network)."""
-        return {}
+    def cell_geometry(self) -> List[CellGeometry]:
+        """Channels and input size of every cell of the target network."""
+        raise NotImplementedError
+
+    def input_shape(self) -> Tuple[int, ...]:
+        """The (1, C, H, W) input the budget is stated at."""
+        raise NotImplementedError
 
     def block_names(self) -> Dict[str, Tuple[str, ...]]:
         """Group -> candidate names (the order of gamma)."""
         return {}
 
-    def input_shape(self, cfg: SearchConfig) -> Tuple[int, ...]:
-        """The (1, C, H, W) input the budget is stated at."""
-        raise NotImplementedError
-
-    def datasets(self, cfg: SearchConfig) -> Tuple[torch.utils.data.Dataset, torch.utils.data.Dataset]:
-        """(weight split, arch split), disjoint."""
-        raise NotImplementedError
-
-    def model_input(self, batch: Dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError
-
-    def loss(self, pred: Tensor, batch: Dict[str, Tensor]) -> Tensor:
-        raise NotImplementedError
+    def block_candidates(self) -> BlockCandidates:
+        """Group -> candidate name -> (factory, input shapes in the target network)."""
+        return {}
 
     # ------------------------------------------------------------------ shared
 
-    def resolve(self, cfg: SearchConfig) -> SearchConfig:
-        """Fill the fields left at None with this space's defaults."""
-        changes = {k: v for k, v in self.defaults.items() if getattr(cfg, k) is None}
-        if any(getattr(cfg, k) is not None for k in ("target_macs", "target_params", "target_latency_ms")):
-            changes.pop("target_macs", None)  # the user chose a budget: the default one does not apply
-        return dataclasses.replace(cfg, **changes)
-
-    def topology(self, cfg: SearchConfig) -> CellTopology:
-        return CellTopology(nodes=4, k_min=cfg.k_min, k_max=cfg.k_max)
+    @property
+    def topology(self) -> CellTopology:
+        """The cell topology the knobs ask for."""
+        k = self.cfg
+        return CellTopology(nodes=k.nodes, k_min=k.k_min, k_max=k.k_max)
 
     def search_ops(self, *, with_none: bool) -> Tuple[str, ...]:
-        """The op set of the supernet (``none`` only for the DARTS/GDAS baselines)."""
-        return tuple(PRIMITIVES) if with_none else tuple(o for o in self.ops if o != "none")
+        """The op set of the supernet: the space's ops, with ``none`` first for the DARTS/GDAS
+        baselines (their soft mixture needs a zero op; derive never keeps it)."""
+        ops = tuple(o for o in self.ops if o != "none")
+        return ("none",) + ops if with_none else ops
 
-    def macro_meta(self, cfg: SearchConfig) -> Dict[str, Any]:
-        """Macro knobs recorded in the genotype file."""
-        return {"C": cfg.target_C, "layers": cfg.target_layers}
+    def new_arch(self, *, with_none: bool = False) -> ArchParams:
+        """Fresh architecture parameters of this space (e.g. to sample random children)."""
+        return ArchParams(topology=self.topology, ops=self.search_ops(with_none=with_none),
+                          blocks=self.block_names())
 
-    def child_to_genotype(self, arch: ArchParams, child: Child, cfg: SearchConfig) -> Genotype:
+    def child_to_genotype(self, arch: ArchParams, child: Child) -> Genotype:
         """A discrete child as a Genotype (nodes list their inputs in source order)."""
         topo = arch.topology
         cells = {}
@@ -149,7 +169,7 @@ class SearchSpace:
             cells[t] = CellSpec(nodes=tuple(nodes), concat=tuple(range(2, 2 + topo.nodes)))
         choices = {g: arch.block_names[g][b] for g, b in child.blocks.items()}
         space = {"name": self.name, "ops": [o for o in arch.op_names if o != "none"], "nodes": topo.nodes,
-                 "in_degree": [topo.k_min, topo.k_max], "macro": self.macro_meta(cfg)}
+                 "in_degree": [topo.k_min, topo.k_max], "macro": self.macro_meta()}
         return Genotype(normal=cells["normal"], reduce=cells["reduce"], space=space, choices=choices)
 
     def genotype_to_child(self, arch: ArchParams, genotype: Genotype) -> Child:
@@ -181,59 +201,11 @@ class SearchSpace:
             blocks[g] = names.index(name)
         return Child(sets=sets, ops=ops, blocks=blocks)
 
-    def cell_table(self, cfg: SearchConfig, *, arch: ArchParams,
-                   cost: Callable[[str, Tuple[int, int, int, int]], float]) -> Dict[str, Tensor]:
-        """Per cell type, an (edges, ops) table: for every edge and op, the sum over the target
-        network's cells of that type of ``cost(op, (C, H, W, stride))`` (the edge's geometry there)."""
-        topo = arch.topology
-        cells = {t: torch.zeros(topo.num_edges, len(arch.op_names), dtype=torch.float64) for t in CELL_TYPES}
-        for g in self.cell_geometry(cfg):
-            t = "reduce" if g.reduction else "normal"
-            for e, (i, _) in enumerate(topo.edges):
-                geo = edge_geometry(g, i)
-                for o, name in enumerate(arch.op_names):
-                    cells[t][e, o] += cost(name, geo)
-        return cells
-
-    def cost_table(self, cfg: SearchConfig, *, metric: str, arch: ArchParams,
-                   lut: Optional[Mapping[str, float]] = None) -> CostTable:
-        """Exact cost of every candidate in the target network at :meth:`input_shape`.
-
-        Cell ops use the closed forms of :mod:`atldas.ops`; blocks and the fixed part are counted
-        with FlopCounterMode (MACs) or ``numel`` (params) on the meta device, so the table adds up to
-        the counter's figure for every child. ``latency_ms`` needs a latency table (``lut``).
-        """
-        if metric == "latency_ms":
-            from atldas.latency import latency_table
-
-            return latency_table(self, cfg, arch=arch, lut=lut)
-        def cost(name: str, geo: Tuple[int, int, int, int]) -> float:
-            C, H, W, stride = geo
-            c = op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=True)
-            return c.macs if metric == "macs" else c.params
-
-        cells = self.cell_table(cfg, arch=arch, cost=cost)
-        blocks: Dict[str, Tensor] = {}
-        for group, cands in self.block_candidates(cfg).items():
-            vals = []
-            for name in arch.block_names[group]:
-                make, shapes = cands[name]
-                with torch.device("meta"):
-                    m = make()
-                    xs = [torch.zeros(s) for s in shapes]
-                vals.append(count_macs(m, *xs) if metric == "macs" else count_params(m))
-            blocks[group] = torch.tensor(vals, dtype=torch.float64)
-        table = CostTable(metric=metric, base=0.0, cells=cells, blocks=blocks,
-                          input_size=tuple(self.input_shape(cfg)))
-        ref = arch.argmax()
-        table.base = float(self.measure(self.child_to_genotype(arch, ref, cfg), cfg, metric=metric)) - table.of_child(ref)
-        return table
-
-    def measure(self, genotype: Genotype, cfg: SearchConfig, *, metric: str) -> int:
-        """MACs (FlopCounterMode / 2) or params of the target network of ``genotype``."""
+    def measure(self, genotype: Genotype, *, metric: str) -> int:
+        """MACs (FlopCounterMode / 2) or params of the target network of ``genotype``, on the meta device."""
         with torch.device("meta"):
-            net = self.build_target(genotype, cfg)
-            x = torch.zeros(self.input_shape(cfg))
+            net = self.build_target(genotype)
+            x = torch.zeros(self.input_shape())
         if metric == "params":
             return count_params(net)
         net.eval()

@@ -13,7 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError, DataError
 from atldas.models.aematter import (AEMATTER_VARIANTS, AEALBlock, AEMatter, build_aematter,
-                                    centred_pad, load_aematter_checkpoint)
+                                    load_aematter_checkpoint)
+from atldas.tensors import centred_pad
 from atldas.models.swin import BasicLayer, DropPath, PatchMerging, SwinBlock, relative_position_index
 
 REFERENCE = Path(__file__).parent / "data" / "aematter_state_dict.json"
@@ -96,10 +97,10 @@ def test_strict_load_rejects_a_mismatch(reference: dict) -> None:
 
 def test_load_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     model = build_aematter(variant="tiny")
-    with pytest.raises(DataError, match="not found"):
+    with pytest.raises(DataError, match="no such checkpoint file"):
         load_aematter_checkpoint(model, str(tmp_path / "none.ckpt"))
     (tmp_path / "bad.ckpt").write_text("not a checkpoint")
-    with pytest.raises(DataError, match="cannot read"):
+    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
         load_aematter_checkpoint(model, str(tmp_path / "bad.ckpt"))
 
 

@@ -67,13 +67,27 @@ def test_latency_of_a_small_model(tmp_path, capsys):
     assert "median [p10, p90]" in out
 
 
-def test_bench_function_matches_the_closed_form_count():
+def test_bench_function_matches_an_independent_count():
+    # the closed-form module walker (CheapMatting.macs_at) is gone: bench's count is checked against
+    # FlopCounterMode on a real CPU forward, and against the matting space's measure (the figure its
+    # cost tables add up to)
+    from torch.utils.flop_counter import FlopCounterMode
+
     from atldas.bench import count_cost
-    from atldas.models.registry import resolve_model
+    from atldas.models.zoo import resolve_model
+    from atldas.run import bind_space, make_search_config
 
     model = resolve_model("cheapmatting")
     cost = count_cost(model, size=(96, 160))
-    assert cost["macs"] == model.build().macs_at(H=96, W=160).macs
+    net = model.build().eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(torch.rand(1, 6, 96, 160))
+    assert cost["macs"] == counter.get_total_flops() // 2
+    assert cost["params"] == CHEAPMATTING_PARAMS
+    space = bind_space(make_search_config(space="matting", sets=["target_C=48", "target_layers=14",
+                                                                 "input_size=96"]))
+    g = model.genotype.replace(choices={**{f"decoder{i}": "bottleneck" for i in range(4)}, "head": "conv3x3"})
+    assert count_cost(model, size=96)["macs"] == space.measure(g, metric="macs")
 
 
 @pytest.mark.parametrize("args, words", [

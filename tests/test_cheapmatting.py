@@ -11,11 +11,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError
 from atldas.genotype import CellSpec, Genotype
-from atldas.models.cells import Cell, cell_cost, drop_path
+from atldas.models.cells import Cell, drop_path
 from atldas.models.cheapmatting import (ATLDAS_CIFAR100, DECODER_BLOCKS, HEAD_BLOCKS, CheapMatting,
                                         DecoderLevel, PredictionHead, PyramidPooling,
                                         build_cheapmatting)
-from atldas.ops import count_params, module_macs
+from atldas.ops import factorized_reduce_cost, op_cost, relu_conv_bn_cost
+from atldas.run import bind_space, make_search_config
+from atldas.utils.counting import count_macs, count_params
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "cheapmatting_state_dict.json").read_text())
 RELEASED_MACS_1024 = 38_594_117_632  # FlopCounterMode total / 2 at 1x6x1024x1024
@@ -30,6 +32,75 @@ def counted_macs(net: torch.nn.Module, H: int, W: int) -> int:
     flops = counter.get_total_flops()
     assert flops % 2 == 0
     return flops // 2
+
+
+def macs_by_part(net: torch.nn.Module, H: int, W: int) -> dict:
+    """MACs of each top-level submodule (``stem00``, ``cells``, ``pred``...) of ``net`` on a meta
+    (1, 6, H, W) input, from FlopCounterMode's per-module counts."""
+    x = torch.empty(1, 6, H, W, device=META)
+    with FlopCounterMode(display=False) as counter:
+        net(x)
+    root = type(net).__name__
+    counts = counter.get_flop_counts()
+    return {name: sum(counts.get(f"{root}.{name}", {}).values()) // 2 for name, _ in net.named_children()}
+
+
+def cell_closed_form(cell: Cell, H: int, W: int, *, H0: int, W0: int) -> tuple:
+    """(MACs, params) of a discrete cell from the per-op closed forms (:func:`atldas.ops.op_cost` and
+    the preprocessing's), for ``s1`` of size H x W and ``s0`` of size H0 x W0."""
+    C = cell.C
+    if cell.reduction_prev:
+        pre0 = factorized_reduce_cost(C_in=cell.C_prev_prev, C_out=C, H=H0, W=W0, affine=cell.affine)
+    else:
+        pre0 = relu_conv_bn_cost(C_in=cell.C_prev_prev, C_out=C, H=H0, W=W0, affine=cell.affine)
+    pre1 = relu_conv_bn_cost(C_in=cell.C_prev, C_out=C, H=H, W=W, affine=cell.affine)
+    macs, params = pre0.macs + pre1.macs, pre0.params + pre1.params
+    for node in cell.spec.nodes:
+        for op, i in node:
+            stride = 2 if cell.reduction and i < 2 else 1
+            # in a reduction cell, the nodes (states >= 2) are already at half resolution
+            h, w = ((H + 1) // 2, (W + 1) // 2) if cell.reduction and i >= 2 else (H, W)
+            c = op_cost(op, C_in=C, C_out=C, H=h, W=w, stride=stride, affine=cell.affine)
+            macs, params = macs + c.macs, params + c.params
+    return macs, params
+
+
+def cell_ops_match_their_closed_forms(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """Run ``net`` on ``x`` recording the input of every cell op, then check each op's closed form
+    (:func:`atldas.ops.op_cost`) against the counter on that input; returns the number of ops checked."""
+    seen = []
+    hooks = []
+    for cell in (m for m in net.modules() if isinstance(m, Cell)):
+        k = 0
+        for node in cell.spec.nodes:
+            for op, i in node:
+                stride = 2 if cell.reduction and i < 2 else 1
+                module = cell._ops[k]
+                hooks.append(module.register_forward_pre_hook(
+                    (lambda op, stride, module, C: lambda m, args: seen.append((op, stride, module, C, args[0].shape)))(
+                        op, stride, module, cell.C)))
+                k += 1
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    for op, stride, module, C, shape in seen:
+        _, _, h, w = shape
+        closed = op_cost(op, C_in=C, C_out=C, H=h, W=w, stride=stride, affine=True)
+        assert closed.macs == count_macs(module, torch.empty(shape, device=x.device)), (op, stride, shape)
+        assert closed.params == count_params(module), (op, stride)
+    return len(seen)
+
+
+def matting_space(size: int, **knobs):
+    """The ``matting`` space (the released macro) bound to the released width and depth at ``size``."""
+    sets = [f"target_C={knobs.get('C', 48)}", f"target_layers={knobs.get('layers', 14)}", f"input_size={size}"]
+    return bind_space(make_search_config(space="matting", sets=sets))
+
+
+RELEASED_CHOICES = {**{f"decoder{i}": "bottleneck" for i in range(4)}, "head": "conv3x3"}
 
 
 @pytest.fixture(scope="module")
@@ -88,25 +159,39 @@ def test_forward_odd_size_and_unclamped():
 def test_macs_at_1024_equal_the_release(meta_net):
     measured = counted_macs(meta_net, 1024, 1024)
     assert measured == RELEASED_MACS_1024
-    assert meta_net.macs_at(H=1024, W=1024).macs == measured
+    assert count_macs(meta_net, torch.empty(1, 6, 1024, 1024, device=META)) == measured
+    # the matting space measures the released network's MACs (its unused extra PPM conv has none)
+    g = ATLDAS_CIFAR100.replace(choices=RELEASED_CHOICES)
+    assert matting_space(1024).measure(g, metric="macs") == measured
     assert round(measured / 1e9, 3) == 38.594
 
 
 def test_macs_breakdown_at_1024(meta_net):
-    parts = meta_net.macs_breakdown(H=1024, W=1024)
+    parts = macs_by_part(meta_net, 1024, 1024)
     g = lambda *keys: round(sum(parts[k] for k in keys) / 1e9, 2)  # noqa: E731
     assert g("cells") == 11.32
-    assert g("head") == 12.25
-    assert g("decoder0") == 4.26
-    assert g("decoder1", "decoder2", "decoder3") == 6.07
+    assert g("pred") == 12.25
+    assert g("decoder_layer0") == 4.26
+    assert g("decoder_layer1", "decoder_layer2", "decoder_layer3") == 6.07
     assert g("stem00", "stem05", "stem10") == 4.33
     assert g("ppm") == 0.36
     assert sum(parts.values()) == RELEASED_MACS_1024
+    # a submodule counted on its own gives its part of the whole
+    assert count_macs(meta_net.stem00, torch.empty(1, 6, 1024, 1024, device=META)) == parts["stem00"]
 
 
 @pytest.mark.parametrize("H,W", [(64, 64), (37, 45)])
 def test_closed_form_macs_other_sizes(meta_net, H, W):
-    assert meta_net.macs_at(H=H, W=W).macs == counted_macs(meta_net, H, W)
+    measured = counted_macs(meta_net, H, W)
+    x = torch.empty(1, 6, H, W, device=META)
+    assert count_macs(meta_net, x) == measured
+    # every cell op's closed form (op_cost) equals the counter at the sizes it sees, odd ones too
+    assert cell_ops_match_their_closed_forms(meta_net, x) == 14 * 8
+    # and the parts add up to the whole
+    assert sum(macs_by_part(meta_net, H, W).values()) == measured
+    if H == W:  # the space's measure (and so its cost table) is stated on square inputs
+        g = ATLDAS_CIFAR100.replace(choices=RELEASED_CHOICES)
+        assert matting_space(H).measure(g, metric="macs") == measured
 
 
 @pytest.mark.parametrize("knobs", [
@@ -119,9 +204,11 @@ def test_variants_closed_form_and_cheaper(knobs):
         base = build_cheapmatting(C=16, layers=5)
         net = build_cheapmatting(C=16, layers=5, **knobs)
     measured = counted_macs(net, 96, 64)
-    assert net.macs_at(H=96, W=64).macs == measured
-    assert measured < base.macs_at(H=96, W=64).macs
+    x = torch.empty(1, 6, 96, 64, device=META)
+    assert count_macs(net, x) == measured
+    assert measured < count_macs(base, x) == counted_macs(base, 96, 64)
     assert count_params(net) < count_params(base)
+    assert cell_ops_match_their_closed_forms(net, x) == 5 * 8
 
 
 def test_default_blocks_are_the_released_layout():
@@ -142,7 +229,9 @@ def test_ppm_tiny_input_falls_back_to_global_pool():
     assert y.shape == (1, 6, 2, 3)
     with FlopCounterMode(display=False) as counter:
         ppm(x)
-    assert ppm.macs_at(H=2, W=3).macs == counter.get_total_flops() // 2
+    # the branch convs run on the 1x1 global pools: C_in x C_mid each, plus the 1x1 output conv
+    closed = 4 * 8 * 4 * 1 * 1 + (8 + 4 * 4) * 6 * 2 * 3
+    assert count_macs(ppm, x) == counter.get_total_flops() // 2 == closed
 
 
 def test_variable_in_degree_cell():
@@ -159,10 +248,10 @@ def test_variable_in_degree_cell():
             y = cell(s0, s1)
         Ho = (H + 1) // 2 if reduction else H
         assert y.shape == (1, 24, Ho, Ho)
-        cost = cell_cost(spec, C_prev_prev=12, C_prev=10, C=8, reduction=reduction,
-                         reduction_prev=reduction_prev, H=H, W=H)
-        assert cost.macs == counter.get_total_flops() // 2 == module_macs(cell, H=H, W=H).macs
-        assert cost.params == count_params(cell)
+        H0 = 2 * H if reduction_prev else H
+        macs, params = cell_closed_form(cell, H, H, H0=H0, W0=H0)  # per-op closed forms
+        assert macs == counter.get_total_flops() // 2 == count_macs(cell, s0, s1)
+        assert params == count_params(cell)
     with pytest.raises(ConfigError, match="reduction cell cannot concatenate"):
         Cell(spec=CellSpec(nodes=[[("skip_connect", 0)]], concat=[1, 2]), C_prev_prev=8, C_prev=8,
              C=8, reduction=True, reduction_prev=False)
@@ -186,22 +275,23 @@ def test_drop_path_only_in_training():
 
 
 def test_derived_models_registry():
-    from derived_models import build_model, get_genotype, get_model_spec, model_names
+    from atldas.models.zoo import MODELS, create_model, list_models
+    from derived_models import get_genotype
 
-    assert {"cheapmatting", "cheapmatting_darts_v2", "cheapmatting_pc_darts"} <= set(model_names())
+    assert {"cheapmatting", "cheapmatting_darts_v2", "cheapmatting_pc_darts"} <= set(list_models())
     assert get_genotype("atldas_cifar100") == ATLDAS_CIFAR100
     assert get_genotype("atldas_cifar100").cost["macs"] == RELEASED_MACS_1024
     with META:
-        released = build_model("cheapmatting")
-        darts = build_model("cheapmatting_darts_v2")
-        small = build_model("cheapmatting", C=16, layers=5, head_block="sep")
+        released = create_model("cheapmatting")
+        darts = create_model("cheapmatting_darts_v2")
+        small = create_model("cheapmatting", C=16, layers=5, head_block="sep")
     assert {k: list(v.shape) for k, v in released.state_dict().items()} == REFERENCE["state_dict"]
     assert darts.genotype == get_genotype("darts_v2")
-    assert darts.macs_at(H=1024, W=1024).macs == get_genotype("darts_v2").cost["macs"]
+    assert count_macs(darts, torch.empty(1, 6, 1024, 1024, device=META)) == get_genotype("darts_v2").cost["macs"]
     assert isinstance(small, CheapMatting) and small.pred.block == "sep"
-    assert get_model_spec("cheapmatting").genotype == "atldas_cifar100"
-    with pytest.raises(ConfigError, match="known models: cheapmatting"):
-        build_model("cheapmating")
+    assert MODELS.get("cheapmatting").genotype == "atldas_cifar100"
+    with pytest.raises(ConfigError, match="known models: .*cheapmatting"):
+        create_model("cheapmating")
 
 
 def test_genotype_is_required():

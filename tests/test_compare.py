@@ -19,21 +19,20 @@ def compare():
 
 
 def test_random_genotype_matches_the_searched_macs(compare, tmp_path):
-    from atldas.config import SearchConfig
-    from search_spaces import get_space
+    from atldas.ops import OPS
+    from atldas.run import bind_space, make_search_config
 
-    space = get_space("matting")
     # a narrow target macro keeps the counts quick; random_genotype takes the macro from the genotype
-    cfg = space.resolve(SearchConfig(space="matting", target_C=16, target_layers=5))
+    space = bind_space(make_search_config(space="matting", sets=["target_C=16", "target_layers=5"]))
     searched = Genotype.load(ROOT / "derived_models" / "darts_v2.json").replace(
         space={"name": "matting", "macro": {"C": 16, "layers": 5}})
     path = tmp_path / "searched.json"
     searched.save(path)
-    target = space.measure(searched, cfg, metric="macs")
+    target = space.measure(searched, metric="macs")
     out = compare.random_genotype(path, tmp_path, draws=3000, seed=0)
     g = Genotype.load(out)
-    g.validate()
-    assert g.cost["macs"] == space.measure(g, cfg, metric="macs")  # the record is the counter's figure
+    g.validate(ops=OPS.names())
+    assert g.cost["macs"] == space.measure(g, metric="macs")  # the record is the counter's figure
     assert abs(g.cost["macs"] / target - 1) < 0.01
     assert g.hash() != searched.hash()
     assert g.provenance["random"]["matched_macs"] == target

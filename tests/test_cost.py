@@ -3,42 +3,40 @@
 import pytest
 import torch
 
-from atldas.config import SearchConfig
-from atldas.cost import Budget, dual_ascent, parse_amount
+from atldas.config import parse_amount
+from atldas.cost import Budget, cost_table, dual_ascent
 from atldas.errors import ConfigError
-from search_spaces import get_space
+from atldas.run import bind_space, make_search_config
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    space = get_space("tiny")
-    cfg = space.resolve(SearchConfig(space="tiny"))
+    space = bind_space(make_search_config(space="tiny"))
     torch.manual_seed(0)
-    net = space.build_supernet(cfg, ops=space.search_ops(with_none=False))
-    return space, cfg, net
+    net = space.build_supernet(ops=space.search_ops(with_none=False))
+    return space, net
 
 
 @pytest.mark.parametrize("metric", ["macs", "params"])
 def test_table_equals_counter_for_random_children(tiny, metric):
-    space, cfg, net = tiny
-    table = space.cost_table(cfg, metric=metric, arch=net.arch)
+    space, net = tiny
+    table = cost_table(space, net.arch, metric=metric)
     gen = torch.Generator().manual_seed(5)
     for _ in range(4):
         child = net.arch.sample(epsilon=1.0, generator=gen)
-        genotype = space.child_to_genotype(net.arch, child, cfg)
-        assert table.of_child(child) == space.measure(genotype, cfg, metric=metric)
+        genotype = space.child_to_genotype(net.arch, child)
+        assert table.of_child(child) == space.measure(genotype, metric=metric)
 
 
 @pytest.mark.parametrize("k", [(2, 2), (1, 3)])
 def test_expected_cost_matches_monte_carlo(k):
-    space = get_space("tiny")
-    cfg = space.resolve(SearchConfig(space="tiny", k_min=k[0], k_max=k[1]))
+    space = bind_space(make_search_config(space="tiny", sets=[f"k_min={k[0]}", f"k_max={k[1]}"]))
     torch.manual_seed(1)
-    net = space.build_supernet(cfg, ops=space.search_ops(with_none=False))
+    net = space.build_supernet(ops=space.search_ops(with_none=False))
     with torch.no_grad():  # a non-uniform policy
         for p in net.arch.parameters():
             p.normal_(0.0, 1.0)
-    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    table = cost_table(space, net.arch, metric="macs")
     gen = torch.Generator().manual_seed(2)
     n = 200_000  # per-child sd is about 55 % of the mean here: the mean's sd is about 0.13 %
     mc = float(table.of_samples(net.arch, net.arch.sample_many(n, generator=gen)).mean())
@@ -53,8 +51,8 @@ def test_expected_cost_matches_monte_carlo(k):
 
 
 def test_expected_cost_is_differentiable(tiny):
-    space, cfg, net = tiny
-    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    space, net = tiny
+    table = cost_table(space, net.arch, metric="macs")
     table.expected(net.arch).backward()
     assert net.arch.alpha["normal"].grad.abs().sum() > 0
     assert net.arch.beta["normal_3"].grad.abs().sum() > 0
@@ -62,8 +60,8 @@ def test_expected_cost_is_differentiable(tiny):
 
 
 def test_cheapest_is_a_lower_bound(tiny):
-    space, cfg, net = tiny
-    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    space, net = tiny
+    table = cost_table(space, net.arch, metric="macs")
     cheapest, child = table.cheapest(net.arch)
     assert cheapest == table.of_child(child)
     gen = torch.Generator().manual_seed(9)
@@ -75,10 +73,9 @@ def test_matting_table_reproduces_cheapmatting_macs():
     released network's 38.594 G MACs at 1024x1024 (algorithm.md's breakdown)."""
     from atldas.models.cheapmatting import ATLDAS_CIFAR100
 
-    space = get_space("matting")
-    cfg = space.resolve(SearchConfig())
-    net = space.build_supernet(cfg, ops=space.search_ops(with_none=False))
-    table = space.cost_table(cfg, metric="macs", arch=net.arch)
+    space = bind_space(make_search_config(space="matting"))
+    net = space.build_supernet(ops=space.search_ops(with_none=False))
+    table = cost_table(space, net.arch, metric="macs")
     g = ATLDAS_CIFAR100.replace(choices={**{f"decoder{i}": "bottleneck" for i in range(4)}, "head": "conv3x3"})
     child = space.genotype_to_child(net.arch, g)
     # the released network has one unused PPM conv (no MACs), so MACs agree exactly
@@ -88,11 +85,18 @@ def test_matting_table_reproduces_cheapmatting_macs():
 def test_budget_forms_and_dual_ascent():
     e = torch.tensor(30.0, requires_grad=True)
     task = torch.tensor(1.0)
-    assert float(Budget(metric="macs", target=20.0).apply(task, e, 2.0).detach()) == pytest.approx(1.0 + 2.0 * 0.5)
-    assert float(Budget(metric="macs", target=40.0).apply(task, e, 2.0).detach()) == pytest.approx(1.0)
-    assert float(Budget(metric="macs", target=40.0, form="abs").apply(task, e, 2.0).detach()) == pytest.approx(1.5)
-    assert dual_ascent(1.0, derived_cost=30.0, target=20.0, lr=1.0) == pytest.approx(1.5)
-    assert dual_ascent(0.1, derived_cost=10.0, target=20.0, lr=1.0) == 0.0
+    # hinge and abs with the aim at the target itself (aim=1): the penalties on E/T - 1
+    hinge = dict(form="hinge", aim=1.0)
+    assert float(Budget(metric="macs", target=20.0, **hinge).apply(task, e, 2.0).detach()) == pytest.approx(1.0 + 2.0 * 0.5)
+    assert float(Budget(metric="macs", target=40.0, **hinge).apply(task, e, 2.0).detach()) == pytest.approx(1.0)
+    assert float(Budget(metric="macs", target=40.0, form="abs", aim=1.0).apply(task, e, 2.0).detach()) == pytest.approx(1.5)
+    # the default: a Lagrange multiplier on E/T - aim (aim 0.95), which may also reward spending
+    assert Budget(metric="macs", target=20.0).form == "lagrange"
+    assert float(Budget(metric="macs", target=20.0).apply(task, e, 2.0).detach()) == pytest.approx(1.0 + 2.0 * 0.55)
+    assert float(Budget(metric="macs", target=40.0).apply(task, e, 2.0).detach()) == pytest.approx(1.0 - 2.0 * 0.2)
+    assert dual_ascent(1.0, cost=30.0, target=20.0, lr=1.0) == pytest.approx(1.5)
+    assert dual_ascent(0.1, cost=10.0, target=20.0, lr=1.0) == 0.0
+    assert dual_ascent(0.1, cost=10.0, target=20.0, lr=1.0, low=-100.0) == pytest.approx(-0.4)  # lagrange
     with pytest.raises(ConfigError):
         Budget(metric="flops", target=1.0)
     assert parse_amount("8G") == 8e9 and parse_amount("2M") == 2e6 and parse_amount("1.5e3") == 1500.0

@@ -12,12 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-from atldas.config import SearchConfig
+from atldas.cost import cost_table
+from atldas.data.shapes import CLASS_NAMES, ImageFolderSplit, SyntheticShapes
 from atldas.errors import DataError
 from atldas.genotype import Genotype
+from atldas.models.darts_cifar import DartsCifarNetwork
+from atldas.run import SearchConfig, bind_space, make_search_config
+from atldas.tasks import get_task
+from atldas.tasks.classification import ClassificationTask
 from search_spaces import get_space
-from search_spaces.darts_cifar import (CLASS_NAMES, DARTS_CIFAR, DartsCifarNetwork, DartsCifarSuperNet,
-                                       ImageFolderSplit, SyntheticShapes)
+from search_spaces.darts_cifar import DARTS_CIFAR, DartsCifarSuperNet
 
 # reference/genotypes.json, copied to tests/data (tests do not read the shared folder)
 REFERENCE = json.loads((Path(__file__).parent / "data" / "genotypes.json").read_text())
@@ -37,15 +41,33 @@ def genotype(name: str) -> Genotype:
 
 @pytest.fixture(scope="module")
 def cfg() -> SearchConfig:
-    return DARTS_CIFAR.resolve(SearchConfig(space="darts_cifar"))
+    return make_search_config(space="darts_cifar")
 
 
-def test_registered_with_its_defaults(cfg):
+@pytest.fixture(scope="module")
+def space(cfg):
+    return bind_space(cfg)
+
+
+def _bound(cfg: SearchConfig, *, data=None, **knobs):
+    """The darts_cifar space bound to ``cfg``'s knobs with ``knobs`` replaced (and ``data``, if given)."""
+    return bind_space(dataclasses.replace(cfg, knobs=dataclasses.replace(cfg.knobs, **knobs),
+                                          data=cfg.data if data is None else data))
+
+
+def _datasets(data):
+    """The classification task's (train, arch) splits of ``data``, one epoch's worth each."""
+    return get_task("classification").datasets(data, seed=0, n_train=2 * data.batch_size, n_arch=2 * data.batch_size)
+
+
+def test_registered_with_its_defaults(cfg, space):
     assert get_space("darts_cifar") is DARTS_CIFAR
-    assert DARTS_CIFAR.task == "classification"
-    assert (cfg.C, cfg.layers, cfg.target_C, cfg.target_layers, cfg.input_size, cfg.crop) == (16, 8, 36, 20, 32, 32)
-    assert DARTS_CIFAR.input_shape(cfg) == (1, 3, 32, 32)
-    assert DARTS_CIFAR.block_names() == {} and DARTS_CIFAR.block_candidates(cfg) == {}
+    assert DARTS_CIFAR.task == "classification" and cfg.task == "classification"
+    assert isinstance(get_task(cfg.task), ClassificationTask)
+    k = cfg.knobs
+    assert (k.C, k.layers, k.target_C, k.target_layers, k.input_size, cfg.data.crop) == (16, 8, 36, 20, 32, 32)
+    assert space.input_shape() == (1, 3, 32, 32)
+    assert space.block_names() == {} and space.block_candidates() == {}
 
 
 def test_darts_v2_has_the_published_parameter_count():
@@ -60,11 +82,11 @@ def test_darts_v2_has_the_published_parameter_count():
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED_SIZE))
-def test_published_cells_params_and_macs(name, cfg):
+def test_published_cells_params_and_macs(name, space):
     params, macs = PUBLISHED_SIZE[name]
     g = genotype(name)
-    assert DARTS_CIFAR.measure(g, cfg, metric="params") == params
-    assert DARTS_CIFAR.measure(g, cfg, metric="macs") == macs
+    assert space.measure(g, metric="params") == params
+    assert space.measure(g, metric="macs") == macs
 
 
 def test_darts_state_dict_names():
@@ -90,8 +112,8 @@ def test_network_forward_with_and_without_auxiliary_head():
     assert plain(x).shape == (2, 10)
 
 
-def test_cell_geometry_of_the_target(cfg):
-    geo = DARTS_CIFAR.cell_geometry(cfg)
+def test_cell_geometry_of_the_target(space):
+    geo = space.cell_geometry()
     assert len(geo) == 20
     assert [k for k, g in enumerate(geo) if g.reduction] == [6, 13]
     assert (geo[0].C, geo[0].H) == (36, 32)
@@ -103,39 +125,39 @@ def test_cell_geometry_of_the_target(cfg):
 @pytest.mark.parametrize("k_range", [(2, 2), (1, 3)])
 def test_cost_table_is_exact_for_random_children(cfg, k_range):
     # exactness does not depend on the size: a small target network keeps the counts quick
-    cfg = dataclasses.replace(cfg, k_min=k_range[0], k_max=k_range[1], target_C=8, target_layers=5)
+    space = _bound(cfg, k_min=k_range[0], k_max=k_range[1], target_C=8, target_layers=5)
     gen = torch.Generator().manual_seed(3)
     # the table depends only on the arch's topology and ops: a tiny supernet carries them
-    arch = DartsCifarSuperNet(topology=DARTS_CIFAR.topology(cfg), ops=DARTS_CIFAR.search_ops(with_none=False),
+    arch = DartsCifarSuperNet(topology=space.topology, ops=space.search_ops(with_none=False),
                               C=2, layers=3).arch
     for metric in ("macs", "params"):
-        table = DARTS_CIFAR.cost_table(cfg, metric=metric, arch=arch)
+        table = cost_table(space, arch, metric=metric)
         for _ in range(4):
             child = arch.sample(epsilon=1.0, generator=gen)
-            g = DARTS_CIFAR.child_to_genotype(arch, child, cfg)
-            assert table.of_child(child) == DARTS_CIFAR.measure(g, cfg, metric=metric)
+            g = space.child_to_genotype(arch, child)
+            assert table.of_child(child) == space.measure(g, metric=metric)
 
 
-def test_darts_v2_is_a_point_of_the_space(cfg):
-    arch = DartsCifarSuperNet(topology=DARTS_CIFAR.topology(cfg), ops=DARTS_CIFAR.search_ops(with_none=False),
+def test_darts_v2_is_a_point_of_the_space(space):
+    arch = DartsCifarSuperNet(topology=space.topology, ops=space.search_ops(with_none=False),
                               C=2, layers=3).arch
-    child = DARTS_CIFAR.genotype_to_child(arch, genotype("DARTS_V2"))
-    table = DARTS_CIFAR.cost_table(cfg, metric="params", arch=arch)
+    child = space.genotype_to_child(arch, genotype("DARTS_V2"))
+    table = cost_table(space, arch, metric="params")
     assert table.of_child(child) == PUBLISHED_SIZE["DARTS_V2"][0]
 
 
 @pytest.mark.parametrize("with_none", [False, True])
 def test_supernet_forward_in_sample_and_soft_modes(cfg, with_none):
     torch.manual_seed(0)
-    small = SearchConfig(**{**cfg.__dict__, "C": 8, "layers": 5})  # reductions at cells 1 and 3
-    net = DARTS_CIFAR.build_supernet(small, ops=DARTS_CIFAR.search_ops(with_none=with_none))
+    small = _bound(cfg, C=8, layers=5)  # reductions at cells 1 and 3
+    net = small.build_supernet(ops=small.search_ops(with_none=with_none))
     assert [c.reduction for c in net.stack.cells] == [False, True, False, True, False]
     assert isinstance(net, DartsCifarSuperNet) and net.arch.block_names == {}
     x = torch.rand(2, 3, 32, 32)
     child = net.arch.sample(tau=1.0, grad=True, generator=torch.Generator().manual_seed(0))
     y = net(x, net.plan(child))
     assert y.shape == (2, 10)
-    loss = DARTS_CIFAR.loss(y, {"label": torch.tensor([1.0, 7.0])})  # the search loop sends float labels
+    loss = get_task(DARTS_CIFAR.task).loss(y, {"label": torch.tensor([1.0, 7.0])})  # the search loop sends float labels
     loss.backward()
     assert any(p.grad is not None for p in net.arch.parameters())
     with torch.no_grad():
@@ -157,11 +179,15 @@ def test_synthetic_data_is_deterministic_balanced_and_in_range():
     assert len(CLASS_NAMES) == 10
 
 
-def test_synthetic_splits_from_the_space(cfg):
-    train, arch = DARTS_CIFAR.datasets(cfg)
-    assert len(train) == cfg.steps_per_epoch * cfg.batch_size
-    assert len(arch) == cfg.arch_steps_per_epoch * cfg.batch_size
-    assert DARTS_CIFAR.model_input({"image": torch.zeros(2, 3, 32, 32)}).shape == (2, 3, 32, 32)
+def test_synthetic_splits_from_the_task(cfg):
+    task = get_task(cfg.task)
+    n_train, n_arch = cfg.steps_per_epoch * cfg.data.batch_size, cfg.arch_steps_per_epoch * cfg.data.batch_size
+    train, arch = task.datasets(cfg.data, seed=cfg.seed, n_train=n_train, n_arch=n_arch)
+    assert isinstance(train, SyntheticShapes) and isinstance(arch, SyntheticShapes)
+    assert (train.split, arch.split) == ("train", "arch")
+    assert len(train) == cfg.steps_per_epoch * cfg.data.batch_size
+    assert len(arch) == cfg.arch_steps_per_epoch * cfg.data.batch_size
+    assert task.model_input({"image": torch.zeros(2, 3, 32, 32)}).shape == (2, 3, 32, 32)
 
 
 def _write_folder(root, sizes=((40, 30), (32, 32), (50, 50), (20, 24), (32, 32))):
@@ -181,8 +207,8 @@ def _write_folder(root, sizes=((40, 30), (32, 32), (50, 50), (20, 24), (32, 32))
 
 def test_folder_data_is_read_and_split_in_halves(tmp_path, cfg):
     _write_folder(tmp_path / "data")
-    cfg = SearchConfig(**{**cfg.__dict__, "data": str(tmp_path / "data"), "batch_size": 2})
-    train, arch = DARTS_CIFAR.datasets(cfg)
+    data = dataclasses.replace(cfg.data, source=str(tmp_path / "data"), batch_size=2)
+    train, arch = _datasets(data)
     assert isinstance(train, ImageFolderSplit)
     assert train.classes == ("airplane", "cat")  # sorted
     assert (len(train), len(arch)) == (6, 4)  # 5 files per class: 3 train, 2 arch
@@ -193,17 +219,17 @@ def test_folder_data_is_read_and_split_in_halves(tmp_path, cfg):
             s = ds[i]
             assert s["image"].shape == (3, 32, 32) and s["image"].dtype == torch.float32
             assert 0.0 <= float(s["image"].min()) and float(s["image"].max()) <= 1.0
-    assert DARTS_CIFAR.num_classes(cfg) == 2
-    net = DARTS_CIFAR.build_supernet(SearchConfig(**{**cfg.__dict__, "C": 2, "layers": 3}),
-                                     ops=DARTS_CIFAR.search_ops(with_none=False))
+    assert _bound(cfg, data=data).num_classes == 2
+    small = _bound(cfg, data=data, C=2, layers=3)
+    net = small.build_supernet(ops=small.search_ops(with_none=False))
     assert net.classifier.out_features == 2
-    assert DARTS_CIFAR.build_target(genotype("DARTS_V2"), SearchConfig(
-        **{**cfg.__dict__, "target_C": 2, "target_layers": 3})).classifier.out_features == 2
+    assert _bound(cfg, data=data, target_C=2, target_layers=3).build_target(
+        genotype("DARTS_V2")).classifier.out_features == 2
 
 
 def test_folder_data_errors(tmp_path, cfg):
     def open_(path, **kw):
-        return DARTS_CIFAR.datasets(SearchConfig(**{**cfg.__dict__, "data": str(path), **kw}))
+        return _datasets(dataclasses.replace(cfg.data, source=str(path), **kw))
 
     with pytest.raises(DataError, match="no such folder"):
         open_(tmp_path / "missing")
@@ -231,7 +257,7 @@ def test_folder_data_errors(tmp_path, cfg):
 
 def test_errors_are_one_line(tmp_path, cfg):
     with pytest.raises(DataError) as exc:
-        DARTS_CIFAR.datasets(SearchConfig(**{**cfg.__dict__, "data": str(tmp_path / "nope")}))
+        _datasets(dataclasses.replace(cfg.data, source=str(tmp_path / "nope")))
     assert "\n" not in str(exc.value)
 
 
@@ -250,8 +276,7 @@ def test_two_epoch_search_through_the_cli(tmp_path):
     assert data["space"]["name"] == "darts_cifar"
     assert data["space"]["macro"]["C"] == 36 and data["space"]["macro"]["layers"] == 20
     g = Genotype.load(out / "genotype.json")
-    assert DARTS_CIFAR.measure(g, DARTS_CIFAR.resolve(SearchConfig(space="darts_cifar")),
-                               metric="macs") == data["cost"]["macs"]
+    assert bind_space(make_search_config(space="darts_cifar")).measure(g, metric="macs") == data["cost"]["macs"]
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
 
 

@@ -24,7 +24,7 @@ def genotype_file(tmp_path_factory):
 
 
 def test_export_genotype_model_matches_pytorch_at_another_size(genotype_file, tmp_path, capsys):
-    from atldas.models.registry import resolve_model
+    from atldas.models.zoo import resolve_model
 
     torch.manual_seed(0)
     model = resolve_model(genotype_file)

@@ -161,8 +161,21 @@ def _with_node(nodes, concat=(2, 3)):
     ([], (2,), "no nodes"),
 ])
 def test_validate_names_cell_and_node(nodes, concat, match):
+    from atldas.ops import OPS
+
     with pytest.raises(ConfigError, match=match):
-        _with_node(nodes, concat).validate()
+        _with_node(nodes, concat).validate(ops=OPS.names())  # the registered op set
+
+
+def test_validate_without_ops_checks_the_structure_and_networks_check_the_ops():
+    # validate() without ``ops`` checks the structure only; the op names are checked by the networks
+    # that build the genotype (and by validate(ops=...))
+    g = _with_node([[("conv_9x9", 0)], [("skip_connect", 2)]])
+    assert g.validate() is g
+    from atldas.models.cells import Cell
+
+    with pytest.raises(ConfigError, match="unknown op 'conv_9x9'; known ops: avg_pool_3x3"):
+        Cell(spec=g.normal, C_prev_prev=8, C_prev=8, C=8, reduction=False, reduction_prev=False)
 
 
 def test_validate_with_custom_op_set():

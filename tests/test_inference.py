@@ -10,7 +10,8 @@ from torch import nn
 from atldas.errors import ConfigError, DataError
 from atldas.matting.inference import (clamp_by_trimap, estimate_foreground, predict_alpha, tile_origins,
                                       tile_weights)
-from atldas.models.registry import MattingModel, resolve_model
+from atldas.models.base import MattingModel
+from atldas.models.zoo import resolve_model
 
 
 class Spy(nn.Module):
@@ -166,7 +167,7 @@ def test_prediction_runs_in_channels_last_and_matches_the_contiguous_forward(tmp
     in another order)."""
     from derived_models import get_genotype
     from atldas.matting.inference import PAD_MULTIPLE, network_input
-    from atldas.models.aematter import centred_pad
+    from atldas.tensors import centred_pad
 
     g = get_genotype("atldas_cifar100").replace(space={"name": "tiny", "macro": {"C": 8, "layers": 3}})
     model = resolve_model(g.save(tmp_path / "tiny.json"))

@@ -12,43 +12,52 @@ import torch
 
 from atldas.arch import CELL_TYPES, ArchParams
 from atldas.cli import main
-from atldas.config import SearchConfig
+from atldas.cost import cost_table
 from atldas.errors import ConfigError, DataError
-from atldas.latency import (FORMAT, block_key, build_lut, edge_geometry, latency_table, load_lut,
-                            measure_latency, op_key, reference_genotype, save_lut)
-from search_spaces import get_space
+from atldas.latency import (FORMAT, block_key, build_lut, load_lut, measure_genotype, op_key, reference_genotype,
+                            save_lut)
+from atldas.run import bind_space, make_search_config
+from atldas.topology import edge_geometry
 
 MIN_RUN_TIME = 0.005  # seconds per entry: the tiny space's entries take microseconds
 
 
 @pytest.fixture(scope="module")
-def space():
-    return get_space("tiny")
+def cfg():
+    return make_search_config(space="tiny")
 
 
 @pytest.fixture(scope="module")
-def cfg(space):
-    return space.resolve(SearchConfig(space="tiny"))
+def space(cfg):
+    return bind_space(cfg)
+
+
+def latency_table(space, *, arch, lut):
+    return cost_table(space, arch, metric="latency_ms", lut=lut)
+
+
+def _rebound(space, **knobs):
+    return space.bind(dataclasses.replace(space.cfg, **knobs), io=space.io)
 
 
 @pytest.fixture(scope="module")
 def lut(space, cfg):
-    return build_lut(space, cfg, min_run_time=MIN_RUN_TIME, progress=False)
+    return build_lut(space, min_run_time=MIN_RUN_TIME, progress=False)
 
 
 def _arch(space, cfg, *, std: float = 0.0, seed: int = 0) -> ArchParams:
     torch.manual_seed(seed)
-    return ArchParams(topology=space.topology(cfg), ops=space.search_ops(with_none=False),
+    return ArchParams(topology=space.topology, ops=space.search_ops(with_none=False),
                       blocks=space.block_names(), init_std=std)
 
 
 def test_lut_has_every_candidate(space, cfg, lut):
     assert lut["format"] == FORMAT and lut["space"] == "tiny" and lut["input"] == [1, 6, 64, 64]
     assert json.loads(json.dumps(lut)) == lut  # plain JSON data
-    topo = space.topology(cfg)
+    topo = space.topology
     ops = space.search_ops(with_none=False)
     uses = 0
-    for g in space.cell_geometry(cfg):
+    for g in space.cell_geometry():
         for i, _ in topo.edges:
             for op in ops:
                 assert op_key(op, *edge_geometry(g, i)) in lut["ops"]
@@ -64,7 +73,7 @@ def test_lut_has_every_candidate(space, cfg, lut):
 
 
 def test_reduction_edge_geometry(space, cfg):
-    g = next(g for g in space.cell_geometry(cfg) if g.reduction)
+    g = next(g for g in space.cell_geometry() if g.reduction)
     assert edge_geometry(g, 0) == (g.C, g.H, g.W, 2)
     assert edge_geometry(g, 1) == (g.C, g.H, g.W, 2)
     assert edge_geometry(g, 2) == (g.C, (g.H + 1) // 2, (g.W + 1) // 2, 1)
@@ -72,16 +81,16 @@ def test_reduction_edge_geometry(space, cfg):
 
 def test_table_sums_lut_entries(space, cfg, lut):
     arch = _arch(space, cfg)
-    table = latency_table(space, cfg, arch=arch, lut=lut)
+    table = latency_table(space, arch=arch, lut=lut)
     assert table.metric == "latency_ms" and table.base == lut["base_ms"]
     # the reference genotype's table cost is exactly its measured whole-network latency
-    ref = reference_genotype(space, cfg)
+    ref = reference_genotype(space)
     assert ref.hash() == lut["reference"]["hash"]
     child = space.genotype_to_child(arch, ref)
     assert table.of_child(child) == pytest.approx(lut["reference"]["whole_ms"], rel=1e-9)
     # each (edge, op) entry is the LUT entry summed over the cells of the type
     for t in CELL_TYPES:
-        cells = [g for g in space.cell_geometry(cfg) if g.reduction == (t == "reduce")]
+        cells = [g for g in space.cell_geometry() if g.reduction == (t == "reduce")]
         for e, (i, _) in enumerate(arch.topology.edges):
             for o, op in enumerate(arch.op_names):
                 want = sum(lut["ops"][op_key(op, *edge_geometry(g, i))] for g in cells)
@@ -90,7 +99,7 @@ def test_table_sums_lut_entries(space, cfg, lut):
 
 def test_expected_matches_monte_carlo(space, cfg, lut):
     arch = _arch(space, cfg, std=1.0, seed=3)  # a far-from-uniform policy
-    table = latency_table(space, cfg, arch=arch, lut=lut)
+    table = latency_table(space, arch=arch, lut=lut)
     with torch.no_grad():
         expected = float(table.expected(arch))
     gen = torch.Generator().manual_seed(0)
@@ -107,32 +116,32 @@ def test_table_near_measured_latency(space, cfg, lut):
     # living in the base), and this machine may be shared, so only a loose band is asserted: it still
     # catches wrong units, missing or double-counted cells, and a broken base.
     arch = _arch(space, cfg)
-    table = latency_table(space, cfg, arch=arch, lut=lut)
+    table = latency_table(space, arch=arch, lut=lut)
     child = arch.sample(generator=torch.Generator().manual_seed(1))
-    genotype = space.child_to_genotype(arch, child, cfg)
-    measured = measure_latency(space, cfg, genotype, min_run_time=0.02)
+    genotype = space.child_to_genotype(arch, child)
+    measured = measure_genotype(space, genotype, min_run_time=0.02)
     assert 0.3 <= table.of_child(child) / measured <= 3.0
 
 
 def test_mismatched_lut_raises(space, cfg, lut):
     arch = _arch(space, cfg)
     with pytest.raises(ConfigError, match="atldas lut build"):
-        latency_table(space, cfg, arch=arch, lut=None)
+        latency_table(space, arch=arch, lut=None)
     other = dict(lut, space="matting")
     with pytest.raises(ConfigError, match="space 'matting'.*atldas lut build --space tiny"):
-        latency_table(space, cfg, arch=arch, lut=other)
+        latency_table(space, arch=arch, lut=other)
     with pytest.raises(ConfigError, match=r"input \[1, 6, 64, 64\].*--size 96"):
-        latency_table(space, dataclasses.replace(cfg, input_size=96), arch=arch, lut=lut)
+        latency_table(_rebound(space, input_size=96), arch=arch, lut=lut)
     with pytest.raises(ConfigError, match="target_C=16"):
-        latency_table(space, dataclasses.replace(cfg, target_C=16), arch=arch, lut=lut)
+        latency_table(_rebound(space, target_C=16), arch=arch, lut=lut)
     missing = copy.deepcopy(lut)
     missing["ops"].pop(next(iter(missing["ops"])))
     with pytest.raises(ConfigError, match="no entry for op"):
-        latency_table(space, cfg, arch=arch, lut=missing)
+        latency_table(space, arch=arch, lut=missing)
     with pytest.raises(ConfigError, match="not an atldas-lut/2"):
-        latency_table(space, cfg, arch=arch, lut={"ops": {}})
+        latency_table(space, arch=arch, lut={"ops": {}})
     with pytest.raises(ConfigError) as info:
-        latency_table(space, cfg, arch=arch, lut=other)
+        latency_table(space, arch=arch, lut=other)
     assert "\n" not in str(info.value)  # one line
 
 
@@ -167,7 +176,7 @@ def test_cli_search_with_latency_budget(tmp_path, space, cfg):
     assert main(["lut", "build", "--space", "tiny", "--out", str(p), "--min-run-time", str(MIN_RUN_TIME),
                  "--no-progress"]) == 0
     arch = _arch(space, cfg)
-    table = latency_table(space, cfg, arch=arch, lut=load_lut(p))
+    table = latency_table(space, arch=arch, lut=load_lut(p))
     cheapest, _ = table.cheapest(arch)
     with torch.no_grad():
         target = cheapest + 0.5 * (float(table.expected(arch)) - cheapest)  # feasible, and binding

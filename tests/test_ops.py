@@ -11,8 +11,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError
 from atldas.ops import (OPS, PRIMITIVES, SEARCH_PRIMITIVES, FactorizedReduce, ReLUConvBN, build_op,
-                        count_params, factorized_reduce_cost, module_macs, op_cost, op_macs,
-                        op_output_size, op_params, relu_conv_bn_cost)
+                        factorized_reduce_cost, op_cost, op_macs, op_output_size, op_params,
+                        register_op, relu_conv_bn_cost)
+from atldas.utils.counting import count_macs, count_macs_by_op, count_params
 
 META = torch.device("meta")
 CHANNELS = (8, 16, 48)
@@ -46,7 +47,9 @@ def test_cost_and_shape_match_the_counter(name, stride):
         assert cost.params == count_params(op), (name, stride, C, affine)
         assert op_macs(name, C_in=C, H=H, W=W, stride=stride, affine=affine) == cost.macs
         assert op_params(name, C_in=C, stride=stride, affine=affine) == cost.params
-        assert module_macs(op, H=H, W=W) == (cost.macs, Ho, Wo)
+        assert count_macs(op.to(META), torch.empty(1, C, H, W, device=META)) == cost.macs
+        # the counted cost (meta device) agrees with the closed form
+        assert op_cost(name, C_in=C, C_out=C, H=H, W=W, stride=stride, affine=affine, counted=True) == cost
 
 
 @pytest.mark.parametrize("name", ["sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5"])
@@ -133,6 +136,24 @@ def test_errors_are_config_errors():
         build_op("skip_connect", C_in=8, C_out=7, stride=2)
 
 
-def test_module_macs_rejects_unknown_modules():
-    with pytest.raises(TypeError):
-        module_macs(nn.Linear(3, 4), H=1, W=1)
+def test_counter_counts_any_module_and_ops_without_a_closed_form():
+    # the closed-form module walker (module_macs) is gone: the counter takes any module
+    total, by_op = count_macs_by_op(nn.Linear(3, 4), torch.empty(1, 3))
+    assert total == count_macs(nn.Linear(3, 4), torch.empty(1, 3)) == 12 and sum(by_op.values()) == 12
+    # an op registered without a cost formula is counted on the meta device
+    def build(*, C_in, C_out, stride, affine):
+        return nn.Sequential(nn.ReLU(), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False),
+                             nn.BatchNorm2d(C_out, affine=affine))
+
+    register_op("test_conv_3x3", build, maps_channels=True)
+    try:
+        for stride in (1, 2):
+            cost = op_cost("test_conv_3x3", C_in=8, C_out=12, H=15, W=17, stride=stride, affine=True)
+            op = build_op("test_conv_3x3", C_in=8, C_out=12, stride=stride, affine=True)
+            flops, shape = measure(op, (1, 8, 15, 17))
+            assert tuple(shape) == (1, 12) + op_output_size(H=15, W=17, stride=stride)
+            assert cost.macs == flops // 2 == 8 * 12 * 9 * shape[2] * shape[3]
+            assert cost.params == count_params(op) == 8 * 12 * 9 + 2 * 12
+    finally:
+        OPS.remove("test_conv_3x3")
+    assert set(OPS.names()) == set(PRIMITIVES)

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from pathlib import Path
 
+import networkx as nx
 import pytest
+from matplotlib.patches import FancyArrowPatch
 from PIL import Image
 
 from atldas.cli import main
-from atldas.errors import ConfigError
+from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import CellSpec, Genotype
-from atldas.plot import label_overlaps, load_source, macro_kind, plot, plot_cell, plot_genotype, plot_macro
+from atldas.models.cheapmatting import CheapMattingCfg
+from atldas.plot import (cell_layout, figure_title, load_source, macro_kind, plot, plot_cell, plot_genotype,
+                         plot_macro)
 
 # DARTS (second order): every node has in-degree 2; node 3 takes an intermediate node (state 2)
 DARTS_V2 = Genotype.from_darts(
@@ -37,9 +42,20 @@ VARIABLE = Genotype(
     choices={"decoder0": "sep_res", "decoder1": "bottleneck", "decoder2": "sep_res",
              "decoder3": "bottleneck", "head": "narrow"})
 
+# two ops from the same input (parallel edges), in-degree 3, the previous cell in the concat
+PARALLEL = CellSpec(nodes=((("sep_conv_3x3", 0), ("skip_connect", 0)),
+                           (("max_pool_3x3", 1), ("dil_conv_3x3", 2), ("sep_conv_5x5", 0))), concat=(1, 2, 3))
+
+CELLS = {"darts_v2-normal": DARTS_V2.normal, "darts_v2-reduce": DARTS_V2.reduce, "variable-normal": VARIABLE.normal,
+         "variable-reduce": VARIABLE.reduce, "parallel": PARALLEL}
+
 
 def _overlap(a, b) -> bool:
     return min(a.x1, b.x1) > max(a.x0, b.x0) and min(a.y1, b.y1) > max(a.y0, b.y0)
+
+
+def _texts(ax) -> str:
+    return " | ".join(t.get_text() for t in ax.texts)
 
 
 def _error_line(err: str) -> str:
@@ -49,116 +65,143 @@ def _error_line(err: str) -> str:
     return lines[0]
 
 
-# ----------------------------------------------------------------------------- labels
+# ----------------------------------------------------------------------------- cells
 
 
-@pytest.mark.parametrize("genotype,cell_type",
-                         [(g, c) for g in (DARTS_V2, VARIABLE) for c in ("normal", "reduce")],
-                         ids=["darts_v2-normal", "darts_v2-reduce", "variable-normal", "variable-reduce"])
-def test_cell_labels_do_not_overlap(genotype, cell_type):
-    cell = genotype.cell(cell_type == "reduce")
-    art = plot_cell(cell, title=f"{cell_type} cell")
-    fig = art.figure
+@pytest.mark.parametrize("name", list(CELLS))
+def test_cell_draws_every_edge_and_label_without_overlaps(name):
+    cell = CELLS[name]
+    ax = plot_cell(cell, title=name)
+    fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
 
-    # one label per edge, in genotype order, naming its op, at the size asked for
-    assert [t.get_text() for t in art.edge_labels] == list(cell.ops())
-    assert art.unresolved == [] and art.fontsize == pytest.approx(8.0)
+    # one arrow per op edge and per concat input; one boxed label per op edge, naming its op
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == len(cell.ops()) + len(cell.concat)
+    assert sum(a.get_linestyle() in ("--", "dashed") for a in arrows) == len(cell.concat)  # concat edges dashed
+    labels = [t for t in ax.texts if t.get_bbox_patch() is not None and t.get_text() in set(cell.ops())]
+    assert Counter(t.get_text() for t in labels) == Counter(cell.ops())
+    # every node drawn: the intermediate nodes as discs, the inputs and the output as named boxes
+    assert len(ax.collections[0].get_offsets()) == cell.n_nodes
+    assert {r"$c_{k-2}$", r"$c_{k-1}$", r"$c_{k}$"} <= {t.get_text() for t in ax.texts}
+    assert {str(k) for k in range(cell.n_nodes)} <= {t.get_text() for t in ax.texts}
 
-    texts = [t.get_window_extent(renderer) for t in art.edge_labels]
-    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in art.edge_labels]
-    for (a, ta, ba), (b, tb, bb) in itertools.combinations(zip(range(len(texts)), texts, boxes), 2):
-        assert not _overlap(ta, tb), f"labels {a} and {b} overlap"
-        assert not _overlap(ba, bb), f"label boxes {a} and {b} overlap"
-    assert label_overlaps(art.edge_labels) == []
-
-    # no label covers a node, and every node is drawn with its name
-    nodes = [p.get_window_extent(renderer) for p in art.ax.patches if p not in art.edges
-             and p.get_zorder() == 3]
-    assert len(nodes) == cell.n_nodes + 3
+    # readable: no two label boxes overlap, and no label box covers a node
+    boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in labels]
+    for (a, ba), (b, bb) in itertools.combinations(enumerate(boxes), 2):
+        assert not _overlap(ba, bb), f"labels {a} ({labels[a].get_text()}) and {b} ({labels[b].get_text()}) overlap"
+    nodes = [t.get_window_extent(renderer) for t in ax.texts if t.get_text() in {str(k) for k in range(cell.n_nodes)}]
+    nodes += [t.get_bbox_patch().get_window_extent(renderer) for t in ax.texts
+              if t.get_text() in (r"$c_{k-2}$", r"$c_{k-1}$", r"$c_{k}$")]
     assert all(not _overlap(box, node) for box in boxes for node in nodes)
-    assert set(art.node_labels) == set(range(cell.n_nodes + 2)) | {"out"}
-    assert len(art.edges) == len(cell.ops()) + len(cell.concat)
 
 
-def test_layout_puts_every_node_right_of_its_inputs():
-    art = plot_cell(VARIABLE.normal, title="normal cell")
-    x = {s: t.get_position()[0] for s, t in art.node_labels.items()}
-    for i, j, _ in VARIABLE.normal.edges():
-        assert x[i] < x[j]
-    assert all(x["out"] > x[c] for c in VARIABLE.normal.concat)
+@pytest.mark.parametrize("name", list(CELLS))
+def test_layout_is_a_cycle_free_left_to_right_layering(name):
+    cell = CELLS[name]
+    graph, pos, edges, _ = cell_layout(cell)
+    assert nx.is_directed_acyclic_graph(graph)
+    assert Counter((i, j, op) for i, j, op, _ in edges) == Counter(list(cell.edges()) + [(c, "out", None)
+                                                                                          for c in cell.concat])
+    for i, j, _, _ in edges:  # every node right of its inputs, the inputs in the first column
+        assert pos[i][0] < pos[j][0]
+    assert pos[0][0] == pos[1][0] == min(p[0] for p in pos.values()) and pos[0][1] > pos[1][1]
+    assert pos["out"][0] == max(p[0] for p in pos.values())
+    # the columns are the topological generations: a node sits one column right of its deepest input
+    xs = sorted({p[0] for p in pos.values()})
+    col = {s: xs.index(p[0]) for s, p in pos.items()}
+    for j in range(2, cell.n_nodes + 2):
+        assert col[j] == 1 + max(col[i] for i, t, _ in cell.edges() if t == j)
 
 
-def test_parallel_edges_and_concat_of_an_input():
-    # two ops from the same input, a node of in-degree 3, the previous cell in the concat
-    cell = CellSpec(nodes=((("sep_conv_3x3", 0), ("skip_connect", 0)),
-                           (("max_pool_3x3", 1), ("dil_conv_3x3", 2), ("sep_conv_5x5", 0))), concat=(1, 2, 3))
-    art = plot_cell(cell, title="odd cell")
-    art.figure.canvas.draw()
-    assert art.unresolved == [] and label_overlaps(art.edge_labels) == []
+def test_any_in_degree():
+    chain = CellSpec(nodes=((("sep_conv_3x3", 1),), (("skip_connect", 2),), (("dil_conv_3x3", 3),)), concat=(4,))
+    wide = CellSpec(nodes=((("sep_conv_3x3", 0), ("skip_connect", 1)),
+                           tuple((op, i) for op, i in zip(("max_pool_3x3", "avg_pool_3x3", "sep_conv_5x5",
+                                                           "dil_conv_5x5"), (0, 1, 2, 0)))[:3] + (("none", 2),)),
+                    concat=(2, 3))
+    for cell, degrees in ((chain, (1, 1, 1)), (wide, (2, 4))):
+        assert cell.in_degrees == degrees
+        ax = plot_cell(cell, title="cell")
+        assert len([p for p in ax.patches if isinstance(p, FancyArrowPatch)]) == len(cell.ops()) + len(cell.concat)
+        assert f"in-degree {', '.join(map(str, degrees))}" in _texts(ax)
 
 
 def test_plot_cell_rejects_a_cycle():
     with pytest.raises(ConfigError, match="later node"):
-        plot_cell(CellSpec(nodes=((("skip_connect", 3),), (("skip_connect", 0),)), concat=(2, 3)),
-                  title="bad")
+        plot_cell(CellSpec(nodes=((("skip_connect", 3),), (("skip_connect", 0),)), concat=(2, 3)), title="bad")
 
 
 # ----------------------------------------------------------------------------- macro
 
 
-def test_macro_view_numbers_and_choices():
+def test_macro_kind_follows_the_network_the_genotype_records():
     assert macro_kind(VARIABLE) == "matting"
-    assert macro_kind(DARTS_V2) == "matting"  # no space metadata: the CheapMatting defaults
+    assert macro_kind(DARTS_V2) == "matting"  # no space metadata: the CheapMatting macro (as create_model builds it)
+    assert macro_kind(DARTS_V2.replace(space={"name": "tiny"})) == "matting"
     assert macro_kind(DARTS_V2.replace(space={"name": "darts_cifar"})) == "classifier"
-    costed = DARTS_V2.replace(space={"name": "darts_cifar"}, cost={"input": [1, 6, 1024, 1024]})
-    assert macro_kind(costed) == "matting"
-
-    texts = " | ".join(t.get_text() for t in plot_macro(DARTS_V2).texts)
-    for part in ("C = 48, 14 cells (reductions at 4 and 9)", "cells 0–3", "192 ch", "cells 9–13",
-                 "768 ch",
-                 "decoder 3: bottleneck", "head: conv3x3", "1408 → 128 ch"):
-        assert part in texts
-
-    texts = " | ".join(t.get_text() for t in plot_macro(VARIABLE).texts)
-    for part in ("C = 16, 8 cells (reductions at 2 and 5)", "decoder 0: sep_res", "head: narrow",
-                 "48 ch"):  # the normal cell concatenates 3 nodes: 3 x 16 channels at 1/8
-        assert part in texts
-
-    texts = " | ".join(t.get_text() for t in plot_macro(DARTS_V2, kind="classifier").texts)
-    assert "classifier" in texts and "cells 0–5" in texts
+    # the cost of a file says what it was measured on, not what network it describes
+    assert macro_kind(DARTS_V2.replace(space={"name": "darts_cifar"}, cost={"input": [1, 6, 64, 64]})) == "classifier"
+    assert macro_kind(DARTS_V2.replace(space={"name": "darts_cifar", "macro": CheapMattingCfg().to_meta()})) == "matting"
+    with pytest.raises(ConfigError, match="no macro view"):
+        macro_kind(DARTS_V2.replace(space={"macro": {"name": "unet"}}))
+    with pytest.raises(ConfigError, match="unknown macro view"):
+        plot_macro(DARTS_V2, kind="pie")
 
 
-# ----------------------------------------------------------------------------- files
+def test_matting_macro_numbers_come_from_the_config():
+    texts = _texts(plot_macro(DARTS_V2))  # the released macro: C = 48, 14 cells
+    for part in ("C = 48, 14 cells (reductions at 4 and 9)", "cells 0–3", "4 normal\n192 ch", "cells 4–8",
+                 "1 reduce + 4 normal\n384 ch", "cells 9–13", "768 ch", "decoder 3: bottleneck", "head: conv3x3",
+                 "1408 → 128 ch", "320 → 128 ch", "176 → 64 ch", "88 → 32 ch", "38 → 1 ch", "256 + 768 ch",
+                 "PReLU\n24 ch", "2× bottleneck"):
+        assert part in texts, part
+
+    # another macro: every number follows it (widths, depth, taps of a 3-node concat, reductions)
+    meta = {"C": 16, "layers": 8, "decoder_channels": [8, 16, 24, 40], "ppm_out": 40, "decoder_depth": 3}
+    g = VARIABLE.replace(space={"name": "matting", "macro": meta}, cost={"input": [1, 6, 96, 80]})
+    cfg = CheapMattingCfg.from_meta(meta)
+    texts = _texts(plot_macro(g))
+    c8, c16, c32 = 3 * 16, 3 * 32, 3 * 64  # the taps (cells 1, 4, 7) are normal cells: they concat 3 nodes
+    c_in = cfg.level_inputs((c8, c16, c32))
+    for part in ("C = 16, 8 cells (reductions at 2 and 5)", f"cells 0–1 | 2 normal\n{c8} ch", f"cells 2–4 | 1 reduce + 2 normal\n{c16} ch", f"{c16} ch",
+                 f"{c32} ch", f"40 + {c32} ch", f"{c_in[3]} → 40 ch", f"{c_in[2]} → 24 ch", f"{c_in[1]} → 16 ch",
+                 f"{c_in[0]} → 8 ch", f"{cfg.head_input} → 1 ch", "3× sep_res", "decoder 0: sep_res", "head: narrow",
+                 "PReLU\n8 ch", "1/32\n3×3", "1/1\n96×80"):
+        assert part in texts, part
 
 
-def _files(folder: Path) -> set:
-    return {p.name for p in folder.iterdir()}
+def test_classifier_macro():
+    texts = _texts(plot_macro(DARTS_V2.replace(space={"name": "darts_cifar"})))  # DartsCifarNetwork's defaults
+    for part in ("DARTS CIFAR classifier, C = 36, 20 cells (reductions at 6 and 13)", "108 ch", "cells 0–5",
+                 "6 normal\n144 ch", "cells 13–19", "576 ch", "linear → 10"):
+        assert part in texts, part
+    g = DARTS_V2.replace(space={"name": "darts_cifar", "macro": {"name": "darts_cifar", "C": 16, "layers": 8,
+                                                                   "num_classes": 100, "stem_multiplier": 3}})
+    texts = _texts(plot_macro(g))
+    for part in ("C = 16, 8 cells (reductions at 2 and 5)", "48 ch", "256 ch", "linear → 100"):
+        assert part in texts, part
 
 
-def test_plot_genotype_png(tmp_path):
-    paths = plot_genotype(DARTS_V2, out=tmp_path / "g.png")
-    assert [p.name for p in paths] == ["g.png", "g_normal.png", "g_reduce.png", "g_macro.png"]
-    assert _files(tmp_path) == {p.name for p in paths}  # atomic: no temporary file left behind
-    for p in paths:
-        with Image.open(p) as im:
-            im.verify()
-            assert im.format == "PNG" and im.size[0] > 300 and im.size[1] > 200
+# ----------------------------------------------------------------------------- titles and sources
 
 
-def test_plot_genotype_svg_variable_in_degree(tmp_path):
-    paths = plot_genotype(VARIABLE, out=tmp_path / "sub" / "v.svg")
-    assert [p.name for p in paths] == ["v.svg", "v_normal.svg", "v_reduce.svg", "v_macro.svg"]
-    for p in paths:
-        text = p.read_text(encoding="utf-8")
-        assert "<svg" in text and text.rstrip().endswith("</svg>")
-    assert _files(tmp_path / "sub") == {p.name for p in paths}
+def test_titles_name_where_the_cells_were_searched_and_the_macro_drawn():
+    g, out = load_source("cheapmatting")
+    assert out == Path("cheapmatting.png") and g.provenance["model"] == "cheapmatting"
+    assert g.space["macro"] == CheapMattingCfg().to_meta()  # the macro the registered network is built in
+    title = figure_title(g, macro_kind(g))
+    assert "model cheapmatting" in title and "cells searched in darts_cifar, CheapMatting macro" in title
+    assert "space darts_cifar" not in title
+    assert "C = 48, 14 cells" in _texts(plot_macro(g))
 
-
-def test_plot_rejects_other_suffixes(tmp_path):
-    with pytest.raises(ConfigError, match=r"\.png or \.svg"):
-        plot_genotype(DARTS_V2, out=tmp_path / "g.pdf")
+    g, out = load_source("darts_v2")  # a registered genotype: the network its file records
+    assert out == Path("darts_v2.png") and macro_kind(g) == "classifier"
+    assert "cells searched in darts_cifar, DARTS CIFAR classifier macro" in figure_title(g, "classifier")
+    assert "cells searched in matting, CheapMatting macro" in figure_title(VARIABLE, "matting")
+    for title in ("normal cell", "reduction cell"):
+        assert title in _texts(plot_cell(VARIABLE.cell(title.startswith("reduction")), title=title))
 
 
 def test_sources(tmp_path):
@@ -182,11 +225,54 @@ def test_sources(tmp_path):
         load_source(tmp_path / "empty")
     with pytest.raises(ConfigError, match="not a file"):
         load_source(tmp_path / "missing.json")
+    with pytest.raises(ConfigError, match=r"not a file.*cheapmatting.*darts_v2"):
+        load_source("no_such_model")
+    with pytest.raises(ConfigError, match="'aematter' has no genotype to plot"):
+        load_source("aematter")
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(ConfigError, match="invalid JSON"):
         load_source(tmp_path / "bad.json")
     with pytest.raises(ConfigError, match="needs out"):
         plot(DARTS_V2)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _files(folder: Path) -> set:
+    return {p.name for p in folder.iterdir()}
+
+
+def test_plot_genotype_png(tmp_path):
+    paths = plot_genotype(DARTS_V2, out=tmp_path / "g.png")
+    assert [p.name for p in paths] == ["g.png", "g_normal.png", "g_reduce.png", "g_macro.png"]
+    assert _files(tmp_path) == {p.name for p in paths}  # atomic: no temporary file left behind
+    sizes = {}
+    for p in paths:
+        with Image.open(p) as im:
+            im.verify()
+            assert im.format == "PNG" and im.info["dpi"][0] == pytest.approx(150, abs=1)
+            sizes[p.name] = im.size
+    # the combined figure holds the three parts
+    assert sizes["g.png"][0] >= max(sizes["g_normal.png"][0] + sizes["g_reduce.png"][0], sizes["g_macro.png"][0])
+    assert sizes["g.png"][1] >= sizes["g_normal.png"][1] + sizes["g_macro.png"][1]
+
+
+def test_plot_genotype_svg_variable_in_degree(tmp_path):
+    paths = plot_genotype(VARIABLE, out=tmp_path / "sub" / "v.svg")
+    assert [p.name for p in paths] == ["v.svg", "v_normal.svg", "v_reduce.svg", "v_macro.svg"]
+    for p in paths:
+        text = p.read_text(encoding="utf-8")
+        assert "<svg" in text and text.rstrip().endswith("</svg>") and "<dc:date>" not in text
+    assert _files(tmp_path / "sub") == {p.name for p in paths}
+
+
+def test_plot_rejects_other_suffixes_and_reports_unwritable_paths(tmp_path):
+    with pytest.raises(ConfigError, match=r"\.png or \.svg"):
+        plot_genotype(DARTS_V2, out=tmp_path / "g.pdf")
+    (tmp_path / "file").write_text("", encoding="utf-8")
+    with pytest.raises(AtldasError, match="cannot write the plot"):
+        plot(VARIABLE.save(tmp_path / "v.json"), out=tmp_path / "file" / "g.png")
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -209,6 +295,9 @@ def test_cli_plot_errors(tmp_path, capsys):
     genotype_json = DARTS_V2.save(tmp_path / "genotype.json")
     assert main(["plot", str(genotype_json), "--out", str(tmp_path / "g.jpg")]) == 2
     assert ".png or .svg" in _error_line(capsys.readouterr().err)
+
+    assert main(["plot", "aematter", "--out", str(tmp_path / "a.png")]) == 2
+    assert "no genotype to plot" in _error_line(capsys.readouterr().err)
 
     (tmp_path / "broken.json").write_text('{"format": "atldas-genotype/1", "cells": {}}', encoding="utf-8")
     assert main(["plot", str(tmp_path / "broken.json")]) == 2

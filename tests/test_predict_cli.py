@@ -14,7 +14,8 @@ from torch import nn
 
 from atldas.cli import main
 from atldas.errors import DataError
-from atldas.models.registry import MattingModel, resolve_model
+from atldas.models.base import MattingModel
+from atldas.models.zoo import resolve_model
 from atldas.utils.weights import load_weights
 
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import atldas.retrain as retrain_mod
+import atldas.rundir as rundir_mod
 from atldas.cli import main
-from atldas.config import RetrainConfig
 from atldas.errors import AtldasError
 from atldas.matting.losses import MattingLoss
-from atldas.models.registry import resolve_model
-from atldas.retrain import lr_factor, retrain
+from atldas.models.zoo import resolve_model
+from atldas.retrain import RetrainConfig, lr_factor, retrain
 
 # two steps of two 32x32 crops per epoch, two 32x32 validation images
 TINY = dict(steps_per_epoch=2, batch_size=2, crop=32, val_count=2, val_size=32, tensorboard=False,
@@ -76,7 +75,8 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tm
     kw = dict(epochs=3, ema=0.9, optimizer="radam", seed=3, drop_path=0.2)
     ref = retrain(_cfg(genotype_file, tmp_path / "ref", **kw))
 
-    real_save = retrain_mod.save_checkpoint
+    # retrain writes its checkpoints through the run directory (atldas.rundir.RunDir.save)
+    real_save = rundir_mod.save_checkpoint
     saved = {"last": 0}
 
     def interrupting_save(state, path):
@@ -86,11 +86,11 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tm
             if saved["last"] == 2:  # killed right after epoch 2's checkpoint
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(retrain_mod, "save_checkpoint", interrupting_save)
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", interrupting_save)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         retrain(_cfg(genotype_file, run, **kw))
-    monkeypatch.setattr(retrain_mod, "save_checkpoint", real_save)
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", real_save)
     assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 1
 
     # flags other than --out are ignored on resume: the saved config.yaml wins
@@ -188,7 +188,7 @@ def test_user_errors_are_one_line(genotype_file, tmp_path, capsys):
     (run).mkdir()
     (run / "last.pt").write_bytes(b"")
     cases = [
-        (["retrain", "cnn_baseline_tiny", "--set", "C=16"], "hand-designed baseline"),
+        (["retrain", "cnn_baseline_tiny", "--set", "C=16"], "hand-designed model without a macro"),
         (["retrain", str(genotype_file), "--set", "C=7"], "C must be even"),
         (["retrain", str(genotype_file), "--set", "crop=50"], "multiple of 32"),
         (["retrain", str(genotype_file), "--set", "optimizer=sgd"], "adamw, radam"),
@@ -215,11 +215,9 @@ def test_lr_schedule_warms_up_then_decays():
 
 
 @pytest.mark.slow
-def test_default_retrain_beats_the_trivial_prediction(tmp_path):
+def test_default_retrain_beats_the_trivial_prediction(tmp_path, tiny_run):
     """The README's default job on the CPU: a tiny search's genotype, the default RetrainConfig."""
-    search_out = tmp_path / "search"
-    assert main(["search", "--space", "tiny", "--epochs", "2", "--out", str(search_out), "--no-progress",
-                 "--set", "tensorboard=false"]) == 0
+    search_out = tiny_run
     out = retrain(RetrainConfig(model=str(search_out / "genotype.json"), out=str(tmp_path / "rt"),
                                 tensorboard=False, progress=False))
     best = torch.load(out / "best.pt", weights_only=True)

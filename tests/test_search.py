@@ -2,20 +2,19 @@
 the baseline strategies, and user errors."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from atldas.cli import main
-from atldas.config import SearchConfig
 from atldas.errors import AtldasError
+from atldas.run import Run, make_search_config
 from atldas.search import search
+from atldas.tasks import get_task
 from atldas.utils.checkpoint import load_checkpoint
 
 FAST = ["--space", "tiny", "--no-progress", "--set", "tensorboard=false"]
@@ -40,9 +39,8 @@ def test_search_writes_the_run_directory(tmp_path):
     assert "steps_per_epoch: 3" in text and "target_layers: 3" in text
 
 
-def test_derive_cli_rewrites_the_genotype(tmp_path):
-    out = tmp_path / "run"
-    assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 0
+def test_derive_cli_rewrites_the_genotype(tmp_path, tiny_run):
+    out = tiny_run
     before = json.loads((out / "genotype.json").read_text())
     assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
     after = json.loads((tmp_path / "g.json").read_text())
@@ -54,32 +52,37 @@ def _arch_state(out: Path):
     return {k: v for k, v in sd.items() if k.startswith("arch.")}
 
 
-def test_resume_after_kill_ends_in_the_same_state(tmp_path):
-    args = ["--space", "tiny", "--epochs", "8", "--seed", "3", "--no-progress",
-            "--set", "tensorboard=false", "--set", "prune_every=2"]
-    # both runs in fresh processes: float results depend on torch's thread count, which other tests
-    # in this process may have changed
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    ref = tmp_path / "ref"
-    subprocess.run([sys.executable, "-m", "atldas", "search", *args, "--out", str(ref)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+_KILLED_RUN = """
+import os, signal, sys
+from atldas.run import make_search_config
+from atldas.search import search
 
-    run = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "atldas", "search", *args, "--out", str(run)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    hist = run / "history.jsonl"
-    while time.time() < deadline and proc.poll() is None:
-        if hist.is_file() and len(hist.read_text().splitlines()) >= 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert load_checkpoint(run / "checkpoint.pt")["epoch"] < 7
+kill_after = int(sys.argv[2])
+
+def callback(row):  # called after each epoch's checkpoint: a real SIGKILL, at a fixed point
+    if row["epoch"] == kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+search(make_search_config(space="tiny", epochs=8, seed=3, threads=1, out=sys.argv[1],
+                          sets=["tensorboard=false", "progress=false", "plots=false", "prune_every=2"]),
+       callback=callback if kill_after >= 0 else None)
+"""
+
+
+def test_resume_after_kill_ends_in_the_same_state(tmp_path):
+    # every run in a fresh process: float results depend on torch's thread count, which other tests
+    # in this process may have changed
+    ref, run = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run([sys.executable, "-c", _KILLED_RUN, str(ref), "-1"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(run), "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert killed.returncode == -signal.SIGKILL
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2
+    assert not (run / "plots").exists()
 
     subprocess.run([sys.executable, "-m", "atldas", "search", "--out", str(run), "--resume", "--no-progress"],
-                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     assert json.loads((run / "genotype.json").read_text())["cells"] == \
         json.loads((ref / "genotype.json").read_text())["cells"]
     a, b = _arch_state(run), _arch_state(ref)
@@ -91,21 +94,19 @@ def test_resume_after_kill_ends_in_the_same_state(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from search_spaces import get_space
-
-    space = get_space("tiny")
+    task = get_task("matting")  # the tiny space's task: the loss lives there now
     calls = {"n": 0}
-    real = type(space).loss
+    real = type(task).loss
 
     def flaky(self, pred, batch):
         calls["n"] += 1
         loss = real(self, pred, batch)
         return loss * float("nan") if calls["n"] > 8 else loss
 
-    monkeypatch.setattr(type(space), "loss", flaky)
+    monkeypatch.setattr(type(task), "loss", flaky)
     out = tmp_path / "nan"
     with pytest.raises(AtldasError, match="non-finite.*last good checkpoint"):
-        search(SearchConfig(space="tiny", epochs=3, out=str(out), tensorboard=False, progress=False))
+        search(make_search_config(space="tiny", epochs=3, out=str(out), tensorboard=False, progress=False))
     ckpt = load_checkpoint(out / "checkpoint.pt")
     assert ckpt["epoch"] == 0  # epoch 1 finished before the NaN; nothing after it was written
     assert all(torch.isfinite(v).all() for v in ckpt["supernet"].values() if v.is_floating_point())
@@ -140,7 +141,7 @@ def test_pruning_deletes_parameters(tmp_path):
     assert params[-1] < params[0]
 
 
-def test_user_errors_are_one_line(tmp_path, capsys):
+def test_user_errors_are_one_line(tmp_path, capsys, tiny_run):
     cases = [
         (["search", *FAST, "--target-macs", "1M", "--out", str(tmp_path / "a")], "below the cheapest"),
         (["search", *FAST, "--target-macs", "9M", "--target-params", "1M", "--out", str(tmp_path / "b")],
@@ -156,8 +157,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and expect in err[0], (argv, err)
     # a second search into a finished run directory is refused, the run is untouched
-    out = tmp_path / "done"
-    assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 0
+    out = tiny_run
     before = (out / "checkpoint.pt").read_bytes()
     assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 2
     assert "--resume" in capsys.readouterr().err
@@ -167,20 +167,19 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 def test_channels_last_supernet_computes_the_same_loss(tmp_path):
     """The default channels_last supernet holds its conv weights and inputs in that format and computes
     what the contiguous one does (same seed, same child)."""
-    from atldas.data.collate import collate
-    from atldas.search import build_run
+    from torch.utils.data import default_collate
 
     losses = {}
     for cl in (True, False):
-        run = build_run(SearchConfig(space="tiny", channels_last=cl, tensorboard=False, progress=False),
-                        tmp_path / str(cl))
-        train, _ = run.space.datasets(run.cfg)
-        batch = collate([train[i] for i in range(2)])
+        run = Run(make_search_config(space="tiny", channels_last=cl, tensorboard=False, progress=False),
+                  out=tmp_path / str(cl))
+        train, _ = run.task.datasets(run.cfg.data, seed=run.cfg.seed, n_train=2, n_arch=2)
+        batch = default_collate([train[i] for i in range(2)])
         x = run.model_input(batch)
         convs = [m.weight for m in run.net.modules() if isinstance(m, torch.nn.Conv2d) and m.weight.dim() == 4]
         assert x.is_contiguous(memory_format=torch.channels_last) == cl
         assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs) == cl
         child = run.net.arch.sample(epsilon=1.0, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
-            losses[cl] = float(run.space.loss(run.net(x, run.net.plan(child)), batch))
+            losses[cl] = float(run.task.loss(run.net(x, run.net.plan(child)), batch))
     assert abs(losses[True] - losses[False]) < 1e-4 * max(1.0, abs(losses[False]))

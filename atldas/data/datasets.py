@@ -61,7 +61,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from atldas.data.augment import Augment, compose_official, make_sample
-from atldas.data.io import list_images, read_alpha, read_rgb, read_trimap
+from atldas.data.io import list_images, pair_by_stem, read_alpha, read_rgb, read_trimap
 from atldas.data.trimap import trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 from atldas.registry import Registry
@@ -150,21 +150,14 @@ class MattingItem:
 
 def _pair_by_stem(images: Dict[str, Path], trimaps: Optional[Dict[str, Path]],
                   alphas: Optional[Dict[str, Path]], *, need: str) -> List[MattingItem]:
-    """Items matched by stem; every file without its partners is listed in one DataError."""
-    problems: List[str] = []
-    for stem, p in images.items():
-        if trimaps is not None and stem not in trimaps:
-            problems.append(f"{p} has no trimap")
-        if alphas is not None and stem not in alphas:
-            problems.append(f"{p} has no alpha")
-    for what, files in (("trimap", trimaps), ("alpha", alphas)):
-        for stem, p in (files or {}).items():
-            if stem not in images:
-                problems.append(f"{what} {p} has no image")
+    """Items matched by stem (:func:`atldas.data.io.pair_by_stem`); every file without its partners
+    is listed in one DataError."""
+    p = pair_by_stem(images, {"trimap": trimaps, "alpha": alphas})
+    problems = [f"{f} has no {kind}" for kind, files in p.missing.items() for f in files]
+    problems += [f"{kind} {f} has no image" for kind, files in p.unused.items() for f in files]
     if problems:
         raise _partnerless_error(problems, need)
-    return [MattingItem(p.name, p, trimaps[s] if trimaps is not None else None,
-                        alphas[s] if alphas is not None else None) for s, p in images.items()]
+    return [MattingItem(path.name, path, found.get("trimap"), found.get("alpha")) for _, path, found in p.items]
 
 
 # --------------------------------------------------------------------------- file-based sets

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -158,6 +159,52 @@ def list_images(folder: PathLike) -> Dict[str, Path]:
                                 "keep one")
             out[p.stem] = p
     return out
+
+
+@dataclass
+class Pairing:
+    """What :func:`pair_by_stem` found.
+
+    Attributes:
+        items: ``(stem, main file, {partner kind: file})`` for every main file, sorted by stem.
+        missing: partner kind -> main files without that partner.
+        unused: partner kind -> partner files no main file uses.
+    """
+
+    items: List[Tuple[str, Path, Dict[str, Path]]]
+    missing: Dict[str, List[Path]]
+    unused: Dict[str, List[Path]]
+
+
+def pair_by_stem(main: Mapping[str, Path], partners: Mapping[str, Optional[Mapping[str, Path]]], *,
+                 fallback: Optional[Mapping[str, Callable[[str, Mapping[str, Path]], Optional[str]]]] = None) -> Pairing:
+    """Match files of several folders by file stem (the one pairing routine of eval, predict and the
+    dataset readers; each caller decides which gaps are errors).
+
+    Args:
+        main: stem -> file of the main kind (predictions, images).
+        partners: kind -> (stem -> file), or None for a kind that is not given.
+        fallback: kind -> ``f(stem, files)`` naming another stem of that kind to use when ``stem`` has
+            none (Composition-1K: ``<fg>_<k>`` uses alpha ``<fg>``).
+    """
+    items: List[Tuple[str, Path, Dict[str, Path]]] = []
+    missing: Dict[str, List[Path]] = {k: [] for k in partners}
+    used: Dict[str, set] = {k: set() for k in partners}
+    for stem in sorted(main):
+        found: Dict[str, Path] = {}
+        for kind, files in partners.items():
+            if files is None:
+                continue
+            other = stem if stem in files else (fallback or {}).get(kind, lambda s, f: None)(stem, files)
+            if other is None:
+                missing[kind].append(main[stem])
+            else:
+                found[kind] = files[other]
+                used[kind].add(other)
+        items.append((stem, main[stem], found))
+    unused = {k: [files[s] for s in sorted(files) if s not in used[k]] for k, files in partners.items() if files}
+    return Pairing(items=items, missing={k: v for k, v in missing.items() if v},
+                   unused={k: v for k, v in unused.items() if v})
 
 
 def _atomic_save(img: Image.Image, path: PathLike) -> None:

@@ -4,7 +4,7 @@ The convention of matting.md, step by step (:func:`predict_alpha`):
 
 1. network input = RGB in [0, 1] + one-hot trimap ``[bg, unknown, fg]``: ``(1, 6, H, W)``;
 2. reflect-pad to a multiple of 32, centred (extra pixel bottom/right; replicate where a side is
-   too small to reflect: :func:`atldas.models.aematter.centred_pad`);
+   too small to reflect: :func:`atldas.tensors.centred_pad`);
 3. predict (input in channels_last: :mod:`atldas.utils.memory_format`), crop back to ``(H, W)``,
    clamp to [0, 1];
 4. clamp by the trimap: unknown keeps the prediction, foreground = 1, background = 0.
@@ -33,7 +33,7 @@ Foreground colours for RGBA cut-outs come from pymatting's multi-level foregroun
 from __future__ import annotations
 
 import contextlib
-from typing import Mapping, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -42,23 +42,17 @@ from torch import Tensor, nn
 from atldas.data.io import normalize_trimap
 from atldas.data.trimap import BG, FG, one_hot_trimap
 from atldas.errors import ConfigError, DataError
-from atldas.models.aematter import centred_pad
-from atldas.models.registry import MattingModel
+from atldas.models.base import MattingModel
+from atldas.tensors import centred_pad
 from atldas.utils.memory_format import channels_last
 
-__all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input", "batch_input",
+__all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input",
            "tile_origins", "tile_weights", "check_tiling", "estimate_foreground"]
 
 #: Inputs are padded to a multiple of this (the networks downsample 5 times).
 PAD_MULTIPLE = 32
 #: Default overlap of neighbouring tiles, pixels.
 DEFAULT_OVERLAP = 64
-
-
-def batch_input(batch: Mapping[str, Tensor]) -> Tensor:
-    """A collated batch's network input: ``image`` (B, 3, H, W) and ``trimap_onehot`` (B, 3, H, W)
-    -> ``(B, 6, H, W)``, the layout :func:`network_input` gives for one image."""
-    return torch.cat([batch["image"], batch["trimap_onehot"]], dim=1)
 
 
 def network_input(image: np.ndarray, trimap: np.ndarray) -> Tensor:

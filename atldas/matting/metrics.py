@@ -34,14 +34,15 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 import cv2
 import numpy as np
 
 from atldas.errors import DataError
 
-__all__ = ["sad", "mse", "grad", "conn", "compute_all", "gradient_kernel", "METRIC_NAMES"]
+__all__ = ["sad", "mse", "grad", "conn", "compute_all", "gradient_kernel", "summarise", "format_table",
+           "METRIC_NAMES"]
 
 #: Keys of :func:`compute_all`, in table order.
 METRIC_NAMES = ("SAD", "MSE", "Grad", "Conn")
@@ -300,3 +301,27 @@ def compute_all(pred: np.ndarray, gt: np.ndarray, trimap: np.ndarray) -> Dict[st
     p, g, unknown = _prepare(pred, gt, trimap)
     return {"SAD": _sad(p, g, unknown), "MSE": _mse(p, g, unknown),
             "Grad": _grad(p, g, unknown), "Conn": _conn(p, g, unknown)}
+
+
+# --------------------------------------------------------------------------- reporting
+
+def summarise(per_image: Mapping[str, Mapping[str, float]]) -> Dict[str, Any]:
+    """The eval JSON object from per-image scores: means over images, count, per_image (DIM
+    convention: SAD/1000, MSE unscaled, Grad/1000, Conn/1000)."""
+    count = len(per_image)
+    out: Dict[str, Any] = {}
+    for key in METRIC_NAMES:
+        out[key] = math.fsum(s[key] for s in per_image.values()) / count if count else float("nan")
+    out["count"] = count
+    out["per_image"] = {name: {k: float(s[k]) for k in METRIC_NAMES} for name, s in per_image.items()}
+    return out
+
+
+def format_table(result: Mapping[str, Any], title: str = "DIM metrics") -> str:
+    """A small text table of :func:`summarise`'s means: SAD, MSE x 1e3, Grad, Conn, count."""
+    head = (f"{title} (mean over {result['count']} image(s); SAD, Grad, Conn divided by 1000 as in "
+            "DIM; MSE shown x 1e3)")
+    cols = f"{'SAD':>10} {'MSE x1e3':>10} {'Grad':>10} {'Conn':>10} {'count':>7}"
+    vals = (f"{result['SAD']:>10.4g} {result['MSE'] * 1e3:>10.4g} {result['Grad']:>10.4g} "
+            f"{result['Conn']:>10.4g} {result['count']:>7d}")
+    return "\n".join((head, cols, vals))

@@ -37,8 +37,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
-import pickle
 from dataclasses import dataclass
 from typing import Any, Tuple
 
@@ -47,8 +45,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from atldas.errors import ConfigError, DataError
+from atldas.errors import ConfigError
 from atldas.models.swin import BasicLayer, SwinTransformer
+from atldas.tensors import centred_pad
+from atldas.utils.weights import load_weights
 from atldas.registry import Registry
 
 #: GroupNorm groups in the residual blocks (released value).
@@ -218,23 +218,6 @@ def _swin_2d(layer: BasicLayer, x: Tensor) -> Tensor:
     return rearrange(out, "b h w c -> b c h w")
 
 
-def centred_pad(x: Tensor, multiple: int) -> Tuple[Tensor, Tuple[int, int, int, int]]:
-    """Reflect-pad H and W to a multiple, split evenly (extra pixel at the bottom/right).
-
-    Falls back to replicate padding where a side is too small to reflect.
-
-    Returns:
-        The padded tensor and ``(left, right, top, bottom)``.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    if not any(pads):
-        return x, pads
-    mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
-    return F.pad(x, pads, mode=mode), pads
-
-
 class AEMatter(nn.Module):
     """AEMatter-class matting network: Swin-T encoder, AEAL context blocks, Swin decoder, conv head.
 
@@ -361,20 +344,7 @@ def build_aematter(*, variant: str = "full", **overrides: Any) -> AEMatter:
 
 
 def load_aematter_checkpoint(model: AEMatter, path: str, *, strict: bool = True) -> AEMatter:
-    """Load a released-format checkpoint (a dict whose ``"model"`` entry is the state dict).
-
-    A plain state dict is accepted too. Loads on the CPU with ``weights_only=True``.
-
-    Raises:
-        DataError: the file is missing or is not a torch checkpoint.
-        RuntimeError: (from ``load_state_dict``) names or shapes differ and ``strict`` is set.
-    """
-    if not os.path.isfile(path):
-        raise DataError(f"AEMatter checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise DataError(f"cannot read AEMatter checkpoint {path}: {err}") from err
-    state = ckpt["model"] if isinstance(ckpt, dict) and "model" in ckpt else ckpt
-    model.load_state_dict(state, strict=strict)
+    """Load a released-format checkpoint (``{"model": state_dict}`` or a plain state dict) with
+    :func:`atldas.utils.weights.load_weights` (``weights_only=True``, one-line errors)."""
+    load_weights(model, path, strict=strict, name="AEMatter")
     return model

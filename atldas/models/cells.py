@@ -15,10 +15,9 @@ from torch import nn
 
 from atldas.errors import ConfigError
 from atldas.genotype import CellSpec
-from atldas.ops import (FactorizedReduce, Identity, OpCost, ReLUConvBN, SizedMacs, build_op,
-                        factorized_reduce_cost, op_cost, relu_conv_bn_cost)
+from atldas.ops import FactorizedReduce, Identity, ReLUConvBN, build_op
 
-__all__ = ["Cell", "cell_cost", "drop_path"]
+__all__ = ["Cell", "drop_path"]
 
 
 def drop_path(x: torch.Tensor, drop_prob: float, *, training: bool = True) -> torch.Tensor:
@@ -103,36 +102,3 @@ class Cell(nn.Module):
                 k += 1
             states.append(total)
         return torch.cat([states[i] for i in self._concat], dim=1)
-
-    def macs_at(self, *, H: int, W: int) -> SizedMacs:
-        """Closed-form MACs for ``s1`` of size ``H x W`` (batch 1), and the output size."""
-        cost = cell_cost(self.spec, C_prev_prev=self.C_prev_prev, C_prev=self.C_prev, C=self.C,
-                         reduction=self.reduction, reduction_prev=self.reduction_prev, H=H, W=W,
-                         affine=self.affine)
-        if self.reduction:
-            H, W = (H + 1) // 2, (W + 1) // 2
-        return SizedMacs(cost.macs, H, W)
-
-
-def cell_cost(spec: CellSpec, *, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-              reduction_prev: bool, H: int, W: int, affine: bool = True) -> OpCost:
-    """Closed-form MACs and params of a :class:`Cell` whose input ``s1`` is ``H x W`` (batch 1).
-
-    The FactorizedReduce of ``s0`` (when ``reduction_prev``) is costed at its output, ``H x W``.
-    """
-    _check_spec(spec, reduction)
-    if reduction_prev:
-        # s0 has twice the size; the cost depends only on the FactorizedReduce output, H x W.
-        pre0 = factorized_reduce_cost(C_in=C_prev_prev, C_out=C, H=2 * H, W=2 * W, affine=affine)
-    else:
-        pre0 = relu_conv_bn_cost(C_in=C_prev_prev, C_out=C, H=H, W=W, affine=affine)
-    pre1 = relu_conv_bn_cost(C_in=C_prev, C_out=C, H=H, W=W, affine=affine)
-    macs, params = pre0.macs + pre1.macs, pre0.params + pre1.params
-    H_nodes, W_nodes = ((H + 1) // 2, (W + 1) // 2) if reduction else (H, W)
-    for source, _, op in spec.edges():
-        stride = 2 if reduction and source < 2 else 1
-        H_in, W_in = (H, W) if source < 2 else (H_nodes, W_nodes)
-        c = op_cost(op, C_in=C, C_out=C, H=H_in, W=W_in, stride=stride, affine=affine)
-        macs += c.macs
-        params += c.params
-    return OpCost(macs=macs, params=params)

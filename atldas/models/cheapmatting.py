@@ -1,8 +1,11 @@
 """CheapMatting: a DARTS-cell encoder with a pyramid-pooling U-Net decoder, for trimap-based matting.
 
 A reimplementation of the released CheapMatting network (6,023,025 parameters with the
-ATLDAS_cifar100 cell, C = 48, 14 cells; 38.594 G MACs at 1024x1024), built from composable parts
-so that a search space can swap the decoder blocks and the prediction head:
+ATLDAS_cifar100 cell, C = 48, 14 cells; 38.594 G MACs at 1024x1024). The macro is data,
+:class:`CheapMattingCfg`, and one class, :class:`CheapMattingMacro`, builds it around a cell stack and
+a block factory; the standalone network (:class:`CheapMatting`: fixed cells, fixed blocks) and the
+search supernet (``search_spaces.matting``: search cells, choice blocks) are both that macro, and the
+cost tables and plots read the same config:
 
     stem00  (B, 6, H, W)       -> (B, C/2, H/2, W/2)    two 3x3 convs + PReLU (first one stride 2)
     stem05                     -> (B, C, H/4, W/4)      3x3 stride-2 conv + two bottleneck res blocks
@@ -15,7 +18,7 @@ so that a search space can swap the decoder blocks and the prediction head:
 
 Module names equal the released ``model.py``, so its checkpoint loads with ``strict=True``:
 
-    >>> net = build_cheapmatting()
+    >>> net = CheapMatting(genotype=ATLDAS_CIFAR100)            # the released network
     >>> net.load_state_dict(torch.load("cheapmatting.pth", weights_only=True)["model"])
     >>> alpha = net(torch.cat([rgb, trimap_onehot], 1))   # (B, 6, H, W) -> (B, 1, H, W)
 
@@ -25,8 +28,10 @@ released x2 upsampling whenever H and W are multiples of 32 and also works for o
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from math import gcd
-from typing import Callable, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -35,15 +40,19 @@ from torch import nn
 from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.models.cells import Cell
-from atldas.ops import SizedMacs, conv_output_size, count_params, module_macs
 from atldas.registry import Registry
+from atldas.topology import cell_stack, reductions_of, stage_taps
+from atldas.utils.counting import count_params
 
 __all__ = [
     "ATLDAS_CIFAR100",
+    "MACRO_NAME",
+    "CheapMattingCfg",
     "BottleneckResBlock",
     "SepResBlock",
     "DECODER_BLOCKS",
     "HEAD_BLOCKS",
+    "LEVELS",
     "StemHalf",
     "StemQuarter",
     "StemEighth",
@@ -51,9 +60,161 @@ __all__ = [
     "PyramidPooling",
     "DecoderLevel",
     "PredictionHead",
+    "CheapMattingMacro",
     "CheapMatting",
     "build_cheapmatting",
 ]
+
+#: The macro's name in genotype files (``space.macro.name``).
+MACRO_NAME = "cheapmatting"
+#: Decoder levels, from 1/2 (0) to 1/16 (3).
+LEVELS = (0, 1, 2, 3)
+#: Sanity limits of the macro knobs (a genotype file is user input).
+MAX_C, MAX_LAYERS = 1024, 200
+
+
+def _int(value: Any, name: str, *, low: int = 1, high: Optional[int] = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"CheapMatting macro: {name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        raise ConfigError(f"CheapMatting macro: {name} must be in {low}..{high if high is not None else 'inf'}, "
+                          f"got {value}")
+    return value
+
+
+def _ints(value: Any, name: str, n: Optional[int]) -> Tuple[int, ...]:
+    if not isinstance(value, (list, tuple)) or (n is not None and len(value) != n):
+        want = f"{n} integers" if n is not None else "a list of integers"
+        raise ConfigError(f"CheapMatting macro: {name} must be {want}, got {value!r}")
+    return tuple(_int(v, name, high=4096) for v in value)
+
+
+@dataclass(frozen=True)
+class CheapMattingCfg:
+    """The CheapMatting macro as data; the defaults are the released network's.
+
+    The cells (a genotype) and the decoder/head blocks (a genotype's ``choices``) are not part of the
+    macro. A genotype file records the macro in ``space.macro`` (:meth:`to_meta`).
+
+    Attributes:
+        C: stem and first-stage cell channels (48), even.
+        layers: number of cells (14), >= 3.
+        in_channels: input channels (6 = RGB + one-hot trimap [bg, unknown, fg]).
+        stem_mid: bottleneck channels of the 1/4 stem's residual blocks (32).
+        ppm_channels: channels of each pyramid-pooling branch (128).
+        ppm_out: pyramid-pooling output channels (256).
+        ppm_scales: pool sizes (5, 13, 19, 25).
+        ppm_extra_convs: unused PPM branch convs the released checkpoint carries (1; 0 in searched
+            networks).
+        decoder_channels: output channels of decoder levels 0..3 (32, 64, 128, 128).
+        decoder_mid: residual-block bottleneck channels of levels 0..3 (24, 32, 64, 64).
+        decoder_depth: residual blocks per level (2).
+    """
+
+    C: int = 48
+    layers: int = 14
+    in_channels: int = 6
+    stem_mid: int = 32
+    ppm_channels: int = 128
+    ppm_out: int = 256
+    ppm_scales: Tuple[int, ...] = (5, 13, 19, 25)
+    ppm_extra_convs: int = 1
+    decoder_channels: Tuple[int, int, int, int] = (32, 64, 128, 128)
+    decoder_mid: Tuple[int, int, int, int] = (24, 32, 64, 64)
+    decoder_depth: int = 2
+
+    def __post_init__(self) -> None:
+        C = _int(self.C, "C", low=2, high=MAX_C)
+        if C % 2:
+            raise ConfigError(f"CheapMatting macro: C must be even (the 1/2 stem has C/2 channels), got {C}")
+        _int(self.layers, "layers", low=3, high=MAX_LAYERS)
+        for name in ("in_channels", "stem_mid", "ppm_channels", "ppm_out"):
+            _int(getattr(self, name), name, high=4096)
+        _int(self.ppm_extra_convs, "ppm_extra_convs", low=0, high=8)
+        _int(self.decoder_depth, "decoder_depth", low=0, high=16)
+        object.__setattr__(self, "ppm_scales", _ints(self.ppm_scales, "ppm_scales", None))
+        if not self.ppm_scales or any(s < 2 for s in self.ppm_scales):
+            raise ConfigError(f"CheapMatting macro: ppm_scales must be >= 2, got {list(self.ppm_scales)}")
+        object.__setattr__(self, "decoder_channels", _ints(self.decoder_channels, "decoder_channels", 4))
+        object.__setattr__(self, "decoder_mid", _ints(self.decoder_mid, "decoder_mid", 4))
+
+    # ------------------------------------------------------------------ geometry
+
+    @property
+    def taps(self) -> Tuple[int, int, int]:
+        """Cells whose outputs feed the decoder (the last of each stage)."""
+        return stage_taps(self.layers)
+
+    def tap_channels(self, concat: int = 4) -> Tuple[int, int, int]:
+        """Channels at the taps (1/8, 1/16, 1/32) when every cell concatenates ``concat`` nodes."""
+        plan = cell_stack(C=self.C, layers=self.layers, C_s0=self.C, C_s1=self.C, s0_reduced=True,
+                          concat=(concat, concat))
+        return tuple(plan[k].C_out for k in self.taps)  # type: ignore[return-value]
+
+    def level_inputs(self, tap_channels: Sequence[int]) -> Dict[int, int]:
+        """Input channels of decoder level 0..3: concat(upsampled previous, skip)."""
+        c8, c16, c32 = tap_channels
+        dc = self.decoder_channels
+        return {3: self.ppm_out + c32 + c16, 2: dc[3] + c8, 1: dc[2] + self.C, 0: dc[1] + self.C // 2}
+
+    @property
+    def head_input(self) -> int:
+        """Input channels of the prediction head: decoder level 0 + the network input."""
+        return self.decoder_channels[0] + self.in_channels
+
+    @staticmethod
+    def sizes(size: int) -> Tuple[int, int, int, int, int, int]:
+        """Side at full, 1/2, 1/4, 1/8, 1/16, 1/32 resolution (each stride-2 step rounds up)."""
+        out = [size]
+        for _ in range(5):
+            out.append((out[-1] + 1) // 2)
+        return tuple(out)  # type: ignore[return-value]
+
+    def level_sizes(self, size: int) -> Dict[int, int]:
+        """Side of decoder level 0..3 for a ``size`` x ``size`` input (1/2 .. 1/16)."""
+        s = self.sizes(size)
+        return {lv: s[lv + 1] for lv in LEVELS}
+
+    # ------------------------------------------------------------------ derived configs
+
+    def scaled(self, *, C: int, layers: int, minimum: int = 8) -> "CheapMattingCfg":
+        """A proxy of this macro (DARTS practice): ``C`` and ``layers`` as given, the other widths
+        scaled by ``C / self.C`` to multiples of 8 (at least ``minimum``), no extra PPM convs."""
+        ratio = C / self.C
+
+        def sc(w: int) -> int:
+            return max(minimum, int(round(w * ratio / 8)) * 8)
+
+        return dataclasses.replace(self, C=C, layers=layers, stem_mid=sc(self.stem_mid),
+                                   ppm_channels=sc(self.ppm_channels), ppm_out=sc(self.ppm_out),
+                                   decoder_channels=tuple(sc(w) for w in self.decoder_channels),
+                                   decoder_mid=tuple(sc(w) for w in self.decoder_mid), ppm_extra_convs=0)
+
+    def to_meta(self) -> Dict[str, Any]:
+        """The ``space.macro`` entry of a genotype file (plain JSON)."""
+        meta: Dict[str, Any] = {"name": MACRO_NAME}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            meta[f.name] = list(v) if isinstance(v, tuple) else v
+        return meta
+
+    @classmethod
+    def from_meta(cls, meta: Optional[Mapping[str, Any]], **defaults: Any) -> "CheapMattingCfg":
+        """Inverse of :meth:`to_meta`; keys the file lacks take ``defaults``, then the released values.
+
+        Raises:
+            ConfigError: an unknown key, another macro's name, or a value of the wrong type or range.
+        """
+        meta = dict(meta or {})
+        name = meta.pop("name", MACRO_NAME)
+        if name != MACRO_NAME:
+            raise ConfigError(f"macro {name!r} is not the CheapMatting macro")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(meta) - known)
+        if unknown:
+            raise ConfigError(f"CheapMatting macro: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**{**defaults, **meta})
+
 
 #: The cell of the released CheapMatting (reference/genotypes.json, ``ATLDAS_cifar100``).
 ATLDAS_CIFAR100 = Genotype.from_darts_dict(
@@ -105,10 +266,6 @@ class BottleneckResBlock(nn.Module):
         y = self.relu(self.gn2(self.conv2(y)))
         return self.relu(x + self.conv3(y))  # (B, C, H, W)
 
-    def macs_at(self, *, H: int, W: int) -> SizedMacs:
-        C, m = self.conv1.in_channels, self.conv1.out_channels
-        return SizedMacs((C * m + 9 * m * m + m * C) * H * W, H, W)
-
 
 class SepResBlock(nn.Module):
     """Cheaper residual block: depthwise 3x3 -> GN -> LeakyReLU -> pointwise -> GN, + x, LeakyReLU.
@@ -131,10 +288,6 @@ class SepResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.relu(self.gn1(self.dw(x)))
         return self.relu(x + self.gn2(self.pw(y)))  # (B, C, H, W)
-
-    def macs_at(self, *, H: int, W: int) -> SizedMacs:
-        C = self.dw.in_channels
-        return SizedMacs((9 * C + C * C) * H * W, H, W)
 
 
 #: Residual blocks a decoder level can stack: name -> ``factory(C=, C_mid=) -> nn.Module``.
@@ -206,60 +359,52 @@ class StemEighth(nn.Sequential):
 
 
 class CellStack(nn.ModuleList):
-    """The DARTS cells with reductions at ``layers // 3`` and ``2 * layers // 3``.
+    """Standalone DARTS cells laid out by :func:`atldas.topology.cell_stack` (reductions at
+    ``layers // 3`` and ``2 * layers // 3``); the outputs of the cells in ``taps`` are returned.
 
-    The first cell gets ``s0`` at twice the resolution of ``s1`` (both of ``C`` channels), so its
-    ``preprocess0`` is a FactorizedReduce, as in the released network.
+    Module names are ``K`` per cell (``cells.K._ops.J`` inside a network), as in DARTS.
 
     Args:
         genotype: cells to stack.
         C: node channels of the first stage (doubled at each reduction).
         layers: number of cells (>= 3).
+        C_s0, C_s1: channels of the first cell's two inputs (default ``C``).
+        s0_reduced: the first cell's ``s0`` is at twice the resolution of ``s1`` (CheapMatting: the
+            1/4 and 1/8 stems), so its ``preprocess0`` is a FactorizedReduce.
+        taps: indices of the cells whose outputs :meth:`forward` returns (default: the last one of
+            each stage).
         affine: BatchNorm affine in the cells.
     """
 
-    def __init__(self, *, genotype: Genotype, C: int, layers: int, affine: bool = True) -> None:
+    def __init__(self, *, genotype: Genotype, C: int, layers: int, C_s0: Optional[int] = None,
+                 C_s1: Optional[int] = None, s0_reduced: bool = True, taps: Optional[Sequence[int]] = None,
+                 affine: bool = True) -> None:
         super().__init__()
         if layers < 3:
-            raise ConfigError(f"the CheapMatting macro needs layers >= 3 (three stages), got {layers}")
-        self.reductions = (layers // 3, 2 * layers // 3)
-        C_pp, C_p, C_curr = C, C, C
-        reduction_prev = True
-        self.channels: list[int] = []
-        for i in range(layers):
-            reduction = i in self.reductions
-            if reduction:
-                C_curr *= 2
-            cell = Cell(spec=genotype.cell(reduction), C_prev_prev=C_pp, C_prev=C_p, C=C_curr,
-                        reduction=reduction, reduction_prev=reduction_prev, affine=affine)
-            self.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.C_out
-            self.channels.append(cell.C_out)
-        self.taps = (self.reductions[0] - 1, self.reductions[1] - 1, layers - 1)
+            raise ConfigError(f"a DARTS cell stack needs layers >= 3 (three stages), got {layers}")
+        plan = cell_stack(C=C, layers=layers, C_s0=C if C_s0 is None else C_s0, C_s1=C if C_s1 is None else C_s1,
+                          s0_reduced=s0_reduced, concat=(len(genotype.normal.concat), len(genotype.reduce.concat)))
+        for c in plan:
+            self.append(Cell(spec=genotype.cell(c.reduction), C_prev_prev=c.C_pp, C_prev=c.C_p, C=c.C,
+                             reduction=c.reduction, reduction_prev=c.reduction_prev, affine=affine))
+        self.reductions = reductions_of(layers)
+        self.channels: list[int] = [c.C_out for c in plan]
+        self.taps = tuple(taps) if taps is not None else stage_taps(layers)
 
     @property
-    def tap_channels(self) -> tuple[int, int, int]:
-        """Channels of the three taps (1/8, 1/16, 1/32): (192, 384, 768) released."""
-        return tuple(self.channels[i] for i in self.taps)  # type: ignore[return-value]
+    def tap_channels(self) -> tuple[int, ...]:
+        """Channels of the tapped outputs ((192, 384, 768) in the released CheapMatting)."""
+        return tuple(self.channels[i] for i in self.taps)
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor,
-                drop_prob: float = 0.0) -> list[torch.Tensor]:
-        """(B, C, 2h, 2w), (B, C, h, w) -> [(B, 4C, h, w), (B, 8C, h/2, w/2), (B, 16C, h/4, w/4)]."""
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> list[torch.Tensor]:
+        """(B, C_s0, 2h, 2w), (B, C_s1, h, w) -> the tapped outputs, e.g. [(B, 4C, h, w),
+        (B, 8C, h/2, w/2), (B, 16C, h/4, w/4)]."""
         taps = []
         for i, cell in enumerate(self):
             s0, s1 = s1, cell(s0, s1, drop_prob)
             if i in self.taps:
                 taps.append(s1)
         return taps
-
-    def macs_at(self, *, H: int, W: int) -> SizedMacs:
-        """MACs for ``s1`` of size ``H x W``; output size of the last cell."""
-        total = 0
-        for cell in self:
-            m, H, W = cell.macs_at(H=H, W=W)
-            total += m
-        return SizedMacs(total, H, W)
 
 
 def _pool_geometry(size: int, scale: int) -> tuple[int, int, int]:
@@ -310,16 +455,6 @@ class PyramidPooling(nn.Module):
                                        align_corners=False))  # (B, C_mid, h, w)
         return self.out(torch.cat(feats, dim=1))  # (B, C_in + n*C_mid, h, w) -> (B, C_out, h, w)
 
-    def macs_at(self, *, H: int, W: int) -> SizedMacs:
-        C_in, C_mid = self.conv[0][0].in_channels, self.conv[0][0].out_channels
-        macs = module_macs(self.out, H=H, W=W).macs
-        for scale in self.scales:
-            (kh, sh, ph), (kw, sw, pw) = _pool_geometry(H, scale), _pool_geometry(W, scale)
-            ho = conv_output_size(H, kernel_size=kh, stride=sh, padding=ph)
-            wo = conv_output_size(W, kernel_size=kw, stride=sw, padding=pw)
-            macs += C_in * C_mid * ho * wo
-        return SizedMacs(macs, H, W)
-
 
 class DecoderLevel(nn.Sequential):
     """One U-Net decoder level: 1x1 conv fusing (upsampled, skip), then ``depth`` residual blocks.
@@ -357,7 +492,7 @@ class PredictionHead(nn.Sequential):
 
 
 # --------------------------------------------------------------------------------------------
-# the network
+# the macro
 
 
 def _per_level(value: str | Sequence[str], name: str) -> tuple[str, str, str, str]:
@@ -373,132 +508,117 @@ def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-class CheapMatting(nn.Module):
-    """The CheapMatting macro network around a genotype.
+#: ``level(lv, C_in) -> module`` builds decoder level ``lv``; ``head(C_in) -> module`` the head.
+LevelFactory = Callable[[int, int], nn.Module]
+HeadFactory = Callable[[int], nn.Module]
+
+
+class CheapMattingMacro(nn.Module):
+    """The CheapMatting macro around a cell stack and a block factory (module docstring).
+
+    Subclasses pass the cells (a :class:`CellStack`, or the supernet's search stack: any module
+    ``cells(s4, s8, **kw)`` returning the three taps) and how to build each decoder level and the head
+    (fixed blocks, or choices among candidates); :meth:`run` is the forward both share.
+
+    Args:
+        cfg: the macro.
+        cells: the cell stack.
+        tap_channels: channels of its three taps.
+        level: builds decoder level ``lv`` from its input channels (see :data:`LevelFactory`).
+        head: builds the prediction head from its input channels.
+    """
+
+    def __init__(self, *, cfg: CheapMattingCfg, cells: nn.Module, tap_channels: Sequence[int],
+                 level: LevelFactory, head: HeadFactory) -> None:
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.C
+        self.stem00 = StemHalf(C_in=cfg.in_channels, C_out=C // 2)
+        self.stem05 = StemQuarter(C_in=C // 2, C_out=C, C_mid=cfg.stem_mid)
+        self.stem10 = StemEighth(C_in=C, C_out=C)
+        self.cells = cells
+        c_in = cfg.level_inputs(tap_channels)
+        self.ppm = PyramidPooling(C_in=tap_channels[2], C_mid=cfg.ppm_channels, C_out=cfg.ppm_out,
+                                  scales=cfg.ppm_scales, extra_convs=cfg.ppm_extra_convs)
+        for lv in (3, 2, 1, 0):  # the released state dict lists them in this order
+            setattr(self, f"decoder_layer{lv}", level(lv, c_in[lv]))
+        self.pred = head(cfg.head_input)
+
+    @property
+    def decoder_levels(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
+        """Decoder levels 0..3 (1/2 .. 1/16)."""
+        return (self.decoder_layer0, self.decoder_layer1, self.decoder_layer2, self.decoder_layer3)
+
+    def run(self, x: torch.Tensor, *, cells_kw: Mapping[str, Any], block_kw: Mapping[str, Any]) -> torch.Tensor:
+        """(B, 6, H, W) -> unclamped (B, 1, H, W); ``cells_kw`` go to the cells, ``block_kw`` to the
+        decoder levels and the head."""
+        s2 = self.stem00(x)  # (B, C/2, H/2, W/2)
+        s4 = self.stem05(s2)  # (B, C, H/4, W/4)
+        s8 = self.stem10(s4)  # (B, C, H/8, W/8)
+        x8, x16, x32 = self.cells(s4, s8, **cells_kw)  # (B, 4C, H/8) (B, 8C, H/16) (B, 16C, H/32)
+        y = torch.cat([self.ppm(x32), x32], dim=1)  # (B, ppm_out + 16C, H/32, W/32)
+        y = self.decoder_layer3(torch.cat([_up(y, x16), x16], dim=1), **block_kw)  # (B, dc3, H/16, W/16)
+        y = self.decoder_layer2(torch.cat([_up(y, x8), x8], dim=1), **block_kw)  # (B, dc2, H/8, W/8)
+        y = self.decoder_layer1(torch.cat([_up(y, s4), s4], dim=1), **block_kw)  # (B, dc1, H/4, W/4)
+        y = self.decoder_layer0(torch.cat([_up(y, s2), s2], dim=1), **block_kw)  # (B, dc0, H/2, W/2)
+        return self.pred(torch.cat([_up(y, x), x], dim=1), **block_kw)  # (B, 1, H, W)
+
+
+class CheapMatting(CheapMattingMacro):
+    """The standalone CheapMatting network: a genotype's cells and fixed decoder/head blocks.
 
     Args:
         genotype: normal and reduction cells.
-        C: stem and first-stage cell channels (48).
-        layers: number of cells (14).
-        in_channels: input channels (6 = RGB + one-hot trimap [bg, unknown, fg]).
-        stem_mid: bottleneck channels of the 1/4 stem's residual blocks (32).
-        ppm_channels: channels of each pyramid-pooling branch (128).
-        ppm_out: pyramid-pooling output channels (256).
-        ppm_scales: pool sizes (5, 13, 19, 25).
-        ppm_extra_convs: unused PPM branch convs kept for the released checkpoint (1).
-        decoder_channels: output channels of decoder levels 0..3 (32, 64, 128, 128).
-        decoder_mid: residual-block bottleneck channels of levels 0..3 (24, 32, 64, 64).
+        cfg: the macro (default: the released one); keyword knobs (``C=``, ``layers=``, any
+            :class:`CheapMattingCfg` field) replace its values.
         decoder_blocks: block of each level 0..3, or one name for all (see :data:`DECODER_BLOCKS`).
-        decoder_depth: residual blocks per level (2).
         head_block: prediction head (see :data:`HEAD_BLOCKS`).
         drop_path_prob: drop-path probability inside cells while training (settable attribute).
         affine: BatchNorm affine in the cells.
         clamp: clamp the output to [0, 1] (as released).
     """
 
-    def __init__(self, *, genotype: Genotype, C: int = 48, layers: int = 14, in_channels: int = 6,
-                 stem_mid: int = 32, ppm_channels: int = 128, ppm_out: int = 256,
-                 ppm_scales: Sequence[int] = (5, 13, 19, 25), ppm_extra_convs: int = 1,
-                 decoder_channels: Sequence[int] = (32, 64, 128, 128),
-                 decoder_mid: Sequence[int] = (24, 32, 64, 64),
-                 decoder_blocks: str | Sequence[str] = "bottleneck", decoder_depth: int = 2,
-                 head_block: str = "conv3x3", drop_path_prob: float = 0.0, affine: bool = True,
-                 clamp: bool = True) -> None:
-        super().__init__()
+    def __init__(self, *, genotype: Genotype, cfg: Optional[CheapMattingCfg] = None,
+                 decoder_blocks: str | Sequence[str] = "bottleneck", head_block: str = "conv3x3",
+                 drop_path_prob: float = 0.0, affine: bool = True, clamp: bool = True, **knobs: Any) -> None:
         if not isinstance(genotype, Genotype):
             raise ConfigError(f"CheapMatting needs a Genotype, got {type(genotype).__name__}")
-        if C % 2:
-            raise ConfigError(f"CheapMatting needs an even C, got {C}")
-        dc, dm = tuple(decoder_channels), tuple(decoder_mid)
-        if len(dc) != 4 or len(dm) != 4:
-            raise ConfigError("decoder_channels and decoder_mid need 4 entries (levels 0..3)")
+        cfg = cfg if cfg is not None else CheapMattingCfg()
+        if knobs:
+            known = {f.name for f in dataclasses.fields(CheapMattingCfg)}
+            unknown = sorted(set(knobs) - known)
+            if unknown:
+                raise ConfigError(f"unknown CheapMatting option(s) {', '.join(unknown)}; "
+                                  f"known: {', '.join(sorted(known | {'decoder_blocks', 'head_block'}))}")
+            cfg = dataclasses.replace(cfg, **knobs)
         blocks = _per_level(decoder_blocks, "decoder_blocks")
+        dc, dm = cfg.decoder_channels, cfg.decoder_mid
+        cells = CellStack(genotype=genotype, C=cfg.C, layers=cfg.layers, affine=affine)
+        super().__init__(
+            cfg=cfg, cells=cells, tap_channels=cells.tap_channels,
+            level=lambda lv, c_in: DecoderLevel(C_in=c_in, C_out=dc[lv], C_mid=dm[lv], block=blocks[lv],
+                                                depth=cfg.decoder_depth),
+            head=lambda c_in: PredictionHead(C_in=c_in, block=head_block))
         self.genotype = genotype
         self.drop_path_prob = drop_path_prob
         self.clamp = clamp
-        self.stem00 = StemHalf(C_in=in_channels, C_out=C // 2)
-        self.stem05 = StemQuarter(C_in=C // 2, C_out=C, C_mid=stem_mid)
-        self.stem10 = StemEighth(C_in=C, C_out=C)
-        self.cells = CellStack(genotype=genotype, C=C, layers=layers, affine=affine)
-        c8, c16, c32 = self.cells.tap_channels
-        self.ppm = PyramidPooling(C_in=c32, C_mid=ppm_channels, C_out=ppm_out, scales=ppm_scales,
-                                  extra_convs=ppm_extra_convs)
-        self.decoder_layer3 = DecoderLevel(C_in=ppm_out + c32 + c16, C_out=dc[3], C_mid=dm[3],
-                                           block=blocks[3], depth=decoder_depth)
-        self.decoder_layer2 = DecoderLevel(C_in=dc[3] + c8, C_out=dc[2], C_mid=dm[2],
-                                           block=blocks[2], depth=decoder_depth)
-        self.decoder_layer1 = DecoderLevel(C_in=dc[2] + C, C_out=dc[1], C_mid=dm[1],
-                                           block=blocks[1], depth=decoder_depth)
-        self.decoder_layer0 = DecoderLevel(C_in=dc[1] + C // 2, C_out=dc[0], C_mid=dm[0],
-                                           block=blocks[0], depth=decoder_depth)
-        self.pred = PredictionHead(C_in=dc[0] + in_channels, block=head_block)
-
-    @property
-    def decoder_levels(self) -> tuple[DecoderLevel, DecoderLevel, DecoderLevel, DecoderLevel]:
-        """Decoder levels 0..3 (1/2 .. 1/16)."""
-        return (self.decoder_layer0, self.decoder_layer1, self.decoder_layer2, self.decoder_layer3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 6, H, W) RGB + one-hot trimap -> (B, 1, H, W) alpha."""
-        s2 = self.stem00(x)  # (B, C/2, H/2, W/2)
-        s4 = self.stem05(s2)  # (B, C, H/4, W/4)
-        s8 = self.stem10(s4)  # (B, C, H/8, W/8)
-        x8, x16, x32 = self.cells(s4, s8, self.drop_path_prob)  # (B, 4C, H/8) (B, 8C, H/16) (B, 16C, H/32)
-        y = torch.cat([self.ppm(x32), x32], dim=1)  # (B, 256 + 16C, H/32, W/32)
-        y = self.decoder_layer3(torch.cat([_up(y, x16), x16], dim=1))  # (B, 128, H/16, W/16)
-        y = self.decoder_layer2(torch.cat([_up(y, x8), x8], dim=1))  # (B, 128, H/8, W/8)
-        y = self.decoder_layer1(torch.cat([_up(y, s4), s4], dim=1))  # (B, 64, H/4, W/4)
-        y = self.decoder_layer0(torch.cat([_up(y, s2), s2], dim=1))  # (B, 32, H/2, W/2)
-        y = self.pred(torch.cat([_up(y, x), x], dim=1))  # (B, 1, H, W)
+        y = self.run(x, cells_kw={"drop_prob": self.drop_path_prob}, block_kw={})
         return y.clamp(0.0, 1.0) if self.clamp else y
-
-    def macs_breakdown(self, *, H: int, W: int) -> dict[str, int]:
-        """Closed-form MACs of each part for a (1, 6, H, W) input (FlopCounterMode total / 2).
-
-        Keys: ``stem00``, ``stem05``, ``stem10``, ``cells``, ``ppm``, ``decoder3`` .. ``decoder0``,
-        ``head``; their sum is :meth:`macs_at`.
-        """
-        out: dict[str, int] = {}
-        sizes = [(H, W)]
-        h, w = H, W
-        for name in ("stem00", "stem05", "stem10"):
-            out[name], h, w = module_macs(getattr(self, name), H=h, W=w)
-            sizes.append((h, w))
-        # sizes: full, 1/2, 1/4, 1/8; cells run on the 1/8 map and reduce twice
-        out["cells"] = self.cells.macs_at(H=h, W=w).macs
-        h16, w16 = (h + 1) // 2, (w + 1) // 2
-        h32, w32 = (h16 + 1) // 2, (w16 + 1) // 2
-        out["ppm"] = self.ppm.macs_at(H=h32, W=w32).macs
-        level_sizes = {3: (h16, w16), 2: sizes[3], 1: sizes[2], 0: sizes[1]}
-        for level in (3, 2, 1, 0):
-            lh, lw = level_sizes[level]
-            out[f"decoder{level}"] = module_macs(self.decoder_levels[level], H=lh, W=lw).macs
-        out["head"] = module_macs(self.pred, H=H, W=W).macs
-        return out
-
-    def macs_at(self, *, H: int, W: int) -> SizedMacs:
-        """Closed-form MACs for a (1, 6, H, W) input; output size (H, W)."""
-        return SizedMacs(sum(self.macs_breakdown(H=H, W=W).values()), H, W)
 
     def num_params(self) -> int:
         """Number of parameters (6,023,025 for the released configuration)."""
         return count_params(self)
 
 
-def build_cheapmatting(*, genotype: Genotype | None = None, C: int = 48, layers: int = 14,
-                       **knobs: object) -> CheapMatting:
+def build_cheapmatting(*, genotype: Genotype | None = None, **knobs: Any) -> CheapMatting:
     """Build CheapMatting; the defaults give the released network (ATLDAS_cifar100, C=48, 14 cells).
 
     Args:
         genotype: the cells; default :data:`ATLDAS_CIFAR100`.
-        C: first-stage channels.
-        layers: number of cells.
-        **knobs: other keyword arguments of :class:`CheapMatting` (e.g. ``decoder_blocks``, ``head_block``).
+        **knobs: other keyword arguments of :class:`CheapMatting` (``cfg``, ``C``, ``layers``,
+            ``decoder_blocks``, ``head_block``, ...).
     """
-    known = set(CheapMatting.__init__.__kwdefaults__ or {}) - {"genotype", "C", "layers"}
-    unknown = sorted(set(knobs) - known)
-    if unknown:
-        raise ConfigError(f"unknown CheapMatting option(s) {', '.join(unknown)}; "
-                          f"known: {', '.join(sorted(known))}")
-    return CheapMatting(genotype=ATLDAS_CIFAR100 if genotype is None else genotype, C=C,
-                        layers=layers, **knobs)  # type: ignore[arg-type]
+    return CheapMatting(genotype=ATLDAS_CIFAR100 if genotype is None else genotype, **knobs)

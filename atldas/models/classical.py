@@ -1,7 +1,7 @@
 """Classical (non-learned) matting baselines: closed-form matting (Levin et al. 2008) via pymatting.
 
-``closed_form`` is a MODEL like the learned ones: :func:`closed_form_model` returns a
-:class:`~atldas.models.registry.MattingModel` whose network has no parameters and runs
+``closed_form`` is a MODEL like the learned ones (registered in :mod:`atldas.models.zoo`): a
+network that has no parameters and runs
 :func:`closed_form_alpha` on every image of the 6-channel batch, so ``atldas eval`` and
 ``atldas predict`` score and run it beside the networks (no ``--checkpoint`` needed)::
 
@@ -33,7 +33,7 @@ from atldas.errors import DataError
 
 log = logging.getLogger("atldas")
 
-__all__ = ["closed_form_alpha", "ClosedFormMatting", "closed_form_model", "CLASSICAL"]
+__all__ = ["closed_form_alpha", "ClosedFormMatting"]
 
 
 def closed_form_alpha(image: np.ndarray, trimap: np.ndarray, *, epsilon: float = 1e-7,
@@ -109,16 +109,3 @@ class ClosedFormMatting(nn.Module):
             tri = np.where(oh[2] > 0.5, 255, np.where(oh[1] > 0.5, 128, 0)).astype(np.uint8)
             out.append(closed_form_alpha(image, tri, epsilon=self.epsilon, maxiter=self.maxiter))
         return torch.from_numpy(np.stack(out)[:, None]).to(device=x.device, dtype=x.dtype)  # (B, 1, H, W)
-
-
-def closed_form_model():
-    """The ``closed_form`` MODEL (a :class:`~atldas.models.registry.MattingModel`)."""
-    from atldas.models.registry import MattingModel
-
-    return MattingModel(name="closed_form", build=ClosedFormMatting, kind="classical",
-                        meta={"learned": False, "device": "cpu",
-                              "description": "closed-form matting (Levin et al. 2008, pymatting)"})
-
-
-#: Classical MODEL names -> factories of :class:`~atldas.models.registry.MattingModel`.
-CLASSICAL = {"closed_form": closed_form_model}

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from atldas.errors import ConfigError
-from atldas.models.aematter import centred_pad
+from atldas.tensors import centred_pad
 from atldas.registry import Registry
 
 #: GroupNorm groups; widths are rounded to multiples of this.

@@ -7,10 +7,13 @@ earlier file there stays intact until the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Any, Iterator, Union
+
+from atldas.errors import DataError
 
 PathLike = Union[str, os.PathLike]
 
@@ -49,3 +52,15 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
     return Path(path)
+
+
+def write_json(path: PathLike, obj: Any, *, flag: str = "--json") -> Path:
+    """Write ``obj`` as indented JSON atomically; a folder or an unwritable path is one DataError naming
+    ``flag``."""
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"{flag} {p} is a folder; pass a file name such as {p / 'scores.json'}")
+    try:
+        return write_text_atomic(p, json.dumps(obj, indent=2) + "\n")
+    except OSError as exc:
+        raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for {flag}") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -39,10 +40,9 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        import re
-
         text = str(exc)
-        if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+        code = ("Weights only load failed" in text or "WeightsUnpickler" in text) and "Unsupported operand" not in text
+        if not code:
             first = f"not a torch.save file: {text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__}"
             raise DataError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
         found = re.search(r"GLOBAL ([\w.]+)", text)

@@ -1,0 +1,61 @@
+"""``atldas lut build``: measure a search space's latency table on this machine (see
+:mod:`atldas.latency`), save it, and optionally check it against whole networks.
+
+    atldas lut build --space matting --device cpu --check 3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+from atldas.cost import cost_table
+from atldas.errors import ConfigError
+from atldas.latency import MIN_RUN_TIME, build_lut, measure_genotype, save_lut
+from atldas.run import bind_space, make_search_config
+
+__all__ = ["lut_space", "lut_build", "check_lut"]
+
+
+def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, sets: Sequence[str] = ()):
+    """The bound space a table is built for: the space's defaults, ``--set`` knobs, ``--size``."""
+    cfg = make_search_config(space=space, device=device, sets=sets)
+    if size is not None:
+        if size < 32:
+            raise ConfigError(f"--size must be at least 32 (the network downsamples 5 times), got {size}")
+        cfg = dataclasses.replace(cfg, knobs=dataclasses.replace(cfg.knobs, input_size=size))
+    return bind_space(cfg)
+
+
+def check_lut(space, lut: Mapping[str, Any], *, n: int = 3, seed: int = 0,
+              min_run_time: float = MIN_RUN_TIME) -> List[Dict[str, Any]]:
+    """Measure ``n`` random children's whole networks and compare with the table's estimate.
+
+    Returns:
+        One record per child: ``genotype`` hash, ``table_ms``, ``measured_ms``, ``ratio`` (table / measured).
+    """
+    arch = space.new_arch()
+    table = cost_table(space, arch, metric="latency_ms", lut=lut)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        child = arch.sample(generator=gen)
+        g = space.child_to_genotype(arch, child)
+        est = table.of_child(child)
+        ms = measure_genotype(space, g, device=str(lut["device"]), threads=int(lut["threads"]), min_run_time=min_run_time)
+        out.append({"genotype": g.hash(), "table_ms": est, "measured_ms": ms, "ratio": est / ms})
+    return out
+
+
+def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, threads: int = 1,
+              min_run_time: float = MIN_RUN_TIME, check: int = 0, out: Optional[str] = None,
+              sets: Sequence[str] = (), progress: bool = True):
+    """Build, save and (with ``check`` > 0) check a table; returns ``(lut, path, checks)``."""
+    bound = lut_space(space, device=device, size=size, sets=sets)
+    lut = build_lut(bound, device=device, threads=threads, min_run_time=min_run_time, progress=progress)
+    path = save_lut(lut, out or f"lut-{space}-{device}.json")
+    checks = check_lut(bound, lut, n=check, min_run_time=min_run_time) if check else []
+    return lut, Path(path), checks

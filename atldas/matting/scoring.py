@@ -1,0 +1,204 @@
+"""The one loop that scores a matting data set: predict each image, quantise to 8 bits as the DIM code
+reads mattes, score SAD/MSE/Grad/Conn, and summarise. ``atldas eval --model`` (:func:`evaluate_model`)
+and retrain's validation both run it; it returns values and prints nothing.
+
+    >>> per_image, previews = score_dataset(ds, lambda image, trimap: predict_alpha(mm, net, image, trimap))
+    >>> result = metrics.summarise(per_image)     # {"SAD", "MSE", "Grad", "Conn", "count", "per_image"}
+    >>> print(metrics.format_table(result))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+from torch.utils.data import Subset
+from tqdm import tqdm
+
+from atldas.data.datasets import open_dataset
+from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, write_alpha
+from atldas.data.synthetic import SyntheticMatting
+from atldas.errors import ConfigError, DataError
+from atldas.matting import metrics
+from atldas.matting.inference import clamp_by_trimap, predict_alpha
+from atldas.models.base import MattingModel
+from atldas.models.zoo import resolve_model
+from atldas.utils.atomic import write_json
+from atldas.utils.device import resolve_device
+from atldas.utils.memory_format import channels_last
+from atldas.utils.weights import load_weights
+
+log = logging.getLogger("atldas")
+
+__all__ = ["sample_trimap", "sample_name", "score_dataset", "trivial_alpha", "evaluate_model", "SYNTHETIC_EVAL"]
+
+PathLike = Union[str, os.PathLike]
+
+#: ``predict(image (H, W, 3) float RGB, trimap (H, W) uint8) -> (H, W) float alpha, clamped by the trimap``.
+Predictor = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def sample_trimap(sample: Mapping[str, Any]) -> np.ndarray:
+    """(H, W) uint8 trimap {0, 128, 255} of a data set sample, from its one-hot [bg, unknown, fg]."""
+    oh = np.asarray(sample["trimap_onehot"])
+    return np.where(oh[2] > 0.5, 255, np.where(oh[1] > 0.5, 128, 0)).astype(np.uint8)
+
+
+def sample_name(sample: Mapping[str, Any], index: int) -> str:
+    """The sample's file name (``<index>.png`` for generated samples)."""
+    name = str(sample.get("name", f"{index:06d}"))
+    return name if Path(name).suffix.lower() in IMAGE_EXTENSIONS else name + ".png"
+
+
+def trivial_alpha(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+    """The trivial prediction: alpha = 0.5 in the unknown region, clamped by the trimap."""
+    return clamp_by_trimap(np.full(trimap.shape, 0.5, np.float32), trimap)
+
+
+def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep: int = 0,
+                  save_pred: Optional[Path] = None, progress: bool = False, desc: str = "eval"
+                  ) -> Tuple[Dict[str, Dict[str, float]], List[Tuple[np.ndarray, ...]]]:
+    """Score ``predict`` on every sample of ``ds`` with the DIM metrics on 8-bit mattes.
+
+    Args:
+        ds: samples with ``image`` (3, H, W), ``trimap_onehot`` (3, H, W), ``alpha`` (1, H, W) and
+            optionally ``name``.
+        predict: the predictor (see :data:`Predictor`).
+        skip_no_unknown: skip images whose trimap has no unknown pixel (their MSE is undefined) with a
+            warning; otherwise they are a DataError.
+        keep: return the first ``keep`` (image, trimap, gt, pred) arrays for previews.
+        save_pred: write each 8-bit prediction there as ``<name>.png``.
+        progress: a progress bar on a terminal.
+        desc: the bar's label.
+
+    Returns:
+        ``({name: {"SAD", "MSE", "Grad", "Conn"}}, previews)``.
+    """
+    per: Dict[str, Dict[str, float]] = {}
+    previews: List[Tuple[np.ndarray, ...]] = []
+    skipped, sad = 0, 0.0
+    show = progress and sys.stderr.isatty()
+    with tqdm(range(len(ds)), desc=desc, unit="img", disable=not show, file=sys.stderr) as bar:
+        for i in bar:
+            s = ds[i]
+            name = sample_name(s, i)
+            if "alpha" not in s:
+                raise DataError(f"{name}: no ground-truth alpha to score against; run `atldas predict` for "
+                                "mattes without scores")
+            tri = sample_trimap(s)
+            if not np.any(tri == metrics.UNKNOWN):
+                if skip_no_unknown:
+                    skipped += 1
+                    continue
+                raise DataError(f"{name}: trimap has no unknown (128) pixels, so MSE is undefined (DIM divides "
+                                "by their number); fix the trimap or leave the image out")
+            image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
+            pred = alpha_to_u8(predict(image, tri))
+            gt = alpha_to_u8(np.asarray(s["alpha"])[0])
+            per[name] = metrics.compute_all(pred, gt, tri)
+            if save_pred is not None:
+                write_alpha(Path(save_pred) / Path(name).with_suffix(".png"), pred.astype(np.float32) / 255.0)
+            if len(previews) < keep:
+                previews.append((np.asarray(s["image"]), tri, gt, pred))
+            sad += per[name]["SAD"]
+            bar.set_postfix(SAD=f"{sad / len(per):.3f}")
+    if skipped:
+        log.warning("%d image(s) without unknown pixels skipped", skipped)
+    if not per:
+        raise DataError("no image has unknown (128) pixels; nothing to score")
+    return per, previews
+
+
+# --------------------------------------------------------------------------- model evaluation
+
+#: Defaults of ``data="synthetic"`` in :func:`evaluate_model` (split "test").
+SYNTHETIC_EVAL = {"size": 256, "count": 50, "seed": 0}
+
+
+def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
+    """(dataset, description) for ``data`` = "synthetic" or a data set folder."""
+    if str(data) == "synthetic":
+        unknown = sorted(set(dataset_kw) - set(SYNTHETIC_EVAL) - {"backgrounds"})
+        if unknown:
+            raise ConfigError(f"synthetic eval data does not take {', '.join(unknown)}; it takes "
+                              f"{', '.join(sorted(SYNTHETIC_EVAL))}, backgrounds")
+        kw = {**SYNTHETIC_EVAL, **{k: v for k, v in dataset_kw.items() if v is not None}}
+        ds = SyntheticMatting(size=int(kw["size"]), length=int(kw["count"]), seed=int(kw["seed"]),
+                              split="test", backgrounds=kw.get("backgrounds"))
+        return ds, f"synthetic test split ({kw['count']} images, {kw['size']}px, seed {kw['seed']})"
+    kw = dict(dataset_kw)
+    limit = kw.pop("limit", None)
+    try:
+        ds = open_dataset(data, split="test", **kw)
+    except ConfigError:
+        if kw.get("backgrounds") is None:
+            raise
+        kw.pop("backgrounds")  # a test split with its own composites takes no backgrounds (Composition-1K)
+        ds = open_dataset(data, split="test", **kw)
+    if getattr(ds, "has_alpha", True) is False:
+        raise DataError(f"{data}: this data set has no ground-truth alpha to score against; run "
+                        "`atldas predict` to get mattes without scores")
+    if limit:
+        ds = Subset(ds, range(min(int(limit), len(ds))))
+    return ds, str(data)
+
+
+def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
+                   save_pred: Optional[PathLike] = None, json_path: Optional[PathLike] = None,
+                   device: str = "cpu", progress: bool = True, tile: Optional[int] = None,
+                   **dataset_kw) -> Dict[str, Any]:
+    """Run ``model`` over a data set and score it with SAD, MSE, Grad and Conn (DIM convention).
+
+    Args:
+        model: a MODEL (registered name, genotype file, run directory, ``closed_form``) or a
+            :class:`~atldas.models.base.MattingModel`.
+        checkpoint: weights for a learned model (a retrain ``best.pt``/``last.pt``, a released
+            checkpoint); None only for models without parameters (``closed_form``).
+        data: ``"synthetic"`` (split ``test``; ``size``, ``count``, ``seed`` in ``dataset_kw``) or a
+            data set folder in any layout :func:`atldas.data.datasets.open_dataset` reads (its test
+            split; ``dataset_kw`` are its options, e.g. ``kind``, ``backgrounds``, ``subset``, and
+            ``limit`` = score the first N images only).
+        save_pred: folder to write the 8-bit predictions to (the exact mattes scored), named like
+            the images with a ``.png`` suffix.
+        json_path: write the scores there as JSON (atomically).
+        device: where the network runs (``cpu``, ``cuda``).
+        progress: show a progress bar (only when stderr is a terminal).
+        tile: tile side for very large images (see :func:`~atldas.matting.inference.predict_alpha`).
+
+    Returns:
+        The same object as :func:`atldas.evaluate.evaluate_folders` (the eval JSON contract).
+
+    Raises:
+        AtldasError: unknown model, missing or mismatched checkpoint, unreadable data, no ground
+            truth, a trimap without unknown pixels.
+    """
+    if json_path is not None and Path(json_path).is_dir():
+        raise DataError(f"--json {json_path} is a folder; pass a file name such as {Path(json_path) / 'scores.json'}")
+    dev = resolve_device(device)
+    mm = model if isinstance(model, MattingModel) else resolve_model(model)
+    net = mm.build()
+    if checkpoint is not None and not mm.learned:
+        log.warning("%s has no weights; --checkpoint %s is ignored", mm.name, checkpoint)
+    elif checkpoint is not None:
+        load_weights(net, checkpoint, name=mm.name)
+    elif mm.learned:
+        raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
+                          "best.pt, or released weights)")
+    net = channels_last(net.to(dev).eval())
+    ds, what = _open_eval_data(data, dataset_kw)
+    if len(ds) == 0:
+        raise DataError(f"{data}: no images to score")
+    log.info("evaluating %s on %s: %d image(s)", mm.name, what, len(ds))
+    per_image, _ = score_dataset(ds, lambda image, tri: predict_alpha(mm, net, image, tri, device=dev, tile=tile),
+                                 save_pred=Path(save_pred) if save_pred is not None else None, progress=progress)
+    if save_pred is not None:
+        log.info("wrote %d prediction(s) to %s", len(per_image), save_pred)
+    result = metrics.summarise(per_image)
+    if json_path is not None:
+        write_json(json_path, result)
+        log.info("wrote %s", json_path)
+    return result

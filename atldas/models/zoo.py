@@ -1,0 +1,207 @@
+"""The one model registry: every matting MODEL by name, and networks built from genotype files.
+
+A MODEL (architecture.md) is
+
+- a registered name: ``cheapmatting`` (the released network: ATLDAS_cifar100 cells, C = 48, 14
+  cells), ``cheapmatting_darts_v2``, ``cheapmatting_pc_darts`` (the same macro with other published
+  cells), the hand-designed baselines ``aematter``, ``aematter_small``, ``aematter_tiny``,
+  ``cnn_baseline``, ``cnn_baseline_small``, ``cnn_baseline_tiny``, and the non-learned
+  ``closed_form`` (pymatting's closed-form matting);
+- a genotype file (JSON or a DARTS ``Genotype(...)`` string): built in the macro its ``space.macro``
+  records (:class:`~atldas.models.cheapmatting.CheapMattingCfg`; the released CheapMatting macro when
+  the file records none), with its decoder and head ``choices``;
+- a run directory (search or retrain): its ``genotype.json``.
+
+    >>> import atldas
+    >>> atldas.list_models()
+    ['aematter', 'aematter_small', ..., 'cheapmatting', ...]
+    >>> net = atldas.create_model("cheapmatting", checkpoint_path="cheapmatting.pth")
+    >>> net = atldas.create_model("runs/demo", C=16, layers=5)      # knobs replace the macro's
+    >>> @atldas.register_model("my_net")
+    ... def my_net(**knobs): return MyNet(**knobs)                   # (B, 6, H, W) -> (B, 1, H, W)
+
+:func:`resolve_model` gives the :class:`~atldas.models.base.MattingModel` record the commands use
+(``build()`` a fresh network, ``forward(net, x)`` on the 6-channel input); :func:`create_model` builds
+the network and loads weights.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+
+from torch import nn
+
+import derived_models
+from atldas.errors import ConfigError
+from atldas.genotype import Genotype
+from atldas.models.aematter import build_aematter
+from atldas.models.base import MattingModel
+from atldas.models.cheapmatting import MACRO_NAME, CheapMatting, CheapMattingCfg
+from atldas.models.classical import ClosedFormMatting
+from atldas.models.cnn_baseline import build_cnn_baseline
+from atldas.ops import OPS
+from atldas.registry import Registry
+from atldas.utils.weights import load_weights
+
+__all__ = ["MODELS", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
+           "genotype_macro"]
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered MODEL: ``build(**knobs) -> nn.Module`` and how to run it.
+
+    Attributes:
+        name: registry name.
+        build: the builder; keyword knobs change the network (e.g. ``C=``, ``head_block=``).
+        two_inputs: the network takes ``(image, trimap_onehot)``.
+        learned: False for classical methods (no weights to load).
+        genotype: name of the genotype (in ``derived_models``) the network is built from, if any.
+        description: one line for listings.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    two_inputs: bool = False
+    learned: bool = True
+    genotype: Optional[str] = None
+    description: str = ""
+
+
+#: Model name -> :class:`ModelEntry`.
+MODELS: Registry[ModelEntry] = Registry("model")
+
+
+def register_model(name: str, *, two_inputs: bool = False, learned: bool = True, genotype: Optional[str] = None,
+                   description: str = "") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering ``build(**knobs) -> nn.Module`` as MODEL ``name`` (a duplicate raises
+    ValueError). The network maps ``(B, 6, H, W)`` RGB + one-hot trimap to ``(B, 1, H, W)`` alpha, or
+    ``(image, trimap_onehot)`` with ``two_inputs=True``."""
+
+    def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS.add(name, ModelEntry(name=name, build=build, two_inputs=two_inputs, learned=learned,
+                                    genotype=genotype, description=description))
+        return build
+
+    return deco
+
+
+def list_models() -> list[str]:
+    """Every registered MODEL name, sorted."""
+    return MODELS.names()
+
+
+# --------------------------------------------------------------------------- built-in models
+
+def _cheapmatting_with(genotype_name: str) -> Callable[..., nn.Module]:
+    def build(**knobs: Any) -> nn.Module:
+        return CheapMatting(genotype=derived_models.get_genotype(genotype_name), **knobs)
+
+    return build
+
+
+for _name, _geno, _what in (
+        ("cheapmatting", "atldas_cifar100", "released CheapMatting: ATLDAS_cifar100 cells, C=48, 14 cells, 6.02 M params"),
+        ("cheapmatting_darts_v2", "darts_v2", "CheapMatting macro with the DARTS (second order) cells"),
+        ("cheapmatting_pc_darts", "pc_darts_cifar", "CheapMatting macro with the PC-DARTS cells")):
+    register_model(_name, genotype=_geno, description=_what)(_cheapmatting_with(_geno))
+for _variant, _suffix in (("full", ""), ("small", "_small"), ("tiny", "_tiny")):
+    register_model(f"aematter{_suffix}", two_inputs=True, description=f"AEMatter-class baseline ({_variant})")(
+        (lambda v: lambda **knobs: build_aematter(variant=v, **knobs))(_variant))
+    register_model(f"cnn_baseline{_suffix}", description=f"plain CNN U-Net baseline ({_variant})")(
+        (lambda v: lambda **knobs: build_cnn_baseline(variant=v, **knobs))(_variant))
+register_model("closed_form", learned=False,
+               description="closed-form matting (Levin et al. 2008, pymatting); not learned")(ClosedFormMatting)
+del _name, _geno, _what, _variant, _suffix
+
+
+# --------------------------------------------------------------------------- genotype files
+
+def genotype_macro(genotype: Genotype) -> Tuple[str, Dict[str, Any]]:
+    """(macro name, macro knobs) a genotype file records in ``space.macro``.
+
+    Files written before macros had names: the ``darts_cifar`` space's are the DARTS CIFAR classifier,
+    every other file the CheapMatting macro (searched ``matting``/``tiny`` networks without the
+    released network's unused extra PPM conv).
+    """
+    space = dict(genotype.space or {})
+    macro = space.get("macro") or {}
+    if not isinstance(macro, Mapping):
+        raise ConfigError(f"genotype space.macro must be an object, got {type(macro).__name__}")
+    macro = dict(macro)
+    name = macro.pop("name", None)
+    if name is None:
+        if space.get("name") == "darts_cifar":
+            return "darts_cifar", macro
+        name = MACRO_NAME
+        if space.get("name") in ("matting", "tiny"):
+            macro.setdefault("ppm_extra_convs", 0)
+    return str(name), macro
+
+
+def _from_genotype(genotype: Genotype, *, name: str, kind: str, knobs: Mapping[str, Any]) -> MattingModel:
+    genotype.validate(ops=OPS.names())
+    macro_name, macro = genotype_macro(genotype)
+    if macro_name != MACRO_NAME:
+        raise ConfigError(f"{name}: its genotype is for the {macro_name!r} network (space "
+                          f"{dict(genotype.space).get('name')!r}), not a matting network")
+    knobs = dict(knobs)
+    cfg_keys = {k for k in knobs if k not in ("decoder_blocks", "head_block", "clamp", "affine", "drop_path_prob")}
+    cfg = CheapMattingCfg.from_meta({**macro, **{k: knobs.pop(k) for k in cfg_keys}})
+    choices = dict(genotype.choices)
+    knobs.setdefault("decoder_blocks", tuple(choices.get(f"decoder{lv}", "bottleneck") for lv in range(4)))
+    knobs.setdefault("head_block", choices.get("head", "conv3x3"))
+    return MattingModel(name=name, build=lambda: CheapMatting(genotype=genotype, cfg=cfg, **knobs),
+                        genotype=genotype, kind=kind, meta={"macro": cfg.to_meta()})
+
+
+def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel:
+    """The :class:`MattingModel` of a MODEL (see the module docstring); unknown names list what exists.
+
+    Args:
+        spec: a registered name, a genotype file, a run directory, or a :class:`Genotype`.
+        **knobs: keyword arguments of the builder (e.g. ``C=16`` for a CheapMatting-macro network).
+    """
+    if isinstance(spec, Genotype):
+        return _from_genotype(spec, name=f"genotype {spec.hash()}", kind="genotype", knobs=knobs)
+    text = os.fspath(spec)
+    path = Path(text)
+    if path.is_dir():
+        g = path / "genotype.json"
+        if not g.is_file():
+            raise ConfigError(f"{path}: a run directory needs genotype.json (run `atldas derive {path}`)")
+        return _from_genotype(Genotype.load(g), name=text, kind="run", knobs=knobs)
+    if path.is_file():
+        return _from_genotype(Genotype.load(path), name=text, kind="genotype", knobs=knobs)
+    if text in MODELS:
+        e = MODELS.get(text)
+        genotype = derived_models.get_genotype(e.genotype) if e.genotype else None
+        return MattingModel(name=text, build=lambda: e.build(**knobs), two_inputs=e.two_inputs, genotype=genotype,
+                            kind="registered" if e.learned else "classical",
+                            meta={"learned": e.learned, "description": e.description})
+    if any(sep in text for sep in ("/", "\\")) or text.endswith(".json"):
+        raise ConfigError(f"{text}: no such genotype file or run directory")
+    raise ConfigError(f"unknown model {text!r}; known models: {', '.join(list_models())}, "
+                      "or a genotype JSON file, or a run directory")
+
+
+def create_model(spec: Union[PathLike, Genotype], *, checkpoint_path: Optional[PathLike] = None,
+                 **knobs: Any) -> nn.Module:
+    """Build a MODEL's network (random weights, or the weights of ``checkpoint_path``).
+
+    Args:
+        spec: a registered name, a genotype file, a run directory, or a :class:`Genotype`.
+        checkpoint_path: weights in any layout :func:`atldas.utils.weights.load_weights` reads
+            (``weights_only=True``; a checkpoint of another network is one clear error).
+        **knobs: keyword arguments of the builder.
+    """
+    model = resolve_model(spec, **knobs)
+    net = model.build()
+    if checkpoint_path is not None:
+        load_weights(net, checkpoint_path, name=model.name)
+    return net

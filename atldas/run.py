@@ -1,0 +1,499 @@
+"""A search run: its configuration, its live objects, its loop and its run directory.
+
+:class:`SearchConfig` composes the settings that live beside the classes using them (the space's
+:class:`~search_spaces.base.SpaceCfg`, the task's :class:`~atldas.tasks.base.DataCfg`, the budget's
+:class:`~atldas.cost.BudgetCfg`, the strategy's ``...HP``) and is what ``config.yaml`` stores.
+:class:`Run` builds the space, task, supernet, cost table, budget and strategy from it, runs the
+search loop (:meth:`Run.fit`) in memory or into a run directory, and derives the final genotype
+(:meth:`Run.final_genotype`) the same way for ``atldas search`` and ``atldas derive``:
+
+    >>> cfg = make_search_config(space="tiny", sets=["epochs=2"])
+    >>> run = Run(cfg)                 # in memory; Run(cfg, out=Path("runs/x")) writes a run directory
+    >>> run.fit()
+    >>> genotype = run.final_genotype()
+
+Run directory (architecture.md): ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic, loads with
+``weights_only=True``: weights, alpha/beta/gamma, pruning masks, optimizers, lambda, RNG states,
+epoch), ``genotype.json`` (rewritten every epoch; the final one is repaired onto the budget),
+``history.jsonl`` (one line per epoch), ``cost_table.json``, ``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+
+import torch
+from torch.utils.data import default_collate
+from tqdm import tqdm
+
+from atldas.version import __version__
+from atldas.arch import CELL_TYPES, Child
+from atldas.config import annotation_at, apply_overrides, build, coerce, leaf_paths, read_yaml, set_path
+from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
+from atldas.data.loading import EpochBatches, make_loader, seeded_order
+from atldas.derive import finalize
+from atldas.errors import AtldasError, ConfigError
+from atldas.genotype import Genotype
+from atldas.rundir import RunDir
+from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
+from atldas.tasks import DataCfg, Task, get_task
+from atldas.tensors import batch_to
+from atldas.utils.atomic import write_text_atomic
+from atldas.utils.device import resolve_device
+from atldas.utils.memory_format import channels_last
+from atldas.utils.seed import rng_state, seed_everything, set_rng_state
+from atldas.utils.tb import add_scalars
+from search_spaces import SearchSpace, SpaceCfg, get_space
+
+log = logging.getLogger("atldas")
+
+__all__ = ["SearchConfig", "make_search_config", "load_search_config", "bind_space", "Run", "derive_run",
+           "CHECKPOINT", "FORMAT"]
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = "atldas-search/2"
+#: Keys of earlier flat configs that have another name now.
+ALIASES = {"budget_form": "budget.form", "data": "data.source"}
+_TARGETS = ("target_macs", "target_params", "target_latency_ms")
+
+
+@dataclass
+class SearchConfig:
+    """Configuration of a search (``atldas search``); ``config.yaml`` is its resolved form.
+
+    Attributes:
+        space: registered search space.
+        strategy: registered strategy (``atldas``, ``darts``, ``gdas``, ``random``).
+        task: registered task; empty: the space's own.
+        seed: seed of the weights, data order and samplers.
+        device: ``cpu`` or ``cuda``.
+        threads: torch CPU threads (None: torch's default).
+        epochs: search epochs.
+        steps_per_epoch: weight steps per epoch.
+        arch_steps_per_epoch: arch steps per epoch (after warm-up; one after each of the first
+            weight steps).
+        warmup_epochs: epochs of uniform children and no arch steps.
+        channels_last: the supernet and its inputs in channels_last.
+        knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
+        data: where samples come from and how they are batched.
+        budget: the cost target and its penalty.
+        hp: the strategy's settings.
+        out: the run directory.
+        tensorboard: write ``tb/``.
+        plots: draw the final genotype into ``plots/``.
+        progress: a progress bar on a terminal.
+    """
+
+    space: str = "matting"
+    strategy: str = "atldas"
+    task: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = None
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    arch_steps_per_epoch: int = 50
+    warmup_epochs: int = 2
+    channels_last: bool = True
+    knobs: SpaceCfg = field(default_factory=SpaceCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    budget: BudgetCfg = field(default_factory=BudgetCfg)
+    hp: StrategyHP = field(default_factory=AtldasHP)
+    out: Optional[str] = None
+    tensorboard: bool = True
+    plots: bool = True
+    progress: bool = True
+
+    def check(self, task: Task) -> None:
+        """Raise ConfigError naming the first value that cannot be used."""
+        for name in ("epochs", "steps_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.arch_steps_per_epoch < 0 or self.warmup_epochs < 0:
+            raise ConfigError("arch_steps_per_epoch and warmup_epochs must be >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        if self.warmup_epochs >= self.epochs and self.strategy != "random":
+            raise ConfigError(f"--epochs {self.epochs} leaves no epoch after the {self.warmup_epochs} warm-up "
+                              f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} or "
+                              "more, or --set warmup_epochs=...")
+        resolve_device(self.device)
+        self.knobs.check()
+        task.check(self.data)
+        self.budget.check()
+        self.hp.check()
+
+
+def _hp_class(strategy: str) -> type:
+    return STRATEGIES.get(strategy).HP
+
+
+def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), **flags: Any) -> SearchConfig:
+    """The resolved SearchConfig: the space's defaults, then a YAML file (flat or nested keys), then
+    ``flags`` (flat keys, None ignored), then ``--set key=value`` texts.
+
+    A budget given anywhere by the user (``target_macs``, ``target_params`` or ``target_latency_ms``)
+    replaces the space's default budget.
+    """
+    data = read_yaml(file) if file else {}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    parsed = [p.split("=", 1) for p in sets if "=" in p]
+    chosen = {k.strip().replace("-", "_"): v.strip() for k, v in parsed}
+
+    def pick(key: str, default: str) -> str:
+        return str(chosen.get(key) or flags.get(key) or data.get(key) or default)
+
+    space_name, strategy = pick("space", "matting"), pick("strategy", "atldas")
+    space = get_space(space_name)
+    cfg = SearchConfig(space=space_name, strategy=strategy, hp=_hp_class(strategy)(), task=space.task)
+    cfg = _apply(cfg, dict(space.defaults), where=f"space {space_name} defaults")
+    user = set(flags) | set(chosen) | {k for k in data if not isinstance(data[k], Mapping)}
+    user |= {f"{k}.{kk}" for k, v in data.items() if isinstance(v, Mapping) for kk in v}
+    if any(t in user or f"budget.{t}" in user for t in _TARGETS):
+        cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, **{t: None for t in _TARGETS}))
+    cfg = _apply(cfg, data, where=str(file))
+    cfg = _apply(cfg, flags, where="flags")
+    return apply_overrides(cfg, [p for p in sets if p.split("=", 1)[0].strip() not in ("space", "strategy")],
+                           aliases=ALIASES)
+
+
+def _apply(cfg: SearchConfig, values: Mapping[str, Any], *, where: str) -> SearchConfig:
+    """Set flat or nested ``values`` on ``cfg`` (strict types, unknown keys listed)."""
+    paths = leaf_paths(cfg)
+    for key, value in values.items():
+        if key in ("space", "strategy"):
+            continue
+        if isinstance(value, Mapping) and key in ("knobs", "data", "budget", "hp"):  # a nested section
+            section = getattr(cfg, key)
+            merged = {**dataclasses.asdict(section), **value}
+            cfg = dataclasses.replace(cfg, **{key: build(type(section), merged, where=f"{where}: {key}")})
+            continue
+        key = ALIASES.get(key, key)
+        if key not in paths:
+            names = sorted(k for k in paths if "." not in k)
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(names)}")
+        cfg = set_path(cfg, paths[key], coerce(value, annotation_at(cfg, paths[key]), f"{where}: {key}"))
+    return cfg
+
+
+def load_search_config(data: Mapping[str, Any], *, where: str) -> SearchConfig:
+    """A SearchConfig from a saved ``config.yaml`` mapping (nested, or an earlier flat one)."""
+    strategy = str(data.get("strategy", "atldas"))
+    space = get_space(str(data.get("space", "matting")))
+    cfg = SearchConfig(space=space.name, strategy=strategy, hp=_hp_class(strategy)(), task=space.task)
+    return _apply(cfg, data, where=where)
+
+
+def bind_space(cfg: SearchConfig) -> SearchSpace:
+    """The config's space bound to its knobs and its task's input/output sizes."""
+    task = get_task(cfg.task or get_space(cfg.space).task)
+    return get_space(cfg.space).bind(cfg.knobs, io=task.io(cfg.data))
+
+
+# --------------------------------------------------------------------------- data
+
+def epoch_order(*, n: int, per_epoch: int, epochs: int, seed: int, salt: int, batch_size: int,
+                cycle: bool) -> Callable[[int], Iterator[int]]:
+    """A search split's order per epoch: epoch ``e`` takes its own slice of a generated split (when
+    the split holds one per epoch of ``epochs``; ``epochs=0``: the whole split) or the whole split, in
+    a seeded random order (drop_last batches), repeated with fresh orders when ``cycle``."""
+    def order(epoch: int) -> Iterator[int]:
+        start, size = (epoch * per_epoch, per_epoch) if epochs and n >= epochs * per_epoch else (0, n)
+        for k in itertools.count():
+            key = epoch * 1000 + k if cycle else epoch
+            yield from seeded_order(size, seed=seed * 100003 + key * 101 + salt, start=start, drop_last_of=batch_size)
+            if not cycle:
+                return
+
+    return order
+
+
+# --------------------------------------------------------------------------- the run
+
+def _finite(metrics: Mapping[str, Any]) -> bool:
+    return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
+
+
+class Run:
+    """A search's live objects, built from a config (module docstring).
+
+    Args:
+        cfg: the resolved configuration (:func:`make_search_config`).
+        out: the run directory to write; None keeps everything in memory.
+
+    Attributes:
+        space: the bound search space; task: the task; net: the supernet; table: the cost table of
+        the budget metric; budget: the budget (or None); strategy: the strategy; epoch: the next
+        epoch :meth:`fit` runs.
+    """
+
+    def __init__(self, cfg: SearchConfig, *, out: Optional[Path] = None) -> None:
+        self.task: Task = get_task(cfg.task or get_space(cfg.space).task)
+        cfg.check(self.task)
+        self.cfg = cfg
+        self.out = Path(out) if out is not None else None
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        seed_everything(cfg.seed)
+        self.space: SearchSpace = bind_space(cfg)
+        strategy_cls = STRATEGIES.get(cfg.strategy)
+        net = self.space.build_supernet(ops=self.space.search_ops(with_none=strategy_cls.uses_none)).to(cfg.device)
+        self.net = channels_last(net) if cfg.channels_last else net
+        self.budget = cfg.budget.build()
+        metric = self.budget.metric if self.budget else "macs"
+        self.table: CostTable = cost_table(self.space, self.net.arch, metric=metric, lut=cfg.budget.lut)
+        if self.budget is not None:
+            cheapest, _ = self.table.cheapest(self.net.arch)
+            if cheapest > self.budget.target:
+                raise ConfigError(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
+                                  f"architecture in the {cfg.space} space ({format_cost(cheapest, metric)} at input "
+                                  f"{list(self.table.input_size)}); raise the target to at least that")
+        self.strategy: Strategy = strategy_cls(supernet=self.net, loss_fn=self.task.loss, cost=self.table,
+                                               budget=self.budget, hp=cfg.hp, epochs=cfg.epochs,
+                                               warmup_epochs=cfg.warmup_epochs, seed=cfg.seed)
+        self.epoch = 0
+        self._data: Optional[tuple] = None
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, run_dir: Path | str, *, restore_rng: bool = False) -> "Run":
+        """Rebuild a run from its directory (config.yaml + checkpoint.pt), pruned modules deleted."""
+        rd = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search")
+        cfg = load_search_config(rd.read_config(), where=str(rd.path / "config.yaml"))
+        ckpt = rd.load()
+        run = cls(cfg, out=rd.path)
+        run.load_state_dict(ckpt)
+        if restore_rng:
+            set_rng_state(ckpt["rng"])
+        return run
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a resumed run needs (plain data: loads with ``weights_only=True``)."""
+        masks = {k: v for k, v in self.net.arch.state_dict().items() if "mask" in k}
+        return {"format": FORMAT, "atldas": __version__, "epoch": self.epoch - 1,
+                "config": dataclasses.asdict(self.cfg), "masks": masks, "supernet": self.net.state_dict(),
+                "strategy": self.strategy.state_dict(), "rng": rng_state()}
+
+    def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
+        arch = self.net.arch
+        for k, v in ckpt["masks"].items():
+            getattr(arch, k).copy_(v)
+        self.net.apply_masks()
+        self.net.load_state_dict(ckpt["supernet"])
+        self.strategy.load_state_dict(ckpt["strategy"])
+        self.epoch = int(ckpt["epoch"]) + 1
+
+    # ------------------------------------------------------------------ data
+
+    def model_input(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The supernet's input for ``batch``, in the supernet's memory format."""
+        x = self.task.model_input(batch)
+        return channels_last(x) if self.cfg.channels_last else x
+
+    def _loaders(self):
+        if self._data is None:
+            cfg, d = self.cfg, self.cfg.data
+            arch_steps = max(1, cfg.arch_steps_per_epoch)
+            train, arch = self.task.datasets(d, seed=cfg.seed, n_train=cfg.steps_per_epoch * d.batch_size * cfg.epochs,
+                                             n_arch=arch_steps * d.batch_size * cfg.epochs)
+            ts = EpochBatches(epoch_order(n=len(train), per_epoch=cfg.steps_per_epoch * d.batch_size, epochs=cfg.epochs,
+                                          seed=cfg.seed, salt=1, batch_size=d.batch_size, cycle=False),
+                              batch_size=d.batch_size, steps=cfg.steps_per_epoch)
+            As = EpochBatches(epoch_order(n=len(arch), per_epoch=arch_steps * d.batch_size, epochs=cfg.epochs,
+                                          seed=cfg.seed, salt=2, batch_size=d.batch_size, cycle=True),
+                              batch_size=d.batch_size, steps=arch_steps)
+            self._data = (train, arch, make_loader(train, ts, num_workers=d.num_workers),
+                          make_loader(arch, As, num_workers=d.num_workers), ts, As)
+        return self._data
+
+    # ------------------------------------------------------------------ search
+
+    def fit(self, epochs: Optional[int] = None, *, callback: Optional[Callable[[Dict[str, Any]], None]] = None
+            ) -> List[Dict[str, Any]]:
+        """Run epochs ``self.epoch`` up to ``epochs`` (default: all the config's); returns their history
+        rows. With a run directory, each epoch ends with ``history.jsonl``, ``genotype.json``, TensorBoard
+        and an atomic checkpoint. ``callback(row)`` is called after each epoch (after the checkpoint).
+
+        Raises:
+            AtldasError: a non-finite loss (the last good checkpoint is kept).
+        """
+        cfg = self.cfg
+        end = cfg.epochs if epochs is None else min(cfg.epochs, epochs)
+        _, _, train_loader, arch_loader, ts, As = self._loaders()
+        rd = RunDir(self.out, checkpoint=CHECKPOINT, kind="search") if self.out is not None else None
+        history = rd.history(self.epoch) if rd is not None else None
+        writer = rd.writer(cfg.tensorboard) if rd is not None else None
+        strat, rows = self.strategy, []
+        show = cfg.progress and sys.stderr.isatty()
+        try:
+            for epoch in range(self.epoch, end):
+                self.net.train()
+                t0 = time.perf_counter()
+                ts.set_epoch(epoch)
+                As.set_epoch(epoch)
+                arch_batches = None  # made on the first arch step (no prefetching in warm-up epochs)
+                sums: Dict[str, float] = {}
+                counts: Dict[str, int] = {}
+                bar = tqdm(train_loader, total=cfg.steps_per_epoch, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           leave=False, dynamic_ncols=True)
+                for step, batch in enumerate(bar):
+                    strat.set_epoch(epoch + step / cfg.steps_per_epoch)
+                    batch = batch_to(batch, cfg.device)
+                    metrics = strat.weight_step(batch, self.model_input(batch))
+                    if not strat.in_warmup() and step < cfg.arch_steps_per_epoch:
+                        arch_batches = arch_batches or iter(arch_loader)
+                        ab = batch_to(next(arch_batches), cfg.device)
+                        metrics.update(strat.arch_step(ab, self.model_input(ab), steps_per_epoch=cfg.arch_steps_per_epoch))
+                    if not _finite(metrics):
+                        kept = (f"the last good checkpoint is kept in {rd.checkpoint}" if rd is not None
+                                and rd.checkpoint.exists() else "no checkpoint was written")
+                        bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+                        raise AtldasError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({bad}); "
+                                          f"{kept}; lower --set w_lr=... or arch_lr=...")
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + float(v)
+                        counts[k] = counts.get(k, 0) + 1
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items()
+                                     if k in ("loss/weights", "cost/expected", "lambda")})
+                bar.close()
+                del arch_batches
+                events = strat.end_epoch(epoch)
+                row = self._epoch_row(epoch, sums, counts, events, time.perf_counter() - t0)
+                self.epoch = epoch + 1
+                if rd is not None:
+                    self.genotype(strat.derive_argmax()).save(rd.path / "genotype.json")
+                    history.append(row)
+                    add_scalars(writer, row, epoch)
+                    if writer is not None:
+                        _heatmaps(writer, self, epoch)
+                        writer.flush()
+                    rd.save(self.state_dict())
+                self._log_epoch(row, events)
+                rows.append(row)
+                if callback is not None:
+                    callback(row)
+        finally:
+            if writer is not None:
+                writer.close()
+        return rows
+
+    def _epoch_row(self, epoch: int, sums: Dict[str, float], counts: Dict[str, int], events: List[Dict[str, Any]],
+                   seconds: float) -> Dict[str, Any]:
+        child = self.strategy.derive_argmax()
+        row: Dict[str, Any] = {"epoch": epoch, **{k: sums[k] / counts[k] for k in sums}}
+        with torch.no_grad():
+            expected = float(self.table.expected(self.net.arch))
+        row.update({"cost/derived": self.table.of_child(child), "cost/metric": self.table.metric,
+                    "cost/expected": expected, "lambda": self.strategy.lam,
+                    "params/supernet": sum(p.numel() for p in self.net.weight_parameters()),
+                    "time/epoch_s": seconds, "genotype": self.space.child_to_genotype(self.net.arch, child).hash(),
+                    **self.net.arch.entropies(), **self.strategy.grad_stats()})
+        if events:
+            row["pruning"] = events
+        return row
+
+    def _log_epoch(self, row: Dict[str, Any], events: List[Dict[str, Any]]) -> None:
+        for ev in events:
+            log.info("pruning, epoch %d: %s", row["epoch"] + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
+        metric = self.table.metric
+        log.info("epoch %d/%d: loss %.4f, derived %s, expected %s, lambda %.3g, %.1fs%s", row["epoch"] + 1,
+                 self.cfg.epochs, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
+                 format_cost(row["cost/expected"], metric), self.strategy.lam, row["time/epoch_s"],
+                 f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "")
+
+    # ------------------------------------------------------------------ derive
+
+    def provenance(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        return {"seed": cfg.seed, "strategy": cfg.strategy, "run": str(self.out) if self.out else None,
+                "epochs": cfg.epochs, "space": cfg.space, "task": self.task.name}
+
+    def genotype(self, child: Child) -> Genotype:
+        """Genotype of ``child`` with its cost in the table's metric (not repaired)."""
+        g = self.space.child_to_genotype(self.net.arch, child)
+        cost = {"input": list(self.table.input_size), self.table.metric: self.table.of_child(child),
+                "target": None if self.budget is None else {"metric": self.budget.metric, "value": self.budget.target}}
+        return g.replace(cost=cost, provenance={"atldas": __version__, **self.provenance()})
+
+    def evaluate(self, child: Child, *, batches: int = 2) -> float:
+        """Held-out loss of a fixed child on the first ``batches`` batches of the architecture split, in
+        a fixed order (random search with shared weights ranks its children by it)."""
+        _, arch, *_ = self._loaders()
+        d = self.cfg.data
+        sampler = EpochBatches(epoch_order(n=len(arch), per_epoch=0, epochs=0, seed=self.cfg.seed, salt=3,
+                                           batch_size=d.batch_size, cycle=False), batch_size=d.batch_size, steps=batches)
+        sampler.set_epoch(10**6)
+        was_training = self.net.training
+        self.net.eval()
+        total, n = 0.0, 0
+        try:
+            with torch.no_grad():
+                for keys in sampler:
+                    batch = batch_to(default_collate([arch[i] for _, i in keys]), self.cfg.device)
+                    total += float(self.task.loss(self.net(self.model_input(batch), self.net.plan(child)), batch))
+                    n += 1
+        finally:
+            self.net.train(was_training)
+        return total / max(1, n)
+
+    def final_genotype(self) -> Genotype:
+        """The final genotype: the strategy's derive (random search ranks by :meth:`evaluate`),
+        repaired onto the budget, with counted costs. ``atldas search`` and ``atldas derive`` both
+        call this, so they cannot disagree."""
+        child = self.strategy.derive(self.evaluate)
+        return finalize(space=self.space, arch=self.net.arch, child=child, table=self.table, budget=self.budget,
+                        provenance=self.provenance())
+
+
+def _heatmaps(writer, run: Run, epoch: int) -> None:
+    """Op and input-set probabilities as TensorBoard figures."""
+    import matplotlib  # lazy: matplotlib is only needed when TensorBoard is written
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arch = run.net.arch
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            fig, ax = plt.subplots(figsize=(6, 4))
+            ax.imshow(arch.op_probs(t).numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
+            ax.set_yticks(range(len(arch.topology.edges)), [f"{i}->{j + 2}" for i, j in arch.topology.edges], fontsize=6)
+            ax.set_xticks(range(len(arch.op_names)), arch.op_names, rotation=45, ha="right", fontsize=6)
+            ax.set_title(f"{t}: op probabilities p (alpha)")
+            fig.tight_layout()
+            writer.add_figure(f"alpha/{t}", fig, epoch)
+            plt.close(fig)
+            fig, axes = plt.subplots(1, arch.topology.nodes, figsize=(8, 3), squeeze=False)
+            for j, ax in enumerate(axes[0]):
+                q = arch.set_probs(t, j).numpy()
+                ax.barh(range(len(q)), q)
+                ax.set_yticks(range(len(q)), ["+".join(map(str, s)) for s in arch.topology.input_sets[j]], fontsize=5)
+                ax.set_title(f"node {j + 2}", fontsize=7)
+            fig.suptitle(f"{t}: input-set probabilities q (beta)", fontsize=8)
+            fig.tight_layout()
+            writer.add_figure(f"beta/{t}", fig, epoch)
+            plt.close(fig)
+
+
+def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path:
+    """``atldas derive RUN_DIR [--out FILE]``: the run's final genotype from its checkpoint, written to
+    ``out`` (default ``RUN_DIR/genotype.json``)."""
+    run = Run.load(run_dir)
+    path = Path(out) if out else Path(run_dir) / "genotype.json"
+    run.final_genotype().save(path)
+    return path
+
+
+def write_cost_table(run: Run) -> None:
+    """``cost_table.json`` in the run directory."""
+    if run.out is not None:
+        write_text_atomic(run.out / "cost_table.json", run.table.to_json())

@@ -1,0 +1,30 @@
+"""Tasks, registered by name: ``matting``, ``classification`` (and ``planted``, the ground-truth
+task of :mod:`atldas.tasks.planted`). ``get_task(name)`` raises a ConfigError listing the known
+names; ``register_task(name, task)`` adds one."""
+
+from __future__ import annotations
+
+from atldas.registry import Registry
+from atldas.tasks.base import DataCfg, Task
+from atldas.tasks.classification import ClassificationTask
+from atldas.tasks.matting import MattingTask
+
+__all__ = ["TASKS", "DataCfg", "Task", "get_task", "register_task"]
+
+#: Task name -> :class:`Task`.
+TASKS: Registry[Task] = Registry("task")
+
+
+def register_task(name: str, task: Task) -> Task:
+    """Register ``task`` under ``name`` (a duplicate raises ValueError)."""
+    TASKS.add(name, task)
+    return task
+
+
+def get_task(name: str) -> Task:
+    """The registered task ``name``."""
+    return TASKS.get(name)
+
+
+register_task("matting", MattingTask())
+register_task("classification", ClassificationTask())

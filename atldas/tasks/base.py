@@ -1,0 +1,83 @@
+"""What a search optimises, apart from the architecture: a *task* is its data, its loss and how a
+batch becomes the network's input. A search takes a task beside its space (NNI's evaluator), so
+searching with another loss or data is a new task, not a new space.
+
+    >>> task = get_task("matting")
+    >>> train, arch = task.datasets(DataCfg(), seed=0, n_train=800, n_arch=800)
+    >>> loss = task.loss(net(task.model_input(batch)), batch)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from atldas.errors import ConfigError
+
+__all__ = ["DataCfg", "Task"]
+
+
+@dataclass
+class DataCfg:
+    """Where a search's samples come from and how they are batched.
+
+    Attributes:
+        source: ``synthetic`` (the task's generated data) or a data set folder.
+        backgrounds: a folder of background photos (matting: synthetic composites and composed
+            training sets).
+        batch_size: samples per step (>= 1).
+        crop: sample side in pixels.
+        num_workers: DataLoader worker processes (0: load in the training process).
+    """
+
+    source: str = "synthetic"
+    backgrounds: Optional[str] = None
+    batch_size: int = 4
+    crop: int = 128
+    num_workers: int = 0
+
+    def check(self) -> None:
+        """Raise ConfigError naming the first value out of range."""
+        for name in ("batch_size", "crop"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.num_workers, int) or not 0 <= self.num_workers <= 64:
+            raise ConfigError(f"num_workers must be an integer in 0..64, got {self.num_workers!r}")
+
+
+class Task:
+    """Base class of a registered task (see the module docstring).
+
+    Subclasses set ``name`` and implement :meth:`datasets`, :meth:`model_input`, :meth:`loss` and
+    :meth:`io`; :meth:`check` may refuse data settings the task cannot use.
+    """
+
+    name: str = "base"
+
+    def io(self, data: DataCfg) -> Dict[str, Any]:
+        """What the networks must take and give for this data (e.g. ``in_channels``,
+        ``out_channels`` or ``num_classes``); a space sizes its stems and heads from it."""
+        raise NotImplementedError
+
+    def datasets(self, data: DataCfg, *, seed: int, n_train: int, n_arch: int) -> Tuple[Dataset, Dataset]:
+        """Two disjoint splits: (weight split, architecture split).
+
+        ``n_train`` and ``n_arch`` are how many samples a generated split should hold (every epoch
+        its own); a folder's splits have the size they have.
+        """
+        raise NotImplementedError
+
+    def model_input(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """The network input of a collated batch."""
+        raise NotImplementedError
+
+    def loss(self, pred: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
+        """The scalar training loss of a prediction."""
+        raise NotImplementedError
+
+    def check(self, data: DataCfg) -> None:
+        """Refuse data settings this task cannot use (ConfigError, one line)."""
+        data.check()

@@ -1,0 +1,174 @@
+"""Does a strategy's arch gradient point where the task's does? At a trained supernet, the cosine
+between the strategy's mean task gradient (many draws of its estimator, no update) and the exact
+gradient of E_child[L] computed from conditional losses under common random numbers, per decision
+family (normal/reduce cell ops, normal/reduce input sets, macro blocks).
+
+    python experiments/grad_quality.py --space planted --warmup 4 --json runs/gradq-planted.json
+    python experiments/grad_quality.py --space matting --estimators reinforce st --base 8
+
+The exact gradient: for a group g with probabilities p (input sets of a node, ops of an edge, blocks
+of a group), d E[L] / d logit_k = w * p_k * (m_k - sum_j p_j m_j), where m_k is the mean loss of the
+base children with g set to k (the rest of each child unchanged: common random numbers, the same
+batches) and w is the probability that the group is used (an edge's op matters only when its node
+takes the edge). Base children are drawn from the policy with an op drawn for every edge, so a
+swapped input set reuses the same draws. Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch.utils.data import default_collate  # noqa: E402
+
+from atldas.arch import CELL_TYPES  # noqa: E402
+from atldas.run import Run, make_search_config  # noqa: E402
+from atldas.strategies import AtldasHP  # noqa: E402
+from atldas.tensors import batch_to  # noqa: E402
+
+
+def _families(arch) -> Dict[str, List[str]]:
+    fam: Dict[str, List[str]] = {}
+    for name, _ in arch.named_parameters():
+        kind, _, rest = name.partition(".")
+        key = f"{rest}_ops" if kind == "alpha" else f"{rest.rsplit('_', 1)[0]}_sets" if kind == "beta" else "blocks"
+        fam.setdefault(key, []).append(name)
+    return fam
+
+
+def exact_gradient(run: Run, batches, *, base: int, seed: int) -> Dict[str, torch.Tensor]:
+    """d E_child[L] / d logits from conditional losses (module docstring); name -> gradient tensor."""
+    arch, net = run.net.arch, run.net
+    topo = arch.topology
+    gen = torch.Generator().manual_seed(seed)
+    samples = arch.sample_many(base, generator=gen)
+
+    def loss(child) -> float:
+        with torch.no_grad():
+            return sum(float(run.task.loss(net(x, net.plan(child)), b)) for b, x in batches) / len(batches)
+
+    def child_of(k: int, **changes):
+        s = {key: v[k:k + 1].clone() for key, v in samples.items()}
+        for key, (col, value) in changes.items():
+            if col is None:
+                s[key][0] = value
+            else:
+                s[key][0, col] = value
+        return arch.child_at(s, 0)
+
+    grads = {name: torch.zeros_like(p) for name, p in arch.named_parameters()}
+    # train mode, as the arch step sees the children: batch statistics of the batch at hand
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            for j in range(topo.nodes):  # input sets of node j
+                q = arch.set_probs(t, j)
+                m = torch.tensor([sum(loss(child_of(k, **{f"sets/{t}": (j, s)})) for k in range(base)) / base
+                                  if bool(arch.set_mask(t, j)[s]) else 0.0 for s in range(len(q))], dtype=q.dtype)
+                grads[f"beta.{t}_{j}"] = q * (m - (q * m).sum())
+            p_ops = arch.op_probs(t)
+            pi = arch.edge_probs(t)
+            for e, (i, j) in enumerate(topo.edges):  # ops of edge i -> j, given the edge is used
+                users = [k for k in range(base) if i in topo.input_sets[j][int(samples[f"sets/{t}"][k, j])]]
+                if not users or not arch.edge_used(t, e):
+                    continue
+                p = p_ops[e]
+                m = torch.tensor([sum(loss(child_of(k, **{f"ops/{t}": (e, o)})) for k in users) / len(users)
+                                  if bool(arch.op_mask(t)[e, o]) else 0.0 for o in range(len(p))], dtype=p.dtype)
+                grads[f"alpha.{t}"][e] = pi[e] * p * (m - (p * m).sum())
+        for g in arch.block_names:
+            r = arch.block_probs(g)
+            m = torch.tensor([sum(loss(child_of(k, **{f"blocks/{g}": (None, b)})) for k in range(base)) / base
+                              if bool(arch.block_mask(g)[b]) else 0.0 for b in range(len(r))], dtype=r.dtype)
+            grads[f"gamma.{g}"] = r * (m - (r * m).sum())
+    return grads
+
+
+def estimator_gradient(run: Run, batches, *, estimator: str, draws: int, samples: int) -> Dict[str, torch.Tensor]:
+    """The mean over ``draws`` of the strategy's task-gradient estimate at the current supernet."""
+    strat = run.strategy
+    if run.cfg.strategy == "atldas":
+        strat = copy.copy(strat)
+        strat.hp = AtldasHP(**{**strat.hp.__dict__, "estimator": estimator, "arch_samples": samples})
+    params = dict(run.net.arch.named_parameters())
+    total = {name: torch.zeros_like(p) for name, p in params.items()}
+    for d in range(draws):
+        b, x = batches[d % len(batches)]
+        term, _, _ = strat.task_term(b, x)
+        grads = torch.autograd.grad(term, list(params.values()), allow_unused=True)
+        for (name, _), g in zip(params.items(), grads):
+            if g is not None:
+                total[name] += g.detach() / draws
+    return total
+
+
+def cosines(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], families: Dict[str, List[str]]) -> Dict[str, float]:
+    out = {}
+    for fam, names in families.items():
+        va = torch.cat([a[n].flatten() for n in names]).double()
+        vb = torch.cat([b[n].flatten() for n in names]).double()
+        den = float(va.norm() * vb.norm())
+        out[fam] = float(va @ vb) / den if den > 0 else float("nan")
+    va = torch.cat([a[n].flatten() for n in a]).double()
+    vb = torch.cat([b[n].flatten() for n in a]).double()
+    out["all"] = float(va @ vb) / max(float(va.norm() * vb.norm()), 1e-30)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", default="planted")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="search config overrides")
+    p.add_argument("--warmup", type=int, default=None, help="epochs of uniform-child weight training first "
+                   "(default: the space's warm-up epochs)")
+    p.add_argument("--estimators", nargs="+", default=["reinforce", "st"])
+    p.add_argument("--samples", type=int, default=4, help="children per estimator draw")
+    p.add_argument("--draws", type=int, default=64, help="estimator draws averaged")
+    p.add_argument("--base", type=int, default=16, help="base children of the exact gradient")
+    p.add_argument("--batches", type=int, default=2, help="held-out batches every loss is averaged over")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", help="write the figures here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    cfg = make_search_config(space=args.space, seed=args.seed, sets=["tensorboard=false", "progress=false", *args.set])
+    run = Run(cfg)
+    warm = cfg.warmup_epochs if args.warmup is None else args.warmup
+    run.fit(epochs=warm)  # warm-up epochs only: uniform children train the shared weights
+    train, held = run.task.datasets(cfg.data, seed=cfg.seed + 7919, n_train=1, n_arch=args.batches * cfg.data.batch_size)
+    bs = cfg.data.batch_size
+    batches = []
+    for k in range(args.batches):
+        b = batch_to(default_collate([held[i] for i in range(k * bs, (k + 1) * bs)]), cfg.device)
+        batches.append((b, run.model_input(b)))
+    fams = _families(run.net.arch)
+    exact = exact_gradient(run, batches, base=args.base, seed=args.seed)
+    result = {"space": args.space, "task": run.task.name, "warmup_epochs": warm, "base": args.base, "draws": args.draws,
+              "estimators": {}}
+    for est in args.estimators:
+        mean = estimator_gradient(run, batches, estimator=est, draws=args.draws, samples=args.samples)
+        result["estimators"][est] = cosines(mean, exact, fams)
+    result["seconds"] = time.perf_counter() - t0
+    cols = list(fams) + ["all"]
+    print(f"cosine(mean estimator gradient, exact gradient of E[L]) at a supernet after {warm} warm-up epochs, "
+          f"{args.space}, {args.base} base children, {args.draws} draws")
+    print(f"{'estimator':<10} " + " ".join(f"{c:>12}" for c in cols))
+    for est, cs in result["estimators"].items():
+        print(f"{est:<10} " + " ".join(f"{cs[c]:>12.3f}" for c in cols))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

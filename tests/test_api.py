@@ -1,0 +1,126 @@
+"""The public Python API: the README's example runs as written, models and ops and spaces register,
+and the two bugs the re-layering fixed stay fixed (random-search derive, custom ops in the
+DARTS/GDAS baselines)."""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import atldas
+from atldas.cli import main
+from atldas.cost import cost_table
+from atldas.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--space", "tiny", "--no-progress", "--set", "tensorboard=false", "--set", "plots=false"]
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- api-example -->\s*```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1, "the README's Python API example is marked with <!-- api-example -->"
+    script = tmp_path / "example.py"
+    script.write_text(blocks[0])
+    monkeypatch.chdir(tmp_path)
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    finally:  # the example registers an op and a space: leave the registries as they were
+        from search_spaces import SPACES
+
+        for registry, name in ((atldas.OPS, "conv_3x3"), (SPACES, "tiny_conv")):
+            if name in registry:
+                registry.remove(name)
+    out = capsys.readouterr().out.splitlines()
+    assert (tmp_path / "tiny_genotype.json").is_file()
+    assert out[0].endswith("(1, 1, 64, 64)")
+    assert out[1].startswith("Genotype(normal=[")
+    assert out[2] == "('none', 'skip_connect', 'sep_conv_3x3', 'conv_3x3')"
+
+
+def test_random_strategy_derive_equals_the_search(tmp_path):
+    """`atldas derive` of a random-search run writes the genotype the search wrote: both rank the same
+    random children by held-out loss (before the fix derive took the first child unranked)."""
+    out = tmp_path / "random"
+    assert main(["search", *FAST, "--strategy", "random", "--epochs", "2", "--seed", "1", "--out", str(out)]) == 0
+    assert main(["derive", str(out), "--out", str(tmp_path / "again.json")]) == 0
+    searched = json.loads((out / "genotype.json").read_text())
+    derived = json.loads((tmp_path / "again.json").read_text())
+    assert (searched["cells"], searched.get("choices")) == (derived["cells"], derived.get("choices"))
+
+
+@pytest.fixture
+def custom_space():
+    """A tiny matting space whose ops include a registered custom op."""
+    from search_spaces import SPACES
+
+    atldas.register_op("test_conv_3x3", lambda *, C_in, C_out, stride, affine: nn.Sequential(
+        nn.ReLU(), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine)),
+        maps_channels=True)
+    tiny = atldas.get_space("tiny")
+    space = atldas.register_space(type(tiny)(name="test_tiny_conv", macro=tiny.macro, defaults=tiny.defaults,
+                                             ops=("skip_connect", "avg_pool_3x3", "test_conv_3x3")))
+    yield space
+    atldas.OPS.remove("test_conv_3x3")
+    SPACES.remove("test_tiny_conv")
+
+
+def test_darts_and_gdas_search_the_spaces_own_ops(custom_space):
+    """The soft-mixture baselines get the space's ops plus `none` (before the fix: the DARTS primitives
+    whatever the space, so a custom op silently disappeared from the comparison)."""
+    assert custom_space.search_ops(with_none=True) == ("none", "skip_connect", "avg_pool_3x3", "test_conv_3x3")
+    assert custom_space.search_ops(with_none=False) == ("skip_connect", "avg_pool_3x3", "test_conv_3x3")
+    for strategy in ("darts", "gdas", "atldas"):
+        run = atldas.Run(atldas.make_search_config(space="test_tiny_conv", strategy=strategy,
+                                                   sets=["epochs=2", "steps_per_epoch=1", "arch_steps_per_epoch=1"]))
+        assert "test_conv_3x3" in run.net.arch.op_names
+        assert ("none" in run.net.arch.op_names) == (strategy != "atldas")
+        run.fit()
+        g = run.final_genotype()
+        assert set(g.space["ops"]) == {"skip_connect", "avg_pool_3x3", "test_conv_3x3"}
+
+
+def test_a_custom_op_is_costed_without_a_formula(custom_space):
+    """No closed form was registered: the table counts the op on the meta device, and the table equals
+    the counter for a child that uses it."""
+    space = atldas.bind_space(atldas.make_search_config(space="test_tiny_conv"))
+    arch = space.new_arch()
+    table = cost_table(space, arch, metric="macs")
+    conv = arch.op_names.index("test_conv_3x3")
+    child = arch.argmax()
+    child.ops = {t: {e: conv for e in ops} for t, ops in child.ops.items()}
+    g = space.child_to_genotype(arch, child)
+    assert "test_conv_3x3" in {op for _, _, op in g.normal.edges()}
+    assert table.of_child(child) == space.measure(g, metric="macs")
+    net = atldas.create_model(g)  # the standalone network builds the custom op too
+    assert net(torch.rand(1, 6, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_model_registry(tmp_path):
+    assert {"cheapmatting", "aematter_tiny", "cnn_baseline_tiny", "closed_form"} <= set(atldas.list_models())
+    net = atldas.create_model("cheapmatting", C=16, layers=5)
+    assert isinstance(net, atldas.CheapMatting) and net.cfg.C == 16 and net.cfg.layers == 5
+
+    @atldas.register_model("test_identity_matting")
+    def build(**knobs):
+        return nn.Conv2d(6, 1, 1)
+
+    try:
+        assert atldas.create_model("test_identity_matting")(torch.rand(1, 6, 8, 8)).shape == (1, 1, 8, 8)
+        torch.save({"model": nn.Conv2d(6, 1, 1).state_dict()}, tmp_path / "w.pt")
+        loaded = atldas.create_model("test_identity_matting", checkpoint_path=tmp_path / "w.pt")
+        assert torch.equal(loaded.weight, torch.load(tmp_path / "w.pt", weights_only=True)["model"]["weight"])
+        with pytest.raises(ValueError, match="already registered"):
+            atldas.register_model("test_identity_matting")(build)
+    finally:
+        from atldas.models.zoo import MODELS
+
+        MODELS.remove("test_identity_matting")
+    with pytest.raises(ConfigError, match="unknown model 'nope'; known models: aematter"):
+        atldas.create_model("nope")
