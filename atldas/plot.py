@@ -171,12 +171,9 @@ def plot_cell(cell: CellSpec, *, title: str, ax: Optional[Axes] = None, subtitle
 
 
 def macro_kind(genotype: Genotype) -> str:
-    """``"matting"`` or ``"classifier"``: the network :func:`~atldas.models.zoo.genotype_macro` names."""
-    name = genotype_macro(genotype)[0]
-    kinds = {"cheapmatting": "matting", "darts_cifar": "classifier"}
-    if name not in kinds:
-        raise ConfigError(f"no macro view for the {name!r} network; use --macro matting or classifier")
-    return kinds[name]
+    """``"matting"``, ``"classifier"`` or ``"none"`` (a network without a macro view: cells only), as
+    the network :func:`~atldas.models.zoo.genotype_macro` names."""
+    return {"cheapmatting": "matting", "darts_cifar": "classifier"}.get(genotype_macro(genotype)[0], "none")
 
 
 def _stages(plan, taps) -> List[Tuple[str, str]]:
@@ -305,12 +302,14 @@ def figure_title(genotype: Genotype, kind: str) -> str:
 
 def plot_genotype(genotype: Genotype, *, out: PathLike, macro: str = "auto") -> List[Path]:
     """Write ``[out, <stem>_normal, <stem>_reduce, <stem>_macro]`` (.png or .svg): both cells above the
-    macro view, then each part alone. ConfigError: another suffix, a bad cell or macro."""
+    macro view, then each part alone (no macro view for a network without one, e.g. the planted
+    task's). ConfigError: another suffix, a bad cell or macro."""
     out = _out_path(out)
     for name, cell in genotype.cells().items():
         cell.validate(name=name)
     kind = macro_kind(genotype) if macro == "auto" else macro
-    bounds = [cell_layout(genotype.normal)[3], cell_layout(genotype.reduce)[3], _macro_spec(genotype, kind)[4]]
+    bounds = [cell_layout(genotype.normal)[3], cell_layout(genotype.reduce)[3],
+              _macro_spec(genotype, kind)[4] if kind != "none" else (0.0, 0.0, 0.0, 0.0)]
     (wn, hn), (wr, hr), (wm, hm) = [(b[1] - b[0], b[3] - b[2]) for b in bounds]
     width, height = max(wn + 0.25 + wr, wm) + 0.2, 0.45 + max(hn, hr) + 0.25 + hm + 0.1
     fig = Figure(figsize=(width, height), facecolor="white")
@@ -319,6 +318,8 @@ def plot_genotype(genotype: Genotype, *, out: PathLike, macro: str = "auto") -> 
     left = (width - wn - 0.25 - wr) / 2
     rects = {"normal": (left, height - 0.45 - hn, wn, hn), "reduce": (left + wn + 0.25, height - 0.45 - hr, wr, hr),
              "macro": ((width - wm) / 2, 0.1, wm, hm)}  # inches from the bottom left
+    if kind == "none":
+        del rects["macro"]
 
     def draw(name: str, ax: Optional[Axes] = None) -> Axes:
         if name == "macro":

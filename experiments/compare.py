@@ -158,7 +158,7 @@ def test_set(args: argparse.Namespace):
 
 def score(model_spec: str, checkpoint: Optional[Path], ds) -> Dict[str, float]:
     """DIM means of ``model_spec`` (weights from ``checkpoint``) on ``ds``."""
-    from atldas.models.registry import resolve_model
+    from atldas.models.zoo import resolve_model
     from atldas.retrain import validate
     from atldas.utils.weights import load_weights
 
@@ -172,7 +172,7 @@ def score(model_spec: str, checkpoint: Optional[Path], ds) -> Dict[str, float]:
 
 def cost(model_spec: str, args: argparse.Namespace) -> Dict[str, Any]:
     from atldas.bench import count_cost, measure_latency
-    from atldas.models.registry import resolve_model
+    from atldas.models.zoo import resolve_model
 
     model = resolve_model(model_spec)
     c = count_cost(model, size=1024) if model_spec != "closed_form" else {"params": 0, "macs": None}

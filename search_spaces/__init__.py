@@ -1,5 +1,6 @@
 """Search spaces, registered by name: ``matting`` (CheapMatting macro), ``tiny`` (seconds, for tests
-and CI), ``darts_cifar`` (the DARTS CIFAR network); see each module. ``get_space(name)`` raises a
+and CI), ``darts_cifar`` (the DARTS CIFAR network), ``planted`` (the ground-truth task's networks);
+see each module. ``get_space(name)`` raises a
 ConfigError listing the known names; ``register_space(space)`` adds one."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from atldas.registry import Registry
 from search_spaces.base import SearchSpace, SpaceCfg
 from search_spaces.darts_cifar import DARTS_CIFAR
 from search_spaces.matting import MATTING, TINY
+from search_spaces.planted import PLANTED
 
 __all__ = ["SPACES", "SearchSpace", "SpaceCfg", "get_space", "register_space"]
 
@@ -26,6 +28,6 @@ def get_space(name: str) -> SearchSpace:
     return SPACES.get(name)
 
 
-for _space in (MATTING, TINY, DARTS_CIFAR):
+for _space in (MATTING, TINY, DARTS_CIFAR, PLANTED):
     register_space(_space)
 del _space

@@ -144,8 +144,7 @@ def test_macro_kind_follows_the_network_the_genotype_records():
     # the cost of a file says what it was measured on, not what network it describes
     assert macro_kind(DARTS_V2.replace(space={"name": "darts_cifar"}, cost={"input": [1, 6, 64, 64]})) == "classifier"
     assert macro_kind(DARTS_V2.replace(space={"name": "darts_cifar", "macro": CheapMattingCfg().to_meta()})) == "matting"
-    with pytest.raises(ConfigError, match="no macro view"):
-        macro_kind(DARTS_V2.replace(space={"macro": {"name": "unet"}}))
+    assert macro_kind(DARTS_V2.replace(space={"macro": {"name": "unet"}})) == "none"  # cells only
     with pytest.raises(ConfigError, match="unknown macro view"):
         plot_macro(DARTS_V2, kind="pie")
 
@@ -303,3 +302,10 @@ def test_cli_plot_errors(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "broken.json")]) == 2
     assert "broken.json" in _error_line(capsys.readouterr().err)
     assert not list(tmp_path.glob("*.png"))
+
+
+def test_a_network_without_a_macro_view_gets_its_cells(tmp_path):
+    g = DARTS_V2.replace(space={"name": "planted", "macro": {"name": "planted", "C": 16}})
+    paths = plot_genotype(g, out=tmp_path / "p.png")
+    assert [p.name for p in paths] == ["p.png", "p_normal.png", "p_reduce.png"]
+    assert all(p.stat().st_size > 0 for p in paths)

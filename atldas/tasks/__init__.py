@@ -8,6 +8,7 @@ from atldas.registry import Registry
 from atldas.tasks.base import DataCfg, Task
 from atldas.tasks.classification import ClassificationTask
 from atldas.tasks.matting import MattingTask
+from atldas.tasks.planted import PlantedTask
 
 __all__ = ["TASKS", "DataCfg", "Task", "get_task", "register_task"]
 
@@ -28,3 +29,4 @@ def get_task(name: str) -> Task:
 
 register_task("matting", MattingTask())
 register_task("classification", ClassificationTask())
+register_task("planted", PlantedTask())

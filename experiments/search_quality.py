@@ -1,0 +1,329 @@
+"""Does the search find better networks than random at equal cost? The planted-task benchmark.
+
+    python experiments/search_quality.py --teachers 0 1 2 --seeds 0 1 2 --json runs/search_quality/sq.json
+    python experiments/search_quality.py --teachers 0 --seeds 0 --strategies atldas atldas:estimator=st \\
+        --budgets none                                   # an ablation: one variant against another
+
+For every teacher (:mod:`atldas.tasks.planted`: a network built from a known random genotype generates
+the targets), every strategy variant searches the ``planted`` space with every seed, without a budget
+and with one (``--budgets``: ``none`` or a fraction of the median MACs of uniform random genotypes).
+The reference of a search is 10 uniform random genotypes (``--random``) whose MACs are within 5 % of
+the searched genotype's: the first ones of the teacher's fixed stream of draws within 2.47 % of the
+centre of the 5 % log-bin the searched cost falls in, so searches of similar cost share a reference.
+Every genotype (searched, reference, the teacher's) is trained standalone by the task's one recipe
+with each of ``--train-seeds`` (their spread is the noise floor; a genotype's loss is the geometric mean
+over the seeds, so one seed that stalls does not decide). Reported per variant and budget,
+the mean over teachers and seeds of:
+
+- ``percentile``: the share, in %, of the reference genotypes whose standalone loss is lower than the
+  searched one's (0 is best; 50 is what a random genotype of the same cost scores on average);
+- ``improvement``: Yang et al.'s relative improvement over the reference mean, ``(mean_ref - loss) /
+  mean_ref``, in %;
+- ``tau``: Kendall tau between the final supernet's shared-weight held-out loss and the standalone
+  loss over the reference genotypes and the searched one (those hard pruning left in the supernet);
+- ``recovery``: the share of the teacher's (node, input, op) edges the searched normal cell has (and of
+  its (node, input) edges and input sets; the first cell's inputs 0 and 1 count as one, both being the
+  stem's output), beside the chance level: the same share for uniform random genotypes;
+- ``time``: seconds per search on one thread.
+
+Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``); ``--workers``
+processes run them (one torch thread each). Prints a table and writes JSON and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from atldas.cost import cost_table  # noqa: E402
+from atldas.genotype import Genotype  # noqa: E402
+from atldas.run import Run, bind_space, make_search_config  # noqa: E402
+from atldas.tasks.planted import standalone, teacher_genotype  # noqa: E402
+from atldas.utils.atomic import write_text_atomic  # noqa: E402
+
+#: Uniform random draws per teacher from which references are taken (a fixed stream).
+DRAWS = 20000
+#: Half-width of a cost bin (a factor): members are within this factor of the bin's centre.
+HALF_BIN = math.sqrt(1.05)
+
+
+def _variant(spec: str) -> Tuple[str, str, List[str]]:
+    """``name[:k=v,k=v]`` -> (label, strategy, --set pairs)."""
+    name, _, rest = spec.partition(":")
+    return spec, name, [kv for kv in rest.split(",") if kv]
+
+
+def _space(sets: Sequence[str] = ()):
+    return bind_space(make_search_config(space="planted", sets=list(sets)))
+
+
+_POOL: Dict[int, Tuple[Any, Any, torch.Tensor, Dict[str, torch.Tensor]]] = {}
+
+
+def pool(teacher: int):
+    """(space, arch, costs (DRAWS,), samples): the teacher's fixed stream of uniform random genotypes."""
+    if teacher not in _POOL:
+        space = _space()
+        arch = space.new_arch()
+        with torch.no_grad():
+            for p in arch.parameters():
+                p.zero_()  # exactly uniform
+        table = cost_table(space, arch, metric="macs")
+        samples = arch.sample_many(DRAWS, generator=torch.Generator().manual_seed(7_000_003 + teacher))
+        _POOL[teacher] = (space, arch, table.of_samples(arch, samples), samples)
+    return _POOL[teacher]
+
+
+def reference(teacher: int, cost: float, n: int) -> List[Genotype]:
+    """The ``n`` reference genotypes of a searched cost (module docstring)."""
+    space, arch, costs, samples = pool(teacher)
+    centre = 1.05 ** round(math.log(cost) / math.log(1.05))
+    idx = ((costs >= centre / HALF_BIN) & (costs <= centre * HALF_BIN)).nonzero().flatten().tolist()
+    out, seen = [], set()
+    for k in idx:
+        g = space.child_to_genotype(arch, arch.child_at(samples, k))
+        if g.hash() not in seen:
+            seen.add(g.hash())
+            out.append(g)
+        if len(out) == n:
+            break
+    return out
+
+
+def median_random_cost() -> float:
+    return float(pool(0)[2].median())
+
+
+def _edges(g: Genotype) -> List[Tuple[int, int, str]]:
+    """(node, input, op) of the normal cell, inputs 0 and 1 merged: in the planted network the first
+    cell's two inputs are the same stem output, so an edge from either computes the same."""
+    return [(j, min(i, 1), op) for j, node in enumerate(g.normal.nodes) for op, i in node]
+
+
+def _recovered(g: Genotype, t: Genotype) -> Dict[str, float]:
+    ours, theirs = _edges(g), _edges(t)
+    ours_in = {(j, i) for j, i, _ in ours}
+    sets = lambda x: [tuple(sorted(i for jj, i, _ in _edges(x) if jj == j)) for j in range(len(x.normal.nodes))]  # noqa: E731
+    return {"edges": sum(e in set(ours) for e in theirs) / len(theirs),
+            "inputs": sum((j, i) in ours_in for j, i, _ in theirs) / len(theirs),
+            "sets": statistics.mean(a == b for a, b in zip(sets(g), sets(t)))}
+
+
+_CHANCE: Dict[int, Dict[str, float]] = {}
+
+
+def recovery(g: Genotype, teacher: int) -> Dict[str, float]:
+    """Shares of the teacher's (node, input, op) edges, (node, input) edges and node input sets the
+    genotype has (up to the planted network's equivalences), beside their chance levels: the mean of the
+    same shares over 2000 uniform random genotypes."""
+    t = teacher_genotype(teacher)
+    if teacher not in _CHANCE:
+        space, arch, _, samples = pool(teacher)
+        rs = [_recovered(space.child_to_genotype(arch, arch.child_at(samples, k)), t) for k in range(2000)]
+        _CHANCE[teacher] = {k: statistics.mean(r[k] for r in rs) for k in rs[0]}
+    return {**_recovered(g, t), **{f"{k}_chance": v for k, v in _CHANCE[teacher].items()}}
+
+
+def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
+    """One search and everything measured on its final supernet."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    sets = ["tensorboard=false", "progress=false", "plots=false", f"seed={job['seed']}", *job["sets"]]
+    if job["budget"] is not None:
+        sets.append(f"target_macs={job['budget']}")
+    cfg = make_search_config(space="planted", strategy=job["strategy"], data=f"teacher:{job['teacher']}", sets=sets)
+    run = Run(cfg)
+    run.fit()
+    g = run.final_genotype()
+    seconds = time.perf_counter() - t0
+    cost = float(g.cost["macs"])
+    refs = reference(job["teacher"], cost, job["random"])
+    shared = {}
+    arch = run.net.arch
+    for x in [g, *refs]:  # shared-weight held-out loss (more batches than derive uses) where not pruned
+        child = run.space.genotype_to_child(arch, x)
+        alive = all(bool(arch.set_mask(t, j)[s]) for t, sets in child.sets.items() for j, s in enumerate(sets)) and \
+            all(bool(arch.op_mask(t)[e, o]) for t, ops in child.ops.items() for e, o in ops.items())
+        if alive:
+            shared[x.hash()] = run.evaluate(child, batches=8)
+    return {**job, "genotype": g.to_json(), "hash": g.hash(), "macs": cost, "seconds": seconds,
+            "reference": [r.to_json() for r in refs], "shared": shared,
+            "recovery": recovery(g, job["teacher"])}
+
+
+def run_standalone(job: Tuple[int, str, int]) -> Tuple[str, float]:
+    torch.set_num_threads(1)
+    teacher, text, seed = job
+    g = Genotype.from_json(text)
+    return f"{teacher}/{g.hash()}/{seed}", standalone(g, teacher_seed=teacher, seed=seed)["test"]
+
+
+def kendall(a: Sequence[float], b: Sequence[float]) -> float:
+    n, s = len(a), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += (1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0)
+    return 2 * s / (n * (n - 1)) if n > 1 else float("nan")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--teachers", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--strategies", nargs="+", default=["atldas", "darts", "gdas", "random"],
+                   help="variants, NAME or NAME:key=value,key=value (search config overrides)")
+    p.add_argument("--budgets", nargs="+", default=["none", "0.8"],
+                   help="'none' or a fraction of the median MACs of uniform random genotypes")
+    p.add_argument("--random", type=int, default=10, help="reference genotypes per search")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default="runs/search_quality")
+    p.add_argument("--json", help="the summary JSON (default OUT/search_quality.json)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    (out / "searches").mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    median = median_random_cost()
+    budgets = {b: (None if b == "none" else float(b) * median) for b in args.budgets}
+
+    jobs = []
+    for label, strategy, sets in map(_variant, args.strategies):
+        for b, target in budgets.items():
+            for t in args.teachers:
+                for s in args.seeds:
+                    key = f"{label}|{b}|t{t}|s{s}".replace("/", "_").replace(":", "~")
+                    jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
+                                 "budget": target, "teacher": t, "seed": s, "random": args.random})
+    todo = [j for j in jobs if not (out / "searches" / f"{j['key']}.json").is_file()]
+    print(f"{len(jobs)} searches ({len(todo)} to run), median random cost {median / 1e6:.3f} M MACs", flush=True)
+    with ProcessPoolExecutor(args.workers) as ex:
+        for r in ex.map(run_search, todo):
+            write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
+            print(f"  search {r['key']}: {r['macs'] / 1e6:.3f} M MACs, {r['seconds']:.0f} s", flush=True)
+    results = [json.loads((out / "searches" / f"{j['key']}.json").read_text()) for j in jobs]
+
+    cache_path = out / "standalone.json"
+    cache: Dict[str, float] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    needed = {}
+    for r in results:
+        for text in [r["genotype"], *r["reference"]]:
+            g = Genotype.from_json(text)
+            for s in args.train_seeds:
+                needed.setdefault(f"{r['teacher']}/{g.hash()}/{s}", (r["teacher"], text, s))
+    for t in args.teachers:
+        g = teacher_genotype(t)
+        for s in args.train_seeds:
+            needed.setdefault(f"{t}/{g.hash()}/{s}", (t, g.to_json(), s))
+    todo_s = [v for k, v in needed.items() if k not in cache]
+    print(f"{len(needed)} standalone trainings ({len(todo_s)} to run)", flush=True)
+    with ProcessPoolExecutor(args.workers) as ex:
+        for n, (k, v) in enumerate(ex.map(run_standalone, todo_s, chunksize=4)):
+            cache[k] = v
+            if n % 20 == 19:
+                write_text_atomic(cache_path, json.dumps(cache))
+    write_text_atomic(cache_path, json.dumps(cache))
+
+    def loss(t: int, h: str) -> float:  # geometric mean over training seeds: one stalled seed does not dominate
+        return math.exp(statistics.mean(math.log(cache[f"{t}/{h}/{s}"]) for s in args.train_seeds))
+
+    noise = []
+    rows: Dict[str, Dict[str, List[Dict[str, float]]]] = {}
+    for r in results:
+        t = r["teacher"]
+        mine = loss(t, r["hash"])
+        refs = [Genotype.from_json(x).hash() for x in r["reference"]]
+        ref_losses = [loss(t, h) for h in refs]
+        hashes = [r["hash"], *refs]
+        for h in hashes:
+            a, b = (cache[f"{t}/{h}/{s}"] for s in args.train_seeds[:2])
+            noise.append(abs(a - b) / ((a + b) / 2))
+        rec = r["recovery"]
+        rows.setdefault(r["label"], {}).setdefault(r["budget_label"], []).append({
+            "teacher": t, "seed": r["seed"], "loss": mine, "macs": r["macs"], "seconds": r["seconds"],
+            "percentile": 100.0 * sum(x < mine for x in ref_losses) / len(ref_losses),
+            "improvement": 100.0 * (statistics.mean(ref_losses) - mine) / statistics.mean(ref_losses),
+            "tau": kendall([r["shared"][h] for h in hashes if h in r["shared"]],
+                           [loss(t, h) for h in hashes if h in r["shared"]]),
+            "tau_n": sum(h in r["shared"] for h in hashes), "n_reference": len(ref_losses),
+            "ref_spread": statistics.pstdev(ref_losses) / statistics.mean(ref_losses),
+            **{f"recovery_{k}": v for k, v in rec.items()}})
+    teacher_loss = {t: loss(t, teacher_genotype(t).hash()) for t in args.teachers}
+    summary: Dict[str, Any] = {"strategies": {}, "teachers": args.teachers, "seeds": args.seeds,
+                               "budgets": {b: t for b, t in budgets.items()}, "train_seeds": args.train_seeds,
+                               "noise": statistics.mean(noise) if noise else None, "teacher_loss": teacher_loss,
+                               "median_random_macs": median}
+    keys = ["percentile", "improvement", "tau", "recovery_edges", "recovery_edges_chance", "recovery_inputs",
+            "recovery_inputs_chance", "recovery_sets", "recovery_sets_chance", "seconds", "macs", "loss"]
+    for label, per_budget in rows.items():
+        summary["strategies"][label] = {}
+        for b, rs in per_budget.items():
+            means = {k: statistics.mean(x[k] for x in rs) for k in keys}
+            means["recovery"] = means["recovery_edges"]
+            summary["strategies"][label][b] = {**means, "runs": rs}
+    # the contract's flat form: the no-budget figures when present, else the first budget
+    for label, per_budget in summary["strategies"].items():
+        first = per_budget.get("none") or next(iter(per_budget.values()))
+        per_budget.update({k: first[k] for k in ("percentile", "improvement", "tau", "recovery")})
+    summary["seconds"] = time.perf_counter() - t_start
+    path = Path(args.json) if args.json else out / "search_quality.json"
+    write_text_atomic(path, json.dumps(summary, indent=1) + "\n")
+    print(format_table(summary))
+    _plot(summary, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')} ({summary['seconds'] / 60:.1f} min)")
+    return 0
+
+
+def format_table(summary: Dict[str, Any]) -> str:
+    lines = [f"planted task: teachers {summary['teachers']}, seeds {summary['seeds']}; training noise "
+             f"{100 * (summary['noise'] or 0):.1f} % (|seed 0 - seed 1| / mean); teacher's own loss "
+             + ", ".join(f"{v:.4f}" for v in summary["teacher_loss"].values()),
+             "| strategy | budget | percentile (lower is better) | improvement % | tau | edges recovered (chance) | "
+             "input sets recovered (chance) | MACs | s / search |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for label, per_budget in summary["strategies"].items():
+        for b, m in per_budget.items():
+            if not isinstance(m, dict):
+                continue
+            lines.append(f"| {label} | {b} | {m['percentile']:.1f} | {m['improvement']:+.1f} | {m['tau']:.2f} | "
+                         f"{m['recovery_edges']:.2f} ({m['recovery_edges_chance']:.2f}) | {m['recovery_sets']:.2f} "
+                         f"({m['recovery_sets_chance']:.2f}) | {m['macs'] / 1e6:.2f} M | {m['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def _plot(summary: Dict[str, Any], path: Path) -> None:
+    import matplotlib  # only for the picture
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [(label, b) for label, pb in summary["strategies"].items() for b, m in pb.items() if isinstance(m, dict)]
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(labels)), 3.5))
+    for k, (label, b) in enumerate(labels):
+        ps = [r["percentile"] for r in summary["strategies"][label][b]["runs"]]
+        ax.scatter([k] * len(ps), ps, alpha=0.6)
+        ax.plot([k - 0.3, k + 0.3], [statistics.mean(ps)] * 2, color="black")
+    ax.axhline(50, color="grey", ls="--", lw=0.8)
+    ax.set_xticks(range(len(labels)), [f"{a}\n{b}" for a, b in labels], fontsize=7)
+    ax.set_ylabel("percentile among matched-cost random (%)")
+    ax.set_ylim(-5, 105)
+    ax.set_title("planted task: searched genotypes vs random genotypes of the same MACs", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""The ``planted`` space: the networks of the planted-architecture task (:mod:`atldas.tasks.planted`).
+
+A 1x1 stem, ``layers`` normal cells at one resolution (no reduction), a 1x1 head; the proxy supernet
+and the target network (:class:`~atldas.models.planted.PlantedNet`) have the same shape, so the search
+runs in seconds and every genotype trains standalone in seconds. Only the normal cell is searched;
+a genotype's reduction cell is a copy of it.
+
+    atldas search --space planted --data teacher:3 --seed 1 --out runs/planted
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence, Tuple
+
+from torch import Tensor, nn
+
+from atldas.arch import ArchParams, Child
+from atldas.genotype import Genotype
+from atldas.models.planted import PlantedNet
+from atldas.supernet import Plan, SearchCellStack, SuperNet
+from atldas.topology import CellGeometry, CellTopology
+from search_spaces.base import SearchSpace
+
+__all__ = ["PlantedSuperNet", "PlantedSpace", "PLANTED"]
+
+
+class PlantedSuperNet(SuperNet):
+    """Stem, search cells without reduction, head: (B, in, H, W) -> (B, out, H, W).
+
+    Args:
+        topology: cell topology.
+        ops: candidate ops of every edge.
+        C: node channels.
+        layers: cells.
+        in_channels, out_channels: the task's channels.
+    """
+
+    def __init__(self, *, topology: CellTopology, ops: Sequence[str], C: int, layers: int, in_channels: int,
+                 out_channels: int) -> None:
+        super().__init__()
+        self.arch = ArchParams(topology=topology, ops=ops, blocks={})
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C, 1, bias=False), nn.BatchNorm2d(C, affine=False))
+        self.cells = SearchCellStack(topology=topology, ops=ops, C=C, layers=layers, C_s0=C, C_s1=C, reductions=())
+        self.head = nn.Conv2d(self.cells.tap_channels[-1], out_channels, 1)
+
+    def forward(self, x: Tensor, plan: Plan) -> Tensor:
+        s = self.stem(x)  # (B, C, H, W)
+        (y,) = self.cells(s, s, plan)  # (B, nodes * C, H, W)
+        return self.head(y)  # (B, out, H, W)
+
+
+class PlantedSpace(SearchSpace):
+    """See the module docstring.
+
+    Args:
+        name: registered name.
+        defaults: SearchConfig values of this space.
+    """
+
+    task = "planted"
+
+    def __init__(self, *, name: str, defaults: Dict[str, Any]) -> None:
+        self.name = name
+        self.defaults = dict(defaults)
+
+    def _channels(self) -> Tuple[int, int]:
+        return int(self.io.get("in_channels", 3)), int(self.io.get("out_channels", 4))
+
+    def build_supernet(self, *, ops: Sequence[str]) -> PlantedSuperNet:
+        k = self.cfg
+        cin, cout = self._channels()
+        return PlantedSuperNet(topology=self.topology, ops=ops, C=k.C, layers=k.layers, in_channels=cin,
+                               out_channels=cout)
+
+    def build_target(self, genotype: Genotype) -> PlantedNet:
+        k = self.cfg
+        cin, cout = self._channels()
+        return PlantedNet(genotype=genotype, C=k.target_C, cells=k.target_layers, in_channels=cin, out_channels=cout)
+
+    def macro_meta(self) -> Dict[str, Any]:
+        cin, cout = self._channels()
+        return {"name": "planted", "C": self.cfg.target_C, "cells": self.cfg.target_layers, "in_channels": cin,
+                "out_channels": cout}
+
+    def input_shape(self) -> Tuple[int, ...]:
+        n = self.cfg.input_size
+        return (1, self._channels()[0], n, n)
+
+    def cell_geometry(self) -> List[CellGeometry]:
+        k = self.cfg
+        return [CellGeometry(C=k.target_C, H=k.input_size, W=k.input_size, reduction=False)] * k.target_layers
+
+    def child_to_genotype(self, arch: ArchParams, child: Child) -> Genotype:
+        g = super().child_to_genotype(arch, child)
+        return g.replace(reduce=g.normal)  # the network has no reduction cell
+
+
+PLANTED = PlantedSpace(name="planted", defaults={
+    "epochs": 8, "steps_per_epoch": 40, "arch_steps_per_epoch": 40, "batch_size": 16, "crop": 12,
+    "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 2,
+    "target_macs": None})
