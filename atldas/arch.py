@@ -110,22 +110,25 @@ class ArchParams(nn.Module):
         """(n_candidates,) bool: blocks still active in group ``g``."""
         return getattr(self, f"block_mask_{g}")
 
-    def op_probs(self, t: str) -> Tensor:
-        """p: (E, n_ops) softmax of alpha over the active ops of each edge."""
-        return _masked_softmax(self.alpha[t], self.op_mask(t))
+    # ``temperature`` < 1 sharpens a distribution towards its argmax (the budget's view at the end of a
+    # search: the cost of the sharpened policy approaches the cost of the child derive will keep)
 
-    def set_probs(self, t: str, j: int) -> Tensor:
-        """q[j]: (n_sets_j,) softmax of beta over the active input sets of node ``j``."""
-        return _masked_softmax(self.beta[f"{t}_{j}"], self.set_mask(t, j))
+    def op_probs(self, t: str, temperature: float = 1.0) -> Tensor:
+        """p: (E, n_ops) softmax of alpha / temperature over the active ops of each edge."""
+        return _masked_softmax(self.alpha[t] / temperature, self.op_mask(t))
 
-    def edge_probs(self, t: str) -> Tensor:
+    def set_probs(self, t: str, j: int, temperature: float = 1.0) -> Tensor:
+        """q[j]: (n_sets_j,) softmax of beta / temperature over the active input sets of node ``j``."""
+        return _masked_softmax(self.beta[f"{t}_{j}"] / temperature, self.set_mask(t, j))
+
+    def edge_probs(self, t: str, temperature: float = 1.0) -> Tensor:
         """pi: (E,) probability that each edge is in its node's input set."""
-        return torch.cat([self.set_probs(t, j) @ getattr(self, f"incidence_{j}")
+        return torch.cat([self.set_probs(t, j, temperature) @ getattr(self, f"incidence_{j}")
                           for j in range(self.topology.nodes)])
 
-    def block_probs(self, g: str) -> Tensor:
-        """(n_candidates,) softmax of gamma over the active blocks of group ``g``."""
-        return _masked_softmax(self.gamma[g], self.block_mask(g))
+    def block_probs(self, g: str, temperature: float = 1.0) -> Tensor:
+        """(n_candidates,) softmax of gamma / temperature over the active blocks of group ``g``."""
+        return _masked_softmax(self.gamma[g] / temperature, self.block_mask(g))
 
     def arch_parameters(self) -> List[nn.Parameter]:
         """Every logit tensor (alpha, beta, gamma)."""

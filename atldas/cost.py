@@ -66,21 +66,23 @@ class CostTable:
         if self.metric not in METRICS:
             raise ConfigError(f"unknown cost metric {self.metric!r}; known: {', '.join(METRICS)}")
 
-    def expected(self, arch: ArchParams, *, edge_probs: Optional[Dict[str, Tensor]] = None) -> Tensor:
+    def expected(self, arch: ArchParams, *, edge_probs: Optional[Dict[str, Tensor]] = None,
+                 temperature: float = 1.0) -> Tensor:
         """E[C] under the current policy, differentiable in the arch parameters.
 
         Args:
             arch: the architecture parameters.
             edge_probs: optional override of pi per cell type (e.g. a uniform in-degree for DARTS).
+            temperature: of the policy (< 1: sharpened towards the argmax child).
         """
         total = torch.tensor(float(self.base), dtype=torch.float64)
         for t in CELL_TYPES:
             c = self.cells[t]
-            pi = arch.edge_probs(t) if edge_probs is None else edge_probs[t]
-            p = arch.op_probs(t).double()
+            pi = arch.edge_probs(t, temperature) if edge_probs is None else edge_probs[t]
+            p = arch.op_probs(t, temperature).double()
             total = total + (pi.double() * (p * c).sum(-1)).sum()
         for g, c in self.blocks.items():
-            total = total + (arch.block_probs(g).double() * c).sum()
+            total = total + (arch.block_probs(g, temperature).double() * c).sum()
         return total
 
     def of_child(self, child: Child) -> float:
@@ -221,6 +223,9 @@ class BudgetCfg:
         form: the penalty, ``lagrange``, ``hinge``, ``abs`` or ``mult`` (see :class:`Budget`).
         aim: land at this fraction of the target (the search's own cost, before repair).
         lam_init: initial budget multiplier.
+        rho: the quadratic term of the augmented Lagrangian (``lagrange`` form).
+        temperature: the policy's temperature in E[C] at the end of the search (linear from 1 after
+            the warm-up): the budget then holds the child derive keeps, not a spread-out policy.
         lam_lr: dual-ascent step of the multiplier (per epoch).
         lut: the latency table file of a latency budget.
     """
@@ -230,8 +235,10 @@ class BudgetCfg:
     target_latency_ms: Optional[float] = None
     form: str = "lagrange"
     aim: float = 0.95
-    lam_init: float = 1.0
-    lam_lr: float = 2.0
+    lam_init: float = 0.0
+    lam_lr: float = 0.5
+    rho: float = 20.0
+    temperature: float = 0.1
     lut: Optional[str] = None
 
     def targets(self) -> Dict[str, float]:
@@ -248,10 +255,12 @@ class BudgetCfg:
         for m, v in given.items():
             if not math.isfinite(v) or v <= 0:
                 raise ConfigError(f"--target-{m.replace('_', '-')} must be a positive finite number, got {v}")
-        for name in ("lam_init", "lam_lr"):
+        for name in ("lam_init", "lam_lr", "rho"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if not 0.0 < self.temperature <= 1.0:
+            raise ConfigError(f"temperature must be in (0, 1], got {self.temperature}")
         if self.form not in FORMS:
             raise ConfigError(f"unknown budget form {self.form!r}; known: {', '.join(FORMS)}")
         if not 0.0 < self.aim <= 1.0:
@@ -268,7 +277,7 @@ class BudgetCfg:
             return None
         metric, value = next(iter(given.items()))
         return Budget(metric=metric, target=value, form=self.form, aim=self.aim, lam_init=self.lam_init,
-                      lam_lr=self.lam_lr)
+                      lam_lr=self.lam_lr, rho=self.rho, temperature=self.temperature)
 
     @property
     def metric(self) -> str:
@@ -309,6 +318,8 @@ class Budget:
     lam_init: float = 1.0
     lam_lr: float = 2.0
     lam_max: float = 100.0
+    rho: float = 0.0
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -325,8 +336,8 @@ class Budget:
         gradient reaches the logits through ``expected`` (for ``mult``, ``task_value`` is the task
         loss's value)."""
         ratio = expected / self.target
-        if self.form == "lagrange":
-            return 1.0, lam * (ratio - self.aim)
+        if self.form == "lagrange":  # with rho > 0 the augmented Lagrangian: a restoring force damps the dual
+            return 1.0, lam * (ratio - self.aim) + 0.5 * self.rho * (ratio - self.aim) ** 2
         if self.form == "hinge":
             return 1.0, lam * torch.relu(ratio - self.aim)
         if self.form == "abs":

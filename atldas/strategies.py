@@ -318,7 +318,9 @@ class Strategy:
         elif control == "placebo":
             sign = 1.0 if float(torch.rand((), generator=self.gen_a)) < 0.5 else -1.0
             g_task = [sign * g for g in g_task]
-        expected = self.cost.expected(self.net.arch, edge_probs=edge_probs)
+        temperature = 1.0 if self.budget is None else \
+            1.0 + (self.budget.temperature - 1.0) * self.schedule._progress(self.epoch)
+        expected = self.cost.expected(self.net.arch, edge_probs=edge_probs, temperature=temperature)
         grads, total = g_task, task_loss
         if self.budget is not None:
             scale, pen = self.budget.penalty(expected, self.lam, task_value=task_loss)
@@ -334,7 +336,7 @@ class Strategy:
         e = float(expected.detach())
         if self.budget is not None:
             self.lam = self.budget.dual_step(self.lam, e, steps_per_epoch=steps_per_epoch)
-        return {"loss/arch": task_loss, "loss/arch_total": total, "cost/expected": e,
+        return {"loss/arch": task_loss, "loss/arch_total": total, "cost/budgeted": e, "budget/temperature": temperature,
                 "cost/derived": self.cost.of_child(self.derive_argmax()), "lambda": self.lam}
 
     # -------------------------------------------------------------- interface

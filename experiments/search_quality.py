@@ -86,11 +86,16 @@ def pool(teacher: int):
     return _POOL[teacher]
 
 
-def reference(teacher: int, cost: float, n: int) -> List[Genotype]:
-    """The ``n`` reference genotypes of a searched cost (module docstring)."""
+def reference(teacher: int, cost: float, n: int, *, mode: str = "matched", pool_size: int = 48) -> List[Genotype]:
+    """The ``n`` reference genotypes of a searched cost (module docstring). ``mode="nearest"`` (quick
+    ablations): the ``n`` of the teacher's first ``pool_size`` draws nearest in log MACs, whatever their
+    distance, so every search of a teacher shares one pool of standalone trainings."""
     space, arch, costs, samples = pool(teacher)
-    centre = 1.05 ** round(math.log(cost) / math.log(1.05))
-    idx = ((costs >= centre / HALF_BIN) & (costs <= centre * HALF_BIN)).nonzero().flatten().tolist()
+    if mode == "nearest":
+        idx = sorted(range(pool_size), key=lambda k: abs(math.log(float(costs[k]) / cost)))
+    else:
+        centre = 1.05 ** round(math.log(cost) / math.log(1.05))
+        idx = ((costs >= centre / HALF_BIN) & (costs <= centre * HALF_BIN)).nonzero().flatten().tolist()
     out, seen = [], set()
     for k in idx:
         g = space.child_to_genotype(arch, arch.child_at(samples, k))
@@ -149,7 +154,7 @@ def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
     g = run.final_genotype()
     seconds = time.perf_counter() - t0
     cost = float(g.cost["macs"])
-    refs = reference(job["teacher"], cost, job["random"])
+    refs = reference(job["teacher"], cost, job["random"], mode=job["reference"])
     shared = {}
     arch = run.net.arch
     for x in [g, *refs]:  # shared-weight held-out loss (more batches than derive uses) where not pruned
@@ -187,6 +192,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--budgets", nargs="+", default=["none", "0.8"],
                    help="'none' or a fraction of the median MACs of uniform random genotypes")
     p.add_argument("--random", type=int, default=10, help="reference genotypes per search")
+    p.add_argument("--reference", choices=("matched", "nearest"), default="matched",
+                   help="matched: within 5 %% of the searched MACs (the benchmark); nearest: the nearest in MACs "
+                        "among the first 48 draws of the teacher (quick ablations: one shared pool)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/search_quality")
@@ -204,9 +212,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for b, target in budgets.items():
             for t in args.teachers:
                 for s in args.seeds:
-                    key = f"{label}|{b}|t{t}|s{s}".replace("/", "_").replace(":", "~")
+                    key = f"{label}|{b}|t{t}|s{s}|{args.reference}".replace("/", "_").replace(":", "~")
                     jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
-                                 "budget": target, "teacher": t, "seed": s, "random": args.random})
+                                 "budget": target, "teacher": t, "seed": s, "random": args.random,
+                                 "reference": args.reference})
     todo = [j for j in jobs if not (out / "searches" / f"{j['key']}.json").is_file()]
     print(f"{len(jobs)} searches ({len(todo)} to run), median random cost {median / 1e6:.3f} M MACs", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
