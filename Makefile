@@ -26,7 +26,7 @@ test-all: setup
 	$(PY) -m pytest -q -m "slow or not slow"
 
 compare: setup
-	$(PY) experiments/compare.py --threads 1 --json runs/compare/compare.json
+	$(PY) experiments/compare.py --json runs/compare/compare.json
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -41,7 +41,7 @@ from atldas.errors import ConfigError
 from atldas.utils.atomic import write_json
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
-from atldas.utils.counting import count_macs_by_op
+from atldas.utils.counting import count_macs_by_op, count_params
 from atldas.utils.device import device_name, resolve_device
 from atldas.utils.memory_format import channels_last
 from atldas.utils.timing import time_call
@@ -100,7 +100,7 @@ def count_cost(model: MattingModel, *, size: Union[int, Sequence[int]] = 1024) -
         torch.manual_seed(0)
         net = model.build().eval()
         macs, by_op = _count(model, net, _input(h, w, "cpu"))
-    params = sum(p.numel() for p in net.parameters())
+    params = count_params(net)
     return {"params": int(params), "macs": int(macs), "macs_by_op": by_op}
 
 
@@ -157,7 +157,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
             lat = measure_latency(mm, size=(h, w), device=dev, threads=n_threads, min_run_time=min_run_time,
                                   repeats=repeats)
             lat.pop("samples")
-        records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "input": [1, 6, h, w],
+        records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "learned": mm.learned,
+                        "input": [1, 6, h, w],
                         "latency_ms": lat, "device": str(dev), "macs_by_op": cost["macs_by_op"],
                         "threads": n_threads if dev.type == "cpu" else None, "device_name": device_name(dev)})
     if json_path is not None:
@@ -175,8 +176,12 @@ def format_table(records: Sequence[Dict[str, Any]]) -> str:
         lat = r.get("latency_ms")
         lat_text = f"{lat['median']:.1f} [{lat['p10']:.1f}, {lat['p90']:.1f}]" if lat else "-"
         dev = r["device"] + (f" ({r['threads']} threads)" if r.get("threads") else "")
-        lines.append(f"{r['model']:<{width}}  {r['params'] / 1e6:>10.3f}  {r['macs'] / 1e9:>10.3f}  "
+        macs = f"{r['macs'] / 1e9:>10.3f}" if r.get("learned", True) else f"{'(solver)':>10}"
+        lines.append(f"{r['model']:<{width}}  {r['params'] / 1e6:>10.3f}  {macs}  "
                      f"{'x'.join(map(str, r['input'])):>15}  {lat_text:>31}  {dev}")
     lines.append("MACs: multiply-accumulates of convolutions, linear layers and matmuls/attention "
                  "(torch FlopCounterMode total / 2); params: numel of the parameters")
+    if any(not r.get("learned", True) for r in records):
+        lines.append("(solver): a classical method, not a network: it solves a sparse system per image, its work is "
+                     "not convolutions and is not counted as MACs; see its latency")
     return "\n".join(lines)

@@ -101,9 +101,26 @@ def cost_record(space, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[
             "counter": "torch.utils.flop_counter.FlopCounterMode total / 2 (convolutions, linear layers)"}
 
 
+#: Ops without weights: a cell of only these learns nothing (the skip-connect / pooling collapse).
+PARAMETER_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3", "none")
+
+
+def parameter_free_cells(genotype: Genotype) -> List[str]:
+    """The cell types of ``genotype`` whose ops are all parameter-free (in a reduction cell a
+    stride-2 skip_connect is a FactorizedReduce with weights, so it counts as learned there)."""
+    out = []
+    for name, cell in genotype.cells().items():
+        learned = [op for i, _, op in cell.edges()
+                   if op not in PARAMETER_FREE or (name == "reduce" and op == "skip_connect" and i < 2)]
+        if not learned:
+            out.append(name)
+    return out
+
+
 def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget: Optional[Budget],
              provenance: Dict[str, Any]) -> Genotype:
-    """Repair ``child`` onto the budget and build the genotype with its cost record."""
+    """Repair ``child`` onto the budget and build the genotype with its cost record (a warning when a
+    cell has no learned op)."""
     before = table.of_child(child)
     swaps: List[Dict[str, Any]] = []
     if budget is not None and before > budget.target:
@@ -119,7 +136,11 @@ def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget:
         if after > budget.target:
             log.warning("the budget %s cannot be met: the derived network costs %s after repair",
                         format_cost(budget.target, budget.metric), format_cost(after, budget.metric))
+    for name in parameter_free_cells(genotype):
+        log.warning("the derived %s cell has no learned op (only skip_connect and pooling): the collapse DARTS "
+                    "users check for; look at the run's grad_z/task rows (the task may not be deciding) or search "
+                    "longer", name)
     return genotype.replace(cost=cost, provenance={"atldas": __version__, **provenance})
 
 
-__all__ = ["repair", "finalize", "cost_record"]
+__all__ = ["repair", "finalize", "cost_record", "parameter_free_cells", "PARAMETER_FREE"]

@@ -58,7 +58,7 @@ from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, list_images, pair_by_s
 from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
-from atldas.utils.atomic import write_json
+from atldas.utils.atomic import refuse_input_as_output, write_json
 
 log = logging.getLogger("atldas")
 
@@ -102,6 +102,8 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     trimaps = _list_folder(trimap_dir, "trimap", "--trimap")
     items = match_files(preds, alphas, trimaps, pred_dir=pred_dir, alpha_dir=alpha_dir,
                         trimap_dir=trimap_dir)
+    if json_path is not None:
+        refuse_input_as_output(json_path, [f for item in items for f in item[1:]], flag="--json")
     sixteen_bit = _check_sizes(items)
     if sixteen_bit:
         log.info("%d prediction(s) are 16-bit; quantised to 8 bits by rounding, as the DIM metrics "

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.models.zoo import resolve_model
-from atldas.utils.atomic import atomic_path
+from atldas.utils.atomic import atomic_path, refuse_input_as_output
 from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
@@ -160,6 +160,9 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     out = Path(onnx_path)
     if out.is_dir():
         raise DataError(f"--onnx {out} is a folder; pass a file name such as {out / 'model.onnx'}")
+    model_files = sorted(Path(model).iterdir()) if isinstance(model, (str, Path)) and Path(model).is_dir() else []
+    refuse_input_as_output(out, [checkpoint, model if isinstance(model, (str, Path)) else None, *model_files],
+                           flag="--onnx")
     mm = resolve_model(model)
     if not mm.learned:
         raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "

@@ -10,7 +10,7 @@ size: the network input is padded to a multiple of 32 and the prediction cropped
 (:func:`atldas.matting.inference.predict_alpha`); ``--tile N`` bounds memory on large images.
 
 Outputs, per image ``<stem>``: ``<out>/<stem>.png``, the alpha matte (8-bit greyscale PNG, 16-bit with
-``bits=16``), clamped by the trimap; and, unless ``cutout=False``, ``<out>/<stem>_rgba.png``, an 8-bit
+``bits=16``), clamped by the trimap; and, unless ``cutout=False``, ``<out>/rgba/<stem>.png``, an 8-bit
 RGBA cut-out: pymatting's estimated foreground colours with the matte as the alpha channel.
 
 Everything is checked before anything is written: the model, the checkpoint (it must fit the network:
@@ -36,7 +36,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from atldas.data.io import (IMAGE_EXTENSIONS, list_images, pair_by_stem, read_rgb, read_trimap, write_alpha,
+from atldas.data.io import (IMAGE_EXTENSIONS, check_image, list_images, pair_by_stem, read_rgb, read_trimap, write_alpha,
                             write_rgb)
 from atldas.errors import ConfigError, DataError
 from atldas.matting.inference import check_tiling, estimate_foreground, predict_alpha
@@ -52,8 +52,8 @@ __all__ = ["predict", "match_inputs", "check_sizes"]
 PathLike = Union[str, os.PathLike]
 #: How many file names a one-line error lists.
 SHOWN = 5
-#: Suffix of the cut-out file names.
-CUTOUT_SUFFIX = "_rgba"
+#: Subfolder of the cut-outs (beside the alphas they would break ``atldas eval --pred OUT``).
+CUTOUT_DIR = "rgba"
 
 
 def _listed(items: List[str]) -> str:
@@ -123,7 +123,7 @@ def check_sizes(pairs: List[Tuple[str, Path, Path]]) -> None:
 
 def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Dict[str, Tuple[Path, Optional[Path]]]:
     """Output paths per stem; refuses to overwrite an input or to write two outputs to one file."""
-    outputs = {s: (out / f"{s}.png", out / f"{s}{CUTOUT_SUFFIX}.png" if cutout else None) for s, _, _ in pairs}
+    outputs = {s: (out / f"{s}.png", out / CUTOUT_DIR / f"{s}.png" if cutout else None) for s, _, _ in pairs}
     inputs = {p.resolve() for _, ip, tp in pairs for p in (ip, tp)}
     seen: Dict[Path, str] = {}
     for stem, paths in outputs.items():
@@ -136,8 +136,7 @@ def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Di
                                   "choose another output folder")
             if r in seen:
                 raise ConfigError(f"--out {out}: the outputs of {seen[r]!r} and {stem!r} would both be {p.name}; "
-                                  f"rename one input (stems ending in {CUTOUT_SUFFIX} clash with cut-outs) "
-                                  "or use --no-cutout")
+                                  "rename one input")
             seen[r] = stem
     return outputs
 
@@ -154,7 +153,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         trimap: a trimap file or a folder of trimaps (matched by file stem).
         out: output folder (created).
         bits: 8 or 16, the bit depth of the alpha PNGs.
-        cutout: also write ``<stem>_rgba.png``.
+        cutout: also write ``rgba/<stem>.png``.
         device: ``cpu`` or ``cuda``.
         tile: tile side for large images (multiple of 32), or None.
         overlap: overlap of neighbouring tiles.
@@ -190,11 +189,14 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     net = channels_last(net.to(dev).eval())
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
 
+    for _, ip, tp in pairs:  # every input readable and every trimap valid before the first output
+        check_image(ip)
+        read_trimap(tp)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
     show = progress and sys.stderr.isatty()
     for stem, ip, tp in tqdm(pairs, desc="predict", unit="img", disable=not show, file=sys.stderr):
-        rgb, tri = read_rgb(ip), read_trimap(tp)  # (H, W, 3) float32, (H, W) uint8
+        rgb, tri = read_rgb(ip), read_trimap(tp, warn=False)  # (H, W, 3) float32, (H, W) uint8
         if rgb.shape[:2] != tri.shape:  # headers agreed; the pixels must too
             raise DataError(f"image {ip} is {rgb.shape[1]}x{rgb.shape[0]} but trimap {tp} is "
                             f"{tri.shape[1]}x{tri.shape[0]}; give them the same size")

@@ -86,6 +86,7 @@ from atldas.models.zoo import genotype_macro, resolve_model
 from atldas.rundir import RunDir
 from atldas.tensors import batch_to, matting_input
 from atldas.utils.checkpoint import load_checkpoint
+from atldas.utils.counting import count_params
 from atldas.utils.device import resolve_device
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
@@ -409,19 +410,22 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         AtldasError: a user error (bad config, missing data, existing run without ``--resume``), or a
             non-finite loss (the last good checkpoint is kept).
     """
+    if resume and not cfg.out:
+        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
+    with rd.locked():
+        return _retrain(cfg, rd=rd, resume=resume)
+
+
+def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
+    out = rd.path
     if resume:
-        if not cfg.out:
-            raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
-        out = Path(cfg.out)
-        rd = RunDir(out, checkpoint=LAST, kind="retrain")
         rd.check_resume()
         saved = build(RetrainConfig, rd.read_config(), where=str(out / "config.yaml"))
         if dataclasses.replace(saved, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out) and cfg.model:
             log.info("resuming with the run's saved config.yaml (flags other than --out are ignored)")
         cfg = dataclasses.replace(saved, out=str(out))
     else:
-        out = Path(cfg.out) if cfg.out else default_out(cfg)
-        rd = RunDir(out, checkpoint=LAST, kind="retrain")
         rd.check_new()
         cfg = dataclasses.replace(cfg, out=str(out))
     _check(cfg)
@@ -430,6 +434,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
     device = torch.device(cfg.device)
     train_ds, val_ds = _datasets(cfg)
     if not resume:
+        run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
         rd.write_config(cfg)
 
     seed_everything(cfg.seed)
@@ -466,7 +471,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
         set_rng_state(ckpt["rng"])
         log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
 
-    n_params = sum(p.numel() for p in net.parameters())
+    n_params = count_params(net)
     history = rd.history(start)
     writer = rd.writer(cfg.tensorboard)
     eval_net = ema.module if ema is not None else net

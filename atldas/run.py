@@ -46,7 +46,7 @@ from atldas.rundir import RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
-from atldas.utils.atomic import write_text_atomic
+from atldas.utils.atomic import refuse_input_as_output, write_text_atomic
 from atldas.utils.device import resolve_device
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
@@ -299,6 +299,11 @@ class Run:
         x = self.task.model_input(batch)
         return channels_last(x) if self.cfg.channels_last else x
 
+    def open_data(self) -> None:
+        """Open the task's data sets now (a bad data folder fails here, before a run directory is
+        written); :meth:`fit` reuses them."""
+        self._loaders()
+
     def _loaders(self):
         if self._data is None:
             cfg, d = self.cfg, self.cfg.data
@@ -405,8 +410,9 @@ class Run:
         for ev in events:
             log.info("pruning, epoch %d: %s", row["epoch"] + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
         metric = self.table.metric
-        log.info("epoch %d/%d: loss %.4f, derived %s, expected %s, lambda %.3g, %.1fs%s", row["epoch"] + 1,
-                 self.cfg.epochs, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
+        warm = " (warm-up: uniform children, no arch step)" if row["epoch"] < self.cfg.warmup_epochs else ""
+        log.info("epoch %d/%d%s: loss %.4f, derived %s, expected %s, lambda %.3g, %.1fs%s", row["epoch"] + 1,
+                 self.cfg.epochs, warm, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
                  format_cost(row["cost/expected"], metric), self.strategy.lam, row["time/epoch_s"],
                  f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "")
 
@@ -484,8 +490,10 @@ def _heatmaps(writer, run: Run, epoch: int) -> None:
 def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path:
     """``atldas derive RUN_DIR [--out FILE]``: the run's final genotype from its checkpoint, written to
     ``out`` (default ``RUN_DIR/genotype.json``)."""
-    run = Run.load(run_dir)
     path = Path(out) if out else Path(run_dir) / "genotype.json"
+    if Path(run_dir).is_dir():
+        refuse_input_as_output(path, [p for p in Path(run_dir).iterdir() if p.name != "genotype.json"], flag="--out")
+    run = Run.load(run_dir)
     run.final_genotype().save(path)
     return path
 

@@ -10,9 +10,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
 
 from atldas.config import read_yaml, save_yaml
 from atldas.errors import AtldasError
@@ -25,6 +32,9 @@ log = logging.getLogger("atldas")
 __all__ = ["RunDir"]
 
 CONFIG = "config.yaml"
+LOCK = ".lock"
+#: files a run writes atomically; their leftover temporary files are swept when a run starts here
+RUN_FILES = ("checkpoint.pt", "last.pt", "best.pt", CONFIG, "genotype.json", "cost_table.json", "history.jsonl")
 
 
 class RunDir:
@@ -41,11 +51,63 @@ class RunDir:
         self.checkpoint = self.path / checkpoint
         self.kind = kind
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator["RunDir"]:
+        """Hold the directory's lock for the block: one writer per run directory. A second process is
+        refused with one line naming the holder's pid; the OS releases the lock of a killed process,
+        so a killed run never blocks its own ``--resume``. A directory this block created and left
+        empty (a run refused before it wrote anything) is removed again."""
+        created = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                    raise AtldasError(f"{self.path} is in use by another atldas process (pid {holder}); wait "
+                                      "for it to end or choose another --out") from None
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+            self._sweep()
+            yield self
+        finally:
+            os.close(fd)  # releases the flock
+            if created and [p.name for p in self.path.iterdir()] == [LOCK]:
+                (self.path / LOCK).unlink()
+                for q in created:
+                    with contextlib.suppress(OSError):  # stops at a folder something else wrote into
+                        q.rmdir()
+
+    def _sweep(self) -> None:
+        """Remove the temporary files an atomic write killed mid-way left (``.<file>.<random>...``)."""
+        for q in self.path.iterdir():
+            if q.is_file() and any(q.name.startswith(f".{name}.") for name in RUN_FILES):
+                log.info("removing %s, left by an interrupted write", q)
+                with contextlib.suppress(OSError):
+                    q.unlink()
+
+    def owner(self) -> Optional[str]:
+        """The kind of run whose ``config.yaml`` is here (``search``, ``retrain``), None if there is none."""
+        if not (self.path / CONFIG).is_file():
+            return None
+        try:
+            keys = read_yaml(self.path / CONFIG)
+        except AtldasError:
+            return "unknown"
+        return "search" if "strategy" in keys else "retrain" if "model" in keys else "unknown"
+
     def check_new(self) -> None:
-        """Refuse to start a fresh run where one already has a checkpoint."""
+        """Refuse to start a fresh run where one already has a checkpoint, or where another kind of
+        run wrote its files."""
         if self.checkpoint.exists():
             raise AtldasError(f"{self.path} already holds a {self.kind} checkpoint; continue it with --resume "
                               "or choose another --out")
+        owner = self.owner()
+        if owner not in (None, self.kind):
+            raise AtldasError(f"{self.path} holds a {owner} run ({CONFIG}); a {self.kind} there would overwrite "
+                              "its files: choose another --out")
 
     def check_resume(self) -> None:
         """Refuse to resume where there is no checkpoint."""

@@ -45,6 +45,12 @@ def search(cfg: SearchConfig, *, resume: bool = False,
     """
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     rd = RunDir(out, checkpoint=CHECKPOINT, kind="search")
+    with rd.locked():
+        return _search(cfg, out=out, rd=rd, resume=resume, callback=callback)
+
+
+def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
+            callback: Optional[Callable[[Dict[str, Any]], None]]) -> Path:
     if resume:
         rd.check_resume()
         saved = load_search_config(rd.read_config(), where=str(out / "config.yaml"))
@@ -56,6 +62,7 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         rd.check_new()
         cfg = dataclasses.replace(cfg, out=str(out))
         run = Run(cfg, out=out)
+        run.open_data()  # a bad --data or --backgrounds fails before anything is written
         rd.write_config(run.cfg)
     write_cost_table(run)
     c = run.cfg

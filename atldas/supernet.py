@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.ops import FactorizedReduce, ReLUConvBN, Zero, build_op
 from atldas.topology import CellTopology, cell_stack
+from atldas.utils.counting import count_params
 
 #: One chosen edge of a node: (source state, op name, gate or None).
 EdgeChoice = Tuple[int, str, Optional[Tensor]]
@@ -163,13 +164,13 @@ class SearchCell(nn.Module):
             if key not in self.edges:
                 continue
             if not arch.edge_used(t, e):
-                freed += sum(p.numel() for p in self.edges[key].parameters())
+                freed += count_params(self.edges[key])
                 del self.edges[key]
                 continue
             ops = self.edges[key].ops
             for o, name in enumerate(self.op_names):
                 if name in ops and not bool(op_mask[e, o]):
-                    freed += sum(p.numel() for p in ops[name].parameters())
+                    freed += count_params(ops[name])
                     del ops[name]
         return freed
 
@@ -257,7 +258,7 @@ class ChoiceBlock(nn.Module):
         mask = arch.block_mask(self.group)
         for b, name in enumerate(self.names):
             if name in self.blocks and not bool(mask[b]):
-                freed += sum(p.numel() for p in self.blocks[name].parameters())
+                freed += count_params(self.blocks[name])
                 del self.blocks[name]
         return freed
 

@@ -22,7 +22,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -93,20 +93,25 @@ def exact_gradient(run: Run, batches, *, base: int, seed: int) -> Dict[str, torc
 
 
 def estimator_gradient(run: Run, batches, *, estimator: str, draws: int, samples: int) -> Dict[str, torch.Tensor]:
-    """The mean over ``draws`` of the strategy's task-gradient estimate at the current supernet."""
+    """The mean over ``draws`` of the strategy's task-gradient estimate at the current supernet.
+    ``estimator`` ``placebo`` is ``reinforce`` with each draw's sign drawn at random (the placebo
+    control: no task signal left, so its cosine is about 0)."""
     strat = run.strategy
     if run.cfg.strategy == "atldas":
         strat = copy.copy(strat)
-        strat.hp = AtldasHP(**{**strat.hp.__dict__, "estimator": estimator, "arch_samples": samples})
+        base = "reinforce" if estimator == "placebo" else estimator
+        strat.hp = AtldasHP(**{**strat.hp.__dict__, "estimator": base, "arch_samples": samples})
+    signs = torch.randint(0, 2, (draws,), generator=torch.Generator().manual_seed(12345)) * 2 - 1
     params = dict(run.net.arch.named_parameters())
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for d in range(draws):
         b, x = batches[d % len(batches)]
         term, _, _ = strat.task_term(b, x)
         grads = torch.autograd.grad(term, list(params.values()), allow_unused=True)
+        sign = float(signs[d]) if estimator == "placebo" else 1.0
         for (name, _), g in zip(params.items(), grads):
             if g is not None:
-                total[name] += g.detach() / draws
+                total[name] += sign * g.detach() / draws
     return total
 
 
@@ -123,13 +128,41 @@ def cosines(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], families: Di
     return out
 
 
+def measure(*, space: str = "planted", sets: Sequence[str] = (), warmup: Optional[int] = None,
+            estimators: Sequence[str] = ("reinforce", "st"), samples: int = 4, draws: int = 64, base: int = 16,
+            batches: int = 2, seed: int = 0) -> Dict[str, Any]:
+    """Warm the supernet up, then the cosines per estimator and family (``{"estimators": {est: {family:
+    cosine, ..., "all": ...}}, ...}``)."""
+    t0 = time.perf_counter()
+    cfg = make_search_config(space=space, seed=seed, sets=["tensorboard=false", "progress=false", *sets])
+    run = Run(cfg)
+    warm = cfg.warmup_epochs if warmup is None else warmup
+    run.fit(epochs=warm)  # warm-up epochs only: uniform children train the shared weights
+    _, held = run.task.datasets(cfg.data, seed=cfg.seed + 7919, n_train=1, n_arch=batches * cfg.data.batch_size)
+    bs = cfg.data.batch_size
+    held_batches = []
+    for k in range(batches):
+        b = batch_to(default_collate([held[i] for i in range(k * bs, (k + 1) * bs)]), cfg.device)
+        held_batches.append((b, run.model_input(b)))
+    fams = _families(run.net.arch)
+    exact = exact_gradient(run, held_batches, base=base, seed=seed)
+    result: Dict[str, Any] = {"space": space, "task": run.task.name, "warmup_epochs": warm, "base": base,
+                              "draws": draws, "estimators": {}}
+    for est in estimators:
+        mean = estimator_gradient(run, held_batches, estimator=est, draws=draws, samples=samples)
+        result["estimators"][est] = cosines(mean, exact, fams)
+    result["seconds"] = time.perf_counter() - t0
+    return result
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="planted")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="search config overrides")
     p.add_argument("--warmup", type=int, default=None, help="epochs of uniform-child weight training first "
                    "(default: the space's warm-up epochs)")
-    p.add_argument("--estimators", nargs="+", default=["reinforce", "st"])
+    p.add_argument("--estimators", nargs="+", default=["reinforce", "st", "placebo"],
+                   help="reinforce, st (straight-through gates), placebo (reinforce with random signs)")
     p.add_argument("--samples", type=int, default=4, help="children per estimator draw")
     p.add_argument("--draws", type=int, default=64, help="estimator draws averaged")
     p.add_argument("--base", type=int, default=16, help="base children of the exact gradient")
@@ -139,28 +172,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    cfg = make_search_config(space=args.space, seed=args.seed, sets=["tensorboard=false", "progress=false", *args.set])
-    run = Run(cfg)
-    warm = cfg.warmup_epochs if args.warmup is None else args.warmup
-    run.fit(epochs=warm)  # warm-up epochs only: uniform children train the shared weights
-    train, held = run.task.datasets(cfg.data, seed=cfg.seed + 7919, n_train=1, n_arch=args.batches * cfg.data.batch_size)
-    bs = cfg.data.batch_size
-    batches = []
-    for k in range(args.batches):
-        b = batch_to(default_collate([held[i] for i in range(k * bs, (k + 1) * bs)]), cfg.device)
-        batches.append((b, run.model_input(b)))
-    fams = _families(run.net.arch)
-    exact = exact_gradient(run, batches, base=args.base, seed=args.seed)
-    result = {"space": args.space, "task": run.task.name, "warmup_epochs": warm, "base": args.base, "draws": args.draws,
-              "estimators": {}}
-    for est in args.estimators:
-        mean = estimator_gradient(run, batches, estimator=est, draws=args.draws, samples=args.samples)
-        result["estimators"][est] = cosines(mean, exact, fams)
-    result["seconds"] = time.perf_counter() - t0
-    cols = list(fams) + ["all"]
-    print(f"cosine(mean estimator gradient, exact gradient of E[L]) at a supernet after {warm} warm-up epochs, "
-          f"{args.space}, {args.base} base children, {args.draws} draws")
+    result = measure(space=args.space, sets=args.set, warmup=args.warmup, estimators=args.estimators,
+                     samples=args.samples, draws=args.draws, base=args.base, batches=args.batches, seed=args.seed)
+    cols = list(next(iter(result["estimators"].values())))
+    print(f"cosine(mean estimator gradient, exact gradient of E[L]) at a supernet after {result['warmup_epochs']} "
+          f"warm-up epochs, {args.space}, {args.base} base children, {args.draws} draws")
     print(f"{'estimator':<10} " + " ".join(f"{c:>12}" for c in cols))
     for est, cs in result["estimators"].items():
         print(f"{est:<10} " + " ".join(f"{cs[c]:>12.3f}" for c in cols))

@@ -216,13 +216,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
                                  "budget": target, "teacher": t, "seed": s, "random": args.random,
                                  "reference": args.reference})
-    todo = [j for j in jobs if not (out / "searches" / f"{j['key']}.json").is_file()]
+    def cached(j: Dict[str, Any]) -> bool:  # a search with at least as many references is reused (first N)
+        f = out / "searches" / f"{j['key']}.json"
+        return f.is_file() and json.loads(f.read_text())["random"] >= args.random
+
+    todo = [j for j in jobs if not cached(j)]
     print(f"{len(jobs)} searches ({len(todo)} to run), median random cost {median / 1e6:.3f} M MACs", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
         for r in ex.map(run_search, todo):
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
             print(f"  search {r['key']}: {r['macs'] / 1e6:.3f} M MACs, {r['seconds']:.0f} s", flush=True)
     results = [json.loads((out / "searches" / f"{j['key']}.json").read_text()) for j in jobs]
+    for r in results:
+        r["reference"] = r["reference"][:args.random]
 
     cache_path = out / "standalone.json"
     cache: Dict[str, float] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}

@@ -78,7 +78,8 @@ def test_predict_folders_8_and_16_bit_with_cutouts(setup, tmp_path, capsys):
     code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
                             "--trimap", root / "tri", "--out", tmp_path / "o16", "--bits", "16")
     assert code == 0, err
-    assert sorted(p.name for p in (tmp_path / "o16").iterdir()) == ["a.png", "a_rgba.png", "b.png", "b_rgba.png"]
+    assert sorted(p.name for p in (tmp_path / "o16").iterdir()) == ["a.png", "b.png", "rgba"]
+    assert sorted(p.name for p in (tmp_path / "o16" / "rgba").iterdir()) == ["a.png", "b.png"]
     for stem, (h, w) in {"a": (45, 67), "b": (33, 40)}.items():
         a8 = Image.open(tmp_path / "o8" / f"{stem}.png")
         a16 = Image.open(tmp_path / "o16" / f"{stem}.png")
@@ -88,7 +89,7 @@ def test_predict_folders_8_and_16_bit_with_cutouts(setup, tmp_path, capsys):
         assert np.abs(v8 - v16).max() <= 0.5 / 255 + 1e-9
         tri = np.asarray(Image.open(root / "tri" / f"{stem}.png"))
         assert np.all(v16[tri == 255] == 1.0) and np.all(v16[tri == 0] == 0.0)
-        cut = Image.open(tmp_path / "o8" / f"{stem}_rgba.png")
+        cut = Image.open(tmp_path / "o8" / "rgba" / f"{stem}.png")
         assert cut.mode == "RGBA" and cut.size == (w, h)
         np.testing.assert_array_equal(np.asarray(cut)[:, :, 3], np.asarray(a8))
 

@@ -183,7 +183,8 @@ def test_retrain_on_a_data_set_folder(genotype_file, tmp_path):
         retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(root / "Test_set")))
 
 
-def test_user_errors_are_one_line(genotype_file, tmp_path, capsys):
+def test_user_errors_are_one_line(genotype_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run directories would land here
     run = tmp_path / "r"
     (run).mkdir()
     (run / "last.pt").write_bytes(b"")
@@ -204,6 +205,7 @@ def test_user_errors_are_one_line(genotype_file, tmp_path, capsys):
         lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
         assert code == 2 and len(lines) == 1, (args, err)
         assert expected in lines[0], (args, lines[0])
+    assert not (tmp_path / "runs").exists()  # a refused run leaves no directory behind
 
 
 def test_lr_schedule_warms_up_then_decays():

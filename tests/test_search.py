@@ -183,3 +183,17 @@ def test_channels_last_supernet_computes_the_same_loss(tmp_path):
         with torch.no_grad():
             losses[cl] = float(run.task.loss(run.net(x, run.net.plan(child)), batch))
     assert abs(losses[True] - losses[False]) < 1e-4 * max(1.0, abs(losses[False]))
+
+
+def test_parameter_free_cells_are_flagged(caplog):
+    from atldas.derive import parameter_free_cells
+    from atldas.genotype import CellSpec, Genotype
+
+    free = CellSpec(nodes=[[("skip_connect", 0), ("avg_pool_3x3", 1)], [("max_pool_3x3", 0), ("skip_connect", 2)]],
+                    concat=[2, 3])
+    learned = CellSpec(nodes=[[("sep_conv_3x3", 0), ("avg_pool_3x3", 1)], [("max_pool_3x3", 0), ("skip_connect", 2)]],
+                       concat=[2, 3])
+    assert parameter_free_cells(Genotype(normal=free, reduce=learned)) == ["normal"]
+    assert parameter_free_cells(Genotype(normal=learned, reduce=learned)) == []
+    # a stride-2 skip_connect in a reduction cell is a FactorizedReduce: it has weights
+    assert parameter_free_cells(Genotype(normal=learned, reduce=free)) == []

@@ -128,19 +128,31 @@ def normalize_trimap(values: np.ndarray) -> Tuple[np.ndarray, int]:
     return out, changed
 
 
-def read_trimap(path: PathLike) -> np.ndarray:
+def check_image(path: PathLike) -> None:
+    """Decode ``path`` fully and drop the pixels: a DataError now for a truncated or unreadable file,
+    before a command writes any output."""
+    _open(path).close()
+
+
+def read_trimap(path: PathLike, *, warn: bool = True) -> np.ndarray:
     """Read a trimap as uint8 (H, W) with values in {0, 128, 255}.
 
     Near-greys are mapped robustly (< 85 -> 0, >= 170 -> 255, else 128) and the number of changed
-    pixels is logged. 16-bit trimaps are scaled to 8 bits first.
+    pixels is logged. 16-bit trimaps are scaled to 8 bits first. A class-index trimap (values 0/1/2)
+    is refused with a DataError: mapped by value it would read as all background. ``warn=False``
+    skips the warnings (a second read of a file already checked).
     """
     a = _single_channel(_to_float(_open(path), path), path, "trimap")
     values = np.rint(a * 255.0)
+    top = float(values.max()) if values.size else 0.0
+    if 0 < top <= 2:
+        raise DataError(f"{path}: trimap values are 0/1/2 (a class-index trimap); atldas reads trimaps as "
+                        "0 = background, 128 = unknown, 255 = foreground: convert it (value * 127.5)")
     tri, changed = normalize_trimap(values)
-    if changed:
+    if changed and warn:
         log.warning("%s: trimap had %d pixels not in {0, 128, 255}; mapped <85 -> 0, >=170 -> 255, "
                     "else 128", path, changed)
-    if not np.any(tri == 128):
+    if warn and not np.any(tri == 128):
         log.warning("%s: trimap has no unknown (128) pixels", path)
     return tri
 

@@ -27,7 +27,7 @@ from atldas.matting import metrics
 from atldas.matting.inference import clamp_by_trimap, predict_alpha
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
-from atldas.utils.atomic import write_json
+from atldas.utils.atomic import refuse_input_as_output, write_json
 from atldas.utils.device import resolve_device
 from atldas.utils.memory_format import channels_last
 from atldas.utils.weights import load_weights
@@ -147,6 +147,10 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
     return ds, str(data)
 
 
+def _within(path: PathLike, folder: PathLike) -> bool:
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())
+
+
 def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
                    save_pred: Optional[PathLike] = None, json_path: Optional[PathLike] = None,
                    device: str = "cpu", progress: bool = True, tile: Optional[int] = None,
@@ -178,6 +182,12 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     """
     if json_path is not None and Path(json_path).is_dir():
         raise DataError(f"--json {json_path} is a folder; pass a file name such as {Path(json_path) / 'scores.json'}")
+    if json_path is not None:  # an existing file inside the data folder is an input
+        inside = data != "synthetic" and Path(data).is_dir() and _within(json_path, data)
+        refuse_input_as_output(json_path, [checkpoint, json_path if inside else None], flag="--json")
+    if save_pred is not None and data != "synthetic" and Path(data).is_dir() and _within(save_pred, data):
+        raise DataError(f"--save-pred {save_pred} is inside the data folder {data}; the predictions would "
+                        "overwrite or mix with its images: choose a folder outside it")
     dev = resolve_device(device)
     mm = model if isinstance(model, MattingModel) else resolve_model(model)
     net = mm.build()

@@ -22,6 +22,8 @@ first use (cached afterwards).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 
 import numpy as np
@@ -78,7 +80,11 @@ def closed_form_alpha(image: np.ndarray, trimap: np.ndarray, *, epsilon: float =
     from pymatting import estimate_alpha_cf  # lazy: pymatting compiles with numba on first use
 
     t = np.where(unknown, 0.5, known)  # pymatting: <= 0.1 background, >= 0.9 foreground, else unknown
-    alpha = estimate_alpha_cf(img, t, laplacian_kwargs={"epsilon": epsilon}, cg_kwargs={"maxiter": maxiter})
+    chatter = io.StringIO()  # pymatting prints "PERFORMANCE WARNING" blocks when its preconditioner shifts
+    with contextlib.redirect_stdout(chatter):
+        alpha = estimate_alpha_cf(img, t, laplacian_kwargs={"epsilon": epsilon}, cg_kwargs={"maxiter": maxiter})
+    if chatter.getvalue().strip():
+        log.debug("closed_form (pymatting): %s", " ".join(chatter.getvalue().split())[:300])
     alpha = np.clip(np.asarray(alpha, dtype=np.float32), 0.0, 1.0)
     return np.where(unknown, alpha, known.astype(np.float32)).astype(np.float32)
 

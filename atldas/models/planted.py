@@ -65,7 +65,7 @@ from atldas.genotype import CellSpec, Genotype
 from atldas.models.cells import Cell
 from atldas.ops import SEARCH_PRIMITIVES
 from atldas.topology import CellTopology
-from atldas.utils.counting import count_macs
+from atldas.utils.counting import count_macs, count_params
 
 __all__ = ["PlantedNet", "calibrate_batchnorm", "planted_genotype", "planted_macs", "random_genotype", "teacher"]
 
@@ -124,7 +124,7 @@ class PlantedNet(nn.Module):
 
     def params(self) -> int:
         """Number of parameters."""
-        return sum(p.numel() for p in self.parameters())
+        return count_params(self)
 
 
 def planted_macs(genotype: Genotype, *, C: int, cells: int, in_channels: int, out_channels: int,

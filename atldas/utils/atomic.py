@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 from atldas.errors import DataError
 
@@ -47,10 +47,13 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
 def write_text_atomic(path: PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically, flushed to disk before the replace."""
     with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # name the target, not the temporary file
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
     return Path(path)
 
 
@@ -64,3 +67,13 @@ def write_json(path: PathLike, obj: Any, *, flag: str = "--json") -> Path:
         return write_text_atomic(p, json.dumps(obj, indent=2) + "\n")
     except OSError as exc:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for {flag}") from None
+
+
+def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], *, flag: str) -> None:
+    """Refuse an output path that is one of the command's existing inputs (symlinks followed): a
+    one-line DataError naming ``flag`` before any work, so the input is never overwritten."""
+    target = Path(out).resolve()
+    for p in inputs:
+        if p is not None and Path(p).exists() and Path(p).resolve() == target:
+            raise DataError(f"{flag} {out} is one of this command's inputs ({p}); it would be overwritten: "
+                            "choose another path")

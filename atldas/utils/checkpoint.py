@@ -24,7 +24,13 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, then ``os.replace``),
     so an interrupted write never leaves a half-written checkpoint."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            with open(tmp, "wb") as f:  # a file object: a failed write is an OSError, not a RuntimeError
+                torch.save(state, f)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as exc:  # name the checkpoint, not the temporary file
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
 
 
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:

@@ -140,8 +140,9 @@ def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, st
         The checkpoint's other entries (everything except the weights), e.g. ``epoch`` or ``config``.
 
     Raises:
-        DataError: a missing, unreadable or code-carrying file, no weights inside, or weights of
-            another network (one line naming the first mismatched keys and shapes).
+        DataError: a missing, unreadable or code-carrying file, no weights inside, weights of
+            another network (one line naming the first mismatched keys and shapes), or a tensor with
+            NaN or infinite values (named).
     """
     path = os.fspath(checkpoint_path)
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -152,6 +153,11 @@ def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, st
     if problem:
         raise DataError(f"checkpoint {path} does not fit {label}: {problem}; "
                         "use the checkpoint trained for this MODEL")
+    bad = next((k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point()
+                and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise DataError(f"checkpoint {path}: tensor {bad!r} holds NaN or infinite values (a diverged run?); "
+                        "use a checkpoint from before the divergence")
     for k, v in model_sd.items():  # tolerated: counters the checkpoint lacks keep the model's values
         if k not in sd and k.endswith("num_batches_tracked"):
             sd[k] = v

@@ -1,0 +1,189 @@
+"""Nothing a user owns is overwritten or mixed: an output that is an input is refused before any work,
+a run directory of another kind is refused, one writer per run directory, corrupt weights refused.
+Every case checks the user's file is byte-identical afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from atldas.cli import main
+from atldas.data.io import write_alpha, write_trimap
+from atldas.errors import DataError
+from atldas.models.zoo import create_model
+from atldas.rundir import RunDir
+from atldas.utils.atomic import refuse_input_as_output
+from atldas.utils.weights import load_weights
+
+
+def _hash(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _one_error(capsys, expected: str) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
+    assert len(lines) == 1 and expected in lines[0], err
+    return lines[0]
+
+
+def test_an_input_is_never_an_output_symlinks_followed(tmp_path):
+    f = tmp_path / "ckpt.pt"
+    f.write_bytes(b"weights")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(f)
+    with pytest.raises(DataError, match="--onnx .* inputs"):
+        refuse_input_as_output(link, [None, f], flag="--onnx")
+    refuse_input_as_output(tmp_path / "other.onnx", [f], flag="--onnx")  # a new file is fine
+
+
+def test_derive_into_the_runs_checkpoint_is_refused(tiny_run, capsys):
+    ckpt = tiny_run / "checkpoint.pt"
+    before = _hash(ckpt)
+    assert main(["derive", str(tiny_run), "--out", str(ckpt)]) == 2
+    _one_error(capsys, "it would be overwritten")
+    assert _hash(ckpt) == before
+
+
+def test_eval_json_onto_a_ground_truth_image_is_refused(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    tri = np.full((16, 16), 128, np.uint8)
+    for d in ("pred", "gt", "tri"):
+        (tmp_path / d).mkdir()
+    write_alpha(tmp_path / "pred" / "a.png", rng.random((16, 16)).astype(np.float32))
+    write_alpha(tmp_path / "gt" / "a.png", rng.random((16, 16)).astype(np.float32))
+    write_trimap(tmp_path / "tri" / "a.png", tri)
+    gt = tmp_path / "gt" / "a.png"
+    before = _hash(gt)
+    code = main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "gt"),
+                 "--trimap", str(tmp_path / "tri"), "--json", str(gt), "--no-progress"])
+    assert code == 2
+    _one_error(capsys, "--json")
+    assert _hash(gt) == before
+
+
+def test_a_run_directory_of_another_kind_is_refused(tiny_run, tmp_path, capsys):
+    config = tiny_run / "config.yaml"
+    before = _hash(config)
+    g = tiny_run / "genotype.json"
+    assert main(["retrain", str(g), "--out", str(tiny_run), "--no-progress"]) == 2
+    _one_error(capsys, "holds a search run")
+    assert _hash(config) == before
+    other = tmp_path / "rt"
+    other.mkdir()
+    (other / "config.yaml").write_text("model: cnn_baseline_tiny\nseed: 0\n")
+    assert main(["search", "--space", "tiny", "--out", str(other), "--no-progress"]) == 2
+    _one_error(capsys, "holds a retrain run")
+    assert (other / "config.yaml").read_text() == "model: cnn_baseline_tiny\nseed: 0\n"
+
+
+def test_one_writer_per_run_directory(tmp_path, capsys):
+    out = tmp_path / "run"
+    with RunDir(out, checkpoint="checkpoint.pt", kind="search").locked():
+        assert main(["search", "--space", "tiny", "--epochs", "1", "--out", str(out), "--no-progress"]) == 2
+        line = _one_error(capsys, "in use by another atldas process")
+        assert f"pid {os.getpid()}" in line
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # the refused run wrote nothing
+    assert not out.exists()  # the holder created it and wrote nothing
+
+
+def test_a_refused_run_leaves_no_folder(tmp_path, capsys):
+    out = tmp_path / "deep" / "run"
+    assert main(["search", "--space", "tiny", "--out", str(out), "--resume", "--no-progress"]) == 2
+    _one_error(capsys, "does not exist")
+    assert not (tmp_path / "deep").exists()
+
+
+def test_weights_with_nan_are_refused_naming_the_tensor(tmp_path):
+    net = create_model("cnn_baseline_tiny")
+    sd = net.state_dict()
+    name = next(k for k, v in sd.items() if v.is_floating_point() and v.dim() == 4)
+    sd[name] = sd[name].clone()
+    sd[name].view(-1)[0] = float("nan")
+    torch.save({"model": sd}, tmp_path / "bad.pt")
+    with pytest.raises(DataError, match=f"{name!r} holds NaN"):
+        load_weights(create_model("cnn_baseline_tiny"), tmp_path / "bad.pt")
+
+
+def test_export_onto_its_checkpoint_is_refused(tmp_path, capsys):
+    ckpt = tmp_path / "w.pt"
+    torch.save({"model": create_model("cnn_baseline_tiny").state_dict()}, ckpt)
+    before = _hash(ckpt)
+    assert main(["export", "--model", "cnn_baseline_tiny", "--checkpoint", str(ckpt), "--onnx", str(ckpt)]) == 2
+    _one_error(capsys, "it would be overwritten")
+    assert _hash(ckpt) == before
+
+
+def test_a_search_with_a_bad_data_folder_writes_nothing(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--data", str(tmp_path / "empty"), "--out", str(out),
+                 "--no-progress"]) == 2
+    _one_error(capsys, "no known data set layout")
+    assert not out.exists()
+
+
+def test_temporary_files_of_a_killed_write_are_swept(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".checkpoint.pt.k3j9x2.tmp").write_bytes(b"partial")
+    (out / ".mine").write_text("a user's file")  # not ours: kept
+    with RunDir(out, checkpoint="checkpoint.pt", kind="search").locked():
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [".lock", ".mine"]
+
+
+def test_disk_full_is_one_line_and_the_old_file_survives(tiny_run, tmp_path, capsys, monkeypatch):
+    import errno
+
+    target = tmp_path / "g.json"
+    target.write_text("earlier")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert main(["derive", str(tiny_run), "--out", str(target)]) == 2
+    line = _one_error(capsys, f"cannot write {target}: No space left on device")
+    assert "MiB free" in line
+    assert target.read_text() == "earlier" and sorted(p.name for p in tmp_path.iterdir()) == ["g.json"]
+
+
+def test_a_class_index_trimap_is_refused_by_predict_and_eval(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    for d in ("img", "tri", "gt"):
+        (tmp_path / d).mkdir()
+    from PIL import Image
+
+    Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(rng.integers(0, 3, (32, 32)).astype(np.uint8)).save(tmp_path / "tri" / "a.png")
+    write_alpha(tmp_path / "gt" / "a.png", rng.random((32, 32)).astype(np.float32))
+    assert main(["predict", "--model", "closed_form", "--image", str(tmp_path / "img"), "--trimap",
+                 str(tmp_path / "tri"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    _one_error(capsys, "class-index trimap")
+    assert not (tmp_path / "out").exists()
+    assert main(["eval", "--pred", str(tmp_path / "gt"), "--alpha", str(tmp_path / "gt"), "--trimap",
+                 str(tmp_path / "tri"), "--no-progress"]) == 2
+    _one_error(capsys, "class-index trimap")
+
+
+def test_predict_checks_every_input_before_writing(tmp_path, capsys):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for d in ("img", "tri"):
+        (tmp_path / d).mkdir()
+    for stem in ("a", "b"):
+        Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "img" / f"{stem}.png")
+        write_trimap(tmp_path / "tri" / f"{stem}.png", np.full((32, 32), 128, np.uint8))
+    data = (tmp_path / "img" / "b.png").read_bytes()
+    (tmp_path / "img" / "b.png").write_bytes(data[: len(data) // 2])  # truncated, found after a.png
+    assert main(["predict", "--model", "closed_form", "--image", str(tmp_path / "img"), "--trimap",
+                 str(tmp_path / "tri"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    _one_error(capsys, "b.png")
+    assert not (tmp_path / "out").exists()
