@@ -33,6 +33,7 @@ AEMatter-class baseline ten times that; ``--no-latency`` gives params and MACs i
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -121,6 +122,20 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
     return time_call(run, threads=threads, min_run_time=min_run_time, repeats=repeats, sync=dev)
 
 
+def warn_if_busy() -> Optional[float]:
+    """Warn when the CPU is already loaded (1-minute load average above half the cores): CPU latencies
+    then read several times the quiet figure. Returns the load average (None where unknown)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - not available on this platform
+        return None
+    cores = os.cpu_count() or 1
+    if load > 0.5 * cores:
+        log.warning("the machine is busy (load average %.1f on %d cores): CPU latencies will read high; "
+                    "measure on a quiet machine", load, cores)
+    return load
+
+
 def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, device: Union[str, torch.device] = "cpu",
           threads: Optional[int] = None, json_path: Optional[str] = None, latency: bool = True,
           min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> List[Dict[str, Any]]:
@@ -147,6 +162,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     dev = resolve_device(device)
     resolved = [resolve_model(m) for m in models]  # every name checked before any timing
     n_threads = int(threads or torch.get_num_threads())
+    if latency and dev.type == "cpu":
+        warn_if_busy()
     records: List[Dict[str, Any]] = []
     for name, mm in zip(models, resolved):
         log.info("bench %s: counting params and MACs at 1x6x%dx%d", name, h, w)

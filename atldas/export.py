@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.models.zoo import resolve_model
 from atldas.utils.atomic import atomic_path, refuse_input_as_output
@@ -78,9 +79,19 @@ def _quiet_exporter():
             logging.getLogger(n).setLevel(level)
 
 
-def _rename_dims(path: PathLike, names: Dict[str, str]) -> int:
-    """Rename symbolic dimensions (``32*height_32`` -> ``height``) in the saved graph's signature;
-    returns the file's default-domain opset."""
+#: the input contract written into every exported model's metadata (``metadata_props``)
+INPUT_SPEC = {
+    "atldas.input": "float32 (N, 6, H, W): channels 0-2 RGB in [0, 1] (8-bit / 255, no mean or std), "
+                    "channels 3-5 the trimap one-hot [background (0), unknown (128), foreground (255)]",
+    "atldas.size_multiple": "32 (pad H and W, e.g. by reflection, centred; crop the output back)",
+    "atldas.output": "float32 (N, 1, H, W) alpha in [0, 1]; set alpha = 0 / 1 where the trimap is "
+                     "background / foreground (atldas predict does)",
+}
+
+
+def _finish_graph(path: PathLike, names: Dict[str, str], meta: Dict[str, str]) -> int:
+    """Rename symbolic dimensions (``32*height_32`` -> ``height``) in the saved graph's signature and
+    write ``meta`` into its metadata; returns the file's default-domain opset."""
     import onnx
 
     m = onnx.load(str(path))
@@ -88,6 +99,7 @@ def _rename_dims(path: PathLike, names: Dict[str, str]) -> int:
         for d in v.type.tensor_type.shape.dim:
             if d.HasField("dim_param") and d.dim_param in names:
                 d.dim_param = names[d.dim_param]
+    onnx.helper.set_model_props(m, meta)
     onnx.save(m, str(path))
     return next((int(o.version) for o in m.opset_import if o.domain in ("", "ai.onnx")), -1)
 
@@ -193,7 +205,9 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
                                   "for details)") from exc
         with _quiet_exporter():
             program.save(tmp)
-        actual_opset = _rename_dims(tmp, {"32*height_32": "height", "32*width_32": "width"})
+        meta = {**INPUT_SPEC, "atldas.model": mm.name, "atldas.version": __version__,
+                "atldas.checkpoint": Path(checkpoint).name if checkpoint is not None else "none (initial weights)"}
+        actual_opset = _finish_graph(tmp, {"32*height_32": "height", "32*width_32": "width"}, meta)
         report = check_onnx(tmp, wrapped, size=size, atol=atol) if check else None
     if report is not None:
         log.info("onnxruntime check on %s: max |onnx - torch| = %.3g", "x".join(map(str, report["input"][2:])),
@@ -203,4 +217,4 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     return {"onnx": str(out), "opset": actual_opset, "export_input": [1, *x.shape[1:]], "check": report}
 
 
-__all__ = ["export_onnx", "check_onnx"]
+__all__ = ["export_onnx", "check_onnx", "INPUT_SPEC"]

@@ -331,7 +331,8 @@ def _plot(summary: Dict[str, Any], path: Path) -> None:
         ax.scatter([k] * len(ps), ps, alpha=0.6)
         ax.plot([k - 0.3, k + 0.3], [statistics.mean(ps)] * 2, color="black")
     ax.axhline(50, color="grey", ls="--", lw=0.8)
-    ax.set_xticks(range(len(labels)), [f"{a}\n{b}" for a, b in labels], fontsize=7)
+    names = [a.replace(":", "\n").replace(",", "\n") + f"\nbudget {b}" for a, b in labels]
+    ax.set_xticks(range(len(labels)), names, fontsize=7)
     ax.set_ylabel("percentile among matched-cost random (%)")
     ax.set_ylim(-5, 105)
     ax.set_title("planted task: searched genotypes vs random genotypes of the same MACs", fontsize=9)

@@ -104,3 +104,19 @@ def test_bad_arguments(capsys, args, words):
 def test_cuda_without_a_gpu(capsys):
     assert main(["bench", "cheapmatting", "--device", "cuda", "--size", "64"]) == 2
     assert "no CUDA device" in _error_line(capsys.readouterr().err)
+
+
+def test_bench_warns_on_a_busy_machine(monkeypatch, caplog):
+    import os
+
+    from atldas import bench
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (8.0 * (os.cpu_count() or 1), 0.0, 0.0))
+    with caplog.at_level("WARNING", logger="atldas"):
+        bench.warn_if_busy()
+    assert "machine is busy" in caplog.text
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="atldas"):
+        bench.warn_if_busy()
+    assert caplog.text == ""

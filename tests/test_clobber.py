@@ -187,3 +187,4 @@ def test_predict_checks_every_input_before_writing(tmp_path, capsys):
                  str(tmp_path / "tri"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     _one_error(capsys, "b.png")
     assert not (tmp_path / "out").exists()
+

@@ -96,3 +96,50 @@ def test_export_with_the_graph_optimizer(genotype_file, tmp_path):
 
     report = export_onnx(model=str(genotype_file), checkpoint=None, onnx_path=tmp_path / "o.onnx", size=96)
     assert report["check"]["max_abs_diff"] < 1e-4 and report["check"]["input"] == [1, 6, 160, 128]
+
+
+def test_readme_onnx_example_matches_predict(genotype_file, tmp_path):
+    """The README's onnxruntime example, as written, gives atldas predict's matte, and the exported
+    file carries the input contract in its metadata."""
+    import re
+    from pathlib import Path
+
+    import onnx
+    from PIL import Image
+
+    from atldas.data.io import write_trimap
+    from atldas.export import INPUT_SPEC
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = re.findall(r"<!-- onnx-example -->\s*```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 1
+    ns: dict = {}
+    exec(compile(blocks[0], "README onnx example", "exec"), ns)
+
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(genotype_file), "--onnx", str(onnx_path), "--size", "96"]) == 0
+    props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    assert {k: props[k] for k in INPUT_SPEC} == INPUT_SPEC and props["atldas.version"]
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "tri").mkdir()
+    Image.fromarray((rng.random((70, 90, 3)) * 255).astype(np.uint8)).save(tmp_path / "img" / "a.png")
+    tri = np.full((70, 90), 128, np.uint8)
+    tri[:10], tri[-10:] = 0, 255
+    write_trimap(tmp_path / "tri" / "a.png", tri)
+    ours = ns["matte"](str(onnx_path), tmp_path / "img" / "a.png", tmp_path / "tri" / "a.png")
+    assert ours.shape == (70, 90)
+
+    from atldas.matting.inference import predict_alpha
+    from atldas.models.zoo import resolve_model
+
+    mm = resolve_model(str(genotype_file))
+    rgb = np.asarray(Image.open(tmp_path / "img" / "a.png"), np.float32) / 255.0
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+    class _Onnx(torch.nn.Module):  # the exported graph as a network, through atldas's own inference
+        def forward(self, x):
+            return torch.from_numpy(session.run(["alpha"], {"input": x.numpy()})[0])
+
+    reference = predict_alpha(mm, _Onnx(), rgb, tri)
+    assert np.abs(ours - reference).max() < 1e-5
