@@ -86,7 +86,7 @@ def _retrain_config(args: argparse.Namespace):
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from atldas.retrain import retrain
 
-    out = retrain(_retrain_config(args), resume=args.resume)
+    out = retrain(_retrain_config(args), resume=args.resume, force=args.force)
     print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
     return 0
 
@@ -129,7 +129,7 @@ def _search_config(args: argparse.Namespace):
 def _cmd_search(args: argparse.Namespace) -> int:
     from atldas.search import search
 
-    out = search(_search_config(args), resume=args.resume)
+    out = search(_search_config(args), resume=args.resume, force=args.force)
     print(f"search finished: {out} (genotype.json, history.jsonl, checkpoint.pt, tb/, plots/)")
     return 0
 
@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--out", help="run directory (default runs/search-SPACE-STRATEGY-seedS)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in an --out that holds a run: the old folder is moved aside to OUT.replaced-TIME")
     p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -265,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--out", help="run directory (default runs/retrain-MODEL-seedS)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.pt")
+    p.add_argument("--force", action="store_true",
+                   help="start afresh in an --out that holds a run: the old folder is moved aside to OUT.replaced-TIME")
     p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. C=16, layers=5, lr=1e-3, ema=0.999 (repeatable)")

@@ -395,13 +395,14 @@ def _fmt(m: Dict[str, float]) -> str:
     return f"SAD {m['SAD']:.4g}, MSE {m['MSE']:.4g}, Grad {m['Grad']:.4g}, Conn {m['Conn']:.4g}"
 
 
-def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
+def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) -> Path:
     """Train ``cfg.model`` from scratch and write the run directory (see the module docstring).
 
     Args:
         cfg: the configuration; on ``resume`` only ``cfg.out`` is used, the rest comes from the run's
             ``config.yaml``.
         resume: continue the run in ``cfg.out`` from its ``last.pt``.
+        force: start afresh where ``cfg.out`` holds a run; the old folder is moved aside first.
 
     Returns:
         The run directory.
@@ -412,7 +413,11 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False) -> Path:
     """
     if resume and not cfg.out:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    if force and resume:
+        raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
+    if force:
+        rd.set_aside()
     with rd.locked():
         return _retrain(cfg, rd=rd, resume=resume)
 
@@ -481,8 +486,11 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
              cfg.steps_per_epoch, cfg.batch_size, cfg.crop, cfg.optimizer, cfg.lr, cfg.device,
              f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "", out)
     trivial, n_val = trivial_scores(val_ds)
-    log.info("validation set: %d image(s); trivial prediction (alpha = 0.5 in the unknown region): %s",
-             n_val, _fmt(trivial))
+    where = (f"synthetic split val at {cfg.val_size}x{cfg.val_size}" if cfg.data == "synthetic"
+             else f"{cfg.data}, test split at full resolution")
+    log.info("validation set: %d image(s) (%s; compare validation figures only with those of the same "
+             "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "
+             "prediction (alpha = 0.5 in the unknown region): %s", n_val, where, _fmt(trivial))
 
     show = cfg.progress and sys.stderr.isatty()
     last_path = out / LAST

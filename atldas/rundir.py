@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
 
@@ -87,6 +88,23 @@ class RunDir:
                 log.info("removing %s, left by an interrupted write", q)
                 with contextlib.suppress(OSError):
                     q.unlink()
+
+    def set_aside(self) -> Optional[Path]:
+        """Move a non-empty run directory aside to ``<name>.replaced-<time>`` (``--force``), so that a
+        fresh run starts in an empty folder and nothing of the old run is lost or mixed in; refused
+        while another process holds the directory. Returns where it went (None if there was nothing)."""
+        if not self.path.is_dir() or not any(self.path.iterdir()):
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
+        n = 1
+        while aside.exists():
+            n += 1
+            aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}-{n}")
+        with self.locked():
+            self.path.rename(aside)
+        log.warning("--force: moved the earlier run in %s aside to %s", self.path, aside)
+        return aside
 
     def owner(self) -> Optional[str]:
         """The kind of run whose ``config.yaml`` is here (``search``, ``retrain``), None if there is none."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
 from atldas.cost import format_cost
+from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.plot import plot_genotype
 from atldas.run import CHECKPOINT, Run, SearchConfig, load_search_config, write_cost_table
@@ -33,7 +34,7 @@ def default_out(cfg: SearchConfig) -> Path:
     return Path("runs") / f"search-{cfg.space}-{cfg.strategy}-seed{cfg.seed}"
 
 
-def search(cfg: SearchConfig, *, resume: bool = False,
+def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
            callback: Optional[Callable[[Dict[str, Any]], None]] = None) -> Path:
     """Run a search into a run directory; returns it (see the module docstring).
 
@@ -41,10 +42,16 @@ def search(cfg: SearchConfig, *, resume: bool = False,
         cfg: the resolved configuration (:func:`atldas.run.make_search_config`); on ``resume`` only
             ``cfg.out`` is used, the rest comes from the run's ``config.yaml``.
         resume: continue the run in ``cfg.out`` from its checkpoint.
+        force: start afresh where ``cfg.out`` holds a run; the old folder is moved aside first
+            (:meth:`~atldas.rundir.RunDir.set_aside`).
         callback: called with each epoch's history row, after its checkpoint (:meth:`Run.fit`).
     """
     out = Path(cfg.out) if cfg.out else default_out(cfg)
     rd = RunDir(out, checkpoint=CHECKPOINT, kind="search")
+    if force and resume:
+        raise ConfigError("--force starts afresh and --resume continues: pass one of them")
+    if force:
+        rd.set_aside()
     with rd.locked():
         return _search(cfg, out=out, rd=rd, resume=resume, callback=callback)
 

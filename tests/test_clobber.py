@@ -188,3 +188,17 @@ def test_predict_checks_every_input_before_writing(tmp_path, capsys):
     _one_error(capsys, "b.png")
     assert not (tmp_path / "out").exists()
 
+
+
+def test_force_moves_the_old_run_aside(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: cnn_baseline_tiny\nseed: 0\n")  # a retrain run's folder
+    (out / "last.pt").write_bytes(b"old weights")
+    assert main(["search", "--space", "tiny", "--out", str(out), "--force", "--resume", "--no-progress"]) == 2
+    _one_error(capsys, "pass one of them")
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--out", str(out), "--force", "--no-progress",
+                 "--set", "tensorboard=false", "--set", "plots=false"]) == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "last.pt").read_bytes() == b"old weights"
+    assert (out / "genotype.json").is_file() and not (out / "last.pt").exists()
