@@ -58,6 +58,8 @@ class RunDir:
         refused with one line naming the holder's pid; the OS releases the lock of a killed process,
         so a killed run never blocks its own ``--resume``. A directory this block created and left
         empty (a run refused before it wrote anything) is removed again."""
+        if self.path.exists() and not self.path.is_dir():
+            raise AtldasError(f"--out {self.path} is a file; a {self.kind} run needs a folder")
         created = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -124,8 +126,9 @@ class RunDir:
                               "or choose another --out")
         owner = self.owner()
         if owner not in (None, self.kind):
-            raise AtldasError(f"{self.path} holds a {owner} run ({CONFIG}); a {self.kind} there would overwrite "
-                              "its files: choose another --out")
+            what = f"a {owner} run" if owner != "unknown" else f"a {CONFIG} atldas did not write"
+            raise AtldasError(f"{self.path} holds {what}; a {self.kind} there would overwrite its files: choose "
+                              "another --out (or --force: the old folder is moved aside)")
 
     def check_resume(self) -> None:
         """Refuse to resume where there is no checkpoint."""

@@ -202,3 +202,11 @@ def test_force_moves_the_old_run_aside(tmp_path, capsys):
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
     assert len(aside) == 1 and (aside[0] / "last.pt").read_bytes() == b"old weights"
     assert (out / "genotype.json").is_file() and not (out / "last.pt").exists()
+
+
+def test_a_file_as_the_run_folder_is_one_line(tmp_path, capsys):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    assert main(["search", "--space", "tiny", "--out", str(f), "--no-progress"]) == 2
+    _one_error(capsys, "is a file")
+    assert f.read_text() == "mine"

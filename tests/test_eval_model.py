@@ -146,6 +146,10 @@ def test_model_eval_user_errors_are_one_line(folder, checkpoint, tmp_path, capsy
          "ground-truth"),
         (["--model", "no_such_model", "--data", str(folder)], "unknown model"),
         (["--model", "closed_form", "--data", str(tmp_path / "missing")], "no such folder"),
+        (["--model", "closed_form", "--data", str(folder), "--save-pred", str(folder / "alphas")],
+         "inside the data folder"),
+        (["--model", "cnn_baseline_tiny", "--checkpoint", str(checkpoint), "--data", str(folder), "--json",
+          str(checkpoint)], "it would be overwritten"),
     ]
     for args, expected in cases:
         code = main(["eval", *args, "--no-progress"])

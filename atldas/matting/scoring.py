@@ -182,10 +182,11 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     """
     if json_path is not None and Path(json_path).is_dir():
         raise DataError(f"--json {json_path} is a folder; pass a file name such as {Path(json_path) / 'scores.json'}")
+    folder = Path(data) if data != "synthetic" and Path(data).is_dir() else None
     if json_path is not None:  # an existing file inside the data folder is an input
-        inside = data != "synthetic" and Path(data).is_dir() and _within(json_path, data)
+        inside = folder is not None and _within(json_path, folder)
         refuse_input_as_output(json_path, [checkpoint, json_path if inside else None], flag="--json")
-    if save_pred is not None and data != "synthetic" and Path(data).is_dir() and _within(save_pred, data):
+    if save_pred is not None and folder is not None and _within(save_pred, folder):
         raise DataError(f"--save-pred {save_pred} is inside the data folder {data}; the predictions would "
                         "overwrite or mix with its images: choose a folder outside it")
     dev = resolve_device(device)
