@@ -70,38 +70,27 @@ from atldas.models.planted import (
     random_genotype,
     teacher,
 )
+from atldas.tasks.planted import PlantedShape
+from atldas.tasks.planted import Recipe as PlantedRecipe
 from atldas.topology import CellTopology
 
 
 @dataclass(frozen=True)
-class Task:
-    """The planted task (students: width ``C``; the teacher: width ``teacher_C``)."""
+class Task(PlantedShape):
+    """The planted task's shape (students: width ``C``; the teacher: width ``teacher_C``) and the
+    teacher's knobs this exploration varies."""
 
-    C: int = 16
-    teacher_C: int = 2
-    cells: int = 1
-    nodes: int = 4
-    size: int = 12
-    in_channels: int = 3
-    out_channels: int = 4
     stem_kernel: int = 1
-    n_train: int = 512
-    n_test: int = 512
-    sigmas: tuple = (0.7, 2.5)
     gamma: tuple = (0.5, 1.5)
     beta_std: float = 0.5
 
 
 @dataclass(frozen=True)
-class Recipe:
-    """The one standalone training recipe: Adam, cosine decay to 0, gradient-norm clipping."""
+class Recipe(PlantedRecipe):
+    """The task's standalone recipe and the knobs this exploration varied to choose it."""
 
-    steps: int = 350
-    batch: int = 12
-    lr: float = 0.03
     weight_decay: float = 0.0
     warmup: int = 0
-    clip: float = 1.0
     optimizer: str = "adam"
 
 
