@@ -91,6 +91,11 @@ class SearchSpace:
     knobs: Optional[SpaceCfg] = None
     io: Mapping[str, Any] = {}
 
+    def __init__(self, *, name: str, defaults: Mapping[str, Any]) -> None:
+        """``name``: the registered name; ``defaults``: SearchConfig values of this space."""
+        self.name = name
+        self.defaults = dict(defaults)
+
     def bind(self, knobs: SpaceCfg, io: Optional[Mapping[str, Any]] = None) -> "SearchSpace":
         """A copy of this space bound to ``knobs`` and the task's ``io`` (checked)."""
         knobs.check()

@@ -16,7 +16,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from torch import Tensor, nn
 
@@ -72,10 +72,6 @@ class DartsCifarSpace(SearchSpace):
     """
 
     task = "classification"
-
-    def __init__(self, *, name: str, defaults: Mapping[str, Any]) -> None:
-        self.name = name
-        self.defaults = dict(defaults)
 
     @property
     def num_classes(self) -> int:

@@ -83,8 +83,7 @@ class MattingSpace(SearchSpace):
 
     def __init__(self, *, name: str, defaults: Dict[str, Any], macro: CheapMattingCfg,
                  ops: Sequence[str] = SEARCH_PRIMITIVES) -> None:
-        self.name = name
-        self.defaults = dict(defaults)
+        super().__init__(name=name, defaults=defaults)
         self.macro = dataclasses.replace(macro, ppm_extra_convs=0)
         self.ops = tuple(ops)
 

@@ -59,10 +59,6 @@ class PlantedSpace(SearchSpace):
 
     task = "planted"
 
-    def __init__(self, *, name: str, defaults: Dict[str, Any]) -> None:
-        self.name = name
-        self.defaults = dict(defaults)
-
     def _channels(self) -> Tuple[int, int]:
         return int(self.io.get("in_channels", 3)), int(self.io.get("out_channels", 4))
 
