@@ -39,13 +39,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from atldas.errors import ConfigError
-from atldas.utils.atomic import write_json
+from atldas.utils.atomic import check_output, write_json
+from atldas.matting.footprint import predict_bytes
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.counting import count_macs_by_op, count_params
 from atldas.utils.device import device_name, resolve_device
+from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
-from atldas.utils.timing import time_call
+from atldas.utils.timing import check_timing, time_call
 
 log = logging.getLogger("atldas")
 
@@ -156,13 +158,17 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     """
     if not models:
         raise ConfigError("name at least one MODEL to bench")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
+    if json_path is not None:
+        check_output(json_path, flag="--json")
     h, w = _hw(size)
     dev = resolve_device(device)
     resolved = [resolve_model(m) for m in models]  # every name checked before any timing
     n_threads = int(threads or torch.get_num_threads())
     if latency and dev.type == "cpu":
+        for name, mm in zip(models, resolved):  # timing runs real forwards: each must fit in memory
+            require(predict_bytes(mm, mm.build(), h, w), what=f"bench of {name} at {h}x{w}",
+                    hint="use a smaller --size, or --no-latency (params and MACs are counted without memory)")
         warn_if_busy()
     records: List[Dict[str, Any]] = []
     for name, mm in zip(models, resolved):

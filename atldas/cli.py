@@ -35,8 +35,18 @@ def _threads(n: Optional[int]) -> None:
     torch.set_num_threads(n)
 
 
+def _max_pixels(n: Optional[int]) -> None:
+    """``--max-pixels N``: read images up to N pixels (default: Pillow's decompression-bomb limit)."""
+    if n is not None:
+        from atldas.data.io import set_max_pixels
+
+        set_max_pixels(n)
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
     from atldas import evaluate
+
+    _max_pixels(args.max_pixels)
     from atldas.matting.metrics import format_table
 
     if args.model is not None:
@@ -50,6 +60,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.data is None:
             raise AtldasError("model-level eval needs --data DIR (a data set folder) or --data synthetic")
         kw = {"backgrounds": args.backgrounds}
+        if args.limit is not None and args.limit < 1:
+            raise AtldasError(f"--limit must be at least 1, got {args.limit}")
         if args.limit is not None:
             kw["count" if args.data == "synthetic" else "limit"] = args.limit
         result = scoring.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
@@ -129,8 +141,23 @@ def _search_config(args: argparse.Namespace):
 def _cmd_search(args: argparse.Namespace) -> int:
     from atldas.search import search
 
+    from atldas.utils.dist import is_main
+
     out = search(_search_config(args), resume=args.resume, force=args.force)
-    print(f"search finished: {out} (genotype.json, history.jsonl, checkpoint.pt, tb/, plots/)")
+    if is_main():
+        print(f"search finished: {out} (genotype.json, history.jsonl, checkpoint.pt, tb/, plots/)")
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from atldas.tune import tune
+
+    _threads(args.threads)
+    result = tune(space=args.space, trials=args.trials, out=args.out, storage=args.storage, study=args.study,
+                  objectives=args.objective, space_file=args.space_file, sets=args.set or [])
+    print(result["table"])
+    print(f"study {result['study']}: {result['finished']} finished trial(s); {args.out}/pareto.json, "
+          f"{result['plot']}, {args.out}/best/")
     return 0
 
 
@@ -169,6 +196,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from atldas.predict import predict
 
     _threads(args.threads)
+    _max_pixels(args.max_pixels)
     written = predict(model=args.model, checkpoint=args.checkpoint, image=args.image, trimap=args.trimap,
                       out=args.out, bits=args.bits, cutout=not args.no_cutout, device=args.device,
                       tile=args.tile, overlap=args.overlap, amp=args.amp, progress=not args.no_progress)
@@ -225,6 +253,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_search)
 
+    p = sub.add_parser("tune", parents=[common], help="many searches on Optuna: settings against quality and cost")
+    p.add_argument("--space", default="matting", help="search space of every trial (default matting)")
+    p.add_argument("--trials", type=int, default=10, help="finished trials the study should hold (default 10)")
+    p.add_argument("--out", default="runs/tune", help="study folder: trial run directories, study.log, pareto.* "
+                                                      "(default runs/tune)")
+    p.add_argument("--storage", help="journal file or RDB URL (sqlite:///f.db, postgresql://...); default "
+                                     "OUT/study.log")
+    p.add_argument("--study", help="study name (default tune-SPACE); workers sharing storage and name share it")
+    p.add_argument("--objective", nargs="+", default=["loss", "macs"], choices=("loss", "macs", "params"),
+                   help="objectives to minimise (default: loss macs)")
+    p.add_argument("--space-file", help="YAML tuning space: --set key -> {type, low, high[, log, step]} or "
+                                        "{type: categorical, choices}; default arch_lr, w_lr, k_max, strategy")
+    p.add_argument("--threads", type=int, help="torch CPU threads per worker")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed search setting for every trial")
+    p.set_defaults(func=_cmd_tune)
+
     p = sub.add_parser("derive", parents=[common], help="derive the genotype of a search run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="search run directory")
     p.add_argument("--out", help="genotype file to write (default RUN_DIR/genotype.json)")
@@ -253,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="with --model: score the first N images only")
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
     p.add_argument("--json", help="write the scores as JSON to this file")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="read images of up to N pixels (default 89478485, Pillow's decompression-bomb limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_eval)
 
@@ -298,10 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=8, choices=(8, 16), help="alpha PNG bit depth (default 8)")
     p.add_argument("--no-cutout", action="store_true", help="write the alpha mattes only")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory")
+    p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory; exact only for "
+                        "networks without image-wide context (cheapmatting and aematter differ slightly)")
     p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring tiles in pixels (default 64)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on cpu, float16 on cuda)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--max-pixels", type=int, metavar="N",
+                   help="read images of up to N pixels (default 89478485, Pillow's decompression-bomb limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_predict)
 
@@ -383,7 +432,8 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 #: OS errors of writing that are the user's situation, not a bug: one line, no traceback
-WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
+               errno.EEXIST)
 
 
 def write_error(exc: OSError) -> str:

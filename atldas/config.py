@@ -26,7 +26,7 @@ import yaml
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
-__all__ = ["parse_amount", "coerce", "build", "apply_overrides", "leaf_paths", "annotation_at", "set_path",
+__all__ = ["check_ranges", "parse_amount", "coerce", "build", "apply_overrides", "leaf_paths", "annotation_at", "set_path",
            "read_yaml", "load_yaml", "save_yaml", "to_dict"]
 
 C = TypeVar("C")
@@ -45,6 +45,22 @@ def parse_amount(text: str) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{text!r} is not a finite amount; write e.g. 8G, 2M, 500k or 1.5e9")
     return value
+
+
+def check_ranges(obj: Any, limits: Mapping[str, Tuple[float, float]]) -> None:
+    """Raise ConfigError naming the first field of ``obj`` outside its closed range.
+
+    Args:
+        obj: a config object.
+        limits: field name -> (low, high); an int bound on both sides asks for an integer.
+    """
+    for name, (low, high) in limits.items():
+        v = getattr(obj, name)
+        integer = isinstance(low, int) and isinstance(high, int)
+        kind = (int,) if integer else (int, float)
+        if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or not low <= v <= high:
+            what = f"an integer in {low}..{high}" if integer else f"a number in [{low:g}, {high:g}]"
+            raise ConfigError(f"{name} must be {what}, got {v!r}")
 
 
 def _hints(cls: type) -> Dict[str, Any]:

@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, list_images, pair_by_stem, read_alpha, read_trimap
+from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, image_info, list_images, pair_by_stem, read_alpha,
+                            read_trimap)
 from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
@@ -209,16 +209,6 @@ def match_files(preds: Mapping[str, Path], alphas: Mapping[str, Path], trimaps: 
     return items
 
 
-def _header(path: Path) -> Tuple[Tuple[int, int], str]:
-    """(width, height) and PIL mode of an image file, from its header only."""
-    try:
-        with Image.open(path) as img:
-            return img.size, img.mode
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc}); "
-                        "re-save it as PNG or JPEG") from None
-
-
 def _check_sizes(items: Sequence[Tuple[str, Path, Path, Path]]) -> int:
     """Check before scoring that each prediction, alpha and trimap have one size (headers only).
 
@@ -226,10 +216,10 @@ def _check_sizes(items: Sequence[Tuple[str, Path, Path, Path]]) -> int:
     """
     mismatched, sixteen_bit = [], 0
     for name, pred_path, alpha_path, trimap_path in items:
-        (pw, ph), mode = _header(pred_path)
+        (pw, ph), mode = image_info(pred_path)
         sixteen_bit += mode.startswith("I")
         for what, other in (("trimap", trimap_path), ("alpha", alpha_path)):
-            (ow, oh), _ = _header(other)
+            (ow, oh), _ = image_info(other)
             if (ow, oh) != (pw, ph):
                 mismatched.append(f"{name}: prediction {pred_path} is {pw}x{ph} but its {what} "
                                   f"{other} is {ow}x{oh}")

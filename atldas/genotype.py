@@ -43,6 +43,8 @@ Node = tuple[Edge, ...]
 """The inputs of one node."""
 
 CELL_TYPES = ("normal", "reduce")
+#: Most intermediate nodes a cell may have (DARTS cells have 4; the search spaces allow up to 8).
+MAX_NODES = 32
 
 
 def _as_index(value: Any, where: str) -> int:
@@ -120,6 +122,8 @@ class CellSpec:
         allowed = None if ops is None else set(ops)
         if not self.nodes:
             raise ConfigError(f"{name} cell has no nodes")
+        if self.n_nodes > MAX_NODES:
+            raise ConfigError(f"{name} cell has {self.n_nodes} nodes; at most {MAX_NODES} are supported")
         for j, node in enumerate(self.nodes):
             where = f"{name} cell, node {j} (state {j + 2})"
             if not node:
@@ -127,7 +131,8 @@ class CellSpec:
             for op, i in node:
                 if allowed is not None and op not in allowed:
                     known = ", ".join(sorted(allowed))
-                    raise ConfigError(f"{where}: unknown op {op!r}; known ops: {known}")
+                    raise ConfigError(f"{where}: unknown op {op!r}; known ops: {known} (a custom op: "
+                                      "atldas.register_op)")
                 if i < 0:
                     raise ConfigError(f"{where}: input index {i} is negative")
                 if i == j + 2:

@@ -15,6 +15,8 @@ import torch
 from atldas.cost import cost_table
 from atldas.errors import ConfigError
 from atldas.latency import MIN_RUN_TIME, build_lut, measure_genotype, save_lut
+from atldas.utils.atomic import check_output
+from atldas.utils.timing import check_timing
 from atldas.run import bind_space, make_search_config
 
 __all__ = ["lut_space", "lut_build", "check_lut"]
@@ -54,6 +56,8 @@ def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, th
               min_run_time: float = MIN_RUN_TIME, check: int = 0, out: Optional[str] = None,
               sets: Sequence[str] = (), progress: bool = True):
     """Build, save and (with ``check`` > 0) check a table; returns ``(lut, path, checks)``."""
+    check_timing(min_run_time=min_run_time, threads=threads)
+    check_output(out or f"lut-{space}-{device}.json", flag="--out")
     bound = lut_space(space, device=device, size=size, sets=sets)
     lut = build_lut(bound, device=device, threads=threads, min_run_time=min_run_time, progress=progress)
     path = save_lut(lut, out or f"lut-{space}-{device}.json")

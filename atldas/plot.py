@@ -31,9 +31,9 @@ from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import CellSpec, Genotype
 from atldas.models.cheapmatting import CheapMatting, CheapMattingCfg
 from atldas.models.darts_cifar import STEM_MULTIPLIER, DartsCifarNetwork
-from atldas.models.zoo import MODELS, genotype_macro
+from atldas.models.zoo import MODELS, check_genotype, genotype_macro
 from atldas.topology import cell_stack, reductions_of, stage_taps
-from atldas.utils.atomic import atomic_path
+from atldas.utils.atomic import atomic_path, check_output
 
 __all__ = ["OP_COLOURS", "op_colour", "cell_layout", "plot_cell", "plot_macro", "plot_genotype", "figure_title",
            "plot", "load_source", "macro_kind"]
@@ -277,7 +277,7 @@ def plot_macro(genotype: Genotype, *, ax: Optional[Axes] = None, kind: str = "au
 def _out_path(out: PathLike) -> Path:
     if Path(out).suffix.lower() not in (".png", ".svg"):
         raise ConfigError(f"plot output must end in .png or .svg, got {str(out)!r}")
-    return Path(out)
+    return check_output(out, flag="--out")
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -352,8 +352,8 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
 
     ``source``: a Genotype; a run directory (its ``genotype.json``; out ``RUN_DIR/plots/genotype.png``);
     a genotype JSON or DARTS ``Genotype(...)`` file (out ``<stem>.png`` beside it); a genotype name of
-    ``derived_models`` or a model name of :mod:`atldas.models.zoo` (out ``./<name>.png``). Op names are
-    not checked (a foreign genotype still plots); the cell structure is.
+    ``derived_models`` or a model name of :mod:`atldas.models.zoo` (out ``./<name>.png``). A file is
+    checked as every verb checks a genotype (:func:`~atldas.models.zoo.check_genotype`).
     """
     if isinstance(source, Genotype):
         return source, None
@@ -363,9 +363,9 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
         if not (path / "genotype.json").is_file():
             raise ConfigError(f"{path} has no genotype.json: pass a run directory of `atldas search` "
                               f"(or run `atldas derive {path}` first) or a genotype file")
-        return Genotype.load(path / "genotype.json", validate=False), path / "plots" / "genotype.png"
+        return check_genotype(Genotype.load(path / "genotype.json", validate=False)), path / "plots" / "genotype.png"
     if path.is_file():
-        return Genotype.load(path, validate=False), path.with_suffix(".png")
+        return check_genotype(Genotype.load(path, validate=False)), path.with_suffix(".png")
     g = _registered(text) if text and os.sep not in text and "." not in path.name else None
     if g is None:
         names = sorted(set(derived_models.GENOTYPES.names()) | {n for n in MODELS.names() if MODELS.get(n).genotype})

@@ -33,15 +33,18 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from atldas.data.io import (IMAGE_EXTENSIONS, check_image, list_images, pair_by_stem, read_rgb, read_trimap, write_alpha,
+from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_images, pair_by_stem, read_rgb, read_trimap, write_alpha,
                             write_rgb)
 from atldas.errors import ConfigError, DataError
+from atldas.matting.footprint import predict_bytes
 from atldas.matting.inference import check_tiling, estimate_foreground, predict_alpha
+from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.device import resolve_device
+from atldas.utils.atomic import check_output
+from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
 from atldas.utils.weights import load_weights
 
@@ -97,21 +100,13 @@ def match_inputs(image: PathLike, trimap: PathLike) -> List[Tuple[str, Path, Pat
     return [(stem, path, found["trimap"]) for stem, path, found in pairing.items]
 
 
-def _header_size(path: Path) -> Tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc}); "
-                        "re-save it as PNG or JPEG") from None
-
-
-def check_sizes(pairs: List[Tuple[str, Path, Path]]) -> None:
-    """Every image and its trimap have the same size (from the headers); one DataError line otherwise."""
-    bad = []
-    for _, ip, tp in pairs:
-        (iw, ih), (tw, th) = _header_size(ip), _header_size(tp)
+def check_sizes(pairs: List[Tuple[str, Path, Path]]) -> Dict[str, Tuple[int, int]]:
+    """Every image and its trimap have the same size (from the headers, within ``--max-pixels``); one
+    DataError line otherwise. Returns stem -> (width, height)."""
+    bad, sizes = [], {}
+    for stem, ip, tp in pairs:
+        (iw, ih), (tw, th) = image_size(ip), image_size(tp)
+        sizes[stem] = (iw, ih)
         if (iw, ih) != (tw, th):
             bad.append(f"image {ip} is {iw}x{ih} but trimap {tp} is {tw}x{th}")
     if bad:
@@ -119,6 +114,19 @@ def check_sizes(pairs: List[Tuple[str, Path, Path]]) -> None:
         raise DataError(f"{'; '.join(bad[:SHOWN])}{f'; ... and {n - SHOWN} more' if n > SHOWN else ''} "
                         "(width x height): give each image a trimap of the same size (atldas never resizes "
                         "them); nothing was written")
+    return sizes
+
+
+def check_memory(mm: MattingModel, net: torch.nn.Module, sizes: Dict[str, Tuple[int, int]], *,
+                 tile: Optional[int], cutout: bool) -> None:
+    """Refuse (one line) when the largest image's estimated footprint exceeds the available memory."""
+    if not sizes:
+        return
+    stem, (w, h) = max(sizes.items(), key=lambda kv: kv[1][0] * kv[1][1])
+    need = predict_bytes(mm, net, h, w, tile=tile, cutout=cutout)
+    hint = ("a smaller --tile" if tile else "--tile 1024 (approximate for networks with image-wide context: "
+            "see `atldas predict --help`)") + (", --no-cutout" if cutout else "") + ", or a smaller image"
+    require(need, what=f"predict of {stem} ({w}x{h}) with {mm.name}", hint=f"try {hint}")
 
 
 def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Dict[str, Tuple[Path, Optional[Path]]]:
@@ -176,11 +184,12 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         raise ConfigError(f"--checkpoint is required for {model} (a learned network: with random weights its "
                           "mattes would be noise); pass the .pt/.pth file trained for this MODEL")
     pairs = match_inputs(image, trimap)
-    check_sizes(pairs)
-    out_dir = Path(out)
+    sizes = check_sizes(pairs)
+    out_dir = check_output(out, flag="--out", folder=True)
     outputs = _outputs(pairs, out_dir, cutout)
 
     net = mm.build()
+    check_memory(mm, net, sizes, tile=tile, cutout=cutout)
     if checkpoint is not None:
         if mm.learned:
             load_weights(net, checkpoint, name=mm.name)

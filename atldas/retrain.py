@@ -70,7 +70,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from atldas.version import __version__
-from atldas.config import build
+from atldas.config import build, check_ranges
 from atldas.data.datasets import open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
@@ -157,9 +157,16 @@ def _check(cfg: RetrainConfig) -> None:
     if not cfg.model:
         raise ConfigError("retrain needs a MODEL: a genotype file, a search run directory or a "
                           "registered name (e.g. `atldas retrain runs/search/genotype.json`)")
-    for name in ("epochs", "steps_per_epoch", "batch_size", "crop", "val_size"):
-        if getattr(cfg, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    check_ranges(cfg, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7), "batch_size": (1, 4096),
+                       "crop": (32, 2048), "val_size": (32, 8192), "val_count": (0, 10**6), "lr": (1e-12, 10.0),
+                       "weight_decay": (0.0, 10.0), "beta1": (0.0, 0.999999), "beta2": (0.0, 0.999999),
+                       "warmup_epochs": (0.0, 1e6), "min_lr_ratio": (0.0, 1.0), "grad_clip": (1e-12, 1e6),
+                       "loss_l1": (0.0, 1e6), "loss_lap": (0.0, 1e6), "loss_comp": (0.0, 1e6),
+                       "tb_images": (0, 64)})
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {cfg.threads}")
+    if cfg.loss_l1 + cfg.loss_lap + cfg.loss_comp <= 0:
+        raise ConfigError("the loss weights loss_l1, loss_lap and loss_comp are all 0: nothing to train")
     if cfg.val_count < 0:
         raise ConfigError(f"val_count must be >= 0 (0: the whole test split of --data DIR), got {cfg.val_count}")
     if cfg.data == "synthetic" and cfg.val_count < 1:
@@ -174,8 +181,6 @@ def _check(cfg: RetrainConfig) -> None:
         raise ConfigError(f"drop_path is a probability in [0, 1), got {cfg.drop_path}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema is a decay in [0, 1) (0: off), got {cfg.ema}")
-    if cfg.lr <= 0:
-        raise ConfigError(f"lr must be positive, got {cfg.lr}")
     if cfg.warmup_epochs < 0 or cfg.warmup_epochs >= cfg.epochs:
         raise ConfigError(f"warmup_epochs ({cfg.warmup_epochs}) must be in [0, epochs={cfg.epochs})")
     if not 0 <= cfg.num_workers <= 64:

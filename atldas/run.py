@@ -36,7 +36,8 @@ from tqdm import tqdm
 
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
-from atldas.config import annotation_at, apply_overrides, build, coerce, leaf_paths, read_yaml, set_path
+from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, leaf_paths, read_yaml,
+                           set_path)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize
@@ -48,6 +49,7 @@ from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
 from atldas.utils.atomic import refuse_input_as_output, write_text_atomic
 from atldas.utils.device import resolve_device
+from atldas.utils.dist import shard
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
@@ -114,11 +116,8 @@ class SearchConfig:
 
     def check(self, task: Task) -> None:
         """Raise ConfigError naming the first value that cannot be used."""
-        for name in ("epochs", "steps_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.arch_steps_per_epoch < 0 or self.warmup_epochs < 0:
-            raise ConfigError("arch_steps_per_epoch and warmup_epochs must be >= 0")
+        check_ranges(self, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7),
+                            "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6)})
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.warmup_epochs >= self.epochs and self.strategy != "random":
@@ -352,11 +351,11 @@ class Run:
                            leave=False, dynamic_ncols=True)
                 for step, batch in enumerate(bar):
                     strat.set_epoch(epoch + step / cfg.steps_per_epoch)
-                    batch = batch_to(batch, cfg.device)
+                    batch = shard(batch_to(batch, cfg.device), cfg.data.batch_size)  # torchrun: this rank's part
                     metrics = strat.weight_step(batch, self.model_input(batch))
                     if not strat.in_warmup() and step < cfg.arch_steps_per_epoch:
                         arch_batches = arch_batches or iter(arch_loader)
-                        ab = batch_to(next(arch_batches), cfg.device)
+                        ab = shard(batch_to(next(arch_batches), cfg.device), cfg.data.batch_size)
                         metrics.update(strat.arch_step(ab, self.model_input(ab), steps_per_epoch=cfg.arch_steps_per_epoch))
                     if not _finite(metrics):
                         kept = (f"the last good checkpoint is kept in {rd.checkpoint}" if rd is not None

@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 from atldas.config import read_yaml, save_yaml
 from atldas.errors import AtldasError
+from atldas.utils.atomic import check_output
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.history import History
 from atldas.utils.tb import open_writer
@@ -60,6 +61,7 @@ class RunDir:
         empty (a run refused before it wrote anything) is removed again."""
         if self.path.exists() and not self.path.is_dir():
             raise AtldasError(f"--out {self.path} is a file; a {self.kind} run needs a folder")
+        check_output(self.path, flag="--out", folder=True)
         created = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)

@@ -23,6 +23,7 @@ from atldas.genotype import Genotype
 from atldas.plot import plot_genotype
 from atldas.run import CHECKPOINT, Run, SearchConfig, load_search_config, write_cost_table
 from atldas.rundir import RunDir
+from atldas.utils.dist import barrier, check_same, init_from_env, is_main
 
 log = logging.getLogger("atldas")
 
@@ -50,10 +51,26 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     rd = RunDir(out, checkpoint=CHECKPOINT, kind="search")
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
+    if init_from_env(cfg.device) > 1 and not is_main():
+        return _search_replica(cfg, out=out, resume=resume, callback=callback)
     if force:
         rd.set_aside()
     with rd.locked():
         return _search(cfg, out=out, rd=rd, resume=resume, callback=callback)
+
+
+def _search_replica(cfg: SearchConfig, *, out: Path, resume: bool,
+                    callback: Optional[Callable[[Dict[str, Any]], None]]) -> Path:
+    """A rank other than 0 under torchrun: the same search in memory (rank 0 writes ``out``)."""
+    barrier()  # rank 0 has checked and written the run directory (or found the checkpoint)
+    if resume:
+        run = Run.load(out, restore_rng=True)
+        run.out = None
+    else:
+        run = Run(dataclasses.replace(cfg, out=str(out)), out=None)
+    run.fit(callback=callback)
+    check_same(run.final_genotype().hash(), what="derived genotype")
+    return out
 
 
 def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
@@ -71,6 +88,7 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         run = Run(cfg, out=out)
         run.open_data()  # a bad --data or --backgrounds fails before anything is written
         rd.write_config(run.cfg)
+    barrier()  # torchrun: the other ranks start now
     write_cost_table(run)
     c = run.cfg
     budget = "none" if run.budget is None else format_cost(run.budget.target, run.budget.metric)
@@ -78,6 +96,7 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
              c.strategy, run.task.name, c.epochs, c.steps_per_epoch, c.data.batch_size, c.data.crop, budget, out)
     run.fit(callback=callback)
     final = run.final_genotype()
+    check_same(final.hash(), what="derived genotype")
     final.save(out / "genotype.json")
     if c.plots:
         _plots(final, out)

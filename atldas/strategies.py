@@ -29,9 +29,11 @@ from torch import Tensor, nn
 
 from atldas.arch import CELL_TYPES, Child
 from atldas.cost import Budget, CostTable, uniform_edge_probs
+from atldas.config import check_ranges
 from atldas.errors import ConfigError
 from atldas.registry import Registry
 from atldas.supernet import Plan, SuperNet
+from atldas.utils.dist import average_, mean
 
 STRATEGIES: Registry[type] = Registry("strategy", plural="strategies")
 
@@ -45,12 +47,6 @@ CONTROLS = ("none", "budget_only", "placebo")
 #: Estimators of the ATL-DAS arch gradient (see :class:`AtldasHP`).
 ESTIMATORS = ("reinforce", "st")
 
-
-def _check_fields(hp: Any, limits: Dict[str, tuple]) -> None:
-    for name, (low, high) in limits.items():
-        v = getattr(hp, name)
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not low <= v <= high:
-            raise ConfigError(f"{name} must be a number in [{low}, {high}], got {v!r}")
 
 
 @dataclass
@@ -69,7 +65,7 @@ class StrategyHP:
 
     def check(self) -> None:
         """Raise ConfigError naming the first value out of range."""
-        _check_fields(self, {"w_lr": (1e-12, 10.0), "w_weight_decay": (0.0, 10.0), "grad_clip": (1e-12, 1e6)})
+        check_ranges(self, {"w_lr": (1e-12, 10.0), "w_weight_decay": (0.0, 10.0), "grad_clip": (1e-12, 1e6)})
 
 
 @dataclass
@@ -90,7 +86,7 @@ class ArchHP(StrategyHP):
 
     def check(self) -> None:
         super().check()
-        _check_fields(self, {"arch_lr": (0.0, 10.0), "arch_weight_decay": (0.0, 10.0)})
+        check_ranges(self, {"arch_lr": (0.0, 10.0), "arch_weight_decay": (0.0, 10.0)})
         if self.control not in CONTROLS:
             raise ConfigError(f"unknown control {self.control!r}; known: {', '.join(CONTROLS)}")
 
@@ -124,7 +120,7 @@ class AtldasHP(ArchHP):
 
     def check(self) -> None:
         super().check()
-        _check_fields(self, {"arch_samples": (1, 1024), "tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3),
+        check_ranges(self, {"arch_samples": (1, 1024), "tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3),
                              "eps_min": (0.0, 1.0), "prune_every": (1, 10**6), "prune_ratio": (0.0, 1.0),
                              "prune_patience": (1, 10**6)})
         if self.tau_min > self.tau_max:
@@ -149,7 +145,7 @@ class GdasHP(ArchHP):
 
     def check(self) -> None:
         super().check()
-        _check_fields(self, {"tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3)})
+        check_ranges(self, {"tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3)})
 
 
 @dataclass
@@ -160,7 +156,7 @@ class RandomHP(StrategyHP):
 
     def check(self) -> None:
         super().check()
-        _check_fields(self, {"random_candidates": (1, 10**6)})
+        check_ranges(self, {"random_candidates": (1, 10**6)})
 
 
 # --------------------------------------------------------------------------- schedule and base class
@@ -263,6 +259,7 @@ class Strategy:
     def _step_weights(self, loss: Tensor) -> None:
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
+        average_(p.grad for p in self.net.weight_parameters() if p.grad is not None)  # torchrun: one update
         nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hp.grad_clip)
         self.w_opt.step()
         for p in self.net.arch.parameters():  # the weight step never updates the arch logits
@@ -311,6 +308,8 @@ class Strategy:
         params = list(self.net.arch.arch_parameters())
         g_task = [torch.zeros_like(p) if g is None else g.detach()
                   for p, g in zip(params, torch.autograd.grad(task, params, allow_unused=True))]
+        average_(g_task)  # torchrun: every rank takes the same arch step
+        task_loss = mean(task_loss)
         self._accumulate("task", g_task)
         control = getattr(self.hp, "control", "none")
         if control == "budget_only":

@@ -5,6 +5,7 @@ ConfigError listing the known names; ``register_space(space)`` adds one."""
 
 from __future__ import annotations
 
+from atldas.models.zoo import KNOWN_SPACES
 from atldas.registry import Registry
 from search_spaces.base import SearchSpace, SpaceCfg
 from search_spaces.darts_cifar import DARTS_CIFAR
@@ -18,8 +19,10 @@ SPACES: Registry[SearchSpace] = Registry("search space")
 
 
 def register_space(space: SearchSpace) -> SearchSpace:
-    """Register ``space`` under ``space.name`` (a duplicate raises ValueError)."""
+    """Register ``space`` under ``space.name`` (a duplicate raises ValueError); genotype files that
+    name it are then accepted where genotypes are read."""
     SPACES.add(space.name, space)
+    KNOWN_SPACES.add(space.name)
     return space
 
 

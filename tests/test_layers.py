@@ -28,7 +28,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
                      "atldas.derive", "search_spaces", "search_spaces.*")),
     ("run", ("atldas.run", "atldas.rundir")),
     ("verbs", ("atldas.search", "atldas.retrain", "atldas.evaluate", "atldas.predict", "atldas.bench",
-               "atldas.export", "atldas.plot", "atldas.lut")),
+               "atldas.export", "atldas.plot", "atldas.lut", "atldas.tune")),
     ("cli", ("atldas.cli", "atldas.__main__", "atldas.warmup", "atldas")),
 ]
 

@@ -214,10 +214,11 @@ def test_sources(tmp_path):
     g, out = load_source(darts)
     assert g == DARTS_V2 and out == tmp_path / "cell.png"
 
-    # foreign op names still plot; the structure is checked
+    # an op atldas does not know is refused, naming the known ones (register a custom op to plot it)
     foreign = DARTS_V2.to_darts().replace("dil_conv_3x3", "conv_7x1_1x7")
     (tmp_path / "foreign.txt").write_text(foreign, encoding="utf-8")
-    assert load_source(tmp_path / "foreign.txt")[0].normal.ops()[-1] == "conv_7x1_1x7"
+    with pytest.raises(ConfigError, match="unknown op 'conv_7x1_1x7'; known ops: .*sep_conv_3x3"):
+        load_source(tmp_path / "foreign.txt")
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no genotype.json"):
@@ -270,7 +271,7 @@ def test_plot_rejects_other_suffixes_and_reports_unwritable_paths(tmp_path):
     with pytest.raises(ConfigError, match=r"\.png or \.svg"):
         plot_genotype(DARTS_V2, out=tmp_path / "g.pdf")
     (tmp_path / "file").write_text("", encoding="utf-8")
-    with pytest.raises(AtldasError, match="cannot write the plot"):
+    with pytest.raises(AtldasError, match="file is a file, not a folder"):
         plot(VARIABLE.save(tmp_path / "v.json"), out=tmp_path / "file" / "g.png")
 
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from atldas.errors import DataError
 from atldas.utils.atomic import atomic_path
@@ -27,15 +28,78 @@ PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def _open(path: PathLike) -> Image.Image:
+#: Largest image (width x height) read without ``--max-pixels``: Pillow's decompression-bomb limit.
+MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
+
+
+def set_max_pixels(n: int) -> None:
+    """Allow images of up to ``n`` pixels (``--max-pixels``); the default is Pillow's bomb limit."""
+    global MAX_PIXELS
+    if n < 1:
+        raise DataError(f"--max-pixels must be at least 1, got {n}")
+    MAX_PIXELS = int(n)
+
+
+def _header(path: PathLike) -> Image.Image:
+    """The image opened lazily (header only), its size checked against :data:`MAX_PIXELS`."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such file")
     try:
-        img = Image.open(p)
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # the limit below is ours
+            try:
+                img = Image.open(p)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{p}: not a readable image ({exc.__class__.__name__}: {exc}); "
+                        "re-save it as PNG or JPEG") from None
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        img.close()
+        raise DataError(f"{p}: {w}x{h} = {w * h / 1e6:.0f} Mpx, above the limit of {MAX_PIXELS / 1e6:.0f} Mpx "
+                        "(a guard against decompression bombs); pass --max-pixels to read it")
+    if w < 1 or h < 1:
+        img.close()
+        raise DataError(f"{p}: the image is {w}x{h} pixels")
+    return img
+
+
+def image_info(path: PathLike) -> Tuple[Tuple[int, int], str]:
+    """((width, height), PIL mode) from the file header, without decoding the pixels; the size as
+    the readers return the image (EXIF rotation applied). DataError above ``--max-pixels``."""
+    img = _header(path)
+    try:
+        w, h = img.size
+        return ((h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)), img.mode  # 5-8: a quarter turn
+    finally:
+        img.close()
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """(width, height) from the file header (see :func:`image_info`)."""
+    return image_info(path)[0]
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation of ``img`` (1: upright; a missing or broken EXIF block counts as 1)."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001
+        return 1
+
+
+def _open(path: PathLike) -> Image.Image:
+    """The decoded image, turned upright by its EXIF orientation (as photo viewers show it)."""
+    img = _header(path)
+    try:
+        img.load()
+        if _orientation(img) not in (0, 1):
+            img = ImageOps.exif_transpose(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc.__class__.__name__}: {exc}); "
                         "re-save it as PNG or JPEG") from None
     return img
 

@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from atldas.data.io import write_rgb
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError
+from atldas.utils.atomic import check_output
 
 COLUMNS = ("image", "trimap", "alpha", "fg over checker")
 _PAD = 4
@@ -54,8 +55,11 @@ def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", cou
     Returns:
         The path written.
     """
-    if int(count) < 1:
-        raise ConfigError(f"data preview: --count must be at least 1, got {count}")
+    if not 1 <= int(count) <= 256:
+        raise ConfigError(f"data preview: --count must be in 1..256, got {count}")
+    if not 16 <= int(size) <= 2048:
+        raise ConfigError(f"data preview: --size must be in 16..2048, got {size}")
+    check_output(out, flag="--out")
     ds = SyntheticMatting(size=size, length=int(count), seed=seed, split="train", backgrounds=backgrounds)
     n, s = int(count), ds.size
     title_h = max(12, min(24, s // 10 + 6))

@@ -227,6 +227,8 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(alpha, dtype=np.float64)
     if img.ndim != 3 or img.shape[2] != 3 or img.shape[:2] != a.shape:
         raise DataError(f"estimate_foreground needs (H, W, 3) and (H, W), got {img.shape} and {a.shape}")
+    if max(img.shape[:2]) < 2:  # pymatting's level count divides by log(size): one pixel is its own colour
+        return np.clip(img, 0.0, 1.0).astype(np.float32)
     fg = estimate_foreground_ml(img, a)
     return np.clip(np.asarray(fg, dtype=np.float32), 0.0, 1.0)
 

@@ -39,7 +39,7 @@ from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.models.aematter import build_aematter
 from atldas.models.base import MattingModel
-from atldas.models.cheapmatting import MACRO_NAME, CheapMatting, CheapMattingCfg
+from atldas.models.cheapmatting import DECODER_BLOCKS, HEAD_BLOCKS, LEVELS, MACRO_NAME, CheapMatting, CheapMattingCfg
 from atldas.models.classical import ClosedFormMatting
 from atldas.models.cnn_baseline import build_cnn_baseline
 from atldas.ops import OPS
@@ -47,7 +47,7 @@ from atldas.registry import Registry
 from atldas.utils.weights import load_weights
 
 __all__ = ["MODELS", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
-           "genotype_macro"]
+           "genotype_macro", "check_genotype", "KNOWN_SPACES"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -144,8 +144,65 @@ def genotype_macro(genotype: Genotype) -> Tuple[str, Dict[str, Any]]:
     return str(name), macro
 
 
+#: Names of the search spaces a genotype file may name: the built-in ones here (a test keeps them in
+#: step with ``search_spaces``), custom ones added by ``search_spaces.register_space``.
+KNOWN_SPACES = {"matting", "tiny", "darts_cifar", "planted"}
+#: Macro knobs of the networks other than CheapMatting (whose :class:`CheapMattingCfg` checks its own).
+_OTHER_MACROS = {"darts_cifar": {"C": (1, 1024), "layers": (2, 200), "num_classes": (1, 100_000),
+                                 "stem_multiplier": (1, 16)},
+                 "planted": {"C": (1, 1024), "cells": (1, 64), "in_channels": (1, 64), "out_channels": (1, 64)}}
+
+
+def check_genotype(genotype: Genotype) -> Genotype:
+    """Validate a genotype read from a file against what atldas can build from it; returns it.
+
+    Checked: the cells' structure and ops (the registered ops, custom ones included; ``none`` is not
+    an op of a derived genotype, an absent edge is), the space name, the macro (its name, knobs, their types and
+    ranges) and the macro choices (decoder and head blocks of CheapMatting; none elsewhere).
+
+    Raises:
+        ConfigError: one line naming the first fault and what is allowed.
+    """
+    for cell_name, cell in genotype.cells().items():
+        if any(op == "none" for op in cell.ops()):
+            raise ConfigError(f"{cell_name} cell uses the op 'none': a derived genotype leaves an edge out "
+                              "instead; remove those inputs")
+    genotype.validate(ops=[op for op in OPS.names() if op != "none"])
+    space = dict(genotype.space or {})
+    space_name = space.get("name")
+    if space_name is not None and space_name not in KNOWN_SPACES:
+        raise ConfigError(f"genotype space {space_name!r} is unknown; known spaces: {', '.join(sorted(KNOWN_SPACES))}")
+    macro_name, macro = genotype_macro(genotype)
+    choices = genotype.choices
+    if not isinstance(choices, Mapping):
+        raise ConfigError(f"genotype 'choices' must be an object, got {type(choices).__name__}")
+    if macro_name == MACRO_NAME:
+        CheapMattingCfg.from_meta(macro)
+        allowed = {f"decoder{lv}": DECODER_BLOCKS for lv in LEVELS}
+        allowed["head"] = HEAD_BLOCKS
+        for key, value in choices.items():
+            if key not in allowed:
+                raise ConfigError(f"genotype choice {key!r} is unknown; known choices: {', '.join(sorted(allowed))}")
+            if value not in allowed[key].names():
+                raise ConfigError(f"genotype choice {key}={value!r} is unknown; known: {', '.join(allowed[key].names())}")
+        return genotype
+    if macro_name not in _OTHER_MACROS:
+        raise ConfigError(f"genotype macro {macro_name!r} is unknown; known networks: "
+                          f"{', '.join(sorted({MACRO_NAME, *_OTHER_MACROS}))}")
+    if choices:
+        raise ConfigError(f"genotype choices {sorted(choices)} mean nothing to the {macro_name!r} network; remove them")
+    limits = _OTHER_MACROS[macro_name]
+    for key, value in macro.items():
+        if key not in limits:
+            raise ConfigError(f"{macro_name} macro: unknown key {key!r}; known: {', '.join(sorted(limits))}")
+        low, high = limits[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(f"{macro_name} macro: {key} must be an integer in {low}..{high}, got {value!r}")
+    return genotype
+
+
 def _from_genotype(genotype: Genotype, *, name: str, kind: str, knobs: Mapping[str, Any]) -> MattingModel:
-    genotype.validate(ops=OPS.names())
+    check_genotype(genotype)
     macro_name, macro = genotype_macro(genotype)
     if macro_name != MACRO_NAME:
         raise ConfigError(f"{name}: its genotype is for the {macro_name!r} network (space "

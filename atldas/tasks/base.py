@@ -15,7 +15,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from atldas.errors import ConfigError
+from atldas.config import check_ranges
 
 __all__ = ["DataCfg", "Task"]
 
@@ -41,11 +41,7 @@ class DataCfg:
 
     def check(self) -> None:
         """Raise ConfigError naming the first value out of range."""
-        for name in ("batch_size", "crop"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        if not isinstance(self.num_workers, int) or not 0 <= self.num_workers <= 64:
-            raise ConfigError(f"num_workers must be an integer in 0..64, got {self.num_workers!r}")
+        check_ranges(self, {"batch_size": (1, 4096), "crop": (1, 2048), "num_workers": (0, 64)})
 
 
 class Task:

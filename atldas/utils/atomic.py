@@ -69,9 +69,30 @@ def write_json(path: PathLike, obj: Any, *, flag: str = "--json") -> Path:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for {flag}") from None
 
 
+def check_output(out: PathLike, *, flag: str, folder: bool = False) -> Path:
+    """Check before any work that ``out`` can be written: no existing ancestor is a file, the path
+    itself is not of the other kind (a folder where a file goes, or the reverse), and the nearest
+    existing folder is writable. Returns the path; raises a one-line DataError naming ``flag``.
+    """
+    path = Path(out)
+    if path.exists() and path.is_dir() != folder:
+        kind, want = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
+        raise DataError(f"{flag} {out} is {kind}; give {want} path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{flag} {out}: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{flag} {out}: the folder {parent} is not writable; choose another path")
+    return path
+
+
 def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], *, flag: str) -> None:
     """Refuse an output path that is one of the command's existing inputs (symlinks followed): a
-    one-line DataError naming ``flag`` before any work, so the input is never overwritten."""
+    one-line DataError naming ``flag`` before any work, so the input is never overwritten; the path
+    must be writable as a file too (:func:`check_output`)."""
+    check_output(out, flag=flag)
     target = Path(out).resolve()
     for p in inputs:
         if p is not None and Path(p).exists() and Path(p).resolve() == target:

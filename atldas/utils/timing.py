@@ -11,7 +11,19 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["time_call"]
+from atldas.errors import ConfigError
+
+__all__ = ["time_call", "check_timing"]
+
+
+def check_timing(*, min_run_time: float, repeats: int = 1, threads: Optional[int] = None) -> None:
+    """Raise ConfigError for timing settings that cannot be used (checked before any work)."""
+    if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)) or not 0 < min_run_time <= 3600:
+        raise ConfigError(f"--min-run-time must be seconds in (0, 3600], got {min_run_time!r}")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 10**6:
+        raise ConfigError(f"--repeats must be an integer in 1..1000000, got {repeats!r}")
+    if threads is not None and not 1 <= threads <= 4096:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
 
 
 def time_call(fn: Callable[[], object], *, threads: Optional[int] = None, min_run_time: float = 1.0,
@@ -31,6 +43,7 @@ def time_call(fn: Callable[[], object], *, threads: Optional[int] = None, min_ru
     """
     from torch.utils.benchmark import Timer
 
+    check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
     threads = int(threads or torch.get_num_threads())
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)

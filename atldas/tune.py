@@ -1,0 +1,341 @@
+"""``atldas tune``: many searches at once on Optuna, over the search's own settings.
+
+    atldas tune --space tiny --trials 8 --out runs/tune                # a journal file in runs/tune
+    atldas tune --space tiny --trials 8 --out runs/tune &              # a second worker: same study
+    atldas tune --space matting --trials 40 --storage postgresql://user:pw@db/atldas --study m25
+
+Each trial is an ``atldas search`` run directory ``OUT/trial-NNNN`` with settings drawn from the
+tuning space: a YAML file (``--space-file``) mapping ``atldas search --set`` keys (and ``strategy``) to
+distributions::
+
+    arch_lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
+    C: {type: int, low: 8, high: 16, step: 8}
+    strategy: {type: categorical, choices: [atldas, darts]}
+
+Objectives (``--objective``, minimised, two by default: quality against cost): ``loss`` (the search's
+last arch-step loss of the sampled children, on held-out batches), ``macs`` and ``params`` (of the
+derived genotype at the space's input size). The Pareto front is printed as a table and drawn in
+``OUT/pareto.png``; ``OUT/pareto.json`` lists its trials and ``OUT/best/`` holds their genotypes.
+
+Storage: ``OUT/study.log``, an Optuna journal file, unless ``--storage`` names another journal file
+or an RDB URL (``sqlite:///f.db``, ``postgresql://...``: many machines). Workers that share the
+storage and ``--study`` share the study: run ``atldas tune`` again, on this or another machine, to add
+a worker or to continue. A trial's worker that dies (SIGKILL, power loss) loses no finished trial; its
+own trial is marked failed and its settings are tried again, once: with a journal file by the next
+worker on the same machine that sees the dead pid, with an RDB by Optuna's heartbeat (60 s). The
+study ends when it holds ``--trials`` finished trials.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from atldas.config import leaf_paths
+from atldas.errors import AtldasError, ConfigError
+from atldas.run import ALIASES, make_search_config
+from atldas.tasks import get_task
+from search_spaces import get_space
+from atldas.search import search
+from atldas.utils.atomic import atomic_path, check_output, write_json
+
+log = logging.getLogger("atldas")
+
+__all__ = ["OBJECTIVES", "DEFAULT_SPACE", "Param", "load_tune_space", "tune", "pareto_table"]
+
+#: Objective name -> what it measures (all minimised).
+OBJECTIVES = {"loss": "the search's last arch-step loss", "macs": "MACs of the derived genotype",
+              "params": "parameters of the derived genotype"}
+#: The default tuning space (YAML): the arch optimiser, the weight learning rate and the in-degree
+#: range. (``strategy`` can be tuned too, but the ``loss`` objective is each strategy's own arch-step
+#: loss, comparable between trials of one strategy only.)
+DEFAULT_SPACE = """\
+arch_lr: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
+w_lr: {type: float, low: 1.0e-3, high: 2.0e-2, log: true}
+k_max: {type: int, low: 2, high: 3}
+"""
+_FIELDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log", "step"},
+           "categorical": {"choices"}}
+_RETRY = "atldas.retry_of"
+#: A worker stops after this many failed trials in a row (a space whose settings cannot run).
+MAX_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of the tuning space: a ``--set`` key and its distribution."""
+
+    key: str
+    type: str
+    low: float = 0.0
+    high: float = 0.0
+    log: bool = False
+    step: Optional[float] = None
+    choices: tuple = ()
+
+    def suggest(self, trial: Any) -> Any:
+        """The value ``trial`` draws for this key."""
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.key, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log,
+                                     step=int(self.step or 1))
+        return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+
+
+def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
+    """Parse a tuning space (a YAML file, or the default) and check every key against the search
+    config of ``space``; one ConfigError line naming the first fault."""
+    where = "the default tuning space"
+    text = DEFAULT_SPACE
+    if text_or_path is not None:
+        where = str(text_or_path)
+        try:
+            text = Path(text_or_path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"--space-file {text_or_path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(f"{where}: expected a mapping of --set keys to distributions")
+    known = set(leaf_paths(make_search_config(space=space))) | {"strategy"} | set(ALIASES)
+    params = []
+    for key, spec in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; tunable keys: {', '.join(sorted(k for k in known if '.' not in k))}")
+        if not isinstance(spec, Mapping) or spec.get("type") not in _FIELDS:
+            raise ConfigError(f"{where}: {key} needs a mapping with type float, int or categorical")
+        extra = set(spec) - _FIELDS[spec["type"]] - {"type"}
+        if extra:
+            raise ConfigError(f"{where}: {key}: unknown field(s) {', '.join(sorted(extra))}; a {spec['type']} takes "
+                              f"{', '.join(sorted(_FIELDS[spec['type']]))}")
+        if spec["type"] == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise ConfigError(f"{where}: {key}: choices must be a non-empty list")
+            params.append(Param(key=key, type="categorical", choices=tuple(choices)))
+            continue
+        try:
+            low, high = float(spec["low"]), float(spec["high"])
+        except (KeyError, TypeError, ValueError):
+            raise ConfigError(f"{where}: {key}: low and high must be numbers") from None
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (spec.get("log") and low <= 0):
+            raise ConfigError(f"{where}: {key}: needs finite low <= high (and low > 0 with log)")
+        params.append(Param(key=key, type=spec["type"], low=low, high=high, log=bool(spec.get("log", False)),
+                            step=spec.get("step")))
+    return params
+
+
+# --------------------------------------------------------------------------- storage and study
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError:  # pragma: no cover - optuna is in install_requires
+        raise AtldasError("atldas tune needs optuna: pip install optuna") from None
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # atldas logs what a trial did, and why one failed
+    return optuna
+
+
+def open_storage(storage: Optional[str], out: Path):
+    """An Optuna storage: a journal file (default ``OUT/study.log``) or an RDB URL."""
+    optuna = _optuna()
+    if storage and "://" in storage:
+        try:
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                storage, heartbeat_interval=60, grace_period=120,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors: one line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise AtldasError(f"--storage {storage}: cannot open ({first[:200]})") from None
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(storage) if storage else out / "study.log"
+    check_output(path, flag="--storage")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def open_study(storage: Any, name: str, objectives: Sequence[str]):
+    """Create or load study ``name``; a study made with other objectives is refused."""
+    optuna = _optuna()
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * len(objectives),
+                                    load_if_exists=True)
+    except ValueError as exc:
+        raise AtldasError(f"study {name!r} exists with other objectives ({exc}); choose another --study") from None
+    saved = study.user_attrs.get("atldas.objectives")
+    if saved is None:
+        study.set_user_attr("atldas.objectives", list(objectives))
+    elif list(saved) != list(objectives):
+        raise AtldasError(f"study {name!r} was created with objectives {', '.join(saved)}, not "
+                          f"{', '.join(objectives)}; pass --objective {' '.join(saved)} or another --study")
+    return study
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_dead_trials(study: Any) -> int:
+    """Mark failed the running trials whose worker on this machine is dead, and enqueue their settings
+    once more; returns how many. (Trials of other machines are left to their own workers.)"""
+    optuna = _optuna()
+    host, n = socket.gethostname(), 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get("host") != host or _alive(int(t.user_attrs.get("pid", 0)) or os.getpid()):
+            continue
+        try:
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - another worker got there first
+            continue
+        n += 1
+        log.warning("tune: trial %d's worker (pid %s) is dead: marked failed", t.number, t.user_attrs.get("pid"))
+        if _RETRY not in t.user_attrs:
+            study.enqueue_trial(dict(t.params), user_attrs={_RETRY: t.number})
+    return n
+
+
+# --------------------------------------------------------------------------- the objective
+
+def _objective_values(run_dir: Path, objectives: Sequence[str]) -> List[float]:
+    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    cost = json.loads((run_dir / "genotype.json").read_text())["cost"]
+    values = []
+    for o in objectives:
+        if o == "loss":
+            v = next((r["loss/arch"] for r in reversed(rows) if r.get("loss/arch") is not None),
+                     rows[-1]["loss/weights"])
+        else:
+            v = cost[o]
+        values.append(float(v))
+    return values
+
+
+def pareto_table(study: Any, objectives: Sequence[str]) -> str:
+    """The study's Pareto front (finished trials), one row per trial, sorted by the last objective."""
+    best = sorted(study.best_trials, key=lambda t: t.values[-1])
+    keys = sorted({k for t in best for k in t.params})
+    head = ["trial", *objectives, *keys]
+    rows = [[str(t.number), *(f"{v:.4g}" for v in t.values),
+             *(f"{t.params[k]:.3g}" if isinstance(t.params.get(k), float) else str(t.params.get(k, "")) for k in keys)]
+            for t in best]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in [head, *rows]]
+    return "\n".join([f"Pareto front of {len(best)} trial(s):", *lines])
+
+
+def _plot_front(study: Any, objectives: Sequence[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    optuna = _optuna()
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    best = {t.number for t in study.best_trials}
+    x_i, y_i = (len(objectives) - 1, 0) if len(objectives) > 1 else (0, 0)
+    fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
+    for on_front, style in ((False, {"c": "0.6", "s": 18, "label": "trial"}),
+                            (True, {"c": "C3", "s": 30, "label": "Pareto front"})):
+        pts = [(t.values[x_i], t.values[y_i]) for t in done if (t.number in best) == on_front]
+        if pts:
+            ax.scatter(*zip(*pts), **style)
+    ax.set_xlabel(objectives[x_i])
+    ax.set_ylabel(objectives[y_i])
+    ax.set_title(f"atldas tune: {study.study_name}, {len(done)} trials")
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", storage: Optional[str] = None,
+         study: Optional[str] = None, objectives: Sequence[str] = ("loss", "macs"), space_file: Optional[str] = None,
+         sets: Sequence[str] = ()) -> Dict[str, Any]:
+    """Run (or join) a study until it holds ``trials`` finished trials; see the module docstring.
+
+    Returns:
+        ``{"study", "finished", "pareto": [{"trial", "values", "params", "run"}...], "table", "plot"}``.
+    """
+    optuna = _optuna()
+    if not 1 <= trials <= 100_000:
+        raise ConfigError(f"--trials must be in 1..100000, got {trials}")
+    unknown = [o for o in objectives if o not in OBJECTIVES]
+    if unknown or not objectives or len(set(objectives)) != len(objectives):
+        raise ConfigError(f"--objective: unknown or repeated {unknown or list(objectives)}; choose from "
+                          f"{', '.join(OBJECTIVES)}")
+    params = load_tune_space(space_file, space=space)
+    base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
+    base.check(get_task(base.task or get_space(space).task))
+    out_dir = check_output(out, flag="--out", folder=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = study or f"tune-{space}"
+    st = open_study(open_storage(storage, out_dir), name, objectives)
+    done_states = (optuna.trial.TrialState.COMPLETE,)
+    succeeded: List[int] = []  # this worker's last trial finished
+
+    def objective(trial: Any) -> Sequence[float]:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        drawn = {p.key: p.suggest(trial) for p in params}
+        run_dir = out_dir / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run", str(run_dir))
+        overrides = [f"{k}={v}" for k, v in drawn.items() if k not in ("strategy",)]
+        log.info("tune: trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in drawn.items()), run_dir)
+        try:
+            cfg = make_search_config(space=space, strategy=drawn.get("strategy"), out=str(run_dir),
+                                     sets=[*sets, *overrides, "progress=false", "plots=false"])
+            search(cfg)
+        except AtldasError as exc:
+            log.warning("tune: trial %d failed: %s", trial.number, exc)
+            raise
+        values = _objective_values(run_dir, objectives)
+        succeeded.append(trial.number)
+        log.info("tune: trial %d: %s", trial.number, ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values)))
+        return values
+
+    failed_in_a_row = 0
+    while True:
+        fail_dead_trials(st)
+        finished = len(st.get_trials(deepcopy=False, states=done_states))
+        if finished >= trials:
+            break
+        if failed_in_a_row >= MAX_FAILURES:
+            raise AtldasError(f"tune: the last {failed_in_a_row} trials of this worker failed (see the warnings "
+                              "above); fix the tuning space or the --set values")
+        succeeded.clear()
+        st.optimize(objective, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
+        failed_in_a_row = 0 if succeeded else failed_in_a_row + 1
+    front = [{"trial": t.number, "values": list(t.values), "params": dict(t.params), "run": t.user_attrs.get("run")}
+             for t in sorted(st.best_trials, key=lambda t: t.values[-1])]
+    best_dir = out_dir / "best"
+    best_dir.mkdir(exist_ok=True)
+    for rec in front:
+        g = Path(rec["run"]) / "genotype.json" if rec["run"] else None
+        if g is not None and g.is_file():
+            (best_dir / f"trial-{rec['trial']:04d}.json").write_text(g.read_text())
+    write_json(out_dir / "pareto.json", {"study": name, "objectives": list(objectives), "pareto": front})
+    plot = out_dir / "pareto.png"
+    _plot_front(st, objectives, plot)
+    return {"study": name, "finished": finished, "pareto": front, "table": pareto_table(st, objectives),
+            "plot": str(plot)}

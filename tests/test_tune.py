@@ -1,0 +1,103 @@
+"""``atldas tune``: a study on a journal file shared by worker processes, one of them killed mid-trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from atldas.cli import main
+from atldas.errors import ConfigError
+from atldas.tune import load_tune_space
+
+FAST = ["--set", "epochs=2", "--set", "steps_per_epoch=2", "--set", "arch_steps_per_epoch=2", "--set",
+        "tensorboard=false"]
+
+
+def _study(out: Path):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(out / "study.log")))
+    return optuna.load_study(study_name="tune-tiny", storage=storage)
+
+
+def test_the_tuning_space_is_checked(tmp_path):
+    assert [p.key for p in load_tune_space(None, space="tiny")] == ["arch_lr", "w_lr", "k_max"]
+    bad = tmp_path / "s.yaml"
+    for text, match in (("wings: {type: int, low: 1, high: 2}\n", "unknown key 'wings'; tunable keys: .*arch_lr"),
+                        ("arch_lr: {type: float, low: 1, high: 0}\n", "low <= high"),
+                        ("arch_lr: {type: float, low: 0, high: 1, log: true}\n", "low > 0 with log"),
+                        ("arch_lr: {type: gaussian}\n", "float, int or categorical"),
+                        ("arch_lr: {type: float, low: 0.1, high: 1, spread: 2}\n", "unknown field"),
+                        ("strategy: {type: categorical, choices: []}\n", "non-empty list"),
+                        ("- 1\n", "mapping")):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=match):
+            load_tune_space(str(bad), space="tiny")
+
+
+def test_bad_tune_input_is_one_line(tmp_path, capsys):
+    (tmp_path / "s.yaml").write_text("bogus: {type: int, low: 1, high: 2}\n")
+    cases = [(["--space-file", str(tmp_path / "s.yaml")], "unknown key 'bogus'"),
+             (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open"),
+             (["--trials", "0"], "--trials"),
+             (["--set", "C=0"], "C must be")]
+    for extra, expect in cases:
+        assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("atldas: error:") and expect in err[0], err
+
+
+def test_a_study_with_other_objectives_is_refused(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--quiet", *FAST]) == 0
+    table = capsys.readouterr().out
+    assert "Pareto front of 1 trial(s)" in table and (out / "pareto.png").is_file()
+    front = json.loads((out / "pareto.json").read_text())["pareto"]
+    assert (out / "best" / f"trial-{front[0]['trial']:04d}.json").is_file()
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--objective", "loss", "params"]) == 2
+    assert "was created with objectives loss, macs" in capsys.readouterr().err
+
+
+def test_two_workers_one_killed_mid_trial(tmp_path):
+    """Two worker processes share a journal file; one is SIGKILLed while it runs a trial. No finished
+    trial is lost, the killed trial is marked failed and its settings are tried again, and the study
+    reaches the requested number of finished trials."""
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "atldas", "tune", "--space", "tiny", "--trials", "4", "--out", str(out), "--quiet",
+           "--threads", "1", *FAST]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    a = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    b = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    import optuna
+
+    killed, deadline = None, time.time() + 120
+    while killed is None and time.time() < deadline:  # kill a while it runs a trial
+        time.sleep(0.2)
+        if not (out / "study.log").exists():
+            continue
+        try:
+            running = [t for t in _study(out).trials if t.state == optuna.trial.TrialState.RUNNING
+                       and t.user_attrs.get("pid") == a.pid and (out / f"trial-{t.number:04d}" / "config.yaml").exists()]
+        except Exception:  # noqa: BLE001 - the study may not exist yet
+            continue
+        if running:
+            os.kill(a.pid, signal.SIGKILL)
+            killed = running[0]
+    assert killed is not None, "worker A never ran a trial"
+    a.wait(timeout=30)
+    assert b.wait(timeout=300) == 0, b.stderr.read().decode()
+    trials = {t.number: t for t in _study(out).trials}
+    states = optuna.trial.TrialState
+    assert trials[killed.number].state == states.FAIL
+    retries = [t for t in trials.values() if t.user_attrs.get("atldas.retry_of") == killed.number]
+    assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == states.COMPLETE
+    assert sum(t.state == states.COMPLETE for t in trials.values()) >= 4
+    assert not [t for t in trials.values() if t.state == states.RUNNING]
