@@ -98,8 +98,11 @@ def _retrain_config(args: argparse.Namespace):
 def _cmd_retrain(args: argparse.Namespace) -> int:
     from atldas.retrain import retrain
 
+    from atldas.utils.dist import is_main
+
     out = retrain(_retrain_config(args), resume=args.resume, force=args.force)
-    print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
+    if is_main():
+        print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
     return 0
 
 

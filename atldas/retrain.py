@@ -85,6 +85,7 @@ from atldas.models.cheapmatting import CheapMattingCfg
 from atldas.models.zoo import genotype_macro, resolve_model
 from atldas.rundir import RunDir
 from atldas.tensors import batch_to, matting_input
+from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
 from atldas.utils.checkpoint import load_checkpoint
 from atldas.utils.counting import count_params
 from atldas.utils.device import resolve_device
@@ -421,14 +422,49 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
+    if init_from_env(cfg.device) > 1 and not is_main():
+        return _retrain(cfg, rd=_Replica(rd), resume=resume)  # torchrun: rank 0 writes the run directory
     if force:
         rd.set_aside()
     with rd.locked():
         return _retrain(cfg, rd=rd, resume=resume)
 
 
+class _Replica:
+    """The run directory as a rank other than 0 sees it under torchrun: it reads what rank 0 wrote
+    (after :func:`~atldas.utils.dist.barrier`) and writes nothing."""
+
+    def __init__(self, rd: RunDir) -> None:
+        self.path, self._rd = rd.path, rd
+
+    def check_resume(self) -> None:
+        barrier()
+
+    def check_new(self) -> None:
+        barrier()
+
+    def read_config(self) -> Dict[str, Any]:
+        return self._rd.read_config()
+
+    def load(self, **kw: Any) -> Dict[str, Any]:
+        return self._rd.load(**kw)
+
+    def write_config(self, cfg: Any) -> None:
+        pass
+
+    def history(self, start: int) -> Any:
+        return type("NoHistory", (), {"append": lambda self, row: None})()
+
+    def writer(self, enabled: bool = True) -> None:
+        return None
+
+    def save(self, state: Dict[str, Any], name: Optional[str] = None) -> None:
+        pass
+
+
 def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     out = rd.path
+    replica = isinstance(rd, _Replica)
     if resume:
         rd.check_resume()
         saved = build(RetrainConfig, rd.read_config(), where=str(out / "config.yaml"))
@@ -450,8 +486,13 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     seed_everything(cfg.seed)
     if resume and (out / "genotype.json").is_file():  # the macro trained, even if cfg.model has moved
         model, genotype = resolve_model(out), Genotype.load(out / "genotype.json")
+    elif replica:
+        genotype = run_genotype(cfg)
+        model = resolve_model(genotype if genotype is not None else cfg.model)
     else:
         model, genotype = build_model(cfg, out)
+    if not replica:
+        barrier()  # torchrun: the other ranks read the config (and the checkpoint) now
     net = model.build().to(device)
     if cfg.drop_path > 0 and not hasattr(net, "drop_path_prob"):
         raise ConfigError(f"drop_path={cfg.drop_path}: {model.name} has no DARTS cells to drop paths in; "
@@ -515,7 +556,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
             lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
             for g in opt.param_groups:
                 g["lr"] = lr
-            batch = batch_to(batch, device)
+            batch = shard(batch_to(batch, device), cfg.batch_size)  # torchrun: this rank's part
             x = matting_input(batch)  # (B, 6, H, W)
             if cfg.channels_last:
                 x = channels_last(x)
@@ -531,6 +572,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
                                   f"{k + 1}; {kept}; lower --set lr=... (now {cfg.lr:g}) or grad_clip=...")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            average_(p.grad for p in net.parameters() if p.grad is not None)  # torchrun: one update everywhere
             scaler.unscale_(opt)
             gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             if not scaler.is_enabled() and not torch.isfinite(gnorm):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -53,14 +53,29 @@ def test_two_processes_keep_identical_arch_and_one_genotype(tmp_path):
     assert diff == diff and diff < 10 * scale
 
 
-def test_torchrun_search_writes_one_run_directory(tmp_path):
-    out = tmp_path / "run"
+def _torchrun(*argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "atldas", "search", "--space", "tiny", "--epochs", "2", "--out", str(out),
-                           "--set", "batch_size=2", "--set", "tensorboard=false", "--no-progress", "--quiet"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           "-m", "atldas", *argv, "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_torchrun_search_resume_and_retrain(tmp_path):
+    """The commands under torchrun: one run directory written by rank 0, resume, and retrain."""
+    out = tmp_path / "run"
+    proc = _torchrun("search", "--space", "tiny", "--epochs", "2", "--out", str(out), "--set", "batch_size=2",
+                     "--set", "tensorboard=false")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("search finished") == 1
     assert (out / "genotype.json").is_file() and (out / "checkpoint.pt").is_file()
     assert len((out / "history.jsonl").read_text().splitlines()) == 2
+    first = (out / "genotype.json").read_text()
+    proc = _torchrun("search", "--resume", "--out", str(out))  # a finished run: both ranks load it and agree
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "genotype.json").read_text() == first
+    rt = tmp_path / "retrain"
+    proc = _torchrun("retrain", str(out), "--epochs", "1", "--set", "steps_per_epoch=2", "--set", "batch_size=4",
+                     "--set", "val_count=2", "--set", "tensorboard=false", "--out", str(rt))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("retrain finished") == 1
+    assert (rt / "best.pt").is_file() and len((rt / "history.jsonl").read_text().splitlines()) == 1
