@@ -401,22 +401,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def passive_openmp() -> None:
-    """Make OpenMP threads sleep rather than spin while they wait, unless the user chose otherwise
-    (``OMP_WAIT_POLICY``). On a busy small CPU, libgomp's default active wait lets a thread spin while the
-    thread it waits for is descheduled, and every op of a forward ends in such a barrier (a search step
-    measured 26-60 s instead of 1-2 s on a loaded 2-core machine). Effective when torch is not imported
-    yet, which is the case for the ``atldas`` command (it imports torch only in the verb that runs)."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+def thread_policy() -> Optional[int]:
+    """Torch's CPU threads for this command when the user chose none (no ``OMP_NUM_THREADS``): one
+    thread per core that is not busy, ``max(1, cores - int(load average))``, set in the environment
+    before torch is imported. Returns the count chosen, or None.
+
+    Measured on a 2-core machine (``experiments/bench_threads.py``, README "Threads"): quiet, 2
+    threads take 0.60x (inference at 512^2) and 0.82x (search steps) the wall time of 1; with one
+    competing busy process they take 2.4x and 2.0x (OpenMP's barriers wait for a descheduled thread),
+    and 2.2x for the search steps even with ``OMP_WAIT_POLICY=PASSIVE``, which also gives up the gain
+    on a quiet machine (0.98x). So the count follows the free cores; ``--threads`` still overrides it.
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        return None
+    n = max(1, cores - int(load))
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if n < cores:
+        log.info("the machine is busy (load %.1f on %d cores): %d torch thread(s); --threads N chooses", load,
+                 cores, n)
+    return n
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``atldas`` console script; returns the exit status."""
-    passive_openmp()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
+    thread_policy()
     try:
         return int(args.func(args) or 0)
     except AtldasError as exc:

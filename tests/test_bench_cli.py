@@ -120,3 +120,17 @@ def test_bench_warns_on_a_busy_machine(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="atldas"):
         bench.warn_if_busy()
     assert caplog.text == ""
+
+
+def test_thread_policy_follows_the_free_cores(monkeypatch):
+    import os
+
+    from atldas import cli
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    for load, want in ((0.3, 2), (1.2, 1), (7.5, 1)):
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert cli.thread_policy() == want and os.environ["OMP_NUM_THREADS"] == str(want)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice is kept
+    assert cli.thread_policy() is None and os.environ["OMP_NUM_THREADS"] == "2"
