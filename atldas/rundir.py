@@ -22,7 +22,9 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: no lock
     fcntl = None  # type: ignore[assignment]
 
-from atldas.config import read_yaml, save_yaml
+import yaml
+
+from atldas.config import read_yaml, save_yaml, to_dict
 from atldas.errors import AtldasError
 from atldas.utils.atomic import check_output
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -147,8 +149,16 @@ class RunDir:
 
     def write_config(self, cfg: Any) -> None:
         """Write the resolved config atomically (the folder is created)."""
+        path = self.path / CONFIG
+        if path.is_file() and not self.checkpoint.exists():  # a run of this kind that never checkpointed
+            old, new = read_yaml(path), yaml.safe_load(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k) and k != "out")
+            if differ:
+                raise AtldasError(f"{self.path} holds a {self.kind} run with another configuration ({', '.join(differ[:4])} "
+                                  "differ) that never reached a checkpoint: choose another --out, or --force to "
+                                  "move it aside")
         self.path.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, self.path / CONFIG)
+        save_yaml(cfg, path)
 
     def save(self, state: Dict[str, Any], name: Optional[str] = None) -> Path:
         """Write a checkpoint atomically (``name`` beside the main one, e.g. ``best.pt``)."""

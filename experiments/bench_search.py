@@ -124,15 +124,16 @@ def worker(args: argparse.Namespace) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated() / 2**20
-    times = []
+    times, cpu_times = [], []
     for _ in range(args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         strat.weight_step(batch, x)
         strat.arch_step(abatch, ax, steps_per_epoch=args.steps)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    out = {"step_s": statistics.median(times)}
+        cpu_times.append(time.process_time() - c0)
+    out = {"step_s": statistics.median(times), "step_cpu_s": statistics.median(cpu_times)}
     if cuda:
         out["peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20 - base, 1)
     else:
@@ -172,6 +173,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat the strategies in turn this many times and take medians (a loaded machine)")
     p.add_argument("--C", type=int, default=None, help="supernet width (default: the space's proxy)")
     p.add_argument("--layers", type=int, default=None, help="supernet cells (default: the space's)")
     p.add_argument("--threads", type=int, default=2)
@@ -196,7 +199,8 @@ def main(argv=None) -> int:
     jobs = [(s, s, 0) for s in args.strategies]
     if args.prune_epochs and "atldas" in args.strategies:
         jobs.append(("atldas_pruned", "atldas", args.prune_epochs))
-    for label, strategy, prune in jobs:
+    rounds: dict = {}
+    for label, strategy, prune in [job for _ in range(args.rounds) for job in jobs]:  # interleaved rounds
         cmd = [sys.executable, __file__, *common, "--worker", strategy, "--prune-epochs", str(prune)]
         # a fixed mmap threshold: large buffers are returned to the OS when freed, so the resident
         # size before the timed steps is the resting size (glibc's dynamic threshold would keep them)
@@ -205,15 +209,19 @@ def main(argv=None) -> int:
         if proc.returncode:
             print(proc.stderr, file=sys.stderr)
             return proc.returncode
-        results[label] = json.loads(proc.stdout.strip().splitlines()[-1])
-        r = results[label]
+        rounds.setdefault(label, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        r = rounds[label][-1]
+        results[label] = {k: (statistics.median(x[k] for x in rounds[label]) if isinstance(v, (int, float)) else v)
+                          for k, v in r.items()}
         extra = (f" (median step {r['step_peak_median_mb']:6.1f} MB, peak RSS {r['rss_peak_mb']:6.1f} MB)"
                  if "rss_peak_mb" in r else "")
-        print(f"{label:14s} step {r['step_s']:.3f} s   peak {r['peak_mb']:7.1f} MB{extra}   params {r['params']:,}",
+        print(f"{label:14s} step {r['step_s']:.3f} s wall, {r['step_cpu_s']:.3f} s CPU   peak {r['peak_mb']:7.1f} MB{extra}   params {r['params']:,}",
               flush=True)
     if "darts" in results and "atldas" in results:
         d, a = results["darts"], results["atldas"]
-        line = f"atldas / darts: step time {a['step_s'] / d['step_s']:.3f}, peak memory {a['peak_mb'] / d['peak_mb']:.3f}"
+        line = (f"atldas / darts (medians over {args.rounds} interleaved round(s)): step CPU time "
+                f"{a['step_cpu_s'] / d['step_cpu_s']:.3f} (wall {a['step_s'] / d['step_s']:.3f}), "
+                f"peak memory {a['peak_mb'] / d['peak_mb']:.3f}")
         if "step_peak_median_mb" in a:
             line += f", median step memory {a['step_peak_median_mb'] / d['step_peak_median_mb']:.3f}"
         if "rss_peak_mb" in a:

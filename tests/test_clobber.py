@@ -210,3 +210,16 @@ def test_a_file_as_the_run_folder_is_one_line(tmp_path, capsys):
     assert main(["search", "--space", "tiny", "--out", str(f), "--no-progress"]) == 2
     _one_error(capsys, "is a file")
     assert f.read_text() == "mine"
+
+
+def test_a_run_of_another_configuration_is_not_mixed(tmp_path):
+    """A folder holding a search of another configuration that never checkpointed is refused; the
+    same configuration may start again there."""
+    from atldas.run import make_search_config
+
+    rd = RunDir(tmp_path / "run", checkpoint="checkpoint.pt", kind="search")
+    a = make_search_config(space="tiny", sets=["seed=0"])
+    rd.write_config(a)
+    rd.write_config(a)  # the same configuration: a restart
+    with pytest.raises(Exception, match=r"another configuration \(seed differ\).*--force"):
+        rd.write_config(make_search_config(space="tiny", sets=["seed=1"]))
