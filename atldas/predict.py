@@ -14,8 +14,9 @@ Outputs, per image ``<stem>``: ``<out>/<stem>.png``, the alpha matte (8-bit grey
 RGBA cut-out: pymatting's estimated foreground colours with the matte as the alpha channel.
 
 Everything is checked before anything is written: the model, the checkpoint (it must fit the network:
-see :func:`atldas.utils.weights.load_weights`), the pairing, and every image/trimap pair's size (read
-from the file headers). A problem is one :class:`~atldas.errors.AtldasError` line.
+see :func:`atldas.utils.weights.load_weights`), the output folder, the pairing, every image/trimap
+pair's size (read from the file headers, within ``--max-pixels``), and the estimated memory of the
+largest image (:mod:`atldas.matting.footprint`) against the available memory. A problem is one :class:`~atldas.errors.AtldasError` line.
 
 Weights: ``checkpoint`` is required for a learned network (without it the output would be noise from
 random weights). A non-learned MODEL (a classical method such as closed-form matting) declares
