@@ -24,6 +24,7 @@ import torch
 
 import derived_models
 from atldas.cli import main
+from atldas.data import io
 from atldas.data.io import write_alpha, write_trimap
 from atldas.utils import memory
 
@@ -418,6 +419,7 @@ def refused_quickly():
 def small_machine(monkeypatch):
     """Memory guards compare their estimate with 2 GiB available, whatever this machine has."""
     monkeypatch.setattr(memory, "available_bytes", lambda: 2 * 2**30)
+    monkeypatch.setattr(io, "MAX_PIXELS", io.MAX_PIXELS)  # --max-pixels of one case does not leak into the next
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
