@@ -74,7 +74,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise AtldasError("eval needs --pred DIR --alpha DIR --trimap DIR (missing: "
                           + ", ".join("--" + m for m in missing) + ")")
     result = evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
-                                       json_path=args.json, progress=not args.no_progress)
+                                       json_path=args.json, progress=not args.no_progress, workers=args.workers)
     print(format_table(result, title=f"DIM metrics, {args.pred}"))
     return 0
 
@@ -300,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="with --model: score the first N images only")
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
     p.add_argument("--json", help="write the scores as JSON to this file")
+    p.add_argument("--workers", type=int, help="with --pred: processes that score images (default: one per free "
+                                               "core)")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="read images of up to N pixels (default 89478485, Pillow's decompression-bomb limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

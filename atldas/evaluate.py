@@ -75,8 +75,43 @@ _SHARED_ALPHA = re.compile(r"^(?P<fg>.+)_(?P<k>\d+)$")
 
 # --------------------------------------------------------------------------- folder evaluation
 
+def _score(item: Tuple[str, Path, Path, Path]) -> Tuple[str, Dict[str, float], bool]:
+    """(name, DIM scores, whether the prediction is clamped by its trimap) of one matched item."""
+    name, pred_path, alpha_path, trimap_path = item
+    pred = alpha_to_u8(read_alpha(pred_path))
+    gt = alpha_to_u8(read_alpha(alpha_path))
+    trimap = read_trimap(trimap_path)
+    if not np.any(trimap == metrics.UNKNOWN):
+        raise DataError(f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is "
+                        "undefined (DIM divides by their number); fix the trimap, or remove "
+                        f"{Path(name).stem} from the prediction and trimap folders")
+    clamped = not (np.any(pred[trimap == 0] != 0) or np.any(pred[trimap == 255] != 255))
+    return name, metrics.compute_all(pred, gt, trimap), clamped
+
+
+def _scored(items: Sequence[Tuple[str, Path, Path, Path]], workers: int):
+    """:func:`_score` of every item, in order; over ``workers`` processes (forked where the OS can)."""
+    if workers <= 1:
+        yield from map(_score, items)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield from pool.map(_score, items)
+
+
+def default_workers(n_items: int) -> int:
+    """Processes for scoring ``n_items`` images: one per free core (``OMP_NUM_THREADS`` when the
+    command set it from the load), one for fewer than 4 images."""
+    cores = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    return max(1, min(cores, n_items)) if n_items >= 4 else 1
+
+
 def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: PathLike,
-                     json_path: Optional[PathLike] = None, progress: bool = True) -> Dict[str, Any]:
+                     json_path: Optional[PathLike] = None, progress: bool = True,
+                     workers: Optional[int] = None) -> Dict[str, Any]:
     """Score every prediction in ``pred_dir`` with SAD, MSE, Grad and Conn (DIM convention).
 
     Args:
@@ -86,6 +121,8 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
         trimap_dir: folder of trimaps (0 / 128 / 255; near-greys are mapped, with a warning).
         json_path: if given, write the scores there as JSON (atomically).
         progress: show a progress bar (only when stderr is a terminal).
+        workers: processes that decode and score images (default :func:`default_workers`); the
+            scores do not depend on it.
 
     Returns:
         ``{"SAD", "MSE", "Grad", "Conn": means over images, "count": N, "per_image": {name: {...}}}``
@@ -114,19 +151,16 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     unclamped: List[str] = []
     sad_sum = 0.0
     show = progress and _is_tty(sys.stderr)
-    with tqdm(items, desc="eval", unit="img", disable=not show, file=sys.stderr) as bar:
-        for name, pred_path, alpha_path, trimap_path in bar:
-            pred = alpha_to_u8(read_alpha(pred_path))
-            gt = alpha_to_u8(read_alpha(alpha_path))
-            trimap = read_trimap(trimap_path)
-            if not np.any(trimap == metrics.UNKNOWN):
-                raise DataError(f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is "
-                                "undefined (DIM divides by their number); fix the trimap, or remove "
-                                f"{Path(name).stem} from the prediction and trimap folders")
-            if np.any(pred[trimap == 0] != 0) or np.any(pred[trimap == 255] != 255):
+    n_workers = default_workers(len(items)) if workers is None else int(workers)
+    if n_workers < 1:
+        raise DataError(f"--workers must be at least 1, got {workers}")
+    with tqdm(_scored(items, n_workers), total=len(items), desc="eval", unit="img", disable=not show,
+              file=sys.stderr) as bar:
+        for name, scores, clamped in bar:
+            if not clamped:
                 unclamped.append(name)
-            per_image[name] = metrics.compute_all(pred, gt, trimap)
-            sad_sum += per_image[name]["SAD"]
+            per_image[name] = scores
+            sad_sum += scores["SAD"]
             bar.set_postfix(SAD=f"{sad_sum / len(per_image):.3f}")
     if unclamped:
         log.warning("%d of %d prediction(s) are not clamped by their trimap (%s); scored as given. "

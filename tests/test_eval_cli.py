@@ -111,6 +111,15 @@ def test_eval_json_matches_compute_all(dataset, tmp_path, capsys):
     assert [p.name for p in out_json.parent.iterdir()] == ["scores.json"]
 
 
+def test_eval_scores_do_not_depend_on_the_worker_processes(dataset):
+    from atldas.evaluate import evaluate_folders
+
+    P, A, T, _ = dataset
+    one = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=1)
+    two = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=2)
+    assert one == two and list(one["per_image"]) == list(two["per_image"])
+
+
 def test_eval_returns_dict_without_json(dataset):
     from atldas.evaluate import evaluate_folders
 
