@@ -86,7 +86,8 @@ def _retrain_config(args: argparse.Namespace):
     from atldas.retrain import RetrainConfig
 
     cfg = load_yaml(RetrainConfig, args.config) if args.config else RetrainConfig()
-    flags = {"model": args.model, "data": args.data, "backgrounds": args.backgrounds, "epochs": args.epochs,
+    flags = {"model": args.model, "data": args.data, "val_data": args.val_data, "backgrounds": args.backgrounds,
+             "epochs": args.epochs,
              "seed": args.seed, "out": args.out, "device": args.device, "threads": args.threads}
     changes = {k: v for k, v in flags.items() if v is not None}
     if args.no_progress:
@@ -311,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="GENOTYPE|MODEL", nargs="?",
                    help="genotype file, search run directory or registered model (not needed with --resume)")
     p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
+    p.add_argument("--val-data", help="validation set folder (its test split, any layout eval reads, e.g. a "
+                                      "generic image/trimap/alpha folder); default: --data's own")
     p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")

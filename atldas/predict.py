@@ -40,7 +40,7 @@ from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_imag
                             write_rgb)
 from atldas.errors import ConfigError, DataError
 from atldas.matting.footprint import predict_bytes
-from atldas.matting.inference import check_tiling, estimate_foreground, predict_alpha
+from atldas.matting.inference import check_tiling, estimate_foreground, image_wide_layers, predict_alpha
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.device import resolve_device
@@ -191,6 +191,12 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
 
     net = mm.build()
     check_memory(mm, net, sizes, tile=tile, cutout=cutout)
+    wide = image_wide_layers(net) if tile else []
+    if wide and any(max(w, h) > tile for w, h in sizes.values()):
+        log.warning("--tile %d: %s has layers with image-wide context (%s), so each tile sees only its own "
+                    "statistics: the matte differs from the untiled one and may show seams near tile borders "
+                    "(a larger --tile and --overlap bring it closer); drop --tile where memory allows",
+                    tile, mm.name, ", ".join(wide))
     if checkpoint is not None:
         if mm.learned:
             load_weights(net, checkpoint, name=mm.name)

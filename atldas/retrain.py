@@ -116,6 +116,7 @@ class RetrainConfig:
 
     model: str = ""
     data: str = "synthetic"
+    val_data: Optional[str] = None
     backgrounds: Optional[str] = None
     epochs: int = 10
     steps_per_epoch: int = 30
@@ -170,7 +171,7 @@ def _check(cfg: RetrainConfig) -> None:
         raise ConfigError("the loss weights loss_l1, loss_lap and loss_comp are all 0: nothing to train")
     if cfg.val_count < 0:
         raise ConfigError(f"val_count must be >= 0 (0: the whole test split of --data DIR), got {cfg.val_count}")
-    if cfg.data == "synthetic" and cfg.val_count < 1:
+    if cfg.data == "synthetic" and not cfg.val_data and cfg.val_count < 1:
         raise ConfigError("val_count must be at least 1 with --data synthetic")
     if cfg.crop % 32:
         raise ConfigError(f"crop must be a multiple of 32 (the networks downsample 5 times), got {cfg.crop}")
@@ -245,11 +246,14 @@ def _set_clamp(net: nn.Module, value: bool) -> None:
 # --------------------------------------------------------------------------- data
 
 def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
-    """(training set, validation set)."""
+    """(training set, validation set): ``val_data``'s test split when given, else ``data``'s."""
     if cfg.data == "synthetic":
         per_epoch = cfg.steps_per_epoch * cfg.batch_size
         train = SyntheticMatting(size=cfg.crop, length=cfg.epochs * per_epoch, seed=cfg.seed, split="train",
                                  backgrounds=cfg.backgrounds)
+        if cfg.val_data:
+            val = _validation_set(Path(cfg.val_data), cfg, flag="--val-data")
+            return train, Subset(val, range(cfg.val_count)) if 0 < cfg.val_count < len(val) else val
         val = SyntheticMatting(size=cfg.val_size, length=cfg.val_count, seed=cfg.seed, split="val",
                                backgrounds=cfg.backgrounds)
         return train, val
@@ -266,15 +270,27 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         raise DataError(f"--data {root}: its training split is not composed on the fly; retrain needs "
                         "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} "
                         "with --backgrounds DIR")
-    try:
-        val = open_dataset(root, split="test", backgrounds=cfg.backgrounds)
-    except ConfigError:  # a test split with its own composites takes no backgrounds (Composition-1K)
-        val = open_dataset(root, split="test")
-    if not getattr(val, "has_alpha", True):
-        raise DataError(f"--data {root}: its test split has no ground-truth alpha to validate on")
+    val = _validation_set(Path(cfg.val_data) if cfg.val_data else root, cfg, flag="--val-data" if cfg.val_data else "--data")
     if cfg.val_count and cfg.val_count < len(val):
         val = Subset(val, range(cfg.val_count))
     return train, val
+
+
+def _validation_set(root: Path, cfg: RetrainConfig, *, flag: str) -> Dataset:
+    """The test split of ``root`` (any layout the readers know), with ground-truth alphas."""
+    if not root.is_dir():
+        raise DataError(f"{flag} {root}: no such folder")
+    try:
+        try:
+            val = open_dataset(root, split="test", backgrounds=cfg.backgrounds)
+        except ConfigError:  # a test split with its own composites takes no backgrounds (Composition-1K)
+            val = open_dataset(root, split="test")
+    except (ConfigError, DataError) as exc:
+        hint = "" if cfg.val_data else "; give a validation set of its own with --val-data DIR"
+        raise DataError(f"{flag} {root}: no test split to validate on ({exc}){hint}") from None
+    if not getattr(val, "has_alpha", True):
+        raise DataError(f"{flag} {root}: its test split has no ground-truth alpha to validate on")
+    return val
 
 
 def _epoch_order(n: int, cfg: RetrainConfig) -> Callable[[int], List[int]]:
@@ -532,7 +548,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
              cfg.steps_per_epoch, cfg.batch_size, cfg.crop, cfg.optimizer, cfg.lr, cfg.device,
              f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "", out)
     trivial, n_val = trivial_scores(val_ds)
-    where = (f"synthetic split val at {cfg.val_size}x{cfg.val_size}" if cfg.data == "synthetic"
+    where = (f"{cfg.val_data}, test split at full resolution" if cfg.val_data
+             else f"synthetic split val at {cfg.val_size}x{cfg.val_size}" if cfg.data == "synthetic"
              else f"{cfg.data}, test split at full resolution")
     log.info("validation set: %d image(s) (%s; compare validation figures only with those of the same "
              "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "

@@ -279,3 +279,22 @@ def test_load_weights_errors(tmp_path):
     with pytest.raises(DataError, match=r"2 missing keys \(3.weight, 3.bias\)"):
         load_weights(extra, tmp_path / "ok.pt")
     load_weights(extra, tmp_path / "ok.pt", strict=False)  # missing keys allowed, shapes fit
+
+
+def test_tiling_a_network_with_image_wide_context_warns(tmp_path, caplog):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from atldas.cli import main
+    from atldas.data.io import write_trimap
+    from atldas.models.zoo import create_model
+
+    Image.fromarray(np.full((96, 128, 3), 90, np.uint8)).save(tmp_path / "p.png")
+    write_trimap(tmp_path / "t.png", np.full((96, 128), 128, np.uint8))
+    torch.save({"model": create_model("cnn_baseline_tiny").state_dict()}, tmp_path / "w.pt")
+    caplog.set_level("WARNING", logger="atldas")
+    assert main(["predict", "--model", "cnn_baseline_tiny", "--checkpoint", str(tmp_path / "w.pt"), "--image",
+                 str(tmp_path / "p.png"), "--trimap", str(tmp_path / "t.png"), "--out", str(tmp_path / "o"),
+                 "--tile", "64", "--overlap", "32", "--no-cutout"]) == 0
+    assert "image-wide context (GroupNorm)" in caplog.text

@@ -234,3 +234,19 @@ def test_drop_path_on_a_network_without_darts_cells_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="no DARTS cells"):
         retrain(cfg)
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_val_data_validates_on_a_folder_of_its_own(genotype_file, tmp_path, caplog):
+    """--val-data: a generic image/trimap/alpha folder validates a synthetic retrain; a folder without
+    a test split is one line naming --val-data."""
+    from tests.test_datasets import make_generic
+
+    make_generic(tmp_path / "val", names=("a", "b"))
+    caplog.set_level("INFO", logger="atldas")
+    out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, val_data=str(tmp_path / "val"), val_count=0))
+    row = json.loads((out / "history.jsonl").read_text())
+    assert row["val/count"] == 2 and math.isfinite(row["val/SAD"])
+    assert f"{tmp_path / 'val'}, test split at full resolution" in caplog.text
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AtldasError, match="--val-data .*empty"):
+        retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, val_data=str(tmp_path / "empty")))

@@ -47,7 +47,7 @@ from atldas.tensors import centred_pad
 from atldas.utils.memory_format import channels_last
 
 __all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input",
-           "tile_origins", "tile_weights", "check_tiling", "estimate_foreground"]
+           "tile_origins", "tile_weights", "check_tiling", "estimate_foreground", "image_wide_layers"]
 
 #: Inputs are padded to a multiple of this (the networks downsample 5 times).
 PAD_MULTIPLE = 32
@@ -133,6 +133,16 @@ def _run(model: MattingModel, net: nn.Module, x: Tensor, device: torch.device, a
         raise RuntimeError(f"{model.name}: expected a (1, 1, {x.shape[-2]}, {x.shape[-1]}) alpha, "
                            f"got {tuple(y.shape)}")
     return y[0, 0].float().cpu()
+
+
+#: Layers whose output at a pixel depends on the whole input (statistics or pooling over the image):
+#: with them, a tile does not see what the whole image sees.
+_IMAGE_WIDE = (nn.GroupNorm, nn.InstanceNorm2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.MultiheadAttention)
+
+
+def image_wide_layers(net: nn.Module) -> list[str]:
+    """Names of the layer types in ``net`` with image-wide context (tiling is not exact with them)."""
+    return sorted({type(m).__name__ for m in net.modules() if isinstance(m, _IMAGE_WIDE)})
 
 
 def check_tiling(tile: int, overlap: int) -> int:
