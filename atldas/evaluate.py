@@ -44,9 +44,11 @@ validation runs (:func:`atldas.matting.scoring.score_dataset`), table and JSON::
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import os
 import re
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -94,9 +96,6 @@ def _scored(items: Sequence[Tuple[str, Path, Path, Path]], workers: int):
     if workers <= 1:
         yield from map(_score, items)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         yield from pool.map(_score, items)
