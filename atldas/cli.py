@@ -158,7 +158,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     result = tune(space=args.space, trials=args.trials, out=args.out, storage=args.storage, study=args.study,
-                  objectives=args.objective, space_file=args.space_file, sets=args.set or [])
+                  objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune)
     print(result["table"])
     print(f"study {result['study']}: {result['finished']} finished trial(s); {args.out}/pareto.json, "
           f"{result['plot']}, {args.out}/best/")
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objectives to minimise (default: loss macs)")
     p.add_argument("--space-file", help="YAML tuning space: --set key -> {type, low, high[, log, step]} or "
                                         "{type: categorical, choices}; default arch_lr, w_lr, k_max, strategy")
+    p.add_argument("--prune", action="store_true", help="stop trials whose per-epoch loss is below the median "
+                                                         "(single objective: --objective loss)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed search setting for every trial")
     p.set_defaults(func=_cmd_tune)

@@ -168,12 +168,12 @@ def open_storage(storage: Optional[str], out: Path):
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
-def open_study(storage: Any, name: str, objectives: Sequence[str]):
+def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: Any = None):
     """Create or load study ``name``; a study made with other objectives is refused."""
     optuna = _optuna()
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * len(objectives),
-                                    load_if_exists=True)
+                                    load_if_exists=True, pruner=pruner)
     except ValueError as exc:
         raise AtldasError(f"study {name!r} exists with other objectives ({exc}); choose another --study") from None
     saved = study.user_attrs.get("atldas.objectives")
@@ -271,8 +271,13 @@ def _plot_front(study: Any, objectives: Sequence[str], path: Path) -> None:
 
 def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", storage: Optional[str] = None,
          study: Optional[str] = None, objectives: Sequence[str] = ("loss", "macs"), space_file: Optional[str] = None,
-         sets: Sequence[str] = ()) -> Dict[str, Any]:
+         sets: Sequence[str] = (), prune: bool = False) -> Dict[str, Any]:
     """Run (or join) a study until it holds ``trials`` finished trials; see the module docstring.
+
+    ``prune`` (single objective ``loss`` only: Optuna's pruners do not take several objectives) stops
+    a trial whose per-epoch arch loss is worse than the median of earlier trials at the same epoch
+    (``MedianPruner``, after 2 finished trials and the warm-up epochs); pruned trials do not count as
+    finished.
 
     Returns:
         ``{"study", "finished", "pareto": [{"trial", "values", "params", "run"}...], "table", "plot"}``.
@@ -289,8 +294,12 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     base.check(get_task(base.task or get_space(space).task))
     out_dir = check_output(out, flag="--out", folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if prune and list(objectives) != ["loss"]:
+        raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "
+                          "take several objectives")
     name = study or f"tune-{space}"
-    st = open_study(open_storage(storage, out_dir), name, objectives)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None
+    st = open_study(open_storage(storage, out_dir), name, objectives, pruner=pruner)
     done_states = (optuna.trial.TrialState.COMPLETE,)
     succeeded: List[int] = []  # this worker's last trial finished
 
@@ -302,10 +311,18 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         trial.set_user_attr("run", str(run_dir))
         overrides = [f"{k}={v}" for k, v in drawn.items() if k not in ("strategy",)]
         log.info("tune: trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in drawn.items()), run_dir)
+        def report(row: Dict[str, Any]) -> None:
+            if prune and row.get("loss/arch") is not None and int(row["epoch"]) + 1 < cfg.epochs:
+                trial.report(float(row["loss/arch"]), step=int(row["epoch"]))
+                if trial.should_prune():
+                    succeeded.append(trial.number)  # a pruned trial is not a failure
+                    log.info("tune: trial %d pruned after epoch %d", trial.number, int(row["epoch"]) + 1)
+                    raise optuna.TrialPruned()
+
         try:
             cfg = make_search_config(space=space, strategy=drawn.get("strategy"), out=str(run_dir),
                                      sets=[*sets, *overrides, "progress=false", "plots=false"])
-            search(cfg)
+            search(cfg, callback=report)
         except AtldasError as exc:
             log.warning("tune: trial %d failed: %s", trial.number, exc)
             raise

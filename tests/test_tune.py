@@ -48,6 +48,7 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
     cases = [(["--space-file", str(tmp_path / "s.yaml")], "unknown key 'bogus'"),
              (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open"),
              (["--trials", "0"], "--trials"),
+             (["--prune"], "--prune needs the single objective loss"),
              (["--set", "C=0"], "C must be")]
     for extra, expect in cases:
         assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2
