@@ -250,3 +250,32 @@ def test_val_data_validates_on_a_folder_of_its_own(genotype_file, tmp_path, capl
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtldasError, match="--val-data .*empty"):
         retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, val_data=str(tmp_path / "empty")))
+
+
+def test_laplacian_loss_equals_the_two_pyramid_reference():
+    """One separable pyramid of the difference gives the loss of two 5x5 pyramids (linearity)."""
+    import torch.nn.functional as F
+
+    from atldas.matting.losses import laplacian_loss
+
+    def pyramid(x, levels=5):
+        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+        k2 = (torch.outer(k, k) / 256.0).view(1, 1, 5, 5)
+        out, cur = [], x
+        for _ in range(levels - 1):
+            down = F.conv2d(F.pad(cur, (2, 2, 2, 2), mode="reflect"), k2)[:, :, ::2, ::2]
+            up = torch.zeros_like(cur)
+            up[:, :, ::2, ::2] = down * 4.0
+            out.append(cur - F.conv2d(F.pad(up, (2, 2, 2, 2), mode="reflect"), k2))
+            cur = down
+        return out + [cur]
+
+    torch.manual_seed(0)
+    p, t = torch.rand(3, 1, 96, 64, requires_grad=True), torch.rand(3, 1, 96, 64)
+    w = (torch.rand(3, 1, 96, 64) > 0.4).float()
+    want = sum(2 ** i * F.l1_loss(a, b) for i, (a, b) in enumerate(zip(pyramid(p * w), pyramid(t * w))))
+    got = laplacian_loss(p, t, w)
+    assert abs(float(got) - float(want)) < 1e-6 * float(want)
+    g_want, = torch.autograd.grad(want, p)
+    g_got, = torch.autograd.grad(got, p)
+    assert torch.allclose(g_got, g_want, atol=1e-9)

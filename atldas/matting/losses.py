@@ -21,24 +21,29 @@ def weighted_l1(pred: Tensor, target: Tensor, weight: Tensor, eps: float = 1e-6)
     return (weight * (pred - target).abs()).sum() / (weight.sum() + eps)
 
 
-def _gauss_kernel(channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=device, dtype=dtype)
-    k2 = torch.outer(k, k) / 256.0
-    return k2.expand(channels, 1, 5, 5).contiguous()
+#: The 5-tap binomial filter of the pyramid (the 5x5 kernel is its outer product / 256).
+_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def _blur(x: Tensor) -> Tensor:
+    """5x5 binomial blur of (B, C, H, W) with reflect padding, as two separable 5-tap passes (10
+    multiply-adds per pixel instead of 25; the same sum up to float rounding)."""
+    C = x.shape[1]
+    k = torch.tensor(_TAPS, device=x.device, dtype=x.dtype) / 16.0
+    x = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 5, 1).expand(C, 1, 5, 1), groups=C)  # (B, C, H, W + 4)
+    return F.conv2d(x, k.view(1, 1, 1, 5).expand(C, 1, 1, 5), groups=C)  # (B, C, H, W)
 
 
 def laplacian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
     """Laplacian pyramid of (B, C, H, W) with a 5x5 binomial kernel (reflect padding)."""
-    kernel = _gauss_kernel(x.shape[1], x.device, x.dtype)
     out = []
     cur = x
     for _ in range(levels - 1):
-        blurred = F.conv2d(F.pad(cur, (2, 2, 2, 2), mode="reflect"), kernel, groups=x.shape[1])
-        down = blurred[:, :, ::2, ::2]
+        down = _blur(cur)[:, :, ::2, ::2]
         up = torch.zeros_like(cur)
         up[:, :, ::2, ::2] = down * 4.0
-        up = F.conv2d(F.pad(up, (2, 2, 2, 2), mode="reflect"), kernel, groups=x.shape[1])
-        out.append(cur - up)
+        out.append(cur - _blur(up))
         cur = down
         if min(cur.shape[-2:]) < 3:
             break
@@ -47,10 +52,13 @@ def laplacian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
 
 
 def laplacian_loss(pred: Tensor, target: Tensor, weight: Tensor, *, levels: int = 5) -> Tensor:
-    """Sum over pyramid levels of 2^i-weighted L1 between Laplacian pyramids, masked by ``weight``."""
-    pp = laplacian_pyramid(pred * weight, levels)
-    tp = laplacian_pyramid(target * weight, levels)
-    return sum((2 ** i) * F.l1_loss(a, b) for i, (a, b) in enumerate(zip(pp, tp)))
+    """Sum over pyramid levels of 2^i-weighted L1 between Laplacian pyramids, masked by ``weight``.
+
+    The pyramid is linear, so the difference of the two pyramids is the pyramid of the difference:
+    one pyramid is built, not two (the same loss up to float rounding).
+    """
+    levels_of_diff = laplacian_pyramid((pred - target) * weight, levels)
+    return sum((2 ** i) * level.abs().mean() for i, level in enumerate(levels_of_diff))
 
 
 def composition_loss(pred: Tensor, fg: Tensor, bg: Tensor, image: Tensor, weight: Tensor) -> Tensor:
