@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
@@ -39,9 +39,6 @@ TILE_BYTES = 8
 #: Bytes per pixel of the RGBA cut-out (pymatting's multi-level foreground estimate, float64 levels).
 CUTOUT_BYTES = 120
 
-_CACHE: Dict[Tuple[int, str], float] = {}
-
-
 def _tensors(obj: Any):
     if isinstance(obj, Tensor):
         yield obj
@@ -56,7 +53,7 @@ def _tensors(obj: Any):
 @torch.inference_mode()
 def forward_bytes_per_pixel(model: MattingModel, net: nn.Module) -> float:
     """Peak bytes of live activations per input pixel during one CPU forward of ``net`` (times
-    :data:`SAFETY`), measured on a ``PROBE`` x ``PROBE`` input; cached per network object.
+    :data:`SAFETY`), measured on a ``PROBE`` x ``PROBE`` input (0.03-0.2 s on one thread).
 
     A module with a ``BYTES_PER_PIXEL`` attribute (a classical method that is not a network of
     modules) gives that figure instead.
@@ -64,9 +61,6 @@ def forward_bytes_per_pixel(model: MattingModel, net: nn.Module) -> float:
     declared = getattr(net, "BYTES_PER_PIXEL", None)
     if declared is not None:
         return float(declared)
-    key = (id(net), model.name)
-    if key in _CACHE:
-        return _CACHE[key]
     live = {"now": 0, "peak": 0}
     seen: Dict[int, int] = {}
 
@@ -96,9 +90,7 @@ def forward_bytes_per_pixel(model: MattingModel, net: nn.Module) -> float:
         for h in handles:
             h.remove()
         net.train(was_training)
-    per_pixel = SAFETY * (live["peak"] + x.numel() * x.element_size()) / (PROBE * PROBE)
-    _CACHE[key] = per_pixel
-    return per_pixel
+    return SAFETY * (live["peak"] + x.numel() * x.element_size()) / (PROBE * PROBE)
 
 
 def predict_bytes(model: MattingModel, net: nn.Module, height: int, width: int, *, tile: Optional[int] = None,
