@@ -158,7 +158,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     _threads(args.threads)
     result = tune(space=args.space, trials=args.trials, out=args.out, storage=args.storage, study=args.study,
-                  objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune)
+                  objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune,
+                  retrain_epochs=args.retrain_epochs, retrain_sets=args.retrain_set or [])
     print(result["table"])
     print(f"study {result['study']}: {result['finished']} finished trial(s); {args.out}/pareto.json, "
           f"{result['plot']}, {args.out}/best/")
@@ -265,8 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="journal file or RDB URL (sqlite:///f.db, postgresql://...); default "
                                      "OUT/study.log")
     p.add_argument("--study", help="study name (default tune-SPACE); workers sharing storage and name share it")
-    p.add_argument("--objective", nargs="+", default=["loss", "macs"], choices=("loss", "macs", "params"),
-                   help="objectives to minimise (default: loss macs)")
+    p.add_argument("--objective", nargs="+", default=["loss", "macs"], choices=("loss", "macs", "params", "sad"),
+                   help="objectives to minimise (default: loss macs; sad needs --retrain-epochs)")
+    p.add_argument("--retrain-epochs", type=int, default=0, metavar="N",
+                   help="retrain each trial's genotype for N epochs (matting spaces; gives --objective sad)")
+    p.add_argument("--retrain-set", action="append", metavar="KEY=VALUE", help="retrain setting of those retrains")
     p.add_argument("--space-file", help="YAML tuning space: --set key -> {type, low, high[, log, step]} or "
                                         "{type: categorical, choices}; default arch_lr, w_lr, k_max, strategy")
     p.add_argument("--prune", action="store_true", help="stop trials whose per-epoch loss is below the median "

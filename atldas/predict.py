@@ -43,7 +43,7 @@ from atldas.matting.footprint import predict_bytes
 from atldas.matting.inference import check_tiling, estimate_foreground, image_wide_layers, predict_alpha
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
-from atldas.utils.device import resolve_device
+from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.atomic import check_output
 from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
@@ -202,6 +202,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
             load_weights(net, checkpoint, name=mm.name)
         else:
             log.warning("%s is not a learned model; --checkpoint %s ignored", mm.name, checkpoint)
+    tune_backend(dev)
     net = channels_last(net.to(dev).eval())
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
 

@@ -88,7 +88,7 @@ from atldas.tensors import batch_to, matting_input
 from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
 from atldas.utils.checkpoint import load_checkpoint
 from atldas.utils.counting import count_params
-from atldas.utils.device import resolve_device
+from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, tune_backend
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
@@ -100,7 +100,6 @@ BEST = "best.pt"
 FORMAT = "atldas-retrain/1"
 OPTIMIZERS = ("adamw", "radam")
 _NOT_SCALARS = ("epoch", "step", "params", "val/count", "best/epoch")
-AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 # --------------------------------------------------------------------------- configuration
@@ -331,11 +330,7 @@ def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
 
 def _amp_dtype(cfg: RetrainConfig) -> Optional[torch.dtype]:
     """Autocast dtype: CUDA only; ``auto`` = bf16 where supported, else fp16."""
-    if not cfg.device.startswith("cuda") or cfg.amp == "off":
-        return None
-    if cfg.amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cfg.amp == "bf16" else torch.float16
+    return amp_dtype(cfg.device, cfg.amp)
 
 
 class EMA:
@@ -494,6 +489,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    tune_backend(device)
     train_ds, val_ds = _datasets(cfg)
     if not resume:
         run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written

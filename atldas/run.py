@@ -48,7 +48,7 @@ from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
 from atldas.utils.atomic import refuse_input_as_output, write_text_atomic
-from atldas.utils.device import resolve_device
+from atldas.utils.device import amp_dtype, resolve_device, tune_backend
 from atldas.utils.dist import shard
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
@@ -84,6 +84,9 @@ class SearchConfig:
             weight steps).
         warmup_epochs: epochs of uniform children and no arch steps.
         channels_last: the supernet and its inputs in channels_last.
+        amp: mixed precision of the supernet's forward passes on CUDA: ``auto`` (bf16 where the GPU
+            has it, else off), ``bf16``, ``off`` (``fp16`` is refused: the arch step has no loss
+            scaler); the CPU always runs in float32.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.
@@ -105,6 +108,7 @@ class SearchConfig:
     arch_steps_per_epoch: int = 50
     warmup_epochs: int = 2
     channels_last: bool = True
+    amp: str = "auto"
     knobs: SpaceCfg = field(default_factory=SpaceCfg)
     data: DataCfg = field(default_factory=DataCfg)
     budget: BudgetCfg = field(default_factory=BudgetCfg)
@@ -125,6 +129,10 @@ class SearchConfig:
                               f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} or "
                               "more, or --set warmup_epochs=...")
         resolve_device(self.device)
+        if self.amp == "fp16":
+            raise ConfigError("search runs autocast in bf16 only (fp16 would need loss scaling of the arch "
+                              "step); use --set amp=bf16, auto or off")
+        amp_dtype(self.device, self.amp)
         self.knobs.check()
         task.check(self.data)
         self.budget.check()
@@ -244,6 +252,7 @@ class Run:
         seed_everything(cfg.seed)
         self.space: SearchSpace = bind_space(cfg)
         strategy_cls = STRATEGIES.get(cfg.strategy)
+        tune_backend(cfg.device)
         net = self.space.build_supernet(ops=self.space.search_ops(with_none=strategy_cls.uses_none)).to(cfg.device)
         self.net = channels_last(net) if cfg.channels_last else net
         self.budget = cfg.budget.build()
@@ -258,6 +267,8 @@ class Run:
         self.strategy: Strategy = strategy_cls(supernet=self.net, loss_fn=self.task.loss, cost=self.table,
                                                budget=self.budget, hp=cfg.hp, epochs=cfg.epochs,
                                                warmup_epochs=cfg.warmup_epochs, seed=cfg.seed)
+        dtype = amp_dtype(cfg.device, cfg.amp)
+        self.strategy.amp_dtype = None if dtype == torch.float16 else dtype  # auto on a GPU without bf16: off
         self.epoch = 0
         self._data: Optional[tuple] = None
 

@@ -209,6 +209,9 @@ class Strategy:
     uses_none = False
     #: The settings dataclass of this strategy.
     HP: type = StrategyHP
+    #: Autocast dtype of the supernet's forward passes (None: full precision; the run sets it from
+    #: ``--set amp=...``). Losses, gradients of the logits and the optimizers stay in float32.
+    amp_dtype: Optional[torch.dtype] = None
 
     def __init__(self, *, supernet: SuperNet, loss_fn: LossFn, cost: CostTable, budget: Optional[Budget],
                  hp: StrategyHP, epochs: int, warmup_epochs: int = 0, seed: int = 0) -> None:
@@ -255,6 +258,14 @@ class Strategy:
     def in_warmup(self, epoch: Optional[float] = None) -> bool:
         """Whether ``epoch`` (default: the current one) is a warm-up epoch (no arch steps)."""
         return self.schedule.in_warmup(self.epoch if epoch is None else epoch)
+
+    def _forward(self, x: Tensor, plan: Plan) -> Tensor:
+        """The supernet's output for ``plan``, in float32 (autocast inside when :attr:`amp_dtype` is set)."""
+        if self.amp_dtype is None:
+            return self.net(x, plan)
+        with torch.autocast(device_type=x.device.type, dtype=self.amp_dtype):
+            out = self.net(x, plan)
+        return out.float()
 
     def _step_weights(self, loss: Tensor) -> None:
         self.w_opt.zero_grad(set_to_none=True)
@@ -397,7 +408,7 @@ class AtldasStrategy(Strategy):
         eps = self.schedule.epsilon(self.epoch)
         with torch.no_grad():
             child = self.net.arch.sample(epsilon=eps, grad=False, generator=self.gen_w)
-        pred = self.net(x, self.net.plan(child))
+        pred = self._forward(x, self.net.plan(child))
         loss = self.loss_fn(pred, batch)
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach()), "epsilon": eps}
@@ -408,7 +419,7 @@ class AtldasStrategy(Strategy):
             # M children from the policy, independent of the weight sampler; forward passes only
             children = [arch.sample(generator=self.gen_a) for _ in range(M)]
             with torch.no_grad():
-                losses = torch.stack([self.loss_fn(self.net(x, self.net.plan(c)), batch).float() for c in children])
+                losses = torch.stack([self.loss_fn(self._forward(x, self.net.plan(c)), batch).float() for c in children])
             advantage = losses - (losses.sum() - losses) / (M - 1)  # leave-one-out baseline
             logp = torch.stack([arch.log_prob(c) for c in children])
             surrogate = (advantage * logp).mean()  # its gradient: the score-function estimate of dE[L]
@@ -417,7 +428,7 @@ class AtldasStrategy(Strategy):
         task = torch.zeros(())
         for _ in range(M):
             child = arch.sample(tau=tau, grad=True, generator=self.gen_a)
-            task = task + self.loss_fn(self.net(x, self.net.plan(child)), batch)
+            task = task + self.loss_fn(self._forward(x, self.net.plan(child)), batch)
         task = task / M
         return task, float(task.detach()), {"tau": tau}
 
@@ -479,12 +490,12 @@ class DartsStrategy(Strategy):
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         with torch.no_grad():
             plan = self.net.plan(soft=True, edge_weights=self._ones())
-        loss = self.loss_fn(self.net(x, plan), batch)
+        loss = self.loss_fn(self._forward(x, plan), batch)
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach())}
 
     def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
-        task = self.loss_fn(self.net(x, self.net.plan(soft=True, edge_weights=self._ones())), batch)
+        task = self.loss_fn(self._forward(x, self.net.plan(soft=True, edge_weights=self._ones())), batch)
         return task, float(task.detach()), {}
 
     def arch_edge_probs(self) -> Optional[Dict[str, Tensor]]:
@@ -527,12 +538,12 @@ class GdasStrategy(Strategy):
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         with torch.no_grad():
             plan = self._plan(grad=False, generator=self.gen_w)
-        loss = self.loss_fn(self.net(x, plan), batch)
+        loss = self.loss_fn(self._forward(x, plan), batch)
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach())}
 
     def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
-        task = self.loss_fn(self.net(x, self._plan(grad=True, generator=self.gen_a)), batch)
+        task = self.loss_fn(self._forward(x, self._plan(grad=True, generator=self.gen_a)), batch)
         return task, float(task.detach()), {"tau": self.schedule.tau(self.epoch)}
 
     def arch_edge_probs(self) -> Optional[Dict[str, Tensor]]:
@@ -553,7 +564,7 @@ class RandomStrategy(Strategy):
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         with torch.no_grad():
             child = self.net.arch.sample(epsilon=1.0, grad=False, generator=self.gen_w)
-        loss = self.loss_fn(self.net(x, self.net.plan(child)), batch)
+        loss = self.loss_fn(self._forward(x, self.net.plan(child)), batch)
         self._step_weights(loss)
         return {"loss/weights": float(loss.detach())}
 

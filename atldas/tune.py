@@ -14,7 +14,10 @@ distributions::
 
 Objectives (``--objective``, minimised, two by default: quality against cost): ``loss`` (the search's
 last arch-step loss of the sampled children, on held-out batches), ``macs`` and ``params`` (of the
-derived genotype at the space's input size). The Pareto front is printed as a table and drawn in
+derived genotype at the space's input size), and with ``--retrain-epochs N`` (spaces of the matting
+task) ``sad``: the best validation SAD of an ``atldas retrain`` of the trial's genotype for N epochs in
+``OUT/trial-NNNN/retrain`` (``--retrain-set`` passes retrain settings), the quality measure that the
+search's own loss only stands in for. The Pareto front is printed as a table and drawn in
 ``OUT/pareto.png``; ``OUT/pareto.json`` lists its trials and ``OUT/best/`` holds their genotypes.
 
 Storage: ``OUT/study.log``, an Optuna journal file, unless ``--storage`` names another journal file
@@ -28,6 +31,7 @@ study ends when it holds ``--trials`` finished trials.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -40,11 +44,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from atldas.config import leaf_paths
+from atldas.config import apply_overrides, leaf_paths
 from atldas.errors import AtldasError, ConfigError
 from atldas.run import ALIASES, make_search_config
 from atldas.tasks import get_task
 from search_spaces import get_space
+from atldas.retrain import RetrainConfig, retrain
 from atldas.search import search
 from atldas.utils.atomic import atomic_path, check_output, write_json
 
@@ -54,7 +59,8 @@ __all__ = ["OBJECTIVES", "DEFAULT_SPACE", "Param", "load_tune_space", "tune", "p
 
 #: Objective name -> what it measures (all minimised).
 OBJECTIVES = {"loss": "the search's last arch-step loss", "macs": "MACs of the derived genotype",
-              "params": "parameters of the derived genotype"}
+              "params": "parameters of the derived genotype",
+              "sad": "best validation SAD of a short retrain of the derived genotype (--retrain-epochs)"}
 #: The default tuning space (YAML): the arch optimiser, the weight learning rate and the in-degree
 #: range. (``strategy`` can be tuned too, but the ``loss`` objective is each strategy's own arch-step
 #: loss, comparable between trials of one strategy only.)
@@ -216,12 +222,18 @@ def fail_dead_trials(study: Any) -> int:
 
 # --------------------------------------------------------------------------- the objective
 
+def _history(path: Path) -> List[Dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def _objective_values(run_dir: Path, objectives: Sequence[str]) -> List[float]:
-    rows = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
+    rows = _history(run_dir / "history.jsonl")
     cost = json.loads((run_dir / "genotype.json").read_text())["cost"]
     values = []
     for o in objectives:
-        if o == "loss":
+        if o == "sad":
+            v = _history(run_dir / "retrain" / "history.jsonl")[-1]["best/SAD"]
+        elif o == "loss":
             v = next((r["loss/arch"] for r in reversed(rows) if r.get("loss/arch") is not None),
                      rows[-1]["loss/weights"])
         else:
@@ -271,13 +283,15 @@ def _plot_front(study: Any, objectives: Sequence[str], path: Path) -> None:
 
 def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", storage: Optional[str] = None,
          study: Optional[str] = None, objectives: Sequence[str] = ("loss", "macs"), space_file: Optional[str] = None,
-         sets: Sequence[str] = (), prune: bool = False) -> Dict[str, Any]:
+         sets: Sequence[str] = (), prune: bool = False, retrain_epochs: int = 0,
+         retrain_sets: Sequence[str] = ()) -> Dict[str, Any]:
     """Run (or join) a study until it holds ``trials`` finished trials; see the module docstring.
 
     ``prune`` (single objective ``loss`` only: Optuna's pruners do not take several objectives) stops
     a trial whose per-epoch arch loss is worse than the median of earlier trials at the same epoch
     (``MedianPruner``, after 2 finished trials and the warm-up epochs); pruned trials do not count as
-    finished.
+    finished. ``retrain_epochs`` > 0 retrains each trial's genotype that long (``retrain_sets``: retrain
+    ``--set`` values) and makes the ``sad`` objective available.
 
     Returns:
         ``{"study", "finished", "pareto": [{"trial", "values", "params", "run"}...], "table", "plot"}``.
@@ -289,6 +303,18 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     if unknown or not objectives or len(set(objectives)) != len(objectives):
         raise ConfigError(f"--objective: unknown or repeated {unknown or list(objectives)}; choose from "
                           f"{', '.join(OBJECTIVES)}")
+    if "sad" in objectives and retrain_epochs < 1:
+        raise ConfigError("--objective sad needs --retrain-epochs N: a short retrain of each trial's genotype "
+                          "gives its SAD")
+    if not 0 <= retrain_epochs <= 10**6:
+        raise ConfigError(f"--retrain-epochs must be in 0..1000000, got {retrain_epochs}")
+    retrain_base = None
+    if retrain_epochs:
+        if get_space(space).task != "matting":
+            raise ConfigError(f"--retrain-epochs: the {space} space's task is {get_space(space).task}; "
+                              "retrain trains matting networks only")
+        retrain_base = apply_overrides(RetrainConfig(epochs=retrain_epochs, progress=False, tensorboard=False),
+                                       list(retrain_sets))
     params = load_tune_space(space_file, space=space)
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
     base.check(get_task(base.task or get_space(space).task))
@@ -323,6 +349,8 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
             cfg = make_search_config(space=space, strategy=drawn.get("strategy"), out=str(run_dir),
                                      sets=[*sets, *overrides, "progress=false", "plots=false"])
             search(cfg, callback=report)
+            if retrain_base is not None:
+                retrain(dataclasses.replace(retrain_base, model=str(run_dir), out=str(run_dir / "retrain")))
         except AtldasError as exc:
             log.warning("tune: trial %d failed: %s", trial.number, exc)
             raise

@@ -197,3 +197,37 @@ def test_parameter_free_cells_are_flagged(caplog):
     assert parameter_free_cells(Genotype(normal=learned, reduce=learned)) == []
     # a stride-2 skip_connect in a reduction cell is a FactorizedReduce: it has weights
     assert parameter_free_cells(Genotype(normal=learned, reduce=free)) == []
+
+
+def test_autocast_forward_stays_near_float32(tmp_path):
+    """The strategy's forward under bf16 autocast (the CUDA path of ``--set amp``; CPU autocast runs the
+    same code) returns float32, a finite loss near the full-precision one, and trains the weights."""
+    from torch.utils.data import default_collate
+
+    run = Run(make_search_config(space="tiny", tensorboard=False, progress=False), out=tmp_path / "r")
+    assert run.strategy.amp_dtype is None  # the CPU runs in float32 whatever --set amp says
+    train, _ = run.task.datasets(run.cfg.data, seed=run.cfg.seed, n_train=2, n_arch=2)
+    batch = default_collate([train[i] for i in range(2)])
+    x = run.model_input(batch)
+    run.net.eval()  # BatchNorm statistics untouched, so both passes see the same network
+    plan = run.net.plan(run.net.arch.sample(epsilon=1.0, generator=torch.Generator().manual_seed(3)))
+    with torch.no_grad():
+        full = run.strategy._forward(x, plan)
+        run.strategy.amp_dtype = torch.bfloat16
+        half = run.strategy._forward(x, plan)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert 0 < float((half - full).abs().max()) < 0.1
+    run.net.train()
+    before = [p.detach().clone() for p in run.net.weight_parameters()]
+    metrics = run.strategy.weight_step(batch, x)
+    assert metrics["loss/weights"] == metrics["loss/weights"]  # not NaN
+    assert any(not torch.equal(a, p) for a, p in zip(before, run.net.weight_parameters()))
+
+
+def test_search_amp_modes_are_checked():
+    from atldas.errors import ConfigError
+
+    for mode, fragment in (("fp16", "bf16 only"), ("half", "unknown amp mode")):
+        cfg = make_search_config(space="tiny", sets=[f"amp={mode}"])
+        with pytest.raises(ConfigError, match=fragment):
+            cfg.check(get_task(cfg.task or "matting"))

@@ -49,9 +49,12 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--storage", "sqlite:////no/such/folder/x.db"], "cannot open"),
              (["--trials", "0"], "--trials"),
              (["--prune"], "--prune needs the single objective loss"),
-             (["--set", "C=0"], "C must be")]
+             (["--set", "C=0"], "C must be"),
+             (["--objective", "sad", "macs"], "--objective sad needs --retrain-epochs"),
+             (["--retrain-epochs", "1", "--retrain-set", "wings=2"], "wings"),
+             (["--space", "planted", "--retrain-epochs", "1"], "retrain trains matting networks only")]
     for extra, expect in cases:
-        assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2
+        assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("atldas: error:") and expect in err[0], err
 
@@ -65,6 +68,18 @@ def test_a_study_with_other_objectives_is_refused(tmp_path, capsys):
     assert (out / "best" / f"trial-{front[0]['trial']:04d}.json").is_file()
     assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--objective", "loss", "params"]) == 2
     assert "was created with objectives loss, macs" in capsys.readouterr().err
+
+
+def test_the_sad_objective_comes_from_a_short_retrain(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--quiet", *FAST,
+                 "--objective", "sad", "macs", "--retrain-epochs", "1",
+                 "--retrain-set", "steps_per_epoch=2", "--retrain-set", "val_count=2",
+                 "--retrain-set", "batch_size=2", "--retrain-set", "crop=64", "--retrain-set", "val_size=64"]) == 0
+    front = json.loads((out / "pareto.json").read_text())["pareto"]
+    rows = [json.loads(r) for r in (Path(front[0]["run"]) / "retrain" / "history.jsonl").read_text().splitlines()]
+    assert front[0]["values"][0] == pytest.approx(rows[-1]["best/SAD"]) and rows[-1]["best/SAD"] > 0
+    assert "sad" in capsys.readouterr().out
 
 
 def test_two_workers_one_killed_mid_trial(tmp_path):

@@ -28,7 +28,7 @@ from atldas.matting.inference import clamp_by_trimap, predict_alpha
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.atomic import refuse_input_as_output, write_json
-from atldas.utils.device import resolve_device
+from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.memory_format import channels_last
 from atldas.utils.weights import load_weights
 
@@ -199,6 +199,7 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     elif mm.learned:
         raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
                           "best.pt, or released weights)")
+    tune_backend(dev)
     net = channels_last(net.to(dev).eval())
     ds, what = _open_eval_data(data, dataset_kw)
     if len(ds) == 0:

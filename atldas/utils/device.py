@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import platform
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
 from atldas.errors import ConfigError
 
-__all__ = ["resolve_device", "device_name"]
+__all__ = ["resolve_device", "device_name", "tune_backend", "AMP_MODES", "amp_dtype"]
+
+#: Mixed-precision modes: ``auto`` (bf16 where the GPU has it, else fp16; off on the CPU), ``bf16``,
+#: ``fp16`` (with a loss scaler), ``off``.
+AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
@@ -41,3 +45,26 @@ def device_name(device: Union[str, torch.device]) -> str:
     except OSError:
         pass
     return name or platform.processor() or platform.machine()
+
+
+def tune_backend(device: Union[str, torch.device]) -> bool:
+    """On CUDA, let cuDNN time its convolution algorithms once per input shape and keep the fastest
+    (``torch.backends.cudnn.benchmark``): search and retrain use one crop size, predict and eval a few
+    image sizes, so the first batch of each size pays the timing once. Returns whether it was set; a CPU
+    device changes nothing. Results stay within float tolerance, not bit-identical across runs."""
+    if torch.device(device).type != "cuda":
+        return False
+    torch.backends.cudnn.benchmark = True
+    return True
+
+
+def amp_dtype(device: Union[str, torch.device], mode: str) -> Optional[torch.dtype]:
+    """The autocast dtype of ``mode`` on ``device`` (None: full precision). Autocast runs on CUDA only;
+    on the CPU every mode is full precision (bf16 autocast there moved alphas by up to 0.08)."""
+    if mode not in AMP_MODES:
+        raise ConfigError(f"unknown amp mode {mode!r}; choose one of {', '.join(AMP_MODES)}")
+    if torch.device(device).type != "cuda" or mode == "off":
+        return None
+    if mode == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if mode == "bf16" else torch.float16
