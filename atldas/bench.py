@@ -24,7 +24,12 @@ The JSON file (``json_path``) is the list of these records, in the format of arc
     [{"model": .., "params": int, "macs": int, "input": [1, 6, H, W],
       "latency_ms": {"median": .., "p10": .., "p90": ..} | null, "device": "cpu", ...}]
 
-with three extra fields: ``macs_by_op``, ``threads`` and ``device_name``.
+with extra fields: ``macs_by_op``, ``threads``, ``device_name`` and, with latency, ``gmacs_per_s``
+(MACs / median latency) and ``ceiling_gmacs_per_s``: what a dense 3x3 64->64 convolution on a
+``(1, 64, 256, 256)`` input (channels_last, same device and threads) reaches, timed on the spot,
+once per call. Their ratio says how near the hardware a network runs: the ceiling is the best case
+for this machine's convolution kernels, a network of many small ops, concatenations and norms
+reaches a fraction of it.
 
 Time on a CPU: CheapMatting at 1024 x 1024 runs about a second per forward on a few cores, the
 AEMatter-class baseline ten times that; ``--no-latency`` gives params and MACs in seconds.
@@ -51,7 +56,7 @@ from atldas.utils.timing import check_timing, time_call
 
 log = logging.getLogger("atldas")
 
-__all__ = ["bench", "count_cost", "measure_latency", "format_table", "MIN_RUN_TIME", "REPEATS"]
+__all__ = ["bench", "count_cost", "measure_latency", "conv_ceiling", "format_table", "MIN_RUN_TIME", "REPEATS"]
 
 #: Seconds of timing per model (Timer's ``min_run_time``).
 MIN_RUN_TIME = 1.0
@@ -124,6 +129,24 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
     return time_call(run, threads=threads, min_run_time=min_run_time, repeats=repeats, sync=dev)
 
 
+def conv_ceiling(*, device: Union[str, torch.device] = "cpu", threads: Optional[int] = None,
+                 min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> float:
+    """GMAC/s of a dense 3x3 64->64 convolution on ``(1, 64, 256, 256)`` in channels_last (the
+    machine's convolution ceiling at this thread count; see the module docstring)."""
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(0)
+    conv = channels_last(torch.nn.Conv2d(64, 64, 3, padding=1, bias=False).to(dev).eval())
+    x = channels_last(torch.randn(1, 64, 256, 256, generator=gen).to(dev))
+    macs = 64 * 64 * 9 * 256 * 256
+
+    def run() -> None:
+        with torch.no_grad():
+            conv(x)
+
+    ms = time_call(run, threads=threads, min_run_time=min_run_time, repeats=repeats, sync=dev)["median"]
+    return macs / (ms * 1e-3) / 1e9
+
+
 def warn_if_busy() -> Optional[float]:
     """Warn when the CPU is already loaded (1-minute load average above half the cores): CPU latencies
     then read several times the quiet figure. Returns the load average (None where unknown)."""
@@ -170,6 +193,10 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
             require(predict_bytes(mm, mm.build(), h, w), what=f"bench of {name} at {h}x{w}",
                     hint="use a smaller --size, or --no-latency (params and MACs are counted without memory)")
         warn_if_busy()
+    ceiling = None
+    if latency:
+        log.info("bench: timing the dense-convolution ceiling on %s (%d threads)", dev, n_threads)
+        ceiling = conv_ceiling(device=dev, threads=n_threads, min_run_time=min_run_time, repeats=repeats)
     records: List[Dict[str, Any]] = []
     for name, mm in zip(models, resolved):
         log.info("bench %s: counting params and MACs at 1x6x%dx%d", name, h, w)
@@ -183,27 +210,36 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
         records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "learned": mm.learned,
                         "input": [1, 6, h, w],
                         "latency_ms": lat, "device": str(dev), "macs_by_op": cost["macs_by_op"],
-                        "threads": n_threads if dev.type == "cpu" else None, "device_name": device_name(dev)})
+                        "threads": n_threads if dev.type == "cpu" else None, "device_name": device_name(dev),
+                        "gmacs_per_s": cost["macs"] / (lat["median"] * 1e-3) / 1e9 if lat and mm.learned else None,
+                        "ceiling_gmacs_per_s": ceiling})
     if json_path is not None:
         write_json(json_path, records)
     return records
 
 
 def format_table(records: Sequence[Dict[str, Any]]) -> str:
-    """A text table: model, params (M), MACs (G), input, latency median [p10, p90] ms, device."""
+    """A text table: model, params (M), MACs (G), input, latency median [p10, p90] ms, GMAC/s (share of
+    the dense-convolution ceiling), device."""
     width = max([len("model")] + [len(str(r["model"])) for r in records])
     lines = [f"{'model':<{width}}  {'params':>10}  {'MACs':>10}  {'input':>15}  {'latency ms: median [p10, p90]':>31}"
-             f"  device",
+             f"  {'GMAC/s':>13}  device",
              f"{'':<{width}}  {'(M)':>10}  {'(G)':>10}"]
     for r in records:
         lat = r.get("latency_ms")
         lat_text = f"{lat['median']:.1f} [{lat['p10']:.1f}, {lat['p90']:.1f}]" if lat else "-"
         dev = r["device"] + (f" ({r['threads']} threads)" if r.get("threads") else "")
         macs = f"{r['macs'] / 1e9:>10.3f}" if r.get("learned", True) else f"{'(solver)':>10}"
+        rate, ceil = r.get("gmacs_per_s"), r.get("ceiling_gmacs_per_s")
+        rate_text = f"{rate:.1f} ({100 * rate / ceil:.0f} %)" if rate and ceil else "-"
         lines.append(f"{r['model']:<{width}}  {r['params'] / 1e6:>10.3f}  {macs}  "
-                     f"{'x'.join(map(str, r['input'])):>15}  {lat_text:>31}  {dev}")
+                     f"{'x'.join(map(str, r['input'])):>15}  {lat_text:>31}  {rate_text:>13}  {dev}")
     lines.append("MACs: multiply-accumulates of convolutions, linear layers and matmuls/attention "
                  "(torch FlopCounterMode total / 2); params: numel of the parameters")
+    ceil = next((r["ceiling_gmacs_per_s"] for r in records if r.get("ceiling_gmacs_per_s")), None)
+    if ceil:
+        lines.append(f"GMAC/s: MACs / median latency, and its share of {ceil:.1f} GMAC/s, a dense 3x3 64->64 "
+                     "convolution at 256x256 timed here on the same device and threads (the ceiling)")
     if any(not r.get("learned", True) for r in records):
         lines.append("(solver): a classical method, not a network: it solves a sparse system per image, its work is "
                      "not convolutions and is not counted as MACs; see its latency")

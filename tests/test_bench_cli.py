@@ -62,9 +62,11 @@ def test_latency_of_a_small_model(tmp_path, capsys):
         assert set(lat) == {"median", "p10", "p90"}
         assert 0 < lat["p10"] <= lat["median"] <= lat["p90"]
         assert rec["input"] == [1, 6, 64, 64] and rec["threads"] == 1
+        assert rec["gmacs_per_s"] == pytest.approx(rec["macs"] / (lat["median"] * 1e-3) / 1e9)
+        assert rec["ceiling_gmacs_per_s"] > 0 and rec["ceiling_gmacs_per_s"] == records[0]["ceiling_gmacs_per_s"]
     assert records[0]["macs"] < records[1]["macs"] and records[0]["params"] < records[1]["params"]
     out = capsys.readouterr().out
-    assert "median [p10, p90]" in out
+    assert "median [p10, p90]" in out and "GMAC/s" in out and " %)" in out
 
 
 def test_bench_function_matches_an_independent_count():
