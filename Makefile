@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all compare clean
+.PHONY: setup demo test test-all compare figures clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,9 @@ test-all: setup
 
 compare: setup
 	$(PY) experiments/compare.py --json runs/compare/compare.json
+
+figures: setup
+	$(PY) experiments/readme_figures.py $(if $(wildcard runs/demo/genotype.json),--demo runs/demo,)
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,0 +1,48 @@
+"""The README's generated figures match what the code computes (experiments/readme_figures.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "experiments" / "readme_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_readme_figures_have_not_drifted():
+    mod = _script()
+    text = mod.README.read_text()
+    new = mod.render(text)
+    assert new == text, ("README figures differ from what the code computes: run "
+                         "`python experiments/readme_figures.py` (and commit), or find what changed the counts")
+
+
+def test_a_drifted_block_is_found(tmp_path):
+    mod = _script()
+    text = mod.README.read_text()
+    stale = text.replace("| cnn_baseline | ", "| cnn_baseline | 1", 1)
+    assert stale != text and mod.render(stale) == text  # the rendering puts the true figure back
+
+
+@pytest.mark.slow
+def test_the_demo_search_still_derives_the_stored_genotype(tmp_path):
+    """`make demo` (two threads, seed 0) on today's code derives the genotype the README shows."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = tmp_path / "demo"
+    subprocess.run([sys.executable, "-m", "atldas", "search", "--space", "matting", "--out", str(out),
+                    "--threads", "2", "--quiet", "--set", "progress=false"], check=True, env=env, cwd=ROOT)
+    got = json.loads((out / "genotype.json").read_text())
+    want = json.loads(_script().DEMO.read_text())
+    assert got["cells"] == want["cells"] and got.get("choices") == want.get("choices")
