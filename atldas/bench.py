@@ -47,7 +47,7 @@ from atldas.errors import ConfigError
 from atldas.utils.atomic import check_output, write_json
 from atldas.matting.footprint import predict_bytes
 from atldas.models.base import MattingModel
-from atldas.models.zoo import resolve_model
+from atldas.models.zoo import require_torch, resolve_model
 from atldas.utils.counting import count_macs_by_op, count_params
 from atldas.utils.device import device_name, resolve_device
 from atldas.utils.memory import require
@@ -186,7 +186,7 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
         check_output(json_path, flag="--json")
     h, w = _hw(size)
     dev = resolve_device(device)
-    resolved = [resolve_model(m) for m in models]  # every name checked before any timing
+    resolved = [require_torch(resolve_model(m), "bench") for m in models]  # all checked before any timing
     n_threads = int(threads or torch.get_num_threads())
     if latency and dev.type == "cpu":
         for name, mm in zip(models, resolved):  # timing runs real forwards: each must fit in memory

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError, DataError
-from atldas.models.zoo import resolve_model
+from atldas.matting.footprint import forward_bytes_per_pixel
+from atldas.models.zoo import require_torch, resolve_model
 from atldas.utils.atomic import atomic_path, refuse_input_as_output
 from atldas.utils.weights import load_weights
 
@@ -191,7 +192,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     model_files = sorted(Path(model).iterdir()) if isinstance(model, (str, Path)) and Path(model).is_dir() else []
     refuse_input_as_output(out, [checkpoint, model if isinstance(model, (str, Path)) else None, *model_files],
                            flag="--onnx")
-    mm = resolve_model(model)
+    mm = require_torch(resolve_model(model), "export")
     if not mm.learned:
         raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "
                           "exported to ONNX")
@@ -222,6 +223,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         with _quiet_exporter():
             program.save(tmp)
         meta = {**INPUT_SPEC, "atldas.model": mm.name, "atldas.version": __version__,
+                "atldas.bytes_per_pixel": f"{forward_bytes_per_pixel(mm, net):.1f}",
                 "atldas.checkpoint": Path(checkpoint).name if checkpoint is not None else "none (initial weights)"}
         actual_opset = _finish_graph(tmp, {"32*height_32": "height", "32*width_32": "width"}, meta)
         if actual_opset != opset:  # nothing is kept: the user asked for another opset

@@ -44,6 +44,7 @@ from atldas.matting.inference import check_tiling, estimate_foreground, image_wi
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.device import resolve_device, tune_backend
+from atldas.utils.fold import fold_batchnorm
 from atldas.utils.atomic import check_output
 from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
@@ -181,7 +182,9 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         check_tiling(int(tile), int(overlap))
     dev = resolve_device(device)
     mm = resolve_model(model)
-    if checkpoint is None and mm.learned:
+    if checkpoint is not None and mm.meta.get("weights_inside"):
+        raise ConfigError(f"{model} carries its own weights; drop --checkpoint")
+    if checkpoint is None and mm.needs_checkpoint:
         raise ConfigError(f"--checkpoint is required for {model} (a learned network: with random weights its "
                           "mattes would be noise); pass the .pt/.pth file trained for this MODEL")
     pairs = match_inputs(image, trimap)
@@ -198,12 +201,13 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
                     "(a larger --tile and --overlap bring it closer); drop --tile where memory allows",
                     tile, mm.name, ", ".join(wide))
     if checkpoint is not None:
-        if mm.learned:
+        if mm.needs_checkpoint:
             load_weights(net, checkpoint, name=mm.name)
         else:
             log.warning("%s is not a learned model; --checkpoint %s ignored", mm.name, checkpoint)
     tune_backend(dev)
     net = channels_last(net.to(dev).eval())
+    fold_batchnorm(net)  # this network serves inference only: conv + BN as one conv (same alphas within 1e-5)
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
 
     for _, ip, tp in pairs:  # every input readable and every trimap valid before the first output

@@ -82,7 +82,7 @@ from atldas.matting.metrics import summarise
 from atldas.matting.scoring import score_dataset, trivial_alpha
 from atldas.models.base import MattingModel
 from atldas.models.cheapmatting import CheapMattingCfg
-from atldas.models.zoo import genotype_macro, resolve_model
+from atldas.models.zoo import genotype_macro, require_torch, resolve_model
 from atldas.rundir import RunDir
 from atldas.tensors import batch_to, matting_input
 from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
@@ -204,7 +204,7 @@ def run_genotype(cfg: RetrainConfig) -> Optional[Genotype]:
     Its ``space.macro`` records the whole CheapMatting macro trained, so that
     :func:`~atldas.models.zoo.resolve_model` of the run directory rebuilds exactly this network.
     """
-    model = resolve_model(cfg.model)
+    model = require_torch(resolve_model(cfg.model), "retrain")
     overrides = {k: getattr(cfg, k) for k in ("C", "layers") if getattr(cfg, k) is not None}
     if model.genotype is None:
         if overrides:

@@ -143,3 +143,55 @@ def test_readme_onnx_example_matches_predict(genotype_file, tmp_path):
 
     reference = predict_alpha(mm, _Onnx(), rgb, tri)
     assert np.abs(ours - reference).max() < 1e-5
+
+
+def test_an_onnx_file_is_a_model_for_predict_and_eval(genotype_file, tmp_path, capsys):
+    """predict and eval run an exported file through onnxruntime (weights inside: no --checkpoint) and
+    give the torch network's mattes; the verbs that need a torch network say so in one line."""
+    import json
+
+    from PIL import Image
+
+    from atldas.data.io import write_trimap
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "w.pt"
+    from atldas.models.zoo import resolve_model
+
+    torch.save({"model": resolve_model(str(genotype_file)).build().state_dict()}, ckpt)
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", "--model", str(genotype_file), "--checkpoint", str(ckpt), "--onnx", str(onnx_path),
+                 "--size", "96"]) == 0
+    rng = np.random.default_rng(0)
+    for d in ("img", "tri", "gt"):
+        (tmp_path / d).mkdir()
+    Image.fromarray((rng.random((70, 90, 3)) * 255).astype(np.uint8)).save(tmp_path / "img" / "a.png")
+    tri = np.full((70, 90), 128, np.uint8)
+    tri[:10], tri[-10:] = 0, 255
+    write_trimap(tmp_path / "tri" / "a.png", tri)
+    Image.fromarray((rng.random((70, 90)) * 255).astype(np.uint8)).save(tmp_path / "gt" / "a.png")
+    common = ["--image", str(tmp_path / "img"), "--trimap", str(tmp_path / "tri"), "--no-cutout", "--bits", "16"]
+    assert main(["predict", "--model", str(onnx_path), *common, "--out", str(tmp_path / "o")]) == 0
+    assert main(["predict", "--model", str(genotype_file), "--checkpoint", str(ckpt), *common,
+                 "--out", str(tmp_path / "t")]) == 0
+    a = np.asarray(Image.open(tmp_path / "o" / "a.png"), np.float64)
+    b = np.asarray(Image.open(tmp_path / "t" / "a.png"), np.float64)
+    assert a.shape == (70, 90) and np.abs(a - b).max() <= 1  # 16-bit levels: within 1.5e-5
+    capsys.readouterr()
+    data = ["--data", str(tmp_path), "--json"]
+    (tmp_path / "image").symlink_to(tmp_path / "img")
+    (tmp_path / "trimap").symlink_to(tmp_path / "tri")
+    (tmp_path / "alpha").symlink_to(tmp_path / "gt")
+    assert main(["eval", "--model", str(onnx_path), *data, str(tmp_path / "e1.json")]) == 0
+    assert main(["eval", "--model", str(genotype_file), "--checkpoint", str(ckpt), *data,
+                 str(tmp_path / "e2.json")]) == 0
+    s1, s2 = (json.loads((tmp_path / f"e{k}.json").read_text()) for k in (1, 2))
+    assert s1["SAD"] == pytest.approx(s2["SAD"], rel=1e-4, abs=1e-6)
+    capsys.readouterr()
+    for argv, fragment in ((["predict", "--model", str(onnx_path), "--checkpoint", str(ckpt), *common,
+                             "--out", str(tmp_path / "x")], "carries its own weights"),
+                           (["bench", str(onnx_path), "--no-latency"], "bench needs a torch MODEL"),
+                           (["retrain", str(onnx_path)], "retrain needs a torch MODEL")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err

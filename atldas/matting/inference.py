@@ -177,7 +177,7 @@ def _predict_tiled(model: MattingModel, net: nn.Module, x: Tensor, device: torch
     return acc / wsum
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap: np.ndarray, *,
                   device: str | torch.device = "cpu", tile: Optional[int] = None,
                   overlap: int = DEFAULT_OVERLAP, amp: bool = False) -> np.ndarray:

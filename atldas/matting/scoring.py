@@ -29,6 +29,7 @@ from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.atomic import refuse_input_as_output, write_json
 from atldas.utils.device import resolve_device, tune_backend
+from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
 from atldas.utils.weights import load_weights
 
@@ -191,16 +192,19 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
                         "overwrite or mix with its images: choose a folder outside it")
     dev = resolve_device(device)
     mm = model if isinstance(model, MattingModel) else resolve_model(model)
+    if checkpoint is not None and mm.meta.get("weights_inside"):
+        raise ConfigError(f"{mm.name} carries its own weights; drop --checkpoint")
     net = mm.build()
     if checkpoint is not None and not mm.learned:
         log.warning("%s has no weights; --checkpoint %s is ignored", mm.name, checkpoint)
     elif checkpoint is not None:
         load_weights(net, checkpoint, name=mm.name)
-    elif mm.learned:
+    elif mm.needs_checkpoint:
         raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
                           "best.pt, or released weights)")
     tune_backend(dev)
     net = channels_last(net.to(dev).eval())
+    fold_batchnorm(net)  # inference only: conv + BN as one conv (same alphas within 1e-5)
     ds, what = _open_eval_data(data, dataset_kw)
     if len(ds) == 0:
         raise DataError(f"{data}: no images to score")

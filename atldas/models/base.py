@@ -44,6 +44,12 @@ class MattingModel:
         closed-form matting: ``meta["learned"] = False``)."""
         return bool(self.meta.get("learned", True))
 
+    @property
+    def needs_checkpoint(self) -> bool:
+        """Whether running the network needs a ``--checkpoint``: a learned network whose weights are
+        not inside the MODEL itself (an ONNX file carries its own: ``meta["weights_inside"]``)."""
+        return self.learned and not self.meta.get("weights_inside", False)
+
     def forward(self, net: nn.Module, x: Tensor) -> Tensor:
         """Run ``net`` on ``x`` (B, 6, H, W) -> alpha (B, 1, H, W)."""
         if self.two_inputs:

@@ -10,7 +10,9 @@ A MODEL (architecture.md) is
 - a genotype file (JSON or a DARTS ``Genotype(...)`` string): built in the macro its ``space.macro``
   records (:class:`~atldas.models.cheapmatting.CheapMattingCfg`; the released CheapMatting macro when
   the file records none), with its decoder and head ``choices``;
-- a run directory (search or retrain): its ``genotype.json``.
+- a run directory (search or retrain): its ``genotype.json``;
+- an ``.onnx`` file written by ``atldas export``: the network with its weights inside, run by
+  onnxruntime (:class:`~atldas.models.onnx_net.OnnxNet`; no ``--checkpoint``).
 
     >>> import atldas
     >>> atldas.list_models()
@@ -42,6 +44,7 @@ from atldas.models.base import MattingModel
 from atldas.models.cheapmatting import DECODER_BLOCKS, HEAD_BLOCKS, LEVELS, MACRO_NAME, CheapMatting, CheapMattingCfg
 from atldas.models.classical import ClosedFormMatting
 from atldas.models.cnn_baseline import build_cnn_baseline
+from atldas.models.onnx_net import OnnxNet
 from atldas.ops import OPS
 from atldas.registry import Registry
 from atldas.utils.weights import load_weights
@@ -233,6 +236,12 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         if not g.is_file():
             raise ConfigError(f"{path}: a run directory needs genotype.json (run `atldas derive {path}`)")
         return _from_genotype(Genotype.load(g), name=text, kind="run", knobs=knobs)
+    if path.is_file() and path.suffix.lower() == ".onnx":
+        if knobs:
+            raise ConfigError(f"{text}: an ONNX file's network is fixed; it takes no settings ({', '.join(knobs)})")
+        return MattingModel(name=text, build=lambda: OnnxNet(path=path), kind="onnx",
+                            meta={"learned": True, "weights_inside": True,
+                                  "description": "an atldas export ONNX file, run by onnxruntime"})
     if path.is_file():
         return _from_genotype(Genotype.load(path), name=text, kind="genotype", knobs=knobs)
     if text in MODELS:
@@ -245,6 +254,15 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         raise ConfigError(f"{text}: no such genotype file or run directory")
     raise ConfigError(f"unknown model {text!r}; known models: {', '.join(list_models())}, "
                       "or a genotype JSON file, or a run directory")
+
+
+def require_torch(model: MattingModel, verb: str) -> MattingModel:
+    """``model`` itself, or ConfigError when it is an ONNX file, which ``verb`` cannot use (only
+    predict and eval run one)."""
+    if model.kind == "onnx":
+        raise ConfigError(f"{model.name} is an ONNX file: predict and eval run it, {verb} needs a torch MODEL "
+                          "(a name, genotype file or run directory)")
+    return model
 
 
 def create_model(spec: Union[PathLike, Genotype], *, checkpoint_path: Optional[PathLike] = None,
