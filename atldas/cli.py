@@ -87,6 +87,7 @@ def _retrain_config(args: argparse.Namespace):
 
     cfg = load_yaml(RetrainConfig, args.config) if args.config else RetrainConfig()
     flags = {"model": args.model, "data": args.data, "val_data": args.val_data, "backgrounds": args.backgrounds,
+             "foregrounds": args.foregrounds,
              "epochs": args.epochs,
              "seed": args.seed, "out": args.out, "device": args.device, "threads": args.threads}
     changes = {k: v for k, v in flags.items() if v is not None}
@@ -101,9 +102,13 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
 
     from atldas.utils.dist import is_main
 
-    out = retrain(_retrain_config(args), resume=args.resume, force=args.force)
+    cfg = _retrain_config(args)
+    out = retrain(cfg, resume=args.resume, force=args.force)
     if is_main():
         print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
+        if cfg.data == "synthetic" and not cfg.foregrounds:
+            print("note: trained on synthetic data only; on real photos expect smooth, trimap-shaped mattes. "
+                  "Train on real mattes (--data DIR, or --foregrounds DIR): README, 'What quality to expect'")
     return 0
 
 
@@ -124,7 +129,7 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
     from atldas.data import preview
 
     path = preview.write_preview(out=args.out, count=args.count, size=args.size, seed=args.seed,
-                                 backgrounds=args.backgrounds)
+                                 backgrounds=args.backgrounds, foregrounds=args.foregrounds)
     print(f"wrote {path}")
     return 0
 
@@ -321,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-data", help="validation set folder (its test split, any layout eval reads, e.g. a "
                                       "generic image/trimap/alpha folder); default: --data's own")
     p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")
+    p.add_argument("--foregrounds", help="real foregrounds mixed into --data synthetic: a folder with fg/ and "
+                                         "alpha/ (files matched by stem); share: --set foreground_prob=P (0.5)")
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="cpu (default) or cuda")
@@ -390,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, default=256, help="sample size in pixels")
     q.add_argument("--seed", type=int, default=0, help="data seed")
     q.add_argument("--backgrounds", default=None, help="folder of background photos (optional)")
+    q.add_argument("--foregrounds", default=None, help="folder of real foregrounds: fg/ and alpha/ (optional)")
     q.set_defaults(func=_cmd_data_preview)
 
     p = sub.add_parser("lut", parents=[common], help="latency tables for --target-latency-ms")

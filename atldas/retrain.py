@@ -117,6 +117,8 @@ class RetrainConfig:
     data: str = "synthetic"
     val_data: Optional[str] = None
     backgrounds: Optional[str] = None
+    foregrounds: Optional[str] = None
+    foreground_prob: float = 0.5
     epochs: int = 10
     steps_per_epoch: int = 30
     batch_size: int = 8
@@ -162,7 +164,7 @@ def _check(cfg: RetrainConfig) -> None:
                        "crop": (32, 2048), "val_size": (32, 8192), "val_count": (0, 10**6), "lr": (1e-12, 10.0),
                        "weight_decay": (0.0, 10.0), "beta1": (0.0, 0.999999), "beta2": (0.0, 0.999999),
                        "warmup_epochs": (0.0, 1e6), "min_lr_ratio": (0.0, 1.0), "grad_clip": (1e-12, 1e6),
-                       "loss_l1": (0.0, 1e6), "loss_lap": (0.0, 1e6), "loss_comp": (0.0, 1e6),
+                       "loss_l1": (0.0, 1e6), "foreground_prob": (0.0, 1.0), "loss_lap": (0.0, 1e6), "loss_comp": (0.0, 1e6),
                        "tb_images": (0, 64)})
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {cfg.threads}")
@@ -249,7 +251,12 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     if cfg.data == "synthetic":
         per_epoch = cfg.steps_per_epoch * cfg.batch_size
         train = SyntheticMatting(size=cfg.crop, length=cfg.epochs * per_epoch, seed=cfg.seed, split="train",
-                                 backgrounds=cfg.backgrounds)
+                                 backgrounds=cfg.backgrounds, foregrounds=cfg.foregrounds,
+                                 foreground_prob=cfg.foreground_prob)
+        if cfg.foregrounds:
+            log.info("training data: synthetic, with real foregrounds from %s in %.0f %% of the samples "
+                     "(validation stays on %s)", cfg.foregrounds, 100 * cfg.foreground_prob,
+                     cfg.val_data or "the procedural val split")
         if cfg.val_data:
             val = _validation_set(Path(cfg.val_data), cfg, flag="--val-data")
             return train, Subset(val, range(cfg.val_count)) if 0 < cfg.val_count < len(val) else val
@@ -257,6 +264,9 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
                                backgrounds=cfg.backgrounds)
         return train, val
     root = Path(cfg.data)
+    if cfg.foregrounds:
+        raise ConfigError("--foregrounds mixes real foregrounds into --data synthetic; a data set folder "
+                          f"({root}) brings its own foregrounds")
     if not root.is_dir():
         raise DataError(f"--data {root}: no such folder; pass 'synthetic' or a data set folder")
     try:

@@ -236,6 +236,18 @@ def test_drop_path_on_a_network_without_darts_cells_is_refused(tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
+def test_retrain_mixes_real_foregrounds(genotype_file, tmp_path, caplog):
+    from tests.test_synthetic import _foreground_folder
+
+    folder = _foreground_folder(tmp_path / "fgs")
+    caplog.set_level("INFO", logger="atldas")
+    out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, foregrounds=str(folder), foreground_prob=0.7))
+    row = json.loads((out / "history.jsonl").read_text())
+    assert math.isfinite(row["val/SAD"]) and "real foregrounds from" in caplog.text and "70 %" in caplog.text
+    with pytest.raises(AtldasError, match="--foregrounds mixes real foregrounds into --data synthetic"):
+        retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, foregrounds=str(folder), data=str(tmp_path)))
+
+
 def test_val_data_validates_on_a_folder_of_its_own(genotype_file, tmp_path, caplog):
     """--val-data: a generic image/trimap/alpha folder validates a synthetic retrain; a folder without
     a test split is one line naming --val-data."""

@@ -232,3 +232,50 @@ def test_cli_preview_user_errors(tmp_path, capsys):
                  "--backgrounds", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "atldas: error:" in err and "nowhere" in err
+
+
+def _foreground_folder(root, n=2, size=(90, 120)):
+    """fg/ and alpha/ pairs: an opaque left part, a ramp, a transparent right part."""
+    rng = np.random.default_rng(0)
+    (root / "fg").mkdir(parents=True)
+    (root / "alpha").mkdir()
+    h, w = size
+    alpha = np.zeros((h, w), np.uint8)
+    alpha[:, : w // 3] = 255
+    alpha[:, w // 3: 2 * w // 3] = np.linspace(255, 0, 2 * w // 3 - w // 3).astype(np.uint8)
+    for k in range(n):
+        Image.fromarray((rng.random((h, w, 3)) * 255).astype(np.uint8)).save(root / "fg" / f"o{k}.png")
+        Image.fromarray(alpha).save(root / "alpha" / f"o{k}.png")
+    return root
+
+
+def test_real_foregrounds_are_mixed_in(tmp_path):
+    folder = _foreground_folder(tmp_path / "fgs")
+    plain = SyntheticMatting(size=64, length=6, seed=0)
+    always = SyntheticMatting(size=64, length=6, seed=0, foregrounds=folder, foreground_prob=1.0)
+    for i in range(6):
+        s = always.sample(i)
+        a = s["alpha"][0]
+        assert np.allclose(np.rint(a * 255), a * 255, atol=1e-4)  # multiples of 1/255, as 8-bit mattes
+        assert ((a > 0) & (a < 1)).any()  # the crop is centred on the unknown region
+        # the foreground's alpha is constant along columns (as the file's), unlike procedural shapes
+        assert np.abs(a - a[:1]).max() <= 1.01 / 255  # (resampling rounds to within one level)
+        assert np.allclose(s["image"], a * s["fg"] + (1 - a) * s["bg"], atol=1e-5)
+    never = SyntheticMatting(size=64, length=6, seed=0, foregrounds=folder, foreground_prob=0.0)
+    assert all(np.abs(never.sample(i)["alpha"][0] - never.sample(i)["alpha"][0, :1]).max() > 2 / 255 for i in range(6))
+    assert not np.array_equal(plain.sample(0)["alpha"], always.sample(0)["alpha"])
+    assert np.array_equal(always.sample(3)["image"], always.sample(3)["image"])  # deterministic
+
+
+def test_foreground_folder_errors(tmp_path):
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(DataError, match="fg/ and alpha/ subfolders"):
+        SyntheticMatting(size=32, foregrounds=tmp_path / "bare")
+    (tmp_path / "odd" / "fg").mkdir(parents=True)
+    (tmp_path / "odd" / "alpha").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "odd" / "fg" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "odd" / "alpha" / "b.png")
+    with pytest.raises(DataError, match="share a stem"):
+        SyntheticMatting(size=32, foregrounds=tmp_path / "odd")
+    with pytest.raises(ConfigError, match="foreground_prob"):
+        SyntheticMatting(size=32, foreground_prob=1.5)

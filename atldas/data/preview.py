@@ -42,7 +42,8 @@ def _font(px: int) -> ImageFont.ImageFont:
 
 def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", count: int = 8,
                   size: int = 256, seed: int = 0,
-                  backgrounds: Optional[Union[str, os.PathLike]] = None) -> Path:
+                  backgrounds: Optional[Union[str, os.PathLike]] = None,
+                  foregrounds: Optional[Union[str, os.PathLike]] = None) -> Path:
     """Write a grid of ``count`` synthetic samples (the ``train`` split of ``seed``) as a PNG.
 
     Args:
@@ -51,6 +52,8 @@ def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", cou
         size: sample side in pixels.
         seed: data seed.
         backgrounds: optional folder of background photos (as for :class:`SyntheticMatting`).
+        foregrounds: optional folder of real foregrounds, ``fg/`` + ``alpha/`` (as for
+            :class:`SyntheticMatting`).
 
     Returns:
         The path written.
@@ -60,7 +63,8 @@ def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", cou
     if not 16 <= int(size) <= 2048:
         raise ConfigError(f"data preview: --size must be in 16..2048, got {size}")
     check_output(out, flag="--out")
-    ds = SyntheticMatting(size=size, length=int(count), seed=seed, split="train", backgrounds=backgrounds)
+    ds = SyntheticMatting(size=size, length=int(count), seed=seed, split="train", backgrounds=backgrounds,
+                          foregrounds=foregrounds)
     n, s = int(count), ds.size
     title_h = max(12, min(24, s // 10 + 6))
     width = len(COLUMNS) * s + (len(COLUMNS) + 1) * _PAD

@@ -17,6 +17,10 @@ Every sample is drawn procedurally, so nothing has to be downloaded:
   their own. A colour threshold cannot find the matte (see tests/test_synthetic.py). Backgrounds are
   often out of focus (drawn at half resolution); with ``backgrounds=FOLDER`` they are random crops of
   the user's photos, and then sometimes so is the foreground (an object cut from a photo).
+- **real foregrounds** (``foregrounds=FOLDER``, ``atldas retrain --foregrounds``): with probability
+  ``foreground_prob`` a sample's foreground colours and alpha are a crop of one of the user's
+  ``fg/`` + ``alpha/`` pairs (the Composition-1K training layout: files matched by stem), centred on
+  a pixel of its unknown region, composed on the procedural or photo background like any sample.
 - **image** = ``alpha * fg + (1 - alpha) * bg`` (float32, to rounding).
 - **trimap** from alpha by random erosion (:func:`atldas.data.trimap.trimap_from_alpha`), uint8
   0 / 128 / 255, and its one-hot form [background, unknown, foreground].
@@ -54,7 +58,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_rgb
+from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_alpha, read_rgb
 from atldas.data.trimap import one_hot_trimap, trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 
@@ -309,6 +313,80 @@ class _PhotoBank:
         if flip:
             out = out[:, ::-1]
         return _u8_to_chw(out)
+
+
+class _ForegroundBank:
+    """Crops of real foregrounds and their alphas: ``folder/fg/<stem>.*`` with ``folder/alpha/<stem>.*``.
+
+    Each pair is decoded once and kept (at most ``cache`` of them), downscaled to at most ``2 * size``
+    on its short side, as uint8 (so alphas stay multiples of 1/255, like the procedural ones).
+    """
+
+    def __init__(self, folder: Union[str, os.PathLike], size: int, cache: int = 32):
+        d = Path(folder)
+        if not (d / "fg").is_dir() or not (d / "alpha").is_dir():
+            raise DataError(f"{d}: a foreground folder needs fg/ and alpha/ subfolders (files matched by stem, "
+                            "as in Composition-1K's Training_set)")
+        fgs, alphas = list_images(d / "fg"), list_images(d / "alpha")
+        stems = sorted(set(fgs) & set(alphas))
+        if not stems:
+            raise DataError(f"{d}: no fg/ and alpha/ files share a stem ({len(fgs)} foregrounds, {len(alphas)} "
+                            "alphas)")
+        self.pairs = [(fgs[s], alphas[s]) for s in stems]
+        self.unmatched = len(fgs) + len(alphas) - 2 * len(stems)
+        self.size = size
+        self.cache_size = cache
+        self._cache: "OrderedDict[int, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, i: int) -> Tuple[np.ndarray, np.ndarray]:
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        fp, ap = self.pairs[i]
+        fg, alpha = read_rgb(fp), read_alpha(ap)  # (H, W, 3), (H, W) float32
+        if fg.shape[:2] != alpha.shape:
+            raise DataError(f"{fp} is {fg.shape[1]}x{fg.shape[0]} but its alpha {ap} is "
+                            f"{alpha.shape[1]}x{alpha.shape[0]}; give them the same size")
+        h, w = alpha.shape
+        if min(h, w) > 2 * self.size:
+            f = 2 * self.size / min(h, w)
+            dsize = (max(1, round(w * f)), max(1, round(h * f)))
+            fg = cv2.resize(fg, dsize, interpolation=cv2.INTER_AREA)
+            alpha = cv2.resize(alpha, dsize, interpolation=cv2.INTER_AREA)
+        pair = (np.rint(fg * 255.0).astype(np.uint8), np.rint(alpha * 255.0).astype(np.uint8))
+        self._cache[i] = pair
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return pair
+
+    def crop(self, rng: np.random.Generator, h: int, w: int) -> Tuple[np.ndarray, np.ndarray]:
+        """A random crop of a random pair around one of its unknown pixels: ``(3, h, w)`` foreground and
+        ``(h, w)`` alpha, float32 in [0, 1] (alpha in multiples of 1/255)."""
+        i = int(rng.integers(len(self.pairs)))
+        scale, flip, pick = rng.uniform(0.5, 1.0), rng.random() < 0.5, rng.random()
+        fg, alpha = self._load(i)
+        ih, iw = alpha.shape
+        ch = max(1, int(round(min(ih, iw * h / w) * scale)))
+        cw = max(1, int(round(ch * w / h)))
+        ys, xs = np.nonzero((alpha > 0) & (alpha < 255))  # the unknown region: where matting is hard
+        if len(ys) == 0:
+            ys, xs = np.nonzero(alpha > 0)
+        if len(ys):
+            k = int(pick * len(ys))
+            cy, cx = int(ys[k]), int(xs[k])
+        else:
+            cy, cx = ih // 2, iw // 2
+        y0 = min(max(cy - ch // 2, 0), ih - ch)
+        x0 = min(max(cx - cw // 2, 0), iw - cw)
+        interp = cv2.INTER_AREA if ch > h else cv2.INTER_LINEAR
+        f = cv2.resize(fg[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=interp)  # (h, w, 3) uint8
+        a = cv2.resize(alpha[y0:y0 + ch, x0:x0 + cw], (w, h), interpolation=interp)  # (h, w) uint8
+        if flip:
+            f, a = f[:, ::-1], a[:, ::-1]
+        return _u8_to_chw(f), a.astype(np.float32) / np.float32(255.0)
 
 
 # --------------------------------------------------------------------------- alpha
@@ -567,6 +645,9 @@ class SyntheticMatting(Dataset):
         backgrounds: optional folder of photos; a random crop of one of them is the background of a
             sample with probability ``photo_prob`` (else a procedural background).
         photo_prob: probability of a photo background when ``backgrounds`` is given.
+        foregrounds: optional folder with ``fg/`` and ``alpha/`` subfolders (files matched by stem): real
+            foregrounds mixed into the samples (module docstring).
+        foreground_prob: probability of a real foreground when ``foregrounds`` is given.
         hair_prob: probability of hair-like strands.
         transparency_prob: probability of a semi-transparent veil / glass patch.
         blur_prob: probability of defocus or motion blur of the matte.
@@ -591,6 +672,7 @@ class SyntheticMatting(Dataset):
 
     def __init__(self, *, size: int = 256, length: int = 1000, seed: int = 0, split: str = "train",
                  backgrounds: Optional[Union[str, os.PathLike]] = None, photo_prob: float = 0.8,
+                 foregrounds: Optional[Union[str, os.PathLike]] = None, foreground_prob: float = 0.5,
                  hair_prob: float = 0.6, transparency_prob: float = 0.35, blur_prob: float = 0.3,
                  shared_palette_prob: float = 0.6, clutter_prob: float = 0.6,
                  trimap_kernel: Optional[Tuple[int, int]] = None):
@@ -602,7 +684,7 @@ class SyntheticMatting(Dataset):
             raise ConfigError(f"synthetic data: seed must be non-negative, got {seed}")
         if split not in SPLITS:
             raise ConfigError(f"synthetic data: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        probs = dict(photo_prob=photo_prob, hair_prob=hair_prob, transparency_prob=transparency_prob,
+        probs = dict(photo_prob=photo_prob, foreground_prob=foreground_prob, hair_prob=hair_prob, transparency_prob=transparency_prob,
                      blur_prob=blur_prob, shared_palette_prob=shared_palette_prob, clutter_prob=clutter_prob)
         for k, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:
@@ -619,13 +701,15 @@ class SyntheticMatting(Dataset):
         self.trimap_kernel = (k_min, k_max)
         self.backgrounds = None if backgrounds is None else str(backgrounds)
         self._photos = None if backgrounds is None else _PhotoBank(backgrounds, self.size)
+        self.foregrounds = None if foregrounds is None else str(foregrounds)
+        self._fgs = None if foregrounds is None else _ForegroundBank(foregrounds, self.size)
 
     def __len__(self) -> int:
         return self.length
 
     def __repr__(self) -> str:
         return (f"SyntheticMatting(size={self.size}, length={self.length}, seed={self.seed}, "
-                f"split={self.split!r}, backgrounds={self.backgrounds!r})")
+                f"split={self.split!r}, backgrounds={self.backgrounds!r}, foregrounds={self.foregrounds!r})")
 
     def _index(self, index: int) -> int:
         i = int(index)
@@ -658,6 +742,10 @@ class SyntheticMatting(Dataset):
         else:
             bg = _texture(rng, h, w, pal_bg, soft=rng.random() < 0.6)
             fg = _texture(rng, h, w, pal_fg)
+        real = None  # (fg, alpha) of a real foreground; drawn only with a foreground folder (streams unchanged)
+        if self._fgs is not None and rng.random() < p["foreground_prob"]:
+            real = self._fgs.crop(rng, h, w)
+            fg = real[0]
         if rng.random() < p["clutter_prob"]:          # opaque distractors in the foreground's colours
             clutter, _, _ = _solid(rng, h, w, scale=(0.08, 0.3))
             if rng.random() < 0.5:
@@ -668,7 +756,7 @@ class SyntheticMatting(Dataset):
             else:
                 src = _texture(rng, h, w, pal_fg)
             _blend(bg, src, clutter)
-        alpha, hair, veil = _alpha(rng, h, w, p)
+        alpha, hair, veil = _alpha(rng, h, w, p) if real is None else (real[1], None, None)
         if hair is not None and rng.random() < 0.6:   # hair has a colour of its own
             m = _blur(np.minimum(hair * np.float32(4.0), 1.0), 2.0)
             _blend(fg, _pick(rng, pal_fg, 1)[0], m)
