@@ -106,7 +106,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     out = retrain(cfg, resume=args.resume, force=args.force)
     if is_main():
         print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
-        if cfg.data == "synthetic" and not cfg.foregrounds:
+        if not args.resume and cfg.data == "synthetic" and not cfg.foregrounds:
             print("note: trained on synthetic data only; on real photos expect smooth, trimap-shaped mattes. "
                   "Train on real mattes (--data DIR, or --foregrounds DIR): README, 'What quality to expect'")
     return 0
