@@ -40,7 +40,7 @@ from atldas.config import (annotation_at, apply_overrides, build, check_ranges, 
                            set_path)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
-from atldas.derive import finalize
+from atldas.derive import finalize, repair
 from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.rundir import RunDir
@@ -87,6 +87,11 @@ class SearchConfig:
         amp: mixed precision of the supernet's forward passes on CUDA: ``auto`` (bf16 where the GPU
             has it, else off), ``bf16``, ``off`` (``fp16`` is refused: the arch step has no loss
             scaler); the CPU always runs in float32.
+        select: candidates of the final policy (the strategy's derived child first, then distinct
+            samples, each repaired onto the budget) trained briefly on their own by the task's
+            ``short_fit`` and ranked by that held-out loss; the best one is the genotype. 0: off (the
+            strategy's derive alone). Tasks with a cheap standalone fit only (``planted``).
+        select_steps: training steps of each candidate's short fit.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.
@@ -109,6 +114,8 @@ class SearchConfig:
     warmup_epochs: int = 2
     channels_last: bool = True
     amp: str = "auto"
+    select: int = 0
+    select_steps: int = 150
     knobs: SpaceCfg = field(default_factory=SpaceCfg)
     data: DataCfg = field(default_factory=DataCfg)
     budget: BudgetCfg = field(default_factory=BudgetCfg)
@@ -121,7 +128,11 @@ class SearchConfig:
     def check(self, task: Task) -> None:
         """Raise ConfigError naming the first value that cannot be used."""
         check_ranges(self, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7),
-                            "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6)})
+                            "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6),
+                            "select": (0, 1000), "select_steps": (1, 10**6)})
+        if self.select and not task.has_short_fit:
+            raise ConfigError(f"select={self.select}: the {task.name} task has no short standalone fit to rank "
+                              "candidates by (the planted task has); leave select at 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.warmup_epochs >= self.epochs and self.strategy != "random":
@@ -458,11 +469,38 @@ class Run:
                 n += 1
         return total / max(1, n)
 
+    def _select(self, first: Child) -> Child:
+        """The ``select`` stage: up to ``cfg.select`` distinct candidates (``first``, then samples of the
+        final policy), each repaired onto the budget, ranked by the task's short standalone fit."""
+        arch, n = self.net.arch, self.cfg.select
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 11)
+        candidates: Dict[str, Child] = {}
+        child = first
+        for _ in range(50 * n):
+            if self.budget is not None and self.table.of_child(child) > self.budget.target:
+                child, _ = repair(arch, child, self.table, self.budget.target)
+            candidates.setdefault(self.space.child_to_genotype(arch, child).hash(), child)
+            if len(candidates) >= n:
+                break
+            with torch.no_grad():
+                child = arch.sample(generator=gen)
+        scores: Dict[str, float] = {}
+        for key, c in candidates.items():
+            g = self.space.child_to_genotype(arch, c)
+            scores[key] = self.task.short_fit(g, data=self.cfg.data, seed=self.cfg.seed, steps=self.cfg.select_steps)
+            log.info("select: candidate %s, %s: short-fit loss %.4g", key,
+                     format_cost(self.table.of_child(c), self.table.metric), scores[key])
+        best = min(scores, key=scores.__getitem__)
+        log.info("select: %s of %d candidates (the strategy's own: %s)", best, len(candidates), next(iter(candidates)))
+        return candidates[best]
+
     def final_genotype(self) -> Genotype:
         """The final genotype: the strategy's derive (random search ranks by :meth:`evaluate`),
         repaired onto the budget, with counted costs. ``atldas search`` and ``atldas derive`` both
         call this, so they cannot disagree."""
         child = self.strategy.derive(self.evaluate)
+        if self.cfg.select:
+            child = self._select(child)
         return finalize(space=self.space, arch=self.net.arch, child=child, table=self.table, budget=self.budget,
                         provenance=self.provenance())
 

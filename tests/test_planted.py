@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import atldas
@@ -82,3 +83,33 @@ def test_the_arch_gradient_carries_task_signal():
     cos = result["estimators"]
     assert cos["reinforce"]["all"] > 0.3 and cos["reinforce"]["normal_ops"] > 0.3, cos
     assert cos["placebo"]["all"] < 0.3, cos
+
+
+def test_select_ranks_the_final_candidates_by_a_short_fit(tmp_path, caplog, monkeypatch):
+    """``--set select=N``: N distinct candidates (the strategy's own first), each within the budget,
+    ranked by the task's short standalone fit; the genotype is the best of them. A task without a short
+    fit refuses the setting."""
+    from atldas.errors import ConfigError
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    seen = {}
+    real = PlantedTask.short_fit
+
+    def spy(self, genotype, **kw):
+        seen[genotype.hash()] = loss = real(self, genotype, **{**kw, "steps": 5})
+        return loss
+
+    monkeypatch.setattr(PlantedTask, "short_fit", spy)
+    caplog.set_level("INFO", logger="atldas")
+    cfg = atldas.make_search_config(space="planted", out=str(tmp_path / "s"), sets=[
+        "epochs=2", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoch=2", "select=3",
+        "tensorboard=false", "plots=false", "progress=false", "target_macs=600000"])
+    out = search(cfg)
+    g = atldas.Genotype.load(out / "genotype.json")
+    assert len(seen) == 3 and g.hash() == min(seen, key=seen.__getitem__)
+    assert g.cost["macs"] <= 600000
+    assert "select: " in caplog.text
+    bad = atldas.make_search_config(space="tiny", sets=["select=2"])
+    with pytest.raises(ConfigError, match="no short standalone fit"):
+        search(bad)

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from atldas.config import check_ranges
+from atldas.errors import ConfigError
 
 __all__ = ["DataCfg", "Task"]
 
@@ -73,6 +74,15 @@ class Task:
     def loss(self, pred: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
         """The scalar training loss of a prediction."""
         raise NotImplementedError
+
+    #: Whether :meth:`short_fit` is implemented (the search's ``select`` stage needs it).
+    has_short_fit = False
+
+    def short_fit(self, genotype: Any, *, data: DataCfg, seed: int, steps: int) -> float:
+        """Train a standalone network of ``genotype`` briefly on the search's own weight split and
+        return its loss on the search's architecture split (the search's ``select`` stage ranks its
+        final candidates by it). Tasks where this is cheap implement it and set ``has_short_fit``."""
+        raise ConfigError(f"the {self.name} task has no short standalone fit; leave select at 0")
 
     def check(self, data: DataCfg) -> None:
         """Refuse data settings this task cannot use (ConfigError, one line)."""

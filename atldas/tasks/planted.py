@@ -146,13 +146,25 @@ class PlantedTask(Task):
     def loss(self, pred: Tensor, batch: Mapping[str, Tensor]) -> Tensor:
         return F.mse_loss(pred, batch["target"])
 
+    has_short_fit = True
 
-def standalone(genotype: Genotype, *, teacher_seed: int, seed: int, recipe: Recipe = Recipe()) -> Dict[str, float]:
+    def short_fit(self, genotype: Any, *, data: DataCfg, seed: int, steps: int) -> float:
+        """The standalone recipe cut to ``steps`` steps, trained on the search's weight stream and
+        tested on its architecture stream (streams ``2 + 2 seed`` and ``3 + 2 seed``; the benchmark's
+        streams 0 and 1 are never seen)."""
+        return standalone(genotype, teacher_seed=teacher_seed_of(data), seed=seed, recipe=Recipe(steps=steps),
+                          streams=(2 + 2 * seed, 3 + 2 * seed))["test"]
+
+
+def standalone(genotype: Genotype, *, teacher_seed: int, seed: int, recipe: Recipe = Recipe(),
+               streams: Tuple[int, int] = (0, 1)) -> Dict[str, float]:
     """Train a student of ``genotype`` by the one recipe; its test MSE (BatchNorm statistics of the
-    whole train set, eval mode) and wall time. ``seed`` draws the initial weights and the batch order."""
+    whole train set, eval mode) and wall time. ``seed`` draws the initial weights and the batch order;
+    ``streams`` are the data streams trained and tested on (0 and 1: the benchmark's own; a search's
+    ``select`` stage uses its own streams, never these)."""
     t0 = time.perf_counter()
-    x, y = planted_data(teacher_seed, SHAPE.n_train, stream=0)
-    xt, yt = planted_data(teacher_seed, SHAPE.n_test, stream=1)
+    x, y = planted_data(teacher_seed, SHAPE.n_train, stream=streams[0])
+    xt, yt = planted_data(teacher_seed, SHAPE.n_test, stream=streams[1])
     cl = torch.channels_last
     x, y, xt, yt = (v.contiguous(memory_format=cl) for v in (x, y, xt, yt))
     with torch.random.fork_rng(devices=[]):
