@@ -355,6 +355,16 @@ def make_generic(root: Path, names=("a", "b", "c"), alpha=True):
             save(root / "alphas" / f"{n}.png", alpha_u8())
 
 
+def test_mmagic_test_layout_is_read_as_generic_folders(tmp_path):
+    """mmagic's test layout ROOT/{merged, alpha, trimap} is a generic folder set, not a broken Composition-1K."""
+    for n in ("a", "b"):
+        save(tmp_path / "merged" / f"{n}.png", rgb(1))
+        save(tmp_path / "trimap" / f"{n}.png", trimap_u8(alpha_u8()))
+        save(tmp_path / "alpha" / f"{n}.png", alpha_u8())
+    ds = open_dataset(tmp_path, split="test")
+    assert isinstance(ds, GenericFolders) and ds.has_alpha and len(ds) == 2
+
+
 def test_generic_by_stem(tmp_path):
     make_generic(tmp_path)
     save(tmp_path / "images" / "d.jpg", rgb(7))

@@ -731,13 +731,14 @@ def _build_amc(root: Path, split: str, **kw) -> Dataset:
     return AlphaMattingCom(root, split=split, **kw)
 
 
-_GENERIC_LAYOUT = "image=DIR trimap=DIR [alpha=DIR], or ROOT/{images, trimaps[, alphas]}"
+_GENERIC_LAYOUT = ("image=DIR trimap=DIR [alpha=DIR], or ROOT/{images, trimaps[, alphas]} (also image, merged; "
+                   "trimap; alpha, mask, gt: mmagic's test layout ROOT/{merged, alpha, trimap} is one)")
 
 
 def _generic_dirs(root: Optional[Path]) -> Tuple[Optional[Path], Optional[Path], Optional[Path]]:
     if root is None:
         return None, None, None
-    return (_child(root, "image", "images"), _child(root, "trimap", "trimaps"),
+    return (_child(root, "image", "images", "merged"), _child(root, "trimap", "trimaps"),
             _child(root, "alpha", "alphas", "alpha_copy", "mask", "masks", "gt"))
 
 
