@@ -209,7 +209,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     _max_pixels(args.max_pixels)
     written = predict(model=args.model, checkpoint=args.checkpoint, image=args.image, trimap=args.trimap,
                       out=args.out, bits=args.bits, cutout=not args.no_cutout, device=args.device,
-                      tile=args.tile, overlap=args.overlap, amp=args.amp, progress=not args.no_progress)
+                      tile=args.tile, overlap=args.overlap, amp=args.amp, progress=not args.no_progress,
+                      max_size=args.max_size)
     n = len(written) if args.no_cutout else len(written) // 2  # alpha (+ cut-out) per image
     extra = "" if args.no_cutout else f" and {n} RGBA cut-out(s)"
     print(f"wrote {n} alpha matte(s){extra} to {args.out}")
@@ -368,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory; exact only for "
                         "networks without image-wide context (cheapmatting and aematter differ slightly)")
     p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring tiles in pixels (default 64)")
+    p.add_argument("--max-size", type=int, metavar="N", help="predict images whose longer side exceeds N on a copy "
+                   "scaled to N, alpha upsampled and clamped by the full trimap (bounded memory for any network; "
+                   "loses detail: README)")
     p.add_argument("--amp", action="store_true", help="mixed precision (bfloat16 on cpu, float16 on cuda)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--max-pixels", type=int, metavar="N",

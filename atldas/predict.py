@@ -120,14 +120,15 @@ def check_sizes(pairs: List[Tuple[str, Path, Path]]) -> Dict[str, Tuple[int, int
 
 
 def check_memory(mm: MattingModel, net: torch.nn.Module, sizes: Dict[str, Tuple[int, int]], *,
-                 tile: Optional[int], cutout: bool) -> None:
+                 tile: Optional[int], cutout: bool, max_size: Optional[int] = None) -> None:
     """Refuse (one line) when the largest image's estimated footprint exceeds the available memory."""
     if not sizes:
         return
     stem, (w, h) = max(sizes.items(), key=lambda kv: kv[1][0] * kv[1][1])
-    need = predict_bytes(mm, net, h, w, tile=tile, cutout=cutout)
-    hint = ("a smaller --tile" if tile else "--tile 1024 (approximate for networks with image-wide context: "
-            "see `atldas predict --help`)") + (", --no-cutout" if cutout else "") + ", or a smaller image"
+    need = predict_bytes(mm, net, h, w, tile=tile, cutout=cutout, max_size=max_size)
+    hint = ("a smaller --tile" if tile else "--max-size 2048 (predicts on a scaled copy) or --tile 1024 (approximate "
+            "for networks with image-wide context: see `atldas predict --help`)") + \
+        (", --no-cutout" if cutout else "") + ", or a smaller image"
     require(need, what=f"predict of {stem} ({w}x{h}) with {mm.name}", hint=f"try {hint}")
 
 
@@ -153,7 +154,8 @@ def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Di
 
 def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trimap: PathLike, out: PathLike,
             bits: int = 8, cutout: bool = True, device: Union[str, torch.device] = "cpu",
-            tile: Optional[int] = None, overlap: int = 64, amp: bool = False, progress: bool = True) -> List[Path]:
+            tile: Optional[int] = None, overlap: int = 64, amp: bool = False, progress: bool = True,
+            max_size: Optional[int] = None) -> List[Path]:
     """Predict alpha mattes (and cut-outs) for image/trimap files; see the module docstring.
 
     Args:
@@ -169,6 +171,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         overlap: overlap of neighbouring tiles.
         amp: autocast (bfloat16 on the CPU, float16 on CUDA).
         progress: show a tqdm bar (on a terminal).
+        max_size: predict images whose longer side exceeds it on a scaled copy
+            (:func:`~atldas.matting.inference.predict_alpha`); None: full resolution.
 
     Returns:
         The files written, in order (alpha, then cut-out, per image).
@@ -180,6 +184,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         raise ConfigError(f"--bits must be 8 or 16, got {bits}")
     if tile is not None:
         check_tiling(int(tile), int(overlap))
+    if max_size is not None and not 64 <= max_size <= 65536:
+        raise ConfigError(f"--max-size must be in 64..65536 pixels, got {max_size}")
     dev = resolve_device(device)
     mm = resolve_model(model)
     if checkpoint is not None and mm.meta.get("weights_inside"):
@@ -193,9 +199,9 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     outputs = _outputs(pairs, out_dir, cutout)
 
     net = mm.build()
-    check_memory(mm, net, sizes, tile=tile, cutout=cutout)
+    check_memory(mm, net, sizes, tile=tile, cutout=cutout, max_size=max_size)
     wide = image_wide_layers(net) if tile else []
-    if wide and any(max(w, h) > tile for w, h in sizes.values()):
+    if wide and any(min(max(w, h), max_size or max(w, h)) > tile for w, h in sizes.values()):
         log.warning("--tile %d: %s has layers with image-wide context (%s), so each tile sees only its own "
                     "statistics: the matte differs from the untiled one and may show seams near tile borders "
                     "(a larger --tile and --overlap bring it closer); drop --tile where memory allows",
@@ -221,7 +227,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         if rgb.shape[:2] != tri.shape:  # headers agreed; the pixels must too
             raise DataError(f"image {ip} is {rgb.shape[1]}x{rgb.shape[0]} but trimap {tp} is "
                             f"{tri.shape[1]}x{tri.shape[0]}; give them the same size")
-        alpha = predict_alpha(mm, net, rgb, tri, device=dev, tile=tile, overlap=overlap, amp=amp)  # (H, W)
+        alpha = predict_alpha(mm, net, rgb, tri, device=dev, tile=tile, overlap=overlap, amp=amp,
+                              max_size=max_size)  # (H, W)
         alpha_path, cut_path = outputs[stem]
         write_alpha(alpha_path, alpha, bits=bits)
         written.append(alpha_path)

@@ -296,6 +296,7 @@ CASES += [
     ("config-bench-threads-0", _bench("--threads", "0"), "--threads"),
     ("config-predict-device-tpu", _predict("img", "tri", "--device", "tpu"), "tpu"),
     ("config-predict-tile-33", _predict("img", "tri", "--tile", "33"), "--tile"),
+    ("config-predict-max-size-10", _predict("img", "tri", "--max-size", "10"), "--max-size"),
     ("config-predict-overlap-huge", _predict("img", "tri", "--tile", "64", "--overlap", "64"), "--overlap"),
     ("config-predict-threads-0", _predict("img", "tri", "--threads", "0"), "--threads"),
     ("config-predict-max-pixels-0", _predict("img", "tri", "--max-pixels", "0"), "--max-pixels"),

@@ -184,3 +184,20 @@ def test_prediction_runs_in_channels_last_and_matches_the_contiguous_forward(tmp
         ref = model.forward(net, xp.contiguous())[0, 0, top:top + 70, left:left + 90].numpy()
     unknown = tri == 128
     np.testing.assert_allclose(a[unknown], np.clip(ref, 0, 1)[unknown], atol=1e-4)
+
+
+def test_max_size_predicts_on_a_scaled_copy():
+    """--max-size: the network sees the scaled copy (longer side N), the known regions stay exact, and a
+    smooth matte comes back close to the full-resolution one; images within N are untouched."""
+    net = Spy(scale=1.0)
+    img, tri = scene(200, 300)
+    full = predict_alpha(_model(net), net, img, tri)
+    net.shapes.clear()
+    small = predict_alpha(_model(net), net, img, tri, max_size=150)
+    assert net.shapes == [(1, 6, 128, 160)]  # 100 x 150 padded to multiples of 32
+    assert small.shape == (200, 300)
+    np.testing.assert_array_equal(small[tri == 0], 0.0)
+    np.testing.assert_array_equal(small[tri == 255], 1.0)
+    unknown = tri == 128
+    assert np.abs(small - full)[unknown].mean() < 0.1  # the red channel's noise is averaged away, not its waves
+    np.testing.assert_array_equal(predict_alpha(_model(net), net, img, tri, max_size=300), full)

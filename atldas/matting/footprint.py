@@ -94,15 +94,21 @@ def forward_bytes_per_pixel(model: MattingModel, net: nn.Module) -> float:
 
 
 def predict_bytes(model: MattingModel, net: nn.Module, height: int, width: int, *, tile: Optional[int] = None,
-                  cutout: bool = False) -> float:
-    """Estimated peak bytes of predicting one ``height`` x ``width`` image (see the module docstring)."""
+                  cutout: bool = False, max_size: Optional[int] = None) -> float:
+    """Estimated peak bytes of predicting one ``height`` x ``width`` image (see the module docstring);
+    with ``max_size`` (predict's scaled copy) the network runs on the copy, the buffers of both count."""
     hp, wp = (math.ceil(s / 32) * 32 for s in (height, width))
     pixels = hp * wp
-    run = min(hp, tile or hp) * min(wp, tile or wp)
     weights = sum(p.numel() * p.element_size() for p in net.parameters())
-    total = weights + BUFFER_BYTES * pixels + forward_bytes_per_pixel(model, net) * run
+    total = weights + BUFFER_BYTES * pixels
+    if max_size is not None and max(height, width) > max_size:
+        f = max_size / max(height, width)
+        hp, wp = (math.ceil(max(1, round(s * f)) / 32) * 32 for s in (height, width))
+        total += BUFFER_BYTES * hp * wp
+    run = min(hp, tile or hp) * min(wp, tile or wp)
+    total += forward_bytes_per_pixel(model, net) * run
     if tile:
-        total += TILE_BYTES * pixels
+        total += TILE_BYTES * hp * wp
     if cutout:
         total += CUTOUT_BYTES * pixels
     return float(total)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 from typing import Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -180,7 +181,7 @@ def _predict_tiled(model: MattingModel, net: nn.Module, x: Tensor, device: torch
 @torch.inference_mode()
 def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap: np.ndarray, *,
                   device: str | torch.device = "cpu", tile: Optional[int] = None,
-                  overlap: int = DEFAULT_OVERLAP, amp: bool = False) -> np.ndarray:
+                  overlap: int = DEFAULT_OVERLAP, amp: bool = False, max_size: Optional[int] = None) -> np.ndarray:
     """Alpha matte of one image at full resolution.
 
     Args:
@@ -195,6 +196,11 @@ def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap
             guarantees.
         overlap: minimum overlap of neighbouring tiles in pixels (<= tile - 32).
         amp: autocast (bfloat16 on the CPU, float16 on CUDA).
+        max_size: when the image's longer side exceeds it, predict on a copy scaled to that side
+            (image by area averaging, trimap by nearest neighbour), upsample the alpha bilinearly and
+            clamp it by the full-resolution trimap: memory and time of the smaller image, exact known
+            regions, and an unknown region as detailed as the smaller image allows (its cost in SAD is
+            in the README). None: full resolution.
 
     Returns:
         ``(H, W)`` float32 alpha in [0, 1], clamped by the trimap.
@@ -204,6 +210,16 @@ def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap
         ConfigError: an invalid tiling.
     """
     tri, _ = normalize_trimap(np.asarray(trimap))
+    if max_size is not None and max(tri.shape) > max_size:
+        H, W = tri.shape
+        f = max_size / max(H, W)
+        hs, ws = max(1, round(H * f)), max(1, round(W * f))
+        img = np.asarray(image)
+        img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32, copy=False)
+        small = cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA)  # (hs, ws, 3)
+        small_tri = cv2.resize(tri, (ws, hs), interpolation=cv2.INTER_NEAREST)  # (hs, ws)
+        a = predict_alpha(model, net, small, small_tri, device=device, tile=tile, overlap=overlap, amp=amp)
+        return clamp_by_trimap(cv2.resize(a, (W, H), interpolation=cv2.INTER_LINEAR), tri)  # (H, W)
     x = network_input(image, tri)  # (1, 6, H, W)
     H, W = x.shape[-2:]
     dev = torch.device(device)
