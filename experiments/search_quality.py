@@ -3,6 +3,8 @@
     python experiments/search_quality.py --teachers 0 1 2 --seeds 0 1 2 --json runs/search_quality/sq.json
     python experiments/search_quality.py --teachers 0 --seeds 0 --strategies atldas atldas:estimator=st \\
         --budgets none                                   # an ablation: one variant against another
+    python experiments/search_quality.py --seeds 0 1 2 --random 6 --strategies atldas atldas:select=8 \\
+        random random:select=8                          # the select stage, with its random-search control
 
 For every teacher (:mod:`atldas.tasks.planted`: a network built from a known random genotype generates
 the targets), every strategy variant searches the ``planted`` space with every seed, without a budget
@@ -335,7 +337,7 @@ def _plot(summary: Dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(labels)), names, fontsize=7)
     ax.set_ylabel("percentile among matched-cost random (%)")
     ax.set_ylim(-5, 105)
-    ax.set_title("planted task: searched genotypes vs random genotypes of the same MACs", fontsize=9)
+    ax.set_title("planted task: searched genotypes vs\nrandom genotypes of the same MACs", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
