@@ -333,7 +333,6 @@ class _ForegroundBank:
             raise DataError(f"{d}: no fg/ and alpha/ files share a stem ({len(fgs)} foregrounds, {len(alphas)} "
                             "alphas)")
         self.pairs = [(fgs[s], alphas[s]) for s in stems]
-        self.unmatched = len(fgs) + len(alphas) - 2 * len(stems)
         self.size = size
         self.cache_size = cache
         self._cache: "OrderedDict[int, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()
@@ -684,7 +683,8 @@ class SyntheticMatting(Dataset):
             raise ConfigError(f"synthetic data: seed must be non-negative, got {seed}")
         if split not in SPLITS:
             raise ConfigError(f"synthetic data: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        probs = dict(photo_prob=photo_prob, foreground_prob=foreground_prob, hair_prob=hair_prob, transparency_prob=transparency_prob,
+        probs = dict(photo_prob=photo_prob, foreground_prob=foreground_prob, hair_prob=hair_prob,
+                     transparency_prob=transparency_prob,
                      blur_prob=blur_prob, shared_palette_prob=shared_palette_prob, clutter_prob=clutter_prob)
         for k, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:

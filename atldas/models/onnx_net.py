@@ -55,7 +55,6 @@ class OnnxNet(nn.Module):
         self.input_name = inputs[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         #: Peak activation bytes per input pixel, measured by ``atldas export`` on the torch network
-        #: (:mod:`atldas.matting.footprint` reads it); None for a file without it.
         #: (:mod:`atldas.matting.footprint` reads it); a file without it gets a conservative figure,
         #: about 3x what ``cheapmatting`` needs.
         self.BYTES_PER_PIXEL = float(meta.get("atldas.bytes_per_pixel", UNKNOWN_BYTES_PER_PIXEL))
