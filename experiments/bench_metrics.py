@@ -7,7 +7,8 @@ Two cases, both synthetic and seeded: ``band`` (a soft-edged blob with a noisy p
 unknown band around the edge, like a Composition-1K trimap) and ``all-unknown`` (the same mattes
 with every pixel unknown, the worst case for the per-pixel work). Each metric is timed through its
 public function (input checks included); ``compute_all`` shares the checks between the four.
-Reported: the median over ``--repeat`` runs, after one warm-up call.
+Reported: the median over ``--repeat`` runs, after one warm-up call. The whole-process comparison of
+``atldas eval`` with the mmeval port is ``experiments/bench_eval_mmeval.py`` (mmeval optional).
 """
 
 from __future__ import annotations
