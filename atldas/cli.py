@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="with --model: score the first N images only")
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
     p.add_argument("--json", help="write the scores as JSON to this file")
-    p.add_argument("--workers", type=int, help="with --pred: processes that score images (default: one per free "
+    p.add_argument("--workers", type=int, help="with --pred: processes that score images (default: one per "
                                                "core)")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="read images of up to N pixels (default 89478485, Pillow's decompression-bomb limit)")
