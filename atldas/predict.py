@@ -195,7 +195,9 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
                           "mattes would be noise); pass the .pt/.pth file trained for this MODEL")
     pairs = match_inputs(image, trimap)
     sizes = check_sizes(pairs)
-    out_dir = check_output(out, flag="--out", folder=True)
+    # upper bound of what is written: uncompressed PNG rows (alpha at --bits, RGBA cut-out at 8 bits)
+    need = sum(w * h * (bits // 8 + (4 if cutout else 0)) + 1024 for w, h in sizes.values())
+    out_dir = check_output(out, flag="--out", folder=True, need_bytes=need)
     outputs = _outputs(pairs, out_dir, cutout)
 
     net = mm.build()

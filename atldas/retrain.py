@@ -84,6 +84,7 @@ from atldas.models.base import MattingModel
 from atldas.models.cheapmatting import CheapMattingCfg
 from atldas.models.zoo import genotype_macro, require_torch, resolve_model
 from atldas.rundir import RunDir
+from atldas.utils.atomic import check_output
 from atldas.tensors import batch_to, matting_input
 from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
 from atldas.utils.checkpoint import load_checkpoint
@@ -502,7 +503,15 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     tune_backend(device)
     train_ds, val_ds = _datasets(cfg)
     if not resume:
-        run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
+        genotype = run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
+        try:
+            with torch.device("meta"):  # parameter bytes without memory
+                net = resolve_model(genotype if genotype is not None else cfg.model).build()
+            weights: Optional[int] = sum(p.numel() * p.element_size() for p in net.parameters())
+        except (NotImplementedError, RuntimeError):  # a builder that cannot run on the meta device
+            weights = None
+        # last.pt (weights, two Adam moments, EMA) and best.pt; an atomic rewrite holds two copies
+        check_output(out, flag="--out", folder=True, need_bytes=None if weights is None else 2 * 5 * weights)
         rd.write_config(cfg)
 
     seed_everything(cfg.seed)

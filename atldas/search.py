@@ -22,6 +22,7 @@ from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.plot import plot_genotype
 from atldas.run import CHECKPOINT, Run, SearchConfig, load_search_config, write_cost_table
+from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
 from atldas.utils.dist import barrier, check_same, init_from_env, is_main
 
@@ -87,6 +88,9 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         cfg = dataclasses.replace(cfg, out=str(out))
         run = Run(cfg, out=out)
         run.open_data()  # a bad --data or --backgrounds fails before anything is written
+        # checkpoint.pt: weights and two Adam moments; an atomic rewrite holds the old and the new file
+        check_output(out, flag="--out", folder=True,
+                     need_bytes=2 * 3 * sum(p.numel() * p.element_size() for p in run.net.parameters()))
         rd.write_config(run.cfg)
     barrier()  # torchrun: the other ranks start now
     write_cost_table(run)

@@ -49,3 +49,20 @@ def test_history_drops_a_line_cut_short_by_a_kill(tmp_path):
     h = History(path, start=2)
     h.append({"epoch": 2, "loss": 0.8})
     assert [json.loads(x)["epoch"] for x in path.read_text().splitlines()] == [0, 1, 2]
+
+
+def test_check_output_refuses_what_the_disk_cannot_hold(tmp_path, monkeypatch):
+    import collections
+    import shutil
+
+    import pytest
+
+    from atldas.errors import DataError
+    from atldas.utils.atomic import check_output
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * 2**20, 9 * 2**20, 2**20))
+    assert check_output(tmp_path / "o", flag="--out", folder=True, need_bytes=2**19) == tmp_path / "o"
+    with pytest.raises(DataError, match=r"--out .*: up to 5 MiB will be written and 1 MiB are free"):
+        check_output(tmp_path / "o", flag="--out", folder=True, need_bytes=5 * 2**20)
+    assert not (tmp_path / "o").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -69,10 +70,12 @@ def write_json(path: PathLike, obj: Any, *, flag: str = "--json") -> Path:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for {flag}") from None
 
 
-def check_output(out: PathLike, *, flag: str, folder: bool = False) -> Path:
+def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: Optional[float] = None) -> Path:
     """Check before any work that ``out`` can be written: no existing ancestor is a file, the path
-    itself is not of the other kind (a folder where a file goes, or the reverse), and the nearest
-    existing folder is writable. Returns the path; raises a one-line DataError naming ``flag``.
+    itself is not of the other kind (a folder where a file goes, or the reverse), the nearest
+    existing folder is writable and, when the caller knows an upper bound ``need_bytes`` of what it
+    will write, its file system has that much free. Returns the path; raises a one-line DataError
+    naming ``flag``.
     """
     path = Path(out)
     if path.exists() and path.is_dir() != folder:
@@ -85,6 +88,11 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False) -> Path:
         raise DataError(f"{flag} {out}: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise DataError(f"{flag} {out}: the folder {parent} is not writable; choose another path")
+    if need_bytes is not None:
+        free = shutil.disk_usage(parent).free
+        if need_bytes > free:
+            raise DataError(f"{flag} {out}: up to {need_bytes / 2**20:.0f} MiB will be written and {free / 2**20:.0f} "
+                            f"MiB are free on that file system; free space or choose another path")
     return path
 
 
