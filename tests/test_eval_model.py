@@ -158,3 +158,23 @@ def test_model_eval_user_errors_are_one_line(folder, checkpoint, tmp_path, capsy
         assert code == 2 and len(lines) == 1, (args, err)
         assert expected in lines[0], (args, lines[0])
         assert "Traceback" not in err
+
+
+def test_real_photo_quality_script_scores_closed_form_and_trivial(folder, tmp_path, capsys):
+    """experiments/real_photo_quality.py: the README's real-photo table, here on the tiny generic set
+    (no retrain runs): closed form and the trivial matte, per image and on average."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "rpq", Path(__file__).resolve().parents[1] / "experiments" / "real_photo_quality.py")
+    rpq = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rpq)
+    js = tmp_path / "q.json"
+    assert rpq.main(["--data", str(folder), "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(js.read_text())["rows"]
+    assert set(rows) == {"closed_form", "trivial (0.5)"}
+    trivial_sad = np.mean([metrics.sad(trivial_prediction(i, t), alpha_to_u8(a), t)
+                           for i, t, a in (_scene(h, w, k) for k, (h, w) in enumerate(SIZES))])
+    assert rows["trivial (0.5)"]["SAD"] == pytest.approx(trivial_sad)
+    assert "| closed_form |" in out and "0 of 3" in out and "SAD s0" in out
