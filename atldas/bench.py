@@ -13,7 +13,7 @@ input:
   (``scaled_dot_product_attention``); norms, activations, pooling, interpolation, element-wise
   additions and softmax are not counted. ``macs_by_op`` splits the total by operator;
 - ``latency_ms``: median, 10th and 90th percentile of the forward time in milliseconds, eval mode,
-  ``torch.no_grad``, network and input in channels_last (as ``atldas predict`` runs them), random
+  ``torch.inference_mode``, network and input in channels_last (as ``atldas predict`` runs them), random
   weights (seed 0), a random image and a round trimap (foreground disc, unknown ring), measured with
   ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread count (``threads``, default
   torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean
@@ -123,7 +123,7 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
     x = channels_last(_input(h, w, dev))
 
     def run() -> None:
-        with torch.no_grad():
+        with torch.inference_mode():
             model.forward(net, x)
 
     return time_call(run, threads=threads, min_run_time=min_run_time, repeats=repeats, sync=dev)

@@ -336,7 +336,10 @@ def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RAdam
     kw = {"decoupled_weight_decay": True} if cfg.optimizer == "radam" else {}
-    return cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), **kw)
+    # AdamW runs foreach: one multi-tensor kernel per update term instead of a Python loop over the
+    # tensors, bit for bit the same weights (tests/test_retrain.py); RAdam's foreach form is not, so it
+    # keeps the loop
+    return cls(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), foreach=cfg.optimizer == "adamw", **kw)
 
 
 def _amp_dtype(cfg: RetrainConfig) -> Optional[torch.dtype]:

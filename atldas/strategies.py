@@ -235,7 +235,9 @@ class Strategy:
     # -------------------------------------------------------------- optimizers
 
     def _make_w_opt(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.net.weight_parameters(), lr=self.hp.w_lr, weight_decay=self.hp.w_weight_decay)
+        # foreach: multi-tensor updates over the supernet's thousands of tensors, bit for bit the same
+        return torch.optim.AdamW(self.net.weight_parameters(), lr=self.hp.w_lr, weight_decay=self.hp.w_weight_decay,
+                                 foreach=True)
 
     def rebuild_w_opt(self) -> None:
         """New weight optimizer over the parameters left after pruning; their state is kept."""
@@ -270,8 +272,9 @@ class Strategy:
     def _step_weights(self, loss: Tensor) -> None:
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
-        average_(p.grad for p in self.net.weight_parameters() if p.grad is not None)  # torchrun: one update
-        nn.utils.clip_grad_norm_(self.net.weight_parameters(), self.hp.grad_clip)
+        params = self.w_opt.param_groups[0]["params"]  # = net.weight_parameters(), without walking the modules
+        average_(p.grad for p in params if p.grad is not None)  # torchrun: one update
+        nn.utils.clip_grad_norm_(params, self.hp.grad_clip)
         self.w_opt.step()
         for p in self.net.arch.parameters():  # the weight step never updates the arch logits
             p.grad = None

@@ -291,3 +291,29 @@ def test_laplacian_loss_equals_the_two_pyramid_reference():
     g_want, = torch.autograd.grad(want, p)
     g_got, = torch.autograd.grad(got, p)
     assert torch.allclose(g_got, g_want, atol=1e-9)
+
+
+def test_the_multi_tensor_optimizer_is_bit_for_bit_the_loop():
+    """retrain's AdamW runs ``foreach`` (one kernel per update term over all tensors): the same
+    weights, bit for bit, as the per-tensor loop after a few steps with weight decay groups (RAdam's
+    foreach form differs in the last bits, so RAdam keeps the loop)."""
+    name = "adamw"
+    from atldas.retrain import RetrainConfig, _optimizer
+
+    def train(foreach: bool):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.PReLU(8),
+                                  torch.nn.Conv2d(8, 1, 1))
+        opt = _optimizer(RetrainConfig(optimizer=name), net)
+        for g in opt.param_groups:
+            g["foreach"] = foreach
+        x = torch.randn(4, 3, 12, 12)
+        for _ in range(5):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+        return [p.detach().clone() for p in net.parameters()]
+
+    assert _optimizer(RetrainConfig(), torch.nn.Linear(2, 2)).defaults["foreach"] is True
+    assert not _optimizer(RetrainConfig(optimizer="radam"), torch.nn.Linear(2, 2)).defaults["foreach"]
+    assert all(torch.equal(a, b) for a, b in zip(train(True), train(False)))

@@ -231,3 +231,27 @@ def test_search_amp_modes_are_checked():
         cfg = make_search_config(space="tiny", sets=[f"amp={mode}"])
         with pytest.raises(ConfigError, match=fragment):
             cfg.check(get_task(cfg.task or "matting"))
+
+
+def test_multi_tensor_weight_optimizer_leaves_the_search_unchanged(tmp_path, monkeypatch):
+    """The supernet's AdamW runs ``foreach`` (fewer tiny ops per weight step): a short search ends in
+    the same weights and logits, bit for bit, as with the per-tensor loop."""
+    from atldas import strategies
+
+    states = {}
+    real = strategies.Strategy._make_w_opt
+    for foreach in (True, False):
+        def make(self, foreach=foreach):
+            opt = real(self)
+            assert opt.defaults["foreach"] is True
+            for g in opt.param_groups:
+                g["foreach"] = foreach
+            return opt
+
+        monkeypatch.setattr(strategies.Strategy, "_make_w_opt", make)
+        run = Run(make_search_config(space="tiny", epochs=3, tensorboard=False, progress=False, threads=1),
+                  out=tmp_path / str(foreach))
+        run.fit()
+        states[foreach] = run.net.state_dict()
+    assert states[True].keys() == states[False].keys()
+    assert all(torch.equal(states[True][k], states[False][k]) for k in states[True])
