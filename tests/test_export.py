@@ -33,7 +33,7 @@ def test_export_genotype_model_matches_pytorch_at_another_size(genotype_file, tm
     torch.save({"model": net.state_dict(), "epoch": 0}, ckpt)
     onnx_path = tmp_path / "m.onnx"
     code = main(["export", "--model", str(genotype_file), "--checkpoint", str(ckpt), "--onnx", str(onnx_path),
-                 "--size", "96", "--no-optimize"])  # the optimizer doubles the time: see the slow test
+                 "--size", "96", "--no-optimize"])  # the optimizer doubles the time: the `exported` fixture runs it
     out = capsys.readouterr().out
     assert code == 0 and onnx_path.is_file()
     assert "max abs diff" in out and "[1, 6, 160, 128]" in out
@@ -90,15 +90,27 @@ def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, c
     assert code == 2 and "pip install atldas[export]" in err and "Traceback" not in err
 
 
-@pytest.mark.slow
-def test_export_with_the_graph_optimizer(genotype_file, tmp_path):
+@pytest.fixture(scope="module")
+def exported(genotype_file, tmp_path_factory):
+    """(onnx path, checkpoint, export report): the genotype's network with seeded weights, exported once
+    at 96 px with the graph optimizer (the default) and shared by the tests below."""
     from atldas.export import export_onnx
+    from atldas.models.zoo import resolve_model
 
-    report = export_onnx(model=str(genotype_file), checkpoint=None, onnx_path=tmp_path / "o.onnx", size=96)
+    tmp = tmp_path_factory.mktemp("onnx")
+    torch.manual_seed(0)
+    ckpt = tmp / "w.pt"
+    torch.save({"model": resolve_model(str(genotype_file)).build().state_dict()}, ckpt)
+    report = export_onnx(model=str(genotype_file), checkpoint=ckpt, onnx_path=tmp / "m.onnx", size=96)
+    return tmp / "m.onnx", ckpt, report
+
+
+def test_export_with_the_graph_optimizer(exported):
+    report = exported[2]
     assert report["check"]["max_abs_diff"] < 1e-4 and report["check"]["input"] == [1, 6, 160, 128]
 
 
-def test_readme_onnx_example_matches_predict(genotype_file, tmp_path):
+def test_readme_onnx_example_matches_predict(genotype_file, exported, tmp_path):
     """The README's onnxruntime example, as written, gives atldas predict's matte, and the exported
     file carries the input contract in its metadata."""
     import re
@@ -116,8 +128,7 @@ def test_readme_onnx_example_matches_predict(genotype_file, tmp_path):
     ns: dict = {}
     exec(compile(blocks[0], "README onnx example", "exec"), ns)
 
-    onnx_path = tmp_path / "m.onnx"
-    assert main(["export", "--model", str(genotype_file), "--onnx", str(onnx_path), "--size", "96"]) == 0
+    onnx_path = exported[0]
     props = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
     assert {k: props[k] for k in INPUT_SPEC} == INPUT_SPEC and props["atldas.version"]
     rng = np.random.default_rng(0)
@@ -145,7 +156,7 @@ def test_readme_onnx_example_matches_predict(genotype_file, tmp_path):
     assert np.abs(ours - reference).max() < 1e-5
 
 
-def test_an_onnx_file_is_a_model_for_predict_and_eval(genotype_file, tmp_path, capsys):
+def test_an_onnx_file_is_a_model_for_predict_and_eval(genotype_file, exported, tmp_path, capsys):
     """predict and eval run an exported file through onnxruntime (weights inside: no --checkpoint) and
     give the torch network's mattes; the verbs that need a torch network say so in one line."""
     import json
@@ -154,14 +165,7 @@ def test_an_onnx_file_is_a_model_for_predict_and_eval(genotype_file, tmp_path, c
 
     from atldas.data.io import write_trimap
 
-    torch.manual_seed(0)
-    ckpt = tmp_path / "w.pt"
-    from atldas.models.zoo import resolve_model
-
-    torch.save({"model": resolve_model(str(genotype_file)).build().state_dict()}, ckpt)
-    onnx_path = tmp_path / "m.onnx"
-    assert main(["export", "--model", str(genotype_file), "--checkpoint", str(ckpt), "--onnx", str(onnx_path),
-                 "--size", "96"]) == 0
+    onnx_path, ckpt, _ = exported
     rng = np.random.default_rng(0)
     for d in ("img", "tri", "gt"):
         (tmp_path / d).mkdir()
