@@ -7,14 +7,10 @@ and the largest difference from the predict path's output.
 Variants (random weights, seed 0; bench's random image and round trimap; eval mode):
 
 - ``contiguous``: network and input in the default contiguous layout, ``torch.no_grad``;
-- ``predict path``: channels_last, ``torch.no_grad`` (what ``atldas predict`` ran before this script;
-  under no_grad the decoder's concatenations are written, as in the MAC counter);
+- ``predict path``: channels_last, ``torch.no_grad`` (what ``atldas predict`` ran before this script);
 - ``inference_mode``: the same under ``torch.inference_mode``;
 - ``BN folded``: and every Conv2d -> BatchNorm2d pair folded into one convolution
   (:func:`atldas.utils.fold.fold_batchnorm`);
-- ``BN folded, concatenations written``: the BN-folded network under inference_mode with the decoder
-  levels' and the head's inputs concatenated at full resolution (the inference_mode variants split
-  those convolutions: ``atldas.models.cheapmatting._level`` / ``_head``);
 - ``bf16 autocast``: channels_last under CPU bf16 autocast (not exact: its error is the point);
 - ``onnxruntime``: the network exported to ONNX (opset 17, as ``atldas export``) run by onnxruntime's
   CPU provider at the same thread count (when ``onnx`` and ``onnxruntime`` are installed).
@@ -64,22 +60,7 @@ def _variants(model_name: str, mm, net, x, threads: int, tmp: Path):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             return mm.forward(cl_net, cl_x).float()
 
-    def concatenated(n, inp):
-        """The BN-folded network with the decoder's and head's concatenations written out (the form
-        before the split convolutions of cheapmatting._level / _head)."""
-        from atldas.models import cheapmatting as cm
-
-        def run():
-            real, cm._fast_inference = cm._fast_inference, lambda *a: False
-            try:
-                with torch.inference_mode():
-                    return mm.forward(n, inp)
-            finally:
-                cm._fast_inference = real
-        return run
-
     out = {"contiguous": plain(net, x), "predict path": plain(cl_net, cl_x),
-           f"BN folded ({n_folded}), concatenations written": concatenated(folded, cl_x),
            "inference_mode": plain(cl_net, cl_x, torch.inference_mode),
            f"BN folded ({n_folded})": plain(folded, cl_x, torch.inference_mode), "bf16 autocast": bf16}
     try:

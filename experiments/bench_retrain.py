@@ -13,13 +13,15 @@ Process CPU seconds per step (and wall seconds beside them), one thread by defau
   and ``2 x --steps`` steps (validation on one image), differenced, so setup, validation and
   checkpoints cancel.
 
-The overhead ratio is ``retrain / plain``. Run it on a quiet machine; other jobs inflate wall time
-more than CPU time.
+The overhead ratio is ``retrain / plain``, taken within each of ``--rounds`` interleaved rounds (this
+machine's speed drifts by 20 % between minutes; a ratio within a round does not). Run it on a quiet
+machine; other jobs inflate wall time more than CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -115,17 +117,25 @@ def main(argv=None) -> int:
     p.add_argument("--genotype", default=str(ROOT / "experiments" / "results" / "demo_genotype.json"))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     g = Genotype.load(args.genotype)
-    print(f"genotype {g.hash()}, batch 8, crop 96, {args.threads} thread(s); CPU s / wall s per step")
-    rows = {"plain": plain(Path(args.genotype), args.steps, False),
-            "plain + matting loss": plain(Path(args.genotype), args.steps, True),
-            "data (one batch)": data(args.steps),
-            "retrain": retrain_per_step(Path(args.genotype), args.steps, args.threads)}
-    base = rows["plain"][0]
-    for name, (c, w) in rows.items():
-        print(f"  {name:22s} {c:7.3f} CPU-s {w:7.3f} s   {c / base:5.2f} x plain (CPU)")
+    gp = Path(args.genotype)
+    measures = {"plain": lambda: plain(gp, args.steps, False),
+                "plain + matting loss": lambda: plain(gp, args.steps, True),
+                "data (one batch)": lambda: data(args.steps),
+                "retrain": lambda: retrain_per_step(gp, args.steps, args.threads)}
+    rows = {name: [] for name in measures}
+    for _ in range(args.rounds):  # interleaved: a slow spell of the machine hits every variant
+        for name, f in measures.items():
+            rows[name].append(f())
+    print(f"genotype {g.hash()}, batch 8, crop 96, {args.threads} thread(s), {args.rounds} interleaved rounds; "
+          "CPU s / wall s per step (medians); ratio: the median over rounds of CPU / plain's CPU in that round")
+    for name, vals in rows.items():
+        c, w = statistics.median(v[0] for v in vals), statistics.median(v[1] for v in vals)
+        ratio = statistics.median(v[0] / p[0] for v, p in zip(vals, rows["plain"]))
+        print(f"  {name:22s} {c:7.3f} CPU-s {w:7.3f} s   {ratio:5.2f} x plain (CPU)")
     return 0
 
 

@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     import logging
 
     logging.getLogger("atldas").setLevel(logging.WARNING)
-    batch = int(make_search_config(space=args.space).batch_size)
+    batch = int(make_search_config(space=args.space).data.batch_size)
     best = {c: float("inf") for c in args.crops}
     for _ in range(args.rounds):
         for c in args.crops:

@@ -508,52 +508,6 @@ def _up(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=like.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _plain_conv(m: nn.Module, k: int) -> bool:
-    """Whether ``m`` is an ungrouped, unstrided, undilated k x k Conv2d with zero padding k // 2."""
-    return (type(m) is nn.Conv2d and m.kernel_size == (k, k) and m.stride == (1, 1) and m.groups == 1
-            and m.dilation == (1, 1) and m.padding == (k // 2, k // 2) and m.padding_mode == "zeros")
-
-
-def _fast_inference(module: nn.Module, block_kw: Mapping[str, Any]) -> bool:
-    """Whether ``module(cat[up(y), skip])`` may take the split form of :func:`_level` / :func:`_head`:
-    under ``torch.inference_mode`` (predict, eval, bench; not the MAC counter, which counts the network
-    as defined), for a fixed level or head that starts with a plain conv."""
-    return (not block_kw and torch.is_inference_mode_enabled() and isinstance(module, (DecoderLevel, PredictionHead))
-            and (_plain_conv(module[0], 1) if isinstance(module, DecoderLevel) else _plain_conv(module[0], 3)))
-
-
-def _level(level: nn.Module, y: torch.Tensor, skip: torch.Tensor, block_kw: Mapping[str, Any]) -> torch.Tensor:
-    """``level(cat[up(y), skip])``: (B, Cy, h, w), (B, Cs, H, W) -> the level's output at (H, W).
-
-    Inference (``torch.inference_mode``, a :class:`DecoderLevel`) takes an exact shortcut: its first 1x1 conv is
-    split along its input channels, and the part that reads ``y`` runs at ``y``'s resolution before
-    the upsampling (a 1x1 conv and bilinear upsampling commute: both are linear and the interpolation
-    weights sum to 1, so the bias passes through), so neither the concatenation nor the conv over the
-    upsampled channels exists at full resolution. The same sum up to float rounding."""
-    if not _fast_inference(level, block_kw):
-        return level(torch.cat([_up(y, skip), skip], dim=1), **block_kw)
-    conv, c = level[0], y.shape[1]
-    z = _up(F.conv2d(y, conv.weight[:, :c], conv.bias), skip)  # (B, C_out, H, W)
-    z = z + F.conv2d(skip, conv.weight[:, c:])  # (B, C_out, H, W)
-    for m in list(level)[1:]:
-        z = m(z)
-    return z
-
-
-def _head(head: nn.Module, y: torch.Tensor, x: torch.Tensor, block_kw: Mapping[str, Any]) -> torch.Tensor:
-    """``head(cat[up(y), x])``; at inference the head's first 3x3 conv is split along its input channels
-    (zero padding: the two partial sums add up to the whole), so the full-resolution concatenation is
-    never written."""
-    if not _fast_inference(head, block_kw):
-        return head(torch.cat([_up(y, x), x], dim=1), **block_kw)
-    conv, c = head[0], y.shape[1]
-    z = F.conv2d(_up(y, x), conv.weight[:, :c], conv.bias, padding=1)  # (B, C_a, H, W)
-    z = z + F.conv2d(x, conv.weight[:, c:], padding=1)
-    for m in list(head)[1:]:
-        z = m(z)
-    return z
-
-
 #: ``level(lv, C_in) -> module`` builds decoder level ``lv``; ``head(C_in) -> module`` the head.
 LevelFactory = Callable[[int, int], nn.Module]
 HeadFactory = Callable[[int], nn.Module]
@@ -603,11 +557,11 @@ class CheapMattingMacro(nn.Module):
         s8 = self.stem10(s4)  # (B, C, H/8, W/8)
         x8, x16, x32 = self.cells(s4, s8, **cells_kw)  # (B, 4C, H/8) (B, 8C, H/16) (B, 16C, H/32)
         y = torch.cat([self.ppm(x32), x32], dim=1)  # (B, ppm_out + 16C, H/32, W/32)
-        y = _level(self.decoder_layer3, y, x16, block_kw)  # (B, dc3, H/16, W/16)
-        y = _level(self.decoder_layer2, y, x8, block_kw)  # (B, dc2, H/8, W/8)
-        y = _level(self.decoder_layer1, y, s4, block_kw)  # (B, dc1, H/4, W/4)
-        y = _level(self.decoder_layer0, y, s2, block_kw)  # (B, dc0, H/2, W/2)
-        return _head(self.pred, y, x, block_kw)  # (B, 1, H, W)
+        y = self.decoder_layer3(torch.cat([_up(y, x16), x16], dim=1), **block_kw)  # (B, dc3, H/16, W/16)
+        y = self.decoder_layer2(torch.cat([_up(y, x8), x8], dim=1), **block_kw)  # (B, dc2, H/8, W/8)
+        y = self.decoder_layer1(torch.cat([_up(y, s4), s4], dim=1), **block_kw)  # (B, dc1, H/4, W/4)
+        y = self.decoder_layer0(torch.cat([_up(y, s2), s2], dim=1), **block_kw)  # (B, dc0, H/2, W/2)
+        return self.pred(torch.cat([_up(y, x), x], dim=1), **block_kw)  # (B, 1, H, W)
 
 
 class CheapMatting(CheapMattingMacro):
