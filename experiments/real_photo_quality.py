@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict
 
 from atldas.data.datasets import open_dataset
+from atldas.errors import AtldasError
 from atldas.matting import metrics
 from atldas.matting.scoring import evaluate_model, score_dataset, trivial_alpha
 from atldas.utils.atomic import write_json
@@ -62,7 +63,11 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write every score there")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    rows = score_all(args.data, args.run, args.threads)
+    try:
+        rows = score_all(args.data, args.run, args.threads)
+    except AtldasError as exc:  # a missing run, checkpoint or data folder: one line, as the CLI says it
+        print(f"real_photo_quality: error: {exc}", file=sys.stderr)
+        return 2
     print(f"DIM metrics on {args.data} (SAD / 1000 as in DIM):")
     print(table(rows))
     if args.json:
