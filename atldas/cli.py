@@ -323,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("retrain", parents=[common], help="train the network of a genotype (or any MODEL)")
     p.add_argument("model", metavar="GENOTYPE|MODEL", nargs="?",
                    help="genotype file, search run directory or registered model (not needed with --resume)")
-    p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
+    p.add_argument("--data", help="'synthetic' (default), a composed training set (Composition-1K, "
+                                  "Distinctions-646, with --backgrounds), or real photos with their mattes "
+                                  "(image/ trimap/ alpha/, AIM-500, ...: trained on crops, every 10th photo "
+                                  "held out for validation unless --val-data)")
     p.add_argument("--val-data", help="validation set folder (its test split, any layout eval reads, e.g. a "
                                       "generic image/trimap/alpha folder); default: --data's own")
     p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")

@@ -71,7 +71,7 @@ from tqdm import tqdm
 
 from atldas.version import __version__
 from atldas.config import build, check_ranges
-from atldas.data.datasets import open_dataset
+from atldas.data.datasets import PhotoTrainSet, open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import AtldasError, ConfigError, DataError
@@ -272,17 +272,51 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         raise DataError(f"--data {root}: no such folder; pass 'synthetic' or a data set folder")
     try:
         train = open_dataset(root, split="train", crop=cfg.crop, seed=cfg.seed, backgrounds=cfg.backgrounds)
-    except ConfigError as exc:
-        raise DataError(f"--data {root}: no training split that retrain can use ({exc}); retrain needs "
-                        "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} with "
-                        "--backgrounds DIR") from None
-    if not hasattr(train, "set_epoch"):
-        raise DataError(f"--data {root}: its training split is not composed on the fly; retrain needs "
-                        "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} "
-                        "with --backgrounds DIR")
+    except ConfigError:
+        train = None
+    if train is None or not hasattr(train, "set_epoch"):
+        return _photo_datasets(root, cfg)
     val = _validation_set(Path(cfg.val_data) if cfg.val_data else root, cfg, flag="--val-data" if cfg.val_data else "--data")
     if cfg.val_count and cfg.val_count < len(val):
         val = Subset(val, range(cfg.val_count))
+    return train, val
+
+
+#: Without --val-data, every VAL_EVERY-th photo of a photo folder (sorted by name) is held out.
+VAL_EVERY = 10
+
+
+def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
+    """(training set, validation set) from a folder of real photos with mattes (no composed training
+    split): :class:`PhotoTrainSet` crops; validation on ``--val-data``, else on every
+    ``VAL_EVERY``-th photo, held out of training."""
+    no_split = (f"--data {root}: no training split that retrain can use; retrain takes Composition-1K "
+                "Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} with --backgrounds DIR, or "
+                "real photos with their mattes (image/, trimap/, alpha/ folders, AIM-500, ...)")
+    try:
+        photos = open_dataset(root, split="test")
+    except (ConfigError, DataError):
+        raise DataError(no_split) from None
+    if not getattr(photos, "has_alpha", True):
+        raise DataError(f"{no_split}; {root} has no alpha mattes")
+    n = len(photos)
+    if cfg.val_data:
+        train_idx, val = list(range(n)), _validation_set(Path(cfg.val_data), cfg, flag="--val-data")
+        if cfg.val_count and cfg.val_count < len(val):
+            val = Subset(val, range(cfg.val_count))
+    else:
+        if n < 2:
+            raise DataError(f"--data {root}: {n} photo(s); training on photos holds every {VAL_EVERY}th "
+                            "out for validation and needs at least 2, or a validation set: --val-data DIR")
+        held = set(range(VAL_EVERY - 1, n, VAL_EVERY)) or {n - 1}
+        train_idx = [i for i in range(n) if i not in held]
+        val = Subset(photos, sorted(held))
+    need = cfg.steps_per_epoch * cfg.batch_size
+    train = PhotoTrainSet(Subset(photos, train_idx) if len(train_idx) < n else photos, crop=cfg.crop,
+                          seed=cfg.seed, samples_per_photo=-(-need // len(train_idx)))
+    log.info("training data: %d real photo(s) of %s as they are (crops of %d px around the unknown region, "
+             "flips, trimaps eroded from the alpha; no composition); validation: %s", len(train_idx), root,
+             cfg.crop, cfg.val_data or f"{len(val)} photo(s) held out of {root} (every {VAL_EVERY}th by name)")
     return train, val
 
 

@@ -317,3 +317,55 @@ def test_the_multi_tensor_optimizer_is_bit_for_bit_the_loop():
     assert _optimizer(RetrainConfig(), torch.nn.Linear(2, 2)).defaults["foreach"] is True
     assert not _optimizer(RetrainConfig(optimizer="radam"), torch.nn.Linear(2, 2)).defaults["foreach"]
     assert all(torch.equal(a, b) for a, b in zip(train(True), train(False)))
+
+
+def _photos(root: Path, n: int, size=(40, 56)) -> Path:
+    """A generic folder of ``n`` real-photo stand-ins: image/, trimap/, alpha/ (a soft disc each)."""
+    import numpy as np
+
+    from atldas.data.io import write_alpha, write_rgb, write_trimap
+
+    rng = np.random.default_rng(1)
+    h, w = size
+    yy, xx = np.mgrid[:h, :w]
+    for k in range(n):
+        a = np.clip((12 - np.hypot(yy - h / 2 - k, xx - w / 2)) / 3 + 0.5, 0, 1)
+        img = a[..., None] * np.array([0.8, 0.3, 0.1]) + (1 - a[..., None]) * rng.random((h, w, 3)) * 0.3
+        write_rgb(root / "image" / f"p{k}.png", img)
+        write_alpha(root / "alpha" / f"p{k}.png", a)
+        write_trimap(root / "trimap" / f"p{k}.png", np.where(a >= 1, 255, np.where(a <= 0, 0, 128)).astype(np.uint8))
+    return root
+
+
+def test_photo_training_set_crops_around_the_unknown_region(tmp_path):
+    """PhotoTrainSet: crop-sized samples (padded when the photo is smaller), a trimap eroded from the
+    crop's own alpha, deterministic per (seed, epoch, index), other draws in another epoch."""
+    from atldas.data.datasets import PhotoTrainSet, open_dataset
+
+    ds = PhotoTrainSet(open_dataset(_photos(tmp_path / "p", 2), split="test"), crop=48, seed=3, samples_per_photo=4)
+    assert len(ds) == 8
+    s = ds[5]
+    assert s["image"].shape == (3, 48, 48) and s["alpha"].shape == (1, 48, 48) and "fg" not in s
+    a, tri = s["alpha"][0], s["trimap"][0]
+    assert bool((a[tri == 255] >= 1 - 1e-5).all()) and bool((a[tri == 0] <= 1e-5).all())
+    assert bool(((a > 0.01) & (a < 0.99)).any())  # centred on the unknown region
+    assert torch.equal(ds[5]["image"], s["image"])
+    ds.set_epoch(1)
+    assert any(not torch.equal(ds[i]["trimap"], PhotoTrainSet(ds.photos, crop=48, seed=3, samples_per_photo=4)[i]["trimap"])
+               for i in range(8))
+
+
+def test_retrain_on_a_folder_of_photos_holds_some_out(genotype_file, tmp_path, caplog):
+    """`retrain --data DIR` with real photos and mattes (generic image/trimap/alpha): trained on crops
+    of the photos, validated on the held-out ones, or on --val-data; one photo alone is one line."""
+    caplog.set_level("INFO", logger="atldas")
+    root = _photos(tmp_path / "photos", 3)
+    out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(root)))
+    row = json.loads((out / "history.jsonl").read_text())
+    assert row["val/count"] == 1 and math.isfinite(row["val/SAD"])  # p2 held out (every 10th, at least one)
+    assert "2 real photo(s)" in caplog.text and "held out" in caplog.text
+    out2 = retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(root), val_data=str(root), val_count=0))
+    assert json.loads((out2 / "history.jsonl").read_text())["val/count"] == 3
+    one = _photos(tmp_path / "one", 1)
+    with pytest.raises(AtldasError, match="--val-data"):
+        retrain(_cfg(genotype_file, tmp_path / "run3", epochs=1, data=str(one)))

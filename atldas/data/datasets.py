@@ -560,6 +560,60 @@ class ComposedTrainSet(Dataset):
         return self.augment(fg, alpha, bg, rng, fg2=fg2, alpha2=alpha2, name=it.name)
 
 
+class PhotoTrainSet(Dataset):
+    """Real photos with their mattes, as they are, as a training set (no composition).
+
+    Sample ``index`` is a crop of photo ``index % n`` centred on an unknown pixel (zero-padded when the
+    photo is smaller than the crop), flipped horizontally with ``augment.flip_prob``, with a trimap
+    eroded at random from the crop's alpha (``augment.trimap_kernel``); every draw comes from
+    ``numpy.random.default_rng([seed, epoch, index])``. Samples carry no ``fg``/``bg``, so the
+    composition loss is skipped.
+
+    Args:
+        photos: a data set with ground-truth alphas in any layout the readers know (a generic
+            ``image/trimap/alpha`` folder, AIM-500, ...); its own trimaps are not used.
+        crop: crop size.
+        seed: base seed.
+        samples_per_photo: samples per photo and epoch (the length is ``n * samples_per_photo``).
+    """
+
+    def __init__(self, photos: Dataset, *, crop: Union[int, Tuple[int, int]] = 512, seed: int = 0,
+                 samples_per_photo: int = 1) -> None:
+        if not getattr(photos, "has_alpha", True):
+            raise DataError("these photos have no ground-truth alpha mattes to train on")
+        if len(photos) == 0 or samples_per_photo < 1:
+            raise DataError("no photos to train on" if len(photos) == 0 else
+                            f"samples_per_photo must be at least 1, got {samples_per_photo}")
+        self.has_alpha = True
+        self.photos = photos
+        self.augment = Augment(crop=crop)
+        self.seed = int(seed)
+        self.samples_per_photo = int(samples_per_photo)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws :meth:`__getitem__` makes."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.photos) * self.samples_per_photo
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        s = self.photos[index % len(self.photos)]
+        image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
+        image, alpha = self.augment._pad(image, np.asarray(s["alpha"])[0])  # (H', W', 3), (H', W')
+        top, left = self.augment.crop_origin(alpha, rng)
+        ch, cw = self.augment.crop
+        image, alpha = image[top:top + ch, left:left + cw], alpha[top:top + ch, left:left + cw]
+        if rng.random() < self.augment.flip_prob:
+            image, alpha = image[:, ::-1], alpha[:, ::-1]
+        alpha = np.ascontiguousarray(alpha)
+        k_min, k_max = self.augment.trimap_kernel
+        trimap = trimap_from_alpha(alpha, rng=rng, k_min=k_min, k_max=k_max)
+        return make_sample(np.ascontiguousarray(image), trimap, name=s.get("name"), alpha=alpha)
+
+
 class Composition1KTrain(ComposedTrainSet):
     """Composition-1K training set: ``Training_set/{fg, alpha}`` composed on ``backgrounds``.
 
@@ -863,5 +917,5 @@ def _check_options(spec: DatasetKind, split: str, kw: Dict[str, object]) -> None
 __all__ = ["AIM500", "AM2K", "AlphaMattingCom", "ComposedTestSet", "ComposedTrainSet",
            "Composition1KTest", "Composition1KTrain", "DATASET_KINDS", "DEFAULT_TEST_TRIMAP_KERNEL",
            "DatasetKind", "Distinctions646Test", "Distinctions646Train", "GenericFolders",
-           "MattingFolders", "MattingItem", "P3M500", "check_same_size", "compose_official",
+           "MattingFolders", "MattingItem", "P3M500", "PhotoTrainSet", "check_same_size", "compose_official",
            "detect_kind", "deterministic_trimap", "name_seed", "open_dataset"]
