@@ -293,15 +293,25 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     no_split = (f"--data {root}: no training split that retrain can use; retrain takes Composition-1K "
                 "Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} with --backgrounds DIR, or "
                 "real photos with their mattes (image/, trimap/, alpha/ folders, AIM-500, ...)")
-    try:
-        photos = open_dataset(root, split="test")
-    except (ConfigError, DataError):
-        raise DataError(no_split) from None
+    def split(name: str) -> Optional[Dataset]:
+        try:
+            return open_dataset(root, split=name)
+        except (ConfigError, DataError):
+            return None
+
+    train_split, test_split = split("train"), split("test")  # the same photos where the layout has one split
+    photos = train_split if train_split is not None else test_split
+    if photos is None:
+        raise DataError(no_split)
     if not getattr(photos, "has_alpha", True):
         raise DataError(f"{no_split}; {root} has no alpha mattes")
+    own_test = (train_split is not None and test_split is not None and getattr(test_split, "has_alpha", True)
+                and getattr(train_split, "names", None) != getattr(test_split, "names", None))
     n = len(photos)
-    if cfg.val_data:
-        train_idx, val = list(range(n)), _validation_set(Path(cfg.val_data), cfg, flag="--val-data")
+    if cfg.val_data or own_test:  # AM-2k, alphamatting.com: train on the train split, validate on the test split
+        train_idx = list(range(n))
+        val = _validation_set(Path(cfg.val_data) if cfg.val_data else root, cfg,
+                              flag="--val-data" if cfg.val_data else "--data")
         if cfg.val_count and cfg.val_count < len(val):
             val = Subset(val, range(cfg.val_count))
     else:
@@ -316,7 +326,8 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
                           seed=cfg.seed, samples_per_photo=-(-need // len(train_idx)))
     log.info("training data: %d real photo(s) of %s as they are (crops of %d px around the unknown region, "
              "flips, trimaps eroded from the alpha; no composition); validation: %s", len(train_idx), root,
-             cfg.crop, cfg.val_data or f"{len(val)} photo(s) held out of {root} (every {VAL_EVERY}th by name)")
+             cfg.crop, cfg.val_data or (f"the test split of {root}" if own_test else
+                                        f"{len(val)} photo(s) held out of {root} (every {VAL_EVERY}th by name)"))
     return train, val
 
 

@@ -369,3 +369,17 @@ def test_retrain_on_a_folder_of_photos_holds_some_out(genotype_file, tmp_path, c
     one = _photos(tmp_path / "one", 1)
     with pytest.raises(AtldasError, match="--val-data"):
         retrain(_cfg(genotype_file, tmp_path / "run3", epochs=1, data=str(one)))
+
+
+def test_retrain_on_photos_with_their_own_test_split(genotype_file, tmp_path, caplog):
+    """A photo layout with a train and a test split (AM-2k: {train, validation}/{original, mask,
+    trimap}) trains on the train split and validates on the test split, holding nothing out."""
+    caplog.set_level("INFO", logger="atldas")
+    for split, n in (("train", 2), ("validation", 3)):
+        src = _photos(tmp_path / f"src_{split}", n)
+        for a, b in (("image", "original"), ("alpha", "mask"), ("trimap", "trimap")):
+            (tmp_path / "am2k" / split).mkdir(parents=True, exist_ok=True)
+            (src / a).rename(tmp_path / "am2k" / split / b)
+    out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
+    assert json.loads((out / "history.jsonl").read_text())["val/count"] == 3
+    assert "2 real photo(s)" in caplog.text and "the test split of" in caplog.text
