@@ -276,10 +276,13 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         train = None
     if train is None or not hasattr(train, "set_epoch"):
         return _photo_datasets(root, cfg)
+    return train, _own_or_given_validation(root, cfg)
+
+
+def _own_or_given_validation(root: Path, cfg: RetrainConfig) -> Dataset:
+    """``--val-data``'s test split, else ``root``'s, cut to ``val_count`` images (0: all)."""
     val = _validation_set(Path(cfg.val_data) if cfg.val_data else root, cfg, flag="--val-data" if cfg.val_data else "--data")
-    if cfg.val_count and cfg.val_count < len(val):
-        val = Subset(val, range(cfg.val_count))
-    return train, val
+    return Subset(val, range(cfg.val_count)) if 0 < cfg.val_count < len(val) else val
 
 
 #: Without --val-data, every VAL_EVERY-th photo of a photo folder (sorted by name) is held out.
@@ -293,6 +296,7 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     no_split = (f"--data {root}: no training split that retrain can use; retrain takes Composition-1K "
                 "Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT} with --backgrounds DIR, or "
                 "real photos with their mattes (image/, trimap/, alpha/ folders, AIM-500, ...)")
+
     def split(name: str) -> Optional[Dataset]:
         try:
             return open_dataset(root, split=name)
@@ -309,11 +313,7 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
                 and getattr(train_split, "names", None) != getattr(test_split, "names", None))
     n = len(photos)
     if cfg.val_data or own_test:  # AM-2k, alphamatting.com: train on the train split, validate on the test split
-        train_idx = list(range(n))
-        val = _validation_set(Path(cfg.val_data) if cfg.val_data else root, cfg,
-                              flag="--val-data" if cfg.val_data else "--data")
-        if cfg.val_count and cfg.val_count < len(val):
-            val = Subset(val, range(cfg.val_count))
+        train_idx, val = list(range(n)), _own_or_given_validation(root, cfg)
     else:
         if n < 2:
             raise DataError(f"--data {root}: {n} photo(s); training on photos holds every {VAL_EVERY}th "
