@@ -67,14 +67,16 @@ class CostTable:
             raise ConfigError(f"unknown cost metric {self.metric!r}; known: {', '.join(METRICS)}")
 
     def expected(self, arch: ArchParams, *, edge_probs: Optional[Dict[str, Tensor]] = None,
-                 temperature: float = 1.0) -> Tensor:
+                 temperature: float = 1.0, block_temperature: Optional[float] = None) -> Tensor:
         """E[C] under the current policy, differentiable in the arch parameters.
 
         Args:
             arch: the architecture parameters.
             edge_probs: optional override of pi per cell type (e.g. a uniform in-degree for DARTS).
             temperature: of the policy (< 1: sharpened towards the argmax child).
+            block_temperature: of the block decisions (default: ``temperature``).
         """
+        block_t = temperature if block_temperature is None else block_temperature
         total = torch.tensor(float(self.base), dtype=torch.float64)
         for t in CELL_TYPES:
             c = self.cells[t]
@@ -82,7 +84,7 @@ class CostTable:
             p = arch.op_probs(t, temperature).double()
             total = total + (pi.double() * (p * c).sum(-1)).sum()
         for g, c in self.blocks.items():
-            total = total + (arch.block_probs(g, temperature).double() * c).sum()
+            total = total + (arch.block_probs(g, block_t).double() * c).sum()
         return total
 
     def of_child(self, child: Child) -> float:
@@ -226,6 +228,10 @@ class BudgetCfg:
         rho: the quadratic term of the augmented Lagrangian (``lagrange`` form).
         temperature: the policy's temperature in E[C] at the end of the search (linear from 1 after
             the warm-up): the budget then holds the child derive keeps, not a spread-out policy.
+        block_temperature: the same for the block decisions (the head, the decoder levels), lower:
+            a block worth a fifth of the budget is settled in E[C] first, so the cells fill what is
+            left instead of the budget holding a 50/50 mixture of two blocks that the argmax
+            cannot land on.
         lam_lr: dual-ascent step of the multiplier (per epoch).
         lut: the latency table file of a latency budget.
     """
@@ -239,6 +245,7 @@ class BudgetCfg:
     lam_lr: float = 0.5
     rho: float = 20.0
     temperature: float = 0.1
+    block_temperature: float = 0.01
     lut: Optional[str] = None
 
     def targets(self) -> Dict[str, float]:
@@ -259,8 +266,10 @@ class BudgetCfg:
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
-        if not 0.0 < self.temperature <= 1.0:
-            raise ConfigError(f"temperature must be in (0, 1], got {self.temperature}")
+        for name in ("temperature", "block_temperature"):
+            v = getattr(self, name)
+            if not 0.0 < v <= 1.0:
+                raise ConfigError(f"{name} must be in (0, 1], got {v}")
         if self.form not in FORMS:
             raise ConfigError(f"unknown budget form {self.form!r}; known: {', '.join(FORMS)}")
         if not 0.0 < self.aim <= 1.0:
@@ -277,7 +286,8 @@ class BudgetCfg:
             return None
         metric, value = next(iter(given.items()))
         return Budget(metric=metric, target=value, form=self.form, aim=self.aim, lam_init=self.lam_init,
-                      lam_lr=self.lam_lr, rho=self.rho, temperature=self.temperature)
+                      lam_lr=self.lam_lr, rho=self.rho, temperature=self.temperature,
+                      block_temperature=self.block_temperature)
 
     @property
     def metric(self) -> str:
@@ -304,6 +314,9 @@ class Budget:
     - ``abs``: ``lam * |r - a|``, ``lam >= 0`` (TF-NAS);
     - ``mult``: the task loss times ``r ** exponent`` (the MnasNet/ProxylessNAS family; no ``lam``).
 
+    ``E[C]`` is taken at ``temperature`` (the cells) and ``block_temperature`` (the blocks; default the
+    same), which the strategy anneals from 1 after the warm-up to these values.
+
     The multiplier starts at ``lam_init`` and takes dual-ascent steps of ``lam_lr`` per epoch, driven
     by ``r`` itself, the quantity the penalty acts on. (Driving it by the argmax architecture's cost, as
     the first version did, let one push make the argmax the cheapest child, after which ``lam`` fell
@@ -320,6 +333,7 @@ class Budget:
     lam_max: float = 100.0
     rho: float = 0.0
     temperature: float = 1.0
+    block_temperature: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:

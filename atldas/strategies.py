@@ -331,9 +331,14 @@ class Strategy:
         elif control == "placebo":
             sign = 1.0 if float(torch.rand((), generator=self.gen_a)) < 0.5 else -1.0
             g_task = [sign * g for g in g_task]
-        temperature = 1.0 if self.budget is None else \
-            1.0 + (self.budget.temperature - 1.0) * self.schedule._progress(self.epoch)
-        expected = self.cost.expected(self.net.arch, edge_probs=edge_probs, temperature=temperature)
+        temperature, block_t = 1.0, 1.0
+        if self.budget is not None:  # both linear from 1 after the warm-up to their final values
+            progress = self.schedule._progress(self.epoch)
+            final_block = self.budget.block_temperature or self.budget.temperature
+            temperature = 1.0 + (self.budget.temperature - 1.0) * progress
+            block_t = 1.0 + (final_block - 1.0) * progress
+        expected = self.cost.expected(self.net.arch, edge_probs=edge_probs, temperature=temperature,
+                                      block_temperature=block_t)
         grads, total = g_task, task_loss
         if self.budget is not None:
             scale, pen = self.budget.penalty(expected, self.lam, task_value=task_loss)
@@ -350,6 +355,7 @@ class Strategy:
         if self.budget is not None:
             self.lam = self.budget.dual_step(self.lam, e, steps_per_epoch=steps_per_epoch)
         return {"loss/arch": task_loss, "loss/arch_total": total, "cost/budgeted": e, "budget/temperature": temperature,
+                "budget/block_temperature": block_t,
                 "cost/derived": self.cost.of_child(self.derive_argmax()), "lambda": self.lam}
 
     # -------------------------------------------------------------- interface

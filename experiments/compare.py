@@ -18,7 +18,8 @@ comparison continues where it stopped):
    differ and are reported;
 4. every genotype (and baseline) is retrained by :func:`atldas.retrain.retrain` with one recipe (the
    ``atldas retrain`` defaults unless flags change them) once per ``--seeds`` seed
-   (``OUT/<model>-seed<S>``), ``--workers`` processes at a time, one torch thread each;
+   (``OUT/<model>-<genotype hash>-seed<S>``; a baseline ``OUT/<name>-seed<S>``), ``--workers``
+   processes at a time, one torch thread each;
 5. every ``best.pt`` is scored on one held-out test set, the synthetic split ``test`` (``--test-count``
    images of ``--test-size`` pixels, seed 0), with the DIM metrics exactly as ``atldas eval`` computes
    them; the trivial prediction (alpha = 0.5 in the unknown region) is scored on the same images.
@@ -91,13 +92,14 @@ def searched_genotype(args: argparse.Namespace, out: Path, *, strategy: str = "a
 def random_genotypes(searched: Path, out: Path, *, n: int, match: float, draws: int, seed: int) -> List[Path]:
     """``n`` uniform random genotypes of the matting space with ``searched``'s MACs within ``match``."""
     paths = [out / f"random-{k + 1}.json" for k in range(n)]
-    if all(p.is_file() for p in paths):
-        return paths
     g = Genotype.load(searched)
     _, macro = genotype_macro(g)
     sets = [f"target_{k}={macro[k]}" for k in ("C", "layers") if k in macro]
     space = bind_space(make_search_config(space="matting", sets=sets))
     target = space.measure(g, metric="macs")
+    if all(p.is_file() for p in paths) and all(
+            (Genotype.load(p).provenance or {}).get("random", {}).get("matched_macs") == int(target) for p in paths):
+        return paths  # reused; files matched to another searched cost are drawn again
     arch = space.new_arch()
     with torch.no_grad():
         for p in arch.parameters():  # exactly uniform: every choice equally likely
@@ -121,6 +123,12 @@ def random_genotypes(searched: Path, out: Path, *, n: int, match: float, draws: 
 
 
 # ----------------------------------------------------------------------------- training and scoring
+
+def _run_name(key: str, spec: str) -> str:
+    """The retrain folder's name: ``key`` and, for a genotype file, its hash (a changed genotype, e.g.
+    after a new search, trains anew instead of reusing another genotype's weights)."""
+    return f"{key}-{Genotype.load(spec).hash()}" if Path(spec).is_file() else key
+
 
 def _finished(run: Path, epochs: int) -> bool:
     h = run / "history.jsonl"
@@ -221,7 +229,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for name in args.baselines:
             resolve_model(name)  # an unknown name is an error before any training
             specs[name] = (name, name)
-        jobs = [{"key": key, "model": spec, "seed": seed, "run": str(out / f"{key}-seed{seed}"),
+        jobs = [{"key": key, "model": spec, "seed": seed, "run": str(out / f"{_run_name(key, spec)}-seed{seed}"),
                  "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch": args.batch,
                  "crop": args.crop, "test_size": args.test_size, "test_count": args.test_count}
                 for key, (spec, _) in specs.items() for seed in args.seeds]

@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def compare():
     spec = importlib.util.spec_from_file_location("compare", ROOT / "experiments" / "compare.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["compare"] = mod  # the worker processes find train_and_score by its module's name
     spec.loader.exec_module(mod)
     return mod
 
@@ -47,7 +49,13 @@ def test_random_genotypes_match_the_searched_macs(compare, tmp_path):
     assert len(hashes) == 3 and Genotype.load(path).hash() not in hashes
     # reused, not redrawn, when the script runs again
     assert compare.random_genotypes(path, tmp_path, n=3, match=0.02, draws=10, seed=1) == outs
-    assert [Genotype.load(o).hash() for o in outs] == [Genotype.load(o).hash() for o in outs]
+    # a searched genotype of another cost draws them again
+    other = Genotype.load(path).replace(choices={**Genotype.load(path).choices, "head": "narrow"})
+    other.save(tmp_path / "other.json")
+    again = compare.random_genotypes(tmp_path / "other.json", tmp_path, n=3, match=0.02, draws=3000, seed=0)
+    other_target = space.measure(other, metric="macs")
+    assert other_target != target
+    assert all(Genotype.load(o).provenance["random"]["matched_macs"] == other_target for o in again)
 
 
 def test_summary_percentile_and_table(compare):
@@ -79,7 +87,8 @@ def test_compare_end_to_end_and_reuse(compare, tmp_path, capsys):
         m = r["models"][key]
         assert len(m["per_seed"]) == 2 and m["params"] > 0 and m["macs"] > 0
         assert m["per_seed"][0] != m["per_seed"][1]  # the seeds train different networks
-        assert (tmp_path / "cmp" / f"{key}-seed1" / "best.pt").is_file()
+        name = key if key == "cnn_baseline_tiny" else f"{key}-{Genotype.load(m['model']).hash()}"
+        assert (tmp_path / "cmp" / f"{name}-seed1" / "best.pt").is_file()
     assert abs(r["models"]["random-1"]["macs"] / r["models"]["searched"]["macs"] - 1) < 0.02
     assert r["models"]["searched"]["percentile"] in (0.0, 50.0, 100.0)
     assert "| atldas (searched) |" in table

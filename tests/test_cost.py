@@ -6,7 +6,7 @@ import torch
 from atldas.config import parse_amount
 from atldas.cost import Budget, cost_table, dual_ascent
 from atldas.errors import ConfigError
-from atldas.run import bind_space, make_search_config
+from atldas.run import Run, bind_space, make_search_config
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,38 @@ def test_budget_forms_and_dual_ascent():
     assert parse_amount("8G") == 8e9 and parse_amount("2M") == 2e6 and parse_amount("1.5e3") == 1500.0
     with pytest.raises(ConfigError):
         parse_amount("eight")
+
+
+def test_block_temperature_settles_the_blocks_in_the_expected_cost(tiny):
+    """A low block temperature makes E[C] count the argmax block of each group (a coarse decision
+    settled first), while the cells keep their own temperature."""
+    space, net = tiny
+    table = cost_table(space, net.arch, metric="macs")
+    arch = net.arch
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(3)
+        for p in arch.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen))
+        arch.gamma["head"][0] = arch.gamma["head"].max() + 0.05  # a near tie, decided by 0.05
+        same = float(table.expected(arch, temperature=0.5))
+        assert float(table.expected(arch, temperature=0.5, block_temperature=0.5)) == same
+        settled = float(table.expected(arch, temperature=0.5, block_temperature=1e-3))
+        cells = float(table.expected(arch, temperature=0.5)) - sum(
+            float((arch.block_probs(g, 0.5).double() * c).sum()) for g, c in table.blocks.items())
+        argmax_blocks = sum(float(c[int(arch.block_probs(g).argmax())]) for g, c in table.blocks.items())
+    assert settled == pytest.approx(cells + argmax_blocks, rel=1e-9)
+    assert settled != pytest.approx(same, rel=1e-3)
+
+
+def test_the_budget_carries_its_block_temperature():
+    cfg = make_search_config(space="tiny", target_macs=1e9)
+    assert cfg.budget.build().block_temperature == cfg.budget.block_temperature < cfg.budget.temperature
+    with pytest.raises(ConfigError, match="block_temperature must be in"):
+        make_search_config(space="tiny", target_macs=1e9, sets=["block_temperature=0"]).budget.build()
+    # a search anneals both from 1 after the warm-up, the blocks to the lower value
+    cfg = make_search_config(space="tiny", target_macs=12e6, epochs=3, warmup_epochs=1, sets=[
+        "steps_per_epoch=2", "arch_steps_per_epoch=2", "tensorboard=false", "progress=false", "plots=false"])
+    rows = []
+    Run(cfg).fit(callback=rows.append)
+    last = rows[-1]
+    assert last["budget/block_temperature"] < last["budget/temperature"] < 1.0
