@@ -44,6 +44,8 @@ _API = {
     # atldas.retrain.retrain, atldas.predict.predict, atldas.bench.bench, atldas.plot.plot)
     "RetrainConfig": "atldas.retrain", "evaluate_folders": "atldas.evaluate",
     "evaluate_model": "atldas.matting.scoring", "export_onnx": "atldas.export", "plot_genotype": "atldas.plot",
+    # process settings the CLI applies
+    "keep_freed_memory": "atldas.utils.malloc",
 }
 
 __all__ = ["__version__", *_API]

@@ -17,6 +17,7 @@ from typing import List, Optional
 
 from atldas.version import __version__
 from atldas.errors import AtldasError
+from atldas.utils.malloc import keep_freed_memory
 
 log = logging.getLogger("atldas")
 
@@ -460,6 +461,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
     thread_policy()
+    keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages
     try:
         return int(args.func(args) or 0)
     except AtldasError as exc:

@@ -15,7 +15,10 @@ Variants (random weights, seed 0; bench's random image and round trimap; eval mo
 - ``onnxruntime``: the network exported to ONNX (opset 17, as ``atldas export``) run by onnxruntime's
   CPU provider at the same thread count (when ``onnx`` and ``onnxruntime`` are installed).
 
-The network's output clamp is lifted, so the differences are those of the raw outputs.
+The network's output clamp is lifted, so the differences are those of the raw outputs. The process
+runs with glibc's malloc tuned as the ``atldas`` command runs it
+(:func:`atldas.utils.malloc.keep_freed_memory`; ``--system-malloc``: glibc's defaults, as before it;
+``experiments/bench_malloc.py`` compares the two).
 
 The variants are interleaved over ``--rounds`` rounds (each at least ``--min-run-time`` seconds and 3
 calls after a warm-up); the median of the round medians is reported, with the process CPU time per
@@ -42,6 +45,7 @@ import torch  # noqa: E402
 from atldas.bench import _input, conv_ceiling, count_cost  # noqa: E402
 from atldas.models.zoo import resolve_model  # noqa: E402
 from atldas.utils.fold import fold_batchnorm  # noqa: E402
+from atldas.utils.malloc import keep_freed_memory  # noqa: E402
 from atldas.utils.memory_format import channels_last  # noqa: E402
 
 
@@ -90,8 +94,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-run-time", type=float, default=2.0)
     ap.add_argument("--no-bf16", action="store_true", help="leave out bf16 autocast (slow where the CPU lacks "
                                                            "bf16 instructions)")
+    ap.add_argument("--system-malloc", action="store_true", help="glibc's default malloc (large blocks mapped "
+                                                                 "and unmapped each call), not atldas's tuning")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
+    kept = False if args.system_malloc else keep_freed_memory()
     torch.set_num_threads(args.threads)
     mm = resolve_model(args.model)
     torch.manual_seed(0)
@@ -135,13 +142,13 @@ def main(argv=None) -> int:
                      "share_of_ceiling": macs / wall / 1e9 / ceiling, "max_diff": diffs[k]})
     print(f"{args.model} at {args.size}^2, {args.threads} thread(s), {args.rounds} interleaved rounds, "
           f"load {os.getloadavg()[0]:.2f}; ceiling (3x3 64->64 conv, 256^2) {ceiling:.1f} GMAC/s; "
-          f"{macs / 1e9:.2f} G MACs")
+          f"{macs / 1e9:.2f} G MACs; malloc: {'kept freed memory' if kept else 'system'}")
     print(f"{'variant':<20} {'ms':>9} {'CPU ms':>9} {'x path':>7} {'GMAC/s':>7} {'ceiling':>8} {'max diff':>9}")
     for r in rows:
         print(f"{r['variant']:<20} {r['ms']:>9.1f} {r['cpu_ms']:>9.1f} {r['vs_predict_path']:>7.2f} "
               f"{r['gmacs_per_s']:>7.1f} {100 * r['share_of_ceiling']:>7.0f}% {r['max_diff']:>9.2e}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"model": args.model, "size": args.size, "threads": args.threads,
+        Path(args.json).write_text(json.dumps({"model": args.model, "size": args.size, "threads": args.threads, "malloc_kept": kept,
                                                "ceiling_gmacs_per_s": ceiling, "macs": macs, "rows": rows},
                                               indent=1))
     return 0
