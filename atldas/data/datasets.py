@@ -509,7 +509,22 @@ class ComposedTestSet(Dataset):
         return make_sample(image, trimap, name=name, alpha=alpha, fg=fg, bg=bg)
 
 
-class ComposedTrainSet(Dataset):
+class _EpochDraws(Dataset):
+    """A training set whose sample ``index`` in epoch ``e`` draws from
+    ``numpy.random.default_rng([seed, e, index])`` (the same whatever the loader's worker count)."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random draws :meth:`__getitem__` makes."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, int(index)])
+
+
+class ComposedTrainSet(_EpochDraws):
     """Foregrounds composed on the fly on a fresh random background, with :class:`Augment`.
 
     Sample ``index`` uses foreground ``index % n_fg`` and draws everything else (background, an
@@ -540,15 +555,11 @@ class ComposedTrainSet(Dataset):
         self.samples_per_fg = int(samples_per_fg)
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws :meth:`__getitem__` makes."""
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.fgs) * self.samples_per_fg
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = self._rng(index)
         it = self.fgs[index % len(self.fgs)]
         fg, alpha = _read_fg_alpha(it)
         bg = read_rgb(self.backgrounds[int(rng.integers(len(self.backgrounds)))])
@@ -560,7 +571,7 @@ class ComposedTrainSet(Dataset):
         return self.augment(fg, alpha, bg, rng, fg2=fg2, alpha2=alpha2, name=it.name)
 
 
-class PhotoTrainSet(Dataset):
+class PhotoTrainSet(_EpochDraws):
     """Real photos with their mattes, as they are, as a training set (no composition).
 
     Sample ``index`` is a crop of photo ``index % n`` centred on an unknown pixel (zero-padded when the
@@ -591,15 +602,11 @@ class PhotoTrainSet(Dataset):
         self.samples_per_photo = int(samples_per_photo)
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws :meth:`__getitem__` makes."""
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.photos) * self.samples_per_photo
 
     def __getitem__(self, index: int) -> Dict[str, object]:
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = self._rng(index)
         s = self.photos[index % len(self.photos)]
         image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
         image, alpha = self.augment._pad(image, np.asarray(s["alpha"])[0])  # (H', W', 3), (H', W')
