@@ -90,7 +90,8 @@ class SearchConfig:
         select: candidates of the final policy (the strategy's derived child first, then distinct
             samples, each repaired onto the budget) trained briefly on their own by the task's
             ``short_fit`` and ranked by that held-out loss; the best one is the genotype. 0: off (the
-            strategy's derive alone). Tasks with a cheap standalone fit only (``planted``).
+            strategy's derive alone). Tasks with a cheap standalone fit only (``planted``, whose
+            space makes it 8 for ``atldas`` and ``random`` by default).
         select_steps: training steps of each candidate's short fit.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
@@ -155,7 +156,7 @@ def _hp_class(strategy: str) -> type:
 
 
 def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), **flags: Any) -> SearchConfig:
-    """The resolved SearchConfig: the space's defaults, then a YAML file (flat or nested keys), then
+    """The resolved SearchConfig: the space's defaults (and those it has for the strategy), then a YAML file (flat or nested keys), then
     ``flags`` (flat keys, None ignored), then ``--set key=value`` texts.
 
     A budget given anywhere by the user (``target_macs``, ``target_params`` or ``target_latency_ms``)
@@ -173,6 +174,7 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     space = get_space(space_name)
     cfg = SearchConfig(space=space_name, strategy=strategy, hp=_hp_class(strategy)(), task=space.task)
     cfg = _apply(cfg, dict(space.defaults), where=f"space {space_name} defaults")
+    cfg = _apply(cfg, dict(space.strategy_defaults.get(strategy, {})), where=f"space {space_name}, {strategy} defaults")
     user = set(flags) | set(chosen) | {k for k in data if not isinstance(data[k], Mapping)}
     user |= {f"{k}.{kk}" for k, v in data.items() if isinstance(v, Mapping) for kk in v}
     if any(t in user or f"budget.{t}" in user for t in _TARGETS):

@@ -3,12 +3,15 @@
     python experiments/search_quality.py --teachers 0 1 2 --seeds 0 1 2 --json runs/search_quality/sq.json
     python experiments/search_quality.py --teachers 0 --seeds 0 --strategies atldas atldas:estimator=st \\
         --budgets none                                   # an ablation: one variant against another
-    python experiments/search_quality.py --seeds 0 1 2 --random 6 --strategies atldas atldas:select=8 \\
-        random random:select=8                          # the select stage, with its random-search control
+    python experiments/search_quality.py --seeds 0 1 2 --random 6 --strategies atldas atldas:select=0 \\
+        random random:select=0                          # the select stage against the argmax alone
 
 For every teacher (:mod:`atldas.tasks.planted`: a network built from a known random genotype generates
 the targets), every strategy variant searches the ``planted`` space with every seed, without a budget
 and with one (``--budgets``: ``none`` or a fraction of the median MACs of uniform random genotypes).
+Each variant runs the ``planted`` space's defaults for its strategy: ``atldas`` and ``random`` end with
+the ``select`` stage (8 candidates), ``darts`` and ``gdas`` derive their argmax as published
+(``NAME:select=0`` or ``NAME:select=8`` changes that).
 The reference of a search is 10 uniform random genotypes (``--random``) whose MACs are within 5 % of
 the searched genotype's: the first ones of the teacher's fixed stream of draws within 2.47 % of the
 centre of the 5 % log-bin the searched cost falls in, so searches of similar cost share a reference.

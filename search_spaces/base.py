@@ -14,7 +14,7 @@ A registered space is a template; :meth:`SearchSpace.bind` gives a copy bound to
     >>> target = space.build_target(genotype)
 
 A subclass sets ``name``, ``task`` (its default task), ``ops`` and ``defaults`` (SearchConfig values
-it starts from) and implements ``build_supernet``, ``build_target``, ``macro_meta``,
+it starts from, and ``strategy_defaults`` for one strategy's searches) and implements ``build_supernet``, ``build_target``, ``macro_meta``,
 ``cell_geometry``, ``input_shape`` and, if it has macro-level choices, ``block_names`` and
 ``block_candidates``.
 """
@@ -87,14 +87,19 @@ class SearchSpace:
     ops: Tuple[str, ...] = SEARCH_PRIMITIVES
     #: SearchConfig values a search in this space starts from (flat keys, e.g. ``epochs``, ``C``).
     defaults: Mapping[str, Any] = {}
+    #: Per strategy, SearchConfig values applied after ``defaults`` (e.g. ``{"atldas": {"select": 8}}``).
+    strategy_defaults: Mapping[str, Mapping[str, Any]] = {}
 
     knobs: Optional[SpaceCfg] = None
     io: Mapping[str, Any] = {}
 
-    def __init__(self, *, name: str, defaults: Mapping[str, Any]) -> None:
-        """``name``: the registered name; ``defaults``: SearchConfig values of this space."""
+    def __init__(self, *, name: str, defaults: Mapping[str, Any],
+                 strategy_defaults: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+        """``name``: the registered name; ``defaults``: SearchConfig values of this space;
+        ``strategy_defaults``: more of them for one strategy (strategy name -> values)."""
         self.name = name
         self.defaults = dict(defaults)
+        self.strategy_defaults = {k: dict(v) for k, v in (strategy_defaults or {}).items()}
 
     def bind(self, knobs: SpaceCfg, io: Optional[Mapping[str, Any]] = None) -> "SearchSpace":
         """A copy of this space bound to ``knobs`` and the task's ``io`` (checked)."""

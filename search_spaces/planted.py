@@ -94,7 +94,13 @@ class PlantedSpace(SearchSpace):
 #: The weight recipe is the standalone one's (lr 0.01-0.03 with a gradient-norm clip of 1; at the
 #: default 2e-3 the shared weights rank genotypes no better than chance, Kendall tau 0.03 against
 #: standalone training; 16 epochs of it bring tau to 0.27-0.36, 24 epochs to 0.27-0.45).
+#: ATL-DAS and random search end with the ``select`` stage (8 candidates of the final policy, each
+#: trained briefly on its own): on this task their argmax genotypes sit at the 52nd-56th and 32nd-37th
+#: percentile of matched-cost random genotypes, with the stage at the 15th-19th and 13th-30th
+#: (experiments/search_quality.py, README "Does the search beat random?"). DARTS and GDAS derive
+#: their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
     "epochs": 16, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
     "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 5,
-    "target_macs": None, "w_lr": 0.01, "grad_clip": 1.0})
+    "target_macs": None, "w_lr": 0.01, "grad_clip": 1.0},
+    strategy_defaults={"atldas": {"select": 8}, "random": {"select": 8}})

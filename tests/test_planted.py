@@ -115,6 +115,19 @@ def test_select_ranks_the_final_candidates_by_a_short_fit(tmp_path, caplog, monk
         search(bad)
 
 
+def test_the_planted_space_selects_for_atldas_and_random_only(tmp_path):
+    """The planted space's per-strategy defaults: atldas and random searches end with select=8, darts
+    and gdas derive their argmax; the user's value wins over the space's, a YAML file's too; matting
+    searches never select."""
+    for strategy, n in (("atldas", 8), ("random", 8), ("darts", 0), ("gdas", 0)):
+        assert atldas.make_search_config(space="planted", strategy=strategy).select == n
+        assert atldas.make_search_config(space="planted", strategy=strategy, sets=["select=3"]).select == 3
+    f = tmp_path / "c.yaml"
+    f.write_text("select: 0\n")
+    assert atldas.make_search_config(space="planted", file=str(f)).select == 0
+    assert atldas.make_search_config(space="matting").select == 0
+
+
 def test_the_search_beats_the_median_matched_cost_random_genotype():
     """The benchmark's claim on one teacher and one seed (deterministic): the planted search with its
     selection stage (``select=4``) under the 0.8 budget derives a genotype whose standalone loss (the
