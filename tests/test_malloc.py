@@ -32,7 +32,7 @@ def faults():
         net(x)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
 faults()
-print(json.dumps({"kept": kept, "faults": max(faults() for _ in range(2))}))
+print(json.dumps({"kept": kept, "faults": [faults() for _ in range(4)]}))
 """
 
 
@@ -51,8 +51,11 @@ def test_freed_memory_is_reused_without_page_faults():
     kept = _child()
     system = _child(ATLDAS_MALLOC="system")
     assert kept["kept"] and not system["kept"]
-    assert system["faults"] > 4 * pages  # glibc maps fresh blocks: every forward faults its activations in
-    assert kept["faults"] < 0.05 * pages  # the freed blocks are reused
+    assert min(system["faults"]) > 4 * pages  # glibc maps fresh blocks: every forward faults its activations in
+    # the freed blocks are reused: four forwards after the first fault in at most one late activation in
+    # all (the first forward's heap sometimes ends one activation short: 46 k or 55 k pages), against
+    # more than four activations in every forward with glibc's defaults
+    assert sum(kept["faults"]) < 1.5 * pages, kept["faults"]
 
 
 @pytest.mark.skipif(not GLIBC, reason="the tuning is for glibc's malloc")
