@@ -156,8 +156,8 @@ def _hp_class(strategy: str) -> type:
 
 
 def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), **flags: Any) -> SearchConfig:
-    """The resolved SearchConfig: the space's defaults (and those it has for the strategy), then a YAML file (flat or nested keys), then
-    ``flags`` (flat keys, None ignored), then ``--set key=value`` texts.
+    """The resolved SearchConfig: the space's defaults (and those it has for the strategy), then a YAML
+    file (flat or nested keys), then ``flags`` (flat keys, None ignored), then ``--set key=value`` texts.
 
     A budget given anywhere by the user (``target_macs``, ``target_params`` or ``target_latency_ms``)
     replaces the space's default budget.
@@ -174,7 +174,8 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     space = get_space(space_name)
     cfg = SearchConfig(space=space_name, strategy=strategy, hp=_hp_class(strategy)(), task=space.task)
     cfg = _apply(cfg, dict(space.defaults), where=f"space {space_name} defaults")
-    cfg = _apply(cfg, dict(space.strategy_defaults.get(strategy, {})), where=f"space {space_name}, {strategy} defaults")
+    cfg = _apply(cfg, dict(space.strategy_defaults.get(strategy, {})),
+                 where=f"space {space_name}, {strategy} defaults")
     user = set(flags) | set(chosen) | {k for k in data if not isinstance(data[k], Mapping)}
     user |= {f"{k}.{kk}" for k, v in data.items() if isinstance(v, Mapping) for kk in v}
     if any(t in user or f"budget.{t}" in user for t in _TARGETS):

@@ -14,9 +14,9 @@ A registered space is a template; :meth:`SearchSpace.bind` gives a copy bound to
     >>> target = space.build_target(genotype)
 
 A subclass sets ``name``, ``task`` (its default task), ``ops`` and ``defaults`` (SearchConfig values
-it starts from, and ``strategy_defaults`` for one strategy's searches) and implements ``build_supernet``, ``build_target``, ``macro_meta``,
-``cell_geometry``, ``input_shape`` and, if it has macro-level choices, ``block_names`` and
-``block_candidates``.
+it starts from, and ``strategy_defaults`` for one strategy's searches) and implements
+``build_supernet``, ``build_target``, ``macro_meta``, ``cell_geometry``, ``input_shape`` and, if it has
+macro-level choices, ``block_names`` and ``block_candidates``.
 """
 
 from __future__ import annotations
