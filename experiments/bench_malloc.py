@@ -1,6 +1,7 @@
 """Inference with glibc's default malloc against :func:`atldas.utils.malloc.keep_freed_memory`.
 
     python experiments/bench_malloc.py [--model cheapmatting] [--sizes 1024 2048] [--rounds 3] [--threads 1]
+                                       [--modes system kept kept+fold]
 
 Each round runs, for each size, one fresh process per mode (``system``: ``ATLDAS_MALLOC=system``;
 ``kept``: the tuning ``atldas`` applies), alternating, so the modes see the same machine. A process
@@ -8,7 +9,10 @@ builds the network (random weights, seed 0), runs the predict path (channels_las
 ``torch.inference_mode``) once to warm up and then ``--calls`` times, and reports per call the wall
 time, the user and system CPU time and the minor page faults (``getrusage``); a round's figure is
 the median over its calls, the table the median over rounds, with the output's checksum (the same
-in both modes: the tuning changes where memory comes from, not what is computed).
+in both modes: the tuning changes where memory comes from, not what is computed). The mode
+``kept+fold`` also folds every BatchNorm into its convolution, which is what ``atldas predict`` runs:
+``--modes system kept+fold`` sets the predict path from before the tuning against today's (its
+checksum differs in the last digits: folding rounds differently).
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+#: Process modes (module docstring).
+MODES = ("system", "kept", "kept+fold")
+
 CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
@@ -37,6 +44,9 @@ from atldas.utils.memory_format import channels_last
 mm = resolve_model({model!r})
 torch.manual_seed(0)
 net = channels_last(mm.build().eval())
+if {fold}:
+    from atldas.utils.fold import fold_batchnorm
+    fold_batchnorm(net)
 for m in net.modules():  # raw outputs (random weights saturate the clamp): a checksum that means something
     if isinstance(getattr(m, "clamp", None), bool):
         m.clamp = False
@@ -58,10 +68,11 @@ def run_once(mode: str, *, model: str, size: int, threads: int, calls: int) -> d
     env.pop("ATLDAS_MALLOC", None)
     if mode == "system":
         env["ATLDAS_MALLOC"] = "system"
-    code = CHILD.format(root=str(ROOT), threads=threads, model=model, size=size, calls=calls)
+    code = CHILD.format(root=str(ROOT), threads=threads, model=model, size=size, calls=calls,
+                        fold=mode.endswith("+fold"))
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True).stdout
     res = json.loads(out.strip().splitlines()[-1])
-    if res["kept"] != (mode == "kept"):
+    if res["kept"] != mode.startswith("kept"):
         raise SystemExit(f"mode {mode}: the tuning was {'applied' if res['kept'] else 'not applied'}")
     med = [statistics.median(col) for col in zip(*res["rows"])]
     return {"wall": med[0], "user": med[1], "sys": med[2], "minflt": med[3], "checksum": res["checksum"]}
@@ -74,28 +85,32 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--calls", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--modes", nargs="+", default=["system", "kept"], choices=MODES,
+                   help="system: glibc's defaults; kept: atldas's tuning; kept+fold: and BatchNorm folded")
     p.add_argument("--json")
     args = p.parse_args(argv)
-    got = {(s, m): [] for s in args.sizes for m in ("system", "kept")}
+    modes = list(args.modes)
+    first = "system" if "system" in modes else modes[0]  # the ratios' reference
+    got = {(s, m): [] for s in args.sizes for m in modes}
     for r in range(args.rounds):
         for s in args.sizes:
-            for m in ("system", "kept") if r % 2 == 0 else ("kept", "system"):
+            for m in modes if r % 2 == 0 else modes[::-1]:
                 got[(s, m)].append(run_once(m, model=args.model, size=s, threads=args.threads, calls=args.calls))
                 print(f"round {r + 1}: {s}^2 {m}: {got[(s, m)][-1]['wall']:.2f} s", file=sys.stderr)
     print(f"{args.model}, {args.threads} thread(s), median of {args.rounds} rounds x {args.calls} calls, "
           f"load {os.getloadavg()[0]:.2f}")
-    print(f"{'size':>6} {'malloc':<7} {'wall s':>7} {'user s':>7} {'sys s':>7} {'faults':>9} {'x system':>8}  checksum")
+    print(f"{'size':>6} {'mode':<9} {'wall s':>7} {'user s':>7} {'sys s':>7} {'faults':>9} {'x ' + first:>8}  checksum")
     table = []
     for s in args.sizes:
-        base = statistics.median(g["wall"] for g in got[(s, "system")])
-        for m in ("system", "kept"):
+        base = statistics.median(g["wall"] for g in got[(s, first)])
+        for m in modes:
             g = got[(s, m)]
             row = {"size": s, "malloc": m, **{k: statistics.median(x[k] for x in g) for k in ("wall", "user", "sys", "minflt")},
                    "checksum": g[0]["checksum"]}
-            row["vs_system"] = row["wall"] / base
+            row[f"vs_{first}"] = row["wall"] / base
             table.append(row)
-            print(f"{s:>6} {m:<7} {row['wall']:>7.2f} {row['user']:>7.2f} {row['sys']:>7.2f} {row['minflt']:>9.0f} "
-                  f"{row['vs_system']:>8.2f}  {row['checksum']:.6g}")
+            print(f"{s:>6} {m:<9} {row['wall']:>7.2f} {row['user']:>7.2f} {row['sys']:>7.2f} {row['minflt']:>9.0f} "
+                  f"{row[f'vs_{first}']:>8.2f}  {row['checksum']:.6g}")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": args.model, "threads": args.threads, "rows": table}, indent=1))
     return 0
