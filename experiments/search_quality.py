@@ -32,7 +32,10 @@ the mean over teachers and seeds of:
 - ``time``: seconds per search on one thread.
 
 Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``); ``--workers``
-processes run them (one torch thread each). Prints a table and writes JSON and a PNG.
+processes run them (one torch thread each). A search stored with fewer references than ``--random``
+is not run again: its reference list is extended (the next genotypes of its cost bin, trained like
+the others), and its ``tau`` counts the references it evaluated with shared weights. Prints a table
+and writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -221,19 +224,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
                                  "budget": target, "teacher": t, "seed": s, "random": args.random,
                                  "reference": args.reference})
-    def cached(j: Dict[str, Any]) -> bool:  # a search with at least as many references is reused (first N)
-        f = out / "searches" / f"{j['key']}.json"
-        return f.is_file() and json.loads(f.read_text())["random"] >= args.random
-
-    todo = [j for j in jobs if not cached(j)]
+    todo = [j for j in jobs if not (out / "searches" / f"{j['key']}.json").is_file()]
     print(f"{len(jobs)} searches ({len(todo)} to run), median random cost {median / 1e6:.3f} M MACs", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
         for r in ex.map(run_search, todo):
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
             print(f"  search {r['key']}: {r['macs'] / 1e6:.3f} M MACs, {r['seconds']:.0f} s", flush=True)
     results = [json.loads((out / "searches" / f"{j['key']}.json").read_text()) for j in jobs]
-    for r in results:
-        r["reference"] = r["reference"][:args.random]
+    for r in results:  # the first --random of the search's bin: a prefix of what a search with more stored
+        refs = [g.to_json() for g in reference(r["teacher"], r["macs"], args.random, mode=args.reference)]
+        stored = r["reference"][:args.random]
+        if refs[:len(stored)] != stored:
+            raise SystemExit(f"{r['key']}: its stored references are not the first of its cost bin; remove "
+                             f"{out / 'searches'} and run again")
+        r["reference"] = refs  # more than the search stored: trained below, not in its tau (no shared loss)
 
     cache_path = out / "standalone.json"
     cache: Dict[str, float] = json.loads(cache_path.read_text()) if cache_path.is_file() else {}

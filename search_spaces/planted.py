@@ -95,8 +95,8 @@ class PlantedSpace(SearchSpace):
 #: default 2e-3 the shared weights rank genotypes no better than chance, Kendall tau 0.03 against
 #: standalone training; 16 epochs of it bring tau to 0.27-0.36, 24 epochs to 0.27-0.45).
 #: ATL-DAS and random search end with the ``select`` stage (8 candidates of the final policy, each
-#: trained briefly on its own): on this task their argmax genotypes sit at the 52nd-56th and 32nd-37th
-#: percentile of matched-cost random genotypes, with the stage at the 15th-19th and 13th-30th
+#: trained briefly on its own): on this task their argmax genotypes sit at the 53rd-59th and 33rd-41st
+#: percentile of matched-cost random genotypes, with the stage at the 17th-20th and 18th-28th
 #: (experiments/search_quality.py, README "Does the search beat random?"). DARTS and GDAS derive
 #: their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
