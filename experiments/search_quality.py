@@ -231,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
             print(f"  search {r['key']}: {r['macs'] / 1e6:.3f} M MACs, {r['seconds']:.0f} s", flush=True)
     results = [json.loads((out / "searches" / f"{j['key']}.json").read_text()) for j in jobs]
-    for r in results:  # the first --random of the search's bin: a prefix of what a search with more stored
+    for r in results:  # the first --random genotypes of the search's cost bin; what it stored is their prefix
         refs = [g.to_json() for g in reference(r["teacher"], r["macs"], args.random, mode=args.reference)]
         stored = r["reference"][:args.random]
         if refs[:len(stored)] != stored:
