@@ -99,6 +99,10 @@ class SearchConfig:
         hp: the strategy's settings.
         out: the run directory.
         tensorboard: write ``tb/``.
+        heatmap_every: draw the op and input-set probability heatmaps into ``tb/`` every this many
+            epochs and after the last one (0: never); the scalars are written every epoch. Each
+            drawing costs about 1-2 CPU-s (matplotlib), 3-4 % of a default matting search when drawn
+            every epoch.
         plots: draw the final genotype into ``plots/``.
         progress: a progress bar on a terminal.
     """
@@ -123,6 +127,7 @@ class SearchConfig:
     hp: StrategyHP = field(default_factory=AtldasHP)
     out: Optional[str] = None
     tensorboard: bool = True
+    heatmap_every: int = 5
     plots: bool = True
     progress: bool = True
 
@@ -130,7 +135,8 @@ class SearchConfig:
         """Raise ConfigError naming the first value that cannot be used."""
         check_ranges(self, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7),
                             "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6),
-                            "select": (0, 1000), "select_steps": (1, 10**6)})
+                            "select": (0, 1000), "select_steps": (1, 10**6),
+                            "heatmap_every": (0, 10**6)})
         if self.select and not task.has_short_fit:
             raise ConfigError(f"select={self.select}: the {task.name} task has no short standalone fit to rank "
                               "candidates by (the planted task has); leave select at 0")
@@ -403,7 +409,8 @@ class Run:
                     history.append(row)
                     add_scalars(writer, row, epoch)
                     if writer is not None:
-                        _heatmaps(writer, self, epoch)
+                        if _heatmap_due(cfg.heatmap_every, epoch, cfg.epochs):
+                            _heatmaps(writer, self, epoch)
                         writer.flush()
                     rd.save(self.state_dict())
                 self._log_epoch(row, events)
@@ -506,6 +513,11 @@ class Run:
             child = self._select(child)
         return finalize(space=self.space, arch=self.net.arch, child=child, table=self.table, budget=self.budget,
                         provenance=self.provenance())
+
+
+def _heatmap_due(every: int, epoch: int, epochs: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` draws heatmaps: every ``every``-th and the last."""
+    return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs)
 
 
 def _heatmaps(writer, run: Run, epoch: int) -> None:

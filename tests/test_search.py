@@ -39,6 +39,20 @@ def test_search_writes_the_run_directory(tmp_path):
     assert "steps_per_epoch: 3" in text and "target_layers: 3" in text
 
 
+def test_heatmaps_are_drawn_every_k_epochs_and_after_the_last(tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--no-progress", "--epochs", "3", "--set", "warmup_epochs=1",
+                 "--set", "heatmap_every=2", "--set", "plots=false", "--out", str(out)]) == 0
+    events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Images("alpha/normal")] == [1, 2]  # the second epoch, and the last
+    assert [e.step for e in events.Scalars("loss/weights")] == [0, 1, 2]  # scalars every epoch
+    assert main(["search", *FAST, "--set", "heatmap_every=-1", "--out", str(tmp_path / "bad")]) == 2
+    assert "heatmap_every must be an integer in 0..1000000" in capsys.readouterr().err
+
+
 def test_derive_cli_rewrites_the_genotype(tmp_path, tiny_run):
     out = tiny_run
     before = json.loads((out / "genotype.json").read_text())
