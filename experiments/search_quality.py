@@ -31,8 +31,11 @@ the mean over teachers and seeds of:
   stem's output), beside the chance level: the same share for uniform random genotypes;
 - ``time``: seconds per search on one thread.
 
-Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``); ``--workers``
-processes run them (one torch thread each). A search stored with fewer references than ``--random``
+Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``) when they were
+computed with what would run now: a stored search carries the fingerprint of its resolved search
+config and the task's shape and recipe (output and display settings left out), and is run again when
+that differs; a standalone training is keyed by the fingerprint of the task's shape and recipe, so a
+changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search stored with fewer references than ``--random``
 is not run again: its reference list is extended (the next genotypes of its cost bin, trained like
 the others), and its ``tau`` counts the references it evaluated with shared weights. Prints a table
 and writes JSON and a PNG.
@@ -41,6 +44,7 @@ and writes JSON and a PNG.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import statistics
@@ -55,16 +59,28 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from atldas.config import to_dict  # noqa: E402
 from atldas.cost import cost_table  # noqa: E402
 from atldas.genotype import Genotype  # noqa: E402
 from atldas.run import Run, bind_space, make_search_config  # noqa: E402
-from atldas.tasks.planted import standalone, teacher_genotype  # noqa: E402
+from atldas.tasks.planted import SHAPE, Recipe, standalone, teacher_genotype  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
 
 #: Uniform random draws per teacher from which references are taken (a fixed stream).
 DRAWS = 20000
 #: Half-width of a cost bin (a factor): members are within this factor of the bin's centre.
 HALF_BIN = math.sqrt(1.05)
+
+
+def _fingerprint(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
+
+
+#: The task's data shape and standalone recipe: what every standalone loss (and a search's ``select``
+#: stage) depends on besides the genotype and the seeds.
+TASK_FINGERPRINT = _fingerprint({"shape": to_dict(SHAPE), "recipe": to_dict(Recipe())})
+#: Search settings that change what is written or shown, not what is searched.
+_DISPLAY = ("out", "threads", "tensorboard", "heatmap_every", "plots", "progress")
 
 
 def _variant(spec: str) -> Tuple[str, str, List[str]]:
@@ -149,15 +165,38 @@ def recovery(g: Genotype, teacher: int) -> Dict[str, float]:
     return {**_recovered(g, t), **{f"{k}_chance": v for k, v in _CHANCE[teacher].items()}}
 
 
+def search_config(job: Dict[str, Any]):
+    """The resolved search config of a benchmark job."""
+    sets = ["tensorboard=false", "progress=false", "plots=false", f"seed={job['seed']}", *job["sets"]]
+    if job["budget"] is not None:
+        sets.append(f"target_macs={job['budget']}")
+    return make_search_config(space="planted", strategy=job["strategy"], data=f"teacher:{job['teacher']}", sets=sets)
+
+
+def search_fingerprint(job: Dict[str, Any]) -> str:
+    """What a stored search must have been computed with to be reused (module docstring)."""
+    config = {k: v for k, v in to_dict(search_config(job)).items() if k not in _DISPLAY}
+    return _fingerprint({"config": config, "task": TASK_FINGERPRINT})
+
+
+def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
+    """The jobs without a stored search computed with what would run now (``folder/KEY.json`` with
+    the job's :func:`search_fingerprint`), and how many of them have one stored with other settings."""
+    todo, stale = [], 0
+    for job in jobs:
+        path = folder / f"{job['key']}.json"
+        if path.is_file() and json.loads(path.read_text()).get("fingerprint") == search_fingerprint(job):
+            continue
+        stale += path.is_file()
+        todo.append(job)
+    return todo, stale
+
+
 def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
     """One search and everything measured on its final supernet."""
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    sets = ["tensorboard=false", "progress=false", "plots=false", f"seed={job['seed']}", *job["sets"]]
-    if job["budget"] is not None:
-        sets.append(f"target_macs={job['budget']}")
-    cfg = make_search_config(space="planted", strategy=job["strategy"], data=f"teacher:{job['teacher']}", sets=sets)
-    run = Run(cfg)
+    run = Run(search_config(job))
     run.fit()
     g = run.final_genotype()
     seconds = time.perf_counter() - t0
@@ -171,16 +210,22 @@ def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
             all(bool(arch.op_mask(t)[e, o]) for t, ops in child.ops.items() for e, o in ops.items())
         if alive:
             shared[x.hash()] = run.evaluate(child, batches=8)
-    return {**job, "genotype": g.to_json(), "hash": g.hash(), "macs": cost, "seconds": seconds,
+    return {**job, "fingerprint": search_fingerprint(job), "genotype": g.to_json(), "hash": g.hash(), "macs": cost,
+            "seconds": seconds,
             "reference": [r.to_json() for r in refs], "shared": shared,
             "recovery": recovery(g, job["teacher"])}
+
+
+def standalone_key(teacher: int, genotype_hash: str, seed: int) -> str:
+    """A standalone loss's key in ``OUT/standalone.json``: the task fingerprint, teacher, genotype, seed."""
+    return f"{TASK_FINGERPRINT}/{teacher}/{genotype_hash}/{seed}"
 
 
 def run_standalone(job: Tuple[int, str, int]) -> Tuple[str, float]:
     torch.set_num_threads(1)
     teacher, text, seed = job
     g = Genotype.from_json(text)
-    return f"{teacher}/{g.hash()}/{seed}", standalone(g, teacher_seed=teacher, seed=seed)["test"]
+    return standalone_key(teacher, g.hash(), seed), standalone(g, teacher_seed=teacher, seed=seed)["test"]
 
 
 def kendall(a: Sequence[float], b: Sequence[float]) -> float:
@@ -224,8 +269,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
                                  "budget": target, "teacher": t, "seed": s, "random": args.random,
                                  "reference": args.reference})
-    todo = [j for j in jobs if not (out / "searches" / f"{j['key']}.json").is_file()]
-    print(f"{len(jobs)} searches ({len(todo)} to run), median random cost {median / 1e6:.3f} M MACs", flush=True)
+    todo, stale = searches_to_run(out / "searches", jobs)
+    print(f"{len(jobs)} searches ({len(todo)} to run, {stale} of them stored with other settings), median random "
+          f"cost {median / 1e6:.3f} M MACs", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
         for r in ex.map(run_search, todo):
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
@@ -246,11 +292,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for text in [r["genotype"], *r["reference"]]:
             g = Genotype.from_json(text)
             for s in args.train_seeds:
-                needed.setdefault(f"{r['teacher']}/{g.hash()}/{s}", (r["teacher"], text, s))
+                needed.setdefault(standalone_key(r["teacher"], g.hash(), s), (r["teacher"], text, s))
     for t in args.teachers:
         g = teacher_genotype(t)
         for s in args.train_seeds:
-            needed.setdefault(f"{t}/{g.hash()}/{s}", (t, g.to_json(), s))
+            needed.setdefault(standalone_key(t, g.hash(), s), (t, g.to_json(), s))
     todo_s = [v for k, v in needed.items() if k not in cache]
     print(f"{len(needed)} standalone trainings ({len(todo_s)} to run)", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
@@ -261,7 +307,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_text_atomic(cache_path, json.dumps(cache))
 
     def loss(t: int, h: str) -> float:  # geometric mean over training seeds: one stalled seed does not dominate
-        return math.exp(statistics.mean(math.log(cache[f"{t}/{h}/{s}"]) for s in args.train_seeds))
+        return math.exp(statistics.mean(math.log(cache[standalone_key(t, h, s)]) for s in args.train_seeds))
 
     noise = []
     rows: Dict[str, Dict[str, List[Dict[str, float]]]] = {}
@@ -272,7 +318,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ref_losses = [loss(t, h) for h in refs]
         hashes = [r["hash"], *refs]
         for h in hashes:
-            a, b = (cache[f"{t}/{h}/{s}"] for s in args.train_seeds[:2])
+            a, b = (cache[standalone_key(t, h, s)] for s in args.train_seeds[:2])
             noise.append(abs(a - b) / ((a + b) / 2))
         rec = r["recovery"]
         rows.setdefault(r["label"], {}).setdefault(r["budget_label"], []).append({

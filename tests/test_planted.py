@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -155,3 +157,27 @@ def test_the_search_beats_the_median_matched_cost_random_genotype():
     others = [standalone(r, teacher_seed=1, seed=0)["test"] for r in refs]
     assert max(others) > 2 * min(others), others  # a teacher where the architecture matters
     assert own < statistics.median(others), (own, others)
+
+
+def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_path):
+    """experiments/search_quality.py: a stored search is reused only when its fingerprint (resolved
+    search config, the task's shape and recipe; not output or display settings) is today's; a
+    standalone loss is keyed by the task's fingerprint."""
+    sq = _experiment("search_quality")
+    job = {"key": "atldas|none|t0|s0|matched", "strategy": "atldas", "sets": [], "budget": None, "teacher": 0,
+           "seed": 0}
+    fp = sq.search_fingerprint(job)
+    assert fp == sq.search_fingerprint({**job, "sets": ["heatmap_every=1", "threads=2"]})  # display only
+    changed = [sq.search_fingerprint({**job, **d}) for d in (
+        {"sets": ["select=0"]}, {"seed": 1}, {"teacher": 1}, {"budget": 1e6}, {"strategy": "darts"})]
+    assert fp not in changed and len(set(changed)) == len(changed)
+    folder = tmp_path / "searches"
+    folder.mkdir()
+    other = {**job, "key": "atldas|none|t0|s1|matched", "seed": 1}
+    assert sq.searches_to_run(folder, [job, other]) == ([job, other], 0)
+    (folder / f"{job['key']}.json").write_text(json.dumps({"fingerprint": fp}))
+    (folder / f"{other['key']}.json").write_text(json.dumps({"fingerprint": fp}))  # computed for seed 0
+    assert sq.searches_to_run(folder, [job, other]) == ([other], 1)
+    (folder / f"{job['key']}.json").write_text(json.dumps({}))  # stored before fingerprints: run again
+    assert sq.searches_to_run(folder, [job])[0] == [job]
+    assert sq.standalone_key(0, "abc", 1) == f"{sq.TASK_FINGERPRINT}/0/abc/1"
