@@ -100,9 +100,9 @@ class SearchConfig:
         out: the run directory.
         tensorboard: write ``tb/``.
         heatmap_every: draw the op and input-set probability heatmaps into ``tb/`` every this many
-            epochs and after the last one (0: never); the scalars are written every epoch. Each
-            drawing costs about 1-2 CPU-s (matplotlib), 3-4 % of a default matting search when drawn
-            every epoch.
+            epochs and after the last one (0: never); the scalars are written every epoch. One
+            drawing costs 0.9-1.6 CPU-s (matplotlib): drawn every epoch, about 3 % of a default
+            matting search.
         plots: draw the final genotype into ``plots/``.
         progress: a progress bar on a terminal.
     """

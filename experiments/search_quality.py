@@ -34,11 +34,11 @@ the mean over teachers and seeds of:
 Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``) when they were
 computed with what would run now: a stored search carries the fingerprint of its resolved search
 config and the task's shape and recipe (output and display settings left out), and is run again when
-that differs; a standalone training is keyed by the fingerprint of the task's shape and recipe, so a
-changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search stored with fewer references than ``--random``
-is not run again: its reference list is extended (the next genotypes of its cost bin, trained like
-the others), and its ``tau`` counts the references it evaluated with shared weights. Prints a table
-and writes JSON and a PNG.
+that differs; a standalone loss is keyed by the fingerprint of the task's shape and recipe, so a
+changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search
+stored with fewer references than ``--random`` is not run again: its reference list is extended (the
+next genotypes of its cost bin, trained like the others), and its ``tau`` counts the references it
+evaluated with shared weights. Prints a table and writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -211,8 +211,7 @@ def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
         if alive:
             shared[x.hash()] = run.evaluate(child, batches=8)
     return {**job, "fingerprint": search_fingerprint(job), "genotype": g.to_json(), "hash": g.hash(), "macs": cost,
-            "seconds": seconds,
-            "reference": [r.to_json() for r in refs], "shared": shared,
+            "seconds": seconds, "reference": [r.to_json() for r in refs], "shared": shared,
             "recovery": recovery(g, job["teacher"])}
 
 
