@@ -292,10 +292,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             g = Genotype.from_json(text)
             for s in args.train_seeds:
                 needed.setdefault(standalone_key(r["teacher"], g.hash(), s), (r["teacher"], text, s))
+    teacher_refs = {}  # the teacher's own genotype among uniform random genotypes of its MACs
     for t in args.teachers:
         g = teacher_genotype(t)
-        for s in args.train_seeds:
-            needed.setdefault(standalone_key(t, g.hash(), s), (t, g.to_json(), s))
+        teacher_refs[t] = reference(t, float(_space().measure(g, metric="macs")), args.random, mode=args.reference)
+        for x in [g, *teacher_refs[t]]:
+            for s in args.train_seeds:
+                needed.setdefault(standalone_key(t, x.hash(), s), (t, x.to_json(), s))
     todo_s = [v for k, v in needed.items() if k not in cache]
     print(f"{len(needed)} standalone trainings ({len(todo_s)} to run)", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
@@ -330,10 +333,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "ref_spread": statistics.pstdev(ref_losses) / statistics.mean(ref_losses),
             **{f"recovery_{k}": v for k, v in rec.items()}})
     teacher_loss = {t: loss(t, teacher_genotype(t).hash()) for t in args.teachers}
+    teacher_rank = {}
+    for t, refs in teacher_refs.items():
+        ref_losses = [loss(t, x.hash()) for x in refs]
+        teacher_rank[t] = {"macs": float(_space().measure(teacher_genotype(t), metric="macs")),
+                           "percentile": 100.0 * sum(x < teacher_loss[t] for x in ref_losses) / len(ref_losses),
+                           "improvement": 100.0 * (statistics.mean(ref_losses) - teacher_loss[t]) / statistics.mean(ref_losses)}
     summary: Dict[str, Any] = {"strategies": {}, "teachers": args.teachers, "seeds": args.seeds,
                                "budgets": {b: t for b, t in budgets.items()}, "train_seeds": args.train_seeds,
                                "noise": statistics.mean(noise) if noise else None, "teacher_loss": teacher_loss,
-                               "median_random_macs": median}
+                               "teacher": teacher_rank, "median_random_macs": median}
     keys = ["percentile", "improvement", "tau", "recovery_edges", "recovery_edges_chance", "recovery_inputs",
             "recovery_inputs_chance", "recovery_sets", "recovery_sets_chance", "seconds", "macs", "loss"]
     for label, per_budget in rows.items():
@@ -358,7 +367,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def format_table(summary: Dict[str, Any]) -> str:
     lines = [f"planted task: teachers {summary['teachers']}, seeds {summary['seeds']}; training noise "
              f"{100 * (summary['noise'] or 0):.1f} % (|seed 0 - seed 1| / mean); teacher's own loss "
-             + ", ".join(f"{v:.4f}" for v in summary["teacher_loss"].values()),
+             + ", ".join(f"{v:.4f}" for v in summary["teacher_loss"].values())
+             + "; the teacher's own genotype among random genotypes of its MACs (what finding the planted genotype scores): percentile "
+             + ", ".join(f"{v['percentile']:.0f}" for v in summary.get("teacher", {}).values())
+             + ", improvement " + ", ".join(f"{v['improvement']:+.1f} %" for v in summary.get("teacher", {}).values()),
              "| strategy | budget | percentile (lower is better) | improvement % | tau | edges recovered (chance) | "
              "input sets recovered (chance) | MACs | s / search |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
