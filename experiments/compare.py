@@ -5,7 +5,8 @@ the random strategy's genotype and optional hand-designed baselines.
     python experiments/compare.py --searched RUN_DIR --random 8 --seeds 0 1 2 --baselines cnn_baseline
 
 What runs (every stage is kept under ``--out`` and reused when the script runs again, so an interrupted
-comparison continues where it stopped):
+comparison continues where it stopped; a retrain folder that holds another recipe's run, e.g. after
+``--batch`` changed, is refused with a message rather than reused):
 
 1. *searched*: the genotype of ``--searched``, or of a default ``atldas search --space matting`` run
    into ``OUT/search`` (seed 0; continued if it is there);
@@ -47,6 +48,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from atldas.bench import count_cost  # noqa: E402
 from atldas.cost import cost_table  # noqa: E402
@@ -128,6 +130,24 @@ def _run_name(key: str, spec: str) -> str:
     """The retrain folder's name: ``key`` and, for a genotype file, its hash (a changed genotype, e.g.
     after a new search, trains anew instead of reusing another genotype's weights)."""
     return f"{key}-{Genotype.load(spec).hash()}" if Path(spec).is_file() else key
+
+
+#: A retrain job's recipe fields and their names in a run directory's ``config.yaml``.
+_RECIPE = {"seed": "seed", "epochs": "epochs", "steps_per_epoch": "steps_per_epoch", "batch": "batch_size",
+           "crop": "crop"}
+
+
+def check_stored_recipe(job: Dict[str, Any]) -> None:
+    """Refuse a retrain folder that holds a run of another recipe (a resumed run continues with the
+    stored recipe, and a finished one would be reused, so a changed flag would go unseen)."""
+    path = Path(job["run"]) / "config.yaml"
+    if not path.is_file():
+        return
+    stored = yaml.safe_load(path.read_text()) or {}
+    for key, name in _RECIPE.items():
+        if stored.get(name) != job[key]:
+            raise ConfigError(f"{path.parent} was trained with {name}={stored.get(name)}, this comparison asks "
+                              f"{name}={job[key]}: remove it or pass another --out")
 
 
 def _finished(run: Path, epochs: int) -> bool:
@@ -233,6 +253,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "epochs": args.epochs, "steps_per_epoch": args.steps_per_epoch, "batch": args.batch,
                  "crop": args.crop, "test_size": args.test_size, "test_count": args.test_count}
                 for key, (spec, _) in specs.items() for seed in args.seeds]
+        for job in jobs:
+            check_stored_recipe(job)
         done: Dict[str, List[Dict[str, Any]]] = {}
         with ProcessPoolExecutor(args.workers) as ex:
             for r in ex.map(train_and_score, jobs):

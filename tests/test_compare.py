@@ -96,3 +96,21 @@ def test_compare_end_to_end_and_reuse(compare, tmp_path, capsys):
     assert compare.main(argv) == 0
     again = json.loads((tmp_path / "r.json").read_text())
     assert again["models"]["searched"]["per_seed"] == r["models"]["searched"]["per_seed"]
+
+
+def test_a_retrain_folder_of_another_recipe_is_refused(compare, tmp_path):
+    """A stored run is reused or resumed with its own recipe, so one trained with other flags is an
+    error naming the field, not a silent reuse."""
+    from atldas.errors import ConfigError
+
+    run = tmp_path / "random-1-abc-seed0"
+    job = {"run": str(run), "seed": 0, "epochs": 10, "steps_per_epoch": 30, "batch": 8, "crop": 96}
+    compare.check_stored_recipe(job)  # nothing stored yet
+    run.mkdir()
+    (run / "config.yaml").write_text("model: r.json\nepochs: 10\nsteps_per_epoch: 30\nbatch_size: 8\ncrop: 96\n"
+                                     "seed: 0\n")
+    compare.check_stored_recipe(job)  # the same recipe: reused
+    with pytest.raises(ConfigError, match="trained with batch_size=8, this comparison asks batch_size=16"):
+        compare.check_stored_recipe({**job, "batch": 16})
+    with pytest.raises(ConfigError, match="epochs=10, this comparison asks epochs=5"):
+        compare.check_stored_recipe({**job, "epochs": 5})
