@@ -292,10 +292,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             g = Genotype.from_json(text)
             for s in args.train_seeds:
                 needed.setdefault(standalone_key(r["teacher"], g.hash(), s), (r["teacher"], text, s))
-    teacher_refs = {}  # the teacher's own genotype among uniform random genotypes of its MACs
+    teacher_refs, teacher_macs = {}, {}  # the teacher's own genotype among uniform random genotypes of its MACs
+    space = _space()
     for t in args.teachers:
         g = teacher_genotype(t)
-        teacher_refs[t] = reference(t, float(_space().measure(g, metric="macs")), args.random, mode=args.reference)
+        teacher_macs[t] = float(space.measure(g, metric="macs"))
+        teacher_refs[t] = reference(t, teacher_macs[t], args.random, mode=args.reference)
         for x in [g, *teacher_refs[t]]:
             for s in args.train_seeds:
                 needed.setdefault(standalone_key(t, x.hash(), s), (t, x.to_json(), s))
@@ -336,7 +338,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     teacher_rank = {}
     for t, refs in teacher_refs.items():
         ref_losses = [loss(t, x.hash()) for x in refs]
-        teacher_rank[t] = {"macs": float(_space().measure(teacher_genotype(t), metric="macs")),
+        teacher_rank[t] = {"macs": teacher_macs[t],
                            "percentile": 100.0 * sum(x < teacher_loss[t] for x in ref_losses) / len(ref_losses),
                            "improvement": 100.0 * (statistics.mean(ref_losses) - teacher_loss[t]) / statistics.mean(ref_losses)}
     summary: Dict[str, Any] = {"strategies": {}, "teachers": args.teachers, "seeds": args.seeds,
