@@ -269,6 +269,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  "budget": target, "teacher": t, "seed": s, "random": args.random,
                                  "reference": args.reference})
     todo, stale = searches_to_run(out / "searches", jobs)
+    # the searches of one teacher and seed share their data (drawn once per worker), darts (the longest) first
+    todo.sort(key=lambda j: (j["teacher"], j["seed"], j["strategy"] != "darts"))
     print(f"{len(jobs)} searches ({len(todo)} to run, {stale} of them stored with other settings), median random "
           f"cost {median / 1e6:.3f} M MACs", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:

@@ -22,6 +22,8 @@ def test_noise_and_targets_are_deterministic_and_normalised():
     assert x.shape == (256, 3, 12, 12) and y.shape == (256, 4, 12, 12)
     x2, y2 = planted_data(1, 256, stream=1)
     assert torch.equal(y, y2)
+    y2.add_(1.0)  # the caller's copy: the kept stream is not changed
+    assert torch.equal(y, planted_data(1, 256, stream=1)[1])
     # each target channel has about zero mean and unit variance: an MSE is the share of variance missed
     assert float(y.mean((0, 2, 3)).abs().max()) < 0.2 and float((y.std((0, 2, 3)) - 1).abs().max()) < 0.2
 

@@ -95,14 +95,21 @@ def _teacher(seed: int) -> torch.nn.Module:
                    out_channels=SHAPE.out_channels, seed=seed, size=SHAPE.size, noise_sigmas=SHAPE.sigmas)
 
 
-def planted_data(teacher_seed: int, n: int, *, stream: int) -> Tuple[Tensor, Tensor]:
-    """``n`` inputs (n, 3, 12, 12) and the teacher's targets (n, 4, 12, 12) of one random stream (a
-    pure function of the teacher seed and ``stream``)."""
+@lru_cache(maxsize=8)
+def _planted_data(teacher_seed: int, n: int, stream: int) -> Tuple[Tensor, Tensor]:
     x = smooth_noise(n, channels=SHAPE.in_channels, size=SHAPE.size, seed=10_000 * (teacher_seed + 1) + stream,
                      sigmas=SHAPE.sigmas)
     with torch.no_grad():
         y = _teacher(teacher_seed)(x)
     return x, y
+
+
+def planted_data(teacher_seed: int, n: int, *, stream: int) -> Tuple[Tensor, Tensor]:
+    """``n`` inputs (n, 3, 12, 12) and the teacher's targets (n, 4, 12, 12) of one random stream (a
+    pure function of the teacher seed and ``stream``). The last few streams asked for are kept, so the
+    searches and trainings of one process draw each once; the caller gets its own copies."""
+    x, y = _planted_data(teacher_seed, n, stream)
+    return x.clone(), y.clone()
 
 
 class _Pairs(Dataset):
