@@ -106,8 +106,9 @@ def _planted_data(teacher_seed: int, n: int, stream: int) -> Tuple[Tensor, Tenso
 
 def planted_data(teacher_seed: int, n: int, *, stream: int) -> Tuple[Tensor, Tensor]:
     """``n`` inputs (n, 3, 12, 12) and the teacher's targets (n, 4, 12, 12) of one random stream (a
-    pure function of the teacher seed and ``stream``). The last few streams asked for are kept, so the
-    searches and trainings of one process draw each once; the caller gets its own copies."""
+    pure function of the teacher seed and ``stream``). The last 8 streams asked for are kept (about 60 MB
+    for a planted search's two), so the searches and trainings of one process draw each once; the
+    caller gets its own copies."""
     x, y = _planted_data(teacher_seed, n, stream)
     return x.clone(), y.clone()
 
