@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import default_collate
@@ -130,6 +130,10 @@ class SearchConfig:
     heatmap_every: int = 5
     plots: bool = True
     progress: bool = True
+
+    #: Fields that change what is written or shown, not what is searched: two configs that differ only
+    #: in these give the same search (what a cache of searches may leave out of a search's identity).
+    DISPLAY: ClassVar[Tuple[str, ...]] = ("out", "threads", "tensorboard", "heatmap_every", "plots", "progress")
 
     def check(self, task: Task) -> None:
         """Raise ConfigError naming the first value that cannot be used."""

@@ -62,7 +62,7 @@ import torch  # noqa: E402
 from atldas.config import to_dict  # noqa: E402
 from atldas.cost import cost_table  # noqa: E402
 from atldas.genotype import Genotype  # noqa: E402
-from atldas.run import Run, bind_space, make_search_config  # noqa: E402
+from atldas.run import Run, SearchConfig, bind_space, make_search_config  # noqa: E402
 from atldas.tasks.planted import SHAPE, Recipe, standalone, teacher_genotype  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
 
@@ -79,8 +79,6 @@ def _fingerprint(value: Any) -> str:
 #: The task's data shape and standalone recipe: what every standalone loss (and a search's ``select``
 #: stage) depends on besides the genotype and the seeds.
 TASK_FINGERPRINT = _fingerprint({"shape": to_dict(SHAPE), "recipe": to_dict(Recipe())})
-#: Search settings that change what is written or shown, not what is searched.
-_DISPLAY = ("out", "threads", "tensorboard", "heatmap_every", "plots", "progress")
 
 
 def _variant(spec: str) -> Tuple[str, str, List[str]]:
@@ -175,7 +173,7 @@ def search_config(job: Dict[str, Any]):
 
 def search_fingerprint(job: Dict[str, Any]) -> str:
     """What a stored search must have been computed with to be reused (module docstring)."""
-    config = {k: v for k, v in to_dict(search_config(job)).items() if k not in _DISPLAY}
+    config = {k: v for k, v in to_dict(search_config(job)).items() if k not in SearchConfig.DISPLAY}
     return _fingerprint({"config": config, "task": TASK_FINGERPRINT})
 
 
@@ -369,12 +367,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def format_table(summary: Dict[str, Any]) -> str:
+    teacher = summary.get("teacher", {})
     lines = [f"planted task: teachers {summary['teachers']}, seeds {summary['seeds']}; training noise "
              f"{100 * (summary['noise'] or 0):.1f} % (|seed 0 - seed 1| / mean); teacher's own loss "
              + ", ".join(f"{v:.4f}" for v in summary["teacher_loss"].values())
-             + "; the teacher's own genotype among random genotypes of its MACs (what finding the planted genotype scores): percentile "
-             + ", ".join(f"{v['percentile']:.0f}" for v in summary.get("teacher", {}).values())
-             + ", improvement " + ", ".join(f"{v['improvement']:+.1f} %" for v in summary.get("teacher", {}).values()),
+             + "; the teacher's own genotype among random genotypes of its MACs (what finding the planted "
+             "genotype scores): percentile " + ", ".join(f"{v['percentile']:.0f}" for v in teacher.values())
+             + ", improvement " + ", ".join(f"{v['improvement']:+.1f} %" for v in teacher.values()),
              "| strategy | budget | percentile (lower is better) | improvement % | tau | edges recovered (chance) | "
              "input sets recovered (chance) | MACs | s / search |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
