@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 import atldas
 from atldas.cost import cost_table
 from atldas.data.noise import smooth_noise
+from atldas.run import SearchConfig
 from atldas.tasks.planted import SHAPE, planted_data, standalone, teacher_genotype
 
 
@@ -170,9 +172,6 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
            "seed": 0}
     fp = sq.search_fingerprint(job)
     assert fp == sq.search_fingerprint({**job, "sets": ["heatmap_every=1", "threads=2"]})  # display only
-    from dataclasses import fields
-
-    from atldas.run import SearchConfig
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
     changed = [sq.search_fingerprint({**job, **d}) for d in (
         {"sets": ["select=0"]}, {"seed": 1}, {"teacher": 1}, {"budget": 1e6}, {"strategy": "darts"})]
