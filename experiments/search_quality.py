@@ -13,8 +13,8 @@ Each variant runs the ``planted`` space's defaults for its strategy: ``atldas`` 
 the ``select`` stage (8 candidates), ``darts`` and ``gdas`` derive their argmax as published
 (``NAME:select=0`` or ``NAME:select=8`` changes that).
 The reference of a search is 10 uniform random genotypes (``--random``) whose MACs are within 5 % of
-the searched genotype's: the first ones of the teacher's fixed stream of draws within 2.47 % of the
-centre of the 5 % log-bin the searched cost falls in, so searches of similar cost share a reference.
+the searched genotype's: the first ones of the teacher's fixed stream of draws in that window, so
+searches of similar cost share most of their references (and their standalone trainings).
 Every genotype (searched, reference, the teacher's) is trained standalone by the task's one recipe
 with each of ``--train-seeds`` (their spread is the noise floor; a genotype's loss is the geometric mean
 over the seeds, so one seed that stalls does not decide). Reported per variant and budget,
@@ -37,7 +37,7 @@ config and the task's shape and recipe (output and display settings left out), a
 that differs; a standalone loss is keyed by the fingerprint of the task's shape and recipe, so a
 changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search
 stored with fewer references than ``--random`` is not run again: its reference list is extended (the
-next genotypes of its cost bin, trained like the others), and its ``tau`` counts the references it
+next genotypes of its window, trained like the others), and its ``tau`` counts the references it
 evaluated with shared weights. Prints a table and writes JSON and a PNG.
 """
 
@@ -68,8 +68,10 @@ from atldas.utils.atomic import write_text_atomic  # noqa: E402
 
 #: Uniform random draws per teacher from which references are taken (a fixed stream).
 DRAWS = 20000
-#: Half-width of a cost bin (a factor): members are within this factor of the bin's centre.
-HALF_BIN = math.sqrt(1.05)
+#: A reference's MACs are within this factor of the searched genotype's.
+WINDOW = 1.05
+#: How references are chosen (part of a stored search's fingerprint: its tau was measured on them).
+REFERENCE_RULE = f"first draws within x{WINDOW}"
 
 
 def _fingerprint(value: Any) -> str:
@@ -116,8 +118,7 @@ def reference(teacher: int, cost: float, n: int, *, mode: str = "matched", pool_
     if mode == "nearest":
         idx = sorted(range(pool_size), key=lambda k: abs(math.log(float(costs[k]) / cost)))
     else:
-        centre = 1.05 ** round(math.log(cost) / math.log(1.05))
-        idx = ((costs >= centre / HALF_BIN) & (costs <= centre * HALF_BIN)).nonzero().flatten().tolist()
+        idx = ((costs >= cost / WINDOW) & (costs <= cost * WINDOW)).nonzero().flatten().tolist()
     out, seen = [], set()
     for k in idx:
         g = space.child_to_genotype(arch, arch.child_at(samples, k))
@@ -174,7 +175,7 @@ def search_config(job: Dict[str, Any]):
 def search_fingerprint(job: Dict[str, Any]) -> str:
     """What a stored search must have been computed with to be reused (module docstring)."""
     config = {k: v for k, v in to_dict(search_config(job)).items() if k not in SearchConfig.DISPLAY}
-    return _fingerprint({"config": config, "task": TASK_FINGERPRINT})
+    return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE})
 
 
 def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
@@ -276,11 +277,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
             print(f"  search {r['key']}: {r['macs'] / 1e6:.3f} M MACs, {r['seconds']:.0f} s", flush=True)
     results = [json.loads((out / "searches" / f"{j['key']}.json").read_text()) for j in jobs]
-    for r in results:  # the first --random genotypes of the search's cost bin; what it stored is their prefix
+    for r in results:  # the first --random genotypes of the search's window; what it stored is their prefix
         refs = [g.to_json() for g in reference(r["teacher"], r["macs"], args.random, mode=args.reference)]
         stored = r["reference"][:args.random]
         if refs[:len(stored)] != stored:
-            raise SystemExit(f"{r['key']}: its stored references are not the first of its cost bin; remove "
+            raise SystemExit(f"{r['key']}: its stored references are not the first of its window; remove "
                              f"{out / 'searches'} and run again")
         r["reference"] = refs  # more than the search stored: trained below, not in its tau (no shared loss)
 
