@@ -165,8 +165,8 @@ def test_the_search_beats_the_median_matched_cost_random_genotype():
 
 def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_path):
     """experiments/search_quality.py: a stored search is reused only when its fingerprint (resolved
-    search config, the task's shape and recipe; not output or display settings) is today's; a
-    standalone loss is keyed by the task's fingerprint."""
+    search config, the task's shape and recipe, the reference rule; not output or display settings) is
+    today's; a standalone loss is keyed by the task's fingerprint."""
     sq = _experiment("search_quality")
     job = {"key": "atldas|none|t0|s0|matched", "strategy": "atldas", "sets": [], "budget": None, "teacher": 0,
            "seed": 0}
@@ -176,6 +176,9 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     changed = [sq.search_fingerprint({**job, **d}) for d in (
         {"sets": ["select=0"]}, {"seed": 1}, {"teacher": 1}, {"budget": 1e6}, {"strategy": "darts"})]
     assert fp not in changed and len(set(changed)) == len(changed)
+    with pytest.MonkeyPatch.context() as mp:  # the references it evaluated (its tau) are part of a search
+        mp.setattr(sq, "REFERENCE_RULE", "another rule")
+        assert sq.search_fingerprint(job) != fp
     folder = tmp_path / "searches"
     folder.mkdir()
     other = {**job, "key": "atldas|none|t0|s1|matched", "seed": 1}
