@@ -33,9 +33,9 @@ the mean over teachers and seeds of:
 
 Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``) when they were
 computed with what would run now: a stored search carries the fingerprint of its resolved search
-config and the task's shape and recipe (output and display settings left out), and is run again when
-that differs; a standalone loss is keyed by the fingerprint of the task's shape and recipe, so a
-changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search
+config, the task's shape and recipe and the reference rule (output and display settings left out), and
+is run again when that differs; a standalone loss is keyed by the fingerprint of the task's shape and
+recipe, so a changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search
 stored with fewer references than ``--random`` is not run again: its reference list is extended (the
 next genotypes of its window, trained like the others), and its ``tau`` counts the references it
 evaluated with shared weights. Prints a table and writes JSON and a PNG.
