@@ -304,11 +304,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 needed.setdefault(standalone_key(t, x.hash(), s), (t, x.to_json(), s))
     todo_s = [v for k, v in needed.items() if k not in cache]
     print(f"{len(needed)} standalone trainings ({len(todo_s)} to run)", flush=True)
+    t_train, every = time.perf_counter(), max(1, len(todo_s) // 10)
     with ProcessPoolExecutor(args.workers) as ex:
-        for n, (k, v) in enumerate(ex.map(run_standalone, todo_s, chunksize=4)):
+        for n, (k, v) in enumerate(ex.map(run_standalone, todo_s, chunksize=4), 1):
             cache[k] = v
-            if n % 20 == 19:
+            if n % 20 == 0:
                 write_text_atomic(cache_path, json.dumps(cache))
+            if n % every == 0 and n < len(todo_s):
+                spent = time.perf_counter() - t_train
+                print(f"  trained {n}/{len(todo_s)} in {spent / 60:.1f} min, about "
+                      f"{spent / n * (len(todo_s) - n) / 60:.1f} min left", flush=True)
     write_text_atomic(cache_path, json.dumps(cache))
 
     def loss(t: int, h: str) -> float:  # geometric mean over training seeds: one stalled seed does not dominate
