@@ -67,7 +67,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             kw["count" if args.data == "synthetic" else "limit"] = args.limit
         result = scoring.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
                                          save_pred=args.save_pred, json_path=args.json, device=args.device,
-                                         progress=not args.no_progress, **kw)
+                                         progress=not args.no_progress, amp=args.amp, **kw)
         print(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"))
         return 0
     missing = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is None]
@@ -313,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backgrounds", help="with --model: background folder for composed test sets (D646)")
     p.add_argument("--limit", type=int, help="with --model: score the first N images only")
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
+    p.add_argument("--amp", action="store_true", help="with --model: mixed precision (bfloat16 on cpu, float16 on "
+                                                      "cuda; not exact, see the README)")
     p.add_argument("--json", help="write the scores as JSON to this file")
     p.add_argument("--workers", type=int, help="with --pred: processes that score images (default: one per "
                                                "core)")

@@ -40,7 +40,8 @@ from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_imag
                             write_rgb)
 from atldas.errors import ConfigError, DataError
 from atldas.matting.footprint import predict_bytes
-from atldas.matting.inference import check_tiling, estimate_foreground, image_wide_layers, predict_alpha
+from atldas.matting.inference import (check_tiling, estimate_foreground, image_wide_layers, predict_alpha,
+                                      warn_emulated_bf16)
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.device import resolve_device, tune_backend
@@ -217,6 +218,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     net = channels_last(net.to(dev).eval())
     fold_batchnorm(net)  # this network serves inference only: conv + BN as one conv (same alphas within 1e-5)
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
+    if amp:
+        warn_emulated_bf16(dev)
 
     for _, ip, tp in pairs:  # every input readable and every trimap valid before the first output
         check_image(ip)

@@ -178,3 +178,46 @@ def test_real_photo_quality_script_scores_closed_form_and_trivial(folder, tmp_pa
                            for i, t, a in (_scene(h, w, k) for k, (h, w) in enumerate(SIZES))])
     assert rows["trivial (0.5)"]["SAD"] == pytest.approx(trivial_sad)
     assert "| closed_form |" in out and "0 of 3" in out and "SAD s0" in out
+
+
+def test_model_eval_amp_runs_under_autocast_and_warns_where_bf16_is_emulated(folder, checkpoint, monkeypatch,
+                                                                              caplog):
+    from atldas.matting import inference
+
+    seen = []
+    real = inference._autocast
+    monkeypatch.setattr(inference, "_autocast", lambda device, amp: seen.append(amp) or real(device, amp))
+    full = evaluate_model(model="cnn_baseline_tiny", checkpoint=checkpoint, data=folder, progress=False)
+    assert seen == [False] * 3
+    seen.clear()
+    for has_bf16, warned in ((True, False), (False, True)):
+        monkeypatch.setattr(inference, "cpu_has_bf16", lambda: has_bf16)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="atldas"):
+            half = evaluate_model(model="cnn_baseline_tiny", checkpoint=checkpoint, data=folder, progress=False,
+                                  amp=True)
+        assert seen == [True] * 3
+        seen.clear()
+        assert ("no bf16 instructions" in caplog.text) == warned
+        for key in ("SAD", "MSE"):  # bf16 rounds; the scores stay those of the same network
+            assert half[key] == pytest.approx(full[key], rel=0.05, abs=1e-3)
+
+
+def test_bf16_error_script_reports_both_modes(checkpoint, tmp_path, capsys):
+    """experiments/bf16_error.py (the README's bf16 table) on a tiny network: both modes timed, the
+    differences and the scores of each."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bf16_error", Path(__file__).resolve().parents[1] / "experiments" / "bf16_error.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    js = tmp_path / "bf16.json"
+    assert script.main(["--model", "cnn_baseline_tiny", "--checkpoint", str(checkpoint), "--sizes", "64",
+                        "--count", "2", "--rounds", "1", "--json", str(js)]) == 0
+    (row,) = json.loads(js.read_text())["rows"]
+    assert row["size"] == 64 and row["images"] == 2
+    assert set(row["wall_s"]) == set(row["cpu_s"]) == set(row["scores"]) == {"float32", "bf16"}
+    assert 0 <= row["max_abs"] <= 1 and row["mean_abs_unknown"] <= row["max_abs"]
+    assert row["max_grey_levels"] <= round(row["max_abs"] * 255) + 1
+    assert "64^2, 2 images" in capsys.readouterr().out

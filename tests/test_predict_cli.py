@@ -298,3 +298,25 @@ def test_tiling_a_network_with_image_wide_context_warns(tmp_path, caplog):
                  str(tmp_path / "p.png"), "--trimap", str(tmp_path / "t.png"), "--out", str(tmp_path / "o"),
                  "--tile", "64", "--overlap", "32", "--no-cutout"]) == 0
     assert "image-wide context (GroupNorm)" in caplog.text
+
+
+def test_predict_amp_writes_mattes_near_float32_and_warns_only_where_bf16_is_emulated(setup, tmp_path, capsys,
+                                                                                       monkeypatch, caplog):
+    from atldas.matting import inference
+
+    root, geno, ckpt = setup
+    common = ["--model", geno, "--checkpoint", ckpt, "--image", root / "img", "--trimap", root / "tri", "--no-cutout"]
+    code, _, err = _predict(capsys, *common, "--out", tmp_path / "f32")
+    assert code == 0, err
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(inference, "cpu_has_bf16", lambda: has_bf16)
+        out = tmp_path / f"bf16-{has_bf16}"
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="atldas"):
+            code, _, err = _predict(capsys, *common, "--out", out, "--amp")
+        assert code == 0, err
+        assert ("no bf16 instructions" in caplog.text) == (not has_bf16), caplog.text
+        for stem in ("a", "b"):
+            a = np.asarray(Image.open(out / f"{stem}.png"), np.int32)
+            b = np.asarray(Image.open(tmp_path / "f32" / f"{stem}.png"), np.int32)
+            assert np.abs(a - b).max() <= 16  # bf16 rounding, not another network

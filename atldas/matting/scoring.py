@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -24,7 +25,7 @@ from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, write_alpha
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
 from atldas.matting import metrics
-from atldas.matting.inference import clamp_by_trimap, predict_alpha
+from atldas.matting.inference import clamp_by_trimap, predict_alpha, warn_emulated_bf16
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.atomic import refuse_input_as_output, write_json
@@ -155,7 +156,7 @@ def _within(path: PathLike, folder: PathLike) -> bool:
 def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
                    save_pred: Optional[PathLike] = None, json_path: Optional[PathLike] = None,
                    device: str = "cpu", progress: bool = True, tile: Optional[int] = None,
-                   **dataset_kw) -> Dict[str, Any]:
+                   amp: bool = False, **dataset_kw) -> Dict[str, Any]:
     """Run ``model`` over a data set and score it with SAD, MSE, Grad and Conn (DIM convention).
 
     Args:
@@ -173,6 +174,9 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
         device: where the network runs (``cpu``, ``cuda``).
         progress: show a progress bar (only when stderr is a terminal).
         tile: tile side for very large images (see :func:`~atldas.matting.inference.predict_alpha`).
+        amp: autocast (bfloat16 on the CPU, float16 on CUDA), as ``atldas predict --amp``: not exact
+            (the README gives its measured error); on a CPU without bf16 instructions it is emulated
+            and many times slower.
 
     Returns:
         The same object as :func:`atldas.evaluate.evaluate_folders` (the eval JSON contract).
@@ -209,7 +213,10 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     if len(ds) == 0:
         raise DataError(f"{data}: no images to score")
     log.info("evaluating %s on %s: %d image(s)", mm.name, what, len(ds))
-    per_image, _ = score_dataset(ds, lambda image, tri: predict_alpha(mm, net, image, tri, device=dev, tile=tile),
+    if amp:
+        warn_emulated_bf16(dev)
+    predict = partial(predict_alpha, mm, net, device=dev, tile=tile, amp=amp)  # (image, trimap) -> alpha
+    per_image, _ = score_dataset(ds, predict,
                                  save_pred=Path(save_pred) if save_pred is not None else None, progress=progress)
     if save_pred is not None:
         log.info("wrote %d prediction(s) to %s", len(per_image), save_pred)
