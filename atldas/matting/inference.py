@@ -48,8 +48,11 @@ from atldas.models.base import MattingModel
 from atldas.tensors import centred_pad
 from atldas.utils.memory_format import channels_last
 
+log = logging.getLogger(__name__)
+
 __all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input",
-           "tile_origins", "tile_weights", "check_tiling", "estimate_foreground", "image_wide_layers"]
+           "tile_origins", "tile_weights", "check_tiling", "estimate_foreground", "image_wide_layers",
+           "cpu_has_bf16", "warn_emulated_bf16"]
 
 #: Inputs are padded to a multiple of this (the networks downsample 5 times).
 PAD_MULTIPLE = 32
@@ -118,9 +121,6 @@ def tile_weights(size: Tuple[int, int], origin: Tuple[int, int], tile: Tuple[int
     wy = _ramp(th, start_inner=y0 > 0, end_inner=y0 + th < H, overlap=overlap)
     wx = _ramp(tw, start_inner=x0 > 0, end_inner=x0 + tw < W, overlap=overlap)
     return wy[:, None] * wx[None, :]
-
-
-log = logging.getLogger(__name__)
 
 
 def cpu_has_bf16() -> bool:
