@@ -62,14 +62,18 @@ def cpu_kind() -> str:
     return f"{vendor} {torch.backends.cpu.get_cpu_capability()}"
 
 
+def _recorded() -> Dict[str, Dict]:
+    return json.loads(DEMO_BY_CPU.read_text()) if DEMO_BY_CPU.exists() else {}
+
+
 def demo_hashes() -> Dict[str, str]:
     """The demo genotype hashes accepted here: the README's and the one recorded for this CPU kind."""
     from atldas.genotype import Genotype
 
+    kind, recorded = cpu_kind(), _recorded()
     out = {"README": Genotype.from_json(_demo()).hash()}
-    recorded = json.loads(DEMO_BY_CPU.read_text()) if DEMO_BY_CPU.exists() else {}
-    if cpu_kind() in recorded:
-        out[cpu_kind()] = recorded[cpu_kind()]["hash"]
+    if kind in recorded:
+        out[kind] = recorded[kind]["hash"]
     return out
 
 
@@ -78,10 +82,10 @@ def record_demo_for_cpu(run_dir: Path, machine: str) -> str:
     from atldas.genotype import Genotype
 
     g = Genotype.load(Path(run_dir) / "genotype.json")
-    recorded = json.loads(DEMO_BY_CPU.read_text()) if DEMO_BY_CPU.exists() else {}
-    recorded[cpu_kind()] = {"hash": g.hash(), "macs": (g.cost or {}).get("macs"), "machine": machine}
+    kind, recorded = cpu_kind(), _recorded()
+    recorded[kind] = {"hash": g.hash(), "macs": (g.cost or {}).get("macs"), "machine": machine}
     DEMO_BY_CPU.write_text(json.dumps(recorded, indent=1, sort_keys=True) + "\n")
-    return cpu_kind()
+    return kind
 
 
 def _demo() -> Dict:
