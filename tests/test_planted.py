@@ -121,6 +121,38 @@ def test_select_ranks_the_final_candidates_by_a_short_fit(tmp_path, caplog, monk
         search(bad)
 
 
+@pytest.mark.parametrize("select_cost", ["derived", "free"])
+def test_select_without_a_budget_keeps_the_derived_cost_unless_free(tmp_path, monkeypatch, select_cost):
+    """Without a budget, ``select_cost=derived`` repairs every candidate onto the cost of the
+    strategy's own derived child, so the stage picks structure, not size; ``free`` (the default)
+    leaves the candidates' costs alone (some of them then cost more). Unknown values are refused."""
+    from atldas.errors import ConfigError
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    from atldas.run import bind_space
+
+    space = bind_space(atldas.make_search_config(space="planted"))
+    seen = []
+
+    def spy(self, genotype, **kw):
+        seen.append(float(space.measure(genotype, metric="macs")))
+        return float(len(seen))  # the first candidate (the strategy's own) wins
+
+    monkeypatch.setattr(PlantedTask, "short_fit", spy)
+    cfg = atldas.make_search_config(space="planted", strategy="random", out=str(tmp_path / "s"), sets=[
+        "epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=8", f"select_cost={select_cost}",
+        "tensorboard=false", "plots=false", "progress=false", "seed=3"])
+    search(cfg)
+    assert len(seen) == 8
+    if select_cost == "derived":
+        assert max(seen) <= seen[0], seen
+    else:
+        assert max(seen) > seen[0], seen
+    with pytest.raises(ConfigError, match="select_cost='cheap'"):
+        search(atldas.make_search_config(space="planted", out=str(tmp_path / "t"), sets=["select_cost=cheap"]))
+
+
 def test_the_planted_space_selects_for_atldas_and_random_only(tmp_path):
     """The planted space's per-strategy defaults: atldas and random searches end with select=8, darts
     and gdas derive their argmax; the user's value wins over the space's, a YAML file's too; matting
