@@ -91,7 +91,7 @@ class SearchConfig:
             samples, each repaired onto the budget) trained briefly on their own by the task's
             ``short_fit`` and ranked by that held-out loss; the best one is the genotype. 0: off (the
             strategy's derive alone). Tasks with a cheap standalone fit only (``planted``, whose
-            space makes it 8 for ``atldas`` and ``random`` by default).
+            space makes it 16 for ``atldas`` and ``random`` by default).
         select_steps: training steps of each candidate's short fit.
         select_cost: the cost the ``select`` stage's candidates are repaired onto: ``free`` (the
             budget's target; without a budget the candidates keep their own costs, so the stage may

@@ -10,7 +10,7 @@ For every teacher (:mod:`atldas.tasks.planted`: a network built from a known ran
 the targets), every strategy variant searches the ``planted`` space with every seed, without a budget
 and with one (``--budgets``: ``none`` or a fraction of the median MACs of uniform random genotypes).
 Each variant runs the ``planted`` space's defaults for its strategy: ``atldas`` and ``random`` end with
-the ``select`` stage (8 candidates), ``darts`` and ``gdas`` derive their argmax as published
+the ``select`` stage (16 candidates), ``darts`` and ``gdas`` derive their argmax as published
 (``NAME:select=0`` or ``NAME:select=8`` changes that).
 The reference of a search is 10 uniform random genotypes (``--random``) whose MACs are within 5 % of
 the searched genotype's: the first ones of the teacher's fixed stream of draws in that window, so
@@ -34,11 +34,13 @@ the mean over teachers and seeds of:
 Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``) when they were
 computed with what would run now: a stored search carries the fingerprint of its resolved search
 config, the task's shape and recipe and the reference rule (output and display settings left out), and
-is run again when that differs; a standalone loss is keyed by the fingerprint of the task's shape and
-recipe, so a changed recipe trains afresh. ``--workers`` processes run them (one torch thread each). A search
-stored with fewer references than ``--random`` is not run again: its reference list is extended (the
-next genotypes of its window, trained like the others), and its ``tau`` counts the references it
-evaluated with shared weights. Prints a table and writes JSON and a PNG.
+is run again when that differs, unless a search stored under another label has today's fingerprint
+(``atldas:select=16`` for ``atldas`` once 16 is the default): that one is copied; a standalone loss
+is keyed by the fingerprint of the task's shape and recipe, so a changed recipe trains afresh.
+``--workers`` processes run them (one torch thread each). A search stored with fewer references than
+``--random`` is not run again: its reference list is extended (the next genotypes of its window,
+trained like the others), and its ``tau`` counts the references it evaluated with shared weights.
+Prints a table and writes JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -178,17 +180,26 @@ def search_fingerprint(job: Dict[str, Any]) -> str:
     return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE})
 
 
-def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int]:
+def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int, Dict[str, Path]]:
     """The jobs without a stored search computed with what would run now (``folder/KEY.json`` with
-    the job's :func:`search_fingerprint`), and how many of them have one stored with other settings."""
-    todo, stale = [], 0
+    the job's :func:`search_fingerprint`), how many of them have one stored with other settings, and,
+    by key, the jobs whose own file is not today's but another label's file has their fingerprint."""
+    todo, stale, borrowed = [], 0, {}
+    by_fingerprint: Optional[Dict[str, Path]] = None
     for job in jobs:
-        path = folder / f"{job['key']}.json"
-        if path.is_file() and json.loads(path.read_text()).get("fingerprint") == search_fingerprint(job):
+        path, fp = folder / f"{job['key']}.json", search_fingerprint(job)
+        if path.is_file() and json.loads(path.read_text()).get("fingerprint") == fp:
+            continue
+        if by_fingerprint is None:  # read once, only when something is not stored under its own key
+            by_fingerprint = {}
+            for other in sorted(folder.glob("*.json")):
+                by_fingerprint.setdefault(json.loads(other.read_text()).get("fingerprint"), other)
+        if fp in by_fingerprint:
+            borrowed[job["key"]] = by_fingerprint[fp]
             continue
         stale += path.is_file()
         todo.append(job)
-    return todo, stale
+    return todo, stale, borrowed
 
 
 def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
@@ -267,10 +278,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
                                  "budget": target, "teacher": t, "seed": s, "random": args.random,
                                  "reference": args.reference})
-    todo, stale = searches_to_run(out / "searches", jobs)
+    todo, stale, borrowed = searches_to_run(out / "searches", jobs)
+    for job in jobs:  # the same search under another label: stored under this one too, with this job's names
+        if job["key"] in borrowed:
+            stored = json.loads(borrowed[job["key"]].read_text())
+            names = {k: job[k] for k in ("key", "label", "strategy", "sets")}
+            write_text_atomic(out / "searches" / f"{job['key']}.json", json.dumps({**stored, **names}))
     # the searches of one teacher and seed share their data (drawn once per worker), darts (the longest) first
     todo.sort(key=lambda j: (j["teacher"], j["seed"], j["strategy"] != "darts"))
-    print(f"{len(jobs)} searches ({len(todo)} to run, {stale} of them stored with other settings), median random "
+    print(f"{len(jobs)} searches ({len(todo)} to run, {stale} of them stored with other settings, {len(borrowed)} "
+          f"stored under another label), median random "
           f"cost {median / 1e6:.3f} M MACs", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
         for r in ex.map(run_search, todo):

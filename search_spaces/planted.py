@@ -94,13 +94,15 @@ class PlantedSpace(SearchSpace):
 #: The weight recipe is the standalone one's (lr 0.01-0.03 with a gradient-norm clip of 1; at the
 #: default 2e-3 the shared weights rank genotypes no better than chance, Kendall tau 0.03 against
 #: standalone training; 16 epochs of it bring tau to 0.27-0.36, 24 epochs to 0.27-0.45).
-#: ATL-DAS and random search end with the ``select`` stage (8 candidates of the final policy, each
-#: trained briefly on its own): on this task their argmax genotypes sit at the 53rd-59th and 33rd-41st
-#: percentile of matched-cost random genotypes, with the stage at the 17th-20th and 18th-28th
-#: (experiments/search_quality.py, README "Does the search beat random?"). DARTS and GDAS derive
-#: their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
+#: ATL-DAS and random search end with the ``select`` stage (16 candidates of the final policy, each
+#: trained briefly on its own): on this task their argmax genotypes sit at the 40th-48th and 34th
+#: percentile of matched-cost random genotypes, with 8 candidates at the 8th-25th and 12th-29th;
+#: 16 candidates took ATL-DAS 5.0 points lower than 8 on 36 paired runs without a budget and 7.5
+#: lower on 36 with one, for 15-30 s more per search (experiments/search_quality.py, README "Does the search beat
+#: random?"). DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``)
+#: overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
     "epochs": 16, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
     "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 5,
     "target_macs": None, "w_lr": 0.01, "grad_clip": 1.0},
-    strategy_defaults={"atldas": {"select": 8}, "random": {"select": 8}})
+    strategy_defaults={"atldas": {"select": 16}, "random": {"select": 16}})

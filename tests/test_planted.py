@@ -154,10 +154,10 @@ def test_select_without_a_budget_keeps_the_derived_cost_unless_free(tmp_path, mo
 
 
 def test_the_planted_space_selects_for_atldas_and_random_only(tmp_path):
-    """The planted space's per-strategy defaults: atldas and random searches end with select=8, darts
+    """The planted space's per-strategy defaults: atldas and random searches end with select=16, darts
     and gdas derive their argmax; the user's value wins over the space's, a YAML file's too; matting
     searches never select."""
-    for strategy, n in (("atldas", 8), ("random", 8), ("darts", 0), ("gdas", 0)):
+    for strategy, n in (("atldas", 16), ("random", 16), ("darts", 0), ("gdas", 0)):
         assert atldas.make_search_config(space="planted", strategy=strategy).select == n
         assert atldas.make_search_config(space="planted", strategy=strategy, sets=["select=3"]).select == 3
     f = tmp_path / "c.yaml"
@@ -198,7 +198,7 @@ def test_the_search_beats_the_median_matched_cost_random_genotype():
 def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_path):
     """experiments/search_quality.py: a stored search is reused only when its fingerprint (resolved
     search config, the task's shape and recipe, the reference rule; not output or display settings) is
-    today's; a standalone loss is keyed by the task's fingerprint."""
+    today's, under its own label or another; a standalone loss is keyed by the task's fingerprint."""
     sq = _experiment("search_quality")
     job = {"key": "atldas|none|t0|s0|matched", "strategy": "atldas", "sets": [], "budget": None, "teacher": 0,
            "seed": 0}
@@ -214,10 +214,14 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     folder = tmp_path / "searches"
     folder.mkdir()
     other = {**job, "key": "atldas|none|t0|s1|matched", "seed": 1}
-    assert sq.searches_to_run(folder, [job, other]) == ([job, other], 0)
+    assert sq.searches_to_run(folder, [job, other]) == ([job, other], 0, {})
     (folder / f"{job['key']}.json").write_text(json.dumps({"fingerprint": fp}))
     (folder / f"{other['key']}.json").write_text(json.dumps({"fingerprint": fp}))  # computed for seed 0
-    assert sq.searches_to_run(folder, [job, other]) == ([other], 1)
+    assert sq.searches_to_run(folder, [job, other]) == ([other], 1, {})
+    # the default's search under another label (select=16 is the planted default) is today's for this one
+    alias = {**job, "key": "atldas~select=16|none|t0|s0|matched", "sets": ["select=16"]}
+    assert sq.searches_to_run(folder, [alias]) == ([], 0, {alias["key"]: folder / f"{job['key']}.json"})
+    (folder / f"{other['key']}.json").unlink()
     (folder / f"{job['key']}.json").write_text(json.dumps({}))  # stored before fingerprints: run again
     assert sq.searches_to_run(folder, [job])[0] == [job]
     assert sq.standalone_key(0, "abc", 1) == f"{sq.TASK_FINGERPRINT}/0/abc/1"
