@@ -98,9 +98,9 @@ class PlantedSpace(SearchSpace):
 #: trained briefly on its own): on this task their argmax genotypes sit at the 40th-48th and 34th
 #: percentile of matched-cost random genotypes, with 8 candidates at the 8th-25th and 12th-29th;
 #: 16 candidates took ATL-DAS 5.0 points lower than 8 on 36 paired runs without a budget and 7.5
-#: lower on 36 with one, for 15-30 s more per search (experiments/search_quality.py, README "Does the search beat
-#: random?"). DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``)
-#: overrides either.
+#: lower on 36 with one, for 14-22 s more per search (experiments/search_quality.py, README "Does the
+#: search beat random?"). DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or
+#: ``=N``) overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
     "epochs": 16, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
     "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 5,
