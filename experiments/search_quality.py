@@ -27,8 +27,11 @@ the mean over teachers and seeds of:
 - ``tau``: Kendall tau between the final supernet's shared-weight held-out loss and the standalone
   loss over the reference genotypes and the searched one (those hard pruning left in the supernet);
 - ``recovery``: the share of the teacher's (node, input, op) edges the searched normal cell has (and of
-  its (node, input) edges and input sets; the first cell's inputs 0 and 1 count as one, both being the
-  stem's output), beside the chance level: the same share for uniform random genotypes;
+  its (node, input) edges, its input sets, and its (node, input) edges from intermediate nodes, the
+  planted *deep* topology; the first cell's inputs 0 and 1 count as one, both being the stem's output),
+  beside the chance levels: the same share for uniform random genotypes, for those within 5 % of
+  the searched MACs, and of the other teachers' genotypes (a placebo: a generic preference scores
+  there too);
 - ``time``: seconds per search on one thread.
 
 Stages already computed are reused (``OUT/searches/*.json``, ``OUT/standalone.json``) when they were
@@ -137,33 +140,54 @@ def median_random_cost() -> float:
 
 
 def _edges(g: Genotype) -> List[Tuple[int, int, str]]:
-    """(node, input, op) of the normal cell, inputs 0 and 1 merged: in the planted network the first
-    cell's two inputs are the same stem output, so an edge from either computes the same."""
-    return [(j, min(i, 1), op) for j, node in enumerate(g.normal.nodes) for op, i in node]
+    """(node, input, op) of the normal cell, inputs 0 and 1 merged (both read as 1): in the planted
+    network the first cell's two inputs are the same stem output, so an edge from either computes the
+    same. Inputs 2.. (the intermediate nodes) stay apart."""
+    return [(j, max(i, 1), op) for j, node in enumerate(g.normal.nodes) for op, i in node]
 
 
 def _recovered(g: Genotype, t: Genotype) -> Dict[str, float]:
     ours, theirs = _edges(g), _edges(t)
     ours_in = {(j, i) for j, i, _ in ours}
+    deep = [(j, i) for j, i, _ in theirs if i >= 2]  # the teacher's edges from intermediate nodes
     sets = lambda x: [tuple(sorted(i for jj, i, _ in _edges(x) if jj == j)) for j in range(len(x.normal.nodes))]  # noqa: E731
     return {"edges": sum(e in set(ours) for e in theirs) / len(theirs),
             "inputs": sum((j, i) in ours_in for j, i, _ in theirs) / len(theirs),
-            "sets": statistics.mean(a == b for a, b in zip(sets(g), sets(t)))}
+            "sets": statistics.mean(a == b for a, b in zip(sets(g), sets(t))),
+            "deep": sum(e in ours_in for e in deep) / len(deep) if deep else math.nan}
 
 
-_CHANCE: Dict[int, Dict[str, float]] = {}
+#: Uniform draws of a teacher's stream that give the chance levels of :func:`recovery`.
+CHANCE_DRAWS = 4000
+#: The teachers whose genotypes are the placebo control of :func:`recovery` (the others than the searched one).
+PLACEBO_TEACHERS = (0, 1, 2, 3, 4, 5)
+_CHANCE: Dict[int, Tuple[torch.Tensor, Dict[str, torch.Tensor]]] = {}
 
 
-def recovery(g: Genotype, teacher: int) -> Dict[str, float]:
-    """Shares of the teacher's (node, input, op) edges, (node, input) edges and node input sets the
-    genotype has (up to the planted network's equivalences), beside their chance levels: the mean of the
-    same shares over 2000 uniform random genotypes."""
+def recovery(g: Genotype, teacher: int, *, macs: Optional[float] = None) -> Dict[str, float]:
+    """Shares of the teacher's (node, input, op) edges, (node, input) edges, node input sets and
+    (node, input) edges from intermediate nodes (``deep``: the planted deep topology) the genotype has
+    (up to the planted network's equivalences), beside their chance levels: the mean of the same shares
+    over the first uniform random genotypes of the teacher's stream (``*_chance``) and, given the
+    genotype's ``macs``, over those of them within 5 % of it (``*_matched``: a budget moves the cost,
+    and the cost the structure); and the placebo control ``*_placebo``, the same shares of the other
+    teachers' genotypes among :data:`PLACEBO_TEACHERS`: a search that recovers its own teacher scores
+    above it, a generic preference (deep cells, say, or some op) scores the same on both."""
     t = teacher_genotype(teacher)
     if teacher not in _CHANCE:
-        space, arch, _, samples = pool(teacher)
-        rs = [_recovered(space.child_to_genotype(arch, arch.child_at(samples, k)), t) for k in range(2000)]
-        _CHANCE[teacher] = {k: statistics.mean(r[k] for r in rs) for k in rs[0]}
-    return {**_recovered(g, t), **{f"{k}_chance": v for k, v in _CHANCE[teacher].items()}}
+        space, arch, costs, samples = pool(teacher)
+        rs = [_recovered(space.child_to_genotype(arch, arch.child_at(samples, k)), t) for k in range(CHANCE_DRAWS)]
+        _CHANCE[teacher] = (costs[:CHANCE_DRAWS], {k: torch.tensor([r[k] for r in rs], dtype=torch.float64)
+                                                   for k in rs[0]})
+    costs, shares = _CHANCE[teacher]
+    others = [_recovered(g, teacher_genotype(u)) for u in PLACEBO_TEACHERS if u != teacher]
+    out = {**_recovered(g, t), **{f"{k}_chance": float(v.mean()) for k, v in shares.items()},
+           **{f"{k}_placebo": statistics.mean(o[k] for o in others) for k in shares}}
+    if macs is not None:
+        near = (costs >= macs / WINDOW) & (costs <= macs * WINDOW)
+        out.update({f"{k}_matched": float(v[near].mean()) if int(near.sum()) >= 20 else math.nan
+                    for k, v in shares.items()})
+    return out
 
 
 def search_config(job: Dict[str, Any]):
@@ -222,7 +246,7 @@ def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
             shared[x.hash()] = run.evaluate(child, batches=8)
     return {**job, "fingerprint": search_fingerprint(job), "genotype": g.to_json(), "hash": g.hash(), "macs": cost,
             "seconds": seconds, "reference": [r.to_json() for r in refs], "shared": shared,
-            "recovery": recovery(g, job["teacher"])}
+            "recovery": recovery(g, job["teacher"], macs=cost)}
 
 
 def standalone_key(teacher: int, genotype_hash: str, seed: int) -> str:
@@ -261,9 +285,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default="runs/search_quality")
     p.add_argument("--json", help="the summary JSON (default OUT/search_quality.json)")
+    p.add_argument("--recount", metavar="SUMMARY", help="only recompute the recovery shares of an existing "
+                   "summary JSON from the genotypes stored in OUT/searches (nothing is searched or trained)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(args.out)
+    if args.recount:
+        path = Path(args.recount)
+        summary = recount(json.loads(path.read_text()), out / "searches", strict=False)
+        write_text_atomic(path, json.dumps(summary, indent=1) + "\n")
+        print(format_table(summary))
+        for variant, why in summary["recount"]["not_recounted"].items():
+            print(f"not recounted (its shares are now NaN): {variant}: {why}")
+        print(f"recounted the recovery shares of {path} from {out / 'searches'}")
+        return 0
     (out / "searches").mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     median = median_random_cost()
@@ -347,7 +382,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for h in hashes:
             a, b = (cache[standalone_key(t, h, s)] for s in args.train_seeds[:2])
             noise.append(abs(a - b) / ((a + b) / 2))
-        rec = r["recovery"]
+        # from the genotype, not the stored shares: searches stored before 2026-12-04 merged every
+        # intermediate-node input into input 1 (see --recount)
+        rec = recovery(Genotype.from_json(r["genotype"]), t, macs=r["macs"])
         rows.setdefault(r["label"], {}).setdefault(r["budget_label"], []).append({
             "teacher": t, "seed": r["seed"], "loss": mine, "macs": r["macs"], "seconds": r["seconds"],
             "percentile": 100.0 * sum(x < mine for x in ref_losses) / len(ref_losses),
@@ -368,14 +405,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                "budgets": {b: t for b, t in budgets.items()}, "train_seeds": args.train_seeds,
                                "noise": statistics.mean(noise) if noise else None, "teacher_loss": teacher_loss,
                                "teacher": teacher_rank, "median_random_macs": median}
-    keys = ["percentile", "improvement", "tau", "recovery_edges", "recovery_edges_chance", "recovery_inputs",
-            "recovery_inputs_chance", "recovery_sets", "recovery_sets_chance", "seconds", "macs", "loss"]
     for label, per_budget in rows.items():
-        summary["strategies"][label] = {}
-        for b, rs in per_budget.items():
-            means = {k: statistics.mean(x[k] for x in rs) for k in keys}
-            means["recovery"] = means["recovery_edges"]
-            summary["strategies"][label][b] = {**means, "runs": rs}
+        summary["strategies"][label] = {b: {**_means(rs), "runs": rs} for b, rs in per_budget.items()}
     # the contract's flat form: the no-budget figures when present, else the first budget
     for label, per_budget in summary["strategies"].items():
         first = per_budget.get("none") or next(iter(per_budget.values()))
@@ -389,6 +420,58 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+RECOVERY_KEYS = [f"recovery_{k}{x}" for k in ("edges", "inputs", "sets", "deep") for x in ("", "_chance", "_matched", "_placebo")]
+
+
+def _means(rs: Sequence[Dict[str, float]]) -> Dict[str, float]:
+    """The means over a variant's runs of one budget (``recovery``: the edges' share, as the contract names it)."""
+    keys = ["percentile", "improvement", "tau", *RECOVERY_KEYS, "seconds", "macs", "loss"]
+    means = {k: statistics.mean(x[k] for x in rs) for k in keys if all(k in x for x in rs)}
+    means["recovery"] = means["recovery_edges"]
+    return means
+
+
+def recount(summary: Dict[str, Any], searches: Path, *, reference: str = "matched", strict: bool = True) -> Dict[str, Any]:
+    """``summary`` with the recovery shares of every run recomputed from the genotype its search stored
+    in ``searches`` (found by label, budget, teacher and seed; its MACs and measured seconds must be the
+    run's, or the stored search is another one). The other figures are kept. For summaries written before
+    the first cell's inputs were merged as documented (every intermediate-node input read as input 1).
+    A variant and budget with a run whose search is not stored raise, or with ``strict=False`` get NaN
+    shares and are listed under ``"recount"`` with the reason."""
+    out = json.loads(json.dumps(summary))
+    missing: Dict[str, str] = {}
+    for label, per_budget in out["strategies"].items():
+        for b, m in per_budget.items():
+            if not isinstance(m, dict):
+                continue
+            recs, why = [], None
+            for run in m["runs"]:
+                key = f"{label}|{b}|t{run['teacher']}|s{run['seed']}|{reference}".replace("/", "_").replace(":", "~")
+                path = searches / f"{key}.json"
+                stored = json.loads(path.read_text()) if path.is_file() else None
+                if stored is None:
+                    why = f"no stored search {path}"
+                elif (float(stored["macs"]), float(stored["seconds"])) != (float(run["macs"]), float(run["seconds"])):
+                    why = (f"{path} holds a search of {float(stored['macs']):.0f} MACs in {float(stored['seconds']):.3f} s, "
+                           f"the summary's run {float(run['macs']):.0f} in {float(run['seconds']):.3f} s: another search "
+                           f"was stored since")
+                if why:
+                    break
+                recs.append(recovery(Genotype.from_json(stored["genotype"]), int(run["teacher"]), macs=float(run["macs"])))
+            if why and strict:
+                raise SystemExit(why)
+            if why:
+                missing[f"{label}|{b}"] = why
+                recs = [{k[len("recovery_"):]: math.nan for k in RECOVERY_KEYS}] * len(m["runs"])
+            for run, rec in zip(m["runs"], recs):
+                run.update({f"recovery_{k}": v for k, v in rec.items()})
+            m.update(_means(m["runs"]))
+        first = per_budget.get("none") or next(v for v in per_budget.values() if isinstance(v, dict))
+        per_budget["recovery"] = first["recovery"]
+    out["recount"] = {"rule": "inputs 0 and 1 merged, intermediate nodes apart (2026-12-04)", "not_recounted": missing}
+    return out
+
+
 def format_table(summary: Dict[str, Any]) -> str:
     teacher = summary.get("teacher", {})
     lines = [f"planted task: teachers {summary['teachers']}, seeds {summary['seeds']}; training noise "
@@ -398,15 +481,18 @@ def format_table(summary: Dict[str, Any]) -> str:
              "genotype scores): percentile " + ", ".join(f"{v['percentile']:.0f}" for v in teacher.values())
              + ", improvement " + ", ".join(f"{v['improvement']:+.1f} %" for v in teacher.values()),
              "| strategy | budget | percentile (lower is better) | improvement % | tau | edges recovered (chance) | "
-             "input sets recovered (chance) | MACs | s / search |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "input sets recovered (chance) | deep edges recovered (chance, cost-matched, other teachers) | MACs | s / search |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label, per_budget in summary["strategies"].items():
         for b, m in per_budget.items():
             if not isinstance(m, dict):
                 continue
             lines.append(f"| {label} | {b} | {m['percentile']:.1f} | {m['improvement']:+.1f} | {m['tau']:.2f} | "
                          f"{m['recovery_edges']:.2f} ({m['recovery_edges_chance']:.2f}) | {m['recovery_sets']:.2f} "
-                         f"({m['recovery_sets_chance']:.2f}) | {m['macs'] / 1e6:.2f} M | {m['seconds']:.0f} |")
+                         f"({m['recovery_sets_chance']:.2f}) | {m.get('recovery_deep', math.nan):.2f} "
+                         f"({m.get('recovery_deep_chance', math.nan):.2f}, {m.get('recovery_deep_matched', math.nan):.2f}, "
+                         f"{m.get('recovery_deep_placebo', math.nan):.2f}) | "
+                         f"{m['macs'] / 1e6:.2f} M | {m['seconds']:.0f} |")
     return "\n".join(lines)
 
 

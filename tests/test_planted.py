@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import fields
 
 import pytest
@@ -225,3 +226,51 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     (folder / f"{job['key']}.json").write_text(json.dumps({}))  # stored before fingerprints: run again
     assert sq.searches_to_run(folder, [job])[0] == [job]
     assert sq.standalone_key(0, "abc", 1) == f"{sq.TASK_FINGERPRINT}/0/abc/1"
+
+
+def test_structure_recovery_keeps_intermediate_nodes_apart_and_reports_its_controls():
+    """experiments/search_quality.py's recovery: the first cell's inputs 0 and 1 are one (the stem's
+    output), an input from an intermediate node is not input 1; the teacher's own genotype recovers
+    everything, its cell with every intermediate-node input moved to the stem recovers none of the deep
+    edges; the chance levels and the placebo (other teachers) sit below the teacher's own."""
+    from atldas.genotype import CellSpec
+
+    sq = _experiment("search_quality")
+    t = teacher_genotype(0)
+    assert any(i >= 2 for node in t.normal.nodes for _, i in node)  # teacher 0 has a deep topology
+    swapped = t.replace(normal=CellSpec(nodes=tuple(tuple((op, 1 - i if i < 2 else i) for op, i in node)
+                                                    for node in t.normal.nodes), concat=t.normal.concat))
+    assert swapped != t and sq._recovered(swapped, t) == sq._recovered(t, t) == {
+        "edges": 1.0, "inputs": 1.0, "sets": 1.0, "deep": 1.0}
+    shallow = t.replace(normal=CellSpec(nodes=tuple(tuple((op, min(i, 1) if k == 0 else 0) for k, (op, i) in
+                                                          enumerate(node)) for node in t.normal.nodes),
+                                        concat=t.normal.concat))
+    got = sq._recovered(shallow, t)
+    assert got["deep"] == 0.0 and got["inputs"] < 1.0
+    rec = sq.recovery(t, 0, macs=float(sq._space().measure(t, metric="macs")))
+    assert rec["deep"] == 1.0
+    for k in ("edges", "inputs", "sets", "deep"):
+        assert 0.0 < rec[f"{k}_chance"] < 1.0 and 0.0 < rec[f"{k}_matched"] < 1.0 and rec[f"{k}_placebo"] < 1.0
+
+
+def test_recount_recomputes_the_recovery_of_a_stored_summary_and_refuses_another_search(tmp_path):
+    """search_quality --recount: a summary's recovery shares come again from the genotypes stored in
+    OUT/searches; the other figures stay; a stored search of other MACs or time is refused."""
+    sq = _experiment("search_quality")
+    t = teacher_genotype(1)
+    run = {"teacher": 1, "seed": 0, "macs": 123.0, "percentile": 10.0, "improvement": 5.0, "tau": 0.5,
+           "seconds": 1.0, "loss": 0.01, "recovery_edges": 0.0, "recovery_edges_chance": 0.5}
+    summary = {"strategies": {"atldas:select=16": {"none": {"percentile": 10.0, "runs": [run]}}}}
+    (tmp_path / "atldas~select=16|none|t1|s0|matched.json").write_text(json.dumps(
+        {"macs": 123.0, "seconds": 1.0, "genotype": t.to_json()}))
+    got = sq.recount(summary, tmp_path)["strategies"]["atldas:select=16"]
+    assert got["none"]["runs"][0]["recovery_edges"] == 1.0 and got["none"]["recovery_deep"] == 1.0
+    assert got["none"]["percentile"] == 10.0 and got["recovery"] == 1.0
+    assert summary["strategies"]["atldas:select=16"]["none"]["runs"][0]["recovery_edges"] == 0.0  # a copy
+    (tmp_path / "atldas~select=16|none|t1|s0|matched.json").write_text(json.dumps(
+        {"macs": 123.0, "seconds": 2.5, "genotype": t.to_json()}))
+    with pytest.raises(SystemExit, match="another search"):
+        sq.recount(summary, tmp_path)
+    lenient = sq.recount(summary, tmp_path, strict=False)
+    assert list(lenient["recount"]["not_recounted"]) == ["atldas:select=16|none"]
+    assert math.isnan(lenient["strategies"]["atldas:select=16"]["none"]["runs"][0]["recovery_edges"])
