@@ -190,6 +190,11 @@ def recovery(g: Genotype, teacher: int, *, macs: Optional[float] = None) -> Dict
     return out
 
 
+def search_key(label: str, budget: str, teacher: int, seed: int, reference: str) -> str:
+    """The name of a search's file in ``OUT/searches`` (without ``.json``)."""
+    return f"{label}|{budget}|t{teacher}|s{seed}|{reference}".replace("/", "_").replace(":", "~")
+
+
 def search_config(job: Dict[str, Any]):
     """The resolved search config of a benchmark job."""
     sets = ["tensorboard=false", "progress=false", "plots=false", f"seed={job['seed']}", *job["sets"]]
@@ -309,7 +314,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for b, target in budgets.items():
             for t in args.teachers:
                 for s in args.seeds:
-                    key = f"{label}|{b}|t{t}|s{s}|{args.reference}".replace("/", "_").replace(":", "~")
+                    key = search_key(label, b, t, s, args.reference)
                     jobs.append({"key": key, "label": label, "strategy": strategy, "sets": sets, "budget_label": b,
                                  "budget": target, "teacher": t, "seed": s, "random": args.random,
                                  "reference": args.reference})
@@ -446,8 +451,7 @@ def recount(summary: Dict[str, Any], searches: Path, *, reference: str = "matche
                 continue
             recs, why = [], None
             for run in m["runs"]:
-                key = f"{label}|{b}|t{run['teacher']}|s{run['seed']}|{reference}".replace("/", "_").replace(":", "~")
-                path = searches / f"{key}.json"
+                path = searches / f"{search_key(label, b, run['teacher'], run['seed'], reference)}.json"
                 stored = json.loads(path.read_text()) if path.is_file() else None
                 if stored is None:
                     why = f"no stored search {path}"
