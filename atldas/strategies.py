@@ -78,11 +78,15 @@ class ArchHP(StrategyHP):
         control: ``none``; ``budget_only`` (the task term is switched off: what the budget alone
             decides) or ``placebo`` (the task gradient's sign is drawn at random every arch step: what
             noise of the same size decides). Controls for measuring whether the task decides.
+        learn_topology: update the topology logits (beta); ``False`` leaves them at their initial,
+            near-uniform values, neither the task nor the budget moving them (an ablation: what the
+            op and block choices alone do, the input sets drawn as at random).
     """
 
     arch_lr: float = 3e-2
     arch_weight_decay: float = 0.0
     control: str = "none"
+    learn_topology: bool = True
 
     def check(self) -> None:
         super().check()
@@ -348,8 +352,9 @@ class Strategy:
             grads = [scale * a + b for a, b in zip(g_task, g_budget)]
             total = scale * task_loss + float(pen.detach())
         self.a_opt.zero_grad(set_to_none=True)
-        for p, g in zip(params, grads):
-            p.grad = g
+        learn = getattr(self.hp, "learn_topology", True)
+        for (name, p), g in zip(self.net.arch.named_parameters(), grads):
+            p.grad = g if learn or not name.startswith("beta.") else None  # None: Adam leaves it as it is
         self.a_opt.step()
         e = float(expected.detach())
         if self.budget is not None:

@@ -269,3 +269,23 @@ def test_multi_tensor_weight_optimizer_leaves_the_search_unchanged(tmp_path, mon
         states[foreach] = run.net.state_dict()
     assert states[True].keys() == states[False].keys()
     assert all(torch.equal(states[True][k], states[False][k]) for k in states[True])
+
+
+def test_learn_topology_false_leaves_the_topology_logits_as_they_were(tmp_path):
+    """--set learn_topology=false: the arch steps move the op logits, never the topology logits."""
+    def final_arch(*sets):
+        run = Run(make_search_config(space="tiny", sets=["tensorboard=false", "progress=false", "plots=false",
+                                                        f"out={tmp_path / ('r' + str(len(sets)))}", *sets]))
+        start = {k: v.detach().clone() for k, v in run.net.arch.named_parameters()}
+        run.fit(epochs=3)
+        return start, dict(run.net.arch.named_parameters())
+
+    start, end = final_arch("learn_topology=false")
+    assert any(k.startswith("beta.") for k in start)
+    for k, v in end.items():
+        if k.startswith("beta."):
+            assert torch.equal(v.detach(), start[k]), k
+        if k.startswith("alpha."):
+            assert not torch.equal(v.detach(), start[k]), k
+    start, end = final_arch()
+    assert any(not torch.equal(end[k].detach(), start[k]) for k in start if k.startswith("beta."))
