@@ -205,6 +205,9 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
            "seed": 0}
     fp = sq.search_fingerprint(job)
     assert fp == sq.search_fingerprint({**job, "sets": ["heatmap_every=1", "threads=2"]})  # display only
+    # a setting added later, at the value that computes what was computed before it: searches stay valid
+    assert fp == sq.search_fingerprint({**job, "sets": ["learn_topology=true"]})
+    assert fp != sq.search_fingerprint({**job, "sets": ["learn_topology=false"]})
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
     changed = [sq.search_fingerprint({**job, **d}) for d in (
         {"sets": ["select=0"]}, {"seed": 1}, {"teacher": 1}, {"budget": 1e6}, {"strategy": "darts"})]
