@@ -258,8 +258,7 @@ def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
         if alive:
             shared[x.hash()] = run.evaluate(child, batches=8)
     return {**job, "fingerprint": search_fingerprint(job), "genotype": g.to_json(), "hash": g.hash(), "macs": cost,
-            "seconds": seconds, "reference": [r.to_json() for r in refs], "shared": shared,
-            "recovery": recovery(g, job["teacher"], macs=cost)}
+            "seconds": seconds, "reference": [r.to_json() for r in refs], "shared": shared}
 
 
 def standalone_key(teacher: int, genotype_hash: str, seed: int) -> str:
@@ -395,8 +394,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         for h in hashes:
             a, b = (cache[standalone_key(t, h, s)] for s in args.train_seeds[:2])
             noise.append(abs(a - b) / ((a + b) / 2))
-        # from the genotype, not the stored shares: searches stored before 2026-12-04 merged every
-        # intermediate-node input into input 1 (see --recount)
+        # from the genotype (searches stored before 2026-12-04 also carry shares that merged every
+        # intermediate-node input into input 1; they are not read, see --recount)
         rec = recovery(Genotype.from_json(r["genotype"]), t, macs=r["macs"])
         rows.setdefault(r["label"], {}).setdefault(r["budget_label"], []).append({
             "teacher": t, "seed": r["seed"], "loss": mine, "macs": r["macs"], "seconds": r["seconds"],
