@@ -10,8 +10,9 @@ For every teacher (:mod:`atldas.tasks.planted`: a network built from a known ran
 the targets), every strategy variant searches the ``planted`` space with every seed, without a budget
 and with one (``--budgets``: ``none`` or a fraction of the median MACs of uniform random genotypes).
 Each variant runs the ``planted`` space's defaults for its strategy: ``atldas`` and ``random`` end with
-the ``select`` stage (16 candidates), ``darts`` and ``gdas`` derive their argmax as published
-(``NAME:select=0`` or ``NAME:select=8`` changes that).
+the ``select`` stage (16 candidates fitted 50 steps, the best 5 again with 350), ``darts`` and
+``gdas`` derive their argmax as published (``NAME:select=0`` or ``NAME:select=8`` changes that;
+``NAME:select_steps=150,select_keep=0`` is the one-round stage of 150 steps used before 2026-12-04).
 The reference of a search is 10 uniform random genotypes (``--random``) whose MACs are within 5 % of
 the searched genotype's: the first ones of the teacher's fixed stream of draws in that window, so
 searches of similar cost share most of their references (and their standalone trainings).
@@ -205,15 +206,17 @@ def search_config(job: Dict[str, Any]):
 
 #: Settings added after searches were stored, at the value that computes what the code computed before
 #: they existed: left out of the fingerprint at that value, so the searches stored before stay valid.
-LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True}
+LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("", "select_keep"): 0,
+                                              ("", "select_keep_steps"): 350}
 
 
 def search_fingerprint(job: Dict[str, Any]) -> str:
     """What a stored search must have been computed with to be reused (module docstring)."""
     config = {k: v for k, v in to_dict(search_config(job)).items() if k not in SearchConfig.DISPLAY}
-    for (group, name), neutral in LATER_SETTINGS.items():
-        if config.get(group, {}).get(name, neutral) == neutral:
-            config.get(group, {}).pop(name, None)
+    for (group, name), neutral in LATER_SETTINGS.items():  # group "": a field of the config itself
+        where = config.get(group, {}) if group else config
+        if where.get(name, neutral) == neutral:
+            where.pop(name, None)
     return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE})
 
 

@@ -99,10 +99,12 @@ class PlantedSpace(SearchSpace):
 #: percentile of matched-cost random genotypes, with 8 candidates at the 8th-25th and 12th-29th;
 #: 16 candidates took ATL-DAS 5.0 points lower than 8 on 36 paired runs without a budget and 7.5
 #: lower on 36 with one, for 14-22 s more per search (experiments/search_quality.py, README "Does the
-#: search beat random?"). DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or
-#: ``=N``) overrides either.
+#: search beat random?"). The 16 are fitted 50 steps each and the best 5 again with 350 (successive
+#: halving, ``select_keep``): the same steps as 16 x 150 within 6 %, a better ranking (run.py's
+#: SearchConfig). DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``)
+#: overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
     "epochs": 16, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
     "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 5,
     "target_macs": None, "w_lr": 0.01, "grad_clip": 1.0},
-    strategy_defaults={"atldas": {"select": 16}, "random": {"select": 16}})
+    strategy_defaults={k: {"select": 16, "select_steps": 50, "select_keep": 5} for k in ("atldas", "random")})

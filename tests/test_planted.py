@@ -12,6 +12,7 @@ import torch
 import atldas
 from atldas.cost import cost_table
 from atldas.data.noise import smooth_noise
+from atldas.config import to_dict
 from atldas.run import SearchConfig
 from atldas.tasks.planted import SHAPE, planted_data, standalone, teacher_genotype
 
@@ -122,6 +123,35 @@ def test_select_ranks_the_final_candidates_by_a_short_fit(tmp_path, caplog, monk
         search(bad)
 
 
+def test_select_keep_fits_the_best_candidates_again_longer_and_ranks_by_that(tmp_path, monkeypatch):
+    """``select_keep=K`` (successive halving): all candidates are fitted ``select_steps`` steps, the K
+    lowest again from the start with ``select_keep_steps``, and the genotype is the lowest of the second
+    round even where the first round ranked it otherwise; the planted space's default is 16 x 50, then 5
+    x 350."""
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    calls = []
+
+    def spy(self, genotype, *, steps, **kw):  # first round: the order of the candidates; second: reversed
+        calls.append((genotype.hash(), steps))
+        first = [h for h, s in calls if s == 7]
+        return float(first.index(genotype.hash())) if steps == 7 else -float(first.index(genotype.hash()))
+
+    monkeypatch.setattr(PlantedTask, "short_fit", spy)
+    cfg = atldas.make_search_config(space="planted", strategy="random", out=str(tmp_path / "s"), sets=[
+        "epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=6", "select_steps=7", "select_keep=3",
+        "select_keep_steps=11", "tensorboard=false", "plots=false", "progress=false"])
+    g = atldas.Genotype.load(search(cfg) / "genotype.json")
+    first = [h for h, s in calls if s == 7]
+    assert len(first) == 6 and [h for h, s in calls if s == 11] == first[:3]
+    assert g.hash() == first[2]  # the third of the first round, the best of the second
+    for strategy in ("atldas", "random"):
+        c = atldas.make_search_config(space="planted", strategy=strategy)
+        assert (c.select, c.select_steps, c.select_keep, c.select_keep_steps) == (16, 50, 5, 350)
+    assert atldas.make_search_config(space="planted", strategy="darts").select_keep == 0
+
+
 @pytest.mark.parametrize("select_cost", ["derived", "free"])
 def test_select_without_a_budget_keeps_the_derived_cost_unless_free(tmp_path, monkeypatch, select_cost):
     """Without a budget, ``select_cost=derived`` repairs every candidate onto the cost of the
@@ -142,7 +172,7 @@ def test_select_without_a_budget_keeps_the_derived_cost_unless_free(tmp_path, mo
 
     monkeypatch.setattr(PlantedTask, "short_fit", spy)
     cfg = atldas.make_search_config(space="planted", strategy="random", out=str(tmp_path / "s"), sets=[
-        "epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=8", f"select_cost={select_cost}",
+        "epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=8", "select_keep=0", f"select_cost={select_cost}",
         "tensorboard=false", "plots=false", "progress=false", "seed=3"])
     search(cfg)
     assert len(seen) == 8
@@ -208,6 +238,14 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     # a setting added later, at the value that computes what was computed before it: searches stay valid
     assert fp == sq.search_fingerprint({**job, "sets": ["learn_topology=true"]})
     assert fp != sq.search_fingerprint({**job, "sets": ["learn_topology=false"]})
+    old = {**job, "sets": ["select_steps=150", "select_keep=0"]}  # the stage before select_keep existed
+    assert sq.search_fingerprint(old) == sq.search_fingerprint({**old, "sets": [*old["sets"], "select_keep_steps=350"]})
+    assert sq.search_fingerprint(old) != fp  # today's default: 16 x 50, then 5 x 350
+    before = {k: v for k, v in to_dict(sq.search_config(old)).items()  # a config as stored before they existed
+              if k not in (*SearchConfig.DISPLAY, "select_keep", "select_keep_steps")}
+    before["hp"].pop("learn_topology")
+    assert sq.search_fingerprint(old) == sq._fingerprint(
+        {"config": before, "task": sq.TASK_FINGERPRINT, "references": sq.REFERENCE_RULE})
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
     changed = [sq.search_fingerprint({**job, **d}) for d in (
         {"sets": ["select=0"]}, {"seed": 1}, {"teacher": 1}, {"budget": 1e6}, {"strategy": "darts"})]
@@ -277,3 +315,26 @@ def test_recount_recomputes_the_recovery_of_a_stored_summary_and_refuses_another
     lenient = sq.recount(summary, tmp_path, strict=False)
     assert list(lenient["recount"]["not_recounted"]) == ["atldas:select=16|none"]
     assert math.isnan(lenient["strategies"]["atldas:select=16"]["none"]["runs"][0]["recovery_edges"])
+
+
+def test_the_select_schedule_experiment_simulates_its_rules_as_named():
+    """experiments/select_schedule.py's rules: one round keeps the candidate with the lowest fit of its
+    steps (over its initial-weight seeds), halving the lowest second-round fit among the first round's
+    best ``keep``; the candidates are the rule's draw from the pool."""
+    ss = _experiment("select_schedule")
+    import random
+
+    pool = [f"g{k}" for k in range(20)]
+    fits = {(h, 50, 0): float(k + 1) for k, h in enumerate(pool)}  # 50 steps: g0 best ... g19 worst
+    fits.update({(h, 350, 0): float(20 - k) for k, h in enumerate(pool)})  # 350 steps: the reverse
+    fits.update({(h, 150, 0): float(k % 7 + 1) for k, h in enumerate(pool)})
+    fits.update({(h, 150, 1): float(7 - k % 7) for k, h in enumerate(pool)})
+    fit = lambda h, steps, init: fits[(h, steps, init)]  # noqa: E731
+    drawn = random.Random(0).sample(pool, 16)
+    assert ss.one_round(16, 50)(pool, random.Random(0), fit) == min(drawn, key=pool.index)
+    kept = sorted(drawn, key=pool.index)[:5]
+    assert ss.halving(16, 5, 50, 350)(pool, random.Random(0), fit) == max(kept, key=pool.index)
+    two = ss.one_round(16, 150, seeds=(0, 1))(pool, random.Random(0), fit)  # the lowest geometric mean
+    assert math.log(fit(two, 150, 0)) + math.log(fit(two, 150, 1)) == min(
+        math.log(fit(h, 150, 0)) + math.log(fit(h, 150, 1)) for h in drawn)
+    assert set(ss.RULES) >= {"16 x 150 (the stage before)", "16 x 50, best 5 x 350 (the default)"}
