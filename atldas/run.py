@@ -95,7 +95,8 @@ class SearchConfig:
         select_steps: training steps of each candidate's short fit.
         select_keep: a second round (successive halving): the ``select_keep`` candidates with the
             lowest short-fit losses are fitted again, from the start, with ``select_keep_steps`` steps,
-            and the lowest of those losses picks the genotype. 0: one round. On the planted task the
+            and the lowest of those losses picks the genotype (with no more candidates than that, only
+            the second round runs). 0: one round. On the planted task the
             short fit of 150 steps ranks genotypes by their standalone loss with Kendall tau 0.58-0.68,
             one of 350 steps with 0.69-0.81 (experiments/select_schedule.py); 16 x 50 steps, then the
             best 5 x 350, picks in simulation the 9th percentile where 16 x 150 picks the 17th, for 6 %
@@ -523,10 +524,14 @@ class Run:
                 break
             with torch.no_grad():
                 child = arch.sample(generator=gen)
-        scores = self._short_fits(candidates, steps=self.cfg.select_steps)
-        if self.cfg.select_keep and len(candidates) > 1:  # successive halving: the best few, fitted longer
-            kept = sorted(scores, key=scores.__getitem__)[:self.cfg.select_keep]
-            scores = self._short_fits({k: candidates[k] for k in kept}, steps=self.cfg.select_keep_steps)
+        keep = self.cfg.select_keep
+        if keep and len(candidates) <= keep:  # every candidate reaches the second round: it alone decides
+            scores = self._short_fits(candidates, steps=self.cfg.select_keep_steps)
+        else:
+            scores = self._short_fits(candidates, steps=self.cfg.select_steps)
+            if keep:  # successive halving: the best few, fitted again longer
+                kept = sorted(scores, key=scores.__getitem__)[:keep]
+                scores = self._short_fits({k: candidates[k] for k in kept}, steps=self.cfg.select_keep_steps)
         best = min(scores, key=scores.__getitem__)
         log.info("select: %s of %d candidates (the strategy's own: %s)", best, len(candidates), next(iter(candidates)))
         return candidates[best]

@@ -136,7 +136,9 @@ def test_select_keep_fits_the_best_candidates_again_longer_and_ranks_by_that(tmp
     def spy(self, genotype, *, steps, **kw):  # first round: the order of the candidates; second: reversed
         calls.append((genotype.hash(), steps))
         first = [h for h, s in calls if s == 7]
-        return float(first.index(genotype.hash())) if steps == 7 else -float(first.index(genotype.hash()))
+        if steps == 7:
+            return float(first.index(genotype.hash()))
+        return -float(first.index(genotype.hash())) if genotype.hash() in first else 0.0
 
     monkeypatch.setattr(PlantedTask, "short_fit", spy)
     cfg = atldas.make_search_config(space="planted", strategy="random", out=str(tmp_path / "s"), sets=[
@@ -146,6 +148,11 @@ def test_select_keep_fits_the_best_candidates_again_longer_and_ranks_by_that(tmp
     first = [h for h, s in calls if s == 7]
     assert len(first) == 6 and [h for h, s in calls if s == 11] == first[:3]
     assert g.hash() == first[2]  # the third of the first round, the best of the second
+    calls.clear()  # no more candidates than select_keep: the second round alone
+    search(atldas.make_search_config(space="planted", strategy="random", out=str(tmp_path / "t"), sets=[
+        "epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=3", "select_steps=7", "select_keep=3",
+        "select_keep_steps=11", "tensorboard=false", "plots=false", "progress=false"]))
+    assert len(calls) == 3 and {s for _, s in calls} == {11}
     for strategy in ("atldas", "random"):
         c = atldas.make_search_config(space="planted", strategy=strategy)
         assert (c.select, c.select_steps, c.select_keep, c.select_keep_steps) == (16, 50, 5, 350)
