@@ -13,7 +13,7 @@ are trained). The proxies are the stage's own fits: trained on a search's stream
 (``OUT/select_fits.json``, reused when present). It prints per teacher the Kendall tau of each proxy
 against the true loss, then simulates each rule 3,000 times per teacher: draw the candidates from the
 pool, keep the one the rule ranks first, report its percentile among the pool by true loss (0: best;
-the benchmark's measure). Training steps per rule in brackets. ``--json FILE`` writes the figures.
+the benchmark's measure), beside the rule's training steps per search. ``--json FILE`` writes the figures.
 """
 
 from __future__ import annotations
@@ -47,14 +47,12 @@ def pools(out: Path, teachers: Sequence[int], size: int, labels: Sequence[str]) 
     """Teacher -> [(hash, genotype JSON)]: the references of the stored searches without a budget of
     the benchmark variants ``labels``, in that order, then by seed."""
     found: Dict[int, Dict[str, str]] = {t: {} for t in teachers}
-    files = sorted((out / "searches").glob("*|none|*.json"))
+    stored = [json.loads(f.read_text()) for f in sorted((out / "searches").glob("*|none|*.json"))]
     for label in labels:
-        for f in files:
-            r = json.loads(f.read_text())
-            if r["teacher"] not in found or r["label"] != label:
-                continue
-            for text in r["reference"]:
-                found[r["teacher"]].setdefault(Genotype.from_json(text).hash(), text)
+        for r in stored:
+            if r["teacher"] in found and r["label"] == label:
+                for text in r["reference"]:
+                    found[r["teacher"]].setdefault(Genotype.from_json(text).hash(), text)
     return {t: list(g.items())[:size] for t, g in found.items()}
 
 
@@ -141,13 +139,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     summary: Dict[str, object] = {"teachers": args.teachers, "pool": {t: len(p) for t, p in by_teacher.items()},
                                   "tau": {}, "rules": {}}
+    true = {t: {h: math.exp(statistics.mean(math.log(truths[sq.standalone_key(t, h, s)]) for s in (0, 1)))
+                for h, _ in pool} for t, pool in by_teacher.items()}  # the benchmark's loss of a genotype
     print("Kendall tau of each proxy against the true loss, per teacher")
     for steps, init in PROXIES:
         taus = []
         for t, pool in by_teacher.items():
-            true = [math.exp(statistics.mean(math.log(truths[sq.standalone_key(t, h, s)]) for s in (0, 1)))
-                    for h, _ in pool]
-            taus.append(sq.kendall([fits[fit_key(t, h, steps, init)] for h, _ in pool], true))
+            taus.append(sq.kendall([fits[fit_key(t, h, steps, init)] for h, _ in pool], [true[t][h] for h, _ in pool]))
         summary["tau"][f"{steps} steps, init {init}"] = taus
         print(f"  {steps:3d} steps, initial weights {init}: " + " ".join(f"{x:.2f}" for x in taus))
     print(f"percentile of the selected genotype in its pool (0 best), {args.draws} draws per teacher")
@@ -157,12 +155,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         per = []
         for t, pool in by_teacher.items():
             hashes = [h for h, _ in pool]
-            true = {h: math.exp(statistics.mean(math.log(truths[sq.standalone_key(t, h, s)]) for s in (0, 1)))
-                    for h in hashes}
             rng = random.Random(f"{name}/{t}")
             fit = lambda h, st, i, t=t: fits[fit_key(t, h, st, i)]  # noqa: E731
             picks = [rule(hashes, rng, fit) for _ in range(args.draws)]
-            per.append(statistics.mean(100.0 * sum(true[x] < true[h] for x in hashes) / (len(hashes) - 1)
+            per.append(statistics.mean(100.0 * sum(true[t][x] < true[t][h] for x in hashes) / (len(hashes) - 1)
                                        for h in picks))
         summary["rules"][name] = {"steps": steps, "percentile": per, "mean": statistics.mean(per)}
         print(f"| {name} | {steps} | " + " | ".join(f"{x:.1f}" for x in per) + f" | {statistics.mean(per):.1f} |")
