@@ -39,6 +39,7 @@ from torch import nn
 from atldas.errors import ConfigError
 from atldas.registry import Registry
 from atldas.utils.counting import count_macs, count_params
+from atldas.utils.dilated_conv import DilatedDepthwiseConv2d
 
 __all__ = [
     "PRIMITIVES",
@@ -204,6 +205,9 @@ class SepConv(nn.Module):
 class DilConv(nn.Module):
     """ReLU -> dilated depthwise kxk -> pointwise -> BN (DARTS ``DilConv``): names ``op.1``/``op.2``/``op.3``.
 
+    The depthwise conv is a :class:`~atldas.utils.dilated_conv.DilatedDepthwiseConv2d`: an ``nn.Conv2d``
+    whose CPU backward runs undilated on the image's phases (several times faster; same forward).
+
     Args:
         C_in: input channels.
         C_out: output channels.
@@ -219,8 +223,8 @@ class DilConv(nn.Module):
         super().__init__()
         self.op = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                      groups=C_in, bias=False),
+            DilatedDepthwiseConv2d(C_in, C_in, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                                   groups=C_in, bias=False),
             nn.Conv2d(C_in, C_out, 1, padding=0, bias=False),
             nn.BatchNorm2d(C_out, affine=affine),
         )

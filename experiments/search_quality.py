@@ -84,9 +84,12 @@ def _fingerprint(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:12]
 
 
-#: The task's data shape and standalone recipe: what every standalone loss (and a search's ``select``
-#: stage) depends on besides the genotype and the seeds.
-TASK_FINGERPRINT = _fingerprint({"shape": to_dict(SHAPE), "recipe": to_dict(Recipe())})
+#: The version of the ops' float arithmetic: raised when a change gives other rounding (2: the
+#: ``dil_conv`` backward through the image's phases, :mod:`atldas.utils.dilated_conv`, 2026-12-04).
+NUMERICS = 2
+#: The task's data shape and standalone recipe (and :data:`NUMERICS`): what every standalone loss (and
+#: a search's ``select`` stage) depends on besides the genotype and the seeds.
+TASK_FINGERPRINT = _fingerprint({"shape": to_dict(SHAPE), "recipe": to_dict(Recipe()), "numerics": NUMERICS})
 
 
 def _variant(spec: str) -> Tuple[str, str, List[str]]:
