@@ -1,9 +1,10 @@
 """A dilated depthwise convolution whose CPU backward runs as an undilated one.
 
-oneDNN's backward of a *dilated* depthwise convolution is 3-20x slower than its forward on the
-project's CPUs (measured by ``experiments/bench_dilated.py``: 12 x 16 x 12 x 12 with a 5x5 kernel,
+On some CPUs (the 2-core AMD EPYC without AVX-512 of the project's later sessions) oneDNN's backward
+of a *dilated* depthwise convolution is 4-20x slower than its forward (12 x 16 x 12 x 12 with a 5x5 kernel,
 dilation 2, 0.52 ms for the input gradient and 1.9 ms for the weight gradient against 0.13 ms for the
-forward; at 4 x 16 x 128 x 128, 14 and 38 ms against 1.7). A stride-1 convolution of dilation ``d``
+forward; at 4 x 16 x 128 x 128, 14 and 38 ms against 1.7; ``experiments/bench_dilated.py`` compares
+the two backwards, about 2x apart there). A stride-1 convolution of dilation ``d``
 is, on each of the ``d * d`` phases of the image (the pixels ``(i::d, j::d)``), an undilated
 convolution of the phase with padding ``padding / d``. ``pixel_unshuffle`` puts the phases side by
 side as channels, so the backward becomes one undilated depthwise backward with the kernel repeated
