@@ -123,6 +123,34 @@ def test_select_ranks_the_final_candidates_by_a_short_fit(tmp_path, caplog, monk
         search(bad)
 
 
+def test_select_epsilon_mixes_uniform_draws_into_the_select_stage_only(tmp_path, monkeypatch):
+    """``select_epsilon``: the select stage's candidates are drawn with that uniform share (the search's
+    own draws keep theirs); a value outside [0, 1] is refused."""
+    from atldas.arch import ArchParams
+    from atldas.errors import ConfigError
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    monkeypatch.setattr(PlantedTask, "short_fit", lambda self, genotype, **kw: float(len(genotype.hash())))
+    eps = []
+    real = ArchParams.sample
+
+    def spy(self, **kw):
+        eps.append((kw.get("epsilon", 0.0), kw.get("grad", False)))
+        return real(self, **kw)
+
+    monkeypatch.setattr(ArchParams, "sample", spy)
+    cfg = atldas.make_search_config(space="planted", out=str(tmp_path / "s"), sets=[
+        "epochs=2", "warmup_epochs=1", "steps_per_epoch=1", "arch_steps_per_epoch=1", "select=4",
+        "select_keep=0", "select_epsilon=0.5", "tensorboard=false", "plots=false", "progress=false"])
+    search(cfg)
+    select_draws = [e for e, grad in eps if e == 0.5]
+    assert len(select_draws) >= 3  # the candidates after the strategy's own
+    assert all(e != 0.5 for e, grad in eps[:-len(select_draws)])  # the search's draws: the schedule's own
+    with pytest.raises(ConfigError, match="select_epsilon must be a number in"):
+        atldas.make_search_config(space="planted", sets=["select_epsilon=1.5"]).check(PlantedTask())
+
+
 def test_select_keep_fits_the_best_candidates_again_longer_and_ranks_by_that(tmp_path, monkeypatch):
     """``select_keep=K`` (successive halving): all candidates are fitted ``select_steps`` steps, the K
     lowest again from the start with ``select_keep_steps``, and the genotype is the lowest of the second
@@ -245,12 +273,15 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     # a setting added later, at the value that computes what was computed before it: searches stay valid
     assert fp == sq.search_fingerprint({**job, "sets": ["learn_topology=true"]})
     assert fp != sq.search_fingerprint({**job, "sets": ["learn_topology=false"]})
+    assert fp == sq.search_fingerprint({**job, "sets": ["select_epsilon=0"]})
+    assert fp != sq.search_fingerprint({**job, "sets": ["select_epsilon=0.5"]})
     old = {**job, "sets": ["select_steps=150", "select_keep=0"]}  # the stage before select_keep existed
     assert sq.search_fingerprint(old) == sq.search_fingerprint({**old, "sets": [*old["sets"], "select_keep_steps=350"]})
     assert sq.search_fingerprint(old) != fp  # today's default: 16 x 50, then 5 x 350
     before = {k: v for k, v in to_dict(sq.search_config(old)).items()  # a config as stored before they existed
               if k not in (*SearchConfig.DISPLAY, "select_keep", "select_keep_steps")}
     before["hp"].pop("learn_topology")
+    before.pop("select_epsilon")
     assert sq.search_fingerprint(old) == sq._fingerprint(
         {"config": before, "task": sq.TASK_FINGERPRINT, "references": sq.REFERENCE_RULE})
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
