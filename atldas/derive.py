@@ -91,6 +91,37 @@ def repair(arch: ArchParams, child: Child, table: CostTable, target: float,
     return child, steps
 
 
+def grow(arch: ArchParams, child: Child, table: CostTable, target: float,
+         *, max_steps: int = 200) -> Tuple[Child, List[Dict[str, Any]]]:
+    """Greedy growth onto the budget, the inverse of :func:`repair`: while a swap that adds cost keeps
+    ``table.of_child(child) <= target``, apply the one that loses the least log-probability per unit of
+    cost added (a swap that gains log-probability first). A child over ``target`` is returned as it is.
+
+    Returns:
+        The grown child and the list of swaps made (cost and log-probability after each).
+    """
+    steps: List[Dict[str, Any]] = []
+    cost = table.of_child(child)
+    with torch.no_grad():
+        logp = float(arch.log_prob(child))
+        for _ in range(max_steps):
+            best: Optional[Tuple[float, Child, float, float]] = None
+            for cand in _moves(arch, child):
+                c2 = table.of_child(cand)
+                added = c2 - cost
+                if added <= 0 or c2 > target:
+                    continue
+                lp2 = float(arch.log_prob(cand))
+                score = (logp - lp2) / added
+                if best is None or score < best[0]:
+                    best = (score, cand, c2, lp2)
+            if best is None:
+                break
+            _, child, cost, logp = best
+            steps.append({"cost": cost, "log_prob": logp})
+    return child, steps
+
+
 def cost_record(space, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[str, Any]:
     """The genotype file's ``cost`` entry: MACs and params of the bound space's target network, counted."""
     return {"input": list(space.input_shape()),
@@ -143,4 +174,4 @@ def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget:
     return genotype.replace(cost=cost, provenance={"atldas": __version__, **provenance})
 
 
-__all__ = ["repair", "finalize", "cost_record", "parameter_free_cells", "PARAMETER_FREE"]
+__all__ = ["repair", "grow", "finalize", "cost_record", "parameter_free_cells", "PARAMETER_FREE"]

@@ -40,7 +40,7 @@ from atldas.config import (annotation_at, apply_overrides, build, check_ranges, 
                            set_path)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
-from atldas.derive import finalize, repair
+from atldas.derive import finalize, grow, repair
 from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.rundir import RunDir
@@ -113,6 +113,10 @@ class SearchConfig:
             of the strategy's own derived child: the stage picks structure at the searched cost). On
             the planted task without a budget ``derived`` moved the percentile by -1.4 points
             (standard error 2.6, 36 runs) with 7 % fewer MACs: within the noise, so not the default.
+        select_fill: under a budget, grow each candidate (after repair, whose last swap may overshoot)
+            onto the target (:func:`~atldas.derive.grow`, the inverse of repair: the swaps that lose the
+            least log-probability per unit of cost added, until no single swap fits), so that no
+            candidate leaves budget unused.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.
@@ -145,6 +149,7 @@ class SearchConfig:
     select_keep_steps: int = 350
     select_epsilon: float = 0.0
     select_cost: str = "free"
+    select_fill: bool = False
     knobs: SpaceCfg = field(default_factory=SpaceCfg)
     data: DataCfg = field(default_factory=DataCfg)
     budget: BudgetCfg = field(default_factory=BudgetCfg)
@@ -512,7 +517,8 @@ class Run:
 
     def _select(self, first: Child) -> Child:
         """The ``select`` stage: up to ``cfg.select`` distinct candidates (``first``, then samples of the
-        final policy), each repaired onto the cost ``cfg.select_cost`` names, ranked by the task's short
+        final policy), each repaired onto the cost ``cfg.select_cost`` names (and with ``cfg.select_fill``
+        grown onto the budget), ranked by the task's short
         standalone fit; with ``cfg.select_keep``, the best few are fitted again, longer, and ranked by that."""
         arch, n = self.net.arch, self.cfg.select
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 11)
@@ -525,6 +531,8 @@ class Run:
         for _ in range(50 * n):
             if cap is not None and self.table.of_child(child) > cap:
                 child, _ = repair(arch, child, self.table, cap)
+            if self.budget is not None and self.cfg.select_fill:  # repair's last swap may overshoot
+                child, _ = grow(arch, child, self.table, self.budget.target)
             candidates.setdefault(self.space.child_to_genotype(arch, child).hash(), child)
             if len(candidates) >= n:
                 break

@@ -275,6 +275,8 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     assert fp != sq.search_fingerprint({**job, "sets": ["learn_topology=false"]})
     assert fp == sq.search_fingerprint({**job, "sets": ["select_epsilon=0"]})
     assert fp != sq.search_fingerprint({**job, "sets": ["select_epsilon=0.5"]})
+    assert fp == sq.search_fingerprint({**job, "sets": ["select_fill=false"]})
+    assert fp != sq.search_fingerprint({**job, "sets": ["select_fill=true"]})
     old = {**job, "sets": ["select_steps=150", "select_keep=0"]}  # the stage before select_keep existed
     assert sq.search_fingerprint(old) == sq.search_fingerprint({**old, "sets": [*old["sets"], "select_keep_steps=350"]})
     assert sq.search_fingerprint(old) != fp  # today's default: 16 x 50, then 5 x 350
@@ -282,6 +284,7 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
               if k not in (*SearchConfig.DISPLAY, "select_keep", "select_keep_steps")}
     before["hp"].pop("learn_topology")
     before.pop("select_epsilon")
+    before.pop("select_fill")
     assert sq.search_fingerprint(old) == sq._fingerprint(
         {"config": before, "task": sq.TASK_FINGERPRINT, "references": sq.REFERENCE_RULE})
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
@@ -376,3 +379,36 @@ def test_the_select_schedule_experiment_simulates_its_rules_as_named():
     assert math.log(fit(two, 150, 0)) + math.log(fit(two, 150, 1)) == min(
         math.log(fit(h, 150, 0)) + math.log(fit(h, 150, 1)) for h in drawn)
     assert set(ss.RULES) >= {"16 x 150 (the stage before)", "16 x 50, best 5 x 350 (the default)"}
+
+
+def test_grow_fills_a_child_onto_the_budget_and_leaves_one_over_it_alone():
+    """:func:`atldas.derive.grow`, the inverse of repair: a child under the target gains cost up to it,
+    never past it, until no single swap fits; a child over the target comes back unchanged."""
+    import torch
+    from atldas.derive import _moves, grow, repair
+    from atldas.run import Run
+
+    run = Run(atldas.make_search_config(space="planted", sets=["target_macs=500000", "tensorboard=false",
+                                                                "plots=false", "progress=false"]))
+    arch, table = run.net.arch, run.table
+    with torch.no_grad():
+        for p in arch.alpha.values():  # the cheapest op (a pooling) most probable everywhere
+            p.zero_()
+            p[:, arch.op_names.index("max_pool_3x3")] = 3.0
+    low = arch.argmax()
+    target = 500000.0
+    assert table.of_child(low) < 0.8 * target
+    grown, steps = grow(arch, low, table, target)
+    cost = table.of_child(grown)
+    assert steps and table.of_child(low) < cost <= target
+    assert [s["cost"] for s in steps] == sorted(s["cost"] for s in steps)
+    assert all(not (cost < table.of_child(m) <= target) for m in _moves(arch, grown))  # nothing more fits
+    with torch.no_grad():
+        for p in arch.alpha.values():  # now the costliest op
+            p.zero_()
+            p[:, arch.op_names.index("sep_conv_5x5")] = 3.0
+    high = arch.argmax()
+    assert table.of_child(high) > target
+    assert grow(arch, high, table, target) == (high, [])
+    fixed, _ = repair(arch, high, table, target)
+    assert table.of_child(fixed) <= target
