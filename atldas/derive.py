@@ -11,7 +11,7 @@ I/O here: ``atldas derive`` (:func:`atldas.run.derive_run`) reads the run and wr
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -59,6 +59,34 @@ def _moves(arch: ArchParams, child: Child) -> List[Child]:
     return out
 
 
+def _greedy(arch: ArchParams, child: Child, table: CostTable, *, step: Callable[[float, float], float],
+            done: Callable[[float], bool], max_steps: int) -> Tuple[Child, List[Dict[str, Any]]]:
+    """Apply, until ``done(cost)`` or no swap qualifies, the swap with the least log-probability lost per
+    unit of ``step(cost, new cost)`` (swaps whose step is not positive do not qualify)."""
+    steps: List[Dict[str, Any]] = []
+    cost = table.of_child(child)
+    with torch.no_grad():
+        logp = float(arch.log_prob(child))
+        for _ in range(max_steps):
+            if done(cost):
+                break
+            best: Optional[Tuple[float, Child, float, float]] = None
+            for cand in _moves(arch, child):
+                c2 = table.of_child(cand)
+                size = step(cost, c2)
+                if size <= 0:
+                    continue
+                lp2 = float(arch.log_prob(cand))
+                score = (logp - lp2) / size
+                if best is None or score < best[0]:
+                    best = (score, cand, c2, lp2)
+            if best is None:
+                break
+            _, child, cost, logp = best
+            steps.append({"cost": cost, "log_prob": logp})
+    return child, steps
+
+
 def repair(arch: ArchParams, child: Child, table: CostTable, target: float,
            *, max_steps: int = 200) -> Tuple[Child, List[Dict[str, Any]]]:
     """Greedy budget repair: apply the swap with the least log-probability lost per unit of cost
@@ -67,28 +95,8 @@ def repair(arch: ArchParams, child: Child, table: CostTable, target: float,
     Returns:
         The repaired child and the list of swaps made (cost and log-probability after each).
     """
-    steps: List[Dict[str, Any]] = []
-    cost = table.of_child(child)
-    with torch.no_grad():
-        logp = float(arch.log_prob(child))
-        for _ in range(max_steps):
-            if cost <= target:
-                break
-            best: Optional[Tuple[float, Child, float, float]] = None
-            for cand in _moves(arch, child):
-                c2 = table.of_child(cand)
-                saved = cost - c2
-                if saved <= 0:
-                    continue
-                lp2 = float(arch.log_prob(cand))
-                score = (logp - lp2) / saved
-                if best is None or score < best[0]:
-                    best = (score, cand, c2, lp2)
-            if best is None:
-                break
-            _, child, cost, logp = best
-            steps.append({"cost": cost, "log_prob": logp})
-    return child, steps
+    return _greedy(arch, child, table, step=lambda cost, new: cost - new, done=lambda cost: cost <= target,
+                   max_steps=max_steps)
 
 
 def grow(arch: ArchParams, child: Child, table: CostTable, target: float,
@@ -100,26 +108,8 @@ def grow(arch: ArchParams, child: Child, table: CostTable, target: float,
     Returns:
         The grown child and the list of swaps made (cost and log-probability after each).
     """
-    steps: List[Dict[str, Any]] = []
-    cost = table.of_child(child)
-    with torch.no_grad():
-        logp = float(arch.log_prob(child))
-        for _ in range(max_steps):
-            best: Optional[Tuple[float, Child, float, float]] = None
-            for cand in _moves(arch, child):
-                c2 = table.of_child(cand)
-                added = c2 - cost
-                if added <= 0 or c2 > target:
-                    continue
-                lp2 = float(arch.log_prob(cand))
-                score = (logp - lp2) / added
-                if best is None or score < best[0]:
-                    best = (score, cand, c2, lp2)
-            if best is None:
-                break
-            _, child, cost, logp = best
-            steps.append({"cost": cost, "log_prob": logp})
-    return child, steps
+    return _greedy(arch, child, table, step=lambda cost, new: new - cost if new <= target else 0.0,
+                   done=lambda cost: False, max_steps=max_steps)
 
 
 def cost_record(space, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[str, Any]:

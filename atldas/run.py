@@ -116,7 +116,10 @@ class SearchConfig:
         select_fill: under a budget, grow each candidate (after repair, whose last swap may overshoot)
             onto the target (:func:`~atldas.derive.grow`, the inverse of repair: the swaps that lose the
             least log-probability per unit of cost added, until no single swap fits), so that no
-            candidate leaves budget unused.
+            candidate leaves budget unused. The planted space's default for ``atldas`` (there, under the
+            0.8 budget, 10.0th against 13.1st percentile and standalone losses 0.84x over 36 paired
+            runs, teachers 0-5, seeds 0-5); not for ``random``, whose uniform policy grows candidates
+            without a preference (18.9th against 12.5th, losses 1.07x).
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.

@@ -221,6 +221,8 @@ def search_fingerprint(job: Dict[str, Any]) -> str:
         where = config.get(group, {}) if group else config
         if where.get(name, neutral) == neutral:
             where.pop(name, None)
+    if job["budget"] is None:  # it acts under a budget only: the searches without one stay valid
+        config.pop("select_fill", None)
     return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE})
 
 
