@@ -521,8 +521,8 @@ class Run:
     def _select(self, first: Child) -> Child:
         """The ``select`` stage: up to ``cfg.select`` distinct candidates (``first``, then samples of the
         final policy), each repaired onto the cost ``cfg.select_cost`` names (and with ``cfg.select_fill``
-        grown onto the budget), ranked by the task's short
-        standalone fit; with ``cfg.select_keep``, the best few are fitted again, longer, and ranked by that."""
+        grown onto the budget), ranked by the task's short standalone fit; with ``cfg.select_keep``, the
+        best few are fitted again, longer, and ranked by that."""
         arch, n = self.net.arch, self.cfg.select
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 11)
         if self.budget is not None:
