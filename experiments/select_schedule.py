@@ -9,7 +9,7 @@ searches without a budget in ``OUT/searches`` (the benchmark, experiments/search
 ``--pool`` of them, first seen first. Their true loss is the benchmark's: the geometric mean of the
 standalone test loss of training seeds 0 and 1 (streams 0 and 1, ``OUT/standalone.json``; missing ones
 are trained). The proxies are the stage's own fits: trained on a search's streams (2 and 3: search seed
-0) for 50, 150 and 350 steps with initial weights 0, and 150 steps with initial weights 1
+0) for 50, 150 and 350 steps with initial weights 0, and 150 and 350 steps with initial weights 1
 (``OUT/select_fits.json``, reused when present). It prints per teacher the Kendall tau of each proxy
 against the true loss, then simulates each rule 3,000 times per teacher: draw the candidates from the
 pool, keep the one the rule ranks first, report its percentile among the pool by true loss (0: best;
@@ -40,7 +40,7 @@ from atldas.tasks.planted import Recipe, standalone  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
 
 #: (steps, initial-weights seed) of the proxies: the stage's fits on search seed 0's streams.
-PROXIES: Tuple[Tuple[int, int], ...] = ((50, 0), (150, 0), (350, 0), (150, 1))
+PROXIES: Tuple[Tuple[int, int], ...] = ((50, 0), (150, 0), (350, 0), (150, 1), (350, 1))
 
 
 def pools(out: Path, teachers: Sequence[int], size: int, labels: Sequence[str]) -> Dict[int, List[Tuple[str, str]]]:
@@ -79,11 +79,12 @@ def one_round(n: int, steps: int, *, seeds: Sequence[int] = (0,)) -> Rule:
     return rule
 
 
-def halving(n: int, keep: int, first: int, second: int) -> Rule:
-    """``n`` candidates fitted ``first`` steps, the ``keep`` best again with ``second``."""
+def halving(n: int, keep: int, first: int, second: int, *, seeds: Sequence[int] = (0,)) -> Rule:
+    """``n`` candidates fitted ``first`` steps, the ``keep`` best again with ``second`` per
+    initial-weights seed of ``seeds`` (geometric mean)."""
     def rule(pool, rng, fit):
         kept = sorted(rng.sample(pool, n), key=lambda h: fit(h, first, 0))[:keep]
-        return min(kept, key=lambda h: fit(h, second, 0))
+        return min(kept, key=lambda h: sum(math.log(fit(h, second, s)) for s in seeds))
     return rule
 
 
@@ -97,6 +98,9 @@ RULES: Dict[str, Tuple[Rule, int]] = {
     "16 x 50, best 6 x 350": (halving(16, 6, 50, 350), 2900),
     "16 x 150, best 5 x 350": (halving(16, 5, 150, 350), 4150),
     "16 x 350": (one_round(16, 350), 5600),
+    "16 x 50, best 3 x 350 x 2 initial seeds": (halving(16, 3, 50, 350, seeds=(0, 1)), 2900),
+    "16 x 50, best 4 x 350 x 2 initial seeds": (halving(16, 4, 50, 350, seeds=(0, 1)), 3600),
+    "16 x 50, best 5 x 350 x 2 initial seeds": (halving(16, 5, 50, 350, seeds=(0, 1)), 4300),
 }
 
 

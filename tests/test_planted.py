@@ -386,6 +386,10 @@ def test_the_select_schedule_experiment_simulates_its_rules_as_named():
     two = ss.one_round(16, 150, seeds=(0, 1))(pool, random.Random(0), fit)  # the lowest geometric mean
     assert math.log(fit(two, 150, 0)) + math.log(fit(two, 150, 1)) == min(
         math.log(fit(h, 150, 0)) + math.log(fit(h, 150, 1)) for h in drawn)
+    fits.update({(h, 350, 1): float(1 + (k % 4 == 0) * 100) for k, h in enumerate(pool)})
+    seeded = ss.halving(16, 5, 50, 350, seeds=(0, 1))(pool, random.Random(0), fit)  # the second seed vetoes
+    assert seeded == max((h for h in kept if pool.index(h) % 4), key=pool.index)
+    assert seeded != max(kept, key=pool.index)  # what one seed alone would keep
     assert set(ss.RULES) >= {"16 x 150 (the stage before)", "16 x 50, best 5 x 350 (the default)"}
 
 
