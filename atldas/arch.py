@@ -65,6 +65,13 @@ class ArchParams(nn.Module):
         ops: candidate op names of every edge (the column order of alpha).
         blocks: block group name -> candidate block names (the order of gamma).
         init_std: standard deviation of the initial logits (near-uniform policy).
+
+    The module stays on the CPU when the supernet holding it moves to a GPU (``net.to("cuda")``
+    moves the weights only; dtype conversions still apply): the policy is a few hundred numbers whose
+    draws, costs and pruning run as many tiny ops that a GPU would only launch and synchronise, and
+    the CPU generators a strategy seeds draw the same children on every device. What reaches the
+    forward pass are 0-dim gates and mixture weights, which PyTorch multiplies into tensors of any
+    device and whose gradients it brings back to the CPU.
     """
 
     def __init__(self, *, topology: CellTopology, ops: Sequence[str],
@@ -95,6 +102,13 @@ class ArchParams(nn.Module):
             self.register_buffer(f"block_strikes_{g}", torch.zeros(len(c), dtype=torch.int32))
         for j in range(topology.nodes):
             self.register_buffer(f"incidence_{j}", topology.incidence(j), persistent=False)
+
+    def _apply(self, fn, recurse=True):
+        """``Module._apply`` without device moves (see the class docstring): a conversion that would
+        take a tensor off the CPU is not applied."""
+        if fn(torch.zeros(())).device.type != "cpu":
+            return self
+        return super()._apply(fn, recurse)
 
     # ------------------------------------------------------------------ masks and probabilities
 

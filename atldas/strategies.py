@@ -433,7 +433,8 @@ class AtldasStrategy(Strategy):
             # M children from the policy, independent of the weight sampler; forward passes only
             children = [arch.sample(generator=self.gen_a) for _ in range(M)]
             with torch.no_grad():
-                losses = torch.stack([self.loss_fn(self._forward(x, self.net.plan(c)), batch).float() for c in children])
+                losses = torch.stack([self.loss_fn(self._forward(x, self.net.plan(c)), batch).float()
+                                      for c in children]).cpu()  # beside logp: the policy is on the CPU
             advantage = losses - (losses.sum() - losses) / (M - 1)  # leave-one-out baseline
             logp = torch.stack([arch.log_prob(c) for c in children])
             surrogate = (advantage * logp).mean()  # its gradient: the score-function estimate of dE[L]

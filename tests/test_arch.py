@@ -79,3 +79,14 @@ def test_prune_keeps_the_best_and_records_events():
     for _ in range(50):
         c = arch.sample(epsilon=1.0, generator=gen)
         assert c.sets["normal"][3] == 7 and c.blocks["head"] == 1
+
+
+def test_arch_stays_on_the_cpu_when_the_supernet_moves():
+    from atldas.run import bind_space, make_search_config
+    space = bind_space(make_search_config(space="tiny"))
+    net = space.build_supernet(ops=space.search_ops(with_none=False))
+    net.to("meta")  # any device but the CPU: the weights go, the policy stays
+    assert {p.device.type for p in net.arch.parameters()} | {b.device.type for b in net.arch.buffers()} == {"cpu"}
+    assert {p.device.type for p in net.weight_parameters()} == {"meta"}
+    net.arch.double()  # dtype conversions still apply
+    assert net.arch.alpha["normal"].dtype == torch.float64

@@ -80,6 +80,14 @@ def shard(batch: Dict[str, Any], batch_size: int) -> Dict[str, Any]:
             for key, v in batch.items()}
 
 
+def _comm_device() -> torch.device:
+    """Where the process group reduces: this rank's GPU under nccl (the weight gradients are there;
+    the arch gradients, on the CPU, travel there and back), else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def average_(tensors: Iterable[torch.Tensor]) -> None:
     """Average tensors over the ranks, in place (one flat all-reduce)."""
     if world_size() == 1:
@@ -87,7 +95,7 @@ def average_(tensors: Iterable[torch.Tensor]) -> None:
     ts: List[torch.Tensor] = [t for t in tensors if t is not None]
     if not ts:
         return
-    flat = torch.cat([t.detach().reshape(-1).to(torch.float32) for t in ts])
+    flat = torch.cat([t.detach().reshape(-1).to(_comm_device(), torch.float32) for t in ts])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     flat /= world_size()
     offset = 0
@@ -101,7 +109,7 @@ def mean(value: float) -> float:
     """The mean of a number over the ranks."""
     if world_size() == 1:
         return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t) / world_size()
 
