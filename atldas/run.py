@@ -334,10 +334,13 @@ class Run:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, run_dir: Path | str, *, restore_rng: bool = False) -> "Run":
-        """Rebuild a run from its directory (config.yaml + checkpoint.pt), pruned modules deleted."""
+    def load(cls, run_dir: Path | str, *, restore_rng: bool = False, device: Optional[str] = None) -> "Run":
+        """Rebuild a run from its directory (config.yaml + checkpoint.pt), pruned modules deleted;
+        ``device`` replaces the config's (``atldas derive`` loads a GPU search on the CPU)."""
         rd = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search")
         cfg = load_search_config(rd.read_config(), where=str(rd.path / "config.yaml"))
+        if device is not None:
+            cfg = dataclasses.replace(cfg, device=device)
         ckpt = rd.load()
         run = cls(cfg, out=rd.path)
         run.load_state_dict(ckpt)
@@ -615,7 +618,7 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path
     path = Path(out) if out else Path(run_dir) / "genotype.json"
     if Path(run_dir).is_dir():
         refuse_input_as_output(path, [p for p in Path(run_dir).iterdir() if p.name != "genotype.json"], flag="--out")
-    run = Run.load(run_dir)
+    run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
     run.final_genotype().save(path)
     return path
 

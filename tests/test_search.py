@@ -289,3 +289,19 @@ def test_learn_topology_false_leaves_the_topology_logits_as_they_were(tmp_path):
             assert not torch.equal(v.detach(), start[k]), k
     start, end = final_arch()
     assert any(not torch.equal(end[k].detach(), start[k]) for k in start if k.startswith("beta."))
+
+
+def test_derive_loads_a_gpu_search_on_the_cpu(tiny_run, tmp_path):
+    """A run directory searched with --device cuda derives on a machine without a GPU (and with one)."""
+    import shutil
+
+    from atldas.cli import main
+    from atldas.genotype import Genotype
+
+    run = tmp_path / "gpu_run"
+    shutil.copytree(tiny_run, run)
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("device: cpu", "device: cuda", 1))
+    assert "device: cuda" in cfg.read_text()
+    assert main(["derive", str(run), "--out", str(tmp_path / "g.json")]) == 0
+    assert Genotype.load(tmp_path / "g.json").hash() == Genotype.load(tiny_run / "genotype.json").hash()
