@@ -2,7 +2,8 @@
 
     python experiments/gpu_check.py --work /tmp/gpu_check --json gpu_check.json
 
-Meant for a machine with one CUDA GPU, in a few minutes. Each command runs in its own process
+Meant for a machine with one CUDA GPU: about 7 minutes on an H200 (the searches' first epochs are
+mostly cuDNN timing its algorithms), so `--skip` steps to fit a shorter slot. Each command runs in its own process
 (``atldas.cli.main`` with the peak of ``torch.cuda.max_memory_allocated`` read after it returns):
 
 - ``search`` on the matting space, short (3 epochs of 25 weight and 25 arch steps, 1 warm-up epoch):
