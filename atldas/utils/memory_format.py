@@ -4,7 +4,8 @@ On the project's CPUs it makes training steps about 1.3x (fixed networks) to 1.6
 supernet) faster and inference about 1.6x faster than the contiguous format
 (experiments/bench_search.py, README "Measured figures"); on CUDA it is the format cuDNN's
 tensor-core convolutions prefer under AMP (the one GPU check, on an H200, ran every path in it
-and did not compare it with the contiguous format). Search and retrain turn it off with ``--set channels_last=false``.
+and did not compare it with the contiguous format). Search and retrain turn it off with
+``--set channels_last=false``.
 """
 
 from __future__ import annotations
