@@ -56,7 +56,6 @@ import contextlib
 import copy
 import dataclasses
 import logging
-import math
 import sys
 import time
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ from atldas.matting.inference import predict_alpha
 from atldas.matting.losses import MattingLoss
 from atldas.matting.metrics import summarise
 from atldas.matting.scoring import score_dataset, trivial_alpha
-from atldas.models.base import MattingModel
+from atldas.models.base import MattingModel, set_clamp
 from atldas.models.cheapmatting import CheapMattingCfg
 from atldas.models.zoo import genotype_macro, require_torch, resolve_model
 from atldas.rundir import RunDir
@@ -91,6 +90,7 @@ from atldas.utils.checkpoint import load_checkpoint
 from atldas.utils.counting import count_params
 from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, tune_backend
 from atldas.utils.memory_format import channels_last
+from atldas.utils.optim import decay_groups, lr_factor
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 
@@ -238,13 +238,6 @@ def build_model(cfg: RetrainConfig, out: Path) -> Tuple[MattingModel, Optional[G
     return resolve_model(out), genotype
 
 
-def _set_clamp(net: nn.Module, value: bool) -> None:
-    """Lift (training) or restore (inference) an output clamp the network has as a bool attribute."""
-    for m in net.modules():
-        if isinstance(getattr(m, "clamp", None), bool):
-            m.clamp = value
-
-
 # --------------------------------------------------------------------------- data
 
 def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
@@ -365,20 +358,8 @@ def _epoch_order(n: int, cfg: RetrainConfig) -> Callable[[int], List[int]]:
 
 # --------------------------------------------------------------------------- optimisation
 
-def lr_factor(step: int, *, total: int, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from 1 down to ``min_ratio`` at ``total``."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
 def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
-    decay, no_decay = [], []
-    for p in net.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)  # no decay on norms, biases, PReLU slopes
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = decay_groups(net, cfg.weight_decay)  # no decay on norms, biases, PReLU slopes
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RAdam
     kw = {"decoupled_weight_decay": True} if cfg.optimizer == "radam" else {}
     # AdamW runs foreach: one multi-tensor kernel per update term instead of a Python loop over the
@@ -625,7 +606,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
-        _set_clamp(net, False)
+        set_clamp(net, False)
         if cfg.drop_path > 0:  # DARTS: drop-path probability ramps up linearly
             net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         sums: Dict[str, float] = {}
@@ -672,7 +653,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
             bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}")
         bar.close()
         train_s = time.perf_counter() - t0
-        _set_clamp(net, True)
+        set_clamp(net, True)
         net.eval()
         metrics, n_val, previews = validate(model, eval_net, val_ds, device=cfg.device,
                                             keep=cfg.tb_images if writer is not None else 0)

@@ -90,8 +90,9 @@ class SearchConfig:
         select: candidates of the final policy (the strategy's derived child first, then distinct
             samples, each repaired onto the budget) trained briefly on their own by the task's
             ``short_fit`` and ranked by that held-out loss; the best one is the genotype. 0: off (the
-            strategy's derive alone). Tasks with a cheap standalone fit only (``planted``, whose
-            space makes it 16 for ``atldas`` and ``random`` by default).
+            strategy's derive alone). Tasks with a standalone fit only: ``planted`` (whose space
+            makes it 16 for ``atldas`` and ``random`` by default) and ``matting`` (off by default:
+            ``search_spaces/matting.py`` says why).
         select_steps: training steps of each candidate's short fit.
         select_keep: a second round (successive halving): the ``select_keep`` candidates with the
             lowest short-fit losses are fitted again, from the start, with ``select_keep_steps`` steps,
@@ -178,7 +179,7 @@ class SearchConfig:
             raise ConfigError(f"select_cost={self.select_cost!r}: use free or derived")
         if self.select and not task.has_short_fit:
             raise ConfigError(f"select={self.select}: the {task.name} task has no short standalone fit to rank "
-                              "candidates by (the planted task has); leave select at 0")
+                              "candidates by (the planted and matting tasks have); leave select at 0")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.warmup_epochs >= self.epochs and self.strategy != "random":
@@ -559,9 +560,11 @@ class Run:
     def _short_fits(self, candidates: Dict[str, Child], *, steps: int) -> Dict[str, float]:
         """Candidate key -> the task's short standalone fit loss of ``steps`` steps."""
         scores: Dict[str, float] = {}
+        log.info("select: fitting %d candidate(s) on their own, %d steps each", len(candidates), steps)
         for key, c in candidates.items():
             g = self.space.child_to_genotype(self.net.arch, c)
-            scores[key] = self.task.short_fit(g, data=self.cfg.data, seed=self.cfg.seed, steps=steps)
+            scores[key] = self.task.short_fit(g, data=self.cfg.data, seed=self.cfg.seed, steps=steps,
+                                              device=self.cfg.device)
             log.info("select: candidate %s, %s: %d-step fit loss %.4g", key,
                      format_cost(self.table.of_child(c), self.table.metric), steps, scores[key])
         return scores

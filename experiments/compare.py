@@ -28,7 +28,9 @@ comparison continues where it stopped; a retrain folder that holds another recip
 The table gives, per network, params and MACs at 1024x1024 (FlopCounterMode / 2) and mean ± standard
 deviation over the seeds of SAD, MSE (x1e3), Grad and Conn (DIM /1000 scales), and the percentile of the
 searched genotype (and of the random strategy's) among the random genotypes: the share, in %, of them
-whose mean SAD is lower (0 is best, 50 is what a random genotype scores on average).
+whose mean SAD is lower (0 is best, 50 is what a random genotype scores on average). Under it,
+:func:`separation`: whether the recipe tells the genotypes apart at all (one-way ANOVA, ICC).
+``--report FILE`` prints the table and separation of a stored ``--json`` result without training.
 """
 
 from __future__ import annotations
@@ -191,6 +193,39 @@ def percentile(value: float, others: List[float]) -> float:
     return 100.0 * sum(o < value for o in others) / len(others)
 
 
+def separation(results: Dict[str, Any]) -> Optional[Dict[str, float]]:
+    """Whether the recipe tells the compared genotypes apart at all: a one-way ANOVA of the per-seed
+    SAD over the genotypes (searched, random strategy, random-K; baselines left out), its F and p, and
+    ICC(1), the share of the SAD variance that lies between genotypes rather than between seeds (0:
+    the genotypes' means differ no more than seed noise makes them; 1: seeds agree exactly). With an
+    ICC near 0 a genotype's percentile among the random ones is noise. None with fewer than 2
+    genotypes of at least 2 seeds."""
+    from scipy.stats import f_oneway
+
+    groups = [[r["SAD"] for r in m["per_seed"]] for k, m in results["models"].items()
+              if (k in ("searched", "random_strategy") or k.startswith("random-")) and len(m["per_seed"]) > 1]
+    n = min((len(g) for g in groups), default=0)
+    if len(groups) < 2 or n < 2:
+        return None
+    groups = [g[:n] for g in groups]
+    f, p = f_oneway(*groups)
+    means = [statistics.fmean(g) for g in groups]
+    msb = n * statistics.variance(means)
+    msw = statistics.fmean(statistics.variance(g) for g in groups)
+    return {"genotypes": len(groups), "seeds": n, "F": float(f), "p": float(p),
+            "icc": (msb - msw) / (msb + (n - 1) * msw), "sd_of_means": statistics.stdev(means),
+            "seed_sd": msw ** 0.5}
+
+
+def format_separation(sep: Optional[Dict[str, float]]) -> str:
+    if sep is None:
+        return "separation: fewer than 2 genotypes with 2 or more seeds"
+    return (f"separation: one-way ANOVA of SAD over {sep['genotypes']} genotypes x {sep['seeds']} seeds: "
+            f"F {sep['F']:.2f}, p {sep['p']:.3f}; ICC {sep['icc']:.2f} (SD of the genotype means "
+            f"{sep['sd_of_means']:.3f} against a seed SD of {sep['seed_sd']:.3f}; an ICC near 0: the recipe "
+            "does not tell these genotypes apart, and the percentiles are noise)")
+
+
 def _cell(s: Dict[str, float], scale: float = 1.0) -> str:
     if s["n"] < 2:
         return f"{s['mean'] * scale:.3f}"
@@ -216,6 +251,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/compare", help="working folder (reused when run again)")
     p.add_argument("--json", help="write every figure to this JSON file")
+    p.add_argument("--report", metavar="FILE", help="print the table and separation of a stored --json result, train nothing")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--searched", help="genotype file or search run directory (default: search into OUT/search)")
     p.add_argument("--random", type=int, default=8, help="random genotypes matched on MACs")
@@ -232,6 +268,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="retrain processes at a time (one thread each)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the searches")
     args = p.parse_args(argv)
+    if args.report:
+        stored = json.loads(Path(args.report).read_text())
+        print(format_table(stored))
+        print(format_separation(separation(stored)))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -276,6 +317,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             if key in results["models"]:
                 results["models"][key]["percentile"] = percentile(results["models"][key]["summary"]["SAD"]["mean"], rand)
         results["random_mean"] = {"SAD": statistics.fmean(rand), "SAD_std": statistics.stdev(rand) if len(rand) > 1 else 0.0}
+        results["separation"] = separation(results)
         ds = SyntheticMatting(size=args.test_size, length=args.test_count, seed=0, split="test")
         tv = trivial_scores(ds)[0]
         results["models"]["trivial"] = {"label": "trivial (alpha = 0.5 in the unknown region)", "model": None,
@@ -289,6 +331,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"\nrecipe: synthetic data, {r['epochs']} epochs x {r['steps_per_epoch']} steps, batch {r['batch_size']}, "
           f"crop {r['crop']}, seeds {r['seeds']}; test: {r['test']['count']} synthetic 'test' images at "
           f"{r['test']['size']}²; ± is the standard deviation over seeds; {results['wall_s'] / 60:.0f} min")
+    print(format_separation(results.get("separation")))
     if args.json:
         write_text_atomic(args.json, json.dumps(results, indent=2))
     return 0

@@ -142,6 +142,10 @@ class MattingSpace(SearchSpace):
         return out
 
 
+#: The ``select`` stage is off by default here (``--set select=4`` turns it on: candidates trained 150
+#: steps each at the target width, 35-80 s apiece on the 2-core CPU): with 4 candidates it left the
+#: searched genotype at the 62nd percentile of ``make compare``'s matched random genotypes (README
+#: "Equal-recipe comparison"), no better than without it, for twice the search time.
 MATTING = MattingSpace(name="matting", macro=CheapMattingCfg(), defaults={
     "epochs": 10, "steps_per_epoch": 50, "arch_steps_per_epoch": 50, "batch_size": 4, "crop": 128,
     "C": 16, "layers": 8, "target_C": 48, "target_layers": 14, "input_size": 1024, "warmup_epochs": 2,

@@ -114,3 +114,32 @@ def test_a_retrain_folder_of_another_recipe_is_refused(compare, tmp_path):
         compare.check_stored_recipe({**job, "batch": 16})
     with pytest.raises(ConfigError, match="epochs=10, this comparison asks epochs=5"):
         compare.check_stored_recipe({**job, "epochs": 5})
+
+
+def test_separation_tells_distinct_genotypes_from_seed_noise(compare, tmp_path, capsys):
+    """ANOVA over the genotypes' seeds: means far apart against a small seed spread give ICC near 1;
+    the same values shuffled across genotypes give none; baselines and single seeds are left out;
+    ``--report`` prints a stored result without training."""
+    def result(groups):
+        models = {f"random-{k + 1}": {"per_seed": [{"SAD": v} for v in g]} for k, g in enumerate(groups)}
+        models["cnn_baseline"] = {"per_seed": [{"SAD": 99.0}, {"SAD": 0.0}]}  # a baseline: not a genotype
+        models["trivial"] = {"per_seed": [{"SAD": 3.0}]}
+        return {"models": models}
+
+    apart = [[2.0, 2.01, 1.99], [2.5, 2.51, 2.49], [3.0, 3.02, 2.98]]
+    sep = compare.separation(result(apart))
+    assert sep["genotypes"] == 3 and sep["seeds"] == 3 and sep["p"] < 1e-4 and sep["icc"] > 0.99
+    mixed = [[2.0, 2.5, 3.0], [2.01, 2.51, 3.02], [1.99, 2.49, 2.98]]
+    sep = compare.separation(result(mixed))
+    assert sep["p"] > 0.9 and sep["icc"] < 0
+    assert compare.separation(result([[2.0]])) is None
+    full = result(apart)
+    for k, m in full["models"].items():
+        m["per_seed"] = [{"SAD": r["SAD"], "MSE": 0.1, "Grad": 1.0, "Conn": 1.0} for r in m["per_seed"]]
+        m.update(label=k, model=None, params=0, macs=None, summary=compare.summary(m["per_seed"]))
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(full))
+    assert compare.main(["--report", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| random-1 |" in out
+    assert "separation: one-way ANOVA of SAD over 3 genotypes x 3 seeds: F" in out

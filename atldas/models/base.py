@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from atldas.genotype import Genotype
 
-__all__ = ["MattingModel"]
+__all__ = ["MattingModel", "set_clamp"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +55,11 @@ class MattingModel:
         if self.two_inputs:
             return net(x[:, :3], x[:, 3:])
         return net(x)
+
+
+def set_clamp(net: nn.Module, value: bool) -> None:
+    """Lift (training: the losses need the raw output's gradient) or restore (inference) an output
+    clamp a network has as a bool attribute ``clamp``."""
+    for m in net.modules():
+        if isinstance(getattr(m, "clamp", None), bool):
+            m.clamp = value

@@ -78,10 +78,11 @@ class Task:
     #: Whether :meth:`short_fit` is implemented (the search's ``select`` stage needs it).
     has_short_fit = False
 
-    def short_fit(self, genotype: Any, *, data: DataCfg, seed: int, steps: int) -> float:
+    def short_fit(self, genotype: Any, *, data: DataCfg, seed: int, steps: int, device: str = "cpu") -> float:
         """Train a standalone network of ``genotype`` briefly on the search's own weight split and
         return its loss on the search's architecture split (the search's ``select`` stage ranks its
-        final candidates by it). Tasks where this is cheap implement it and set ``has_short_fit``."""
+        final candidates by it; lower is better, ``inf`` for a fit that diverged). Tasks where this is
+        cheap enough implement it and set ``has_short_fit``; ``device`` is the search's."""
         raise ConfigError(f"the {self.name} task has no short standalone fit; leave select at 0")
 
     def check(self, data: DataCfg) -> None:
