@@ -156,7 +156,8 @@ class MattingTask(Task):
                 if r.score == "loss":
                     total += float(self._loss(pred, batch)["loss"]) * pred.shape[0]
                     continue
-                p, a = pred[:, 0].cpu().numpy(), batch["alpha"][:, 0].cpu().numpy()  # (B, H, W)
+                p = pred[:, 0].clamp(0.0, 1.0).cpu().numpy()  # (B, H, W); as inference clamps it
+                a = batch["alpha"][:, 0].cpu().numpy()
                 t = batch["trimap"][:, 0].cpu().numpy()
                 total += sum(sad(p[k], a[k], t[k]) for k in range(p.shape[0]))
         return total / n
