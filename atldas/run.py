@@ -558,14 +558,14 @@ class Run:
         return candidates[best]
 
     def _short_fits(self, candidates: Dict[str, Child], *, steps: int) -> Dict[str, float]:
-        """Candidate key -> the task's short standalone fit loss of ``steps`` steps."""
+        """Candidate key -> the task's short standalone fit score (its loss or, on matting, SAD) of ``steps`` steps."""
         scores: Dict[str, float] = {}
         log.info("select: fitting %d candidate(s) on their own, %d steps each", len(candidates), steps)
         for key, c in candidates.items():
             g = self.space.child_to_genotype(self.net.arch, c)
             scores[key] = self.task.short_fit(g, data=self.cfg.data, seed=self.cfg.seed, steps=steps,
                                               device=self.cfg.device)
-            log.info("select: candidate %s, %s: %d-step fit loss %.4g", key,
+            log.info("select: candidate %s, %s: %d-step fit score %.4g (lower is better)", key,
                      format_cost(self.table.of_child(c), self.table.metric), steps, scores[key])
         return scores
 
