@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -27,7 +28,9 @@ def _search_in_memory(out_file: str) -> None:
 
 
 def _rank(rank: int, world: int, init: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world)
+    # a peer that never arrives fails the test in 2 minutes instead of gloo's default 30
+    dist.init_process_group("gloo", init_method=f"file://{init}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=120))
     try:
         _search_in_memory(out % rank)
     finally:
