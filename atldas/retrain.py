@@ -539,6 +539,9 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
             weights: Optional[int] = sum(p.numel() * p.element_size() for p in net.parameters())
         except (NotImplementedError, RuntimeError):  # a builder that cannot run on the meta device
             weights = None
+        if weights == 0:
+            raise ConfigError(f"{cfg.model}: a network without weights (nothing to train); retrain a genotype or "
+                              "a learned model, or score it as it is with atldas eval --model")
         # last.pt (weights, two Adam moments, EMA) and best.pt; an atomic rewrite holds two copies
         check_output(out, flag="--out", folder=True, need_bytes=None if weights is None else 2 * 5 * weights)
         rd.write_config(cfg)
@@ -570,7 +573,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     start, step = 0, 0
     best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
     if resume:
-        ckpt = rd.load(map_location=device)
+        ckpt = rd.load(map_location=device, fmt=FORMAT)
         net.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):

@@ -41,7 +41,7 @@ from atldas.config import (annotation_at, apply_overrides, build, check_ranges, 
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
-from atldas.errors import AtldasError, ConfigError
+from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.genotype import Genotype
 from atldas.rundir import RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
@@ -53,6 +53,7 @@ from atldas.utils.dist import shard
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
+from atldas.utils.weights import weight_mismatch
 from search_spaces import SearchSpace, SpaceCfg, get_space
 
 log = logging.getLogger("atldas")
@@ -342,9 +343,9 @@ class Run:
         cfg = load_search_config(rd.read_config(), where=str(rd.path / "config.yaml"))
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
-        ckpt = rd.load()
+        ckpt = rd.load(fmt=FORMAT)
         run = cls(cfg, out=rd.path)
-        run.load_state_dict(ckpt)
+        run.load_state_dict(ckpt, source=str(rd.checkpoint))
         if restore_rng:
             set_rng_state(ckpt["rng"])
         return run
@@ -356,8 +357,18 @@ class Run:
                 "config": dataclasses.asdict(self.cfg), "masks": masks, "supernet": self.net.state_dict(),
                 "strategy": self.strategy.state_dict(), "rng": rng_state()}
 
-    def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
+    def load_state_dict(self, ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> None:
+        """Restore :meth:`state_dict`'s output. Raises DataError (one line, naming ``source``) when the
+        checkpoint lacks an entry or its tensors do not fit this run's supernet."""
+        missing = [k for k in ("masks", "supernet", "strategy", "epoch") if k not in ckpt]
+        if missing:
+            raise DataError(f"{source}: not a search checkpoint (no {', '.join(missing)}); point at a search run's folder")
         arch = self.net.arch
+        masks = {k: v for k, v in arch.state_dict().items() if "mask" in k}
+        bad = weight_mismatch(masks, ckpt["masks"]) or weight_mismatch(self.net.state_dict(), ckpt["supernet"])
+        if bad:
+            raise DataError(f"{source} does not fit the supernet of this run's config.yaml ({self.cfg.space} space): "
+                            f"{bad}; the checkpoint and config.yaml come from different runs")
         for k, v in ckpt["masks"].items():
             getattr(arch, k).copy_(v)
         self.net.apply_masks()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, Optional
@@ -25,7 +26,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 import yaml
 
 from atldas.config import read_yaml, save_yaml, to_dict
-from atldas.errors import AtldasError
+from atldas.errors import AtldasError, DataError
 from atldas.utils.atomic import check_output
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.history import History
@@ -59,12 +60,15 @@ class RunDir:
     def locked(self) -> Iterator["RunDir"]:
         """Hold the directory's lock for the block: one writer per run directory. A second process is
         refused with one line naming the holder's pid; the OS releases the lock of a killed process,
-        so a killed run never blocks its own ``--resume``. A directory this block created and left
-        empty (a run refused before it wrote anything) is removed again."""
+        so a killed run never blocks its own ``--resume``. A directory this block created is removed
+        again when it is left empty, or when the block ends in a user error (:class:`AtldasError`,
+        e.g. a bad image found in the first epoch) before any checkpoint was written: a refused run
+        leaves no folder behind."""
         if self.path.exists() and not self.path.is_dir():
             raise AtldasError(f"--out {self.path} is a file; a {self.kind} run needs a folder")
         check_output(self.path, flag="--out", folder=True)
         created = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
+        refused = False
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         try:
@@ -79,13 +83,20 @@ class RunDir:
                 os.write(fd, str(os.getpid()).encode())
             self._sweep()
             yield self
+        except AtldasError:
+            refused = True
+            raise
         finally:
             os.close(fd)  # releases the flock
-            if created and [p.name for p in self.path.iterdir()] == [LOCK]:
+            if created and refused and not self.checkpoint.exists():
+                shutil.rmtree(self.path, ignore_errors=True)  # only what this refused run wrote
+            elif created and [p.name for p in self.path.iterdir()] == [LOCK]:
                 (self.path / LOCK).unlink()
-                for q in created:
-                    with contextlib.suppress(OSError):  # stops at a folder something else wrote into
-                        q.rmdir()
+            else:
+                created = []
+            for q in created:
+                with contextlib.suppress(OSError):  # stops at a folder something else wrote into
+                    q.rmdir()
 
     def _sweep(self) -> None:
         """Remove the temporary files an atomic write killed mid-way left (``.<file>.<random>...``)."""
@@ -166,9 +177,16 @@ class RunDir:
         save_checkpoint(state, path)
         return path
 
-    def load(self, *, map_location: Any = "cpu") -> Dict[str, Any]:
-        """The checkpoint (``weights_only=True``)."""
-        return load_checkpoint(self.checkpoint, map_location=map_location)
+    def load(self, *, map_location: Any = "cpu", fmt: Optional[str] = None) -> Dict[str, Any]:
+        """The checkpoint (``weights_only=True``); with ``fmt``, refused unless its ``format`` is that
+        (a retrain checkpoint renamed into a search run, a file of another version)."""
+        ckpt = load_checkpoint(self.checkpoint, map_location=map_location)
+        if fmt is not None and ckpt.get("format") != fmt:
+            found = ckpt.get("format")
+            what = f"format {found!r}" if isinstance(found, str) else "no format field"
+            raise DataError(f"{self.checkpoint}: not an atldas {self.kind} checkpoint ({what}, expected {fmt!r}); "
+                            f"point at the folder of a {self.kind} run this atldas wrote")
+        return ckpt
 
     def history(self, start: int) -> History:
         """``history.jsonl``, with the lines of epochs >= ``start`` dropped (resume)."""

@@ -383,3 +383,28 @@ def test_retrain_on_photos_with_their_own_test_split(genotype_file, tmp_path, ca
     out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
     assert json.loads((out / "history.jsonl").read_text())["val/count"] == 3
     assert "2 real photo(s)" in caplog.text and "the test split of" in caplog.text
+
+
+def test_a_run_refused_after_it_started_leaves_no_folder(genotype_file, tmp_path, capsys):
+    """A bad file found only when training reads it (one trimap of another size, every 10th photo held
+    out) refuses the run with one line, and the folder it had created is removed again; a model
+    without weights is refused before anything is written."""
+    import numpy as np
+
+    from atldas.data.io import write_trimap
+
+    root = _photos(tmp_path / "photos", 3)
+    write_trimap(root / "trimap" / "p1.png", np.full((40, 50), 128, np.uint8))  # p1 trains, 40x56 image
+    out = tmp_path / "run"
+    with pytest.raises(AtldasError, match="p1.png: trimap is 50x40"):
+        retrain(_cfg(genotype_file, out, epochs=1, data=str(root)))
+    assert not out.exists()
+    code = main(["retrain", "closed_form", "--out", str(tmp_path / "cf"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "without weights" in err and "Traceback" not in err
+    assert not (tmp_path / "cf").exists()
+    existing = tmp_path / "mine"  # a folder the user made is kept, with what was in it
+    (existing / "notes").mkdir(parents=True)
+    with pytest.raises(AtldasError, match="trimap is 50x40"):
+        retrain(_cfg(genotype_file, existing, epochs=1, data=str(root)))
+    assert (existing / "notes").is_dir()

@@ -305,3 +305,28 @@ def test_derive_loads_a_gpu_search_on_the_cpu(tiny_run, tmp_path):
     assert "device: cuda" in cfg.read_text()
     assert main(["derive", str(run), "--out", str(tmp_path / "g.json")]) == 0
     assert Genotype.load(tmp_path / "g.json").hash() == Genotype.load(tiny_run / "genotype.json").hash()
+
+
+def test_a_checkpoint_of_another_run_is_refused_in_one_line(tiny_run, tmp_path, capsys):
+    """derive and --resume check the checkpoint against the run: another kind's file (a retrain
+    checkpoint renamed) and a supernet of another config are one line each, and nothing is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({"format": "atldas-retrain/1", "model": ckpt["supernet"]}, run / "checkpoint.pt")
+    assert main(["derive", str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not an atldas search checkpoint" in err[0], err
+
+    torch.save(ckpt, run / "checkpoint.pt")
+    cfg = run / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("  C: 8\n", "  C: 12\n", 1))
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for argv in (["derive", str(run)], ["search", *FAST, "--resume", "--out", str(run)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "does not fit the supernet of this run's config.yaml" in err[0], (argv, err)
+        assert "shape mismatch" in err[0]
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

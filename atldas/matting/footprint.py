@@ -82,8 +82,11 @@ def forward_bytes_per_pixel(model: MattingModel, net: nn.Module) -> float:
     was_training = net.training
     try:
         net.eval()
-        x = torch.zeros(1, 6, PROBE, PROBE)
-        x[:, 4] = 1.0  # all unknown
+        x = torch.zeros(1, 6, PROBE, PROBE)  # RGB 0 + one-hot trimap [bg, unknown, fg]
+        q = PROBE // 4
+        x[:, 3, :, :q] = 1.0  # background on the left, foreground on the right, unknown between:
+        x[:, 4, :, q:-q] = 1.0  # a method that reads the trimap works as on a photo
+        x[:, 5, :, -q:] = 1.0
         y = model.forward(net, x)
         del y
     finally:
