@@ -18,7 +18,8 @@ not clamped by its trimap (background 0, foreground 255) is scored unclamped, wi
 because Grad and Conn see the whole image. Nothing is ever resized.
 
 Errors (each a one-line :class:`~atldas.errors.DataError`, exit status 2 from the CLI): a missing or
-empty folder, files without a partner, different sizes, an unreadable image, a trimap without
+empty folder, files without a partner, different sizes, an unreadable image, a float image with NaN or
+infinite pixels, a trimap that is not one (a photo or noise: see :func:`atldas.data.io.read_trimap`), a trimap without
 unknown pixels (its MSE is undefined: DIM divides by the number of unknown pixels, and leaving the
 image out would make the mean incomparable).
 
@@ -82,7 +83,7 @@ def _score(item: Tuple[str, Path, Path, Path]) -> Tuple[str, Dict[str, float], b
     name, pred_path, alpha_path, trimap_path = item
     pred = alpha_to_u8(read_alpha(pred_path))
     gt = alpha_to_u8(read_alpha(alpha_path))
-    trimap = read_trimap(trimap_path)
+    trimap = read_trimap(trimap_path, warn_no_unknown=False)  # refused below with the reason
     if not np.any(trimap == metrics.UNKNOWN):
         raise DataError(f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is "
                         "undefined (DIM divides by their number); fix the trimap, or remove "

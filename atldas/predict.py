@@ -70,10 +70,19 @@ def match_inputs(image: PathLike, trimap: PathLike) -> List[Tuple[str, Path, Pat
     """``(stem, image file, trimap file)`` for every image, sorted by stem.
 
     Raises:
-        DataError: a missing path, an empty folder, or images without a trimap of the same stem
-            (all listed on one line).
+        DataError: a missing path, an empty folder, images without a trimap of the same stem
+            (all listed on one line), or an image file that is also its own trimap.
         ConfigError: an image folder with a single trimap file.
     """
+    pairs = _match_inputs(image, trimap)
+    same = [ip.name for _, ip, tp in pairs if ip.resolve() == tp.resolve()]
+    if same:
+        raise DataError(f"--image and --trimap give the same file for {len(same)} image(s) ({_listed(same)}): each "
+                        "would be its own trimap; pass trimaps (0 = background, 128 = unknown, 255 = foreground)")
+    return pairs
+
+
+def _match_inputs(image: PathLike, trimap: PathLike) -> List[Tuple[str, Path, Path]]:
     img, tri = Path(image), Path(trimap)
     for what, p in (("--image", img), ("--trimap", tri)):
         if not p.exists():

@@ -225,11 +225,13 @@ def test_corrupt_image(dataset, capsys, content):
     assert line.endswith("re-save it as PNG or JPEG")
 
 
-def test_trimap_without_unknown(dataset, capsys):
+def test_trimap_without_unknown(dataset, capsys, caplog):
     P, A, T, expected = dataset
     _save(T / "c.png", np.where(expected["c.png"][1] > 127, 255, 0).astype(np.uint8))
-    code, _, err = _run(capsys, "--pred", P, "--alpha", A, "--trimap", T)
+    with caplog.at_level("WARNING", logger="atldas"):
+        code, _, err = _run(capsys, "--pred", P, "--alpha", A, "--trimap", T, "--workers", "1")
     assert code == 2
+    assert "no unknown" not in caplog.text  # the error alone says it, no warning before it
     assert _error_line(err) == (
         f"atldas: error: {T / 'c.png'}: trimap has no unknown (128) pixels, so MSE is undefined "
         "(DIM divides by their number); fix the trimap, or remove c from the prediction and trimap "
@@ -242,3 +244,30 @@ def test_json_path_is_a_folder(dataset, tmp_path, capsys):
     assert code == 2
     assert "count" not in out  # refused before scoring
     assert _error_line(err).startswith(f"atldas: error: --json {tmp_path} is a folder")
+
+
+@pytest.mark.parametrize("kind", ["noise", "photo"])
+def test_junk_trimap_is_refused(dataset, capsys, caplog, kind):
+    P, A, T, _ = dataset
+    rng = np.random.default_rng(3)
+    junk = rng.integers(0, 256, (24, 32, 3) if kind == "photo" else (24, 32)).astype(np.uint8)
+    _save(T / "b.png", junk)
+    with caplog.at_level("WARNING", logger="atldas"):
+        code, out, err = _run(capsys, "--pred", P, "--alpha", A, "--trimap", T, "--workers", "1")
+    assert code == 2 and "count" not in out
+    line = _error_line(err)
+    assert line.startswith(f"atldas: error: {T / 'b.png'}: ") and "not a trimap" in line
+    assert f"{T / 'b.png'}" not in caplog.text  # no "mapped" or "luma" warning about it before the error
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_float_prediction_is_refused(dataset, capsys, bad):
+    P, A, T, expected = dataset
+    pred = (expected["c.png"][0] / 255.0).astype(np.float32)
+    pred[5, 6] = bad
+    (P / "c.png").unlink()
+    Image.fromarray(pred, mode="F").save(P / "c.tif")
+    code, out, err = _run(capsys, "--pred", P, "--alpha", A, "--trimap", T)
+    assert code == 2 and "count" not in out
+    assert _error_line(err) == (f"atldas: error: {P / 'c.tif'}: 1 pixel(s) are NaN or infinite; re-save the "
+                                "image with finite values")

@@ -320,3 +320,50 @@ def test_predict_amp_writes_mattes_near_float32_and_warns_only_where_bf16_is_emu
             a = np.asarray(Image.open(out / f"{stem}.png"), np.int32)
             b = np.asarray(Image.open(tmp_path / "f32" / f"{stem}.png"), np.int32)
             assert np.abs(a - b).max() <= 16  # bf16 rounding, not another network
+
+
+# --------------------------------------------------------------------------- junk inputs
+
+def test_image_as_its_own_trimap_is_refused(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    for image, trimap in ((root / "img" / "b.png", root / "img" / "b.png"), (root / "img", root / "img")):
+        code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", image, "--trimap", trimap,
+                                "--out", tmp_path / "out")
+        line = _error_line(err)
+        assert code == 2 and "--image and --trimap give the same file" in line and "b.png" in line
+        assert not (tmp_path / "out").exists()
+
+
+def test_noise_trimap_is_refused_before_writing(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    tri = _save_image(tmp_path / "tri" / "b.png", np.random.default_rng(2).integers(0, 256, (33, 40)).astype(np.uint8))
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img" / "b.png",
+                            "--trimap", tri, "--out", tmp_path / "out")
+    assert code == 2 and _error_line(err).startswith(f"atldas: error: {tri}: ") and "not a trimap" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_rgb_trimap_warning_is_logged_once(setup, tmp_path, capsys, caplog):
+    root, geno, ckpt = setup
+    t = np.repeat(np.asarray(Image.open(root / "tri" / "b.png"))[:, :, None], 3, axis=2)
+    t[0, 0] = (0, 3, 0)  # channels differ in one pixel: read as luma, with a warning
+    tri = _save_image(tmp_path / "tri" / "b.png", t)
+    with caplog.at_level("WARNING", logger="atldas"):
+        code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img" / "b.png",
+                                "--trimap", tri, "--out", tmp_path / "out", "--no-cutout")
+    assert code == 0, err
+    assert sum("RGB with different channels" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_float_image_with_nan_is_refused_before_writing(setup, tmp_path, capsys):
+    root, geno, ckpt = setup
+    a = np.full((33, 40), 0.5, np.float32)
+    a[4, 7] = np.nan
+    img = tmp_path / "b.tif"
+    Image.fromarray(a, mode="F").save(img)
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", img, "--trimap",
+                            root / "tri" / "b.png", "--out", tmp_path / "out")
+    assert code == 2
+    assert _error_line(err) == (f"atldas: error: {img}: 1 pixel(s) are NaN or infinite; re-save the image with "
+                                "finite values")
+    assert not (tmp_path / "out").exists()

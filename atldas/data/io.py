@@ -28,6 +28,16 @@ PathLike = Union[str, os.PathLike]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
+#: A trimap pixel more than this many grey levels from 0, 128 and 255 is "off-level" (:func:`read_trimap`).
+TRIMAP_TOLERANCE = 16
+#: Largest share of off-level pixels a trimap may have: more is not compression noise but another kind
+#: of image (a photo, noise). Measured on SyntheticMatting trimaps (thin unknown bands, kernel 1-3, 200
+#: per size) saved as JPEG (grey or RGB): quality 95 leaves no off-level pixel; quality 75 leaves at
+#: most 2.6% at 256 px, 3.6% at 128 px and 7.4% at 32 px; even quality 50 at most 7.8% at 256 px and
+#: 24% at 32 px. A photo's luma has ~60% (grace_hopper.jpg 59%), uniform noise 74%.
+MAX_OFF_LEVEL_SHARE = 0.25
+
+
 #: Largest image (width x height) read without ``--max-pixels``: Pillow's decompression-bomb limit.
 MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 
@@ -115,6 +125,7 @@ def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
         return (a.astype(np.float32) / scale).clip(0.0, 1.0)
     if mode == "F":
         a = np.asarray(img, dtype=np.float32)
+        _check_finite(a, path)
         return a / 255.0 if a.max(initial=0) > 1.0 else a
     if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "PA"):
         if mode in ("P", "CMYK", "YCbCr", "PA"):
@@ -125,6 +136,13 @@ def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
     if mode.startswith("RGB") or mode.startswith("BGR"):
         raise DataError(f"{path}: unsupported pixel mode {mode}; re-save as 8- or 16-bit PNG")
     raise DataError(f"{path}: unsupported pixel mode {mode}; re-save as 8- or 16-bit PNG")
+
+
+def _check_finite(a: np.ndarray, path: PathLike) -> None:
+    """DataError naming ``path`` when a float image has NaN or infinite pixels."""
+    bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+    if bad:
+        raise DataError(f"{path}: {bad} pixel(s) are NaN or infinite; re-save the image with finite values")
 
 
 def read_rgb(path: PathLike) -> np.ndarray:
@@ -142,10 +160,12 @@ def read_rgb(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def _single_channel(a: np.ndarray, path: PathLike, what: str) -> np.ndarray:
-    """Reduce a matte/trimap array to (H, W): grey as is; RGB with equal channels to one channel."""
+def _single_channel(a: np.ndarray, path: PathLike, what: str) -> Tuple[np.ndarray, bool]:
+    """Reduce a matte/trimap array to (H, W): grey as is; RGB with equal channels to one channel;
+    different channels to luma. Returns the array and whether it is luma (the caller warns:
+    :func:`_warn_luma`)."""
     if a.ndim == 2:
-        return a
+        return a, False
     channels = a.shape[2]
     if channels in (2, 4):  # LA / RGBA: the colour part carries the matte, the A part must be opaque
         if not np.all(a[:, :, -1] >= 1.0):
@@ -153,11 +173,14 @@ def _single_channel(a: np.ndarray, path: PathLike, what: str) -> np.ndarray:
                             f"save the {what} as a greyscale PNG")
         a = a[:, :, :-1]
         if a.shape[2] == 1:
-            return a[:, :, 0]
+            return a[:, :, 0], False
     if np.array_equal(a[:, :, 0], a[:, :, 1]) and np.array_equal(a[:, :, 0], a[:, :, 2]):
-        return a[:, :, 0]
+        return a[:, :, 0], False
+    return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114, True
+
+
+def _warn_luma(path: PathLike, what: str) -> None:
     log.warning("%s: %s is RGB with different channels; using luma 0.299R + 0.587G + 0.114B", path, what)
-    return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114
 
 
 def read_alpha(path: PathLike) -> np.ndarray:
@@ -166,8 +189,10 @@ def read_alpha(path: PathLike) -> np.ndarray:
     8-bit mattes are divided by 255, 16-bit PNGs by 65535; an RGB matte with equal channels is read
     as one channel (different channels: luma, with a warning).
     """
-    return np.ascontiguousarray(_single_channel(_to_float(_open(path), path), path, "alpha matte"),
-                                dtype=np.float32)
+    a, luma = _single_channel(_to_float(_open(path), path), path, "alpha matte")
+    if luma:
+        _warn_luma(path, "alpha matte")
+    return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def alpha_to_u8(alpha: np.ndarray) -> np.ndarray:
@@ -194,29 +219,44 @@ def normalize_trimap(values: np.ndarray) -> Tuple[np.ndarray, int]:
 
 def check_image(path: PathLike) -> None:
     """Decode ``path`` fully and drop the pixels: a DataError now for a truncated or unreadable file,
-    before a command writes any output."""
-    _open(path).close()
+    before a command writes any output (a float image with NaN or infinite pixels too)."""
+    img = _open(path)
+    try:
+        if img.mode == "F":
+            _to_float(img, path)
+    finally:
+        img.close()
 
 
-def read_trimap(path: PathLike, *, warn: bool = True) -> np.ndarray:
+def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = True) -> np.ndarray:
     """Read a trimap as uint8 (H, W) with values in {0, 128, 255}.
 
     Near-greys are mapped robustly (< 85 -> 0, >= 170 -> 255, else 128) and the number of changed
     pixels is logged. 16-bit trimaps are scaled to 8 bits first. A class-index trimap (values 0/1/2)
-    is refused with a DataError: mapped by value it would read as all background. ``warn=False``
-    skips the warnings (a second read of a file already checked).
+    is refused with a DataError: mapped by value it would read as all background; so is an image with
+    more than :data:`MAX_OFF_LEVEL_SHARE` of its pixels over :data:`TRIMAP_TOLERANCE` grey levels from
+    0/128/255 (a photo or noise, not a trimap with compression noise). ``warn=False`` skips the
+    warnings (a second read of a file already checked); ``warn_no_unknown=False`` skips only the one
+    about a trimap without unknown pixels (for a caller that refuses such a trimap itself).
     """
-    a = _single_channel(_to_float(_open(path), path), path, "trimap")
+    a, luma = _single_channel(_to_float(_open(path), path), path, "trimap")
     values = np.rint(a * 255.0)
     top = float(values.max()) if values.size else 0.0
     if 0 < top <= 2:
         raise DataError(f"{path}: trimap values are 0/1/2 (a class-index trimap); atldas reads trimaps as "
                         "0 = background, 128 = unknown, 255 = foreground: convert it (value * 127.5)")
     tri, changed = normalize_trimap(values)
+    off = int(np.count_nonzero(np.abs(values - tri) > TRIMAP_TOLERANCE)) if changed else 0
+    if off > MAX_OFF_LEVEL_SHARE * values.size:
+        raise DataError(f"{path}: {off / values.size:.0%} of the pixels are more than {TRIMAP_TOLERANCE} grey levels "
+                        f"from 0/128/255 (JPEG noise leaves under 8%): not a trimap (a photo or noise?); pass "
+                        "a trimap with 0 = background, 128 = unknown, 255 = foreground")
+    if luma and warn:  # after the refusals: a refused file gets one line
+        _warn_luma(path, "trimap")
     if changed and warn:
         log.warning("%s: trimap had %d pixels not in {0, 128, 255}; mapped <85 -> 0, >=170 -> 255, "
                     "else 128", path, changed)
-    if warn and not np.any(tri == 128):
+    if warn and warn_no_unknown and not np.any(tri == 128):
         log.warning("%s: trimap has no unknown (128) pixels", path)
     return tri
 

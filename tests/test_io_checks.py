@@ -1,0 +1,85 @@
+"""Input checks of atldas.data.io: junk trimaps and non-finite float images are refused in one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from atldas.data.io import check_image, read_alpha, read_rgb, read_trimap
+from atldas.errors import DataError
+
+
+def _trimap(h: int = 64, w: int = 96) -> np.ndarray:
+    """A thin unknown band around a disc, its edges off the 8x8 JPEG grid (the most JPEG noise)."""
+    yy, xx = np.mgrid[:h, :w]
+    r = np.hypot(yy - h / 2 + 0.5, xx - w / 2 + 0.5)
+    return np.where(r < 14, 255, np.where(r < 17, 128, 0)).astype(np.uint8)
+
+
+@pytest.mark.parametrize("quality", [75, 95])
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_trimap_is_read_with_the_mapping_warning(tmp_path, caplog, quality, mode):
+    t = _trimap()
+    Image.fromarray(t).convert(mode).save(tmp_path / "t.jpg", quality=quality)
+    assert not np.isin(np.asarray(Image.open(tmp_path / "t.jpg")), (0, 128, 255)).all()  # really noisy
+    got = read_trimap(tmp_path / "t.jpg")
+    assert (got != t).mean() < 0.01
+    assert "not in {0, 128, 255}" in caplog.text
+
+
+def _photo(h: int = 64, w: int = 96) -> np.ndarray:
+    """A smooth colour image with texture, like a photo (every grey level occurs)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:h, :w] / max(h, w)
+    base = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * xx + 4 * yy)], axis=2)
+    return np.clip((base + rng.normal(0, 0.05, base.shape)) * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["noise", "photo"])
+def test_noise_or_photo_as_trimap_is_refused_in_one_line(tmp_path, caplog, kind):
+    a = np.random.default_rng(1).integers(0, 256, (64, 96)).astype(np.uint8) if kind == "noise" else _photo()
+    Image.fromarray(a).save(tmp_path / "t.png")
+    with caplog.at_level("WARNING", logger="atldas"), pytest.raises(DataError) as info:
+        read_trimap(tmp_path / "t.png")
+    msg = str(info.value)
+    assert msg.startswith(f"{tmp_path / 't.png'}: ") and "not a trimap" in msg and "\n" not in msg
+    assert caplog.records == []  # the error alone: no "RGB ... luma" or "mapped" warning before it
+
+
+def test_rgb_trimap_warning_not_repeated_on_a_second_read(tmp_path, caplog):
+    t = np.repeat(_trimap()[:, :, None], 3, axis=2)
+    t[0, 0] = (0, 3, 0)  # channels differ in one pixel
+    Image.fromarray(t).save(tmp_path / "t.png")
+    with caplog.at_level("WARNING", logger="atldas"):
+        read_trimap(tmp_path / "t.png")
+        read_trimap(tmp_path / "t.png", warn=False)
+    assert sum("RGB with different channels" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_trimap_without_unknown_warns_unless_the_caller_refuses_it(tmp_path, caplog):
+    Image.fromarray(np.where(_trimap() == 255, 255, 0).astype(np.uint8)).save(tmp_path / "t.png")
+    with caplog.at_level("WARNING", logger="atldas"):
+        read_trimap(tmp_path / "t.png", warn_no_unknown=False)
+        assert caplog.records == []
+        read_trimap(tmp_path / "t.png")
+    assert "no unknown (128) pixels" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("reader", [read_rgb, read_alpha, read_trimap, check_image])
+def test_float_tiff_with_non_finite_pixels_is_refused(tmp_path, bad, reader):
+    a = np.where(_trimap() == 128, 0.5, _trimap() / 255.0).astype(np.float32)
+    a[3, 5] = bad
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    with pytest.raises(DataError) as info:
+        reader(tmp_path / "f.tif")
+    assert str(info.value) == f"{tmp_path / 'f.tif'}: 1 pixel(s) are NaN or infinite; re-save the image with " \
+                              "finite values"
+
+
+def test_finite_float_tiff_is_read(tmp_path):
+    a = np.linspace(0, 1, 64 * 96, dtype=np.float32).reshape(64, 96)
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    check_image(tmp_path / "f.tif")
+    np.testing.assert_array_equal(read_alpha(tmp_path / "f.tif"), a)
