@@ -10,13 +10,14 @@ import argparse
 import errno
 import logging
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Mapping, NoReturn, Optional, Sequence
 
 from atldas.version import __version__
-from atldas.errors import AtldasError
+from atldas.errors import AtldasError, ConfigError
 from atldas.utils.malloc import keep_freed_memory
 
 log = logging.getLogger("atldas")
@@ -29,8 +30,9 @@ def _threads(n: Optional[int]) -> None:
     """``--threads N``: torch's CPU threads (checked; torch imported only when a flag asks for it)."""
     if n is None:
         return
-    if n < 1:
-        raise AtldasError(f"--threads must be at least 1, got {n}")
+    from atldas.config import check_threads
+
+    check_threads(n)
     import torch
 
     torch.set_num_threads(n)
@@ -80,10 +82,43 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_disagreeing_sets(cfg: Any, flags: Mapping[str, Any], sets: Sequence[str], *,
+                             aliases: Optional[Mapping[str, str]] = None,
+                             labels: Optional[Mapping[str, str]] = None) -> None:
+    """Refuse a setting given both by its own flag and by a ``--set`` of another value (one ConfigError
+    line), so that neither silently wins; equal values pass, and both override a ``--config`` file.
+
+    Args:
+        cfg: the resolved config (the ``--set`` values applied).
+        flags: config key -> the flag's value (None: not given).
+        sets: the ``--set key=value`` texts.
+        aliases: old key -> current key, as :func:`atldas.config.apply_overrides` takes them.
+        labels: config key -> how the flag is written, where not ``--KEY`` (e.g. ``--no-progress``).
+    """
+    from atldas.config import leaf_paths
+
+    paths, aliases, labels = leaf_paths(cfg), dict(aliases or {}), dict(labels or {})
+    given = {paths.get(aliases.get(k, k)): (k, v) for k, v in flags.items() if v is not None}
+    for pair in sets:
+        key = pair.split("=", 1)[0].strip().replace("-", "_")
+        path = paths.get(aliases.get(key, key))
+        if path is None or path not in given:
+            continue
+        name, value = given[path]
+        now = cfg
+        for field in path:
+            now = getattr(now, field)
+        if now != value:
+            label = labels.get(name, "--" + name.replace("_", "-"))
+            shown = label if isinstance(value, bool) else f"{label} {value}"
+            raise ConfigError(f"{shown} and --set {pair.strip()} disagree; give {name} once, as the flag or "
+                              "as --set")
+
+
 def _retrain_config(args: argparse.Namespace):
     import dataclasses
 
-    from atldas.config import apply_overrides, load_yaml
+    from atldas.config import apply_overrides, check_threads, load_yaml
     from atldas.retrain import RetrainConfig
 
     cfg = load_yaml(RetrainConfig, args.config) if args.config else RetrainConfig()
@@ -94,8 +129,11 @@ def _retrain_config(args: argparse.Namespace):
     changes = {k: v for k, v in flags.items() if v is not None}
     if args.no_progress:
         changes["progress"] = False
-    cfg = dataclasses.replace(cfg, **changes)
-    return apply_overrides(cfg, args.set or [])
+    cfg = apply_overrides(dataclasses.replace(cfg, **changes), args.set or [])
+    _refuse_disagreeing_sets(cfg, changes, args.set or [], labels={"model": "GENOTYPE|MODEL",
+                                                                  "progress": "--no-progress"})
+    check_threads(cfg.threads, where="threads")  # from --config or --set
+    return cfg
 
 
 def _cmd_retrain(args: argparse.Namespace) -> int:
@@ -136,8 +174,8 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def _search_config(args: argparse.Namespace):
-    from atldas.config import parse_amount
-    from atldas.run import make_search_config
+    from atldas.config import check_threads, parse_amount
+    from atldas.run import ALIASES, make_search_config
 
     flags = {"space": args.space, "strategy": args.strategy, "data": args.data, "epochs": args.epochs,
              "seed": args.seed, "out": args.out, "device": args.device, "backgrounds": args.backgrounds,
@@ -145,7 +183,10 @@ def _search_config(args: argparse.Namespace):
     for key in ("target_macs", "target_params", "target_latency_ms"):
         value = getattr(args, key)
         flags[key] = None if value is None else parse_amount(value)
-    return make_search_config(file=args.config, sets=args.set or [], **flags)
+    cfg = make_search_config(file=args.config, sets=args.set or [], **flags)
+    _refuse_disagreeing_sets(cfg, flags, args.set or [], aliases=ALIASES, labels={"progress": "--no-progress"})
+    check_threads(cfg.threads, where="threads")  # from --config or --set
+    return cfg
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -232,9 +273,32 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser (and, through ``add_subparsers``, every sub-command's) whose usage errors are
+    one line, ``PROG: error: MESSAGE (see PROG --help)``, exit status 2, instead of the usage block;
+    unknown arguments are reported by the sub-command that was given them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_parser=self)  # the innermost sub-command's wins
+
+    def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
+                   namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
+        ns, extra = self.parse_known_args(args, namespace)
+        if extra:
+            getattr(ns, "_parser", self).error(f"unrecognized arguments: {' '.join(extra)}")
+        return ns
+
+    def error(self, message: str) -> NoReturn:
+        flag = re.match(r"argument (\S+): expected one argument$", message)
+        if flag:  # e.g. --target-macs -5M: argparse takes -5M for a flag
+            message += f"; write a value that starts with '-' as {flag.group(1).split('/')[-1]}=VALUE"
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (one sub-command per verb)."""
-    parser = argparse.ArgumentParser(prog="atldas", description="Hardware-aware differentiable architecture search "
+    parser = _Parser(prog="atldas", description="Hardware-aware differentiable architecture search "
                                      "with explicit topology learning (ATL-DAS) for image matting.")
     parser.add_argument("--version", action="version", version=f"atldas {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -261,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="start afresh in an --out that holds a run: the old folder is moved aside to OUT.replaced-TIME")
     p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key (repeatable); a key that its own flag also sets (--out, "
+                        "--epochs, ...) to another value is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_search)
 
@@ -283,7 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune", action="store_true", help="stop trials whose per-epoch loss is below the median "
                                                          "(single objective: --objective loss)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="fixed search setting for every trial")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="fixed search setting for every trial (not space or out: --space, --out)")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("derive", parents=[common], help="derive the genotype of a search run")
@@ -345,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh in an --out that holds a run: the old folder is moved aside to OUT.replaced-TIME")
     p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any config key, e.g. C=16, layers=5, lr=1e-3, ema=0.999 (repeatable)")
+                   help="override any config key, e.g. C=16, layers=5, lr=1e-3, ema=0.999 (repeatable); a key "
+                        "that its own flag also sets (--out, --epochs, ...) to another value is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_retrain)
 
@@ -465,6 +533,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     thread_policy()
     keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages
     try:
+        from atldas.config import check_threads
+
+        check_threads(getattr(args, "threads", None))  # every verb's --threads, before torch starts them
         return int(args.func(args) or 0)
     except AtldasError as exc:
         if args.debug:

@@ -26,13 +26,17 @@ import yaml
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
-__all__ = ["check_ranges", "parse_amount", "coerce", "build", "apply_overrides", "leaf_paths", "annotation_at", "set_path",
-           "read_yaml", "load_yaml", "save_yaml", "to_dict"]
+__all__ = ["MAX_THREADS", "check_threads", "check_ranges", "parse_amount", "coerce", "build", "apply_overrides",
+           "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml", "to_dict"]
 
 C = TypeVar("C")
 
 _AMOUNT = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+#: The most torch CPU threads a run may ask for. Above the hardware threads of any machine torch
+#: runs on today (two 192-core sockets with SMT have 768), and below where starting them fails: 100000
+#: segfaults inside OpenMP, or Python's ``can't start new thread``; 4096 still starts on a 2-core box.
+MAX_THREADS = 1024
 
 
 def parse_amount(text: str) -> float:
@@ -45,6 +49,18 @@ def parse_amount(text: str) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{text!r} is not a finite amount; write e.g. 8G, 2M, 500k or 1.5e9")
     return value
+
+
+def check_threads(n: Optional[int], *, where: str = "--threads") -> None:
+    """Raise ConfigError unless ``n`` (torch CPU threads; None: torch's default) is in 1..MAX_THREADS.
+
+    The one check of a thread count, for every verb, before torch is asked for the threads.
+    """
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ConfigError(f"{where} must be an integer in 1..{MAX_THREADS}, got {n!r}; more threads than "
+                          f"cores only slows torch down (this machine has {os.cpu_count() or 1})")
 
 
 def check_ranges(obj: Any, limits: Mapping[str, Tuple[float, float]]) -> None:
@@ -241,7 +257,7 @@ def parse_text(text: str, annotation: Any, where: str) -> Any:
 
 
 def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[str, str]] = None,
-                    hook: Optional[Callable[[C, str], C]] = None) -> C:
+                    hook: Optional[Callable[[C, str], C]] = None, flag: str = "--set") -> C:
     """Apply ``key=value`` texts to a (nested) config dataclass.
 
     Args:
@@ -250,6 +266,7 @@ def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[s
         aliases: old key -> current key (e.g. ``budget_form`` -> ``budget.form``).
         hook: called as ``hook(cfg, key)`` before each key is resolved, to return a config in which
             it can be (e.g. with the settings class of another strategy).
+        flag: the command-line flag the pairs came from, for messages (e.g. ``--retrain-set``).
 
     Raises:
         ConfigError: a pair without ``=``, an unknown or ambiguous key (the message lists the known
@@ -257,7 +274,7 @@ def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[s
     """
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--set expects key=value, got {pair!r}")
+            raise ConfigError(f"{flag} expects key=value, got {pair!r}")
         key, value = pair.split("=", 1)
         key = key.strip().replace("-", "_")
         key = dict(aliases or {}).get(key, key)
@@ -266,10 +283,11 @@ def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[s
         paths = leaf_paths(cfg)
         if key not in paths:
             names = sorted(k for k in paths if "." not in k)
-            raise ConfigError(f"--set: unknown key {key!r}; known keys: {', '.join(names)} "
-                              "(or a dotted path such as hp.arch_lr)")
+            nested = any("." in k for k in paths)  # a flat config (retrain's) has no dotted paths
+            raise ConfigError(f"{flag}: unknown key {key!r}; known keys: {', '.join(names)}"
+                              + (" (or a dotted path such as hp.arch_lr)" if nested else ""))
         path = paths[key]
-        cfg = set_path(cfg, path, parse_text(value, annotation_at(cfg, path), f"--set {key}"))
+        cfg = set_path(cfg, path, parse_text(value, annotation_at(cfg, path), f"{flag} {key}"))
     return cfg
 
 
@@ -279,7 +297,12 @@ def read_yaml(path: str | os.PathLike[str]) -> Dict[str, Any]:
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text (YAML) file; give a YAML config such as a run's "
+                          "config.yaml") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):

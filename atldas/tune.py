@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from atldas.config import apply_overrides, leaf_paths
+from atldas.config import apply_overrides, check_threads, leaf_paths
 from atldas.errors import AtldasError, ConfigError
 from atldas.run import ALIASES, make_search_config
 from atldas.tasks import get_task
@@ -109,6 +109,9 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
             text = Path(text_or_path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"--space-file {text_or_path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"--space-file {text_or_path}: not a UTF-8 text (YAML) file; give a YAML tuning "
+                              "space (atldas tune --help)") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -314,18 +317,28 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
             raise ConfigError(f"--retrain-epochs: the {space} space's task is {get_space(space).task}; "
                               "retrain trains matting networks only")
         retrain_base = apply_overrides(RetrainConfig(epochs=retrain_epochs, progress=False, tensorboard=False),
-                                       list(retrain_sets))
+                                       list(retrain_sets), flag="--retrain-set")
+        check_threads(retrain_base.threads, where="--retrain-set threads")
+    own = {"--set": {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"},
+           "--retrain-set": {"model": "each retrain trains its trial's genotype",
+                             "out": "each retrain writes to OUT/trial-NNNN/retrain"}}
+    for flag, pairs in (("--set", sets), ("--retrain-set", retrain_sets)):  # a key tune sets itself: refused
+        for pair in pairs:
+            key = pair.split("=", 1)[0].strip().replace("-", "_")
+            if key in own[flag]:
+                raise ConfigError(f"{flag} {pair}: tune sets {key} itself ({own[flag][key]}); drop this {flag}")
     params = load_tune_space(space_file, space=space)
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
     base.check(get_task(base.task or get_space(space).task))
-    out_dir = check_output(out, flag="--out", folder=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_threads(base.threads, where="--set threads")
     if prune and list(objectives) != ["loss"]:
         raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "
                           "take several objectives")
+    out_dir = check_output(out, flag="--out", folder=True)
     name = study or f"tune-{space}"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None
-    st = open_study(open_storage(storage, out_dir), name, objectives, pruner=pruner)
+    st = open_study(open_storage(storage, out_dir), name, objectives, pruner=pruner)  # refused: no OUT made
+    out_dir.mkdir(parents=True, exist_ok=True)  # (made already when it holds the journal)
     done_states = (optuna.trial.TrialState.COMPLETE,)
     succeeded: List[int] = []  # this worker's last trial finished
 
