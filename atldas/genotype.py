@@ -7,7 +7,11 @@ the cell output.
 
 Files (``atldas-genotype/1``, see docs/architecture) are JSON, written atomically; the DARTS string
 ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])`` is read (without
-eval) and written when every node has in-degree 2:
+eval) and written when every node has in-degree 2. A JSON file must have a ``space`` object (``{}``:
+no space, the cells alone, as a DARTS string gives them); the cells must agree with what it records
+(``nodes``, ``in_degree``, ``ops``, and ``macro.in_channels`` where the macro's input is fixed, see
+:data:`MACRO_INPUT_CHANNELS`). Reading a file checks the cells, then the space, then the ``darts``
+string, and the messages name the file (the registered ops are checked where a network is built):
 
     >>> g = Genotype.load("genotype.json")        # or a text file holding a DARTS Genotype(...) string
     >>> g.validate(ops=OPS.names())                # ConfigError naming the cell and node on a fault
@@ -21,6 +25,7 @@ from __future__ import annotations
 import ast
 import copy
 import hashlib
+import itertools
 import json
 import os
 from dataclasses import dataclass, field
@@ -45,6 +50,11 @@ Node = tuple[Edge, ...]
 CELL_TYPES = ("normal", "reduce")
 #: Most intermediate nodes a cell may have (DARTS cells have 4; the search spaces allow up to 8).
 MAX_NODES = 32
+#: Macro name -> the input channels every atldas verb feeds its networks: the CheapMatting macro (the
+#: ``matting`` and ``tiny`` spaces, the matting task) takes RGB + the one-hot trimap [bg, unknown, fg].
+#: A genotype's ``space.macro.in_channels`` must match (tests/test_genotype_validation.py keeps this
+#: in step with the spaces). A macro without a ``name`` is CheapMatting's unless the space is ``darts_cifar``.
+MACRO_INPUT_CHANNELS = {"cheapmatting": 6}
 
 
 def _as_index(value: Any, where: str) -> int:
@@ -258,8 +268,15 @@ class Genotype:
         """Whether every node has in-degree 2 (expressible as a DARTS ``Genotype``)."""
         return all(d == 2 for c in (self.normal, self.reduce) for d in c.in_degrees)
 
+    @property
+    def source(self) -> str:
+        """The file :meth:`load` read this genotype from ("" otherwise); :meth:`validate` names it."""
+        return self.__dict__.get("_source", "")
+
     def validate(self, *, ops: Iterable[str] | None = None) -> "Genotype":
-        """Check both cells; raise ConfigError naming the cell and node on a fault.
+        """Check both cells (no ``none`` op: a derived genotype leaves an absent edge out), then their
+        agreement with ``space``; raise ConfigError naming the cell and node (and the file, for a
+        genotype :meth:`load` read) on a fault.
 
         Args:
             ops: the allowed op names (e.g. ``atldas.ops.OPS.names()``, or a space's ops); None checks
@@ -268,9 +285,60 @@ class Genotype:
         Returns:
             self, so that ``Genotype.load(p).validate()`` chains.
         """
-        for name, cell in self.cells().items():
-            cell.validate(ops=ops, name=name)
+        try:
+            for name, cell in self.cells().items():
+                cell.validate(ops=ops, name=name)
+                for j, node in enumerate(cell.nodes):
+                    if any(op == "none" for op, _ in node):
+                        raise ConfigError(f"{name} cell, node {j} (state {j + 2}): op 'none' is not an op of a "
+                                          "derived genotype (an absent edge is left out); remove this input")
+            self._check_space()
+        except ConfigError as e:
+            if self.source:
+                raise ConfigError(f"{self.source}: {e}") from None
+            raise
         return self
+
+    def _check_space(self) -> None:
+        """The cells against ``space.nodes``, ``space.in_degree``, ``space.ops`` (each when present) and
+        ``space.macro.in_channels`` against :data:`MACRO_INPUT_CHANNELS`."""
+        space = self.space
+        nodes, degree, ops = space.get("nodes"), space.get("in_degree"), space.get("ops")
+        if nodes is not None and (isinstance(nodes, bool) or not isinstance(nodes, int)):
+            raise ConfigError(f"genotype space.nodes must be an integer, got {nodes!r}")
+        if degree is not None and not (isinstance(degree, (list, tuple)) and len(degree) == 2
+                                       and all(isinstance(k, int) and not isinstance(k, bool) for k in degree)
+                                       and 1 <= degree[0] <= degree[1]):
+            raise ConfigError(f"genotype space.in_degree must be [k_min, k_max] with 1 <= k_min <= k_max, "
+                              f"got {degree!r}")
+        if ops is not None and not (isinstance(ops, (list, tuple)) and all(isinstance(o, str) for o in ops)):
+            raise ConfigError(f"genotype space.ops must be a list of op names, got {ops!r}")
+        for name, cell in self.cells().items():
+            if nodes is not None and cell.n_nodes > nodes:
+                raise ConfigError(f"{name} cell, node {nodes} (state {nodes + 2}): beyond space.nodes = {nodes} "
+                                  f"(the cell has {cell.n_nodes}); remove it or set space.nodes to {cell.n_nodes}")
+            if nodes is not None and cell.n_nodes < nodes:
+                raise ConfigError(f"{name} cell has {cell.n_nodes} nodes (0..{cell.n_nodes - 1}), space.nodes "
+                                  f"says {nodes}; add nodes or set space.nodes to {cell.n_nodes}")
+            for j, node in enumerate(cell.nodes):
+                where = f"{name} cell, node {j} (state {j + 2})"
+                if degree is not None and not degree[0] <= len(node) <= degree[1]:
+                    raise ConfigError(f"{where} has {len(node)} inputs, outside space.in_degree "
+                                      f"{list(degree)}; give it {degree[0]}..{degree[1]} inputs or widen "
+                                      "space.in_degree")
+                bad = next((op for op, _ in node if ops is not None and op not in ops), None)
+                if bad is not None:
+                    raise ConfigError(f"{where}: unknown op {bad!r} for this space (space.ops: {', '.join(ops)}); "
+                                      "use one of them or add it to space.ops")
+        macro = space.get("macro")
+        if isinstance(macro, Mapping) and "in_channels" in macro:
+            macro_name = macro.get("name") or ("darts_cifar" if space.get("name") == "darts_cifar"
+                                               else "cheapmatting")
+            fixed = MACRO_INPUT_CHANNELS.get(macro_name)
+            if fixed is not None and macro["in_channels"] != fixed:
+                raise ConfigError(f"genotype space.macro.in_channels is {macro['in_channels']!r}, but the "
+                                  f"{macro_name} network takes {fixed} input channels (RGB + one-hot trimap); "
+                                  f"set it to {fixed}")
 
     def hash(self, length: int = 12) -> str:
         """Stable content hash: sha256 of the canonical JSON of the cells (and choices), hex prefix."""
@@ -395,9 +463,11 @@ class Genotype:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, validate: bool = True) -> "Genotype":
-        """Inverse of :meth:`to_json`; validates against the registered ops unless ``validate=False``.
+        """Inverse of :meth:`to_json`; validates the cells and their agreement with ``space`` (:meth:`validate`)
+        unless ``validate=False``, then checks the ``darts`` string (on a disagreement, a fault in the
+        cells is reported instead, whatever ``validate``). ``space`` is required (``{}``: none).
 
-        An object with DARTS keys (``normal``, ``normal_concat``...) is accepted too.
+        An object with DARTS keys (``normal``, ``normal_concat``...) is accepted too (no space).
         """
         if not isinstance(data, Mapping):
             raise ConfigError("a genotype must be a JSON object")
@@ -410,17 +480,28 @@ class Genotype:
         cells = data.get("cells")
         if not isinstance(cells, Mapping) or any(k not in cells for k in CELL_TYPES):
             raise ConfigError("genotype 'cells' must hold a 'normal' and a 'reduce' cell")
+        if data.get("space") is None:  # no default: the network of the cells depends on it
+            raise ConfigError("genotype has no 'space' (the space and macro the cells were derived for, which "
+                              "`atldas derive` writes); add it, or \"space\": {} for the cells alone (the "
+                              "released CheapMatting macro)")
         g = cls(normal=CellSpec.from_dict(cells["normal"], name="normal"),
                 reduce=CellSpec.from_dict(cells["reduce"], name="reduce"),
-                space=data.get("space") or {}, cost=data.get("cost") or {},
+                space=data["space"], cost=data.get("cost") or {},
                 provenance=data.get("provenance") or {}, choices=data.get("choices") or {})
         if validate:
             g.validate()
         darts = data.get("darts")
         if darts is not None and g.is_darts:
+            if not isinstance(darts, str):
+                raise ConfigError(f"genotype 'darts' must be a Genotype(...) string, got {darts!r}")
             d = Genotype.from_darts(darts)  # the DARTS string carries the cells only, not the choices
             if (d.normal, d.reduce) != (g.normal, g.reduce):
-                raise ConfigError("genotype 'darts' string disagrees with 'cells'; delete one of them")
+                g.validate()  # a fault in the cells is the one to report
+                name = next(n for n in CELL_TYPES if getattr(d, n) != getattr(g, n))
+                pairs = itertools.zip_longest(getattr(d, name).nodes, getattr(g, name).nodes)
+                j = next((j for j, (a, b) in enumerate(pairs) if a != b), None)
+                raise ConfigError(f"genotype 'darts' string disagrees with 'cells' (first at {name} cell, "
+                                  f"{'concat' if j is None else f'node {j}'}); delete one of them")
         return g
 
     @classmethod
@@ -463,7 +544,9 @@ class Genotype:
             raise ConfigError(f"genotype path is a folder, expected a file: {path}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read genotype file {path}: {e}") from None
-        return cls.loads(text, validate=validate, source=str(path))
+        g = cls.loads(text, validate=validate, source=str(path))
+        object.__setattr__(g, "_source", str(path))  # validate() names the file from now on
+        return g
 
 
 def _from_json_unvalidated(data: Mapping[str, Any]) -> Genotype:
