@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from atldas.errors import ConfigError
-from atldas.utils.atomic import check_output, write_json
+from atldas.utils.atomic import check_output, refuse_overwriting_non_json, write_json
 from atldas.matting.footprint import predict_bytes
 from atldas.models.base import MattingModel
 from atldas.models.zoo import require_torch, resolve_model
@@ -184,6 +184,7 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
     if json_path is not None:
         check_output(json_path, flag="--json")
+        refuse_overwriting_non_json(json_path)
     h, w = _hw(size)
     dev = resolve_device(device)
     resolved = [require_torch(resolve_model(m), "bench") for m in models]  # all checked before any timing

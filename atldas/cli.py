@@ -52,6 +52,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _max_pixels(args.max_pixels)
     from atldas.matting.metrics import format_table
 
+    model_only = [f for f, v in (("--checkpoint", args.checkpoint), ("--data", args.data),
+                                 ("--save-pred", args.save_pred), ("--device", args.device),
+                                 ("--backgrounds", args.backgrounds), ("--limit", args.limit),
+                                 ("--threads", args.threads), ("--amp", args.amp or None)) if v is not None]
     if args.model is not None:
         from atldas.matting import scoring  # the model path only: scoring folders does not import torch
 
@@ -60,6 +64,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.pred is not None:
             raise AtldasError("eval takes either --model/--checkpoint/--data (run a model) or "
                               "--pred/--alpha/--trimap (score prediction folders), not both")
+        if args.workers is not None:
+            raise AtldasError("--workers applies to scoring prediction folders (--pred/--alpha/--trimap); "
+                              "model-level eval (--model) scores in this process: drop --workers")
         if args.data is None:
             raise AtldasError("model-level eval needs --data DIR (a data set folder) or --data synthetic")
         kw = {"backgrounds": args.backgrounds}
@@ -68,10 +75,20 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if args.limit is not None:
             kw["count" if args.data == "synthetic" else "limit"] = args.limit
         result = scoring.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
-                                         save_pred=args.save_pred, json_path=args.json, device=args.device,
+                                         save_pred=args.save_pred, json_path=args.json,
+                                         device=args.device or "cpu",
                                          progress=not args.no_progress, amp=args.amp, **kw)
         print(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"))
         return 0
+    given = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is not None]
+    if model_only and not given:
+        raise AtldasError(f"{', '.join(model_only)} need{'s' if len(model_only) == 1 else ''} --model MODEL "
+                          "(model-level eval: --model MODEL [--checkpoint CKPT] --data DIR); or score "
+                          "prediction folders with --pred DIR --alpha DIR --trimap DIR")
+    if model_only:
+        raise AtldasError(f"{', '.join(model_only)} appl{'ies' if len(model_only) == 1 else 'y'} to model-level "
+                          "eval (--model) only; scoring prediction folders (--pred/--alpha/--trimap) takes --json, "
+                          "--workers, --max-pixels: drop them")
     missing = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is None]
     if missing:
         raise AtldasError("eval needs --pred DIR --alpha DIR --trimap DIR (missing: "
@@ -115,6 +132,50 @@ def _refuse_disagreeing_sets(cfg: Any, flags: Mapping[str, Any], sets: Sequence[
                               "as --set")
 
 
+def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets: Sequence[str], *,
+                           config: Optional[str], run: Path, aliases: Optional[Mapping[str, str]] = None,
+                           labels: Optional[Mapping[str, str]] = None) -> None:
+    """On ``--resume``, refuse the flags, ``--set`` values and ``--config`` keys that differ from the
+    run's saved ``config.yaml`` (one ConfigError line listing them), instead of ignoring them: a resumed
+    run continues its own config. ``--out`` names the run; ``--no-progress`` is a display setting and
+    follows the command.
+
+    Args:
+        cfg: the resolved config of this command line; saved: the run's.
+        flags: config key -> the flag's value (None: not given).
+        sets: the ``--set key=value`` texts; config: the ``--config`` file, or None.
+        run: the run directory, for the message.
+        aliases, labels: as :func:`_refuse_disagreeing_sets` takes them.
+    """
+    from atldas.config import leaf_paths, read_yaml
+
+    paths, aliases, labels = leaf_paths(cfg), dict(aliases or {}), dict(labels or {})
+    given = []  # (how the user wrote it, config path)
+    for name, value in flags.items():
+        if value is not None:
+            label = labels.get(name, "--" + name.replace("_", "-"))
+            given.append((label if isinstance(value, bool) else f"{label} {value}", paths.get(aliases.get(name, name))))
+    for pair in sets:
+        key = pair.split("=", 1)[0].strip().replace("-", "_")
+        given.append((f"--set {pair.strip()}", paths.get(aliases.get(key, key))))
+    for key, value in (read_yaml(config) if config else {}).items():
+        for k in ([f"{key}.{kk}" for kk in value] if isinstance(value, Mapping) else [key]):
+            given.append((f"--config {config}: {k}", paths.get(aliases.get(k, k))))
+
+    def at(obj: Any, path: Sequence[str]) -> Any:
+        for field in path:
+            obj = getattr(obj, field, None)
+        return obj
+
+    changed = [f"{shown} (the run has {at(saved, path)})" for shown, path in given
+               if path not in (None, ("out",), ("progress",)) and at(cfg, path) != at(saved, path)]
+    if changed:
+        raise ConfigError(f"--resume continues {run} with its saved config.yaml, which {', '.join(changed)} would "
+                          f"change: drop {'it' if len(changed) == 1 else 'them'} (a run's settings, its number of "
+                          "epochs included, cannot change on resume; to train longer or otherwise, start a new run "
+                          "with another --out)")
+
+
 def _retrain_config(args: argparse.Namespace):
     import dataclasses
 
@@ -130,9 +191,15 @@ def _retrain_config(args: argparse.Namespace):
     if args.no_progress:
         changes["progress"] = False
     cfg = apply_overrides(dataclasses.replace(cfg, **changes), args.set or [])
-    _refuse_disagreeing_sets(cfg, changes, args.set or [], labels={"model": "GENOTYPE|MODEL",
-                                                                  "progress": "--no-progress"})
+    labels = {"model": "GENOTYPE|MODEL", "progress": "--no-progress"}
+    _refuse_disagreeing_sets(cfg, changes, args.set or [], labels=labels)
     check_threads(cfg.threads, where="threads")  # from --config or --set
+    run = Path(cfg.out) if cfg.out else None
+    if args.resume and run is not None and (run / "last.pt").is_file() and (run / "config.yaml").is_file():
+        from atldas.config import build, read_yaml
+
+        saved = build(RetrainConfig, read_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+        _refuse_resume_changes(cfg, saved, changes, args.set or [], config=args.config, run=run, labels=labels)
     return cfg
 
 
@@ -186,6 +253,16 @@ def _search_config(args: argparse.Namespace):
     cfg = make_search_config(file=args.config, sets=args.set or [], **flags)
     _refuse_disagreeing_sets(cfg, flags, args.set or [], aliases=ALIASES, labels={"progress": "--no-progress"})
     check_threads(cfg.threads, where="threads")  # from --config or --set
+    if args.resume:
+        from atldas.config import read_yaml
+        from atldas.run import CHECKPOINT, load_search_config
+        from atldas.search import default_out
+
+        run = Path(cfg.out) if cfg.out else default_out(cfg)
+        if (run / CHECKPOINT).is_file() and (run / "config.yaml").is_file():
+            saved = load_search_config(read_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+            _refuse_resume_changes(cfg, saved, flags, args.set or [], config=args.config, run=run, aliases=ALIASES,
+                                   labels={"progress": "--no-progress"})
     return cfg
 
 
@@ -376,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint for --model")
     p.add_argument("--data", help="dataset folder for --model (any layout the readers know), or 'synthetic'")
     p.add_argument("--save-pred", help="with --model: write the 8-bit predictions to this folder")
-    p.add_argument("--device", default="cpu", help="with --model: cpu (default) or cuda")
+    p.add_argument("--device", help="with --model: cpu (default) or cuda")
     p.add_argument("--backgrounds", help="with --model: background folder for composed test sets (D646)")
     p.add_argument("--limit", type=int, help="with --model: score the first N images only")
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
@@ -442,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory; exact only for "
                         "networks without image-wide context (cheapmatting and aematter differ slightly)")
-    p.add_argument("--overlap", type=int, default=64, help="overlap of neighbouring tiles in pixels (default 64)")
+    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (default 64)")
     p.add_argument("--max-size", type=int, metavar="N", help="predict images whose longer side exceeds N on a copy "
                    "scaled to N, alpha upsampled and clamped by the full trimap (bounded memory for any network; "
                    "loses detail: README)")

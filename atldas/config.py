@@ -244,9 +244,16 @@ def parse_text(text: str, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected an integer, got {text!r}") from None
     if ann is float:
         try:
+            value = float(t)
+        except ValueError:  # 25G, 2M: an amount
+            value = None
+        if value is not None and not math.isfinite(value):  # a rate or weight as well as a budget: no amount hint
+            raise ConfigError(f"{where}: {text!r} is not a finite number; give a finite value (e.g. 0.001, 3e-4)")
+        try:
             return parse_amount(t)
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        except ConfigError:
+            raise ConfigError(f"{where}: cannot read {text!r} as a number; write e.g. 0.001, 3e-4, or an amount "
+                              "such as 2M or 8G") from None
     if typing.get_origin(ann) in (tuple, list):
         try:
             data = yaml.safe_load(t)

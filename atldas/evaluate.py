@@ -61,7 +61,7 @@ from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, image_info, list_imag
 from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
-from atldas.utils.atomic import refuse_input_as_output, write_json
+from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_json
 
 log = logging.getLogger("atldas")
 
@@ -147,6 +147,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
                         trimap_dir=trimap_dir)
     if json_path is not None:
         refuse_input_as_output(json_path, [f for item in items for f in item[1:]], flag="--json")
+        refuse_overwriting_non_json(json_path)  # after the input check: naming an input says more
     sixteen_bit = _check_sizes(items)
     if sixteen_bit:
         log.info("%d prediction(s) are 16-bit; quantised to 8 bits by rounding, as the DIM metrics "

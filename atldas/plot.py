@@ -31,7 +31,7 @@ from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import CellSpec, Genotype
 from atldas.models.cheapmatting import CheapMatting, CheapMattingCfg
 from atldas.models.darts_cifar import STEM_MULTIPLIER, DartsCifarNetwork
-from atldas.models.zoo import MODELS, check_genotype, genotype_macro
+from atldas.models.zoo import MODELS, check_genotype, genotype_macro, no_genotype
 from atldas.topology import cell_stack, reductions_of, stage_taps
 from atldas.utils.atomic import atomic_path, check_output
 
@@ -308,6 +308,14 @@ def plot_genotype(genotype: Genotype, *, out: PathLike, macro: str = "auto") -> 
     for name, cell in genotype.cells().items():
         cell.validate(name=name)
     kind = macro_kind(genotype) if macro == "auto" else macro
+    own = macro_kind(genotype)
+    space = dict(genotype.space or {})
+    if kind != own and kind in ("matting", "classifier") and (space.get("name") or space.get("macro")):
+        what = {"matting": "the CheapMatting macro", "classifier": "the DARTS CIFAR classifier macro",
+                "none": "a network without a macro view"}[own]
+        raise ConfigError(f"--macro {kind}: this genotype's network (space {space.get('name', '?')}) is {what}, so "
+                          f"the {kind} view would draw a network it does not build; drop --macro (auto draws its "
+                          "own)")
     bounds = [cell_layout(genotype.normal)[3], cell_layout(genotype.reduce)[3],
               _macro_spec(genotype, kind)[4] if kind != "none" else (0.0, 0.0, 0.0, 0.0)]
     (wn, hn), (wr, hr), (wm, hm) = [(b[1] - b[0], b[3] - b[2]) for b in bounds]
@@ -361,8 +369,7 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
     path = Path(text)
     if path.is_dir():
         if not (path / "genotype.json").is_file():
-            raise ConfigError(f"{path} has no genotype.json: pass a run directory of `atldas search` "
-                              f"(or run `atldas derive {path}` first) or a genotype file")
+            raise ConfigError(no_genotype(path))
         return check_genotype(Genotype.load(path / "genotype.json", validate=False)), path / "plots" / "genotype.png"
     if path.is_file():
         return check_genotype(Genotype.load(path, validate=False)), path.with_suffix(".png")

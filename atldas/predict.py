@@ -164,7 +164,7 @@ def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Di
 
 def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trimap: PathLike, out: PathLike,
             bits: int = 8, cutout: bool = True, device: Union[str, torch.device] = "cpu",
-            tile: Optional[int] = None, overlap: int = 64, amp: bool = False, progress: bool = True,
+            tile: Optional[int] = None, overlap: Optional[int] = None, amp: bool = False, progress: bool = True,
             max_size: Optional[int] = None) -> List[Path]:
     """Predict alpha mattes (and cut-outs) for image/trimap files; see the module docstring.
 
@@ -178,7 +178,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         cutout: also write ``rgba/<stem>.png``.
         device: ``cpu`` or ``cuda``.
         tile: tile side for large images (multiple of 32), or None.
-        overlap: overlap of neighbouring tiles.
+        overlap: overlap of neighbouring tiles in pixels (None: 64); only with ``tile``.
         amp: autocast (bfloat16 on the CPU, float16 on CUDA).
         progress: show a tqdm bar (on a terminal).
         max_size: predict images whose longer side exceeds it on a scaled copy
@@ -192,6 +192,10 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     """
     if bits not in (8, 16):
         raise ConfigError(f"--bits must be 8 or 16, got {bits}")
+    if tile is None and overlap is not None:
+        raise ConfigError(f"--overlap {overlap} applies to tiled prediction only: add --tile N, or drop --overlap")
+    if overlap is None:
+        overlap = 64
     if tile is not None:
         check_tiling(int(tile), int(overlap))
     if max_size is not None and not 64 <= max_size <= 65536:

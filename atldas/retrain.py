@@ -456,8 +456,8 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
     """Train ``cfg.model`` from scratch and write the run directory (see the module docstring).
 
     Args:
-        cfg: the configuration; on ``resume`` only ``cfg.out`` is used, the rest comes from the run's
-            ``config.yaml``.
+        cfg: the configuration; on ``resume`` only ``cfg.out`` and ``cfg.progress`` are used, the rest
+            comes from the run's ``config.yaml`` (``atldas retrain --resume`` refuses flags that differ from it).
         resume: continue the run in ``cfg.out`` from its ``last.pt``.
         force: start afresh where ``cfg.out`` holds a run; the old folder is moved aside first.
 
@@ -519,9 +519,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     if resume:
         rd.check_resume()
         saved = build(RetrainConfig, rd.read_config(), where=str(out / "config.yaml"))
-        if dataclasses.replace(saved, out=cfg.out) != dataclasses.replace(cfg, out=cfg.out) and cfg.model:
-            log.info("resuming with the run's saved config.yaml (flags other than --out are ignored)")
-        cfg = dataclasses.replace(saved, out=str(out))
+        cfg = dataclasses.replace(saved, out=str(out), progress=cfg.progress)  # progress: a display setting
     else:
         rd.check_new()
         cfg = dataclasses.replace(cfg, out=str(out))

@@ -632,6 +632,11 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path
     path = Path(out) if out else Path(run_dir) / "genotype.json"
     if Path(run_dir).is_dir():
         refuse_input_as_output(path, [p for p in Path(run_dir).iterdir() if p.name != "genotype.json"], flag="--out")
+        if RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").owner() == "retrain":
+            g = Path(run_dir) / "genotype.json"
+            have = f"its genotype is already in {g}" if g.is_file() else "it trained a registered model, no genotype"
+            raise ConfigError(f"{run_dir} is a retrain run, not a search run: derive reads the folder of an `atldas "
+                              f"search` run; {have}")
     run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
     run.final_genotype().save(path)
     return path

@@ -21,7 +21,7 @@ from atldas.cost import format_cost
 from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.plot import plot_genotype
-from atldas.run import CHECKPOINT, Run, SearchConfig, load_search_config, write_cost_table
+from atldas.run import CHECKPOINT, Run, SearchConfig, write_cost_table
 from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
 from atldas.utils.dist import barrier, check_same, init_from_env, is_main
@@ -42,7 +42,8 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
 
     Args:
         cfg: the resolved configuration (:func:`atldas.run.make_search_config`); on ``resume`` only
-            ``cfg.out`` is used, the rest comes from the run's ``config.yaml``.
+            ``cfg.out`` and ``cfg.progress`` are used, the rest comes from the run's ``config.yaml``
+            (``atldas search --resume`` refuses flags that differ from it).
         resume: continue the run in ``cfg.out`` from its checkpoint.
         force: start afresh where ``cfg.out`` holds a run; the old folder is moved aside first
             (:meth:`~atldas.rundir.RunDir.set_aside`).
@@ -78,10 +79,8 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
             callback: Optional[Callable[[Dict[str, Any]], None]]) -> Path:
     if resume:
         rd.check_resume()
-        saved = load_search_config(rd.read_config(), where=str(out / "config.yaml"))
-        if dataclasses.replace(saved, out=None) != dataclasses.replace(cfg, out=None):
-            log.info("resuming with the run's saved config.yaml (flags other than --out are ignored)")
         run = Run.load(out, restore_rng=True)
+        run.cfg = dataclasses.replace(run.cfg, progress=cfg.progress)  # a display setting: this command's
         log.info("resumed %s at epoch %d/%d", out, run.epoch + 1, run.cfg.epochs)
     else:
         rd.check_new()

@@ -140,3 +140,161 @@ def test_retrain_set_errors_name_retrain_set(tmp_path, capsys):
                           (["--retrain-set", "epochs"], "atldas: error: --retrain-set expects key=value")):
         assert main(["tune", "--space", "tiny", "--retrain-epochs", "1", "--out", str(tmp_path / "t"), *extra]) == 2
         assert _one_line(capsys).startswith(expect)
+
+
+# --------------------------------------------------------------------------- QA pass: messages and ignored flags
+
+def _png(path: Path, shape=(8, 8, 3)) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full(shape, 128, np.uint8)).save(path)
+    return path
+
+
+def test_a_png_or_a_folder_as_checkpoint_says_what_it_is(tmp_path):
+    """A renamed PNG was told to re-run torch.load with weights_only=False (unsafe, pointless); a folder
+    was 'no such checkpoint file'."""
+    from atldas.errors import DataError
+    from atldas.utils.checkpoint import load_checkpoint
+
+    png = _png(tmp_path / "some.png").rename(tmp_path / "some.png.pt")
+    with pytest.raises(DataError) as exc:
+        load_checkpoint(png)
+    assert "not a PyTorch checkpoint (the file is a PNG image)" in str(exc.value)
+    assert "weights_only" not in str(exc.value)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(DataError, match="is a folder, not a checkpoint file; pass the checkpoint file"):
+        load_checkpoint(run)
+    (run / "best.pt").write_bytes(b"")
+    with pytest.raises(DataError, match="is a folder, not a checkpoint file; pass a file in it, e.g. .*best.pt"):
+        load_checkpoint(run)
+
+
+def test_max_pixels_message_counts_pixels(tmp_path, monkeypatch):
+    """--max-pixels 100 said '64x64 = 0 Mpx, above the limit of 0 Mpx'."""
+    from atldas.data import io
+    from atldas.errors import DataError
+
+    monkeypatch.setattr(io, "MAX_PIXELS", 100)
+    with pytest.raises(DataError, match=r"64x64 = 4,096 pixels, above the limit of 100 .*--max-pixels 4096 or more"):
+        io.read_rgb(_png(tmp_path / "a.png", (64, 64, 3)))
+
+
+def test_a_non_finite_rate_gets_no_amount_hint(tmp_path, capsys):
+    """--set arch_lr=nan said 'write e.g. 8G, 2M' (a budget's hint)."""
+    assert main(["search", "--space", "tiny", "--set", "arch_lr=nan", "--out", str(tmp_path / "o")]) == 2
+    line = _one_line(capsys)
+    assert "--set arch_lr: 'nan' is not a finite number" in line and "8G" not in line
+    with pytest.raises(ConfigError, match="lr: cannot read 'abc' as a number"):
+        apply_overrides(RetrainConfig(), ["lr=abc"])
+
+
+def test_eval_flags_of_the_other_mode_are_refused(tmp_path, capsys):
+    """--checkpoint without --model said 'missing: --pred, --alpha, --trimap'; folder mode ignored
+    --save-pred, --limit, --amp; --model accepted --workers 0 (ignored), which folder mode refuses."""
+    folders = ["--pred", "p", "--alpha", "a", "--trimap", "t"]
+    for argv, expect in ((["eval", "--checkpoint", "c.pt"], "--checkpoint needs --model MODEL"),
+                         (["eval", *folders, "--save-pred", str(tmp_path / "s"), "--limit", "1", "--amp"],
+                          "--save-pred, --limit, --amp apply to model-level eval (--model) only"),
+                         (["eval", "--model", "closed_form", "--data", "synthetic", "--workers", "0"],
+                          "--workers applies to scoring prediction folders")):
+        assert main(argv) == 2, argv
+        assert expect in _one_line(capsys), argv
+    assert not (tmp_path / "s").exists()
+
+
+def test_eval_refuses_a_file_as_save_pred_and_overwriting_a_non_json_file(tmp_path, capsys):
+    """--save-pred FILE said 'File exists; free some space'; --json photo.jpg overwrote the photo."""
+    jpg = _png(tmp_path / "d" / "img.jpg")
+    before = jpg.read_bytes()
+    model = ["eval", "--model", "closed_form", "--data", "synthetic", "--limit", "1", "--no-progress"]
+    assert main([*model, "--save-pred", str(jpg)]) == 2
+    assert f"--save-pred {jpg} is a file; give a folder path" in _one_line(capsys)
+    for argv in ([*model, "--json", str(jpg)],
+                 ["eval", *[x for sub in ("pred", "alpha", "trimap") for x in
+                            (f"--{sub}", str(_png(tmp_path / sub / "0.png", (8, 8)).parent))], "--json", str(jpg)]):
+        assert main(argv) == 2, argv
+        assert f"--json {jpg} exists and is not a JSON file" in _one_line(capsys)
+    assert jpg.read_bytes() == before
+    old = tmp_path / "old_scores"  # an earlier run's JSON may be replaced, whatever its name
+    old.write_text('{"SAD": 1}')
+    assert main([*model, "--json", str(old)]) == 0
+    assert '"count": 1' in old.read_text()
+
+
+def test_derive_bench_and_plot_say_what_a_folder_is(tmp_path, tiny_run, capsys):
+    """derive of a retrain run said "unknown key 'model'"; bench/plot of any folder suggested derive."""
+    import shutil
+
+    from atldas.config import save_yaml
+
+    rt = tmp_path / "rt"
+    rt.mkdir()
+    save_yaml(RetrainConfig(model=GENOTYPE), rt / "config.yaml")
+    assert main(["derive", str(rt), "--out", str(tmp_path / "g.json")]) == 2
+    assert "is a retrain run, not a search run" in _one_line(capsys)
+    empty, search = tmp_path / "empty", tmp_path / "search"
+    empty.mkdir()
+    shutil.copytree(tiny_run, search)
+    (search / "genotype.json").unlink()
+    for verb in (["bench", "--no-latency"], ["plot"]):
+        assert main([*verb, str(empty)]) == 2
+        line = _one_line(capsys)
+        assert "is not a run directory" in line and "atldas derive" not in line
+        assert main([*verb, str(search)]) == 2
+        assert f"search run without genotype.json: run `atldas derive {search}`" in _one_line(capsys)
+
+
+def test_search_on_a_photo_folder_says_what_its_data_takes(tmp_path, capsys):
+    """said 'generic (train) does not take crop, seed'."""
+    for sub in ("image", "trimap", "alpha"):
+        _png(tmp_path / "d" / sub / "0.png", (8, 8, 3) if sub == "image" else (8, 8))
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--data", str(tmp_path / "d"), "--out", str(out), "--no-progress"]) == 2
+    line = _one_line(capsys)
+    assert "a generic folder (photos with their mattes); search's --data takes 'synthetic' or a composed" in line
+    assert not out.exists()
+
+
+def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, tiny_run, capsys):
+    """search/retrain --resume ignored --epochs, --set, --space (an INFO line hid it)."""
+    import shutil
+
+    from atldas.config import save_yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = (run / "checkpoint.pt").read_bytes()
+    for extra, expect in ((["--epochs", "3"], "--epochs 3 (the run has 2)"),
+                          (["--set", "C=16", "--space", "matting"], "--space matting (the run has tiny), "
+                                                                    "--set C=16 (the run has 8) would change: drop them")):
+        assert main(["search", "--resume", "--out", str(run), "--no-progress", *extra]) == 2, extra
+        line = _one_line(capsys)
+        assert f"--resume continues {run} with its saved config.yaml, which " in line and expect in line
+        assert "number of epochs included, cannot change on resume" in line
+    assert (run / "checkpoint.pt").read_bytes() == before
+    rt = tmp_path / "rt"
+    rt.mkdir()
+    save_yaml(RetrainConfig(model=GENOTYPE, epochs=1, out=str(rt)), rt / "config.yaml")
+    (rt / "last.pt").write_bytes(b"")
+    assert main(["retrain", "--resume", "--out", str(rt), "--epochs", "3", "--set", "lr=0.1"]) == 2
+    assert "which --epochs 3 (the run has 1), --set lr=0.1 (the run has 0.002) would change" in _one_line(capsys)
+
+
+def test_predict_overlap_needs_tile(tmp_path, capsys):
+    out = tmp_path / "o"
+    assert main(["predict", "--model", "closed_form", "--image", "x", "--trimap", "x", "--out", str(out),
+                 "--overlap", "10"]) == 2
+    assert "--overlap 10 applies to tiled prediction only: add --tile N" in _one_line(capsys)
+    assert not out.exists()
+
+
+def test_plot_refuses_a_macro_of_another_network(tmp_path, tiny_run, capsys):
+    """--macro classifier on a matting genotype drew the classifier network."""
+    out = tmp_path / "g.png"
+    assert main(["plot", str(tiny_run / "genotype.json"), "--macro", "classifier", "--out", str(out)]) == 2
+    assert "--macro classifier: this genotype's network (space tiny) is the CheapMatting macro" in _one_line(capsys)
+    assert not out.exists()

@@ -69,8 +69,8 @@ def _header(path: PathLike) -> Image.Image:
     w, h = img.size
     if w * h > MAX_PIXELS:
         img.close()
-        raise DataError(f"{p}: {w}x{h} = {w * h / 1e6:.0f} Mpx, above the limit of {MAX_PIXELS / 1e6:.0f} Mpx "
-                        "(a guard against decompression bombs); pass --max-pixels to read it")
+        raise DataError(f"{p}: {w}x{h} = {w * h:,} pixels, above the limit of {MAX_PIXELS:,} (a guard against "
+                        f"decompression bombs); pass --max-pixels {w * h} or more to read it")
     if w < 1 or h < 1:
         img.close()
         raise DataError(f"{p}: the image is {w}x{h} pixels")

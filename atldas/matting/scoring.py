@@ -28,7 +28,7 @@ from atldas.matting import metrics
 from atldas.matting.inference import clamp_by_trimap, predict_alpha, warn_emulated_bf16
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
-from atldas.utils.atomic import refuse_input_as_output, write_json
+from atldas.utils.atomic import check_output, refuse_input_as_output, refuse_overwriting_non_json, write_json
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
@@ -191,6 +191,9 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     if json_path is not None:  # an existing file inside the data folder is an input
         inside = folder is not None and _within(json_path, folder)
         refuse_input_as_output(json_path, [checkpoint, json_path if inside else None], flag="--json")
+        refuse_overwriting_non_json(json_path)
+    if save_pred is not None:
+        check_output(save_pred, flag="--save-pred", folder=True)  # an existing file is no folder to write into
     if save_pred is not None and folder is not None and _within(save_pred, folder):
         raise DataError(f"--save-pred {save_pred} is inside the data folder {data}; the predictions would "
                         "overwrite or mix with its images: choose a folder outside it")

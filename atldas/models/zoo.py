@@ -37,7 +37,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 from torch import nn
 
 import derived_models
-from atldas.errors import ConfigError
+from atldas.config import read_yaml
+from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.models.aematter import build_aematter
 from atldas.models.base import MattingModel
@@ -49,7 +50,7 @@ from atldas.ops import OPS
 from atldas.registry import Registry
 from atldas.utils.weights import load_weights
 
-__all__ = ["MODELS", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
+__all__ = ["MODELS", "no_genotype", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
            "genotype_macro", "check_genotype", "KNOWN_SPACES"]
 
 PathLike = Union[str, os.PathLike]
@@ -234,7 +235,7 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
     if path.is_dir():
         g = path / "genotype.json"
         if not g.is_file():
-            raise ConfigError(f"{path}: a run directory needs genotype.json (run `atldas derive {path}`)")
+            raise ConfigError(no_genotype(path))
         return _from_genotype(Genotype.load(g), name=text, kind="run", knobs=knobs)
     if path.is_file() and path.suffix.lower() == ".onnx":
         if knobs:
@@ -280,3 +281,25 @@ def create_model(spec: Union[PathLike, Genotype], *, checkpoint_path: Optional[P
     if checkpoint_path is not None:
         load_weights(net, checkpoint_path, name=model.name)
     return net
+
+
+def no_genotype(path: PathLike) -> str:
+    """One line for a folder given as a genotype source that has no ``genotype.json``: what the folder
+    is (an unfinished search run, a retrain run, no run at all) and what to pass instead."""
+    path = Path(path)
+    keys: Dict[str, Any] = {}
+    if (path / "config.yaml").is_file():
+        try:
+            keys = read_yaml(path / "config.yaml")
+        except AtldasError:
+            keys = {}
+    if "strategy" in keys:
+        how = (f"run `atldas derive {path}` to derive it from its checkpoint" if (path / "checkpoint.pt").is_file()
+               else "the search wrote no checkpoint yet; continue it with `atldas search --resume --out "
+                    f"{path}`")
+        return f"{path} is a search run without genotype.json: {how}"
+    if "model" in keys:
+        return (f"{path} is a retrain run without genotype.json (it trained a registered model, not a genotype); "
+                "pass that model's name or a genotype file")
+    return (f"{path} is not a run directory (no genotype.json, no atldas config.yaml): pass the folder of an `atldas "
+            "search` or `atldas retrain` run, or a genotype file")

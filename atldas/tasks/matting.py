@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, default_collate
 
-from atldas.data.datasets import open_dataset
+from atldas.data.datasets import detect_kind, open_dataset
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
 from atldas.matting.losses import MattingLoss
@@ -26,6 +26,9 @@ from atldas.utils.optim import decay_groups, lr_factor
 __all__ = ["FitRecipe", "MattingTask"]
 
 log = logging.getLogger(__name__)
+
+#: the data set kinds with a composed training split (foregrounds on ``--backgrounds``) that search splits
+COMPOSED_KINDS = ("composition-1k", "distinctions-646")
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,12 @@ class MattingTask(Task):
 
     def datasets(self, data: DataCfg, *, seed: int, n_train: int, n_arch: int) -> Tuple[Dataset, Dataset]:
         if data.source != "synthetic":
+            kind = detect_kind(data.source)  # an unknown layout: one DataError listing the layouts
+            if kind not in COMPOSED_KINDS:
+                raise ConfigError(f"--data {data.source}: a {kind} folder (photos with their mattes); search's --data "
+                                  "takes 'synthetic' or a composed training set: "
+                                  "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT}, "
+                                  "with --backgrounds DIR (train on photos with atldas retrain --data)")
             full = open_dataset(data.source, split="train", crop=data.crop, seed=seed, backgrounds=data.backgrounds)
             n = len(full)
             if n < 2 * data.batch_size:

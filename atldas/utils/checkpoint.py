@@ -41,6 +41,11 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
             which is refused because loading it would run that code.
     """
     p = Path(path)
+    if p.is_dir():
+        inside = [name for name in ("best.pt", "last.pt", "checkpoint.pt") if (p / name).is_file()]
+        hint = (f"pass a file in it, e.g. {p / inside[0]}" if inside
+                else "pass the checkpoint file (.pt/.pth) itself")
+        raise DataError(f"{p} is a folder, not a checkpoint file; {hint}")
     if not p.is_file():
         raise DataError(f"{p}: no such checkpoint file")
     try:
@@ -48,9 +53,9 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     except pickle.UnpicklingError as exc:
         text = str(exc)
         code = ("Weights only load failed" in text or "WeightsUnpickler" in text) and "Unsupported operand" not in text
-        if not code:
-            first = f"not a torch.save file: {text.strip().splitlines()[0] if text.strip() else exc.__class__.__name__}"
-            raise DataError(f"{p}: not a readable PyTorch checkpoint ({first})") from None
+        if not code:  # torch's text (re-run with weights_only=False) is unsafe advice for a file that is no checkpoint
+            raise DataError(f"{p}: not a PyTorch checkpoint ({_kind(p)}); pass a .pt/.pth file written by "
+                            "torch.save") from None
         found = re.search(r"GLOBAL ([\w.]+)", text)
         detail = f"it names {found.group(1)}" if found else ""
         raise DataError(f"{p}: refused, the checkpoint carries code or objects other than tensors and "
@@ -63,3 +68,14 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
+
+
+def _kind(path: Path) -> str:
+    """What a file that torch cannot read as a checkpoint looks like, for the message."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, name in ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+                        (b"PK", "a zip archive torch cannot read")):
+        if head.startswith(magic):
+            return f"the file is {name}"
+    return "torch.load finds no torch.save data in it"
