@@ -99,6 +99,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _present(folder: Path, *names: str) -> str:
+    """Those of ``names`` (a trailing ``/``: a folder) that ``folder`` holds, comma-separated."""
+    return ", ".join(n for n in names if (Path(folder) / n.rstrip("/")).exists())
+
+
 def _refuse_disagreeing_sets(cfg: Any, flags: Mapping[str, Any], sets: Sequence[str], *,
                              aliases: Optional[Mapping[str, str]] = None,
                              labels: Optional[Mapping[str, str]] = None) -> None:
@@ -211,7 +216,7 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     cfg = _retrain_config(args)
     out = retrain(cfg, resume=args.resume, force=args.force)
     if is_main():
-        print(f"retrain finished: {out} (best.pt, last.pt, history.jsonl, config.yaml, tb/)")
+        print(f"retrain finished: {out} ({_present(out, 'best.pt', 'last.pt', 'history.jsonl', 'config.yaml', 'tb/')})")
         if not args.resume and cfg.data == "synthetic" and not cfg.foregrounds:
             print("note: trained on synthetic data only; on real photos expect smooth, trimap-shaped mattes. "
                   "Train on real mattes (--data DIR, or --foregrounds DIR): README, 'What quality to expect'")
@@ -273,7 +278,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     out = search(_search_config(args), resume=args.resume, force=args.force)
     if is_main():
-        print(f"search finished: {out} (genotype.json, history.jsonl, checkpoint.pt, tb/, plots/)")
+        print(f"search finished: {out} ({_present(out, 'genotype.json', 'history.jsonl', 'checkpoint.pt', 'tb/', 'plots/')})")
     return 0
 
 
@@ -422,9 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retrain each trial's genotype for N epochs (matting spaces; gives --objective sad)")
     p.add_argument("--retrain-set", action="append", metavar="KEY=VALUE", help="retrain setting of those retrains")
     p.add_argument("--space-file", help="YAML tuning space: --set key -> {type, low, high[, log, step]} or "
-                                        "{type: categorical, choices}; default arch_lr, w_lr, k_max, strategy")
-    p.add_argument("--prune", action="store_true", help="stop trials whose per-epoch loss is below the median "
-                                                         "(single objective: --objective loss)")
+                                        "{type: categorical, choices}; default arch_lr, w_lr, k_max (atldas.tune.DEFAULT_SPACE)")
+    p.add_argument("--prune", action="store_true", help="stop trials whose per-epoch loss is worse than the median "
+                                                         "of earlier trials at that epoch (single objective: --objective loss)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="fixed search setting for every trial (not space or out: --space, --out)")
