@@ -524,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory; exact only for "
                         "networks without image-wide context (cheapmatting and aematter differ slightly)")
-    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (default 64)")
+    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (default 64, at most --tile - 32)")
     p.add_argument("--max-size", type=int, metavar="N", help="predict images whose longer side exceeds N on a copy "
                    "scaled to N, alpha upsampled and clamped by the full trimap (bounded memory for any network; "
                    "loses detail: README)")

@@ -178,7 +178,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         cutout: also write ``rgba/<stem>.png``.
         device: ``cpu`` or ``cuda``.
         tile: tile side for large images (multiple of 32), or None.
-        overlap: overlap of neighbouring tiles in pixels (None: 64); only with ``tile``.
+        overlap: overlap of neighbouring tiles in pixels (None: 64, at most ``tile`` - 32); only with ``tile``.
         amp: autocast (bfloat16 on the CPU, float16 on CUDA).
         progress: show a tqdm bar (on a terminal).
         max_size: predict images whose longer side exceeds it on a scaled copy
@@ -194,8 +194,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         raise ConfigError(f"--bits must be 8 or 16, got {bits}")
     if tile is None and overlap is not None:
         raise ConfigError(f"--overlap {overlap} applies to tiled prediction only: add --tile N, or drop --overlap")
-    if overlap is None:
-        overlap = 64
+    if overlap is None:  # 64, or what the smallest tiles (--tile 64) allow
+        overlap = 64 if tile is None else min(64, max(0, int(tile) - 32))
     if tile is not None:
         check_tiling(int(tile), int(overlap))
     if max_size is not None and not 64 <= max_size <= 65536:

@@ -290,6 +290,18 @@ def test_predict_overlap_needs_tile(tmp_path, capsys):
                  "--overlap", "10"]) == 2
     assert "--overlap 10 applies to tiled prediction only: add --tile N" in _one_line(capsys)
     assert not out.exists()
+    # the smallest tiles work without --overlap: its default shrinks to tile - 32
+    import numpy as np
+
+    from atldas.data.io import write_rgb, write_trimap
+
+    write_rgb(tmp_path / "i.png", np.random.default_rng(0).random((64, 80, 3)))
+    tri = np.full((64, 80), 128, np.uint8)
+    tri[:, :16], tri[:, -16:] = 0, 255
+    write_trimap(tmp_path / "t.png", tri)
+    assert main(["predict", "--model", "closed_form", "--image", str(tmp_path / "i.png"), "--trimap",
+                 str(tmp_path / "t.png"), "--out", str(out), "--tile", "64", "--no-progress"]) == 0
+    assert (out / "i.png").is_file()
 
 
 def test_plot_refuses_a_macro_of_another_network(tmp_path, tiny_run, capsys):
