@@ -364,14 +364,17 @@ class Run:
         if missing:
             raise DataError(f"{source}: not a search checkpoint (no {', '.join(missing)}); point at a search run's folder")
         arch = self.net.arch
-        masks = {k: v for k, v in arch.state_dict().items() if "mask" in k}
-        bad = weight_mismatch(masks, ckpt["masks"]) or weight_mismatch(self.net.state_dict(), ckpt["supernet"])
-        if bad:
-            raise DataError(f"{source} does not fit the supernet of this run's config.yaml ({self.cfg.space} space): "
-                            f"{bad}; the checkpoint and config.yaml come from different runs")
+
+        def check(bad: Optional[str]) -> None:
+            if bad:
+                raise DataError(f"{source} does not fit the supernet of this run's config.yaml ({self.cfg.space} "
+                                f"space): {bad}; the checkpoint and config.yaml come from different runs")
+
+        check(weight_mismatch({k: v for k, v in arch.state_dict().items() if "mask" in k}, ckpt["masks"]))
         for k, v in ckpt["masks"].items():
             getattr(arch, k).copy_(v)
-        self.net.apply_masks()
+        self.net.apply_masks()  # pruned candidates deleted: what the checkpoint's supernet holds
+        check(weight_mismatch(self.net.state_dict(), ckpt["supernet"]))
         self.net.load_state_dict(ckpt["supernet"])
         self.strategy.load_state_dict(ckpt["strategy"])
         self.epoch = int(ckpt["epoch"]) + 1

@@ -153,6 +153,10 @@ def test_pruning_deletes_parameters(tmp_path):
     assert any("pruning" in r for r in rows)
     params = [r["params/supernet"] for r in rows]
     assert params[-1] < params[0]
+    # a pruned run's checkpoint derives and resumes (its supernet has lost the pruned candidates)
+    assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
+    assert json.loads((tmp_path / "g.json").read_text())["cells"] == json.loads((out / "genotype.json").read_text())["cells"]
+    assert main(["search", *FAST, "--resume", "--out", str(out)]) == 0
 
 
 def test_user_errors_are_one_line(tmp_path, capsys, tiny_run):
