@@ -580,7 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def thread_policy() -> Optional[int]:
+def thread_policy(*, chosen: Optional[int] = None) -> Optional[int]:
     """Torch's CPU threads for this command when the user chose none (no ``OMP_NUM_THREADS``): one
     thread per core that is not busy, ``max(1, cores - int(load average))``, set in the environment
     before torch is imported. Returns the count chosen, or None.
@@ -589,7 +589,8 @@ def thread_policy() -> Optional[int]:
     threads take 0.60x (inference at 512^2) and 0.82x (search steps) the wall time of 1; with one
     competing busy process they take 2.4x and 2.0x (OpenMP's barriers wait for a descheduled thread),
     and 2.2x for the search steps even with ``OMP_WAIT_POLICY=PASSIVE``, which also gives up the gain
-    on a quiet machine (0.98x). So the count follows the free cores; ``--threads`` still overrides it.
+    on a quiet machine (0.98x). So the count follows the free cores; ``--threads`` still overrides it
+    (``chosen``: then the busy notice is not logged).
     """
     if "OMP_NUM_THREADS" in os.environ:
         return None
@@ -600,7 +601,7 @@ def thread_policy() -> Optional[int]:
         return None
     n = max(1, cores - int(load))
     os.environ["OMP_NUM_THREADS"] = str(n)
-    if n < cores:
+    if n < cores and chosen is None:  # --threads N (``chosen``) sets the count itself, later
         log.info("the machine is busy (load %.1f on %d cores): %d torch thread(s); --threads N chooses", load,
                  cores, n)
     return n
@@ -612,7 +613,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
-    thread_policy()
+    thread_policy(chosen=getattr(args, "threads", None))
     keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages
     try:
         from atldas.config import check_threads
@@ -625,6 +626,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"atldas: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print("atldas: interrupted", file=sys.stderr)
+        return 130
+    except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C in its compiled code so
+        if args.debug or not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            raise
         print("atldas: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:

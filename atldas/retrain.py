@@ -91,7 +91,7 @@ from atldas.utils.counting import count_params
 from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, tune_backend
 from atldas.utils.memory_format import channels_last
 from atldas.utils.optim import decay_groups, lr_factor
-from atldas.utils.seed import rng_state, seed_everything, set_rng_state
+from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 
 log = logging.getLogger("atldas")
@@ -581,6 +581,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
         best = dict(ckpt["best"])
         start, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
         set_rng_state(ckpt["rng"])
+        resume_threads(ckpt.get("threads"), configured=cfg.threads)
         log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
 
     n_params = count_params(net)
@@ -684,7 +685,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
         state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
                  "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": rng_state(), "best": best, "metrics": metrics, "trivial": trivial,
-                 "config": dataclasses.asdict(cfg),
+                 "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(),
                  "genotype": genotype.to_json() if genotype is not None else None}
         if ema is not None:
             state["ema"] = ema.state_dict()

@@ -51,7 +51,7 @@ from atldas.utils.atomic import refuse_input_as_output, write_text_atomic
 from atldas.utils.device import amp_dtype, resolve_device, tune_backend
 from atldas.utils.dist import shard
 from atldas.utils.memory_format import channels_last
-from atldas.utils.seed import rng_state, seed_everything, set_rng_state
+from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 from atldas.utils.weights import weight_mismatch
 from search_spaces import SearchSpace, SpaceCfg, get_space
@@ -348,6 +348,7 @@ class Run:
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
         if restore_rng:
             set_rng_state(ckpt["rng"])
+            resume_threads(ckpt.get("threads"), configured=cfg.threads)
         return run
 
     def state_dict(self) -> Dict[str, Any]:
@@ -355,7 +356,7 @@ class Run:
         masks = {k: v for k, v in self.net.arch.state_dict().items() if "mask" in k}
         return {"format": FORMAT, "atldas": __version__, "epoch": self.epoch - 1,
                 "config": dataclasses.asdict(self.cfg), "masks": masks, "supernet": self.net.state_dict(),
-                "strategy": self.strategy.state_dict(), "rng": rng_state()}
+                "strategy": self.strategy.state_dict(), "rng": rng_state(), "threads": torch.get_num_threads()}
 
     def load_state_dict(self, ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> None:
         """Restore :meth:`state_dict`'s output. Raises DataError (one line, naming ``source``) when the

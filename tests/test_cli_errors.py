@@ -310,3 +310,38 @@ def test_plot_refuses_a_macro_of_another_network(tmp_path, tiny_run, capsys):
     assert main(["plot", str(tiny_run / "genotype.json"), "--macro", "classifier", "--out", str(out)]) == 2
     assert "--macro classifier: this genotype's network (space tiny) is the CheapMatting macro" in _one_line(capsys)
     assert not out.exists()
+
+
+def test_a_ctrl_c_wrapped_by_compiled_code_is_an_interruption(monkeypatch, capsys):
+    """numba (predict's cut-outs) turns a Ctrl-C inside its code into SystemError(...) from the
+    KeyboardInterrupt: still the one-line interruption, exit 130; another SystemError stays a bug."""
+    import atldas.cli as cli
+
+    def interrupted(args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(cli, "_cmd_bench", interrupted)
+    assert main(["bench", "cheapmatting"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "atldas: interrupted"
+
+    def bug(args):
+        raise SystemError("a real bug")
+
+    monkeypatch.setattr(cli, "_cmd_bench", bug)
+    with pytest.raises(SystemError):
+        main(["bench", "cheapmatting"])
+
+
+def test_hidden_files_are_not_images_of_a_folder(tmp_path):
+    """The temporary file of a killed atomic write, or macOS's ._ files, beside the real images."""
+    import numpy as np
+
+    from atldas.data.io import list_images, write_alpha
+
+    write_alpha(tmp_path / "a.png", np.zeros((8, 8)))
+    write_alpha(tmp_path / ".a.png.x1y2z3.png", np.zeros((8, 8)))
+    write_alpha(tmp_path / "._b.png", np.zeros((8, 8)))
+    assert list(list_images(tmp_path)) == ["a"]

@@ -334,3 +334,25 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(tiny_run, tmp_path, 
         assert len(err) == 1 and "does not fit the supernet of this run's config.yaml" in err[0], (argv, err)
         assert "shape mismatch" in err[0]
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_runs_on_the_thread_count_the_run_ran_on(tiny_run, tmp_path):
+    """A resumed run's floats depend on torch's thread count, which the CLI chooses from the machine's
+    load when --threads is not given: --resume takes the count from the checkpoint instead."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["threads"] >= 1
+    before = torch.get_num_threads()
+    ckpt["threads"] = before + 1
+    torch.save(ckpt, run / "checkpoint.pt")
+    try:
+        Run.load(run, restore_rng=True)
+        assert torch.get_num_threads() == before + 1
+        torch.set_num_threads(before)
+        Run.load(run)  # derive: no change
+        assert torch.get_num_threads() == before
+    finally:
+        torch.set_num_threads(before)

@@ -263,13 +263,14 @@ def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = Tr
 
 def list_images(folder: PathLike) -> Dict[str, Path]:
     """Image files of ``folder`` keyed by file stem (raises DataError for a missing folder or a
-    stem that appears twice, e.g. ``a.png`` and ``a.jpg``)."""
+    stem that appears twice, e.g. ``a.png`` and ``a.jpg``). Hidden files are not images of the set:
+    the temporary file of a killed atomic write (``.a.png.x1y2.png``), macOS's ``._a.png``."""
     d = Path(folder)
     if not d.is_dir():
         raise DataError(f"{d}: no such folder")
     out: Dict[str, Path] = {}
     for p in sorted(d.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."):
             if p.stem in out:
                 raise DataError(f"{d}: two files share the stem {p.stem!r} ({out[p.stem].name}, {p.name}); "
                                 "keep one")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any, Dict
 
@@ -40,3 +41,14 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_threads(saved: Any, *, configured: Any) -> None:
+    """On ``--resume``, run on the torch thread count the run ran on (``saved``, from its checkpoint),
+    since reductions, and so the floats of a run, depend on it; unless the run's config fixes a count
+    (``configured``), which the caller has already applied. Without it, the thread policy of the
+    resuming command (chosen from the machine's load) would make the resumed run end elsewhere."""
+    if configured is None and isinstance(saved, int) and saved >= 1 and saved != torch.get_num_threads():
+        logging.getLogger("atldas").info("resuming on %d torch thread(s), as the run ran (its results depend on "
+                                         "the count)", saved)
+        torch.set_num_threads(saved)
