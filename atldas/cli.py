@@ -14,7 +14,7 @@ import re
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, List, Mapping, NoReturn, Optional, Sequence
+from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError
@@ -104,36 +104,53 @@ def _present(folder: Path, *names: str) -> str:
     return ", ".join(n for n in names if (Path(folder) / n.rstrip("/")).exists())
 
 
+def _given(cfg: Any, flags: Mapping[str, Any], sets: Sequence[str], *, config: Optional[str] = None,
+           aliases: Optional[Mapping[str, str]] = None,
+           labels: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Optional[Tuple[str, ...]], str, Any]]:
+    """The settings this command line gives, as ``(how the user wrote it, config path or None, source,
+    value)``; source is ``flag`` (``flags``: config key -> value, None: not given), ``set`` or ``config``.
+
+    Args:
+        cfg: the resolved config (for the leaf paths).
+        aliases: old key -> current key, as :func:`atldas.config.apply_overrides` takes them.
+        labels: config key -> how the flag is written, where not ``--KEY`` (e.g. ``--no-progress``).
+    """
+    from atldas.config import leaf_paths, read_yaml
+
+    paths, aliases, labels = leaf_paths(cfg), dict(aliases or {}), dict(labels or {})
+    given: List[Tuple[str, Optional[Tuple[str, ...]], str, Any]] = []
+    for name, value in flags.items():
+        if value is not None:
+            label = labels.get(name, "--" + name.replace("_", "-"))
+            given.append((label if isinstance(value, bool) else f"{label} {value}",
+                          paths.get(aliases.get(name, name)), "flag", value))
+    for pair in sets:
+        key = pair.split("=", 1)[0].strip().replace("-", "_")
+        given.append((f"--set {pair.strip()}", paths.get(aliases.get(key, key)), "set", None))
+    for key, value in (read_yaml(config) if config else {}).items():
+        for k in ([f"{key}.{kk}" for kk in value] if isinstance(value, Mapping) else [key]):
+            given.append((f"--config {config}: {k}", paths.get(aliases.get(k, k)), "config", None))
+    return given
+
+
+def _at(obj: Any, path: Sequence[str]) -> Any:
+    """The value at a config path (``("hp", "arch_lr")``), None where there is none."""
+    for field in path:
+        obj = getattr(obj, field, None)
+    return obj
+
+
 def _refuse_disagreeing_sets(cfg: Any, flags: Mapping[str, Any], sets: Sequence[str], *,
                              aliases: Optional[Mapping[str, str]] = None,
                              labels: Optional[Mapping[str, str]] = None) -> None:
     """Refuse a setting given both by its own flag and by a ``--set`` of another value (one ConfigError
     line), so that neither silently wins; equal values pass, and both override a ``--config`` file.
-
-    Args:
-        cfg: the resolved config (the ``--set`` values applied).
-        flags: config key -> the flag's value (None: not given).
-        sets: the ``--set key=value`` texts.
-        aliases: old key -> current key, as :func:`atldas.config.apply_overrides` takes them.
-        labels: config key -> how the flag is written, where not ``--KEY`` (e.g. ``--no-progress``).
-    """
-    from atldas.config import leaf_paths
-
-    paths, aliases, labels = leaf_paths(cfg), dict(aliases or {}), dict(labels or {})
-    given = {paths.get(aliases.get(k, k)): (k, v) for k, v in flags.items() if v is not None}
-    for pair in sets:
-        key = pair.split("=", 1)[0].strip().replace("-", "_")
-        path = paths.get(aliases.get(key, key))
-        if path is None or path not in given:
-            continue
-        name, value = given[path]
-        now = cfg
-        for field in path:
-            now = getattr(now, field)
-        if now != value:
-            label = labels.get(name, "--" + name.replace("_", "-"))
-            shown = label if isinstance(value, bool) else f"{label} {value}"
-            raise ConfigError(f"{shown} and --set {pair.strip()} disagree; give {name} once, as the flag or "
+    ``cfg`` is the resolved config (the ``--set`` values applied); the rest as :func:`_given` takes them."""
+    given = _given(cfg, flags, sets, aliases=aliases, labels=labels)
+    by_flag = {path: (shown, value) for shown, path, source, value in given if source == "flag" and path}
+    for shown_set, path, source, _ in given:
+        if source == "set" and path in by_flag and _at(cfg, path) != by_flag[path][1]:
+            raise ConfigError(f"{by_flag[path][0]} and {shown_set} disagree; give {path[-1]} once, as the flag or "
                               "as --set")
 
 
@@ -141,39 +158,13 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
                            config: Optional[str], run: Path, aliases: Optional[Mapping[str, str]] = None,
                            labels: Optional[Mapping[str, str]] = None) -> None:
     """On ``--resume``, refuse the flags, ``--set`` values and ``--config`` keys that differ from the
-    run's saved ``config.yaml`` (one ConfigError line listing them), instead of ignoring them: a resumed
-    run continues its own config. ``--out`` names the run; ``--no-progress`` is a display setting and
-    follows the command.
-
-    Args:
-        cfg: the resolved config of this command line; saved: the run's.
-        flags: config key -> the flag's value (None: not given).
-        sets: the ``--set key=value`` texts; config: the ``--config`` file, or None.
-        run: the run directory, for the message.
-        aliases, labels: as :func:`_refuse_disagreeing_sets` takes them.
-    """
-    from atldas.config import leaf_paths, read_yaml
-
-    paths, aliases, labels = leaf_paths(cfg), dict(aliases or {}), dict(labels or {})
-    given = []  # (how the user wrote it, config path)
-    for name, value in flags.items():
-        if value is not None:
-            label = labels.get(name, "--" + name.replace("_", "-"))
-            given.append((label if isinstance(value, bool) else f"{label} {value}", paths.get(aliases.get(name, name))))
-    for pair in sets:
-        key = pair.split("=", 1)[0].strip().replace("-", "_")
-        given.append((f"--set {pair.strip()}", paths.get(aliases.get(key, key))))
-    for key, value in (read_yaml(config) if config else {}).items():
-        for k in ([f"{key}.{kk}" for kk in value] if isinstance(value, Mapping) else [key]):
-            given.append((f"--config {config}: {k}", paths.get(aliases.get(k, k))))
-
-    def at(obj: Any, path: Sequence[str]) -> Any:
-        for field in path:
-            obj = getattr(obj, field, None)
-        return obj
-
-    changed = [f"{shown} (the run has {at(saved, path)})" for shown, path in given
-               if path not in (None, ("out",), ("progress",)) and at(cfg, path) != at(saved, path)]
+    run's saved ``config.yaml`` (``saved``; one ConfigError line listing them), instead of ignoring them:
+    a resumed run continues its own config. ``--out`` names the run; ``--no-progress`` is a display
+    setting and follows the command. ``run``: the run directory, for the message; the rest as
+    :func:`_given` takes them."""
+    changed = [f"{shown} (the run has {_at(saved, path)})"
+               for shown, path, _, _ in _given(cfg, flags, sets, config=config, aliases=aliases, labels=labels)
+               if path not in (None, ("out",), ("progress",)) and _at(cfg, path) != _at(saved, path)]
     if changed:
         raise ConfigError(f"--resume continues {run} with its saved config.yaml, which {', '.join(changed)} would "
                           f"change: drop {'it' if len(changed) == 1 else 'them'} (a run's settings, its number of "
