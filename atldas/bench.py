@@ -39,12 +39,13 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from atldas.errors import ConfigError
-from atldas.utils.atomic import check_output, refuse_overwriting_non_json, write_json
+from atldas.utils.atomic import check_output, refuse_input_as_output, refuse_overwriting_non_json, write_json
 from atldas.matting.footprint import predict_bytes
 from atldas.models.base import MattingModel
 from atldas.models.zoo import require_torch, resolve_model
@@ -184,6 +185,9 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
     if json_path is not None:
         check_output(json_path, flag="--json")
+        inputs = [Path(m) for m in models]  # a genotype file, or the files of a run directory
+        refuse_input_as_output(json_path, [*inputs, *(f for p in inputs if p.is_dir() for f in p.iterdir())],
+                               flag="--json")
         refuse_overwriting_non_json(json_path)
     h, w = _hw(size)
     dev = resolve_device(device)

@@ -66,6 +66,27 @@ class CostTable:
         if self.metric not in METRICS:
             raise ConfigError(f"unknown cost metric {self.metric!r}; known: {', '.join(METRICS)}")
 
+    def check_fits(self, arch: ArchParams, *, budget_metric: Optional[str] = None) -> None:
+        """Raise ConfigError unless this table costs ``arch``'s candidates (its edges, ops and block
+        groups) in ``budget_metric`` (when given): a table of another supernet or metric would
+        steer a search wrongly without failing."""
+        if budget_metric is not None and budget_metric != self.metric:
+            raise ConfigError(f"the budget is in {budget_metric} but the cost table in {self.metric}: build the "
+                              f"table with metric={budget_metric!r}")
+        for t in CELL_TYPES:
+            want = tuple(arch.alpha[t].shape)
+            if t not in self.cells or tuple(self.cells[t].shape) != want:
+                got = list(self.cells[t].shape) if t in self.cells else "none"
+                raise ConfigError(f"the cost table does not fit the supernet: {t} cells cost {got} (edges x ops), the "
+                                  f"supernet has {list(want)} ({len(arch.op_names)} ops: {', '.join(arch.op_names)}); "
+                                  "build the table from this supernet's arch")
+        want_blocks = {g: len(arch.block_names[g]) for g in arch.block_names}
+        got_blocks = {g: int(c.numel()) for g, c in self.blocks.items()}
+        if want_blocks != got_blocks:
+            raise ConfigError(f"the cost table does not fit the supernet: block groups {got_blocks or 'none'} in the "
+                              f"table, {want_blocks or 'none'} in the supernet; build the table from this "
+                              "supernet's arch")
+
     def expected(self, arch: ArchParams, *, edge_probs: Optional[Dict[str, Tensor]] = None,
                  temperature: float = 1.0, block_temperature: Optional[float] = None) -> Tensor:
         """E[C] under the current policy, differentiable in the arch parameters.

@@ -156,7 +156,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
 
     Args:
         model: a MODEL (registered name, genotype file, run directory) or a
-            :class:`~atldas.models.registry.MattingModel`.
+            :class:`~atldas.models.base.MattingModel`.
         checkpoint: weights (a retrain ``best.pt``/``last.pt`` or released weights); None exports the
             model's initial weights, with a warning (useful for tests only).
         onnx_path: the ``.onnx`` file to write (atomically).

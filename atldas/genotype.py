@@ -122,7 +122,7 @@ class CellSpec:
         """The op names in genotype order (the order of a standalone cell's ``_ops``)."""
         return tuple(op for node in self.nodes for op, _ in node)
 
-    def validate(self, *, ops: Iterable[str] | None = None, name: str = "cell") -> None:
+    def validate(self, *, ops: Iterable[str] | None = None, name: str = "the") -> None:
         """Raise ConfigError naming the cell and node on the first fault.
 
         Faults: no nodes; an empty node; an op not in ``ops`` (when given); an input index that is
@@ -167,7 +167,7 @@ class CellSpec:
                 "concat": list(self.concat)}
 
     @classmethod
-    def from_dict(cls, data: Any, *, name: str = "cell") -> "CellSpec":
+    def from_dict(cls, data: Any, *, name: str = "the") -> "CellSpec":
         """Inverse of :meth:`to_dict`; accepts ``{"inputs": [...]}`` objects or bare pair lists as nodes."""
         if not isinstance(data, Mapping) or "nodes" not in data or "concat" not in data:
             raise ConfigError(f"{name} cell must be an object with 'nodes' and 'concat'")
@@ -187,7 +187,7 @@ class CellSpec:
 
     @classmethod
     def from_pairs(cls, pairs: Sequence[Sequence[Any]], concat: Iterable[int], *,
-                   name: str = "cell") -> "CellSpec":
+                   name: str = "the") -> "CellSpec":
         """From the flat DARTS list (two pairs per node)."""
         pairs = list(pairs)
         if len(pairs) % 2:

@@ -29,6 +29,7 @@ released DARTS-family networks (e.g. CheapMatting) load strictly.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -355,6 +356,17 @@ def register_op(name: str, build: Callable[..., nn.Module], *, cost: Optional[Ca
         ...     nn.ReLU(), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine)),
         ...     maps_channels=True)
     """
+    if not callable(build):
+        raise TypeError(f"register_op({name!r}): build must be callable, got {type(build).__name__}")
+    try:
+        inspect.signature(build).bind(C_in=1, C_out=1, stride=1, affine=False)
+    except TypeError:
+        raise TypeError(f"register_op({name!r}): build must take the keywords C_in, C_out, stride and affine "
+                        f"(its signature is {inspect.signature(build)})") from None
+    except ValueError:  # a builtin without a signature: checked when first built
+        pass
+    if cost is not None and not callable(cost):
+        raise TypeError(f"register_op({name!r}): cost must be callable or None, got {type(cost).__name__}")
     spec = OpSpec(name=name, build=build, cost=cost, maps_channels=maps_channels)
     OPS.add(name, spec)
     return spec

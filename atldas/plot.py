@@ -275,8 +275,13 @@ def plot_macro(genotype: Genotype, *, ax: Optional[Axes] = None, kind: str = "au
 
 
 def _out_path(out: PathLike) -> Path:
-    if Path(out).suffix.lower() not in (".png", ".svg"):
-        raise ConfigError(f"plot output must end in .png or .svg, got {str(out)!r}")
+    """``out``, checked with the three pictures written beside it, before anything is drawn."""
+    p = Path(out)
+    if p.suffix.lower() not in (".png", ".svg") or not p.stem:
+        raise ConfigError(f"plot output must be a file name ending in .png or .svg, got {str(out)!r}")
+    for q in (p, *(p.with_name(f"{p.stem}_{n}{p.suffix}") for n in ("normal", "reduce", "macro"))):
+        if q.is_dir():
+            raise ConfigError(f"cannot write the plot {q}: it is a folder")
     return check_output(out, flag="--out")
 
 
@@ -300,10 +305,14 @@ def figure_title(genotype: Genotype, kind: str) -> str:
     return " · ".join(parts)
 
 
-def plot_genotype(genotype: Genotype, *, out: PathLike, macro: str = "auto") -> List[Path]:
+def plot_genotype(genotype: Union[Genotype, PathLike], *, out: PathLike, macro: str = "auto") -> List[Path]:
     """Write ``[out, <stem>_normal, <stem>_reduce, <stem>_macro]`` (.png or .svg): both cells above the
     macro view, then each part alone (no macro view for a network without one, e.g. the planted
-    task's). ConfigError: another suffix, a bad cell or macro."""
+    task's). ``genotype`` may be a genotype file's path. ConfigError: another suffix, a bad cell or macro."""
+    if isinstance(genotype, (str, os.PathLike)):
+        genotype = Genotype.load(genotype)
+    elif not isinstance(genotype, Genotype):
+        raise TypeError(f"plot_genotype needs a Genotype or a genotype file's path, got {type(genotype).__name__}")
     out = _out_path(out)
     for name, cell in genotype.cells().items():
         cell.validate(name=name)
@@ -386,6 +395,9 @@ def plot(source: Union[PathLike, Genotype], *, out: Optional[PathLike] = None, m
     ConfigError: a bad source, cell or ``out`` suffix; AtldasError: a file that cannot be written."""
     if out is not None:
         _out_path(out)
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_file() and Path(source).resolve() == Path(out).resolve():
+            raise ConfigError(f"--out {out} is the genotype file being plotted; it would be overwritten: choose "
+                              "another path")
     genotype, default = load_source(source)
     if out is None and default is None:
         raise ConfigError("plot of a Genotype object needs out=FILE.png or FILE.svg")

@@ -43,7 +43,7 @@ from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.genotype import Genotype
-from atldas.rundir import RunDir
+from atldas.rundir import CONFIG, RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
@@ -210,6 +210,7 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     replaces the space's default budget.
     """
     data = read_yaml(file) if file else {}
+    sets = [sets] if isinstance(sets, str) else list(sets)  # one "key=value" text is a list of one
     flags = {k: v for k, v in flags.items() if v is not None}
     parsed = [p.split("=", 1) for p in sets if "=" in p]
     chosen = {k.strip().replace("-", "_"): v.strip() for k, v in parsed}
@@ -304,6 +305,9 @@ class Run:
     """
 
     def __init__(self, cfg: SearchConfig, *, out: Optional[Path] = None) -> None:
+        if not isinstance(cfg, SearchConfig):
+            raise TypeError(f"Run needs a SearchConfig (atldas.make_search_config(space=..., sets=[...])), got "
+                            f"{type(cfg).__name__}")
         self.task: Task = get_task(cfg.task or get_space(cfg.space).task)
         cfg.check(self.task)
         self.cfg = cfg
@@ -423,6 +427,11 @@ class Run:
         end = cfg.epochs if epochs is None else min(cfg.epochs, epochs)
         _, _, train_loader, arch_loader, ts, As = self._loaders()
         rd = RunDir(self.out, checkpoint=CHECKPOINT, kind="search") if self.out is not None else None
+        if rd is not None and self.epoch == 0:  # a fresh run: never over another one; a complete directory
+            rd.check_new()
+            if not (rd.path / CONFIG).is_file():  # Run(cfg, out=...) from Python (atldas search wrote it)
+                rd.write_config(dataclasses.replace(cfg, out=str(self.out)))
+                write_cost_table(self)
         history = rd.history(self.epoch) if rd is not None else None
         writer = rd.writer(cfg.tensorboard) if rd is not None else None
         strat, rows = self.strategy, []

@@ -222,6 +222,7 @@ class Strategy:
         if not isinstance(hp, self.HP):
             raise ConfigError(f"strategy {self.name!r} takes {self.HP.__name__} settings, got {type(hp).__name__}")
         hp.check()
+        cost.check_fits(supernet.arch, budget_metric=budget.metric if budget is not None else None)
         self.net, self.loss_fn, self.cost, self.budget, self.hp = supernet, loss_fn, cost, budget, hp
         self.epochs, self.warmup_epochs, self.seed = epochs, warmup_epochs, seed
         self.schedule = Schedule(epochs=epochs, warmup=warmup_epochs, tau_max=getattr(hp, "tau_max", 1.0),

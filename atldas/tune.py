@@ -139,10 +139,22 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
             low, high = float(spec["low"]), float(spec["high"])
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{where}: {key}: low and high must be numbers") from None
-        if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (spec.get("log") and low <= 0):
+        log_, step = spec.get("log", False), spec.get("step")
+        if not isinstance(log_, bool):
+            raise ConfigError(f"{where}: {key}: log must be true or false, got {log_!r}")
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (log_ and low <= 0):
             raise ConfigError(f"{where}: {key}: needs finite low <= high (and low > 0 with log)")
-        params.append(Param(key=key, type=spec["type"], low=low, high=high, log=bool(spec.get("log", False)),
-                            step=spec.get("step")))
+        if spec["type"] == "int" and not (low.is_integer() and high.is_integer()):
+            raise ConfigError(f"{where}: {key}: an int range needs integer low and high, got {spec['low']!r}, "
+                              f"{spec['high']!r}")
+        if step is not None:
+            if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0 \
+                    or (spec["type"] == "int" and not float(step).is_integer()):
+                raise ConfigError(f"{where}: {key}: step must be a positive {'integer' if spec['type'] == 'int' else 'number'}, "
+                                  f"got {step!r}")
+            if log_:
+                raise ConfigError(f"{where}: {key}: step and log cannot be combined (Optuna samples one or the other)")
+        params.append(Param(key=key, type=spec["type"], low=low, high=high, log=log_, step=step))
     return params
 
 
@@ -173,8 +185,24 @@ def open_storage(storage: Optional[str], out: Path):
 
     path = Path(storage) if storage else out / "study.log"
     check_output(path, flag="--storage")
+    _check_journal(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse an existing file that is not an Optuna journal (the journal would be appended to it)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb") as f:
+        first = f.readline(1 << 20)
+    try:
+        ok = isinstance(json.loads(first), dict) and "op_code" in json.loads(first)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise AtldasError(f"--storage {path} exists and is not an Optuna journal file; it is left untouched: choose "
+                          "a new file name (or an existing study's journal)")
 
 
 def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: Any = None):
@@ -321,13 +349,22 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         check_threads(retrain_base.threads, where="--retrain-set threads")
     own = {"--set": {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"},
            "--retrain-set": {"model": "each retrain trains its trial's genotype",
-                             "out": "each retrain writes to OUT/trial-NNNN/retrain"}}
+                             "out": "each retrain writes to OUT/trial-NNNN/retrain",
+                             "epochs": "give the retrain's length as --retrain-epochs"}}
+    if retrain_sets and not retrain_epochs:
+        raise ConfigError("--retrain-set needs --retrain-epochs N (without it no trial is retrained)")
     for flag, pairs in (("--set", sets), ("--retrain-set", retrain_sets)):  # a key tune sets itself: refused
         for pair in pairs:
             key = pair.split("=", 1)[0].strip().replace("-", "_")
             if key in own[flag]:
                 raise ConfigError(f"{flag} {pair}: tune sets {key} itself ({own[flag][key]}); drop this {flag}")
     params = load_tune_space(space_file, space=space)
+    tuned = {p.key for p in params}
+    for pair in sets:  # a fixed value for a tuned key would be overridden by every trial's draw
+        key = pair.split("=", 1)[0].strip().replace("-", "_")
+        if key in tuned:
+            raise ConfigError(f"--set {pair}: {key} is tuned (the tuning space draws it for every trial); drop this "
+                              "--set, or give a --space-file without it")
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
     base.check(get_task(base.task or get_space(space).task))
     check_threads(base.threads, where="--set threads")
@@ -388,6 +425,10 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
              for t in sorted(st.best_trials, key=lambda t: t.values[-1])]
     best_dir = out_dir / "best"
     best_dir.mkdir(exist_ok=True)
+    keep = {f"trial-{rec['trial']:04d}.json" for rec in front}
+    for old in best_dir.glob("trial-*.json"):  # trials that fell off the front
+        if old.name not in keep:
+            old.unlink()
     for rec in front:
         g = Path(rec["run"]) / "genotype.json" if rec["run"] else None
         if g is not None and g.is_file():

@@ -21,6 +21,9 @@ SPACES: Registry[SearchSpace] = Registry("search space")
 def register_space(space: SearchSpace) -> SearchSpace:
     """Register ``space`` under ``space.name`` (a duplicate raises ValueError); genotype files that
     name it are then accepted where genotypes are read."""
+    if not isinstance(space, SearchSpace):
+        raise TypeError(f"register_space expects a SearchSpace (e.g. type(get_space('tiny'))(name=..., ...)), "
+                        f"got {type(space).__name__}")
     SPACES.add(space.name, space)
     KNOWN_SPACES.add(space.name)
     return space

@@ -102,6 +102,16 @@ def test_bad_arguments(capsys, args, words):
     assert words in _error_line(capsys.readouterr().err)
 
 
+def test_json_never_overwrites_the_genotype_it_benches(tmp_path, capsys):
+    from derived_models import get_genotype
+
+    g = get_genotype("darts_v2").save(tmp_path / "g.json")
+    before = g.read_bytes()
+    assert main(["bench", str(g), "--no-latency", "--size", "64", "--json", str(g)]) == 2
+    assert "is one of this command's inputs" in _error_line(capsys.readouterr().err)
+    assert g.read_bytes() == before
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu(capsys):
     assert main(["bench", "cheapmatting", "--device", "cuda", "--size", "64"]) == 2

@@ -304,6 +304,17 @@ def test_cli_plot_errors(tmp_path, capsys):
     assert "broken.json" in _error_line(capsys.readouterr().err)
     assert not list(tmp_path.glob("*.png"))
 
+    (tmp_path / "s_reduce.png").mkdir()  # a picture beside the main one cannot be written: nothing is
+    assert main(["plot", str(genotype_json), "--out", str(tmp_path / "s.png")]) == 2
+    assert "s_reduce.png: it is a folder" in _error_line(capsys.readouterr().err)
+    assert not [p for p in tmp_path.glob("s*.png") if p.is_file()]
+
+    g_png = DARTS_V2.save(tmp_path / "gg.png")  # a genotype JSON under a picture's name
+    before = g_png.read_bytes()
+    assert main(["plot", str(g_png), "--out", str(g_png)]) == 2
+    assert "is the genotype file being plotted" in _error_line(capsys.readouterr().err)
+    assert g_png.read_bytes() == before
+
 
 def test_a_network_without_a_macro_view_gets_its_cells(tmp_path):
     g = DARTS_V2.replace(space={"name": "planted", "macro": {"name": "planted", "C": 16}})

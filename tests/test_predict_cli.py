@@ -279,6 +279,10 @@ def test_load_weights_errors(tmp_path):
     with pytest.raises(DataError, match=r"2 missing keys \(3.weight, 3.bias\)"):
         load_weights(extra, tmp_path / "ok.pt")
     load_weights(extra, tmp_path / "ok.pt", strict=False)  # missing keys allowed, shapes fit
+    ints = {k: v.long() if v.is_floating_point() else v for k, v in _small().state_dict().items()}
+    torch.save({"model": ints}, tmp_path / "int.pt")  # the right names and shapes, integer weights
+    with pytest.raises(DataError, match="tensor '0.weight' is int64 where Sequential has float32"):
+        load_weights(_small(), tmp_path / "int.pt")
 
 
 def test_tiling_a_network_with_image_wide_context_warns(tmp_path, caplog):

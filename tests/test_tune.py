@@ -37,6 +37,11 @@ def test_the_tuning_space_is_checked(tmp_path):
                         ("arch_lr: {type: gaussian}\n", "float, int or categorical"),
                         ("arch_lr: {type: float, low: 0.1, high: 1, spread: 2}\n", "unknown field"),
                         ("strategy: {type: categorical, choices: []}\n", "non-empty list"),
+                        ("arch_lr: {type: float, low: 0.1, high: 1, log: 'no'}\n", "log must be true or false"),
+                        ("k_max: {type: int, low: 2.5, high: 3}\n", "integer low and high"),
+                        ("k_max: {type: int, low: 2, high: 3, step: 0}\n", "step must be a positive integer"),
+                        ("arch_lr: {type: float, low: 0.1, high: 1, step: -1}\n", "step must be a positive number"),
+                        ("arch_lr: {type: float, low: 0.1, high: 1, step: 0.1, log: true}\n", "cannot be combined"),
                         ("- 1\n", "mapping")):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=match):
@@ -52,11 +57,17 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--set", "C=0"], "C must be"),
              (["--objective", "sad", "macs"], "--objective sad needs --retrain-epochs"),
              (["--retrain-epochs", "1", "--retrain-set", "wings=2"], "wings"),
-             (["--space", "planted", "--retrain-epochs", "1"], "retrain trains matting networks only")]
+             (["--space", "planted", "--retrain-epochs", "1"], "retrain trains matting networks only"),
+             (["--set", "k_max=2"], "k_max is tuned"),
+             (["--retrain-set", "lr=0.1"], "--retrain-set needs --retrain-epochs"),
+             (["--retrain-epochs", "1", "--retrain-set", "epochs=3"], "give the retrain's length as --retrain-epochs"),
+             (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file")]
+    (tmp_path / "notes.txt").write_text("my notes\n")
     for extra, expect in cases:
         assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2, extra
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("atldas: error:") and expect in err[0], err
+    assert (tmp_path / "notes.txt").read_text() == "my notes\n"  # a file that is no journal is left untouched
 
 
 def test_a_study_with_other_objectives_is_refused(tmp_path, capsys):

@@ -88,6 +88,9 @@ def register_model(name: str, *, two_inputs: bool = False, learned: bool = True,
     ``(image, trimap_onehot)`` with ``two_inputs=True``."""
 
     def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if not callable(build):
+            raise TypeError(f"register_model({name!r}) decorates a function building the network, got "
+                            f"{type(build).__name__}")
         MODELS.add(name, ModelEntry(name=name, build=build, two_inputs=two_inputs, learned=learned,
                                     genotype=genotype, description=description))
         return build

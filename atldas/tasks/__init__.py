@@ -18,6 +18,8 @@ TASKS: Registry[Task] = Registry("task")
 
 def register_task(name: str, task: Task) -> Task:
     """Register ``task`` under ``name`` (a duplicate raises ValueError)."""
+    if not isinstance(task, Task):
+        raise TypeError(f"register_task({name!r}): expected a Task instance, got {type(task).__name__}")
     TASKS.add(name, task)
     return task
 

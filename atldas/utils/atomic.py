@@ -7,6 +7,7 @@ earlier file there stays intact until the new one is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -33,6 +34,8 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     ``suffix`` is the temporary file's extension, for writers that infer the format from it.
     """
     p = Path(path)
+    if p.is_dir():  # before a temporary file: the error names the user's path
+        raise IsADirectoryError(errno.EISDIR, "is a folder; pass a file name", os.fspath(path))
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
     os.close(fd)

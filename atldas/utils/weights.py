@@ -141,8 +141,9 @@ def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, st
 
     Raises:
         DataError: a missing, unreadable or code-carrying file, no weights inside, weights of
-            another network (one line naming the first mismatched keys and shapes), or a tensor with
-            NaN or infinite values (named).
+            another network (one line naming the first mismatched keys and shapes), an integer tensor
+            where the network has a floating one (or the reverse), or a tensor with NaN or infinite
+            values (named).
     """
     path = os.fspath(checkpoint_path)
     ckpt = load_checkpoint(path, map_location="cpu")
@@ -153,6 +154,12 @@ def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, st
     if problem:
         raise DataError(f"checkpoint {path} does not fit {label}: {problem}; "
                         "use the checkpoint trained for this MODEL")
+    kind = next((k for k, v in model_sd.items() if k in sd and sd[k].is_floating_point() != v.is_floating_point()),
+                None)
+    if kind is not None:
+        raise DataError(f"checkpoint {path}: tensor {kind!r} is {str(sd[kind].dtype).replace('torch.', '')} where "
+                        f"{label} has {str(model_sd[kind].dtype).replace('torch.', '')} (not weights saved from this "
+                        "network); use the checkpoint trained for this MODEL")
     bad = next((k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point()
                 and not bool(torch.isfinite(v).all())), None)
     if bad is not None:

@@ -1,0 +1,86 @@
+"""Misuse of the Python API gets a clear error of its own, not an internal traceback or a silently
+wrong search: a run directory written from Python is complete and never overwritten, a strategy
+refuses a cost table of another supernet or metric, registries check what they are given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import atldas
+from atldas.errors import AtldasError, ConfigError
+
+TINY = ["epochs=2", "tensorboard=false", "plots=false", "progress=false"]
+
+
+def test_run_with_out_writes_a_complete_run_directory_and_never_overwrites_it(tmp_path):
+    out = tmp_path / "run"
+    atldas.Run(atldas.make_search_config(space="tiny", sets=TINY), out=out).fit()
+    assert {"config.yaml", "cost_table.json", "checkpoint.pt", "genotype.json", "history.jsonl"} <= {
+        p.name for p in out.iterdir()}
+    assert atldas.Run.load(out).epoch == 2  # derive and resume read it
+    assert atldas.derive_run(out).is_file()
+    before = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(AtldasError, match="already holds a search checkpoint"):
+        atldas.Run(atldas.make_search_config(space="tiny", sets=TINY), out=out).fit()
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_run_and_config_arguments(tmp_path):
+    with pytest.raises(TypeError, match="Run needs a SearchConfig"):
+        atldas.Run({"space": "tiny"})
+    cfg = atldas.make_search_config(space="tiny", sets="epochs=3")  # one text: a list of one
+    assert cfg.epochs == 3
+
+
+def _pieces(with_none: bool = False):
+    cfg = atldas.make_search_config(space="tiny", sets=TINY)
+    space = atldas.bind_space(cfg)
+    return space, space.build_supernet(ops=space.search_ops(with_none=with_none))
+
+
+def test_strategy_refuses_a_cost_table_of_another_metric_or_supernet():
+    space, supernet = _pieces()
+    S, task = atldas.STRATEGIES.get("atldas"), atldas.get_task("matting")
+
+    def build(table, budget):
+        return S(supernet=supernet, loss_fn=task.loss, cost=table, budget=budget, hp=atldas.AtldasHP(), epochs=2)
+
+    macs = atldas.cost_table(space, supernet.arch, metric="macs")
+    with pytest.raises(ConfigError, match="the budget is in params but the cost table in macs"):
+        build(macs, atldas.BudgetCfg(target_params=1e5).build())
+    _, other = _pieces(with_none=True)
+    with pytest.raises(ConfigError, match=r"normal cells cost \[14, 8\] .* the supernet has \[14, 7\]"):
+        build(atldas.cost_table(space, other.arch, metric="macs"), None)
+    build(macs, atldas.BudgetCfg(target_macs=12e6).build())  # the README's pieces fit
+
+
+def test_registries_check_what_they_are_given():
+    with pytest.raises(TypeError, match="op name must be a non-empty string, got 5"):
+        atldas.register_op(5, lambda *, C_in, C_out, stride, affine: nn.Identity())
+    with pytest.raises(TypeError, match="build must be callable"):
+        atldas.register_op("test_not_callable", 5)
+    with pytest.raises(TypeError, match="build must take the keywords C_in, C_out, stride and affine"):
+        atldas.register_op("test_bad_signature", lambda c: nn.Identity())
+    assert not {"test_not_callable", "test_bad_signature"} & set(atldas.OPS.names())  # nothing half-registered
+    with pytest.raises(TypeError, match="decorates a function"):
+        atldas.register_model("test_not_a_builder")(5)
+    with pytest.raises(TypeError, match="expected a Task instance"):
+        atldas.register_task("test_task", 5)
+    with pytest.raises(TypeError, match="register_space expects a SearchSpace"):
+        atldas.register_space("foo")
+    with pytest.raises(ConfigError, match="unknown op 'nope'; known ops: "):  # the registry still lists its names
+        atldas.OPS.get("nope")
+
+
+def test_plot_takes_a_path_and_save_names_the_folder(tmp_path):
+    space, supernet = _pieces()
+    g = space.child_to_genotype(supernet.arch, supernet.arch.sample(generator=torch.Generator().manual_seed(0)))
+    path = g.save(tmp_path / "g.json")
+    assert atldas.plot_genotype(str(path), out=tmp_path / "g.png")[0].is_file()
+    with pytest.raises(TypeError, match="needs a Genotype or a genotype file's path"):
+        atldas.plot_genotype(5, out=tmp_path / "x.png")
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        g.save(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
