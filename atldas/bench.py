@@ -17,7 +17,9 @@ input:
   weights (seed 0), a random image and a round trimap (foreground disc, unknown ring), measured with
   ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread count (``threads``, default
   torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean
-  of one block of runs; a slow network gets single runs). ``None`` with ``latency=False``.
+  of one block of runs; a slow network gets single runs) as long as they fit in 60 x ``min_run_time``
+  (``latency_samples`` says how many were taken; fewer than ``repeats`` is a warning). ``None`` with
+  ``latency=False``.
 
 The JSON file (``json_path``) is the list of these records, in the format of architecture.md::
 
@@ -65,6 +67,10 @@ MIN_RUN_TIME = 1.0
 REPEATS = 5
 
 
+#: The largest input side bench counts or times (65536^2 is 4.3 G pixels, 17 GB per float channel).
+MAX_SIDE = 65536
+
+
 def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
     if isinstance(size, int):
         h = w = size
@@ -72,6 +78,8 @@ def _hw(size: Union[int, Sequence[int]]) -> Tuple[int, int]:
         h, w = (int(s) for s in size)
     if min(h, w) < 32:
         raise ConfigError(f"--size must be at least 32 (the networks downsample 5 times), got {h}x{w}")
+    if max(h, w) > MAX_SIDE:
+        raise ConfigError(f"--size must be at most {MAX_SIDE} per side, got {h}x{w}")
     return h, w
 
 
@@ -206,15 +214,18 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     for name, mm in zip(models, resolved):
         log.info("bench %s: counting params and MACs at 1x6x%dx%d", name, h, w)
         cost = count_cost(mm, size=(h, w))
-        lat = None
+        lat, samples = None, None
         if latency:
             log.info("bench %s: timing on %s (%d threads, >= %.1f s)", name, dev, n_threads, min_run_time)
             lat = measure_latency(mm, size=(h, w), device=dev, threads=n_threads, min_run_time=min_run_time,
                                   repeats=repeats)
-            lat.pop("samples")
+            samples = int(lat.pop("samples"))
+            if samples < repeats:
+                log.warning("bench %s: %d timing samples, not the %d asked for: timing stops after 60 x "
+                            "--min-run-time; raise --min-run-time for more", name, samples, repeats)
         records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "learned": mm.learned,
                         "input": [1, 6, h, w],
-                        "latency_ms": lat, "device": str(dev), "macs_by_op": cost["macs_by_op"],
+                        "latency_ms": lat, "latency_samples": samples, "device": str(dev), "macs_by_op": cost["macs_by_op"],
                         "threads": n_threads if dev.type == "cpu" else None, "device_name": device_name(dev),
                         "gmacs_per_s": cost["macs"] / (lat["median"] * 1e-3) / 1e9 if lat and mm.learned else None,
                         "ceiling_gmacs_per_s": ceiling})

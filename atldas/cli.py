@@ -281,7 +281,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                   objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune,
                   retrain_epochs=args.retrain_epochs, retrain_sets=args.retrain_set or [])
     print(result["table"])
-    print(f"study {result['study']}: {result['finished']} finished trial(s); {args.out}/pareto.json, "
+    pruned = f" ({result['pruned']} pruned)" if result.get("pruned") else ""
+    print(f"study {result['study']}: {result['finished']} finished trial(s){pruned}; {args.out}/pareto.json, "
           f"{result['plot']}, {args.out}/best/")
     return 0
 
@@ -535,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the records as JSON to this file")
     p.add_argument("--no-latency", action="store_true", help="params and MACs only (fast)")
     p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (default 1)")
-    p.add_argument("--repeats", type=int, default=5, help="minimum number of timing samples (default 5)")
+    p.add_argument("--repeats", type=int, default=5, help="minimum number of timing samples (default 5), within 60 x --min-run-time (fewer: a warning)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("data", parents=[common], help="data utilities (preview the synthetic data)")
@@ -602,6 +603,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``atldas`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    empty = next((k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v)), None)
+    if empty is not None:  # '' would fall back to a default (the matting space, the current folder)
+        parser.error(f"{'--' + empty.replace('_', '-') if empty not in _POSITIONALS else empty.upper()}: an empty "
+                     "value; give a name or path (or leave the option out)")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
     thread_policy(chosen=getattr(args, "threads", None))
@@ -630,6 +635,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"atldas: error: {write_error(exc)}", file=sys.stderr)
         return 2
 
+
+#: Destinations of positional arguments (named without dashes in the empty-value error).
+_POSITIONALS = ("source", "models", "run_dir", "model")
 
 #: OS errors of writing that are the user's situation, not a bug: one line, no traceback
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,

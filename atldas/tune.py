@@ -74,6 +74,9 @@ _FIELDS = {"float": {"low", "high", "log", "step"}, "int": {"low", "high", "log"
 _RETRY = "atldas.retry_of"
 #: A worker stops after this many failed trials in a row (a space whose settings cannot run).
 MAX_FAILURES = 5
+#: A worker stops after this many pruned trials in a row: the median pruner compares with finished
+#: trials only, the survivors, so its bar can fall out of reach.
+MAX_PRUNED = 20
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,20 @@ def _check_journal(path: Path) -> None:
                           "a new file name (or an existing study's journal)")
 
 
+def _refuse_other_study(storage: Any, name: str, out: Path) -> None:
+    """Refuse a study whose trial folders would land beside another study's in ``out`` (both number
+    their trials from 0, and the Pareto files and ``best/`` are one per folder)."""
+    here = out.resolve()
+    for other in storage.get_all_studies():
+        if other.study_name == name:
+            continue
+        for t in storage.get_all_trials(other._study_id, deepcopy=False):
+            run = t.user_attrs.get("run")
+            if run and Path(run).resolve().parent == here:
+                raise AtldasError(f"--out {out} holds the trials of study {other.study_name!r}; give study {name!r} "
+                                  "its own --out (or continue that study with --study " f"{other.study_name})")
+
+
 def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: Any = None):
     """Create or load study ``name``; a study made with other objectives is refused."""
     optuna = _optuna()
@@ -325,7 +342,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     ``--set`` values) and makes the ``sad`` objective available.
 
     Returns:
-        ``{"study", "finished", "pareto": [{"trial", "values", "params", "run"}...], "table", "plot"}``.
+        ``{"study", "finished", "pruned", "pareto": [{"trial", "values", "params", "run"}...], "table", "plot"}``.
     """
     optuna = _optuna()
     if not 1 <= trials <= 100_000:
@@ -374,10 +391,13 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     out_dir = check_output(out, flag="--out", folder=True)
     name = study or f"tune-{space}"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None
-    st = open_study(open_storage(storage, out_dir), name, objectives, pruner=pruner)  # refused: no OUT made
+    store = open_storage(storage, out_dir)
+    _refuse_other_study(store, name, out_dir)
+    st = open_study(store, name, objectives, pruner=pruner)  # refused: no OUT made
     out_dir.mkdir(parents=True, exist_ok=True)  # (made already when it holds the journal)
     done_states = (optuna.trial.TrialState.COMPLETE,)
     succeeded: List[int] = []  # this worker's last trial finished
+    pruned: List[int] = []  # this worker's last trial was pruned
 
     def objective(trial: Any) -> Sequence[float]:
         trial.set_user_attr("host", socket.gethostname())
@@ -392,6 +412,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                 trial.report(float(row["loss/arch"]), step=int(row["epoch"]))
                 if trial.should_prune():
                     succeeded.append(trial.number)  # a pruned trial is not a failure
+                    pruned.append(trial.number)
                     log.info("tune: trial %d pruned after epoch %d", trial.number, int(row["epoch"]) + 1)
                     raise optuna.TrialPruned()
 
@@ -409,7 +430,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         log.info("tune: trial %d: %s", trial.number, ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values)))
         return values
 
-    failed_in_a_row = 0
+    failed_in_a_row = pruned_in_a_row = 0
     while True:
         fail_dead_trials(st)
         finished = len(st.get_trials(deepcopy=False, states=done_states))
@@ -418,9 +439,15 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         if failed_in_a_row >= MAX_FAILURES:
             raise AtldasError(f"tune: the last {failed_in_a_row} trials of this worker failed (see the warnings "
                               "above); fix the tuning space or the --set values")
+        if pruned_in_a_row >= MAX_PRUNED:
+            raise AtldasError(f"tune: the last {pruned_in_a_row} trials of this worker were pruned (the median of the "
+                              "finished trials is a bar few new trials reach); run without --prune, or with more "
+                              "epochs")
         succeeded.clear()
+        pruned.clear()
         st.optimize(objective, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
         failed_in_a_row = 0 if succeeded else failed_in_a_row + 1
+        pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
     front = [{"trial": t.number, "values": list(t.values), "params": dict(t.params), "run": t.user_attrs.get("run")}
              for t in sorted(st.best_trials, key=lambda t: t.values[-1])]
     best_dir = out_dir / "best"
@@ -436,5 +463,6 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     write_json(out_dir / "pareto.json", {"study": name, "objectives": list(objectives), "pareto": front})
     plot = out_dir / "pareto.png"
     _plot_front(st, objectives, plot)
-    return {"study": name, "finished": finished, "pareto": front, "table": pareto_table(st, objectives),
+    n_pruned = len(st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,)))
+    return {"study": name, "finished": finished, "pruned": n_pruned, "pareto": front, "table": pareto_table(st, objectives),
             "plot": str(plot)}

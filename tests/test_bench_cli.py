@@ -95,6 +95,7 @@ def test_bench_function_matches_an_independent_count():
 @pytest.mark.parametrize("args, words", [
     (["nonesuch", "--no-latency"], "unknown model 'nonesuch'"),
     (["cheapmatting", "--size", "16", "--no-latency"], "at least 32"),
+    (["cheapmatting", "--size", "1000000000", "--no-latency"], "at most 65536"),
     (["cheapmatting", "--threads", "0"], "--threads"),
 ])
 def test_bad_arguments(capsys, args, words):

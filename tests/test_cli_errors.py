@@ -345,3 +345,19 @@ def test_hidden_files_are_not_images_of_a_folder(tmp_path):
     write_alpha(tmp_path / ".a.png.x1y2z3.png", np.zeros((8, 8)))
     write_alpha(tmp_path / "._b.png", np.zeros((8, 8)))
     assert list(list_images(tmp_path)) == ["a"]
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["tune", "--space", "", "--trials", "1"], "--space"),
+    (["tune", "--space", "tiny", "--out", ""], "--out"),
+    (["search", "--space", "tiny", "--out", ""], "--out"),
+    (["bench", ""], "MODELS"),
+    (["plot", ""], "SOURCE"),
+])
+def test_an_empty_value_is_refused_not_read_as_the_default(argv, named, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an empty --out would have written here
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"{named}: an empty value" in _one_line(capsys)
+    assert not list(tmp_path.iterdir())

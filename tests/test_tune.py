@@ -79,6 +79,9 @@ def test_a_study_with_other_objectives_is_refused(tmp_path, capsys):
     assert (out / "best" / f"trial-{front[0]['trial']:04d}.json").is_file()
     assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--objective", "loss", "params"]) == 2
     assert "was created with objectives loss, macs" in capsys.readouterr().err
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--study", "other", *FAST]) == 2
+    assert "holds the trials of study 'tune-tiny'; give study 'other' its own --out" in capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("trial-*")) == ["trial-0000"]
 
 
 def test_the_sad_objective_comes_from_a_short_retrain(tmp_path, capsys):
@@ -128,3 +131,17 @@ def test_two_workers_one_killed_mid_trial(tmp_path):
     assert len(retries) == 1 and retries[0].params == killed.params and retries[0].state == states.COMPLETE
     assert sum(t.state == states.COMPLETE for t in trials.values()) >= 4
     assert not [t for t in trials.values() if t.state == states.RUNNING]
+
+
+def test_a_worker_whose_trials_are_all_pruned_stops(tmp_path, capsys, monkeypatch):
+    import optuna
+
+    from atldas import tune
+
+    monkeypatch.setattr(tune, "MAX_PRUNED", 3)
+    monkeypatch.setattr(optuna.pruners.MedianPruner, "prune", lambda self, study, trial: True)
+    out = tmp_path / "t"
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--objective", "loss", "--prune",
+                 "--quiet", *FAST, "--set", "warmup_epochs=0"]) == 2
+    assert "the last 3 trials of this worker were pruned" in capsys.readouterr().err
+    assert len(_study(out).get_trials(states=(optuna.trial.TrialState.PRUNED,))) == 3
