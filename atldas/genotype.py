@@ -341,7 +341,10 @@ class Genotype:
                                   f"set it to {fixed}")
 
     def hash(self, length: int = 12) -> str:
-        """Stable content hash: sha256 of the canonical JSON of the cells (and choices), hex prefix."""
+        """Stable content hash: sha256 of the canonical JSON of the cells (and choices), hex prefix of
+        ``length`` (1..64) characters."""
+        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= 64:
+            raise ValueError(f"hash length must be an integer in 1..64, got {length!r}")
         content: dict[str, Any] = {name: cell.to_dict() for name, cell in self.cells().items()}
         if self.choices:
             content["choices"] = dict(self.choices)

@@ -11,11 +11,12 @@ its config. Matplotlib ``Figure`` objects on the Agg canvas: no pyplot state, no
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import matplotlib
 import networkx as nx
@@ -285,13 +286,18 @@ def _out_path(out: PathLike) -> Path:
     return check_output(out, flag="--out")
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """Write ``fig`` atomically: PNG at 150 dpi, or SVG without a date and with stable ids."""
-    svg = path.suffix.lower() == ".svg"
-    with atomic_path(path, suffix=path.suffix) as tmp, matplotlib.rc_context({"svg.hashsalt": "atldas"} if svg else {}):
-        fig.savefig(tmp, format=path.suffix.lower()[1:], dpi=150, facecolor="white",
-                    metadata={"Date": None} if svg else None)
-    return path
+def _save(figs: Sequence[Figure], paths: Sequence[Path]) -> List[Path]:
+    """Write ``figs`` to ``paths`` as one set: PNG at 150 dpi, or SVG without a date and with stable
+    ids; each is drawn into a temporary file and all are renamed at the end, so a failure or a
+    Ctrl-C leaves none of them half-written or missing from the set."""
+    with contextlib.ExitStack() as stack:
+        for fig, path in zip(figs, paths):
+            svg = path.suffix.lower() == ".svg"
+            tmp = stack.enter_context(atomic_path(path, suffix=path.suffix))
+            with matplotlib.rc_context({"svg.hashsalt": "atldas"} if svg else {}):
+                fig.savefig(tmp, format=path.suffix.lower()[1:], dpi=150, facecolor="white",
+                            metadata={"Date": None} if svg else None)
+    return list(paths)
 
 
 def figure_title(genotype: Genotype, kind: str) -> str:
@@ -345,7 +351,8 @@ def plot_genotype(genotype: Union[Genotype, PathLike], *, out: PathLike, macro: 
 
     for name, (x, y, w, h) in rects.items():
         draw(name, fig.add_axes((x / width, y / height, w / width, h / height)))
-    return [_save(fig, out)] + [_save(draw(n).figure, out.with_name(f"{out.stem}_{n}{out.suffix}")) for n in rects]
+    return _save([fig, *(draw(n).figure for n in rects)],
+                 [out, *(out.with_name(f"{out.stem}_{n}{out.suffix}") for n in rects)])
 
 
 def _registered(name: str) -> Optional[Genotype]:

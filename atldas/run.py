@@ -424,6 +424,8 @@ class Run:
             AtldasError: a non-finite loss (the last good checkpoint is kept).
         """
         cfg = self.cfg
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)):
+            raise TypeError(f"fit(epochs=...) takes an int (the epoch to stop before), got {epochs!r}")
         end = cfg.epochs if epochs is None else min(cfg.epochs, epochs)
         _, _, train_loader, arch_loader, ts, As = self._loaders()
         rd = RunDir(self.out, checkpoint=CHECKPOINT, kind="search") if self.out is not None else None

@@ -249,6 +249,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _retry_interrupted(study: Any) -> None:
+    """Enqueue once more the settings of this worker's last trial, which a Ctrl-C ended (failed)."""
+    optuna = _optuna()
+    mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+            if t.user_attrs.get("pid") == os.getpid() and t.user_attrs.get("host") == socket.gethostname()]
+    if mine and _RETRY not in mine[-1].user_attrs:
+        study.enqueue_trial(dict(mine[-1].params), user_attrs={_RETRY: mine[-1].number})
+
+
 def fail_dead_trials(study: Any) -> int:
     """Mark failed the running trials whose worker on this machine is dead, and enqueue their settings
     once more; returns how many. (Trials of other machines are left to their own workers.)"""
@@ -445,7 +454,11 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                               "epochs")
         succeeded.clear()
         pruned.clear()
-        st.optimize(objective, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
+        try:
+            st.optimize(objective, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
+        except KeyboardInterrupt:  # Optuna marked the trial failed: its settings run again once, as a killed one's
+            _retry_interrupted(st)
+            raise
         failed_in_a_row = 0 if succeeded else failed_in_a_row + 1
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
     front = [{"trial": t.number, "values": list(t.values), "params": dict(t.params), "run": t.user_attrs.get("run")}

@@ -84,3 +84,15 @@ def test_plot_takes_a_path_and_save_names_the_folder(tmp_path):
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         g.save(tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+def test_small_misuses_are_type_or_value_errors():
+    run = atldas.Run(atldas.make_search_config(space="tiny", sets=TINY))
+    with pytest.raises(TypeError, match="fit\\(epochs=...\\) takes an int"):
+        run.fit("2")
+    with pytest.raises(TypeError, match="a MODEL is a registered name"):
+        atldas.create_model(5)
+    g = run.final_genotype()
+    with pytest.raises(ValueError, match="hash length must be an integer in 1..64"):
+        g.hash(length=0)
+    assert len(g.hash(length=64)) == 64

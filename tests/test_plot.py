@@ -321,3 +321,20 @@ def test_a_network_without_a_macro_view_gets_its_cells(tmp_path):
     paths = plot_genotype(g, out=tmp_path / "p.png")
     assert [p.name for p in paths] == ["p.png", "p_normal.png", "p_reduce.png"]
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_an_interrupted_plot_writes_none_of_its_pictures(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    real, calls = Figure.savefig, []
+
+    def savefig(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # Ctrl-C while the third picture is drawn
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    with pytest.raises(KeyboardInterrupt):
+        plot_genotype(DARTS_V2, out=tmp_path / "i.png")
+    assert not list(tmp_path.iterdir())  # neither the first two pictures nor a temporary file

@@ -145,3 +145,20 @@ def test_a_worker_whose_trials_are_all_pruned_stops(tmp_path, capsys, monkeypatc
                  "--quiet", *FAST, "--set", "warmup_epochs=0"]) == 2
     assert "the last 3 trials of this worker were pruned" in capsys.readouterr().err
     assert len(_study(out).get_trials(states=(optuna.trial.TrialState.PRUNED,))) == 3
+
+
+def test_a_trial_stopped_by_ctrl_c_is_run_again_once(tmp_path, monkeypatch):
+    import optuna
+
+    from atldas import tune
+
+    def interrupted(cfg, callback=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tune, "search", interrupted)
+    out = tmp_path / "t"
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--quiet", *FAST]) == 130
+    trials = _study(out).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert trials[1].user_attrs["atldas.retry_of"] == 0
+    assert dict(trials[1].system_attrs["fixed_params"]) == trials[0].params

@@ -233,6 +233,9 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
     """
     if isinstance(spec, Genotype):
         return _from_genotype(spec, name=f"genotype {spec.hash()}", kind="genotype", knobs=knobs)
+    if not isinstance(spec, (str, os.PathLike)):
+        raise TypeError(f"a MODEL is a registered name, a genotype file, a run directory or a Genotype, got "
+                        f"{type(spec).__name__}")
     text = os.fspath(spec)
     path = Path(text)
     if path.is_dir():
