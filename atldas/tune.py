@@ -388,7 +388,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     tuned = {p.key for p in params}
     for pair in sets:  # a fixed value for a tuned key would be overridden by every trial's draw
         key = pair.split("=", 1)[0].strip().replace("-", "_")
-        if key in tuned:
+        if key in tuned or key.rsplit(".", 1)[-1] in tuned:  # a leaf name or a dotted path (hp.arch_lr)
             raise ConfigError(f"--set {pair}: {key} is tuned (the tuning space draws it for every trial); drop this "
                               "--set, or give a --space-file without it")
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial

@@ -59,6 +59,7 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--retrain-epochs", "1", "--retrain-set", "wings=2"], "wings"),
              (["--space", "planted", "--retrain-epochs", "1"], "retrain trains matting networks only"),
              (["--set", "k_max=2"], "k_max is tuned"),
+             (["--set", "hp.arch_lr=0.01"], "hp.arch_lr is tuned"),
              (["--retrain-set", "lr=0.1"], "--retrain-set needs --retrain-epochs"),
              (["--retrain-epochs", "1", "--retrain-set", "epochs=3"], "give the retrain's length as --retrain-epochs"),
              (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file")]
