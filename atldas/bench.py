@@ -193,8 +193,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
     if json_path is not None:
         check_output(json_path, flag="--json")
-        inputs = [Path(m) for m in models]  # a genotype file, or the files of a run directory
-        refuse_input_as_output(json_path, [*inputs, *(f for p in inputs if p.is_dir() for f in p.iterdir())],
+        inputs = [Path(m) for m in models]  # a genotype file, or a run directory (its genotype.json is read)
+        refuse_input_as_output(json_path, [*inputs, *(p / "genotype.json" for p in inputs if p.is_dir())],
                                flag="--json")
         refuse_overwriting_non_json(json_path)
     h, w = _hw(size)

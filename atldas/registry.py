@@ -27,7 +27,7 @@ class Registry(Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that registers ``obj`` under ``name``; a duplicate name raises ValueError."""
         if not isinstance(name, str) or not name:
-            raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            raise TypeError(f"the {self.kind} name must be a non-empty string, got {name!r}")
 
         def deco(obj: T) -> T:
             self.add(name, obj)
@@ -39,7 +39,7 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name``; a duplicate name raises ValueError, a name that is not a
         non-empty string TypeError."""
         if not isinstance(name, str) or not name:
-            raise TypeError(f"a {self.kind} name must be a non-empty string, got {name!r}")
+            raise TypeError(f"the {self.kind} name must be a non-empty string, got {name!r}")
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj

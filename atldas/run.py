@@ -43,7 +43,7 @@ from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.genotype import Genotype
-from atldas.rundir import CONFIG, RunDir
+from atldas.rundir import RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
@@ -431,9 +431,8 @@ class Run:
         rd = RunDir(self.out, checkpoint=CHECKPOINT, kind="search") if self.out is not None else None
         if rd is not None and self.epoch == 0:  # a fresh run: never over another one; a complete directory
             rd.check_new()
-            if not (rd.path / CONFIG).is_file():  # Run(cfg, out=...) from Python (atldas search wrote it)
-                rd.write_config(dataclasses.replace(cfg, out=str(self.out)))
-                write_cost_table(self)
+            rd.write_config(dataclasses.replace(cfg, out=str(self.out)))  # refuses another config left without a checkpoint
+            write_cost_table(self)
         history = rd.history(self.epoch) if rd is not None else None
         writer = rd.writer(cfg.tensorboard) if rd is not None else None
         strat, rows = self.strategy, []

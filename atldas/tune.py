@@ -142,7 +142,7 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
             low, high = float(spec["low"]), float(spec["high"])
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{where}: {key}: low and high must be numbers") from None
-        log_, step = spec.get("log", False), spec.get("step")
+        log_, step = spec.get("log") or False, spec.get("step")  # log: (null) is false
         if not isinstance(log_, bool):
             raise ConfigError(f"{where}: {key}: log must be true or false, got {log_!r}")
         if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (log_ and low <= 0):
@@ -155,8 +155,9 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
                     or (spec["type"] == "int" and not float(step).is_integer()):
                 raise ConfigError(f"{where}: {key}: step must be a positive {'integer' if spec['type'] == 'int' else 'number'}, "
                                   f"got {step!r}")
-            if log_:
-                raise ConfigError(f"{where}: {key}: step and log cannot be combined (Optuna samples one or the other)")
+            if log_ and not (spec["type"] == "int" and step == 1):  # Optuna's log int range takes step 1 only
+                raise ConfigError(f"{where}: {key}: step and log cannot be combined (Optuna samples one or the other; "
+                                  "a log int range takes step 1 only)")
         params.append(Param(key=key, type=spec["type"], low=low, high=high, log=log_, step=step))
     return params
 
@@ -249,13 +250,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _retry_interrupted(study: Any) -> None:
-    """Enqueue once more the settings of this worker's last trial, which a Ctrl-C ended (failed)."""
+def _retry_interrupted(study: Any, number: int) -> None:
+    """Enqueue once more the settings of trial ``number``, which a Ctrl-C ended (Optuna marked it failed)."""
     optuna = _optuna()
-    mine = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-            if t.user_attrs.get("pid") == os.getpid() and t.user_attrs.get("host") == socket.gethostname()]
-    if mine and _RETRY not in mine[-1].user_attrs:
-        study.enqueue_trial(dict(mine[-1].params), user_attrs={_RETRY: mine[-1].number})
+    t = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    if t.state == optuna.trial.TrialState.FAIL and _RETRY not in t.user_attrs:
+        study.enqueue_trial(dict(t.params), user_attrs={_RETRY: t.number})
 
 
 def fail_dead_trials(study: Any) -> int:
@@ -379,18 +379,22 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                              "epochs": "give the retrain's length as --retrain-epochs"}}
     if retrain_sets and not retrain_epochs:
         raise ConfigError("--retrain-set needs --retrain-epochs N (without it no trial is retrained)")
-    for flag, pairs in (("--set", sets), ("--retrain-set", retrain_sets)):  # a key tune sets itself: refused
+    params = load_tune_space(space_file, space=space)
+    paths = leaf_paths(make_search_config(space=space))
+
+    def config_path(key: str) -> str:  # a --set key (leaf name, dotted path or alias) as its dotted path
+        key = ALIASES.get(key, key)
+        return ".".join(paths[key]) if key in paths else key
+
+    tuned = {config_path(p.key) for p in params}
+    for flag, pairs in (("--set", sets), ("--retrain-set", retrain_sets)):
         for pair in pairs:
             key = pair.split("=", 1)[0].strip().replace("-", "_")
-            if key in own[flag]:
+            if key in own[flag]:  # a key tune sets itself
                 raise ConfigError(f"{flag} {pair}: tune sets {key} itself ({own[flag][key]}); drop this {flag}")
-    params = load_tune_space(space_file, space=space)
-    tuned = {p.key for p in params}
-    for pair in sets:  # a fixed value for a tuned key would be overridden by every trial's draw
-        key = pair.split("=", 1)[0].strip().replace("-", "_")
-        if key in tuned or key.rsplit(".", 1)[-1] in tuned:  # a leaf name or a dotted path (hp.arch_lr)
-            raise ConfigError(f"--set {pair}: {key} is tuned (the tuning space draws it for every trial); drop this "
-                              "--set, or give a --space-file without it")
+            if flag == "--set" and config_path(key) in tuned:  # every trial's draw would override it
+                raise ConfigError(f"--set {pair}: {key} is tuned (the tuning space draws it for every trial); drop "
+                                  "this --set, or give a --space-file without it")
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
     base.check(get_task(base.task or get_space(space).task))
     check_threads(base.threads, where="--set threads")
@@ -407,13 +411,15 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     done_states = (optuna.trial.TrialState.COMPLETE,)
     succeeded: List[int] = []  # this worker's last trial finished
     pruned: List[int] = []  # this worker's last trial was pruned
+    current: List[int] = []  # the trial this worker runs now
 
     def objective(trial: Any) -> Sequence[float]:
+        current.append(trial.number)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         drawn = {p.key: p.suggest(trial) for p in params}
         run_dir = out_dir / f"trial-{trial.number:04d}"
-        trial.set_user_attr("run", str(run_dir))
+        trial.set_user_attr("run", str(run_dir.resolve()))  # absolute: any worker's cwd reads it
         overrides = [f"{k}={v}" for k, v in drawn.items() if k not in ("strategy",)]
         log.info("tune: trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in drawn.items()), run_dir)
         def report(row: Dict[str, Any]) -> None:
@@ -454,10 +460,12 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                               "epochs")
         succeeded.clear()
         pruned.clear()
+        current.clear()
         try:
             st.optimize(objective, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
         except KeyboardInterrupt:  # Optuna marked the trial failed: its settings run again once, as a killed one's
-            _retry_interrupted(st)
+            if current:
+                _retry_interrupted(st, current[-1])
             raise
         failed_in_a_row = 0 if succeeded else failed_in_a_row + 1
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0

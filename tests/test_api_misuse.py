@@ -27,6 +27,18 @@ def test_run_with_out_writes_a_complete_run_directory_and_never_overwrites_it(tm
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def test_run_with_out_refuses_another_config_left_without_a_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    atldas.Run(atldas.make_search_config(space="tiny", sets=TINY + ["seed=3"]), out=out).fit(0)
+    assert (out / "config.yaml").is_file() and not (out / "checkpoint.pt").exists()  # never checkpointed
+    config = (out / "config.yaml").read_text()
+    with pytest.raises(AtldasError, match="another configuration.*seed"):
+        atldas.Run(atldas.make_search_config(space="tiny", sets=TINY), out=out).fit()
+    assert (out / "config.yaml").read_text() == config
+    atldas.Run(atldas.make_search_config(space="tiny", sets=TINY + ["seed=3"]), out=out).fit()  # the same one
+    assert (out / "checkpoint.pt").is_file()
+
+
 def test_run_and_config_arguments(tmp_path):
     with pytest.raises(TypeError, match="Run needs a SearchConfig"):
         atldas.Run({"space": "tiny"})

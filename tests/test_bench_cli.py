@@ -111,6 +111,14 @@ def test_json_never_overwrites_the_genotype_it_benches(tmp_path, capsys):
     assert main(["bench", str(g), "--no-latency", "--size", "64", "--json", str(g)]) == 2
     assert "is one of this command's inputs" in _error_line(capsys.readouterr().err)
     assert g.read_bytes() == before
+    run = tmp_path / "run"  # a run directory: its genotype.json is the input, an earlier bench.json is not
+    get_genotype("darts_v2").replace(space={"name": "matting", "macro": {"C": 16, "layers": 5}}).save(
+        run / "genotype.json")
+    assert main(["bench", str(run), "--no-latency", "--size", "64", "--json", str(run / "genotype.json")]) == 2
+    assert "is one of this command's inputs" in _error_line(capsys.readouterr().err)
+    for _ in range(2):  # written, then rewritten
+        assert main(["bench", str(run), "--no-latency", "--size", "64", "--json", str(run / "bench.json")]) == 0
+    assert json.loads((run / "bench.json").read_text())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

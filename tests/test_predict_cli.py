@@ -283,6 +283,12 @@ def test_load_weights_errors(tmp_path):
     torch.save({"model": ints}, tmp_path / "int.pt")  # the right names and shapes, integer weights
     with pytest.raises(DataError, match="tensor '0.weight' is int64 where Sequential has float32"):
         load_weights(_small(), tmp_path / "int.pt")
+    counter = _small().state_dict()
+    counter["1.num_batches_tracked"] = torch.tensor(7.0)  # a counter saved as a float (a converted checkpoint)
+    torch.save({"model": counter}, tmp_path / "float_counter.pt")
+    net = _small()
+    load_weights(net, tmp_path / "float_counter.pt")
+    assert net[1].num_batches_tracked.dtype == torch.int64 and int(net[1].num_batches_tracked) == 7
 
 
 def test_tiling_a_network_with_image_wide_context_warns(tmp_path, caplog):

@@ -42,10 +42,20 @@ def test_the_tuning_space_is_checked(tmp_path):
                         ("k_max: {type: int, low: 2, high: 3, step: 0}\n", "step must be a positive integer"),
                         ("arch_lr: {type: float, low: 0.1, high: 1, step: -1}\n", "step must be a positive number"),
                         ("arch_lr: {type: float, low: 0.1, high: 1, step: 0.1, log: true}\n", "cannot be combined"),
+                        ("k_max: {type: int, low: 2, high: 8, step: 2, log: true}\n", "log int range takes step 1"),
                         ("- 1\n", "mapping")):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=match):
             load_tune_space(str(bad), space="tiny")
+    good = tmp_path / "good.yaml"  # what Optuna accepts is accepted: a log int range with step 1, log: (null)
+    good.write_text("k_max: {type: int, low: 2, high: 8, step: 1, log: true}\narch_lr: {type: float, low: 0.1, "
+                    "high: 1, log: }\n")
+    k_max, arch_lr = load_tune_space(str(good), space="tiny")
+    assert (k_max.log, k_max.step, arch_lr.log) == (True, 1, False)
+    import optuna
+
+    trial = optuna.create_study().ask()
+    assert 2 <= k_max.suggest(trial) <= 8 and 0.1 <= arch_lr.suggest(trial) <= 1
 
 
 def test_bad_tune_input_is_one_line(tmp_path, capsys):
@@ -63,6 +73,8 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--retrain-set", "lr=0.1"], "--retrain-set needs --retrain-epochs"),
              (["--retrain-epochs", "1", "--retrain-set", "epochs=3"], "give the retrain's length as --retrain-epochs"),
              (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file")]
+    (tmp_path / "dotted.yaml").write_text("hp.arch_lr: {type: float, low: 0.001, high: 0.1, log: true}\n")
+    cases.append((["--space-file", str(tmp_path / "dotted.yaml"), "--set", "arch-lr=0.01"], "arch_lr is tuned"))
     (tmp_path / "notes.txt").write_text("my notes\n")
     for extra, expect in cases:
         assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2, extra
@@ -71,9 +83,11 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
     assert (tmp_path / "notes.txt").read_text() == "my notes\n"  # a file that is no journal is left untouched
 
 
-def test_a_study_with_other_objectives_is_refused(tmp_path, capsys):
+def test_a_study_with_other_objectives_is_refused(tmp_path, capsys, monkeypatch):
     out = tmp_path / "t"
-    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--quiet", *FAST]) == 0
+    monkeypatch.chdir(tmp_path)  # a relative --out; the later calls run from elsewhere with the absolute one
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", "t", "--quiet", *FAST]) == 0
+    monkeypatch.chdir(tmp_path.parent)
     table = capsys.readouterr().out
     assert "Pareto front of 1 trial(s)" in table and (out / "pareto.png").is_file()
     front = json.loads((out / "pareto.json").read_text())["pareto"]

@@ -154,8 +154,8 @@ def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, st
     if problem:
         raise DataError(f"checkpoint {path} does not fit {label}: {problem}; "
                         "use the checkpoint trained for this MODEL")
-    kind = next((k for k, v in model_sd.items() if k in sd and sd[k].is_floating_point() != v.is_floating_point()),
-                None)
+    kind = next((k for k, v in model_sd.items() if k in sd and sd[k].is_floating_point() != v.is_floating_point()
+                 and not k.endswith("num_batches_tracked")), None)  # a counter saved as a float still counts
     if kind is not None:
         raise DataError(f"checkpoint {path}: tensor {kind!r} is {str(sd[kind].dtype).replace('torch.', '')} where "
                         f"{label} has {str(model_sd[kind].dtype).replace('torch.', '')} (not weights saved from this "
