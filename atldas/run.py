@@ -122,6 +122,10 @@ class SearchConfig:
             0.8 budget, 10.0th against 13.1st percentile and standalone losses 0.84x over 36 paired
             runs, teachers 0-5, seeds 0-5); not for ``random``, whose uniform policy grows candidates
             without a preference (18.9th against 12.5th, losses 1.07x).
+        select_pool: with more than ``select``, the stage first draws up to ``select_pool`` distinct
+            candidates the same way and keeps the strategy's own child and the ``select`` - 1 others
+            with the lowest held-out loss on the shared weights (:meth:`Run.evaluate`, forward passes
+            only), so the fits go to the candidates the supernet ranks best. 0: off.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.
@@ -155,6 +159,7 @@ class SearchConfig:
     select_epsilon: float = 0.0
     select_cost: str = "free"
     select_fill: bool = False
+    select_pool: int = 0
     knobs: SpaceCfg = field(default_factory=SpaceCfg)
     data: DataCfg = field(default_factory=DataCfg)
     budget: BudgetCfg = field(default_factory=BudgetCfg)
@@ -175,6 +180,7 @@ class SearchConfig:
                             "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6),
                             "select": (0, 1000), "select_steps": (1, 10**6),
                             "select_keep": (0, 1000), "select_keep_steps": (1, 10**6), "select_epsilon": (0.0, 1.0),
+                            "select_pool": (0, 100_000),
                             "heatmap_every": (0, 10**6)})
         if self.select_cost not in ("derived", "free"):
             raise ConfigError(f"select_cost={self.select_cost!r}: use free or derived")
@@ -558,18 +564,24 @@ class Run:
             cap: Optional[float] = self.budget.target
         else:  # no budget: the derived child's cost, or none
             cap = self.table.of_child(first) if self.cfg.select_cost == "derived" else None
+        pool = max(n, self.cfg.select_pool)
         candidates: Dict[str, Child] = {}
         child = first
-        for _ in range(50 * n):
+        for _ in range(50 * pool):
             if cap is not None and self.table.of_child(child) > cap:
                 child, _ = repair(arch, child, self.table, cap)
             if self.budget is not None and self.cfg.select_fill:  # repair's last swap may overshoot
                 child, _ = grow(arch, child, self.table, self.budget.target)
             candidates.setdefault(self.space.child_to_genotype(arch, child).hash(), child)
-            if len(candidates) >= n:
+            if len(candidates) >= pool:
                 break
             with torch.no_grad():
                 child = arch.sample(generator=gen, epsilon=self.cfg.select_epsilon)
+        if len(candidates) > n:  # select_pool: the strategy's own, then the best others on the shared weights
+            own, *others = candidates
+            shared = {k: self.evaluate(candidates[k]) for k in others}
+            log.info("select: the best %d of %d candidates on the shared weights go on", n - 1, len(others))
+            candidates = {k: candidates[k] for k in [own, *sorted(others, key=shared.__getitem__)[:n - 1]]}
         keep = self.cfg.select_keep
         if keep and len(candidates) <= keep:  # every candidate reaches the second round: it alone decides
             scores = self._short_fits(candidates, steps=self.cfg.select_keep_steps)

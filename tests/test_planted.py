@@ -420,3 +420,63 @@ def test_grow_fills_a_child_onto_the_budget_and_leaves_one_over_it_alone():
     assert grow(arch, high, table, target) == (high, [])
     fixed, _ = repair(arch, high, table, target)
     assert table.of_child(fixed) <= target
+
+
+def test_select_pool_sends_the_candidates_the_shared_weights_rank_best_to_the_fits(tmp_path, monkeypatch):
+    """``select_pool=P``: P distinct candidates are drawn, the strategy's own and the ``select`` - 1
+    others with the lowest shared-weight loss (:meth:`Run.evaluate`) are fitted; 0 (the default) draws
+    ``select`` only; a negative pool is refused."""
+    from atldas.errors import ConfigError
+    from atldas.run import Run
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    shared, fitted = {}, []
+
+    def evaluate(self, child, **kw):
+        h = self.space.child_to_genotype(self.net.arch, child).hash()
+        shared[h] = int(h, 16) % 1000  # a fixed, arbitrary ranking
+        return float(shared[h])
+
+    monkeypatch.setattr(Run, "evaluate", evaluate)
+    monkeypatch.setattr(PlantedTask, "short_fit", lambda self, genotype, **kw: fitted.append(genotype.hash()) or 0.0)
+    sets = ["epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "arch_steps_per_epoch=1", "select=4",
+            "select_keep=0", "tensorboard=false", "plots=false", "progress=false"]
+    search(atldas.make_search_config(space="planted", out=str(tmp_path / "s"), sets=[*sets, "select_pool=10"]))
+    assert len(shared) == 9 and len(fitted) == 4 and fitted[0] not in shared  # the strategy's own is kept
+    assert fitted[1:] == sorted(shared, key=shared.__getitem__)[:3]
+    shared.clear()
+    fitted.clear()
+    search(atldas.make_search_config(space="planted", out=str(tmp_path / "t"), sets=sets))
+    assert not shared and len(fitted) == 4
+    with pytest.raises(ConfigError, match="select_pool"):
+        atldas.make_search_config(space="planted", sets=["select_pool=-1"]).check(PlantedTask())
+
+
+def test_paired_comparison_of_two_strategies(tmp_path, capsys):
+    """experiments/paired.py pairs runs by budget, teacher and seed, pooled over files (a later file's
+    run replaces an earlier one's), and prints the mean difference, its standard error, the wins and
+    the geometric-mean loss ratio."""
+    import json
+    import math
+
+    paired = _experiment("paired")
+
+    def summary(runs):
+        return {"strategies": {s: {"percentile": 0.0, "none": {"percentile": 0.0, "runs": [
+            {"teacher": t, "seed": k, "percentile": p, "loss": loss} for t, k, p, loss in rs]}}
+            for s, rs in runs.items()}}
+
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(summary({"atldas": [(0, 0, 10.0, 1.0), (0, 1, 30.0, 2.0)],
+                                       "random": [(0, 0, 20.0, 2.0), (0, 1, 20.0, 1.0), (5, 0, 0.0, 1.0)]})))
+    two = tmp_path / "two.json"
+    two.write_text(json.dumps(summary({"atldas": [(1, 0, 0.0, 1.0), (0, 1, 40.0, 4.0)],
+                                       "random": [(1, 0, 10.0, 4.0)]})))
+    [row] = paired.compare([one, two], "atldas", "random")
+    d = [-10.0, 20.0, -10.0]  # (0, 0); (0, 1) from two.json; (1, 0)
+    se = math.sqrt(sum(x * x for x in d) / 2 / 3)  # the sample variance over n (the mean is 0)
+    assert (row["n"], row["better"], row["worse"]) == (3, 2, 1) and row["diff"] == 0.0
+    assert math.isclose(row["se"], se) and math.isclose(row["loss_ratio"], (0.5 * 4.0 * 0.25) ** (1 / 3))
+    assert paired.main([str(one), str(two)]) == 0
+    assert "| none | 3 | " in capsys.readouterr().out
