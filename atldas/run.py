@@ -125,7 +125,9 @@ class SearchConfig:
         select_pool: with more than ``select``, the stage first draws up to ``select_pool`` distinct
             candidates the same way and keeps the strategy's own child and the ``select`` - 1 others
             with the lowest held-out loss on the shared weights (:meth:`Run.evaluate`, forward passes
-            only), so the fits go to the candidates the supernet ranks best. 0: off.
+            only), so the fits go to the candidates the supernet ranks best. 0: off. The planted
+            space's default for ``atldas`` and ``random`` (64): over 36 paired runs on teachers 12-17,
+            atldas's pick 4.4 percentile points better with it than without (standard error 3.9).
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.

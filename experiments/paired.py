@@ -4,9 +4,11 @@
         [--a atldas] [--b random]
 
 Runs are paired by budget, teacher and search seed (several files are pooled; a run found in two files
-counts once, the later file's). For each budget it prints the number of pairs, the mean percentile of
-``--a`` and ``--b``, the mean paired difference a - b with its standard error (negative: ``--a``
-better), how many pairs ``--a`` won and lost, and the geometric mean of the standalone-loss ratio a / b.
+counts once, the later file's). For each budget, and over all budgets when there are several, it prints
+the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired difference a - b with
+its standard error (negative: ``--a`` better), how many pairs ``--a`` won and lost, and the geometric
+mean of the standalone-loss ratio a / b. Where a strategy's label changed between files (a setting that
+became the default), give one label per file: ``--a atldas:select_pool=64 atldas``.
 """
 
 from __future__ import annotations
@@ -16,15 +18,21 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple, Union
 
 Key = Tuple[int, int]
+Labels = Union[str, Sequence[str]]
 
 
-def runs_of(paths: Sequence[Path], label: str) -> Dict[str, Dict[Key, dict]]:
-    """Budget label -> (teacher, seed) -> run record of strategy ``label``, pooled over ``paths``."""
+def runs_of(paths: Sequence[Path], labels: Labels) -> Dict[str, Dict[Key, dict]]:
+    """Budget label -> (teacher, seed) -> run record of the strategy ``labels`` names (one label for
+    every file, or one per file), pooled over ``paths``."""
+    if isinstance(labels, str):
+        labels = [labels] * len(paths)
+    if len(labels) != len(paths):
+        raise ValueError(f"{len(labels)} labels for {len(paths)} files: give one, or one per file")
     out: Dict[str, Dict[Key, dict]] = {}
-    for path in paths:
+    for path, label in zip(paths, labels):
         strategies = json.loads(path.read_text())["strategies"]
         if label not in strategies:
             continue
@@ -34,39 +42,51 @@ def runs_of(paths: Sequence[Path], label: str) -> Dict[str, Dict[Key, dict]]:
     return out
 
 
-def compare(paths: Sequence[Path], a: str, b: str) -> List[Dict[str, float]]:
-    """One row per budget both strategies ran: n, mean percentiles, paired difference, SE, wins, losses,
-    geometric-mean loss ratio."""
+def _row(budget: str, pairs: List[Tuple[dict, dict]]) -> Dict[str, float]:
+    d = [ra["percentile"] - rb["percentile"] for ra, rb in pairs]
+    n = len(d)
+    mean = sum(d) / n
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else float("nan")
+    ratio = math.exp(sum(math.log(ra["loss"] / rb["loss"]) for ra, rb in pairs) / n)
+    return {"budget": budget, "n": n, "a": sum(ra["percentile"] for ra, _ in pairs) / n,
+            "b": sum(rb["percentile"] for _, rb in pairs) / n, "diff": mean, "se": se,
+            "better": sum(x < 0 for x in d), "worse": sum(x > 0 for x in d), "loss_ratio": ratio}
+
+
+def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float]]:
+    """One row per budget both strategies ran, and one for all of them (budget ``all``) when there are
+    several: n, mean percentiles, paired difference, SE, wins, losses, geometric-mean loss ratio."""
     ra, rb = runs_of(paths, a), runs_of(paths, b)
-    rows = []
+    rows, every = [], []
     for budget in sorted(set(ra) & set(rb)):
-        keys = sorted(set(ra[budget]) & set(rb[budget]))
-        if not keys:
-            continue
-        d = [ra[budget][k]["percentile"] - rb[budget][k]["percentile"] for k in keys]
-        n = len(d)
-        mean = sum(d) / n
-        se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else float("nan")
-        ratio = math.exp(sum(math.log(ra[budget][k]["loss"] / rb[budget][k]["loss"]) for k in keys) / n)
-        rows.append({"budget": budget, "n": n, "a": sum(ra[budget][k]["percentile"] for k in keys) / n,
-                     "b": sum(rb[budget][k]["percentile"] for k in keys) / n, "diff": mean, "se": se,
-                     "better": sum(x < 0 for x in d), "worse": sum(x > 0 for x in d), "loss_ratio": ratio})
+        pairs = [(ra[budget][k], rb[budget][k]) for k in sorted(set(ra[budget]) & set(rb[budget]))]
+        if pairs:
+            rows.append(_row(budget, pairs))
+            every += pairs
+    if len(rows) > 1:
+        rows.append(_row("all", every))
     return rows
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("json", nargs="+", type=Path)
-    p.add_argument("--a", default="atldas")
-    p.add_argument("--b", default="random")
+    p.add_argument("--a", nargs="+", default=["atldas"], help="a strategy label, or one per file")
+    p.add_argument("--b", nargs="+", default=["random"], help="a strategy label, or one per file")
     args = p.parse_args(argv)
     missing = [str(f) for f in args.json if not f.is_file()]
     if missing:
         p.error(f"no such file: {', '.join(missing)}")
-    rows = compare(args.json, args.a, args.b)
+    for labels in (args.a, args.b):
+        if len(labels) not in (1, len(args.json)):
+            p.error(f"{len(labels)} labels ({' '.join(labels)}) for {len(args.json)} files: give one, or one per file")
+    a = args.a[0] if len(set(args.a)) == 1 else args.a
+    b = args.b[0] if len(set(args.b)) == 1 else args.b
+    rows = compare(args.json, a, b)
+    na, nb = "/".join(dict.fromkeys(args.a)), "/".join(dict.fromkeys(args.b))
     if not rows:
-        p.error(f"no runs of both {args.a!r} and {args.b!r} under one budget in {', '.join(map(str, args.json))}")
-    print(f"| budget | pairs | {args.a} | {args.b} | paired {args.a} - {args.b} (SE) | better / worse | loss ratio |")
+        p.error(f"no runs of both {na!r} and {nb!r} under one budget in {', '.join(map(str, args.json))}")
+    print(f"| budget | pairs | {na} | {nb} | paired {na} - {nb} (SE) | better / worse | loss ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['budget']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | {r['diff']:+.1f} ({r['se']:.1f}) | "

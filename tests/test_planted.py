@@ -219,9 +219,10 @@ def test_the_planted_space_selects_for_atldas_and_random_only(tmp_path):
     """The planted space's per-strategy defaults: atldas and random searches end with select=16, darts
     and gdas derive their argmax; the user's value wins over the space's, a YAML file's too (the
     matting space's own: tests/test_short_fit.py). Only atldas grows its candidates onto a budget
-    (select_fill)."""
+    (select_fill); both prescreen 64 candidates on the shared weights (select_pool)."""
     for strategy, n in (("atldas", 16), ("random", 16), ("darts", 0), ("gdas", 0)):
         assert atldas.make_search_config(space="planted", strategy=strategy).select == n
+        assert atldas.make_search_config(space="planted", strategy=strategy).select_pool == (64 if n else 0)
         assert atldas.make_search_config(space="planted", strategy=strategy).select_fill == (strategy == "atldas")
         assert atldas.make_search_config(space="planted", strategy=strategy, sets=["select=3"]).select == 3
     f = tmp_path / "c.yaml"
@@ -281,7 +282,8 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     assert sq.search_fingerprint(under) != sq.search_fingerprint({**under, "sets": ["select_fill=true"]})
     assert sq.search_fingerprint({**under, "strategy": "atldas"}) == \
         sq.search_fingerprint({**under, "strategy": "atldas", "sets": ["select_fill=true"]})  # its default
-    old = {**job, "sets": ["select_steps=150", "select_keep=0"]}  # the stage before select_keep existed
+    assert fp != sq.search_fingerprint({**job, "sets": ["select_pool=0"]})  # the prescreen is today's default
+    old = {**job, "sets": ["select_steps=150", "select_keep=0", "select_pool=0"]}  # before select_keep existed
     assert sq.search_fingerprint(old) == sq.search_fingerprint({**old, "sets": [*old["sets"], "select_keep_steps=350"]})
     assert sq.search_fingerprint(old) != fp  # today's default: 16 x 50, then 5 x 350
     before = {k: v for k, v in to_dict(sq.search_config(old)).items()  # a config as stored before they existed
@@ -425,8 +427,8 @@ def test_grow_fills_a_child_onto_the_budget_and_leaves_one_over_it_alone():
 
 def test_select_pool_sends_the_candidates_the_shared_weights_rank_best_to_the_fits(tmp_path, monkeypatch):
     """``select_pool=P``: P distinct candidates are drawn, the strategy's own and the ``select`` - 1
-    others with the lowest shared-weight loss (:meth:`Run.evaluate`) are fitted; 0 (the default) draws
-    ``select`` only; a negative pool is refused."""
+    others with the lowest shared-weight loss (:meth:`Run.evaluate`) are fitted; 0 draws ``select``
+    only; a negative pool is refused."""
     from atldas.errors import ConfigError
     from atldas.run import Run
     from atldas.search import search
@@ -448,7 +450,7 @@ def test_select_pool_sends_the_candidates_the_shared_weights_rank_best_to_the_fi
     assert fitted[1:] == sorted(shared, key=shared.__getitem__)[:3]
     shared.clear()
     fitted.clear()
-    search(atldas.make_search_config(space="planted", out=str(tmp_path / "t"), sets=sets))
+    search(atldas.make_search_config(space="planted", out=str(tmp_path / "t"), sets=[*sets, "select_pool=0"]))
     assert not shared and len(fitted) == 4
     with pytest.raises(ConfigError, match="select_pool"):
         atldas.make_search_config(space="planted", sets=["select_pool=-1"]).check(PlantedTask())
@@ -481,3 +483,33 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     assert math.isclose(row["se"], se) and math.isclose(row["loss_ratio"], (0.5 * 4.0 * 0.25) ** (1 / 3))
     assert paired.main([str(one), str(two)]) == 0
     assert "| none | 3 | " in capsys.readouterr().out
+
+
+def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(tmp_path, capsys):
+    """A label per file pairs a strategy whose label changed between files (a setting that became the
+    default); with several budgets a last row pools all of them; a label count that fits neither one
+    nor the files is refused."""
+    import json
+
+    paired = _experiment("paired")
+
+    def summary(runs):  # label -> budget -> [(teacher, seed, percentile)]
+        return {"strategies": {s: {b: {"runs": [{"teacher": t, "seed": k, "percentile": p, "loss": 1.0}
+                                                for t, k, p in rs]} for b, rs in bs.items()}
+                               for s, bs in runs.items()}}
+
+    old = tmp_path / "old.json"  # the opt-in label of its day
+    old.write_text(json.dumps(summary({"atldas:pool": {"none": [(0, 0, 10.0)], "0.8": [(0, 0, 40.0)]},
+                                       "atldas": {"none": [(0, 0, 50.0)], "0.8": [(0, 0, 0.0)]}})))
+    new = tmp_path / "new.json"  # now the default
+    new.write_text(json.dumps(summary({"atldas": {"none": [(1, 0, 20.0)], "0.8": [(1, 0, 30.0)]},
+                                       "atldas:nopool": {"none": [(1, 0, 40.0)], "0.8": [(1, 0, 0.0)]}})))
+    rows = {r["budget"]: r for r in paired.compare([old, new], ["atldas:pool", "atldas"], ["atldas", "atldas:nopool"])}
+    assert rows["none"]["n"] == rows["0.8"]["n"] == 2 and rows["all"]["n"] == 4
+    assert rows["none"]["diff"] == (-40.0 - 20.0) / 2 and rows["0.8"]["diff"] == (40.0 + 30.0) / 2
+    assert rows["all"]["diff"] == (-40.0 - 20.0 + 40.0 + 30.0) / 4 and rows["all"]["better"] == 2
+    assert paired.main([str(old), str(new), "--a", "atldas:pool", "atldas", "--b", "atldas", "atldas:nopool"]) == 0
+    assert "| all | 4 | " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        paired.main([str(old), str(new), "--a", "x", "y", "z"])
+    assert "3 labels" in capsys.readouterr().err
