@@ -126,8 +126,9 @@ class SearchConfig:
             candidates the same way and keeps the strategy's own child and the ``select`` - 1 others
             with the lowest held-out loss on the shared weights (:meth:`Run.evaluate`, forward passes
             only), so the fits go to the candidates the supernet ranks best. 0: off. The planted
-            space's default for ``atldas`` and ``random`` (64): over 36 paired runs on teachers 12-17,
-            atldas's pick 4.4 percentile points better with it than without (standard error 3.9).
+            space's default for ``atldas`` and ``random`` (64), kept by a rule written before the runs
+            (teachers 12-17: atldas's pick 4.4 percentile points better with it, standard error 3.9);
+            over 72 paired runs (teachers 0-2, 12-20) it moves atldas by -1.7 (2.7): no clear gain.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.

@@ -105,9 +105,10 @@ class PlantedSpace(SearchSpace):
 #: 10.0th against 13.1st percentile, losses 0.84x, 36 paired runs on teachers 0-5, seeds 0-5); random
 #: search does not, as growing by a uniform policy made it worse (18.9 against 12.5, losses 1.07x).
 #: Both first rank 64 distinct candidates on the shared weights and fit the strategy's own and the best
-#: 15 of them (``select_pool``, the default since 2026-12-05: over 36 paired runs on teachers 12-17,
-#: both settings, ATL-DAS 4.4 percentile points better with it, standard error 3.9; random search 1.4,
-#: 4.5). Random search ranking its samples on the shared weights is random search with weight sharing
+#: 15 of them (``select_pool``, the default since 2026-12-05, by a rule written before the runs: over
+#: 36 paired runs on teachers 12-17, both settings, ATL-DAS 4.4 percentile points better with it,
+#: standard error 3.9; over 72 on teachers 0-2 and 12-20, -1.7 (2.7), random search +0.8 (3.4): it
+#: helps random search without a budget and hurts it under one). Random search ranking its samples on the shared weights is random search with weight sharing
 #: as published, and it keeps the two strategies' stages and costs equal.
 #: DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
