@@ -8,7 +8,9 @@ counts once, the later file's). For each budget, and over all budgets when there
 the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired difference a - b with
 its standard error (negative: ``--a`` better), how many pairs ``--a`` won and lost, and the geometric
 mean of the standalone-loss ratio a / b. Where a strategy's label changed between files (a setting that
-became the default), give one label per file: ``--a atldas:select_pool=64 atldas``.
+became the default), give one label per file: ``--a atldas:select_pool=64 atldas``; a label a file
+does not hold (``-``) takes nothing from it, so ``OLD.json NEW.json --a - atldas --b atldas -`` compares
+one label across two files.
 """
 
 from __future__ import annotations

@@ -108,8 +108,9 @@ class PlantedSpace(SearchSpace):
 #: 15 of them (``select_pool``, the default since 2026-12-05, by a rule written before the runs: over
 #: 36 paired runs on teachers 12-17, both settings, ATL-DAS 4.4 percentile points better with it,
 #: standard error 3.9; over 72 on teachers 0-2 and 12-20, -1.7 (2.7), random search +0.8 (3.4): it
-#: helps random search without a budget and hurts it under one). Random search ranking its samples on the shared weights is random search with weight sharing
-#: as published, and it keeps the two strategies' stages and costs equal.
+#: helps random search without a budget and hurts it under one). Random search ranking its samples on
+#: the shared weights is random search with weight sharing as published, and it keeps the two
+#: strategies' stages and costs equal.
 #: DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
     "epochs": 16, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
