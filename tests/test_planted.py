@@ -219,12 +219,16 @@ def test_the_planted_space_selects_for_atldas_and_random_only(tmp_path):
     """The planted space's per-strategy defaults: atldas and random searches end with select=16, darts
     and gdas derive their argmax; the user's value wins over the space's, a YAML file's too (the
     matting space's own: tests/test_short_fit.py). Only atldas grows its candidates onto a budget
-    (select_fill); both prescreen 64 candidates on the shared weights (select_pool)."""
+    (select_fill) and keeps its weight sampler uniform (eps_min=1, the matting space's 0.2 otherwise);
+    both prescreen 64 candidates on the shared weights (select_pool)."""
     for strategy, n in (("atldas", 16), ("random", 16), ("darts", 0), ("gdas", 0)):
         assert atldas.make_search_config(space="planted", strategy=strategy).select == n
         assert atldas.make_search_config(space="planted", strategy=strategy).select_pool == (64 if n else 0)
         assert atldas.make_search_config(space="planted", strategy=strategy).select_fill == (strategy == "atldas")
         assert atldas.make_search_config(space="planted", strategy=strategy, sets=["select=3"]).select == 3
+    assert atldas.make_search_config(space="planted", strategy="atldas").hp.eps_min == 1.0
+    assert atldas.make_search_config(space="matting", strategy="atldas").hp.eps_min == 0.2
+    assert atldas.make_search_config(space="planted", strategy="atldas", sets=["eps_min=0.2"]).hp.eps_min == 0.2
     f = tmp_path / "c.yaml"
     f.write_text("select: 0\n")
     assert atldas.make_search_config(space="planted", file=str(f)).select == 0
