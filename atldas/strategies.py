@@ -106,7 +106,8 @@ class AtldasHP(ArchHP):
             straight-through Gumbel gates (backward through the children, biased).
         arch_samples: children per arch step (>= 2 for ``reinforce``).
         tau_max, tau_min: Gumbel temperature of ``st``, linear from max to min after warm-up.
-        eps_min: final uniform share of the weight sampler (1 during warm-up).
+        eps_min: final uniform share of the weight sampler (1 during warm-up; the planted space's
+            default is 1.0, a uniform sampler throughout: search_spaces/planted.py says why).
         prune_every: check for pruning every this many epochs after warm-up.
         prune_ratio: a candidate is below threshold when its probability is below
             ``prune_ratio / n_active``.

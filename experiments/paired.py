@@ -79,12 +79,10 @@ def main(argv=None) -> int:
     missing = [str(f) for f in args.json if not f.is_file()]
     if missing:
         p.error(f"no such file: {', '.join(missing)}")
-    for labels in (args.a, args.b):
-        if len(labels) not in (1, len(args.json)):
-            p.error(f"{len(labels)} labels ({' '.join(labels)}) for {len(args.json)} files: give one, or one per file")
-    a = args.a[0] if len(set(args.a)) == 1 else args.a
-    b = args.b[0] if len(set(args.b)) == 1 else args.b
-    rows = compare(args.json, a, b)
+    try:  # one label, or one per file (runs_of says which count is wrong)
+        rows = compare(args.json, args.a[0] if len(args.a) == 1 else args.a, args.b[0] if len(args.b) == 1 else args.b)
+    except ValueError as e:
+        p.error(str(e))
     na, nb = "/".join(dict.fromkeys(args.a)), "/".join(dict.fromkeys(args.b))
     if not rows:
         p.error(f"no runs of both {na!r} and {nb!r} under one budget in {', '.join(map(str, args.json))}")
