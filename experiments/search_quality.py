@@ -27,6 +27,8 @@ the mean over teachers and seeds of:
   mean_ref``, in %;
 - ``tau``: Kendall tau between the final supernet's shared-weight held-out loss and the standalone
   loss over the reference genotypes and the searched one (those hard pruning left in the supernet);
+  undefined (NaN) for a run where fewer than two are left, so the mean is over the runs where it is
+  defined (``tau_runs`` of them);
 - ``recovery``: the share of the teacher's (node, input, op) edges the searched normal cell has (and of
   its (node, input) edges, its input sets, and its (node, input) edges from intermediate nodes, the
   planted *deep* topology; the first cell's inputs 0 and 1 count as one, both being the stem's output),
@@ -446,9 +448,12 @@ RECOVERY_KEYS = [f"recovery_{k}{x}" for k in ("edges", "inputs", "sets", "deep")
 
 def _means(rs: Sequence[Dict[str, float]]) -> Dict[str, float]:
     """The means over a variant's runs of one budget (``recovery``: the edges' share, as the contract names it)."""
-    keys = ["percentile", "improvement", "tau", *RECOVERY_KEYS, "seconds", "macs", "loss"]
+    keys = ["percentile", "improvement", *RECOVERY_KEYS, "seconds", "macs", "loss"]
     means = {k: statistics.mean(x[k] for x in rs) for k in keys if all(k in x for x in rs)}
     means["recovery"] = means["recovery_edges"]
+    taus = [x["tau"] for x in rs if "tau" in x and math.isfinite(x["tau"])]  # NaN: under two genotypes left
+    means["tau"] = statistics.mean(taus) if taus else float("nan")
+    means["tau_runs"] = len(taus)
     return means
 
 

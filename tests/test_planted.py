@@ -517,3 +517,14 @@ def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(
     with pytest.raises(SystemExit):
         paired.main([str(old), str(new), "--a", "x", "y", "z"])
     assert "3 labels" in capsys.readouterr().err
+
+
+def test_the_mean_tau_skips_runs_where_it_is_undefined():
+    """search_quality's means: a run with under two genotypes left in the supernet has no tau (NaN); the
+    mean is over the others and says how many, and stays NaN only when no run has one."""
+    sq = _experiment("search_quality")
+    base = {"percentile": 10.0, "improvement": 5.0, "seconds": 1.0, "macs": 1.0, "loss": 0.1, "recovery_edges": 0.5}
+    got = sq._means([{**base, "tau": float("nan")}, {**base, "tau": 0.2}, {**base, "tau": 0.6}])
+    assert got["tau"] == pytest.approx(0.4) and got["tau_runs"] == 2 and got["percentile"] == 10.0
+    none = sq._means([{**base, "tau": float("nan")}])
+    assert math.isnan(none["tau"]) and none["tau_runs"] == 0
