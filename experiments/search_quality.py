@@ -512,7 +512,9 @@ def format_table(summary: Dict[str, Any]) -> str:
         for b, m in per_budget.items():
             if not isinstance(m, dict):
                 continue
-            lines.append(f"| {label} | {b} | {m['percentile']:.1f} | {m['improvement']:+.1f} | {m['tau']:.2f} | "
+            runs = len(m.get("runs", ()))
+            tau = f"{m['tau']:.2f}" + (f" ({m['tau_runs']} runs)" if m.get("tau_runs", runs) < runs else "")
+            lines.append(f"| {label} | {b} | {m['percentile']:.1f} | {m['improvement']:+.1f} | {tau} | "
                          f"{m['recovery_edges']:.2f} ({m['recovery_edges_chance']:.2f}) | {m['recovery_sets']:.2f} "
                          f"({m['recovery_sets_chance']:.2f}) | {m.get('recovery_deep', math.nan):.2f} "
                          f"({m.get('recovery_deep_chance', math.nan):.2f}, {m.get('recovery_deep_matched', math.nan):.2f}, "

@@ -528,3 +528,7 @@ def test_the_mean_tau_skips_runs_where_it_is_undefined():
     assert got["tau"] == pytest.approx(0.4) and got["tau_runs"] == 2 and got["percentile"] == 10.0
     none = sq._means([{**base, "tau": float("nan")}])
     assert math.isnan(none["tau"]) and none["tau_runs"] == 0
+    summary = {"teachers": [1], "seeds": [0, 1], "noise": 0.1, "teacher_loss": {"1": 0.01}, "strategies": {
+        "atldas": {"none": {**got, "recovery_edges_chance": 0.1, "recovery_sets": 0.5, "recovery_sets_chance": 0.5,
+                            "runs": [{}, {}, {}]}}}}
+    assert "| 0.40 (2 runs) |" in sq.format_table(summary)  # a table says when not every run has a tau
