@@ -255,6 +255,30 @@ class ArchParams(nn.Module):
         return Child(sets=sets, ops=ops, blocks=blocks)
 
     @torch.no_grad()
+    def mutate(self, child: Child, *, generator: Optional[torch.Generator] = None) -> Child:
+        """``child`` with one decision drawn anew from the policy: a node's input set (the ops of the
+        edges it adds drawn too), a chosen edge's op, or a block, which one uniformly among them. The
+        draw may return the old value (the caller keeps what is new)."""
+        topo = self.topology
+        draw = self.sample_many(1, generator=generator)
+        decisions = [("set", t, j) for t in CELL_TYPES for j in range(topo.nodes)]
+        decisions += [("op", t, e) for t in CELL_TYPES for e in sorted(child.ops[t])]
+        decisions += [("block", g, 0) for g in sorted(child.blocks)]
+        kind, name, k = decisions[int(torch.randint(len(decisions), (1,), generator=generator))]
+        sets = {t: list(v) for t, v in child.sets.items()}
+        ops = {t: dict(v) for t, v in child.ops.items()}
+        blocks = dict(child.blocks)
+        if kind == "set":
+            sets[name][k] = int(draw[f"sets/{name}"][0, k])
+            used = sorted(topo.edge_index[(i, j)] for j, s in enumerate(sets[name]) for i in topo.input_sets[j][s])
+            ops[name] = {e: ops[name].get(e, int(draw[f"ops/{name}"][0, e])) for e in used}
+        elif kind == "op":
+            ops[name][k] = int(draw[f"ops/{name}"][0, k])
+        else:
+            blocks[name] = int(draw[f"blocks/{name}"][0])
+        return Child(sets={t: tuple(v) for t, v in sets.items()}, ops=ops, blocks=blocks)
+
+    @torch.no_grad()
     def argmax(self) -> Child:
         """The derive rule: per node the most probable active input set, per chosen edge the most
         probable active op, per group the most probable active block. Ties go to the lower index

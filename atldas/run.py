@@ -129,6 +129,14 @@ class SearchConfig:
             space's default for ``atldas`` and ``random`` (64), kept by a rule written before the runs
             (teachers 12-17: atldas's pick 4.4 percentile points better with it, standard error 3.9);
             over 72 paired runs (teachers 0-2, 12-20) it moves atldas by -1.7 (2.7): no clear gain.
+        select_mutants: of the ``select`` candidates, how many are made after the first fits instead
+            of drawn before them: the first ``select`` - ``select_mutants`` are fitted, then each new
+            one is one of the two best so far with one decision (a node's input set, a chosen edge's
+            op or a block) drawn anew from the final policy (:meth:`~atldas.arch.ArchParams.mutate`),
+            put onto the cost as the others are and distinct from every candidate before it; it is
+            fitted as long, and the second round (``select_keep``) takes the best of all. The same
+            number of fits as without it. 0: off. On the planted task 8 moved ATL-DAS by +6.7
+            percentile points (worse; standard error 3.8, 18 runs on teachers 27-29), so not the default.
         knobs: the space's knobs (proxy and target widths and depths, input size, in-degree).
         data: where samples come from and how they are batched.
         budget: the cost target and its penalty.
@@ -163,6 +171,7 @@ class SearchConfig:
     select_cost: str = "free"
     select_fill: bool = False
     select_pool: int = 0
+    select_mutants: int = 0
     knobs: SpaceCfg = field(default_factory=SpaceCfg)
     data: DataCfg = field(default_factory=DataCfg)
     budget: BudgetCfg = field(default_factory=BudgetCfg)
@@ -183,8 +192,11 @@ class SearchConfig:
                             "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6),
                             "select": (0, 1000), "select_steps": (1, 10**6),
                             "select_keep": (0, 1000), "select_keep_steps": (1, 10**6), "select_epsilon": (0.0, 1.0),
-                            "select_pool": (0, 100_000),
+                            "select_pool": (0, 100_000), "select_mutants": (0, 1000),
                             "heatmap_every": (0, 10**6)})
+        if self.select_mutants and self.select_mutants >= self.select:
+            raise ConfigError(f"select_mutants={self.select_mutants} leaves no candidate to mutate: it must be "
+                              f"below select={self.select}")
         if self.select_cost not in ("derived", "free"):
             raise ConfigError(f"select_cost={self.select_cost!r}: use free or derived")
         if self.select and not task.has_short_fit:
@@ -559,9 +571,11 @@ class Run:
     def _select(self, first: Child) -> Child:
         """The ``select`` stage: up to ``cfg.select`` distinct candidates (``first``, then samples of the
         final policy), each repaired onto the cost ``cfg.select_cost`` names (and with ``cfg.select_fill``
-        grown onto the budget), ranked by the task's short standalone fit; with ``cfg.select_keep``, the
-        best few are fitted again, longer, and ranked by that."""
-        arch, n = self.net.arch, self.cfg.select
+        grown onto the budget), ranked by the task's short standalone fit (with ``cfg.select_mutants``,
+        the last of them made from the best of the first: :meth:`_mutants`); with ``cfg.select_keep``,
+        the best few are fitted again, longer, and ranked by that."""
+        arch, mutants = self.net.arch, self.cfg.select_mutants
+        n = self.cfg.select - mutants  # drawn before the first fits
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 11)
         if self.budget is not None:
             cap: Optional[float] = self.budget.target
@@ -571,10 +585,7 @@ class Run:
         candidates: Dict[str, Child] = {}
         child = first
         for _ in range(50 * pool):
-            if cap is not None and self.table.of_child(child) > cap:
-                child, _ = repair(arch, child, self.table, cap)
-            if self.budget is not None and self.cfg.select_fill:  # repair's last swap may overshoot
-                child, _ = grow(arch, child, self.table, self.budget.target)
+            child = self._onto_cost(child, cap)
             candidates.setdefault(self.space.child_to_genotype(arch, child).hash(), child)
             if len(candidates) >= pool:
                 break
@@ -586,16 +597,46 @@ class Run:
             log.info("select: the best %d of %d candidates on the shared weights go on", n - 1, len(others))
             candidates = {k: candidates[k] for k in [own, *sorted(others, key=shared.__getitem__)[:n - 1]]}
         keep = self.cfg.select_keep
-        if keep and len(candidates) <= keep:  # every candidate reaches the second round: it alone decides
+        if keep and not mutants and len(candidates) <= keep:  # all reach the second round: it alone decides
             scores = self._short_fits(candidates, steps=self.cfg.select_keep_steps)
         else:
             scores = self._short_fits(candidates, steps=self.cfg.select_steps)
+            if mutants:
+                new = self._mutants(candidates, scores, count=mutants, cap=cap)
+                candidates.update(new)
+                scores.update(self._short_fits(new, steps=self.cfg.select_steps))
             if keep:  # successive halving: the best few, fitted again longer
                 kept = sorted(scores, key=scores.__getitem__)[:keep]
                 scores = self._short_fits({k: candidates[k] for k in kept}, steps=self.cfg.select_keep_steps)
         best = min(scores, key=scores.__getitem__)
         log.info("select: %s of %d candidates (the strategy's own: %s)", best, len(candidates), next(iter(candidates)))
         return candidates[best]
+
+    def _onto_cost(self, child: Child, cap: Optional[float]) -> Child:
+        """``child`` repaired onto ``cap`` if above it and, with ``cfg.select_fill``, grown onto the budget."""
+        if cap is not None and self.table.of_child(child) > cap:
+            child, _ = repair(self.net.arch, child, self.table, cap)
+        if self.budget is not None and self.cfg.select_fill:  # repair's last swap may overshoot
+            child, _ = grow(self.net.arch, child, self.table, self.budget.target)
+        return child
+
+    def _mutants(self, candidates: Dict[str, Child], scores: Dict[str, float], *, count: int,
+                 cap: Optional[float]) -> Dict[str, Child]:
+        """Up to ``count`` new candidates, each one of the two best-scoring ``candidates`` with one
+        decision drawn anew from the policy, put onto the cost, distinct from all before it."""
+        arch = self.net.arch
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 13)
+        parents = sorted(scores, key=scores.__getitem__)[:2]
+        new: Dict[str, Child] = {}
+        for k in range(50 * count):
+            if len(new) >= count:
+                break
+            child = self._onto_cost(arch.mutate(candidates[parents[k % len(parents)]], generator=gen), cap)
+            key = self.space.child_to_genotype(arch, child).hash()
+            if key not in candidates:
+                new.setdefault(key, child)
+        log.info("select: %d mutant(s) of the best %d candidate(s) %s", len(new), len(parents), ", ".join(parents))
+        return new
 
     def _short_fits(self, candidates: Dict[str, Child], *, steps: int) -> Dict[str, float]:
         """Candidate key -> the task's short standalone fit score (its loss or, on matting, SAD) of ``steps`` steps."""

@@ -213,7 +213,8 @@ def search_config(job: Dict[str, Any]):
 #: they existed: left out of the fingerprint at that value, so the searches stored before stay valid.
 LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("", "select_keep"): 0,
                                               ("", "select_keep_steps"): 350, ("", "select_epsilon"): 0.0,
-                                              ("", "select_fill"): False, ("", "select_pool"): 0}
+                                              ("", "select_fill"): False, ("", "select_pool"): 0,
+                                              ("", "select_mutants"): 0}
 
 
 def search_fingerprint(job: Dict[str, Any]) -> str:

@@ -90,3 +90,37 @@ def test_arch_stays_on_the_cpu_when_the_supernet_moves():
     assert {p.device.type for p in net.weight_parameters()} == {"meta"}
     net.arch.double()  # dtype conversions still apply
     assert net.arch.alpha["normal"].dtype == torch.float64
+
+
+def _differences(a, b):
+    """The decisions in which two children differ: ('set', t, j), ('op', t, e) or ('block', g)."""
+    out = [("set", t, j) for t in CELL_TYPES for j, (x, y) in enumerate(zip(a.sets[t], b.sets[t])) if x != y]
+    out += [("op", t, e) for t in CELL_TYPES for e in a.ops[t] if e in b.ops[t] and a.ops[t][e] != b.ops[t][e]]
+    return out + [("block", g) for g in a.blocks if a.blocks[g] != b.blocks[g]]
+
+
+def test_mutate_redraws_one_decision_from_the_policy_and_keeps_the_child_valid():
+    arch = ArchParams(topology=CellTopology(k_min=1, k_max=3), ops=SEARCH_PRIMITIVES,
+                      blocks={"head": ("a", "b", "c")})
+    topo = arch.topology
+    gen = torch.Generator().manual_seed(0)
+    parent = arch.sample(generator=torch.Generator().manual_seed(1))
+    kinds = set()
+    for _ in range(300):
+        child = arch.mutate(parent, generator=gen)
+        diff = _differences(parent, child)
+        assert len(diff) <= 1  # one decision (or none, where the draw repeated the old value)
+        for t in CELL_TYPES:  # the ops are exactly those of the chosen sets' edges
+            used = {topo.edge_index[(i, j)] for j, s in enumerate(child.sets[t]) for i in topo.input_sets[j][s]}
+            assert set(child.ops[t]) == used
+            if diff and diff[0][:2] == ("set", t):  # a new set keeps the ops of the edges it shares
+                assert all(child.ops[t][e] == o for e, o in parent.ops[t].items() if e in used)
+        kinds.update(d[0] for d in diff)
+    assert kinds == {"set", "op", "block"}
+    assert parent.key() == arch.sample(generator=torch.Generator().manual_seed(1)).key()  # parent untouched
+    with torch.no_grad():  # the redrawn op follows the policy: a certain op is always the new one
+        arch.alpha["normal"].fill_(-30.0)
+        arch.alpha["normal"][:, 2] = 30.0
+    ops = [o for _ in range(200) for o in [arch.mutate(parent, generator=gen)] if _differences(parent, o)
+           and _differences(parent, o)[0][:2] == ("op", "normal")]
+    assert ops and all(o.ops["normal"][_differences(parent, o)[0][2]] == 2 for o in ops)

@@ -183,6 +183,42 @@ def test_select_keep_fits_the_best_candidates_again_longer_and_ranks_by_that(tmp
     assert atldas.make_search_config(space="planted", strategy="darts").select_keep == 0
 
 
+def test_select_mutants_fits_one_decision_changes_of_the_two_best_first_candidates(tmp_path, monkeypatch):
+    """``select_mutants=M``: ``select`` - M candidates are drawn and fitted, then M new ones, each one
+    of the two best of those with one decision changed, distinct from all before; all are fitted as
+    long, the second round takes the best of all, and the fits are as many as without mutants; M must
+    be below ``select``."""
+    from atldas.errors import ConfigError
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    calls = []
+
+    def spy(self, genotype, *, steps, **kw):  # first round: later candidates score lower (better)
+        calls.append((genotype, steps))
+        return -float(len(calls)) if steps == 7 else float(len(calls))
+
+    monkeypatch.setattr(PlantedTask, "short_fit", spy)
+
+    def differences(a, b):  # nodes of the (only) normal cell that differ in inputs or ops
+        return sum(sorted(na, key=str) != sorted(nb, key=str) for na, nb in zip(a.normal.nodes, b.normal.nodes))
+
+    sets = ["epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=8", "select_steps=7", "select_keep=3",
+            "select_keep_steps=11", "select_pool=0", "tensorboard=false", "plots=false", "progress=false"]
+    g = atldas.Genotype.load(search(atldas.make_search_config(
+        space="planted", strategy="random", out=str(tmp_path / "s"), sets=[*sets, "select_mutants=5"])) / "genotype.json")
+    first = [c for c, s in calls if s == 7]
+    assert len(first) == 8 and len({c.hash() for c in first}) == 8
+    parents = first[1:3][::-1]  # the two best of the first three: the last two fitted
+    for child in first[3:]:
+        assert min(differences(child, p) for p in parents) == 1  # one decision (one node) of one of them
+    second = [c.hash() for c, s in calls if s == 11]
+    assert second == [c.hash() for c in first[5:]][::-1]  # the best 3 of all 8 (mutants included), best first
+    assert g.hash() == second[0]  # the lowest second-round score: the first fitted again
+    with pytest.raises(ConfigError, match="select_mutants"):
+        atldas.make_search_config(space="planted", sets=["select=4", "select_mutants=4"]).check(PlantedTask())
+
+
 @pytest.mark.parametrize("select_cost", ["derived", "free"])
 def test_select_without_a_budget_keeps_the_derived_cost_unless_free(tmp_path, monkeypatch, select_cost):
     """Without a budget, ``select_cost=derived`` repairs every candidate onto the cost of the
@@ -296,6 +332,7 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     before.pop("select_epsilon")
     before.pop("select_fill")
     before.pop("select_pool")
+    before.pop("select_mutants")
     assert sq.search_fingerprint(old) == sq._fingerprint(
         {"config": before, "task": sq.TASK_FINGERPRINT, "references": sq.REFERENCE_RULE})
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
