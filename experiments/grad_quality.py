@@ -6,6 +6,10 @@ family (normal/reduce cell ops, normal/reduce input sets, macro blocks).
     python experiments/grad_quality.py --space planted --warmup 4 --json runs/gradq-planted.json
     python experiments/grad_quality.py --space matting --estimators reinforce st --base 8
 
+Split-half reliability: the cosine between the exact gradients of two halves of the base children,
+and between an estimator's means over the first and the second half of its draws; a family whose
+halves disagree is one where the figure above is mostly noise.
+
 The exact gradient: for a group g with probabilities p (input sets of a node, ops of an edge, blocks
 of a group), d E[L] / d logit_k = w * p_k * (m_k - sum_j p_j m_j), where m_k is the mean loss of the
 base children with g set to k (the rest of each child unchanged: common random numbers, the same
@@ -22,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -45,8 +49,11 @@ def _families(arch) -> Dict[str, List[str]]:
     return fam
 
 
-def exact_gradient(run: Run, batches, *, base: int, seed: int) -> Dict[str, torch.Tensor]:
-    """d E_child[L] / d logits from conditional losses (module docstring); name -> gradient tensor."""
+def exact_gradient(run: Run, batches, *, base: int, seed: int,
+                   subsets: Sequence[Sequence[int]] = ()) -> List[Dict[str, torch.Tensor]]:
+    """d E_child[L] / d logits from conditional losses (module docstring): name -> gradient tensor,
+    from all ``base`` base children, then one more from each of ``subsets`` (lists of base-child
+    indices; the same losses, so halves of the base cost nothing more)."""
     arch, net = run.net.arch, run.net
     topo = arch.topology
     gen = torch.Generator().manual_seed(seed)
@@ -65,15 +72,16 @@ def exact_gradient(run: Run, batches, *, base: int, seed: int) -> Dict[str, torc
                 s[key][0, col] = value
         return arch.child_at(s, 0)
 
-    grads = {name: torch.zeros_like(p) for name, p in arch.named_parameters()}
-    # train mode, as the arch step sees the children: batch statistics of the batch at hand
+    # train mode, as the arch step sees the children: batch statistics of the batch at hand.
+    # groups: (parameter name, row or None, probabilities, usage weight, [(option, {k: loss})])
+    groups = []
     with torch.no_grad():
         for t in CELL_TYPES:
             for j in range(topo.nodes):  # input sets of node j
                 q = arch.set_probs(t, j)
-                m = torch.tensor([sum(loss(child_of(k, **{f"sets/{t}": (j, s)})) for k in range(base)) / base
-                                  if bool(arch.set_mask(t, j)[s]) else 0.0 for s in range(len(q))], dtype=q.dtype)
-                grads[f"beta.{t}_{j}"] = q * (m - (q * m).sum())
+                groups.append((f"beta.{t}_{j}", None, q, 1.0, [
+                    {k: loss(child_of(k, **{f"sets/{t}": (j, s)})) for k in range(base)}
+                    if bool(arch.set_mask(t, j)[s]) else {} for s in range(len(q))]))
             p_ops = arch.op_probs(t)
             pi = arch.edge_probs(t)
             for e, (i, j) in enumerate(topo.edges):  # ops of edge i -> j, given the edge is used
@@ -81,21 +89,41 @@ def exact_gradient(run: Run, batches, *, base: int, seed: int) -> Dict[str, torc
                 if not users or not arch.edge_used(t, e):
                     continue
                 p = p_ops[e]
-                m = torch.tensor([sum(loss(child_of(k, **{f"ops/{t}": (e, o)})) for k in users) / len(users)
-                                  if bool(arch.op_mask(t)[e, o]) else 0.0 for o in range(len(p))], dtype=p.dtype)
-                grads[f"alpha.{t}"][e] = pi[e] * p * (m - (p * m).sum())
+                groups.append((f"alpha.{t}", e, p, pi[e], [
+                    {k: loss(child_of(k, **{f"ops/{t}": (e, o)})) for k in users}
+                    if bool(arch.op_mask(t)[e, o]) else {} for o in range(len(p))]))
         for g in arch.block_names:
             r = arch.block_probs(g)
-            m = torch.tensor([sum(loss(child_of(k, **{f"blocks/{g}": (None, b)})) for k in range(base)) / base
-                              if bool(arch.block_mask(g)[b]) else 0.0 for b in range(len(r))], dtype=r.dtype)
-            grads[f"gamma.{g}"] = r * (m - (r * m).sum())
-    return grads
+            groups.append((f"gamma.{g}", None, r, 1.0, [
+                {k: loss(child_of(k, **{f"blocks/{g}": (None, b)})) for k in range(base)}
+                if bool(arch.block_mask(g)[b]) else {} for b in range(len(r))]))
+
+    def gradient(ks: Sequence[int]) -> Dict[str, torch.Tensor]:
+        grads = {name: torch.zeros_like(p) for name, p in arch.named_parameters()}
+        for name, row, probs, weight, options in groups:
+            m = []
+            for per_child in options:
+                vals = [per_child[k] for k in ks if k in per_child]
+                m.append(sum(vals) / len(vals) if vals else 0.0)
+            if not any(any(k in per_child for k in ks) for per_child in options):
+                continue  # no base child of this subset uses the edge
+            m = torch.tensor(m, dtype=probs.dtype)
+            value = weight * probs * (m - (probs * m).sum())
+            if row is None:
+                grads[name] = value
+            else:
+                grads[name][row] = value
+        return grads
+
+    return [gradient(range(base)), *[gradient(ks) for ks in subsets]]
 
 
-def estimator_gradient(run: Run, batches, *, estimator: str, draws: int, samples: int) -> Dict[str, torch.Tensor]:
-    """The mean over ``draws`` of the strategy's task-gradient estimate at the current supernet.
-    ``estimator`` ``placebo`` is ``reinforce`` with each draw's sign drawn at random (the placebo
-    control: no task signal left, so its cosine is about 0)."""
+def estimator_gradient(run: Run, batches, *, estimator: str, draws: int,
+                       samples: int) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """The mean over ``draws`` of the strategy's task-gradient estimate at the current supernet, and
+    the means over the first and the second half of the draws. ``estimator`` ``placebo`` is
+    ``reinforce`` with each draw's sign drawn at random (the placebo control: its expected cosine is
+    0, but a fixed draw of signs does not cancel exactly, so it keeps a share of a strong signal)."""
     strat = run.strategy
     if run.cfg.strategy == "atldas":
         strat = copy.copy(strat)
@@ -103,7 +131,7 @@ def estimator_gradient(run: Run, batches, *, estimator: str, draws: int, samples
         strat.hp = AtldasHP(**{**strat.hp.__dict__, "estimator": base, "arch_samples": samples})
     signs = torch.randint(0, 2, (draws,), generator=torch.Generator().manual_seed(12345)) * 2 - 1
     params = dict(run.net.arch.named_parameters())
-    total = {name: torch.zeros_like(p) for name, p in params.items()}
+    halves = [{name: torch.zeros_like(p) for name, p in params.items()} for _ in range(2)]
     for d in range(draws):
         b, x = batches[d % len(batches)]
         term, _, _ = strat.task_term(b, x)
@@ -111,8 +139,10 @@ def estimator_gradient(run: Run, batches, *, estimator: str, draws: int, samples
         sign = float(signs[d]) if estimator == "placebo" else 1.0
         for (name, _), g in zip(params.items(), grads):
             if g is not None:
-                total[name] += sign * g.detach() / draws
-    return total
+                halves[2 * d // draws][name] += sign * g.detach()
+    first, second = draws // 2, draws - draws // 2
+    total = {name: (halves[0][name] + halves[1][name]) / draws for name in params}
+    return total, {n: v / max(1, first) for n, v in halves[0].items()}, {n: v / second for n, v in halves[1].items()}
 
 
 def cosines(a: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], families: Dict[str, List[str]]) -> Dict[str, float]:
@@ -145,12 +175,15 @@ def measure(*, space: str = "planted", sets: Sequence[str] = (), warmup: Optiona
         b = batch_to(default_collate([held[i] for i in range(k * bs, (k + 1) * bs)]), cfg.device)
         held_batches.append((b, run.model_input(b)))
     fams = _families(run.net.arch)
-    exact = exact_gradient(run, held_batches, base=base, seed=seed)
+    exact, exact_a, exact_b = exact_gradient(run, held_batches, base=base, seed=seed,
+                                             subsets=[range(base // 2), range(base // 2, base)])
     result: Dict[str, Any] = {"space": space, "task": run.task.name, "warmup_epochs": warm, "base": base,
-                              "draws": draws, "estimators": {}}
+                              "draws": draws, "estimators": {},
+                              "reliability": {"exact": cosines(exact_a, exact_b, fams)}}
     for est in estimators:
-        mean = estimator_gradient(run, held_batches, estimator=est, draws=draws, samples=samples)
+        mean, first, second = estimator_gradient(run, held_batches, estimator=est, draws=draws, samples=samples)
         result["estimators"][est] = cosines(mean, exact, fams)
+        result["reliability"][est] = cosines(first, second, fams)
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -179,6 +212,10 @@ def main(argv=None) -> int:
           f"warm-up epochs, {args.space}, {args.base} base children, {args.draws} draws")
     print(f"{'estimator':<10} " + " ".join(f"{c:>12}" for c in cols))
     for est, cs in result["estimators"].items():
+        print(f"{est:<10} " + " ".join(f"{cs[c]:>12.3f}" for c in cols))
+    print(f"split-half reliability: cosine between the halves (exact: base children 0..{args.base // 2 - 1} and "
+          f"the rest; an estimator: its first and second {args.draws // 2} draws)")
+    for est, cs in result["reliability"].items():
         print(f"{est:<10} " + " ".join(f"{cs[c]:>12.3f}" for c in cols))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

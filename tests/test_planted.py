@@ -91,6 +91,9 @@ def test_the_arch_gradient_carries_task_signal():
     cos = result["estimators"]
     assert cos["reinforce"]["all"] > 0.3 and cos["reinforce"]["normal_ops"] > 0.3, cos
     assert cos["placebo"]["all"] < 0.3, cos
+    halves = result["reliability"]  # split halves of the base children and of the draws
+    assert set(halves) == {"exact", "reinforce", "placebo"}
+    assert halves["exact"]["normal_ops"] > 0.3 and -1.0 <= halves["reinforce"]["all"] <= 1.0, halves
 
 
 def test_select_ranks_the_final_candidates_by_a_short_fit(tmp_path, caplog, monkeypatch):
