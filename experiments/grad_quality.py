@@ -101,13 +101,10 @@ def exact_gradient(run: Run, batches, *, base: int, seed: int,
     def gradient(ks: Sequence[int]) -> Dict[str, torch.Tensor]:
         grads = {name: torch.zeros_like(p) for name, p in arch.named_parameters()}
         for name, row, probs, weight, options in groups:
-            m = []
-            for per_child in options:
-                vals = [per_child[k] for k in ks if k in per_child]
-                m.append(sum(vals) / len(vals) if vals else 0.0)
-            if not any(any(k in per_child for k in ks) for per_child in options):
+            per_option = [[per_child[k] for k in ks if k in per_child] for per_child in options]
+            if not any(per_option):
                 continue  # no base child of this subset uses the edge
-            m = torch.tensor(m, dtype=probs.dtype)
+            m = torch.tensor([sum(v) / len(v) if v else 0.0 for v in per_option], dtype=probs.dtype)
             value = weight * probs * (m - (probs * m).sum())
             if row is None:
                 grads[name] = value
