@@ -500,6 +500,24 @@ def test_select_pool_sends_the_candidates_the_shared_weights_rank_best_to_the_fi
         atldas.make_search_config(space="planted", sets=["select_pool=-1"]).check(PlantedTask())
 
 
+def test_pool_ranking_draws_both_pools_onto_the_select_cost_and_scores_them():
+    """experiments/pool_ranking.py: after one search, a policy pool and a uniform pool of distinct
+    candidates, each on the select stage's cost (here the budget), scored on the shared weights and by
+    the policy; its analysis ranks a pool perfectly when the standalone loss is the shared one."""
+    pr = _experiment("pool_ranking")
+    job = {"key": "k", "strategy": "atldas", "teacher": 3, "seed": 0, "budget": 600000.0, "budget_label": "x",
+           "pool": 4, "sets": ["epochs=2", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoch=2"]}
+    r = pr.pools(job)
+    for name in ("policy", "uniform"):
+        rows = r[name]
+        assert len(rows) == 4 and len({x["hash"] for x in rows}) == 4, name
+        assert all(x["macs"] <= 600000 and x["logp"] < 0 < x["shared"] and x["shared8"] > 0 for x in rows), rows
+    loss = {x["hash"]: x["shared8"] for x in r["policy"] + r["uniform"]}
+    res = pr.analyse(r, loss)
+    assert res["tau_shared8_policy"] == pytest.approx(1.0) and res["tau_shared8_uniform"] == pytest.approx(1.0)
+    assert res["ratio"] == pytest.approx(res["shared_ratio"])
+
+
 def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     """experiments/paired.py pairs runs by budget, teacher and seed, pooled over files (a later file's
     run replaces an earlier one's), and prints the mean difference, its standard error, the wins and
