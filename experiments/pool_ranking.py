@@ -49,6 +49,7 @@ sys.path.insert(0, str(ROOT / "experiments"))
 
 import torch  # noqa: E402
 
+from atldas.arch import _masked_log_softmax  # noqa: E402
 from atldas.run import Run  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
 from search_quality import kendall, run_standalone, search_config, standalone_key  # noqa: E402
@@ -60,11 +61,9 @@ PASSED = 15
 @torch.no_grad()
 def _normal_log_prob(arch, child) -> float:
     """log P(child's normal cell) under the policy (the planted network copies it into the reduce cell)."""
-    lp = torch.log_softmax(arch.alpha["normal"].masked_fill(~arch.op_mask("normal"), float("-inf")), -1)
-    total = 0.0
-    for j, s in enumerate(child.sets["normal"]):
-        beta = arch.beta[f"normal_{j}"].masked_fill(~arch.set_mask("normal", j), float("-inf"))
-        total += float(torch.log_softmax(beta, -1)[s])
+    lp = _masked_log_softmax(arch.alpha["normal"], arch.op_mask("normal"))
+    total = sum(float(_masked_log_softmax(arch.beta[f"normal_{j}"], arch.set_mask("normal", j))[s])
+                for j, s in enumerate(child.sets["normal"]))
     return total + sum(float(lp[e, o]) for e, o in child.ops["normal"].items())
 
 
