@@ -6,8 +6,10 @@
 Runs are paired by budget, teacher and search seed (several files are pooled; a run found in two files
 counts once, the later file's). For each budget, and over all budgets when there are several, it prints
 the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired difference a - b with
-its standard error (negative: ``--a`` better), how many pairs ``--a`` won and lost, and the geometric
-mean of the standalone-loss ratio a / b. Where a strategy's label changed between files (a setting that
+its standard error (negative: ``--a`` better), the same clustered by teacher (the mean of each
+teacher's paired differences, its standard error over the teachers: a teacher's runs share one task,
+so they are not independent), how many pairs ``--a`` won and lost, and the geometric mean of the
+standalone-loss ratio a / b. Where a strategy's label changed between files (a setting that
 became the default), give one label per file: ``--a atldas:select_pool=64 atldas``; a label a file
 does not hold (``-``) takes nothing from it, so ``OLD.json NEW.json --a - atldas --b atldas -`` compares
 one label across two files.
@@ -44,14 +46,24 @@ def runs_of(paths: Sequence[Path], labels: Labels) -> Dict[str, Dict[Key, dict]]
     return out
 
 
+def _mean_se(xs: Sequence[float]) -> Tuple[float, float]:
+    n = len(xs)
+    mean = sum(xs) / n
+    return mean, (math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n) if n > 1 else float("nan"))
+
+
 def _row(budget: str, pairs: List[Tuple[dict, dict]]) -> Dict[str, float]:
     d = [ra["percentile"] - rb["percentile"] for ra, rb in pairs]
     n = len(d)
-    mean = sum(d) / n
-    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1) / n) if n > 1 else float("nan")
+    mean, se = _mean_se(d)
+    by_teacher: Dict[int, List[float]] = {}  # a teacher's runs share its task: the conservative unit
+    for (ra, _), x in zip(pairs, d):
+        by_teacher.setdefault(int(ra["teacher"]), []).append(x)
+    t_mean, t_se = _mean_se([sum(v) / len(v) for v in by_teacher.values()])
     ratio = math.exp(sum(math.log(ra["loss"] / rb["loss"]) for ra, rb in pairs) / n)
     return {"budget": budget, "n": n, "a": sum(ra["percentile"] for ra, _ in pairs) / n,
             "b": sum(rb["percentile"] for _, rb in pairs) / n, "diff": mean, "se": se,
+            "teachers": len(by_teacher), "teacher_diff": t_mean, "teacher_se": t_se,
             "better": sum(x < 0 for x in d), "worse": sum(x > 0 for x in d), "loss_ratio": ratio}
 
 
@@ -86,10 +98,11 @@ def main(argv=None) -> int:
     na, nb = "/".join(dict.fromkeys(args.a)), "/".join(dict.fromkeys(args.b))
     if not rows:
         p.error(f"no runs of both {na!r} and {nb!r} under one budget in {', '.join(map(str, args.json))}")
-    print(f"| budget | pairs | {na} | {nb} | paired {na} - {nb} (SE) | better / worse | loss ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| budget | pairs | {na} | {nb} | paired {na} - {nb} (SE) | by teacher (SE; teachers) | better / worse | loss ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['budget']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | {r['diff']:+.1f} ({r['se']:.1f}) | "
+              f"{r['teacher_diff']:+.1f} ({r['teacher_se']:.1f}; {r['teachers']}) | "
               f"{r['better']} / {r['worse']} | {r['loss_ratio']:.2f} |")
     return 0
 

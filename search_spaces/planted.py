@@ -116,9 +116,15 @@ class PlantedSpace(SearchSpace):
 #: on the children the policy already prefers: by rules written before the runs, 36 paired runs on
 #: teachers 0-2 and 18-20 took it 8.1 percentile points lower (standard error 4.0; on teachers 12-17
 #: -1.7, 4.0; over 90 with 24-26, -4.4, 2.4).
+#: The supernet trains 32 epochs (the default since 2026-12-06; 16 before), for every strategy: by
+#: rules written before the runs, ATL-DAS minus random search, both with 32 epochs, was -5.6 percentile
+#: points (standard error 4.8) on never-searched teachers 36-38, -3.9 (4.0) on 39-41 and -8.3 (2.9) on
+#: 42-44, -5.9 (2.3) over those 54 pairs; with 16 epochs the two were level on fresh teachers (+0.7,
+#: 2.2, over 72 pairs of teachers 24-35; +0.0, 4.4, on 42-44). Within a pool of one cost, 32 epochs
+#: raised the shared weights' ranking of standalone losses (Kendall tau +0.07, 0.06; pool_ranking.py).
 #: DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
 PLANTED = PlantedSpace(name="planted", defaults={
-    "epochs": 16, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
+    "epochs": 32, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
     "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 5,
     "target_macs": None, "w_lr": 0.01, "grad_clip": 1.0},
     strategy_defaults={"atldas": {"select": 16, "select_pool": 64, "select_steps": 50, "select_keep": 5,

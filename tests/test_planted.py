@@ -543,8 +543,10 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     se = math.sqrt(sum(x * x for x in d) / 2 / 3)  # the sample variance over n (the mean is 0)
     assert (row["n"], row["better"], row["worse"]) == (3, 2, 1) and row["diff"] == 0.0
     assert math.isclose(row["se"], se) and math.isclose(row["loss_ratio"], (0.5 * 4.0 * 0.25) ** (1 / 3))
+    # by teacher: teacher 0's mean (-10 + 20) / 2 = 5, teacher 1's -10; their mean -2.5, SE |5 - -10| / 2
+    assert (row["teachers"], row["teacher_diff"]) == (2, -2.5) and math.isclose(row["teacher_se"], 7.5)
     assert paired.main([str(one), str(two)]) == 0
-    assert "| none | 3 | " in capsys.readouterr().out
+    assert "| none | 3 | 16.7 | 16.7 | +0.0 (" in capsys.readouterr().out
 
 
 def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(tmp_path, capsys):
