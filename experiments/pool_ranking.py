@@ -27,8 +27,10 @@ standalone test loss (the benchmark's recipe; the geometric mean over ``--train-
   losses over both pools, the ceiling any ranking can reach against noisy training.
 
 A diagnostic, not a benchmark of the search: it says whether the policy, the prescreen, or neither
-carries the signal that would let ATL-DAS beat random search. Standalone losses are cached in
-``OUT/standalone.json`` by the same key as ``search_quality.py``'s (copy that file in to reuse it).
+carries the signal that would let ATL-DAS beat random search. A stored search is reused only when it
+carries the fingerprint of what would run now (``search_quality.search_fingerprint``: a changed default
+re-runs it). Standalone losses are cached in ``OUT/standalone.json`` by the same key as
+``search_quality.py``'s (copy that file in to reuse it).
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ import torch  # noqa: E402
 from atldas.arch import _masked_log_softmax  # noqa: E402
 from atldas.run import Run  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
-from search_quality import kendall, run_standalone, search_config, standalone_key  # noqa: E402
+from search_quality import (kendall, median_random_cost, run_standalone, search_config, search_fingerprint,  # noqa: E402
+                            standalone_key)
 
 #: How many the prescreen passes on to the short fits (select 16: the strategy's own and 15 others).
 PASSED = 15
@@ -100,7 +103,15 @@ def pools(job: Dict[str, Any]) -> Dict[str, Any]:
                          "shared": run.evaluate(c), "shared8": run.evaluate(c, batches=8),
                          "logp": _normal_log_prob(arch, c)})
         out[name] = rows
-    return {**job, "seconds": time.perf_counter() - t0, **out}
+    return {**job, "fingerprint": search_fingerprint(job), "seconds": time.perf_counter() - t0, **out}
+
+
+def to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The jobs without a stored search (``folder/KEY.json``) computed with what would run now."""
+    def stored(job: Dict[str, Any]) -> bool:
+        path = folder / f"{job['key']}.json"
+        return path.is_file() and json.loads(path.read_text()).get("fingerprint") == search_fingerprint(job)
+    return [j for j in jobs if not stored(j)]
 
 
 def _gmean(xs: Sequence[float]) -> float:
@@ -146,20 +157,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json")
     args = p.parse_args(argv)
-    from search_quality import median_random_cost
     out = Path(args.out)
     (out / "searches").mkdir(parents=True, exist_ok=True)
     median = median_random_cost()
-    jobs = []
+    jobs, tag = [], "".join(f"|{x}" for x in args.sets)
     for t in args.teachers:
         for s in args.seeds:
             for b in args.budgets:
                 budget = None if b == "none" else float(b) * median
-                tag = "".join(f"|{x}" for x in args.sets)
                 jobs.append({"key": f"t{t}|s{s}|{b}|p{args.pool}{tag}", "strategy": "atldas", "sets": list(args.sets), "teacher": t,
                              "seed": s, "budget": budget, "budget_label": b, "pool": args.pool})
-    todo = [j for j in jobs if not (out / "searches" / f"{j['key']}.json").is_file()]
-    print(f"{len(jobs)} searches ({len(todo)} to run)", flush=True)
+    todo = to_run(out / "searches", jobs)
+    print(f"{len(jobs)} searches ({len(todo)} to run: none stored, or stored with other settings)", flush=True)
     with ProcessPoolExecutor(args.workers) as ex:
         for r in ex.map(pools, todo):
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))

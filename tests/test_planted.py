@@ -500,10 +500,11 @@ def test_select_pool_sends_the_candidates_the_shared_weights_rank_best_to_the_fi
         atldas.make_search_config(space="planted", sets=["select_pool=-1"]).check(PlantedTask())
 
 
-def test_pool_ranking_draws_both_pools_onto_the_select_cost_and_scores_them():
+def test_pool_ranking_draws_both_pools_onto_the_select_cost_and_scores_them(tmp_path):
     """experiments/pool_ranking.py: after one search, a policy pool and a uniform pool of distinct
     candidates, each on the select stage's cost (here the budget), scored on the shared weights and by
-    the policy; its analysis ranks a pool perfectly when the standalone loss is the shared one."""
+    the policy; its analysis ranks a pool perfectly when the standalone loss is the shared one; a stored
+    search is reused only when its fingerprint is today's."""
     pr = _experiment("pool_ranking")
     job = {"key": "k", "strategy": "atldas", "teacher": 3, "seed": 0, "budget": 600000.0, "budget_label": "x",
            "pool": 4, "sets": ["epochs=2", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoch=2"]}
@@ -516,6 +517,12 @@ def test_pool_ranking_draws_both_pools_onto_the_select_cost_and_scores_them():
     res = pr.analyse(r, loss)
     assert res["tau_shared8_policy"] == pytest.approx(1.0) and res["tau_shared8_uniform"] == pytest.approx(1.0)
     assert res["ratio"] == pytest.approx(res["shared_ratio"])
+    # a stored search is reused only with today's settings (a changed default, here epochs, re-runs it)
+    (tmp_path / "k.json").write_text(json.dumps(r))
+    assert pr.to_run(tmp_path, [job]) == []
+    assert pr.to_run(tmp_path, [{**job, "sets": [*job["sets"][1:], "epochs=3"]}]) != []
+    (tmp_path / "k.json").write_text(json.dumps({k: v for k, v in r.items() if k != "fingerprint"}))
+    assert pr.to_run(tmp_path, [job]) == [job]  # stored before fingerprints: not trusted
 
 
 def test_paired_comparison_of_two_strategies(tmp_path, capsys):
