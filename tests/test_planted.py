@@ -599,3 +599,50 @@ def test_the_mean_tau_skips_runs_where_it_is_undefined():
         "atldas": {"none": {**got, "recovery_edges_chance": 0.1, "recovery_sets": 0.5, "recovery_sets_chance": 0.5,
                             "runs": [{}, {}, {}]}}}}
     assert "| 0.40 (2 runs) |" in sq.format_table(summary)  # a table says when not every run has a tau
+
+
+def test_depth_bias_sets_cell_depth_against_the_shared_and_the_standalone_loss(tmp_path, capsys):
+    """experiments/depth_bias.py: within a search's references alive in its supernet, Kendall tau-b of
+    cell depth against the shared-weight loss and against the standalone loss, their difference, the
+    derived genotype's depth against its references'; a search stored with other settings than its
+    label runs today is labelled so."""
+    db = _experiment("depth_bias")
+    sq = _experiment("search_quality")
+    genotypes = {}
+    for seed in range(60):  # teacher genotypes are genotypes of the planted space: collect depths 1..4
+        g = teacher_genotype(seed)
+        genotypes.setdefault(db.depth(g), g)
+        if len(genotypes) >= 4:
+            break
+    assert len(genotypes) >= 4, sorted(genotypes)
+    depths = sorted(genotypes)
+    refs = [genotypes[d] for d in depths]
+    (tmp_path / "searches").mkdir()
+    standalone = {}
+    for teacher in (1, 2):
+        for g in refs:  # deeper: lower standalone loss (1 / depth) and higher shared loss (depth)
+            for s in (0, 1):
+                standalone[sq.standalone_key(teacher, g.hash(), s)] = 1.0 / db.depth(g) + 0.01 * s
+        job = {"seed": 0, "teacher": teacher, "budget": None, "strategy": "random", "sets": []}
+        record = {**job, "key": f"random|none|t{teacher}|s0|matched", "label": "random", "budget_label": "none",
+                  "reference": [g.to_json() for g in refs], "shared": {g.hash(): float(db.depth(g)) for g in refs},
+                  "genotype": refs[0].to_json(),
+                  "fingerprint": sq.search_fingerprint(job) if teacher == 1 else "older"}
+        (tmp_path / "searches" / f"{record['key']}.json").write_text(json.dumps(record))
+    (tmp_path / "standalone.json").write_text(json.dumps(standalone))
+    rows = sorted(db.search_rows(tmp_path), key=lambda r: r["teacher"])
+    assert [r["label"] for r in rows] == ["random", "random (older settings)"]
+    for r in rows:
+        assert r["alive"] == len(refs) and r["depth~shared"] == pytest.approx(1.0)
+        assert r["depth~standalone"] == pytest.approx(-1.0)
+        assert r["depth_gap"] == pytest.approx(depths[0] - sum(depths) / len(depths))
+    summary = db.summarise(rows)
+    mean, se, n, teachers = summary["random"]["depth:shared-standalone"]
+    assert (mean, n, teachers) == (pytest.approx(2.0), 1, 1) and math.isnan(se)  # one teacher: no SE
+    assert db.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| random | 1 (1); 1 with taus | +1.000 (n/a) | -1.000 (n/a) | +2.000 (n/a) |" in out
+    fits = db.fit_rows([str(tmp_path)], None, [3], workers=1)  # today's search only: teacher 1
+    assert [(r["teacher"], r["references"]) for r in fits] == [(1, len(refs))]
+    assert fits[0]["standalone"] == pytest.approx(-1.0) and -1.0 <= fits[0]["3"] <= 1.0
+    assert "| random | 1 | -1.000 (n/a) |" in db.format_fits(fits, [3])
