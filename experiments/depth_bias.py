@@ -14,9 +14,9 @@ held-out loss, it computes Kendall's tau-b between a property of the normal cell
 Properties: ``depth``, the number of the cell's edges whose input is an intermediate node (0 for a
 cell that reads only the cell inputs), and ``teacher deep``, the share of the teacher's own deep edges
 the cell has (the planted deep topology; see ``recovery`` in ``search_quality.py``). A negative tau
-means the property goes with a lower loss. Per strategy label it prints the mean over searches with
-its standard error clustered by teacher (a teacher's searches share one task and overlapping
-references: the mean per teacher, then the standard error over teachers), the paired difference
+means the property goes with a lower loss. Per strategy label it prints, clustered by teacher (a
+teacher's searches share one task and overlapping references), the mean over teachers of each
+teacher's mean and its standard error over the teachers, for each tau, the paired difference
 shared - standalone, and how deep the searched genotype is against its references (depth of the
 derived genotype minus the mean depth of its references). A shared-weight ranking that reads depth as
 standalone training does has the two taus equal.
@@ -48,6 +48,7 @@ from scipy.stats import kendalltau  # noqa: E402
 
 from atldas.genotype import Genotype  # noqa: E402
 from atldas.tasks.planted import teacher_genotype  # noqa: E402
+from paired import _mean_se  # noqa: E402
 from search_quality import TASK_FINGERPRINT, _recovered, search_fingerprint  # noqa: E402
 
 #: Per search: (property, loss) pairs whose tau is taken.
@@ -76,6 +77,11 @@ def standalone_losses(folder: Path) -> Dict[Tuple[int, str], float]:
     return {k: statistics.mean(v) for k, v in by.items()}
 
 
+def _today(record: Dict[str, Any]) -> bool:
+    """Whether a stored search was computed with the settings its label runs with today."""
+    return search_fingerprint(record) == record.get("fingerprint")
+
+
 def search_rows(folder: Path, labels: Optional[Sequence[str]] = None) -> Iterator[Dict[str, Any]]:
     """One row per stored cost-matched search of ``folder`` (of ``labels`` if given): its label
     (with " (older settings)" when it was computed with other settings than the label runs today:
@@ -94,9 +100,8 @@ def search_rows(folder: Path, labels: Optional[Sequence[str]] = None) -> Iterato
         props = {"depth": [depth(g) for g, _, _ in alive],
                  "teacher_deep": [_recovered(g, planted)["deep"] for g, _, _ in alive]}
         losses = {"shared": [s for _, s, _ in alive], "standalone": [x for _, _, x in alive]}
-        today = search_fingerprint(r) == r.get("fingerprint")
-        row = {"label": r["label"] if today else f"{r['label']} (older settings)", "budget": r["budget_label"], "teacher": t, "seed": int(r["seed"]),
-               "alive": len(alive),
+        row = {"label": r["label"] if _today(r) else f"{r['label']} (older settings)", "budget": r["budget_label"],
+               "teacher": t, "seed": int(r["seed"]), "alive": len(alive),
                "depth_gap": depth(Genotype.from_json(r["genotype"])) - statistics.mean(depth(g) for g in refs)}
         for p, loss in MEASURES:
             row[f"{p}~{loss}"] = tau_b(props[p], losses[loss])
@@ -104,19 +109,18 @@ def search_rows(folder: Path, labels: Optional[Sequence[str]] = None) -> Iterato
 
 
 def clustered(rows: Sequence[Dict[str, Any]], value) -> Tuple[float, float, int, int]:
-    """Mean of ``value(row)`` over the rows where it is defined, its standard error clustered by
-    teacher (NaN with fewer than two teachers), the number of rows and of teachers."""
+    """Clustered by teacher (a teacher's searches share one task and overlapping references): the mean
+    over teachers of each teacher's mean of ``value(row)`` where defined, its standard error over the
+    teachers (NaN with fewer than two), the number of rows and of teachers."""
     by: Dict[int, List[float]] = {}
     for row in rows:
         v = value(row)
         if not math.isnan(v):
             by.setdefault(row["teacher"], []).append(v)
-    xs = [v for vs in by.values() for v in vs]
-    if not xs:
+    if not by:
         return math.nan, math.nan, 0, 0
-    means = [statistics.mean(vs) for vs in by.values()]
-    se = statistics.stdev(means) / math.sqrt(len(means)) if len(means) > 1 else math.nan
-    return statistics.mean(xs), se, len(xs), len(by)
+    mean, se = _mean_se([statistics.mean(vs) for vs in by.values()])
+    return mean, se, sum(len(vs) for vs in by.values()), len(by)
 
 
 def summarise(rows: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
@@ -146,10 +150,10 @@ def format_table(summary: Dict[str, Dict[str, Any]]) -> str:
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for label, s in summary.items():
         n, teachers = s["depth_gap"][2], s["depth_gap"][3]
-        lines.append(f"| {label} | {n} ({teachers}); {s['depth~shared'][2]} with taus | {_fmt(s['depth~shared'])} | {_fmt(s['depth~standalone'])} | "
-                     f"{_fmt(s['depth:shared-standalone'])} | {_fmt(s['teacher_deep~shared'])} | "
-                     f"{_fmt(s['teacher_deep~standalone'])} | {_fmt(s['teacher_deep:shared-standalone'])} | "
-                     f"{_fmt(s['depth_gap'])} |")
+        cells = [_fmt(s[k]) for k in ("depth~shared", "depth~standalone", "depth:shared-standalone",
+                                      "teacher_deep~shared", "teacher_deep~standalone",
+                                      "teacher_deep:shared-standalone", "depth_gap")]
+        lines.append(f"| {label} | {n} ({teachers}); {s['depth~shared'][2]} with taus | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -168,7 +172,7 @@ def _fit_taus(job: Tuple[str, str, Sequence[int]]) -> Dict[str, Any]:
     d = [depth(g) for g in refs]
     out = {"label": r["label"], "teacher": t, "references": len(refs),
            "standalone": tau_b(d, [truth[(t, g.hash())] for g in refs])}
-    for n in steps:  # PlantedTask.short_fit of search seed 0: its streams 2 and 3, initial weights 0
+    for n in steps:  # the call PlantedTask.short_fit makes for search seed 0: streams 2 and 3, initial weights 0
         out[str(n)] = tau_b(d, [standalone(g, teacher_seed=t, seed=0, recipe=Recipe(steps=n), streams=(2, 3))["test"]
                                 for g in refs])
     return out
@@ -181,7 +185,7 @@ def fit_rows(folders: Sequence[str], labels: Optional[Sequence[str]], steps: Seq
     for folder in folders:
         for path in sorted((Path(folder) / "searches").glob("*|none|t*|s0|matched.json")):
             r = json.loads(path.read_text())
-            if (not labels or r["label"] in labels) and search_fingerprint(r) == r.get("fingerprint"):
+            if (not labels or r["label"] in labels) and _today(r):
                 jobs.append((folder, str(path), tuple(steps)))
     if workers <= 1:
         return [_fit_taus(job) for job in jobs]
@@ -218,7 +222,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     summary = summarise(rows)
     print("Kendall tau-b within each search's alive cost-matched references (negative: goes with a lower loss);")
-    print("mean over searches (standard error clustered by teacher)")
+    print("clustered by teacher: the mean of the teachers' means (standard error over teachers)")
     print(format_table(summary))
     fits: List[Dict[str, Any]] = []
     if args.fits:
