@@ -112,6 +112,12 @@ class CellSpec:
         """In-degree of every node."""
         return tuple(len(n) for n in self.nodes)
 
+    @property
+    def depth(self) -> int:
+        """Inputs taken from intermediate nodes (states 2 and up): 0 for a cell whose nodes all read
+        the cell inputs, the DARTS-style shallow cell."""
+        return sum(1 for node in self.nodes for _, i in node if i >= 2)
+
     def edges(self) -> Iterator[tuple[int, int, str]]:
         """``(source_state, target_state, op)`` for every input, in genotype order."""
         for j, node in enumerate(self.nodes):

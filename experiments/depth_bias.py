@@ -57,7 +57,7 @@ MEASURES = (("depth", "shared"), ("depth", "standalone"), ("teacher_deep", "shar
 
 def depth(g: Genotype) -> int:
     """Edges of the normal cell whose input is an intermediate node (states 2..)."""
-    return sum(1 for node in g.normal.nodes for _, i in node if i >= 2)
+    return g.normal.depth
 
 
 def tau_b(a: Sequence[float], b: Sequence[float]) -> float:

@@ -214,7 +214,7 @@ def search_config(job: Dict[str, Any]):
 LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("", "select_keep"): 0,
                                               ("", "select_keep_steps"): 350, ("", "select_epsilon"): 0.0,
                                               ("", "select_fill"): False, ("", "select_pool"): 0,
-                                              ("", "select_mutants"): 0}
+                                              ("", "select_mutants"): 0, ("", "select_strata"): "none"}
 
 
 def search_fingerprint(job: Dict[str, Any]) -> str:

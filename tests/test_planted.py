@@ -222,6 +222,57 @@ def test_select_mutants_fits_one_decision_changes_of_the_two_best_first_candidat
         atldas.make_search_config(space="planted", sets=["select=4", "select_mutants=4"]).check(PlantedTask())
 
 
+def test_select_strata_depth_keeps_the_best_of_every_depth_first(tmp_path, monkeypatch):
+    """``select_strata=depth``: both cuts of the stage (the pool's prescreen on the shared weights and
+    the second round) take the best candidate of every depth before any depth's second best; the fits
+    are as many as without strata; unknown strata are refused."""
+    from atldas.errors import ConfigError
+    from atldas.run import Run, stratified_order
+    from atldas.search import search
+    from atldas.tasks.planted import PlantedTask
+
+    assert stratified_order({"a": 1.0, "b": 2.0, "c": 3.0, "d": 0.5}, {"a": 0, "b": 0, "c": 1, "d": 0}) == \
+        ["d", "c", "a", "b"]
+    fits, evaluated = [], []
+
+    def fit(self, genotype, *, steps, **kw):  # the first round: later candidates better; the second: a constant
+        fits.append((genotype, steps))
+        return -float(len(fits)) if steps == 7 else 0.0
+
+    def evaluate(self, child, *, batches=2):  # the shared weights: later-evaluated candidates better
+        evaluated.append((self.space.child_to_genotype(self.net.arch, child), -float(len(evaluated))))
+        return evaluated[-1][1]
+
+    def depth(g):
+        return sum(c.depth for c in g.cells().values())
+
+    monkeypatch.setattr(PlantedTask, "short_fit", fit)
+    monkeypatch.setattr(Run, "evaluate", evaluate)
+    sets = ["epochs=1", "warmup_epochs=0", "steps_per_epoch=1", "select=6", "select_pool=20", "select_steps=7",
+            "select_keep=3", "select_keep_steps=11", "tensorboard=false", "plots=false", "progress=false"]
+    counts = []
+    for strata in ("none", "depth"):
+        fits.clear()
+        evaluated.clear()
+        search(atldas.make_search_config(space="planted", strategy="random", out=str(tmp_path / strata),
+                                         sets=[*sets, f"select_strata={strata}"]))
+        first, second = [g for g, s in fits if s == 7], [g.hash() for g, s in fits if s == 11]
+        pooled = {g.hash(): (score, depth(g)) for g, score in evaluated[-19:]}  # the prescreen: the pool but the own
+        assert len(first) == 6 and len(pooled) == 19 and len({depth(g) for g, _ in evaluated[-19:]}) > 1
+        round1 = {g.hash(): -float(i + 1) for i, g in enumerate(first)}
+        if strata == "none":
+            assert [g.hash() for g in first[1:]] == sorted(pooled, key=lambda h: pooled[h][0])[:5]
+            assert second == sorted(round1, key=round1.__getitem__)[:3]
+        else:
+            order = stratified_order({h: v[0] for h, v in pooled.items()}, {h: v[1] for h, v in pooled.items()})
+            assert [g.hash() for g in first[1:]] == order[:5]
+            assert second == stratified_order(round1, {g.hash(): depth(g) for g in first})[:3]
+        counts.append(len(fits))
+    assert counts[0] == counts[1]
+    with pytest.raises(ConfigError, match="select_strata='width'.*none or depth"):
+        atldas.make_search_config(space="planted", sets=["select_strata=width"]).check(PlantedTask())
+
+
 @pytest.mark.parametrize("select_cost", ["derived", "free"])
 def test_select_without_a_budget_keeps_the_derived_cost_unless_free(tmp_path, monkeypatch, select_cost):
     """Without a budget, ``select_cost=derived`` repairs every candidate onto the cost of the
@@ -336,6 +387,7 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     before.pop("select_fill")
     before.pop("select_pool")
     before.pop("select_mutants")
+    before.pop("select_strata")
     assert sq.search_fingerprint(old) == sq._fingerprint(
         {"config": before, "task": sq.TASK_FINGERPRINT, "references": sq.REFERENCE_RULE})
     assert set(SearchConfig.DISPLAY) <= {f.name for f in fields(SearchConfig)}  # a renamed field is caught
