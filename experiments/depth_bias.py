@@ -1,6 +1,7 @@
 """Do the shared weights rank deep cells as standalone training does? Cell depth against both losses.
 
-    python experiments/depth_bias.py runs/sq_intel [MORE_FOLDERS ...] [--labels atldas random] [--json FILE]
+    python experiments/depth_bias.py runs/sq_intel [MORE_FOLDERS ...] [--labels atldas random]
+        [--teachers 48 49 50] [--json FILE]
 
 Reads the planted benchmark's stored searches (``FOLDER/searches/*.json``, cost-matched references
 only) and its standalone losses (``FOLDER/standalone.json``, today's task fingerprint only). For each
@@ -179,13 +180,14 @@ def _fit_taus(job: Tuple[str, str, Sequence[int]]) -> Dict[str, Any]:
 
 
 def fit_rows(folders: Sequence[str], labels: Optional[Sequence[str]], steps: Sequence[int],
-             workers: int) -> List[Dict[str, Any]]:
-    """:func:`_fit_taus` of every no-budget, seed-0, cost-matched search of ``folders`` (of ``labels``)."""
+             workers: int, teachers: Optional[Sequence[int]] = None) -> List[Dict[str, Any]]:
+    """:func:`_fit_taus` of every no-budget, seed-0, cost-matched search of ``folders`` (of ``labels``
+    and ``teachers`` where given)."""
     jobs = []
     for folder in folders:
         for path in sorted((Path(folder) / "searches").glob("*|none|t*|s0|matched.json")):
             r = json.loads(path.read_text())
-            if (not labels or r["label"] in labels) and _today(r):
+            if (not labels or r["label"] in labels) and (not teachers or int(r["teacher"]) in teachers) and _today(r):
                 jobs.append((folder, str(path), tuple(steps)))
     if workers <= 1:
         return [_fit_taus(job) for job in jobs]
@@ -211,12 +213,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("folders", nargs="+", help="benchmark output folders (search_quality.py --out)")
     p.add_argument("--labels", nargs="+", help="only these strategy labels")
+    p.add_argument("--teachers", type=int, nargs="+", help="only the searches of these teachers")
     p.add_argument("--fits", type=int, nargs="+", default=[], metavar="STEPS",
                    help="also fit the references of each teacher's no-budget seed-0 search for these steps")
     p.add_argument("--workers", type=int, default=2, help="processes for --fits")
     p.add_argument("--json", help="write the rows and the summary to this file")
     args = p.parse_args(argv)
-    rows = [row for f in args.folders for row in search_rows(Path(f), args.labels)]
+    rows = [row for f in args.folders for row in search_rows(Path(f), args.labels)
+            if not args.teachers or row["teacher"] in args.teachers]
     if not rows:
         print(f"no stored cost-matched searches in {', '.join(args.folders)}", file=sys.stderr)
         return 1
@@ -226,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(format_table(summary))
     fits: List[Dict[str, Any]] = []
     if args.fits:
-        fits = fit_rows(args.folders, args.labels, args.fits, args.workers)
+        fits = fit_rows(args.folders, args.labels, args.fits, args.workers, args.teachers)
         print("\nThe select stage's fits of each teacher's no-budget seed-0 references (tau-b; SE over teachers)")
         print(format_fits(fits, args.fits))
     if args.json:

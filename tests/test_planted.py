@@ -694,6 +694,10 @@ def test_depth_bias_sets_cell_depth_against_the_shared_and_the_standalone_loss(t
     assert db.main([str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| random | 1 (1); 1 with taus | +1.000 (n/a) | -1.000 (n/a) | +2.000 (n/a) |" in out
+    assert db.main([str(tmp_path), "--teachers", "2"]) == 0  # one teacher's searches only
+    out = capsys.readouterr().out
+    assert "| random (older settings) | 1 (1)" in out and "| random | 1 (1)" not in out
+    assert db.fit_rows([str(tmp_path)], None, [3], workers=1, teachers=[2]) == []
     fits = db.fit_rows([str(tmp_path)], None, [3], workers=1)  # today's search only: teacher 1
     assert [(r["teacher"], r["references"]) for r in fits] == [(1, len(refs))]
     assert fits[0]["standalone"] == pytest.approx(-1.0) and -1.0 <= fits[0]["3"] <= 1.0
