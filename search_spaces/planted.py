@@ -120,7 +120,8 @@ class PlantedSpace(SearchSpace):
 #: rules written before the runs, ATL-DAS minus random search, both with 32 epochs, was -5.6 percentile
 #: points (standard error 4.8) on never-searched teachers 36-38, -3.9 (4.0) on 39-41 and -8.3 (2.9) on
 #: 42-44, -5.9 (2.3) over those 54 pairs, +4.4 (5.4) on 45-47, -3.3 (2.2) over all 72 (not the two
-#: standard errors rule (l) asked for to keep the claim); with 16 epochs the two were level on fresh teachers (+0.7,
+#: standard errors rule (l) asked for to keep the claim), -5.6 (6.1) on 48-50 and -3.8 (2.1) over all
+#: 90 (not the 2.5 rule (m) asked for to bring it back); with 16 epochs the two were level on fresh teachers (+0.7,
 #: 2.2, over 72 pairs of teachers 24-35; +0.0, 4.4, on 42-44). Within a pool of one cost, 32 epochs
 #: raised the shared weights' ranking of standalone losses (Kendall tau +0.07, 0.06; pool_ranking.py).
 #: DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
