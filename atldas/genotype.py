@@ -265,6 +265,11 @@ class Genotype:
         """``{"normal": ..., "reduce": ...}``."""
         return {"normal": self.normal, "reduce": self.reduce}
 
+    @property
+    def depth(self) -> int:
+        """Inputs taken from intermediate nodes, summed over the cells (:attr:`CellSpec.depth`)."""
+        return sum(c.depth for c in self.cells().values())
+
     def cell(self, reduction: bool) -> CellSpec:
         """The reduction cell if ``reduction`` else the normal cell."""
         return self.reduce if reduction else self.normal

@@ -139,7 +139,7 @@ class SearchConfig:
             percentile points (worse; standard error 3.8, 18 runs on teachers 27-29), so not the default.
         select_strata: ``none``, or ``depth``: the two cuts of the stage (the pool's prescreen on the
             shared weights and the second round's ``select_keep``) take the candidates stratum by
-            stratum, the genotype's depth (:attr:`~atldas.genotype.CellSpec.depth` summed over its
+            stratum, the genotype's depth (:attr:`~atldas.genotype.Genotype.depth`, summed over its
             cells) being the stratum: first the best of every depth, in the order of their losses, then
             the second best of every depth, and so on. Both proxies rank deeper cells worse than
             standalone training does (``experiments/depth_bias.py``: Kendall tau-b of depth +0.22 to
@@ -633,8 +633,7 @@ class Run:
         if self.cfg.select_strata == "none":
             return sorted(scores, key=scores.__getitem__)[:count]
         arch = self.net.arch
-        depth = {k: sum(c.depth for c in self.space.child_to_genotype(arch, candidates[k]).cells().values())
-                 for k in scores}
+        depth = {k: self.space.child_to_genotype(arch, candidates[k]).depth for k in scores}
         return stratified_order(scores, depth)[:count]
 
     def _onto_cost(self, child: Child, cap: Optional[float]) -> Child:

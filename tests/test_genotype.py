@@ -249,3 +249,12 @@ def test_derived_models_genotypes():
     assert resolve_genotype("pc_darts_cifar") == get_genotype("pc_darts_cifar")
     with pytest.raises(ConfigError, match="known genotypes: atldas_cifar100, darts_v2, pc_darts_cifar"):
         get_genotype("nasnet")
+
+
+def test_depth_counts_the_inputs_taken_from_intermediate_nodes():
+    """``CellSpec.depth``: a cell's inputs from states 2 and up; ``Genotype.depth``: summed over its cells."""
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    assert (g.normal.depth, g.reduce.depth, g.depth) == (3, 4, 7)
+    v = variable_genotype()
+    assert (v.normal.depth, v.reduce.depth, v.depth) == (2, 1, 3)
+    assert CellSpec(nodes=[[("sep_conv_3x3", 0), ("skip_connect", 1)]], concat=[2]).depth == 0
