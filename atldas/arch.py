@@ -168,11 +168,11 @@ class ArchParams(nn.Module):
     def _draw(self, logits: Tensor, mask: Tensor, *, tau: float, epsilon: float, grad: bool,
               generator: Optional[torch.Generator]) -> Tuple[int, Optional[Tensor]]:
         """One categorical draw from the masked policy mixed with a uniform share ``epsilon``."""
-        active = mask.nonzero().flatten()
         u = torch.rand((), generator=generator).item()
         gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
         masked = logits.masked_fill(~mask, float("-inf"))
         if u < epsilon:
+            active = mask.nonzero().flatten()
             idx = int(active[torch.randint(len(active), (), generator=generator)])
         else:
             idx = int(torch.argmax(masked.detach() + gumbel))

@@ -72,6 +72,14 @@ class Plan:
                    blocks={g: arch.block_probs(g) for g in arch.block_names})
 
 
+def _mixture_weights(op_w: Tensor, edge_w: Tensor) -> Sequence[Sequence[Tensor]]:
+    """The soft mixture's weight of op ``o`` on edge ``e``, ``edge_w[e] * op_w[e, o]``, as ``[e][o]``
+    0-d tensors: the same products in one call, and ``E`` views instead of ``2 E O`` selects."""
+    if edge_w.requires_grad:  # one product per op: its gradient sums over the ops in the order it did before
+        return [[edge_w[e] * op_w[e, o] for o in range(op_w.shape[1])] for e in range(op_w.shape[0])]
+    return [row.unbind(0) for row in (edge_w[:, None] * op_w).unbind(0)]  # (E, O) -> [e][o]
+
+
 class MixedEdge(nn.Module):
     """All candidate ops of one edge (``none`` is :class:`~atldas.ops.Zero`; the soft mixture skips it).
 
@@ -123,9 +131,10 @@ class SearchCell(nn.Module):
         # (B, C_pp, H0, W0), (B, C_p, H, W) -> (B, nodes * C, H', W')
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         t = self.cell_type
+        weights = _mixture_weights(plan.op_weights[t], plan.edge_weights[t]) if plan.soft else None
         for j in range(self.topology.nodes):
-            if plan.soft:
-                node = self._soft_node(j, states, plan.op_weights[t], plan.edge_weights[t])
+            if weights is not None:
+                node = self._soft_node(j, states, weights)
             else:
                 set_gate, edges = plan.nodes[t][j]
                 node = None
@@ -138,7 +147,7 @@ class SearchCell(nn.Module):
             states.append(node)
         return torch.cat(states[2:], dim=1)
 
-    def _soft_node(self, j: int, states: List[Tensor], op_w: Tensor, edge_w: Tensor) -> Tensor:
+    def _soft_node(self, j: int, states: List[Tensor], weights: Sequence[Sequence[Tensor]]) -> Tensor:
         node: Optional[Tensor] = None
         for e in self.topology.node_edges(j):
             i = self.topology.edges[e][0]
@@ -149,7 +158,7 @@ class SearchCell(nn.Module):
             for o, name in enumerate(self.op_names):
                 if name not in ops or name == "none":  # none adds zeros
                     continue
-                out = ops[name](states[i]) * (edge_w[e] * op_w[e, o])
+                out = ops[name](states[i]) * weights[e][o]
                 node = out if node is None else node + out
         assert node is not None, "a node lost all its edges"
         return node

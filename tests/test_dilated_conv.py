@@ -71,3 +71,22 @@ def test_dil_conv_trains_the_same_as_with_a_plain_conv2d_up_to_the_weight_gradie
     assert torch.equal(op(x), plain(x))
     for (name, a), (_, b) in zip(op.named_parameters(), plain.named_parameters()):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("N,C,H,W,k", [(3, 4, 12, 12, 3), (2, 16, 12, 12, 5), (2, 8, 7, 9, 3), (1, 32, 16, 16, 5)])
+def test_channels_last_phases_give_the_channel_major_orders_floats_bit_for_bit(N, C, H, W, k):
+    # the channels_last backward orders the phases' channels phase-major (one fast copy); a depthwise
+    # convolution computes each channel alone, so it must give what pixel_unshuffle's order gives
+    x, w, gy = _pair(N, C, H, W, k, 2, torch.channels_last)
+    d, p, cl = 2, 2 * (k - 1) // 2, torch.channels_last
+    eh, ew = -H % d, -W % d
+    xp, gyp = F.pad(x.detach(), (0, ew, 0, eh)), F.pad(gy, (0, ew, 0, eh))
+    xs, gys = (F.pixel_unshuffle(v, d).contiguous(memory_format=cl) for v in (xp, gyp))
+    gxs, gws, _ = torch.ops.aten.convolution_backward(gys, xs, w.detach().repeat_interleave(d * d, dim=0), None,
+                                                      [1, 1], [p // d] * 2, [1, 1], False, [0, 0], C * d * d,
+                                                      [True, True, False])
+    ref_gx = F.pixel_shuffle(gxs, d)[..., :H, :W]
+    ref_gw = gws.view(C, d * d, k, k).sum(1, keepdim=True)
+    gx, gw = torch.autograd.grad(_PhaseBackward.apply(x, w, p, d), (x, w), gy)
+    assert torch.equal(gx, ref_gx) and torch.equal(gw, ref_gw)
+    assert gx.is_contiguous(memory_format=cl)

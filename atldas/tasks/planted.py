@@ -179,7 +179,8 @@ def standalone(genotype: Genotype, *, teacher_seed: int, seed: int, recipe: Reci
         torch.manual_seed(seed)
         net = PlantedNet(genotype=genotype, C=SHAPE.C, cells=SHAPE.cells, in_channels=SHAPE.in_channels,
                          out_channels=SHAPE.out_channels).to(memory_format=cl)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr, fused=True)  # one kernel for all parameters
+    params = list(net.parameters())  # once: walking the modules every step costs 3 % of a training
+    opt = torch.optim.Adam(params, lr=recipe.lr, fused=True)  # one kernel for all parameters
     g = torch.Generator().manual_seed(seed)
     perm, pos = torch.randperm(x.shape[0], generator=g), 0
     net.train()
@@ -193,7 +194,7 @@ def standalone(genotype: Genotype, *, teacher_seed: int, seed: int, recipe: Reci
         loss = F.mse_loss(net(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), recipe.clip)
+        torch.nn.utils.clip_grad_norm_(params, recipe.clip)
         opt.step()
     calibrate_batchnorm(net, x)  # exact population statistics of the train set, eval mode
     with torch.no_grad():

@@ -6,9 +6,12 @@ dilation 2, 0.52 ms for the input gradient and 1.9 ms for the weight gradient ag
 forward; at 4 x 16 x 128 x 128, 14 and 38 ms against 1.7; ``experiments/bench_dilated.py`` compares
 the two backwards, about 2x apart there). A stride-1 convolution of dilation ``d``
 is, on each of the ``d * d`` phases of the image (the pixels ``(i::d, j::d)``), an undilated
-convolution of the phase with padding ``padding / d``. ``pixel_unshuffle`` puts the phases side by
-side as channels, so the backward becomes one undilated depthwise backward with the kernel repeated
-per phase; the weight gradient is the sum of the per-phase ones.
+convolution of the phase with padding ``padding / d``. The phases go side by side as channels, so the
+backward becomes one undilated depthwise backward with the kernel repeated per phase; the weight
+gradient is the sum of the per-phase ones. In channels_last the phases are phase-major channel blocks
+(``(N, H, W, C)`` memory read as ``(N, H/d, d, W/d, d, C)``, one copy with runs of ``C`` floats; 1.2-2.4x
+faster than ``pixel_unshuffle`` for the whole backward, the same floats bit for bit, since a depthwise
+convolution computes each channel alone); in the contiguous format ``pixel_unshuffle`` (channel-major).
 
 What stays exactly the same: the forward (the same ``F.conv2d`` call). The gradients sum the same
 products in another order (relative differences of about 1e-6; the input gradient is often
@@ -47,21 +50,40 @@ class _PhaseBackward(torch.autograd.Function):
         eh, ew = -H % d, -W % d  # zero rows/columns that make the sizes multiples of d: they lie
         if eh or ew:              # inside the convolution's own zero padding (padding >= d - 1)
             x, gy = F.pad(x, (0, ew, 0, eh)), F.pad(gy, (0, ew, 0, eh))
-        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        xs = F.pixel_unshuffle(x, d).contiguous(memory_format=fmt)     # (N, C*d*d, H/d, W/d)
-        gys = F.pixel_unshuffle(gy, d).contiguous(memory_format=fmt)   # (N, C*d*d, H/d, W/d)
-        ws = w.repeat_interleave(d * d, dim=0)                         # (C*d*d, 1, k, k)
+        last = x.is_contiguous(memory_format=torch.channels_last)
+        if last:  # phase-major channels: p * C + c
+            xs, gys, ws = _phases(x, d), _phases(gy, d), w.repeat(d * d, 1, 1, 1)    # (N, d*d*C, H/d, W/d)
+        else:     # channel-major: c * d * d + p
+            xs, gys = F.pixel_unshuffle(x, d), F.pixel_unshuffle(gy, d)             # (N, C*d*d, H/d, W/d)
+            ws = w.repeat_interleave(d * d, dim=0)                                   # (C*d*d, 1, k, k)
         p = ctx.padding // d
         gxs, gws, _ = torch.ops.aten.convolution_backward(
             gys, xs, ws, None, [1, 1], [p, p], [1, 1], False, [0, 0], C * d * d,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
         gx = gw = None
         if gxs is not None:
-            gx = F.pixel_shuffle(gxs, d)[..., :H, :W]                # (N, C, H, W)
-            gx = gx.contiguous(memory_format=fmt)
+            gx = _unphases(gxs, d) if last else F.pixel_shuffle(gxs, d)             # (N, C, H + eh, W + ew)
+            gx = gx[..., :H, :W].contiguous(memory_format=torch.channels_last if last else torch.contiguous_format)
         if gws is not None:
-            gw = gws.view(C, d * d, k, k).sum(1, keepdim=True)        # (C, 1, k, k)
+            per_phase = gws.view(d * d, C, k, k).transpose(0, 1) if last else gws.view(C, d * d, k, k)
+            gw = per_phase.sum(1, keepdim=True)                                      # (C, 1, k, k)
         return gx, gw, None, None
+
+
+def _phases(x: Tensor, d: int) -> Tensor:
+    """(N, C, H, W) channels_last -> (N, d*d*C, H/d, W/d) channels_last, channel ``(dy * d + dx) * C + c``
+    holding ``x[:, c, dy::d, dx::d]``."""
+    N, C, H, W = x.shape
+    h, w = H // d, W // d
+    y = x.permute(0, 2, 3, 1).reshape(N, h, d, w, d, C).transpose(2, 3)  # (N, h, w, dy, dx, C)
+    return y.reshape(N, h, w, d * d * C).permute(0, 3, 1, 2)
+
+
+def _unphases(y: Tensor, d: int) -> Tensor:
+    """The inverse of :func:`_phases`: (N, d*d*C, h, w) channels_last -> (N, C, h*d, w*d) channels_last."""
+    N, ddC, h, w = y.shape
+    z = y.permute(0, 2, 3, 1).reshape(N, h, w, d, d, ddC // (d * d)).transpose(2, 3)  # (N, h, dy, w, dx, C)
+    return z.reshape(N, h * d, w * d, ddC // (d * d)).permute(0, 3, 1, 2)
 
 
 def _applies(x: Tensor, w: Tensor, *, stride, padding, dilation, groups: int) -> bool:
