@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -275,6 +275,14 @@ class Strategy:
             out = self.net(x, plan)
         return out.float()
 
+    def _forward_each(self, x: Tensor, plans: Sequence[Plan]) -> List[Tensor]:
+        """:meth:`_forward` of every plan on one input (:meth:`SuperNet.forward_each`)."""
+        if self.amp_dtype is None:
+            return self.net.forward_each(x, plans)
+        with torch.autocast(device_type=x.device.type, dtype=self.amp_dtype):
+            outs = self.net.forward_each(x, plans)
+        return [y.float() for y in outs]
+
     def _step_weights(self, loss: Tensor) -> None:
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -435,8 +443,8 @@ class AtldasStrategy(Strategy):
             # M children from the policy, independent of the weight sampler; forward passes only
             children = [arch.sample(generator=self.gen_a) for _ in range(M)]
             with torch.no_grad():
-                losses = torch.stack([self.loss_fn(self._forward(x, self.net.plan(c)), batch).float()
-                                      for c in children]).cpu()  # beside logp: the policy is on the CPU
+                outs = self._forward_each(x, [self.net.plan(c) for c in children])
+                losses = torch.stack([self.loss_fn(y, batch).float() for y in outs]).cpu()  # beside logp: the policy is on the CPU
             advantage = losses - (losses.sum() - losses) / (M - 1)  # leave-one-out baseline
             logp = torch.stack([arch.log_prob(c) for c in children])
             surrogate = (advantage * logp).mean()  # its gradient: the score-function estimate of dE[L]

@@ -296,6 +296,11 @@ class SuperNet(nn.Module):
                 freed += m.apply_mask(self.arch)
         return freed
 
+    def forward_each(self, x: Tensor, plans: Sequence[Plan]) -> List[Tensor]:
+        """``[self(x, plan) for plan in plans]``: the outputs of several architectures on one input.
+        A subclass may compute once what no plan changes, where that gives the same floats."""
+        return [self(x, plan) for plan in plans]
+
     def plan(self, child: Optional[Child] = None, *, soft: bool = False,
              edge_weights: Optional[Dict[str, Tensor]] = None) -> Plan:
         """A plan for ``child`` (discrete) or the soft mixture."""

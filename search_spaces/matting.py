@@ -19,6 +19,7 @@ import dataclasses
 from functools import partial
 from typing import Any, Dict, List, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
 from atldas.arch import ArchParams
@@ -59,13 +60,27 @@ class MattingSuperNet(CheapMattingMacro, SuperNet):
             head=lambda c_in: ChoiceBlock(group="head", candidates={
                 name: partial(PredictionHead, C_in=c_in, block=name) for name in head_candidates}))
         self.arch = ArchParams(topology=topology, ops=ops, blocks=blocks)
+        self._stems_stateless = not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
+                                        for stem in (self.stem00, self.stem05) for m in stem.modules())
 
     def forward(self, x: Tensor, plan: Plan) -> Tensor:
         """(B, 6, H, W) -> (B, 1, H, W) alpha for the architecture ``plan`` describes."""
-        y = self.run(x, cells_kw={"plan": plan}, block_kw={"plan": plan})
+        return self._alpha(self.run(x, cells_kw={"plan": plan}, block_kw={"plan": plan}))
+
+    def _alpha(self, y: Tensor) -> Tensor:
         # clamp only at inference: during training the losses pull the raw output into [0, 1] and a
         # clamp would cut the gradient of every pixel outside it
         return y if self.training else y.clamp(0.0, 1.0)
+
+    def forward_each(self, x: Tensor, plans: Sequence[Plan]) -> List[Tensor]:
+        """Without gradients, the first two stems (no plan changes them; no BatchNorm or dropout in them, so
+        running them once changes no state) run once for all plans: the same floats as one forward each
+        (an arch step's children: 3 of 4 stem passes saved). With gradients, one forward each (a shared
+        stem would sum its weight gradients in another order)."""
+        if torch.is_grad_enabled() or not self._stems_stateless:
+            return super().forward_each(x, plans)
+        stems = self.stems(x)  # (B, C/2, H/2, W/2), (B, C, H/4, W/4)
+        return [self._alpha(self.run(x, cells_kw={"plan": p}, block_kw={"plan": p}, stems=stems)) for p in plans]
 
 
 class MattingSpace(SearchSpace):

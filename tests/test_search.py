@@ -356,3 +356,33 @@ def test_resume_runs_on_the_thread_count_the_run_ran_on(tiny_run, tmp_path):
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_forward_each_shares_the_stems_without_gradients_and_gives_one_forwards_floats(tmp_path):
+    """An arch step's children on one input: without gradients the matting supernet runs its first two
+    stems once for all of them; the outputs, and the BatchNorm statistics the children leave, are those
+    of one forward each, bit for bit. With gradients it is one forward each."""
+    from torch.utils.data import default_collate
+
+    run = Run(make_search_config(space="tiny", tensorboard=False, progress=False), out=tmp_path)
+    train, _ = run.task.datasets(run.cfg.data, seed=run.cfg.seed, n_train=2, n_arch=2)
+    batch = default_collate([train[i] for i in range(2)])
+    x, net = run.model_input(batch), run.net
+    g = torch.Generator().manual_seed(5)
+    plans = [net.plan(net.arch.sample(epsilon=1.0, generator=g)) for _ in range(3)]
+    assert net._stems_stateless
+    calls = []
+    net.stem05.register_forward_hook(lambda *_: calls.append(1))
+    start = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        one_each = [net(x, p) for p in plans]
+    after_one_each = {k: v.clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(start)
+    calls.clear()
+    with torch.no_grad():
+        shared = net.forward_each(x, plans)
+    assert len(calls) == 1
+    assert all(torch.equal(a, b) for a, b in zip(one_each, shared))
+    assert all(torch.equal(after_one_each[k], v) for k, v in net.state_dict().items())
+    calls.clear()
+    assert len(net.forward_each(x, plans)) == 3 and len(calls) == 3  # with gradients: one forward each

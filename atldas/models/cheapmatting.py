@@ -549,11 +549,16 @@ class CheapMattingMacro(nn.Module):
         """Decoder levels 0..3 (1/2 .. 1/16)."""
         return (self.decoder_layer0, self.decoder_layer1, self.decoder_layer2, self.decoder_layer3)
 
-    def run(self, x: torch.Tensor, *, cells_kw: Mapping[str, Any], block_kw: Mapping[str, Any]) -> torch.Tensor:
+    def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first two stems' features of ``x``: (B, C/2, H/2, W/2) and (B, C, H/4, W/4)."""
+        s2 = self.stem00(x)
+        return s2, self.stem05(s2)
+
+    def run(self, x: torch.Tensor, *, cells_kw: Mapping[str, Any], block_kw: Mapping[str, Any],
+            stems: Optional[tuple[torch.Tensor, torch.Tensor]] = None) -> torch.Tensor:
         """(B, 6, H, W) -> unclamped (B, 1, H, W); ``cells_kw`` go to the cells, ``block_kw`` to the
-        decoder levels and the head."""
-        s2 = self.stem00(x)  # (B, C/2, H/2, W/2)
-        s4 = self.stem05(s2)  # (B, C, H/4, W/4)
+        decoder levels and the head; ``stems``: :meth:`stems` of ``x`` where the caller has them."""
+        s2, s4 = self.stems(x) if stems is None else stems  # (B, C/2, H/2, W/2), (B, C, H/4, W/4)
         s8 = self.stem10(s4)  # (B, C, H/8, W/8)
         x8, x16, x32 = self.cells(s4, s8, **cells_kw)  # (B, 4C, H/8) (B, 8C, H/16) (B, 16C, H/32)
         y = torch.cat([self.ppm(x32), x32], dim=1)  # (B, ppm_out + 16C, H/32, W/32)
