@@ -124,3 +124,19 @@ def test_mutate_redraws_one_decision_from_the_policy_and_keeps_the_child_valid()
     ops = [o for _ in range(200) for o in [arch.mutate(parent, generator=gen)] if _differences(parent, o)
            and _differences(parent, o)[0][:2] == ("op", "normal")]
     assert ops and all(o.ops["normal"][_differences(parent, o)[0][2]] == 2 for o in ops)
+
+
+def test_draws_without_gradient_pick_what_the_gated_draws_pick_from_the_same_random_numbers():
+    # the gradient-free draw takes its argmax in NumPy; the gated one in torch: the same floats, the
+    # same first maximum, pruned candidates never (ties included: logits of equal value)
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    gen = torch.Generator().manual_seed(0)
+    for k in range(400):
+        logits = torch.randn(8, generator=gen) * [0.0, 1.0, 3.0, 30.0][k % 4]
+        mask = torch.rand(8, generator=gen) < 0.6
+        mask[k % 8] = True
+        seed = int(torch.randint(1 << 30, (), generator=gen))
+        plain, _ = arch._draw(logits, mask, tau=1.0, epsilon=0.0, grad=False, generator=torch.Generator().manual_seed(seed))
+        gated, gate = arch._draw(logits.clone().requires_grad_(), mask, tau=1.0, epsilon=0.0, grad=True,
+                                 generator=torch.Generator().manual_seed(seed))
+        assert plain == gated and bool(mask[plain]) and float(gate.detach()) == 1.0

@@ -1,15 +1,16 @@
-"""The retrain recipe's optimisation pieces, shared by ``atldas retrain`` and the matting task's
-short standalone fit (the search's ``select`` stage): the learning-rate schedule and the
-weight-decay parameter groups."""
+"""Optimisation pieces: the retrain recipe's learning-rate schedule and weight-decay parameter groups,
+shared by ``atldas retrain`` and the matting task's short standalone fit (the search's ``select``
+stage), and :class:`ClippedAdam`, the planted task's standalone step."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List
+from typing import Any, Dict, Iterable, List, Tuple
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-__all__ = ["decay_groups", "lr_factor"]
+__all__ = ["ClippedAdam", "decay_groups", "lr_factor"]
 
 
 def lr_factor(step: int, *, total: int, warmup: int, min_ratio: float) -> float:
@@ -28,3 +29,57 @@ def decay_groups(net: nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
         if p.requires_grad:
             (decay if p.ndim > 1 else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ClippedAdam:
+    """Adam after a clip of the global gradient norm, in PyTorch's fused CPU kernel: the same floats as
+    ``torch.nn.utils.clip_grad_norm_(params, clip)`` followed by ``torch.optim.Adam(params,
+    fused=True).step()`` (tested bit for bit), without the optimizer's per-step walk over parameter
+    groups and state, which is a tenth of a step of a small network (the planted task's standalone
+    training: 4 % of its time).
+
+    Parameters without a gradient are skipped, as both of those skip them. The learning rate is an
+    argument of :meth:`step`, so a schedule needs no parameter groups.
+
+    Args:
+        params: the parameters, in a fixed order.
+        clip: the maximal global L2 norm of the gradients.
+        betas: Adam's coefficients of the running averages.
+        eps: Adam's denominator term.
+    """
+
+    def __init__(self, params: Iterable[Tensor], *, clip: float, betas: Tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.params = list(params)
+        self.clip, self.betas, self.eps = float(clip), (float(betas[0]), float(betas[1])), float(eps)
+        self._state: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}  # by position: exp_avg, exp_avg_sq, step
+
+    def zero_grad(self) -> None:
+        """Drop every gradient (``set_to_none``)."""
+        for p in self.params:
+            p.grad = None
+
+    def _states(self, k: int, p: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        s = self._state.get(k)
+        if s is None:  # as Adam makes it on a parameter's first gradient
+            s = self._state[k] = (torch.zeros_like(p, memory_format=torch.preserve_format),
+                                  torch.zeros_like(p, memory_format=torch.preserve_format),
+                                  torch.zeros((), dtype=torch.float32))
+        return s
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        """Clip the gradients in place, then one Adam step at learning rate ``lr``."""
+        live = [k for k, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        params = [self.params[k] for k in live]
+        grads = [p.grad for p in params]
+        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2.0)), 2.0)
+        torch._foreach_mul_(grads, torch.clamp(self.clip / (total + 1e-6), max=1.0))
+        states = [self._states(k, p) for k, p in zip(live, params)]
+        steps = [s[2] for s in states]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adam_(params, grads, [s[0] for s in states], [s[1] for s in states], [], steps,
+                           amsgrad=False, lr=float(lr), beta1=self.betas[0], beta2=self.betas[1],
+                           weight_decay=0.0, eps=self.eps, maximize=False, grad_scale=None, found_inf=None)
