@@ -58,6 +58,9 @@ def _masked_log_softmax(logits: Tensor, mask: Tensor) -> Tensor:
     return logits.masked_fill(~mask, float("-inf")).log_softmax(-1)
 
 
+_NUMPY_DTYPES = (torch.float32, torch.float64)  # logits whose draws take their argmax in NumPy
+
+
 class ArchParams(nn.Module):
     """All architecture parameters of a search space, with pruning masks as buffers.
 
@@ -174,8 +177,8 @@ class ArchParams(nn.Module):
         if u < epsilon:
             active = np.flatnonzero(mask.cpu().numpy())
             idx = int(active[int(torch.randint(len(active), (), generator=generator))])
-        elif not grad and logits.device.type == "cpu":  # the same float sums in NumPy, without 5 tiny torch ops
-            lg = logits.detach().numpy()
+        elif not grad and logits.dtype in _NUMPY_DTYPES and logits.device.type == mask.device.type == "cpu":
+            lg = logits.detach().numpy()  # the same float sums in NumPy, without 5 tiny torch ops
             idx = int((np.where(mask.numpy(), lg, lg.dtype.type(-np.inf)) + gumbel.numpy()).argmax())  # the first max
         else:
             idx = int(torch.argmax(logits.detach().masked_fill(~mask, float("-inf")) + gumbel))

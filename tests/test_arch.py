@@ -126,17 +126,40 @@ def test_mutate_redraws_one_decision_from_the_policy_and_keeps_the_child_valid()
     assert ops and all(o.ops["normal"][_differences(parent, o)[0][2]] == 2 for o in ops)
 
 
-def test_draws_without_gradient_pick_what_the_gated_draws_pick_from_the_same_random_numbers():
-    # the gradient-free draw takes its argmax in NumPy; the gated one in torch: the same floats, the
-    # same first maximum, pruned candidates never (ties included: logits of equal value)
+
+def _draw_before_numpy(logits, mask, *, epsilon, generator):
+    """ArchParams._draw without gradient as it was before the NumPy argmax (commit 138584f)."""
+    u = torch.rand((), generator=generator).item()
+    gumbel = -torch.empty_like(logits).exponential_(generator=generator).log()
+    masked = logits.masked_fill(~mask, float("-inf"))
+    if u < epsilon:
+        active = mask.nonzero().flatten()
+        return int(active[torch.randint(len(active), (), generator=generator)])
+    return int(torch.argmax(masked.detach() + gumbel))
+
+
+def test_draws_pick_what_the_torch_draws_picked_from_the_same_random_numbers():
+    # float32 and float64, every epsilon branch, pruned candidates, real ties (two active +inf logits:
+    # the noise cannot break them, the first wins); the generator ends in the same state
     arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
     gen = torch.Generator().manual_seed(0)
-    for k in range(400):
-        logits = torch.randn(8, generator=gen) * [0.0, 1.0, 3.0, 30.0][k % 4]
+    for k in range(600):
+        dtype = (torch.float32, torch.float64)[k % 2]
+        logits = (torch.randn(8, generator=gen) * [0.0, 1.0, 3.0, 30.0][k % 4]).to(dtype)
         mask = torch.rand(8, generator=gen) < 0.6
         mask[k % 8] = True
+        if k % 5 == 0:
+            logits[[k % 8, (k + 3) % 8]] = float("inf")
+            mask[(k + 3) % 8] = True
+        epsilon = (0.0, 0.5, 1.0)[k % 3]
         seed = int(torch.randint(1 << 30, (), generator=gen))
-        plain, _ = arch._draw(logits, mask, tau=1.0, epsilon=0.0, grad=False, generator=torch.Generator().manual_seed(seed))
-        gated, gate = arch._draw(logits.clone().requires_grad_(), mask, tau=1.0, epsilon=0.0, grad=True,
+        g_old, g_new = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        old = _draw_before_numpy(logits, mask, epsilon=epsilon, generator=g_old)
+        new, gate = arch._draw(logits, mask, tau=1.0, epsilon=epsilon, grad=False, generator=g_new)
+        assert new == old and bool(mask[new]) and gate is None
+        assert torch.equal(g_old.get_state(), g_new.get_state())
+        if k % 5 == 0 and epsilon == 0.0:
+            assert new == min(k % 8, (k + 3) % 8)
+        gated, gate = arch._draw(logits.clone().requires_grad_(), mask, tau=1.0, epsilon=epsilon, grad=True,
                                  generator=torch.Generator().manual_seed(seed))
-        assert plain == gated and bool(mask[plain]) and float(gate.detach()) == 1.0
+        assert gated == old and (k % 5 == 0 or float(gate.detach()) == 1.0)  # infinite logits: no finite gate

@@ -192,9 +192,8 @@ def standalone(genotype: Genotype, *, teacher_seed: int, seed: int, recipe: Reci
         loss = F.mse_loss(net(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
-        opt.step(0.5 * recipe.lr * (1.0 + math.cos(math.pi * step / recipe.steps)))
-    with torch.no_grad():  # the same statistics, no graph kept
-        calibrate_batchnorm(net, x)  # exact population statistics of the train set, eval mode
+        opt.step(lr=0.5 * recipe.lr * (1.0 + math.cos(math.pi * step / recipe.steps)))
+    calibrate_batchnorm(net, x)  # exact population statistics of the train set, eval mode
     with torch.no_grad():
         test = F.mse_loss(net(xt), yt).item()
     return {"test": test, "seconds": time.perf_counter() - t0}
