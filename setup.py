@@ -15,7 +15,7 @@ setup(
     package_data={"derived_models": ["*.json"]},
     include_package_data=True,
     install_requires=[
-        "torch>=2.1",
+        "torch>=2.4",  # fused Adam on the CPU (planted standalone training)
         "numpy>=1.23",
         "scipy>=1.9",
         "networkx>=3.0",

@@ -174,17 +174,19 @@ class ArchParams(nn.Module):
         """One categorical draw from the masked policy mixed with a uniform share ``epsilon``."""
         u = torch.rand((), generator=generator).item()
         gumbel = torch.empty_like(logits).exponential_(generator=generator).log_().neg_()
+        masked = logits.masked_fill(~mask, float("-inf")) if grad else None
         if u < epsilon:
             active = np.flatnonzero(mask.cpu().numpy())
             idx = int(active[int(torch.randint(len(active), (), generator=generator))])
-        elif not grad and logits.dtype in _NUMPY_DTYPES and logits.device.type == mask.device.type == "cpu":
+        elif masked is not None:
+            idx = int(torch.argmax(masked.detach() + gumbel))
+        elif logits.dtype in _NUMPY_DTYPES and logits.device.type == mask.device.type == "cpu":
             lg = logits.detach().numpy()  # the same float sums in NumPy, without 5 tiny torch ops
             idx = int((np.where(mask.numpy(), lg, lg.dtype.type(-np.inf)) + gumbel.numpy()).argmax())  # the first max
         else:
-            idx = int(torch.argmax(logits.detach().masked_fill(~mask, float("-inf")) + gumbel))
+            idx = int(torch.argmax(logits.masked_fill(~mask, float("-inf")) + gumbel))
         gate = None
-        if grad:
-            masked = logits.masked_fill(~mask, float("-inf"))
+        if masked is not None:
             soft = ((masked + gumbel) / tau).softmax(-1)
             gate = 1.0 + (soft[idx] - soft[idx].detach())  # value exactly 1.0, gradient of soft[idx]
         return idx, gate

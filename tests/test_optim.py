@@ -34,14 +34,17 @@ def test_clipped_adam_gives_clip_grad_norm_and_fused_adams_floats_bit_for_bit():
         assert all(torch.equal(a, b) for a, b in zip(params[0], params[1]))
     assert min(norms) < 1.0 < max(norms)
     assert not torch.equal(extra[1].detach(), e0)  # it was trained
-    assert params[1][0].grad is not None and mine.params[0].is_contiguous(memory_format=cl)
+    assert mine._state[0][0].is_contiguous(memory_format=cl)  # the moments keep the weights' layout
 
 
 def test_clipped_adam_refuses_what_it_would_not_compute_as_adam_does():
     w = torch.nn.Parameter(torch.randn(3))
-    for bad in ([], [w, w], [w, torch.nn.Parameter(torch.randn(3, dtype=torch.float64))],
-                [torch.nn.Parameter(torch.ones(2, dtype=torch.int64), requires_grad=False)]):
-        with pytest.raises(ValueError, match="ClippedAdam"):
+    for bad, why in (([], "at least one"), ([w, w], "twice"),
+                     ([w, torch.nn.Parameter(torch.randn(3, dtype=torch.float64))], "one device and dtype"),
+                     ([torch.nn.Parameter(torch.ones(2, dtype=torch.int64), requires_grad=False)], "floating-point")):
+        with pytest.raises(ValueError, match=why):
             ClippedAdam(bad, clip=1.0)
-    with pytest.raises(ValueError, match="clip > 0"):
-        ClippedAdam([w], clip=0.0)
+    for kw in ({"clip": 0.0}, {"clip": 1.0, "eps": -1.0}, {"clip": 1.0, "betas": (1.0, 0.9)},
+               {"clip": 1.0, "betas": (0.9,)}):
+        with pytest.raises(ValueError, match="clip > 0, eps >= 0 and two betas"):
+            ClippedAdam([w], **kw)

@@ -408,4 +408,3 @@ def test_a_run_refused_after_it_started_leaves_no_folder(genotype_file, tmp_path
     with pytest.raises(AtldasError, match="trimap is 50x40"):
         retrain(_cfg(genotype_file, existing, epochs=1, data=str(root)))
     assert (existing / "notes").is_dir()
-
