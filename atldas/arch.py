@@ -184,7 +184,7 @@ class ArchParams(nn.Module):
             lg = logits.detach().numpy()  # the same float sums in NumPy, without 5 tiny torch ops
             idx = int((np.where(mask.numpy(), lg, lg.dtype.type(-np.inf)) + gumbel.numpy()).argmax())  # the first max
         else:
-            idx = int(torch.argmax(logits.masked_fill(~mask, float("-inf")) + gumbel))
+            idx = int(torch.argmax(logits.detach().masked_fill(~mask, float("-inf")) + gumbel))
         gate = None
         if masked is not None:
             soft = ((masked + gumbel) / tau).softmax(-1)
