@@ -117,6 +117,20 @@ def test_comp1k_missing_alpha_and_trimap_listed(tmp_path):
     assert "owl_0.png has no trimap" in msg
 
 
+def test_comp1k_leftover_trimaps_and_alphas_listed(tmp_path):
+    """A trimap or alpha that no composite uses (a half-copied merged/) is refused, as in the other readers,
+    rather than scoring fewer images without a word."""
+    make_comp1k_test(tmp_path)
+    save(tmp_path / "Test_set" / "trimaps" / "owl_0.png", trimap_u8(alpha_u8()))
+    save(tmp_path / "Test_set" / "alpha_copy" / "lonely.png", alpha_u8())
+    with pytest.raises(DataError) as e:
+        Composition1KTest(tmp_path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("2 missing partner file(s) (matched by file stem): ")
+    assert "trimap " + str(tmp_path / "Test_set" / "trimaps" / "owl_0.png") + " has no image" in msg
+    assert "alpha " + str(tmp_path / "Test_set" / "alpha_copy" / "lonely.png") + " has no image" in msg
+
+
 def make_training(fg_dir: Path, alpha_dir: Path, names=("a", "b")):
     for i, n in enumerate(names):
         fg = np.zeros((H, W, 3), np.uint8)
@@ -161,13 +175,16 @@ def test_comp1k_train_official_protocol_small_bg_resized(tmp_path):
     np.testing.assert_allclose(chw(s["bg"]), 90 / 255, atol=1e-6)  # resized constant stays constant
     np.testing.assert_allclose(chw(s["image"])[0, 0], [0.4 + 0.6 * 90 / 255, 0.6 * 90 / 255,
                                                       0.6 * 90 / 255], atol=1e-6)
-    # A textured small background: 6x8 -> bicubic x4 to 24x32 (PIL's filter, as the DIM script).
+    # A textured small background: 6x8 -> bicubic x4 to 24x32, as the DIM script does it: PIL's filter on
+    # the 8-bit image (rounded and clipped between its passes; a float resize differs by several levels)
     small = rgb(5, 6, 8)
     save(tmp_path / "bg2" / "t.png", small)
     s = Composition1KTrain(tmp_path, backgrounds=tmp_path / "bg2", augment=aug)[0]
-    ref = np.stack([np.asarray(Image.fromarray(small[..., c].astype(np.float32) / 255)
-                               .resize((W, H), Image.BICUBIC)) for c in range(3)], axis=2)
-    np.testing.assert_allclose(chw(s["bg"]), np.clip(ref, 0, 1), atol=1e-6)
+    ref = np.asarray(Image.fromarray(small).resize((W, H), Image.BICUBIC), dtype=np.float32) / 255
+    np.testing.assert_array_equal(chw(s["bg"]), ref)
+    floats = np.stack([np.asarray(Image.fromarray(small[..., c].astype(np.float32) / 255)
+                                  .resize((W, H), Image.BICUBIC)) for c in range(3)], axis=2)
+    assert np.abs(np.clip(floats, 0, 1) - ref).max() > 2 / 255
     # Wide background 10x40: ratio = max(32/40, 24/10) = 2.4 -> 96x24, then the top-left 32 columns.
     wide = rgb(6, 10, 40).astype(np.float32) / 255
     np.testing.assert_allclose(resize_bicubic(wide, 96, 24)[:, :W],

@@ -83,3 +83,35 @@ def test_finite_float_tiff_is_read(tmp_path):
     Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
     check_image(tmp_path / "f.tif")
     np.testing.assert_array_equal(read_alpha(tmp_path / "f.tif"), a)
+
+
+def test_sixteen_bit_png_scale_comes_from_its_bit_depth_not_its_values(tmp_path, monkeypatch):
+    """A 16-bit PNG matte whose values are all small is still 16-bit, under older Pillow too (which
+    opens 16-bit greyscale PNGs as mode "I"): 200 is 200/65535, not 200/255."""
+    import atldas.data.io as io
+
+    Image.fromarray(np.full((4, 6), 200, np.uint16)).save(tmp_path / "f.png")
+    assert read_alpha(tmp_path / "f.png")[0, 0] == np.float32(200 / 65535)
+    as_old_pillow = Image.open(tmp_path / "f.png").convert("I")  # what Pillow < 10 gives
+    assert as_old_pillow.mode == "I"
+    assert io._to_float(as_old_pillow, tmp_path / "f.png")[0, 0] == np.float32(200 / 65535)
+    monkeypatch.setattr(io, "_open", lambda path: Image.open(path).convert("I"))
+    assert read_alpha(tmp_path / "f.png")[0, 0] == np.float32(200 / 65535)
+
+
+@pytest.mark.parametrize("old_pillow", [False, True])
+def test_sixteen_bit_trimaps_on_either_scale_are_read(tmp_path, monkeypatch, old_pillow):
+    """A 16-bit trimap is read on the 16-bit scale (0/32896/65535), and 8-bit levels (0/128/255) saved
+    in a 16-bit file as they are (the message about class-index trimaps was wrong for those)."""
+    import atldas.data.io as io
+
+    if old_pillow:
+        monkeypatch.setattr(io, "_open", lambda path: Image.open(path).convert("I"))
+    t = _trimap()
+    for name, stored in (("wide.png", t.astype(np.uint16) * 257 - (t == 128)),  # 128 -> 32895
+                         ("narrow.png", t.astype(np.uint16))):
+        Image.fromarray(stored).save(tmp_path / name)
+        np.testing.assert_array_equal(read_trimap(tmp_path / name), t)
+    Image.fromarray(np.where(t == 255, 2, t // 128).astype(np.uint16)).save(tmp_path / "classes.png")
+    with pytest.raises(DataError, match="class-index trimap"):
+        read_trimap(tmp_path / "classes.png")

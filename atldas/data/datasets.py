@@ -4,7 +4,7 @@ Every reader returns the sample dict of :func:`atldas.data.augment.make_sample`:
 
 - ``image`` (3, H, W) float32 RGB in [0, 1];
 - ``alpha`` (1, H, W) float32 in [0, 1] (absent where the data set has no ground truth);
-- ``trimap`` (1, H, W) float32 = uint8 trimap / 255 (0, 128/255, 1);
+- ``trimap`` (1, H, W) uint8 in {0, 128, 255} (as read: 128 is the unknown region);
 - ``trimap_onehot`` (3, H, W) float32 [background, unknown, foreground];
 - ``fg``, ``bg`` (3, H, W) float32 for composed sets;
 - ``name``: the image's file name (``Trimap1/doll.png`` style for alphamatting.com with several
@@ -248,7 +248,7 @@ class Composition1KTest(MattingFolders):
         trimaps = list_images(_child(d, "trimaps"))
         alpha_dir = _child(d, "alpha_copy") or _child(d, "alpha")
         alphas = list_images(alpha_dir)
-        items, problems = [], []
+        items, problems, used = [], [], set()
         for stem, p in merged.items():
             a = alphas.get(stem)
             if a is None:
@@ -259,7 +259,11 @@ class Composition1KTest(MattingFolders):
                 problems.append(f"{p} has no alpha (<fg>.png or {stem}.png in {alpha_dir})")
             if t is None:
                 problems.append(f"{p} has no trimap")
+            used.update(x for x in (a, t) if x is not None)
             items.append(MattingItem(p.name, p, t, a))
+        # a half-copied merged/ would otherwise score fewer images without a word
+        problems += [f"{kind} {f} has no image" for kind, files in (("trimap", trimaps), ("alpha", alphas))
+                     for f in sorted(files.values()) if f not in used]
         if problems:
             raise _partnerless_error(problems, "every composite <fg>_<k> needs trimaps/<fg>_<k> "
                                                "and a shared alpha <fg>")

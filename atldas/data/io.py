@@ -114,6 +114,16 @@ def _open(path: PathLike) -> Image.Image:
     return img
 
 
+def _is_png(img: Image.Image, path: PathLike) -> bool:
+    """Whether ``img`` was read from a PNG (``format`` is lost when EXIF turns an image: the suffix then)."""
+    return img.format == "PNG" or (img.format is None and str(path).lower().endswith(".png"))
+
+
+def _sixteen_bit(img: Image.Image, path: PathLike) -> bool:
+    """Whether ``img`` holds 16-bit samples (any ``I;16`` mode, or a PNG opened as ``I``)."""
+    return img.mode.startswith("I;16") or (img.mode == "I" and _is_png(img, path))
+
+
 def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
     """Pixel values as float32 in [0, 1], channels last, whatever the bit depth."""
     mode = img.mode
@@ -121,7 +131,9 @@ def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
         return np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
     if mode == "I":
         a = np.asarray(img, dtype=np.int64)
-        scale = 65535.0 if a.max(initial=0) > 255 else 255.0
+        # a PNG is 16-bit here (older Pillow opens 16-bit greyscale PNGs as "I"): its bit depth, not
+        # its values, gives the scale; other 32-bit integer images: 16-bit if any value needs it
+        scale = 65535.0 if _is_png(img, path) or a.max(initial=0) > 255 else 255.0
         return (a.astype(np.float32) / scale).clip(0.0, 1.0)
     if mode == "F":
         a = np.asarray(img, dtype=np.float32)
@@ -232,15 +244,21 @@ def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = Tr
     """Read a trimap as uint8 (H, W) with values in {0, 128, 255}.
 
     Near-greys are mapped robustly (< 85 -> 0, >= 170 -> 255, else 128) and the number of changed
-    pixels is logged. 16-bit trimaps are scaled to 8 bits first. A class-index trimap (values 0/1/2)
+    pixels is logged. 16-bit trimaps are scaled to 8 bits first, unless every value is at most 255 (8-bit
+    levels saved in a 16-bit file: read as they are). A class-index trimap (values 0/1/2)
     is refused with a DataError: mapped by value it would read as all background; so is an image with
     more than :data:`MAX_OFF_LEVEL_SHARE` of its pixels over :data:`TRIMAP_TOLERANCE` grey levels from
     0/128/255 (a photo or noise, not a trimap with compression noise). ``warn=False`` skips the
     warnings (a second read of a file already checked); ``warn_no_unknown=False`` skips only the one
     about a trimap without unknown pixels (for a caller that refuses such a trimap itself).
     """
-    a, luma = _single_channel(_to_float(_open(path), path), path, "trimap")
+    img = _open(path)
+    a, luma = _single_channel(_to_float(img, path), path, "trimap")
     values = np.rint(a * 255.0)
+    if _sixteen_bit(img, path):
+        raw = np.asarray(img, dtype=np.int64)
+        if raw.max(initial=0) <= 255:  # 8-bit levels (0/128/255) saved in a 16-bit file: read them as such
+            values = raw.astype(np.float64)
     top = float(values.max()) if values.size else 0.0
     if 0 < top <= 2:
         raise DataError(f"{path}: trimap values are 0/1/2 (a class-index trimap); atldas reads trimaps as "
