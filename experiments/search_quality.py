@@ -43,7 +43,8 @@ config, the task's shape and recipe and the reference rule (output and display s
 is run again when that differs, unless a search stored under another label has today's fingerprint
 (``atldas:select=16`` for ``atldas`` once 16 is the default): that one is copied; a standalone loss
 is keyed by the fingerprint of the task's shape and recipe, so a changed recipe trains afresh.
-``--workers`` processes run them (one torch thread each). A search stored with fewer references than
+``--workers`` processes run them (one torch thread each, glibc's malloc tuned as the ``atldas`` command
+tunes it: freed memory reused without page faults, the same floats). A search stored with fewer references than
 ``--random`` is not run again: its reference list is extended (the next genotypes of its window,
 trained like the others), and its ``tau`` counts the references it evaluated with shared weights.
 Prints a table and writes JSON and a PNG.
@@ -73,6 +74,7 @@ from atldas.genotype import Genotype  # noqa: E402
 from atldas.run import Run, SearchConfig, bind_space, make_search_config  # noqa: E402
 from atldas.tasks.planted import SHAPE, Recipe, standalone, teacher_genotype  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
+from atldas.utils.malloc import keep_freed_memory  # noqa: E402
 
 #: Uniform random draws per teacher from which references are taken (a fixed stream).
 DRAWS = 20000
@@ -251,6 +253,12 @@ def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[
     return todo, stale, borrowed
 
 
+def _worker_init() -> None:
+    """A worker's process: one torch thread, freed memory kept for reuse (as the ``atldas`` command runs)."""
+    torch.set_num_threads(1)
+    keep_freed_memory()
+
+
 def run_search(job: Dict[str, Any]) -> Dict[str, Any]:
     """One search and everything measured on its final supernet."""
     torch.set_num_threads(1)
@@ -312,7 +320,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--recount", metavar="SUMMARY", help="only recompute the recovery shares of an existing "
                    "summary JSON from the genotypes stored in OUT/searches (nothing is searched or trained)")
     args = p.parse_args(argv)
-    torch.set_num_threads(1)
+    _worker_init()
     out = Path(args.out)
     if args.recount:
         path = Path(args.recount)
@@ -348,7 +356,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{len(jobs)} searches ({len(todo)} to run, {stale} of them stored with other settings, {len(borrowed)} "
           f"stored under another label), median random "
           f"cost {median / 1e6:.3f} M MACs", flush=True)
-    with ProcessPoolExecutor(args.workers) as ex:
+    with ProcessPoolExecutor(args.workers, initializer=_worker_init) as ex:
         for r in ex.map(run_search, todo):
             write_text_atomic(out / "searches" / f"{r['key']}.json", json.dumps(r))
             print(f"  search {r['key']}: {r['macs'] / 1e6:.3f} M MACs, {r['seconds']:.0f} s", flush=True)
@@ -381,7 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     todo_s = [v for k, v in needed.items() if k not in cache]
     print(f"{len(needed)} standalone trainings ({len(todo_s)} to run)", flush=True)
     t_train, every = time.perf_counter(), max(1, len(todo_s) // 10)
-    with ProcessPoolExecutor(args.workers) as ex:
+    with ProcessPoolExecutor(args.workers, initializer=_worker_init) as ex:
         for n, (k, v) in enumerate(ex.map(run_standalone, todo_s, chunksize=4), 1):
             cache[k] = v
             if n % 20 == 0:
