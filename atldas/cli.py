@@ -503,7 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("predict", parents=[common], help="alpha mattes and RGBA cut-outs for your images and trimaps")
-    p.add_argument("--model", required=True, help="MODEL: registered name, genotype JSON file or run directory")
+    p.add_argument("--model", required=True, help="MODEL: registered name, genotype JSON file, run directory, "
+                                                  "or an .onnx file from `atldas export` (run by onnxruntime)")
     p.add_argument("--checkpoint", help="weights of MODEL (.pt/.pth; the released {'model': state_dict} "
                                         "format, a retrain checkpoint or a plain state dict); required for "
                                         "learned models")
@@ -653,7 +654,11 @@ def write_error(exc: OSError) -> str:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         line += f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free on that file system)"
-    return line + "; free some space or choose another path"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return line + "; free some space or choose another path"
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return line + "; choose a path you may write to"
+    return line + "; choose another path (a file name where a file goes, a folder where a folder goes)"
 
 
 def main_exit() -> None:

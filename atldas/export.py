@@ -128,6 +128,9 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
     x = _example(h, w, seed=1)
     with torch.no_grad():
         ref = wrapped(x).float().numpy()
+    if not np.isfinite(ref).all():  # else the check below reports NaN differences as an exporter's fault
+        raise AtldasError(f"the network's PyTorch output has NaN or infinite values on a {h}x{w} input; its "
+                          "weights are broken (a diverged training?), so there is nothing to check the export against")
     try:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors (InvalidGraph...) in one line

@@ -556,7 +556,10 @@ class Genotype:
             raise ConfigError(f"genotype file not found: {path}") from None
         except IsADirectoryError:
             raise ConfigError(f"genotype path is a folder, expected a file: {path}") from None
-        except (OSError, UnicodeDecodeError) as e:
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is a binary file (a checkpoint, an image or an ONNX file?), not a genotype; "
+                              "pass a genotype.json or a search run's folder") from None
+        except OSError as e:
             raise ConfigError(f"cannot read genotype file {path}: {e}") from None
         g = cls.loads(text, validate=validate, source=str(path))
         object.__setattr__(g, "_source", str(path))  # validate() names the file from now on

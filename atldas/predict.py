@@ -146,11 +146,17 @@ def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Di
     """Output paths per stem; refuses to overwrite an input or to write two outputs to one file."""
     outputs = {s: (out / f"{s}.png", out / CUTOUT_DIR / f"{s}.png" if cutout else None) for s, _, _ in pairs}
     inputs = {p.resolve() for _, ip, tp in pairs for p in (ip, tp)}
+    if cutout and (out / CUTOUT_DIR).exists() and not (out / CUTOUT_DIR).is_dir():
+        raise ConfigError(f"--out {out}: {out / CUTOUT_DIR} is a file where the cut-outs' folder goes; move it, "
+                          "choose another output folder or pass --no-cutout")
     seen: Dict[Path, str] = {}
     for stem, paths in outputs.items():
         for p in paths:
             if p is None:
                 continue
+            if p.is_dir():  # refused now, not after the outputs before it were written
+                raise ConfigError(f"--out {out}: {p} is a folder where {stem}'s output goes; move it or choose "
+                                  "another output folder")
             r = p.resolve()
             if r in inputs:
                 raise ConfigError(f"--out {out}: writing {p.name} would overwrite an input file; "

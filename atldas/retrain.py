@@ -91,6 +91,7 @@ from atldas.utils.counting import count_params
 from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, tune_backend
 from atldas.utils.memory_format import channels_last
 from atldas.utils.optim import decay_groups, lr_factor
+from atldas.utils.weights import weight_mismatch
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 
@@ -358,6 +359,21 @@ def _epoch_order(n: int, cfg: RetrainConfig) -> Callable[[int], List[int]]:
 
 # --------------------------------------------------------------------------- optimisation
 
+def _check_resumable(ckpt: Dict[str, Any], net: nn.Module, *, ema: Optional["EMA"], source: str) -> None:
+    """DataError (one line) unless ``ckpt`` is a ``last.pt`` of a run of this network: a ``best.pt``
+    (weights only) or a checkpoint of another genotype or width put in its place would fail deep in
+    ``load_state_dict``."""
+    needed = ["model", "optimizer", "best", "epoch", "step", "rng"] + (["train_model", "ema"] if ema is not None else [])
+    missing = [k for k in needed if k not in ckpt]
+    if missing:
+        raise DataError(f"{source}: not the last.pt of a retrain run (no {', '.join(missing)}; a best.pt holds "
+                        "weights only); resume needs the run's own last.pt")
+    bad = weight_mismatch(net.state_dict(), ckpt["train_model"] if ema is not None else ckpt["model"])
+    if bad:
+        raise DataError(f"{source} does not fit the network of this run's config.yaml: {bad}; the checkpoint "
+                        "and config.yaml come from different runs")
+
+
 def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
     groups = decay_groups(net, cfg.weight_decay)  # no decay on norms, biases, PReLU slopes
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RAdam
@@ -572,6 +588,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
     best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
     if resume:
         ckpt = rd.load(map_location=device, fmt=FORMAT)
+        _check_resumable(ckpt, net, ema=ema, source=str(rd.checkpoint))
         net.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):

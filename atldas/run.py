@@ -555,7 +555,7 @@ class Run:
     def provenance(self) -> Dict[str, Any]:
         cfg = self.cfg
         return {"seed": cfg.seed, "strategy": cfg.strategy, "run": str(self.out) if self.out else None,
-                "epochs": cfg.epochs, "space": cfg.space, "task": self.task.name}
+                "epochs": min(self.epoch, cfg.epochs), "space": cfg.space, "task": self.task.name}  # searched
 
     def genotype(self, child: Child) -> Genotype:
         """Genotype of ``child`` with its cost in the table's metric (not repaired)."""
@@ -751,6 +751,9 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path
             raise ConfigError(f"{run_dir} is a retrain run, not a search run: derive reads the folder of an `atldas "
                               f"search` run; {have}")
     run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
+    if run.epoch < run.cfg.epochs:
+        log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
+                    "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
     run.final_genotype().save(path)
     return path
 

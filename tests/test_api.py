@@ -124,3 +124,29 @@ def test_model_registry(tmp_path):
         MODELS.remove("test_identity_matting")
     with pytest.raises(ConfigError, match="unknown model 'nope'; known models: aematter"):
         atldas.create_model("nope")
+
+
+def test_derive_of_a_search_that_stopped_early_says_so_and_records_the_epochs_searched(tmp_path, monkeypatch, caplog):
+    """derive of an interrupted search: a warning naming the epoch it stopped at and how to finish it;
+    the genotype's provenance counts the epochs searched (it said the configured number)."""
+    import logging
+
+    import atldas.rundir as rundir_mod
+
+    real_save, saves = rundir_mod.save_checkpoint, []
+
+    def interrupting_save(state, path):
+        real_save(state, path)
+        saves.append(path)
+        if len(saves) == 1:  # killed right after the first epoch's checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", interrupting_save)
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "3", "--out", str(out)]) != 0
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", real_save)
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
+    assert "stopped after epoch 1 of 3" in caplog.text and "--resume" in caplog.text
+    assert json.loads((tmp_path / "g.json").read_text())["provenance"]["epochs"] == 1
+    assert json.loads((out / "genotype.json").read_text())["provenance"]["epochs"] == 1

@@ -41,6 +41,16 @@ def test_a_non_utf8_config_or_space_file_is_one_line(tmp_path, binary, capsys):
         assert not out.exists()
 
 
+def test_a_binary_file_as_genotype_says_what_to_pass(tmp_path, binary, capsys):
+    """A checkpoint, image or ONNX file where a genotype goes: 'utf-8 codec can't decode' said nothing useful."""
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(binary.read_bytes())
+    for argv in (["plot", str(ckpt), "--out", str(tmp_path / "g.png")], ["bench", str(ckpt), "--size", "64"]):
+        assert main(argv) == 2, argv
+        line = _one_line(capsys)
+        assert f"{ckpt} is a binary file" in line and "genotype.json" in line and "codec" not in line, line
+
+
 def test_too_many_threads_are_refused_by_every_verb(tmp_path, capsys):
     """100000 threads segfaulted inside OpenMP (predict, search, eval) or raised "can't start new
     thread" (retrain); bench refused them saying "at least 1". One check, one message, for all."""
@@ -361,3 +371,27 @@ def test_an_empty_value_is_refused_not_read_as_the_default(argv, named, capsys, 
     assert exc.value.code == 2
     assert f"{named}: an empty value" in _one_line(capsys)
     assert not list(tmp_path.iterdir())
+
+
+def test_write_errors_advise_what_fits_the_error(tmp_path):
+    """'free some space' only where space is what is missing (it followed 'File exists' and 'Is a folder')."""
+    import errno
+
+    from atldas.cli import write_error
+
+    full = write_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.pt")))
+    assert "free some space" in full and "MiB free on that file system" in full
+    for code, text in ((errno.EEXIST, "File exists"), (errno.EISDIR, "Is a directory"), (errno.EACCES, "Permission denied")):
+        line = write_error(OSError(code, text, str(tmp_path / "x")))
+        assert line.startswith(f"cannot write {tmp_path / 'x'}: {text}; ") and "space" not in line, line
+
+
+def test_an_unknown_data_layout_names_the_generic_layout_not_flags_that_do_not_exist(tmp_path):
+    from atldas.data.datasets import detect_kind
+    from atldas.errors import DataError
+
+    _png(tmp_path / "photos" / "a.png")
+    with pytest.raises(DataError) as e:
+        detect_kind(tmp_path / "photos")
+    msg = str(e.value)
+    assert f"{tmp_path / 'photos'}/image" in msg and "--image" not in msg and "\n" not in msg

@@ -150,6 +150,8 @@ def test_model_eval_user_errors_are_one_line(folder, checkpoint, tmp_path, capsy
          "inside the data folder"),
         (["--model", "cnn_baseline_tiny", "--checkpoint", str(checkpoint), "--data", str(folder), "--json",
           str(checkpoint)], "it would be overwritten"),
+        (["--model", "closed_form", "--data", str(folder), "--backgrounds", str(tmp_path / "nope")],
+         "background folder does not exist"),  # was ignored without a word
     ]
     for args, expected in cases:
         code = main(["eval", *args, "--no-progress"])
@@ -221,3 +223,25 @@ def test_bf16_error_script_reports_both_modes(checkpoint, tmp_path, capsys):
     assert 0 <= row["max_abs"] <= 1 and row["mean_abs_unknown"] <= row["max_abs"]
     assert row["max_grey_levels"] <= round(row["max_abs"] * 255) + 1
     assert "64^2, 2 images" in capsys.readouterr().out
+
+
+def test_backgrounds_a_layout_does_not_compose_on_are_reported(folder, tmp_path, caplog):
+    """--backgrounds with a data set whose test images are not composed (here real photos in the generic
+    layout): scored as they are, with a warning instead of silence."""
+    import logging
+
+    (tmp_path / "bg").mkdir()
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        assert main(["eval", "--model", "closed_form", "--data", str(folder), "--backgrounds", str(tmp_path / "bg"),
+                     "--limit", "1", "--no-progress"]) == 0
+    assert "--backgrounds is not used" in caplog.text
+
+
+def test_a_folder_where_a_prediction_goes_is_refused_before_any_is_written(folder, tmp_path, capsys):
+    out = tmp_path / "preds"
+    (out / "s1.png").mkdir(parents=True)
+    assert main(["eval", "--model", "closed_form", "--data", str(folder), "--save-pred", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder where the prediction of s1.png goes" in err and "Traceback" not in err
+    assert [p.name for p in out.iterdir()] == ["s1.png"]

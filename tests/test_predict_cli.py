@@ -377,3 +377,52 @@ def test_float_image_with_nan_is_refused_before_writing(setup, tmp_path, capsys)
     assert _error_line(err) == (f"atldas: error: {img}: 1 pixel(s) are NaN or infinite; re-save the image with "
                                 "finite values")
     assert not (tmp_path / "out").exists()
+
+
+def _overflowing_checkpoint(geno, path: Path) -> Path:
+    """Finite weights whose output overflows to NaN/inf (what a diverged training leaves)."""
+    torch.manual_seed(0)
+    net = resolve_model(geno).build()
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() == 4:
+                p.mul_(1e12)
+    torch.save({"model": net.state_dict()}, path)
+    return path
+
+
+def test_a_network_with_non_finite_output_is_refused_not_written_or_scored(setup, tmp_path, capsys):
+    """A finite checkpoint whose output overflows: predict writes no all-zero mattes, eval no scores,
+    export does not blame the exporter; one line each, exit 2."""
+    root, geno, _ = setup
+    huge = _overflowing_checkpoint(geno, tmp_path / "huge.pth")
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", huge, "--image", root / "img" / "b.png",
+                            "--trimap", root / "tri" / "b.png", "--out", tmp_path / "out")
+    line = _error_line(err)
+    assert code == 2 and "NaN or infinite value(s)" in line and "weights are broken" in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
+    code = main(["eval", "--model", str(geno), "--checkpoint", str(huge), "--data", "synthetic", "--limit", "1",
+                 "--json", str(tmp_path / "e.json"), "--no-progress"])
+    _, err = capsys.readouterr()
+    assert code == 2 and "NaN or infinite value(s)" in _error_line(err) and not (tmp_path / "e.json").exists()
+    pytest.importorskip("onnxruntime")
+    code = main(["export", "--model", str(geno), "--checkpoint", str(huge), "--onnx", str(tmp_path / "m.onnx"),
+                 "--size", "96"])
+    _, err = capsys.readouterr()
+    line = _error_line(err)
+    assert code == 2 and "weights are broken" in line and "opset" not in line and not (tmp_path / "m.onnx").exists()
+
+
+def test_output_paths_that_are_folders_or_files_are_refused_before_the_first_write(setup, tmp_path, capsys):
+    """A folder where b.png goes, or a file where the cut-outs' folder goes: refused before a.png is
+    written (it was written, then the run failed)."""
+    root, geno, ckpt = setup
+    for out, blocker, expect in ((tmp_path / "o1", "b.png", "is a folder where b's output goes"),
+                                 (tmp_path / "o2", "rgba", "is a file where the cut-outs' folder goes")):
+        out.mkdir()
+        (out / blocker).mkdir() if blocker.endswith(".png") else (out / blocker).write_text("x")
+        code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                                "--trimap", root / "tri", "--out", out)
+        line = _error_line(err)
+        assert code == 2 and expect in line, line
+        assert sorted(p.name for p in out.iterdir()) == [blocker]

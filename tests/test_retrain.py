@@ -408,3 +408,24 @@ def test_a_run_refused_after_it_started_leaves_no_folder(genotype_file, tmp_path
     with pytest.raises(AtldasError, match="trimap is 50x40"):
         retrain(_cfg(genotype_file, existing, epochs=1, data=str(root)))
     assert (existing / "notes").is_dir()
+
+
+def test_resume_refuses_a_checkpoint_that_is_not_this_runs_last_pt_in_one_line(genotype_file, tmp_path, capsys):
+    """A best.pt, or another width's last.pt, in place of last.pt: one line naming the file, exit 2 (a
+    KeyError and a size-mismatch traceback before)."""
+    import shutil
+
+    run, other = tmp_path / "run", tmp_path / "other"
+    retrain(_cfg(genotype_file, run, epochs=1))
+    retrain(_cfg(genotype_file, other, epochs=1, C=16))
+    kept = (run / "last.pt").read_bytes()
+    for source, expect in ((run / "best.pt", "not the last.pt of a retrain run (no optimizer"),
+                           (other / "last.pt", "does not fit the network of this run's config.yaml")):
+        shutil.copy(source, run / "last.pt")
+        assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.startswith("atldas: error:")]
+        assert len(lines) == 1 and "Traceback" not in err, err
+        assert f"{run / 'last.pt'}" in lines[0] and expect in lines[0], lines[0]
+    (run / "last.pt").write_bytes(kept)
+    assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 0

@@ -853,8 +853,9 @@ def detect_kind(root: PathLike) -> str:
         if DATASET_KINDS.get(name).detect(r):
             return name
     layouts = "; ".join(f"{n}: {DATASET_KINDS.get(n).layout}" for n in order)
-    raise DataError(f"{r}: no known data set layout ({layouts}); pass the kind explicitly or use "
-                    "--image/--trimap [--alpha] folders")
+    raise DataError(f"{r}: no known data set layout ({layouts}); put your own files in {r}/image, {r}/trimap "
+                    f"and {r}/alpha, matched by file stem (the generic layout), or, in Python, pass kind= "
+                    "to open_dataset")
 
 
 def open_dataset(root: Optional[PathLike] = None, *, kind: Optional[str] = None,
@@ -895,6 +896,8 @@ def open_dataset(root: Optional[PathLike] = None, *, kind: Optional[str] = None,
     r = Path(root) if root is not None else None
     if r is not None and not r.is_dir():
         raise DataError(f"{r}: no such folder")
+    if "backgrounds" in kw and not Path(kw["backgrounds"]).is_dir():  # checked before any layout ignores it
+        raise DataError(f"{kw['backgrounds']}: background folder does not exist; pass a folder of photos")
     _check_options(spec, split, kw)
     return spec.build(r, split, **kw)
 

@@ -83,6 +83,12 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
     per: Dict[str, Dict[str, float]] = {}
     previews: List[Tuple[np.ndarray, ...]] = []
     skipped, sad = 0, 0.0
+    if save_pred is not None:  # a folder where a prediction goes: refused before the first one is written
+        for name in getattr(ds, "names", None) or []:
+            target = Path(save_pred) / Path(sample_name({"name": name}, 0)).with_suffix(".png")
+            if target.is_dir():
+                raise DataError(f"--save-pred {save_pred}: {target} is a folder where the prediction of {name} "
+                                "goes; move it or choose another folder")
     show = progress and sys.stderr.isatty()
     with tqdm(range(len(ds)), desc=desc, unit="img", disable=not show, file=sys.stderr) as bar:
         for i in bar:
@@ -141,6 +147,7 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
             raise
         kw.pop("backgrounds")  # a test split with its own composites takes no backgrounds (Composition-1K)
         ds = open_dataset(data, split="test", **kw)
+        log.warning("--backgrounds is not used: the test split of %s is not composed on backgrounds", data)
     if getattr(ds, "has_alpha", True) is False:
         raise DataError(f"{data}: this data set has no ground-truth alpha to score against; run "
                         "`atldas predict` to get mattes without scores")
