@@ -121,7 +121,10 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if ann is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
-                return parse_amount(value)  # "25G" in a YAML file reads as the text's amount
+                try:
+                    return parse_amount(value)  # "25G" in a YAML file reads as the text's amount
+                except ConfigError as exc:  # name the file and key, as the other type errors do
+                    raise ConfigError(f"{where}: {exc}") from None
             raise bad
         if not math.isfinite(value):
             raise ConfigError(f"{where}: {value!r} is not a finite number")

@@ -26,12 +26,13 @@ the ``latency_ms`` cost table of a search.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -227,7 +228,29 @@ def load_lut(path: str | os.PathLike[str]) -> Dict[str, Any]:
         raise DataError(f"{p}: not a JSON latency table ({exc}); rebuild it with `atldas lut build`") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DataError(f"{p}: not an {FORMAT} latency table; rebuild it with `atldas lut build`")
+    bad = _malformed(data)
+    if bad:
+        raise DataError(f"{p}: not a valid latency table ({bad}); rebuild it with `atldas lut build`")
     return data
+
+
+def _malformed(lut: Mapping[str, Any]) -> Optional[str]:
+    """What makes ``lut`` unusable (a hand edit, a truncated write), in words; None when it is sound:
+    ``ops`` and ``blocks`` map names to finite milliseconds >= 0, ``base_ms`` is one, ``config`` a mapping."""
+    def ms(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    for part in ("ops", "blocks"):
+        table = lut.get(part)
+        if not isinstance(table, Mapping):
+            return f"{part!r} is {type(table).__name__}, not a mapping of entries to milliseconds"
+        wrong = [k for k, v in table.items() if not ms(v)]
+        if wrong:
+            return f"{part} entry {wrong[0]!r} is {table[wrong[0]]!r}, not a finite number of milliseconds >= 0"
+    if not ms(lut.get("base_ms")):
+        return f"base_ms is {lut.get('base_ms')!r}, not a finite number of milliseconds >= 0"
+    if not isinstance(lut.get("config", {}), Mapping):
+        return f"config is {type(lut.get('config')).__name__}, not a mapping"
+    return None
 
 
 def lut_lookup(space, lut: Mapping[str, Any] | str | os.PathLike[str] | None
@@ -247,6 +270,9 @@ def lut_lookup(space, lut: Mapping[str, Any] | str | os.PathLike[str] | None
     hint = _rebuild_hint(space, str(lut.get("device", "cpu")) if isinstance(lut, Mapping) else "cpu")
     if not isinstance(lut, Mapping) or lut.get("format") != FORMAT:
         raise ConfigError(f"the latency table is not an {FORMAT} table; {hint}")
+    bad = _malformed(lut)
+    if bad:
+        raise ConfigError(f"the latency table is not valid ({bad}); {hint}")
     shape = list(space.input_shape())
     if lut.get("space") != space.name:
         raise ConfigError(f"the latency table was built for space {lut.get('space')!r}, not {space.name!r}; {hint}")

@@ -167,7 +167,7 @@ def _check(cfg: RetrainConfig) -> None:
                        "weight_decay": (0.0, 10.0), "beta1": (0.0, 0.999999), "beta2": (0.0, 0.999999),
                        "warmup_epochs": (0.0, 1e6), "min_lr_ratio": (0.0, 1.0), "grad_clip": (1e-12, 1e6),
                        "loss_l1": (0.0, 1e6), "foreground_prob": (0.0, 1.0), "loss_lap": (0.0, 1e6), "loss_comp": (0.0, 1e6),
-                       "tb_images": (0, 64)})
+                       "tb_images": (0, 64), "seed": (0, 2**31 - 1)})
     if cfg.threads is not None and cfg.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {cfg.threads}")
     if cfg.loss_l1 + cfg.loss_lap + cfg.loss_comp <= 0:

@@ -205,7 +205,7 @@ class SearchConfig:
                             "select": (0, 1000), "select_steps": (1, 10**6),
                             "select_keep": (0, 1000), "select_keep_steps": (1, 10**6), "select_epsilon": (0.0, 1.0),
                             "select_pool": (0, 100_000), "select_mutants": (0, 1000),
-                            "heatmap_every": (0, 10**6)})
+                            "heatmap_every": (0, 10**6), "seed": (0, 2**31 - 1)})
         if self.select_mutants and self.select_mutants >= self.select:
             raise ConfigError(f"select_mutants={self.select_mutants} leaves no candidate to mutate: it must be "
                               f"below select={self.select}")

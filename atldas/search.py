@@ -55,10 +55,20 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     if init_from_env(cfg.device) > 1 and not is_main():
         return _search_replica(cfg, out=out, resume=resume, callback=callback)
-    if force:
+    built = None
+    if force:  # the new run's config, budget and data are checked before the old run is moved aside
+        built = _build(cfg, out)
         rd.set_aside()
     with rd.locked():
-        return _search(cfg, out=out, rd=rd, resume=resume, callback=callback)
+        return _search(cfg, out=out, rd=rd, resume=resume, callback=callback, built=built)
+
+
+def _build(cfg: SearchConfig, out: Path) -> Run:
+    """A fresh run for ``out``; a bad config, budget, ``--data`` or ``--backgrounds`` fails here, before
+    anything is written."""
+    run = Run(dataclasses.replace(cfg, out=str(out)), out=out)
+    run.open_data()
+    return run
 
 
 def _search_replica(cfg: SearchConfig, *, out: Path, resume: bool,
@@ -76,7 +86,7 @@ def _search_replica(cfg: SearchConfig, *, out: Path, resume: bool,
 
 
 def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
-            callback: Optional[Callable[[Dict[str, Any]], None]]) -> Path:
+            callback: Optional[Callable[[Dict[str, Any]], None]], built: Optional[Run] = None) -> Path:
     if resume:
         rd.check_resume()
         run = Run.load(out, restore_rng=True)
@@ -84,9 +94,7 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         log.info("resumed %s at epoch %d/%d", out, run.epoch + 1, run.cfg.epochs)
     else:
         rd.check_new()
-        cfg = dataclasses.replace(cfg, out=str(out))
-        run = Run(cfg, out=out)
-        run.open_data()  # a bad --data or --backgrounds fails before anything is written
+        run = built if built is not None else _build(cfg, out)
         # checkpoint.pt: weights and two Adam moments; an atomic rewrite holds the old and the new file
         check_output(out, flag="--out", folder=True,
                      need_bytes=2 * 3 * sum(p.numel() * p.element_size() for p in run.net.parameters()))

@@ -395,3 +395,20 @@ def test_an_unknown_data_layout_names_the_generic_layout_not_flags_that_do_not_e
         detect_kind(tmp_path / "photos")
     msg = str(e.value)
     assert f"{tmp_path / 'photos'}/image" in msg and "--image" not in msg and "\n" not in msg
+
+
+def test_a_seed_out_of_range_is_one_line_and_writes_nothing(tmp_path, capsys):
+    """A seed too big for the generators was a traceback (Overflow when unpacking long long) that left
+    a half-written run folder."""
+    for argv in (["search", "--space", "tiny", "--seed", "10000000000000000", "--out", str(tmp_path / "s")],
+                 ["retrain", GENOTYPE, "--seed", "-1", "--out", str(tmp_path / "r")]):
+        assert main([*argv, "--no-progress"]) == 2, argv
+        assert "seed must be an integer in 0..2147483647" in _one_line(capsys)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_amount_in_a_config_file_names_the_file_and_key(tmp_path, capsys):
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text("hp:\n  arch_lr: abc\n")
+    assert main(["search", "--space", "tiny", "--config", str(cfg), "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert f"{cfg}: hp: arch_lr: cannot read 'abc'" in _one_line(capsys)

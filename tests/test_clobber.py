@@ -197,6 +197,12 @@ def test_force_moves_the_old_run_aside(tmp_path, capsys):
     (out / "last.pt").write_bytes(b"old weights")
     assert main(["search", "--space", "tiny", "--out", str(out), "--force", "--resume", "--no-progress"]) == 2
     _one_error(capsys, "pass one of them")
+    # bad input is refused before the old run is moved (it was moved, then refused: nothing left at --out)
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--out", str(out), "--force", "--no-progress",
+                 "--target-macs", "1K"]) == 2
+    _one_error(capsys, "below the cheapest")
+    assert (out / "last.pt").read_bytes() == b"old weights" and not any(
+        p.name.startswith("run.replaced-") for p in tmp_path.iterdir())
     assert main(["search", "--space", "tiny", "--epochs", "2", "--out", str(out), "--force", "--no-progress",
                  "--set", "tensorboard=false", "--set", "plots=false"]) == 0
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]

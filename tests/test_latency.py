@@ -157,6 +157,22 @@ def test_save_load(tmp_path, lut):
     (tmp_path / "other.json").write_text('{"format": "something-else"}')
     with pytest.raises(DataError, match="not an atldas-lut/2"):
         load_lut(tmp_path / "other.json")
+    # hand-edited or truncated tables: one line each (KeyError, TypeError, ValueError tracebacks before, a
+    # negative entry used as is, a NaN one failing epochs later with a hint about learning rates)
+    op = next(iter(lut["ops"]))
+    for change, expect in ((lambda t: t.pop("base_ms"), "base_ms is None"),
+                           (lambda t: t.update(ops=None), "'ops' is NoneType"),
+                           (lambda t: t.update(config="x"), "config is str"),
+                           (lambda t: t["ops"].update({op: "abc"}), f"ops entry {op!r} is 'abc'"),
+                           (lambda t: t["ops"].update({op: -1}), f"ops entry {op!r} is -1"),
+                           (lambda t: t["blocks"].update({next(iter(t["blocks"])): float("nan")}), "is nan")):
+        edited = json.loads(json.dumps(lut))
+        change(edited)
+        path = tmp_path / "edited.json"
+        path.write_text(json.dumps(edited))
+        with pytest.raises(DataError, match="not a valid latency table") as info:
+            load_lut(path)
+        assert expect in str(info.value) and "\n" not in str(info.value), str(info.value)
 
 
 def test_cli_lut_build(tmp_path, capsys):
