@@ -91,6 +91,11 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         rd.check_resume()
         run = Run.load(out, restore_rng=True)
         run.cfg = dataclasses.replace(run.cfg, progress=cfg.progress)  # a display setting: this command's
+        stored = out / "cost_table.json"
+        if stored.is_file() and stored.read_text() != run.table.to_json():  # e.g. --lut rebuilt in between
+            what = f"the latency table {run.cfg.budget.lut}" if run.cfg.budget.lut else "the cost model (another atldas?)"
+            raise ConfigError(f"--resume: the costs of this run's architectures differ from those it started with "
+                              f"({stored}): {what} changed since; restore it, or start a new run")
         log.info("resumed %s at epoch %d/%d", out, run.epoch + 1, run.cfg.epochs)
     else:
         rd.check_new()

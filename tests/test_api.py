@@ -150,3 +150,31 @@ def test_derive_of_a_search_that_stopped_early_says_so_and_records_the_epochs_se
     assert "stopped after epoch 1 of 3" in caplog.text and "--resume" in caplog.text
     assert json.loads((tmp_path / "g.json").read_text())["provenance"]["epochs"] == 1
     assert json.loads((out / "genotype.json").read_text())["provenance"]["epochs"] == 1
+
+
+def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys):
+    """A latency table rebuilt between an interrupt and --resume changed the run's costs silently (its
+    history and genotype then differed from an uninterrupted run); here the stored cost table is
+    edited, which the check reads the same way."""
+    import atldas.rundir as rundir_mod
+
+    real_save = rundir_mod.save_checkpoint
+
+    def interrupting_save(state, path):
+        real_save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", interrupting_save)
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "3", "--out", str(out)]) != 0
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", real_save)
+    table = out / "cost_table.json"
+    kept = table.read_text()
+    data = json.loads(kept)
+    data["base"] = data["base"] * 2 + 1
+    table.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 2
+    assert "differ from those it started with" in capsys.readouterr().err
+    table.write_text(kept)
+    assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
