@@ -46,7 +46,7 @@ import yaml
 
 from atldas.config import apply_overrides, check_threads, leaf_paths
 from atldas.errors import AtldasError, ConfigError
-from atldas.run import ALIASES, make_search_config
+from atldas.run import ALIASES, Run, make_search_config
 from atldas.tasks import get_task
 from search_spaces import get_space
 from atldas.retrain import RetrainConfig, retrain
@@ -401,6 +401,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     if prune and list(objectives) != ["loss"]:
         raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "
                           "take several objectives")
+    Run(base, out=None).open_data()  # the budget, its latency table and the data, before any trial fails on them
     out_dir = check_output(out, flag="--out", folder=True)
     name = study or f"tune-{space}"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None

@@ -72,7 +72,10 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--set", "hp.arch_lr=0.01"], "hp.arch_lr is tuned"),
              (["--retrain-set", "lr=0.1"], "--retrain-set needs --retrain-epochs"),
              (["--retrain-epochs", "1", "--retrain-set", "epochs=3"], "give the retrain's length as --retrain-epochs"),
-             (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file")]
+             (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file"),
+             # checked before the study: five failed trials and their warnings came first before
+             (["--set", "target_macs=1K"], "below the cheapest architecture"),
+             (["--set", f"data={tmp_path / 'no_data'}"], "no_data")]
     (tmp_path / "dotted.yaml").write_text("hp.arch_lr: {type: float, low: 0.001, high: 0.1, log: true}\n")
     cases.append((["--space-file", str(tmp_path / "dotted.yaml"), "--set", "arch-lr=0.01"], "arch_lr is tuned"))
     (tmp_path / "notes.txt").write_text("my notes\n")
@@ -81,6 +84,7 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("atldas: error:") and expect in err[0], err
     assert (tmp_path / "notes.txt").read_text() == "my notes\n"  # a file that is no journal is left untouched
+    assert not (tmp_path / "t").exists()
 
 
 def test_a_study_with_other_objectives_is_refused(tmp_path, capsys, monkeypatch):
