@@ -54,7 +54,7 @@ from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 from atldas.utils.weights import weight_mismatch
-from search_spaces import SearchSpace, SpaceCfg, get_space
+from search_spaces import SPACES, SearchSpace, SpaceCfg, get_space
 
 log = logging.getLogger("atldas")
 
@@ -206,6 +206,12 @@ class SearchConfig:
                             "select_keep": (0, 1000), "select_keep_steps": (1, 10**6), "select_epsilon": (0.0, 1.0),
                             "select_pool": (0, 100_000), "select_mutants": (0, 1000),
                             "heatmap_every": (0, 10**6), "seed": (0, 2**31 - 1)})
+        own = get_task(get_space(self.space).task)
+        if not isinstance(task, type(own)):  # the networks' inputs and outputs are the space's task's
+            others = [n for n in SPACES.names() if get_space(n).task == task.name]
+            raise ConfigError(f"task={task.name}: the {self.space} space's networks take and give what the {own.name} "
+                              f"task does; use a space of the {task.name} task ({', '.join(others) or 'none registered'}) "
+                              f"or a task derived from {type(own).__name__}")
         if self.select_mutants and self.select_mutants >= self.select:
             raise ConfigError(f"select_mutants={self.select_mutants} leaves no candidate to mutate: it must be "
                               f"below select={self.select}")

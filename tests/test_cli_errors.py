@@ -412,3 +412,26 @@ def test_a_bad_amount_in_a_config_file_names_the_file_and_key(tmp_path, capsys):
     cfg.write_text("hp:\n  arch_lr: abc\n")
     assert main(["search", "--space", "tiny", "--config", str(cfg), "--out", str(tmp_path / "s"), "--no-progress"]) == 2
     assert f"{cfg}: hp: arch_lr: cannot read 'abc'" in _one_line(capsys)
+
+
+def test_a_task_the_spaces_networks_do_not_fit_is_one_line_and_a_derived_task_is_taken(tmp_path, capsys):
+    """--set task=classification on a matting space was a traceback deep in the loss, with a half-written
+    run; a task derived from the space's own task (another loss, say) is still accepted."""
+    import atldas
+    from atldas.tasks import TASKS
+    from atldas.tasks.matting import MattingTask
+
+    assert main(["search", "--space", "tiny", "--set", "task=classification", "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 2
+    assert "use a space of the classification task (darts_cifar)" in _one_line(capsys)
+    assert not (tmp_path / "s").exists()
+
+    class L1Matting(MattingTask):
+        name = "test_l1_matting"
+
+    atldas.register_task("test_l1_matting", L1Matting())
+    try:
+        cfg = atldas.make_search_config(space="tiny", sets=["task=test_l1_matting"])
+        cfg.check(atldas.get_task("test_l1_matting"))
+    finally:
+        TASKS.remove("test_l1_matting")
