@@ -599,7 +599,10 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
         start, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
         set_rng_state(ckpt["rng"])
         resume_threads(ckpt.get("threads"), configured=cfg.threads)
-        log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
+        if start >= cfg.epochs:
+            log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
+        else:
+            log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
 
     n_params = count_params(net)
     history = rd.history(start)

@@ -96,7 +96,10 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
             what = f"the latency table {run.cfg.budget.lut}" if run.cfg.budget.lut else "the cost model (another atldas?)"
             raise ConfigError(f"--resume: the costs of this run's architectures differ from those it started with "
                               f"({stored}): {what} changed since; restore it, or start a new run")
-        log.info("resumed %s at epoch %d/%d", out, run.epoch + 1, run.cfg.epochs)
+        if run.epoch >= run.cfg.epochs:
+            log.info("%s finished its %d epochs already: its genotype is derived again", out, run.cfg.epochs)
+        else:
+            log.info("resumed %s at epoch %d/%d", out, run.epoch + 1, run.cfg.epochs)
     else:
         rd.check_new()
         run = built if built is not None else _build(cfg, out)

@@ -152,7 +152,7 @@ def test_derive_of_a_search_that_stopped_early_says_so_and_records_the_epochs_se
     assert json.loads((out / "genotype.json").read_text())["provenance"]["epochs"] == 1
 
 
-def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys):
+def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys, caplog):
     """A latency table rebuilt between an interrupt and --resume changed the run's costs silently (its
     history and genotype then differed from an uninterrupted run); here the stored cost table is
     edited, which the check reads the same way."""
@@ -178,3 +178,8 @@ def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monke
     assert "differ from those it started with" in capsys.readouterr().err
     table.write_text(kept)
     assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="atldas"):  # a finished run: said so (it said "epoch 4/3")
+        assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
+    assert "finished its 3 epochs already" in caplog.text and "epoch 4/3" not in caplog.text
