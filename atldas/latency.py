@@ -236,7 +236,7 @@ def load_lut(path: str | os.PathLike[str]) -> Dict[str, Any]:
 
 def _malformed(lut: Mapping[str, Any]) -> Optional[str]:
     """What makes ``lut`` unusable (a hand edit, a truncated write), in words; None when it is sound:
-    ``ops`` and ``blocks`` map names to finite milliseconds >= 0, ``base_ms`` is one, ``config`` a mapping."""
+    ``ops`` and ``blocks`` map names to finite milliseconds >= 0, ``base_ms`` is finite, ``config`` a mapping."""
     def ms(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
     for part in ("ops", "blocks"):
@@ -246,8 +246,9 @@ def _malformed(lut: Mapping[str, Any]) -> Optional[str]:
         wrong = [k for k, v in table.items() if not ms(v)]
         if wrong:
             return f"{part} entry {wrong[0]!r} is {table[wrong[0]]!r}, not a finite number of milliseconds >= 0"
-    if not ms(lut.get("base_ms")):
-        return f"base_ms is {lut.get('base_ms')!r}, not a finite number of milliseconds >= 0"
+    base = lut.get("base_ms")  # may be negative: lut build keeps a fixed part that came out below 0 (and warns)
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base):
+        return f"base_ms is {base!r}, not a finite number of milliseconds"
     if not isinstance(lut.get("config", {}), Mapping):
         return f"config is {type(lut.get('config')).__name__}, not a mapping"
     return None
@@ -265,12 +266,13 @@ def lut_lookup(space, lut: Mapping[str, Any] | str | os.PathLike[str] | None
     if lut is None:
         raise ConfigError("a latency budget needs a latency table: build one with "
                           f"`atldas lut build --space {space.name} --device cpu` and pass --lut FILE")
-    if isinstance(lut, (str, os.PathLike)):
-        lut = load_lut(lut)
+    loaded = isinstance(lut, (str, os.PathLike))
+    if loaded:
+        lut = load_lut(lut)  # checked there
     hint = _rebuild_hint(space, str(lut.get("device", "cpu")) if isinstance(lut, Mapping) else "cpu")
     if not isinstance(lut, Mapping) or lut.get("format") != FORMAT:
         raise ConfigError(f"the latency table is not an {FORMAT} table; {hint}")
-    bad = _malformed(lut)
+    bad = None if loaded else _malformed(lut)
     if bad:
         raise ConfigError(f"the latency table is not valid ({bad}); {hint}")
     shape = list(space.input_shape())

@@ -13,6 +13,7 @@ the same seed, ends in the same state as a run that was never stopped.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -92,8 +93,9 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         run = Run.load(out, restore_rng=True)
         run.cfg = dataclasses.replace(run.cfg, progress=cfg.progress)  # a display setting: this command's
         stored = out / "cost_table.json"
-        if stored.is_file() and stored.read_text() != run.table.to_json():  # e.g. --lut rebuilt in between
-            what = f"the latency table {run.cfg.budget.lut}" if run.cfg.budget.lut else "the cost model (another atldas?)"
+        if stored.is_file() and json.loads(stored.read_text()) != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
+            what = (f"the latency table {run.cfg.budget.lut}" if run.table.metric == "latency_ms"
+                    else "the cost model (another atldas?)")
             raise ConfigError(f"--resume: the costs of this run's architectures differ from those it started with "
                               f"({stored}): {what} changed since; restore it, or start a new run")
         if run.epoch >= run.cfg.epochs:

@@ -401,7 +401,11 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     if prune and list(objectives) != ["loss"]:
         raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "
                           "take several objectives")
-    Run(base, out=None).open_data()  # the budget, its latency table and the data, before any trial fails on them
+    # the budget, its latency table and the data, before any trial fails on them; unless a tuned key moves
+    # the cheapest target network (then each trial's own costs decide)
+    if not tuned & {"budget.target_macs", "budget.target_params", "budget.target_latency_ms", "budget.lut",
+                    *(f"knobs.{k}" for k in ("target_C", "target_layers", "input_size", "nodes", "k_min"))}:
+        Run(base, out=None).open_data()
     out_dir = check_output(out, flag="--out", folder=True)
     name = study or f"tune-{space}"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None

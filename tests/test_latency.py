@@ -160,6 +160,10 @@ def test_save_load(tmp_path, lut):
     # hand-edited or truncated tables: one line each (KeyError, TypeError, ValueError tracebacks before, a
     # negative entry used as is, a NaN one failing epochs later with a hint about learning rates)
     op = next(iter(lut["ops"]))
+    negative = json.loads(json.dumps(lut))
+    negative["base_ms"] = -0.3  # lut build keeps a fixed part that came out negative (it warns): a valid table
+    (tmp_path / "negative.json").write_text(json.dumps(negative))
+    assert load_lut(tmp_path / "negative.json")["base_ms"] == -0.3
     for change, expect in ((lambda t: t.pop("base_ms"), "base_ms is None"),
                            (lambda t: t.update(ops=None), "'ops' is NoneType"),
                            (lambda t: t.update(config="x"), "config is str"),

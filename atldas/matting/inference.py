@@ -149,8 +149,8 @@ def _run(model: MattingModel, net: nn.Module, x: Tensor, device: torch.device, a
     if y.dim() != 4 or y.shape[:2] != (1, 1) or y.shape[-2:] != x.shape[-2:]:
         raise RuntimeError(f"{model.name}: expected a (1, 1, {x.shape[-2]}, {x.shape[-1]}) alpha, "
                            f"got {tuple(y.shape)}")
-    bad = int((~torch.isfinite(y)).sum())
-    if bad:  # written as 0 or scored, a broken network would pass for a bad one
+    if not bool(torch.isfinite(y).all()):  # written as 0 or scored, a broken network would pass for a bad one
+        bad = int((~torch.isfinite(y)).sum())
         raise DataError(f"{model.name}: the network's output has {bad} NaN or infinite value(s) on a "
                         f"{x.shape[-2]}x{x.shape[-1]} input; its weights are broken (a diverged training?)"
                         + (" or its values overflow in reduced precision: drop --amp" if amp else ""))

@@ -84,7 +84,9 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
     previews: List[Tuple[np.ndarray, ...]] = []
     skipped, sad = 0, 0.0
     if save_pred is not None:  # a folder where a prediction goes: refused before the first one is written
-        for name in getattr(ds, "names", None) or []:
+        inner = getattr(ds, "dataset", ds)  # --limit: a Subset of the data set
+        names = getattr(inner, "names", None) or []
+        for name in ([names[i] for i in ds.indices] if inner is not ds and names else names):
             target = Path(save_pred) / Path(sample_name({"name": name}, 0)).with_suffix(".png")
             if target.is_dir():
                 raise DataError(f"--save-pred {save_pred}: {target} is a folder where the prediction of {name} "
