@@ -19,6 +19,7 @@ from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError
 from atldas.utils.malloc import keep_freed_memory
+from atldas.utils.memory import bytes_text
 
 log = logging.getLogger("atldas")
 
@@ -384,7 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", parents=[common], help="search a supernet under a cost budget")
     p.add_argument("--space", help="search space (matting, tiny, darts_cifar, ...); default matting")
     p.add_argument("--strategy", help="atldas (default), darts, gdas or random")
-    p.add_argument("--data", help="'synthetic' (default) or a training-set folder")
+    p.add_argument("--data", help="'synthetic' (default) or a composed training set (Composition-1K "
+                                  "Training_set/, Distinctions-646 Train/) with --backgrounds; for the matting "
+                                  "spaces (planted: teacher:N)")
     p.add_argument("--backgrounds", help="folder of background photos for the synthetic data")
     p.add_argument("--target-macs", help="MACs budget at the space's input size, e.g. 25G")
     p.add_argument("--target-params", help="parameter budget, e.g. 2M")
@@ -653,7 +656,7 @@ def write_error(exc: OSError) -> str:
         folder = Path(exc.filename).parent
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
-        line += f" ({shutil.disk_usage(folder).free / 2**20:.0f} MiB free on that file system)"
+        line += f" ({bytes_text(shutil.disk_usage(folder).free)} free on that file system)"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return line + "; free some space or choose another path"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):

@@ -114,6 +114,12 @@ def _example(h: int, w: int, *, batch: int = 1, seed: int = 0) -> Tensor:
     return torch.cat([rgb, onehot], 1)
 
 
+def _refuse_non_finite(y: np.ndarray, h: int, w: int) -> None:
+    if not np.isfinite(y).all():
+        raise AtldasError(f"the network's PyTorch output has NaN or infinite values on a {h}x{w} input; its "
+                          "weights are broken (a diverged training?): nothing was exported")
+
+
 def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: float = 1e-4) -> Optional[Dict]:
     """Compare onnxruntime with PyTorch on a random input of another size than ``size``.
 
@@ -128,9 +134,7 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
     x = _example(h, w, seed=1)
     with torch.no_grad():
         ref = wrapped(x).float().numpy()
-    if not np.isfinite(ref).all():  # else the check below reports NaN differences as an exporter's fault
-        raise AtldasError(f"the network's PyTorch output has NaN or infinite values on a {h}x{w} input; its "
-                          "weights are broken (a diverged training?), so there is nothing to check the export against")
+    _refuse_non_finite(ref, h, w)  # else the check below reports NaN differences as an exporter's fault
     try:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors (InvalidGraph...) in one line
@@ -206,6 +210,8 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         log.warning("no --checkpoint: exporting %s with its initial (untrained) weights", mm.name)
     net.eval()
     wrapped = _Wrapped(mm, net).eval()
+    with torch.no_grad():  # checked or not, a network whose output is not finite is not exported
+        _refuse_non_finite(wrapped(_example(96, 96, seed=1)).float().numpy(), 96, 96)
     x = _example(size, size, batch=2)  # batch 2: torch.export would specialise a batch of 1
     with atomic_path(out, suffix=".onnx") as tmp:
         # H and W are multiples of 32 (the input is padded so); saying so lets torch.export prove the

@@ -100,6 +100,16 @@ class Param:
                                      step=int(self.step or 1))
         return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
 
+    def ends(self) -> List[Any]:
+        """The values at the ends of this dimension (every choice of a categorical one): what a trial
+        may draw at the extremes, checked before the study."""
+        if self.type == "categorical":
+            return list(self.choices)
+        top = self.high if self.step is None else self.low + math.floor((self.high - self.low) / self.step) * self.step
+        if self.type == "int":
+            return [int(self.low), int(top)]
+        return [self.low, top]
+
 
 def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
     """Parse a tuning space (a YAML file, or the default) and check every key against the search
@@ -397,6 +407,15 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                                   "this --set, or give a --space-file without it")
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
     base.check(get_task(base.task or get_space(space).task))
+    for p in params:  # and each tuned dimension's ends with them (a choice no trial can run)
+        for value in p.ends():
+            strategy, extra = (value, []) if p.key == "strategy" else (None, [f"{p.key}={value}"])
+            try:
+                end = make_search_config(space=space, strategy=strategy, sets=[*sets, *extra])
+                end.check(get_task(end.task or get_space(space).task))
+            except AtldasError as exc:
+                raise ConfigError(f"{space_file or 'the default tuning space'}: {p.key}={value} cannot run: "
+                                  f"{exc}") from None
     check_threads(base.threads, where="--set threads")
     if prune and list(objectives) != ["loss"]:
         raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "

@@ -65,4 +65,7 @@ def test_check_output_refuses_what_the_disk_cannot_hold(tmp_path, monkeypatch):
     assert check_output(tmp_path / "o", flag="--out", folder=True, need_bytes=2**19) == tmp_path / "o"
     with pytest.raises(DataError, match=r"--out .*: up to 5 MiB will be written and 1 MiB are free"):
         check_output(tmp_path / "o", flag="--out", folder=True, need_bytes=5 * 2**20)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 * 2**20, 9 * 2**20, 100 * 2**10))
+    with pytest.raises(DataError, match=r"up to 300 KiB will be written and 100 KiB are free"):  # not "0 MiB ... 0 MiB"
+        check_output(tmp_path / "o", flag="--out", folder=True, need_bytes=300 * 2**10)
     assert not (tmp_path / "o").exists()

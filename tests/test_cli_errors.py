@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -380,7 +381,7 @@ def test_write_errors_advise_what_fits_the_error(tmp_path):
     from atldas.cli import write_error
 
     full = write_error(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x.pt")))
-    assert "free some space" in full and "MiB free on that file system" in full
+    assert "free some space" in full and re.search(r"\(\d[\d.]* (B|KiB|MiB|GiB) free on that file system\)", full)
     for code, text in ((errno.EEXIST, "File exists"), (errno.EISDIR, "Is a directory"), (errno.EACCES, "Permission denied")):
         line = write_error(OSError(code, text, str(tmp_path / "x")))
         assert line.startswith(f"cannot write {tmp_path / 'x'}: {text}; ") and "space" not in line, line

@@ -209,3 +209,20 @@ def test_cli_search_with_latency_budget(tmp_path, space, cfg):
     assert cost["repair"]["metric"] == "latency_ms" and cost["repair"]["feasible"]
     rows = [json.loads(ln) for ln in (out / "history.jsonl").read_text().splitlines()]
     assert rows and all(r["cost/metric"] == "latency_ms" for r in rows)
+
+
+def test_a_latency_table_without_a_latency_budget_is_warned_about(tmp_path, caplog, lut):
+    import logging
+
+    from atldas.run import Run
+
+    p = save_lut(lut, tmp_path / "lut.json")
+    for sets, expect in (([f"lut={p}"], "has no budget"), ([f"lut={p}", "target_macs=1G"], "has a macs budget")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="atldas"):
+            Run(make_search_config(space="tiny", sets=sets))
+        assert f"--lut {p} is read only for a latency budget" in caplog.text and expect in caplog.text, caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        Run(make_search_config(space="tiny", sets=[f"lut={p}", "target_latency_ms=1000"]))
+    assert "--lut" not in caplog.text

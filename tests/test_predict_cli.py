@@ -411,6 +411,10 @@ def test_a_network_with_non_finite_output_is_refused_not_written_or_scored(setup
     _, err = capsys.readouterr()
     line = _error_line(err)
     assert code == 2 and "weights are broken" in line and "opset" not in line and not (tmp_path / "m.onnx").exists()
+    code = main(["export", "--model", str(geno), "--checkpoint", str(huge), "--onnx", str(tmp_path / "m.onnx"),
+                 "--size", "96", "--no-check"])  # unchecked: still not written (it was)
+    _, err = capsys.readouterr()
+    assert code == 2 and "weights are broken" in _error_line(err) and not (tmp_path / "m.onnx").exists()
 
 
 def test_output_paths_that_are_folders_or_files_are_refused_before_the_first_write(setup, tmp_path, capsys):

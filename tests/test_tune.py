@@ -78,6 +78,13 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--set", f"data={tmp_path / 'no_data'}"], "no_data")]
     (tmp_path / "dotted.yaml").write_text("hp.arch_lr: {type: float, low: 0.001, high: 0.1, log: true}\n")
     cases.append((["--space-file", str(tmp_path / "dotted.yaml"), "--set", "arch-lr=0.01"], "arch_lr is tuned"))
+    # each tuned dimension's ends, before the study (a trial drawing them failed, five times, first)
+    for name, text, expect in (("c.yaml", "C: {type: int, low: 0, high: 8}\n", "C=0 cannot run: C must be"),
+                               ("k.yaml", "k_max: {type: int, low: 2, high: 40, step: 3}\n", "k_max=38 cannot run"),
+                               ("strat.yaml", "strategy: {type: categorical, choices: [atldas, bogus]}\n",
+                                "strategy=bogus cannot run: unknown strategy")):
+        (tmp_path / name).write_text(text)
+        cases.append((["--space-file", str(tmp_path / name)], expect))
     (tmp_path / "notes.txt").write_text("my notes\n")
     for extra, expect in cases:
         assert main(["tune", "--space", "tiny", "--out", str(tmp_path / "t"), *extra]) == 2, extra

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
 from atldas.errors import DataError
+from atldas.utils.memory import bytes_text
 
 PathLike = Union[str, os.PathLike]
 
@@ -111,8 +112,8 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: 
     if need_bytes is not None:
         free = shutil.disk_usage(parent).free
         if need_bytes > free:
-            raise DataError(f"{flag} {out}: up to {need_bytes / 2**20:.0f} MiB will be written and {free / 2**20:.0f} "
-                            f"MiB are free on that file system; free space or choose another path")
+            raise DataError(f"{flag} {out}: up to {bytes_text(need_bytes)} will be written and {bytes_text(free)} "
+                            "are free on that file system; free space or choose another path")
     return path
 
 

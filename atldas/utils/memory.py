@@ -47,6 +47,16 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
+def bytes_text(n: float) -> str:
+    """``n`` bytes as text to three significant figures (``512 B``, ``3.4 KiB``, ``120 MiB``, ``2.5 GiB``):
+    two small sizes never read the same (a free-space message said "0 MiB needed, 0 MiB free")."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            v = n / size
+            return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
 def require(estimate: float, *, what: str, hint: str) -> None:
     """Raise DataError when ``estimate`` bytes exceed what is available.
 
