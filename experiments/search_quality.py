@@ -72,6 +72,7 @@ from atldas.config import to_dict  # noqa: E402
 from atldas.cost import cost_table  # noqa: E402
 from atldas.genotype import Genotype  # noqa: E402
 from atldas.run import Run, SearchConfig, bind_space, make_search_config  # noqa: E402
+from atldas.strategies import STRATEGIES  # noqa: E402
 from atldas.tasks.planted import SHAPE, Recipe, standalone, teacher_genotype  # noqa: E402
 from atldas.utils.atomic import write_text_atomic  # noqa: E402
 from atldas.utils.malloc import keep_freed_memory  # noqa: E402
@@ -219,6 +220,12 @@ LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("
                                               ("", "select_mutants"): 0, ("", "select_strata"): "none"}
 
 
+#: The expected cost of a budgeted search whose supernet holds ``none`` (DARTS, GDAS): since 2026-12-06
+#: over the ops derive keeps (``none`` excluded, :func:`atldas.cost._derivable_ops`); before, ``none``
+#: counted as free. Part of those searches' fingerprint, so the ones stored before are run again.
+NONE_BUDGET_RULE = "expected cost without none"
+
+
 def search_fingerprint(job: Dict[str, Any]) -> str:
     """What a stored search must have been computed with to be reused (module docstring)."""
     config = {k: v for k, v in to_dict(search_config(job)).items() if k not in SearchConfig.DISPLAY}
@@ -228,7 +235,10 @@ def search_fingerprint(job: Dict[str, Any]) -> str:
             where.pop(name, None)
     if job["budget"] is None:  # it acts under a budget only: the searches without one stay valid
         config.pop("select_fill", None)
-    return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE})
+    extra = {}
+    if job["budget"] is not None and STRATEGIES.get(job["strategy"]).uses_none:
+        extra["budget_rule"] = NONE_BUDGET_RULE
+    return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE, **extra})
 
 
 def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int, Dict[str, Path]]:

@@ -137,3 +137,38 @@ def test_the_budget_carries_its_block_temperature():
     Run(cfg).fit(callback=rows.append)
     last = rows[-1]
     assert last["budget/block_temperature"] < last["budget/temperature"] < 1.0
+
+
+def test_none_is_not_counted_as_free_in_the_expected_cost():
+    """DARTS/GDAS supernets hold ``none``, which derive never keeps: E[C] is over the other ops, so a
+    budget cannot be met by raising ``none`` while the derived network stays as costly (it fell 20x)."""
+    from atldas.strategies import _top2_child
+
+    space = bind_space(make_search_config(space="tiny"))
+    torch.manual_seed(0)
+    net = space.build_supernet(ops=space.search_ops(with_none=True))
+    arch, k = net.arch, net.arch.op_names.index("none")
+    table = cost_table(space, arch, metric="macs")
+    with torch.no_grad():
+        for p in arch.parameters():
+            p.normal_(0.0, 1.0)
+    e0 = table.expected(arch)
+    e0.backward()
+    for t in ("normal", "reduce"):
+        assert float(arch.alpha[t].grad[:, k].abs().max()) < 1e-9 * float(e0)
+    derived = table.of_child(_top2_child(net))
+    with torch.no_grad():
+        for t in ("normal", "reduce"):
+            arch.alpha[t][:, k] += 5.0
+    assert float(table.expected(arch)) == pytest.approx(float(e0), rel=1e-6)  # float32 softmax
+    assert table.of_child(_top2_child(net)) == derived
+    # the mean over the other ops' distribution (renormalised without none), by hand
+    manual = float(table.base)
+    with torch.no_grad():
+        for t in ("normal", "reduce"):
+            q = arch.op_probs(t).double()
+            q[:, k] = 0.0
+            q = q / q.sum(-1, keepdim=True)
+            manual += float((arch.edge_probs(t).double() * (q * table.cells[t]).sum(-1)).sum())
+        manual += sum(float((arch.block_probs(g).double() * c).sum()) for g, c in table.blocks.items())
+    assert float(table.expected(arch)) == pytest.approx(manual, rel=1e-12)

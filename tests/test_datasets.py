@@ -218,6 +218,40 @@ def test_comp1k_train_fresh_backgrounds_and_determinism(tmp_path):
     assert batch["image"].shape == (4, 3, 16, 16) and len(batch["name"]) == 4
 
 
+def test_a_search_splits_a_training_set_by_foreground_merges_included(tmp_path, monkeypatch):
+    """The weight and architecture splits of a composed training set share no foreground: a sample's
+    merged second foreground comes from its own split (it came from all, so half the architecture
+    samples showed a weight-split foreground), and the two draw from their own random streams."""
+    import atldas.data.datasets as datasets
+    from atldas.tasks.base import DataCfg
+    from atldas.tasks.matting import MattingTask
+
+    names = tuple("abcdef")
+    make_training(tmp_path / "Training_set" / "fg", tmp_path / "Training_set" / "alpha", names)
+    save(tmp_path / "bg" / "b.png", np.full((30, 40, 3), 60, np.uint8))
+    read = []
+    real = datasets._read_fg_alpha
+    monkeypatch.setattr(datasets, "_read_fg_alpha", lambda it: (read.append(Path(it.image).stem), real(it))[1])
+    weights, arch = MattingTask().datasets(DataCfg(source=str(tmp_path), backgrounds=str(tmp_path / "bg"), crop=32,
+                                                   batch_size=2), seed=0, n_train=8, n_arch=8)
+    seen = []
+    for ds in (weights, arch):
+        read.clear()
+        ds.augment = Augment(crop=32, merge_prob=1.0)  # every sample merges a second foreground
+        for epoch in range(3):
+            ds.set_epoch(epoch)
+            for i in range(len(ds)):
+                ds[i]
+        seen.append(set(read))
+    assert seen == [{"a", "c", "e"}, {"b", "d", "f"}], seen
+    assert len(weights) == len(arch) == 3
+    weights.set_epoch(0), arch.set_epoch(0)
+    assert not torch.equal(weights[0]["bg"], arch[0]["bg"]) or not torch.equal(weights[0]["alpha"], arch[0]["alpha"])
+    whole = Composition1KTrain(tmp_path, backgrounds=tmp_path / "bg", crop=32)
+    with pytest.raises(DataError, match="6 foreground.*7 parts"):
+        whole.split_by_foreground(7)
+
+
 def test_comp1k_train_needs_backgrounds(tmp_path):
     make_training(tmp_path / "Training_set" / "fg", tmp_path / "Training_set" / "alpha")
     with pytest.raises(DataError, match="composed on backgrounds: pass a folder of background"):

@@ -50,6 +50,7 @@ independent of DataLoader workers. Call :meth:`ComposedTrainSet.set_epoch` betwe
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import re
@@ -519,13 +520,16 @@ class _EpochDraws(Dataset):
 
     seed: int = 0
     epoch: int = 0
+    #: Appended to the random key of a part made by :meth:`ComposedTrainSet.split_by_foreground`, so
+    #: that parts draw independently (empty: the whole set's own key).
+    stream: Tuple[int, ...] = ()
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws :meth:`__getitem__` makes."""
         self.epoch = int(epoch)
 
     def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, int(index)])
+        return np.random.default_rng([self.seed, self.epoch, int(index), *self.stream])
 
 
 class ComposedTrainSet(_EpochDraws):
@@ -561,6 +565,21 @@ class ComposedTrainSet(_EpochDraws):
 
     def __len__(self) -> int:
         return len(self.fgs) * self.samples_per_fg
+
+    def split_by_foreground(self, parts: int = 2) -> List["ComposedTrainSet"]:
+        """This set as ``parts`` sets on disjoint foregrounds: foreground ``k`` (in file order) goes to
+        part ``k % parts``, a part merges only its own foregrounds (``merge_prob``) and draws from its
+        own random stream. Held-out splits that share no foreground (a search's weight and
+        architecture splits; backgrounds are drawn from the one folder by both)."""
+        if not 1 <= parts <= len(self.fgs):
+            raise DataError(f"{len(self.fgs)} foreground(s) cannot be split into {parts} parts; the search "
+                            f"needs at least {parts} (one per split)")
+        out = []
+        for p in range(parts):
+            part = copy.copy(self)
+            part.fgs, part.stream = self.fgs[p::parts], (*self.stream, p)
+            out.append(part)
+        return out
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         rng = self._rng(index)

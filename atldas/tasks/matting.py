@@ -9,7 +9,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from atldas.data.datasets import detect_kind, open_dataset
 from atldas.data.synthetic import SyntheticMatting
@@ -69,7 +69,7 @@ class MattingTask(Task):
     Data: ``synthetic`` gives two disjoint generated splits (``train`` and ``arch``), fresh samples
     for every epoch; a training-set folder (Composition-1K / Distinctions-646 style, composed on
     ``backgrounds``) is split by foreground index parity, even ones for the weights and odd ones for
-    the architecture. Loss: L1 over the unknown region + Laplacian pyramid + 0.5 x composition
+    the architecture (a sample's merged second foreground comes from its own split). Loss: L1 over the unknown region + Laplacian pyramid + 0.5 x composition
     (:class:`~atldas.matting.losses.MattingLoss`). Input: (B, 6, H, W) RGB + one-hot trimap.
 
     Args:
@@ -104,7 +104,9 @@ class MattingTask(Task):
             if n < 2 * data.batch_size:
                 raise DataError(f"{data.source}: {n} training samples; the search needs at least "
                                 f"{2 * data.batch_size} (two disjoint splits of one batch each)")
-            return Subset(full, range(0, n, 2)), Subset(full, range(1, n, 2))
+            # even foregrounds for the weights, odd ones for the architecture; neither merges the other's
+            weights, arch = full.split_by_foreground(2)
+            return weights, arch
         return (SyntheticMatting(size=data.crop, length=n_train, seed=seed, split="train",
                                  backgrounds=data.backgrounds),
                 SyntheticMatting(size=data.crop, length=n_arch, seed=seed, split="arch",
