@@ -367,7 +367,8 @@ class ArchParams(nn.Module):
         return any(i in s for k, s in enumerate(self.topology.input_sets[j]) if bool(mask[k]))
 
     def decided(self) -> Dict[str, bool]:
-        """Group label -> True when one candidate is left (the group is frozen)."""
+        """Input-set and block group label -> True when one candidate is left (the group is frozen;
+        the op groups are not listed)."""
         out = {}
         for t in CELL_TYPES:
             for j in range(self.topology.nodes):

@@ -173,6 +173,15 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
                           "with another --out)")
 
 
+def _absolute(value: Any) -> Any:
+    """An existing file or folder named relative to the working directory, as an absolute path; any other
+    value as it is. A run's config.yaml is read again from elsewhere (``derive RUN_DIR``, ``--resume``):
+    a relative ``--lut`` or ``--data`` there named nothing once the working directory changed."""
+    if isinstance(value, str) and value not in ("", "synthetic") and not Path(value).is_absolute() and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
 def _retrain_config(args: argparse.Namespace):
     import dataclasses
 
@@ -191,7 +200,11 @@ def _retrain_config(args: argparse.Namespace):
     labels = {"model": "GENOTYPE|MODEL", "progress": "--no-progress"}
     _refuse_disagreeing_sets(cfg, changes, args.set or [], labels=labels)
     check_threads(cfg.threads, where="threads")  # from --config or --set
-    run = Path(cfg.out) if cfg.out else None
+    cfg = dataclasses.replace(cfg, **{k: _absolute(getattr(cfg, k))
+                                      for k in ("model", "data", "val_data", "backgrounds", "foregrounds")})
+    from atldas.retrain import default_out
+
+    run = Path(cfg.out) if cfg.out else (default_out(cfg) if cfg.model else None)
     if args.resume and run is not None and (run / "last.pt").is_file() and (run / "config.yaml").is_file():
         from atldas.config import build, read_yaml
 
@@ -238,6 +251,8 @@ def _cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def _search_config(args: argparse.Namespace):
+    import dataclasses
+
     from atldas.config import check_threads, parse_amount
     from atldas.run import ALIASES, make_search_config
 
@@ -250,6 +265,9 @@ def _search_config(args: argparse.Namespace):
     cfg = make_search_config(file=args.config, sets=args.set or [], **flags)
     _refuse_disagreeing_sets(cfg, flags, args.set or [], aliases=ALIASES, labels={"progress": "--no-progress"})
     check_threads(cfg.threads, where="threads")  # from --config or --set
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=_absolute(cfg.data.source),
+                                                            backgrounds=_absolute(cfg.data.backgrounds)),
+                              budget=dataclasses.replace(cfg.budget, lut=_absolute(cfg.budget.lut)))
     if args.resume:
         from atldas.config import read_yaml
         from atldas.run import CHECKPOINT, load_search_config

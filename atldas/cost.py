@@ -343,13 +343,17 @@ class Budget:
     With ``r = E[C] / target`` (the exact, differentiable expected cost) and the aim ``a`` (land at
     ``a * target``, just under the budget):
 
-    - ``lagrange`` (default): ``lam * (r - a)`` with ``lam`` free in sign, the multiplier of the
-      equality constraint ``E[C] = a * target``: dual ascent raises ``lam`` while the policy costs too
-      much and lowers it (below 0: spend more) while it costs too little, so the search itself lands
-      on the budget and derive's repair only fixes rounding;
+    - ``lagrange`` (default): ``lam * (r - a) + rho / 2 * (r - a) ** 2`` with ``lam`` free in sign, the
+      multiplier of the equality constraint ``E[C] = a * target`` (with ``rho > 0`` the augmented
+      Lagrangian; :class:`BudgetCfg` sets ``rho = 20``): dual ascent raises ``lam`` while the policy
+      costs too much and lowers it (below 0: spend more) while it costs too little, so the search
+      itself lands on the budget and derive's repair only fixes rounding;
     - ``hinge``: ``lam * max(0, r - a)``, ``lam >= 0`` (only ever pushes the cost down);
-    - ``abs``: ``lam * |r - a|``, ``lam >= 0`` (TF-NAS);
-    - ``mult``: the task loss times ``r ** exponent`` (the MnasNet/ProxylessNAS family; no ``lam``).
+    - ``abs``: ``lam * |r - a|``, ``lam >= 0``, two-sided (TF-NAS's form): ``lam`` grows by
+      ``lam_lr * |r / a - 1|`` per epoch while the cost is off the aim on either side, and never falls
+      (TF-NAS keeps it fixed: ``lam_lr = 0``);
+    - ``mult``: the task loss times ``(r / a) ** exponent`` (the MnasNet/ProxylessNAS family; no
+      ``lam``; ``exponent`` 0.6, not a config setting).
 
     ``E[C]`` is taken at ``temperature`` (the cells) and ``block_temperature`` (the blocks; default the
     same), which the strategy anneals from 1 after the warm-up to these values.
@@ -394,7 +398,8 @@ class Budget:
         if self.form == "abs":
             return 1.0, lam * (ratio - self.aim).abs()
         scaled = (ratio / self.aim).clamp_min(1e-6) ** self.exponent
-        return float(scaled.detach()), task_value * scaled
+        # the value is all in the task scale (scale * L); the penalty adds only L * d(scale)/dE[C]
+        return float(scaled.detach()), task_value * (scaled - scaled.detach())
 
     def apply(self, task_loss: Tensor, expected: Tensor, lam: float) -> Tensor:
         """Total arch loss = task loss combined with the budget penalty on E[C]."""
@@ -405,6 +410,9 @@ class Budget:
         """The multiplier after one arch step at expected cost ``expected``."""
         if self.form == "mult":
             return lam
+        if self.form == "abs":  # the violation |r/a - 1| of a two-sided constraint: lam never falls
+            off = abs(expected / (self.aim * self.target) - 1.0)
+            return float(min(self.lam_max, max(0.0, lam + self.lam_lr / max(1, steps_per_epoch) * off)))
         return dual_ascent(lam, cost=expected, target=self.aim * self.target, lr=self.lam_lr / max(1, steps_per_epoch),
                            low=-self.lam_max if self.form == "lagrange" else 0.0, lam_max=self.lam_max)
 

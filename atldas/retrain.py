@@ -194,9 +194,16 @@ def _check(cfg: RetrainConfig) -> None:
 
 
 def default_out(cfg: RetrainConfig) -> Path:
-    """``runs/retrain-<model>-seed<S>`` (the model's file or folder name, or its registered name)."""
+    """``runs/retrain-<model>-seed<S>``: the model's folder name, its file's stem (a run's
+    ``genotype.json``: its folder's name, so two runs' genotypes do not share a default), or its
+    registered name."""
     p = Path(cfg.model)
-    name = p.name if p.is_dir() else (p.stem if p.suffix else cfg.model)
+    if p.is_dir():
+        name = p.name
+    elif p.suffix:
+        name = p.parent.resolve().name if p.name == "genotype.json" and p.parent.resolve().name else p.stem
+    else:
+        name = cfg.model
     return Path("runs") / f"retrain-{name or 'model'}-seed{cfg.seed}"
 
 
@@ -484,17 +491,20 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
         AtldasError: a user error (bad config, missing data, existing run without ``--resume``), or a
             non-finite loss (the last good checkpoint is kept).
     """
-    if resume and not cfg.out:
-        raise ConfigError("--resume needs --out RUN_DIR (the run to continue)")
+    if resume and not cfg.out and not cfg.model:
+        raise ConfigError("--resume needs --out RUN_DIR (the run to continue), or the MODEL it trained (its "
+                          "default folder)")
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
     if init_from_env(cfg.device) > 1 and not is_main():
         return _retrain(cfg, rd=_Replica(rd), resume=resume)  # torchrun: rank 0 writes the run directory
-    if force:
+    checked = None
+    if force:  # the new run's config, data and model are checked before the old run is moved aside
+        checked = _fresh_checks(dataclasses.replace(cfg, out=str(rd.path)))
         rd.set_aside()
     with rd.locked():
-        return _retrain(cfg, rd=rd, resume=resume)
+        return _retrain(cfg, rd=rd, resume=resume, checked=checked)
 
 
 class _Replica:
@@ -529,7 +539,26 @@ class _Replica:
         pass
 
 
-def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
+def _fresh_checks(cfg: RetrainConfig) -> Tuple[Dataset, Dataset, Optional[int]]:
+    """What a fresh run checks before it writes anything: the config, the data (the two data sets) and
+    the model (the bytes of its weights; None where its builder cannot run on the meta device)."""
+    _check(cfg)
+    train_ds, val_ds = _datasets(cfg)
+    genotype = run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
+    try:
+        with torch.device("meta"):  # parameter bytes without memory
+            net = resolve_model(genotype if genotype is not None else cfg.model).build()
+        weights: Optional[int] = sum(p.numel() * p.element_size() for p in net.parameters())
+    except (NotImplementedError, RuntimeError):  # a builder that cannot run on the meta device
+        weights = None
+    if weights == 0:
+        raise ConfigError(f"{cfg.model}: a network without weights (nothing to train); retrain a genotype or "
+                          "a learned model, or score it as it is with atldas eval --model")
+    return train_ds, val_ds, weights
+
+
+def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
+             checked: Optional[Tuple[Dataset, Dataset, Optional[int]]] = None) -> Path:
     out = rd.path
     replica = isinstance(rd, _Replica)
     if resume:
@@ -544,18 +573,10 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool) -> Path:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     tune_backend(device)
-    train_ds, val_ds = _datasets(cfg)
-    if not resume:
-        genotype = run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
-        try:
-            with torch.device("meta"):  # parameter bytes without memory
-                net = resolve_model(genotype if genotype is not None else cfg.model).build()
-            weights: Optional[int] = sum(p.numel() * p.element_size() for p in net.parameters())
-        except (NotImplementedError, RuntimeError):  # a builder that cannot run on the meta device
-            weights = None
-        if weights == 0:
-            raise ConfigError(f"{cfg.model}: a network without weights (nothing to train); retrain a genotype or "
-                              "a learned model, or score it as it is with atldas eval --model")
+    if resume:
+        train_ds, val_ds = _datasets(cfg)
+    else:
+        train_ds, val_ds, weights = checked if checked is not None else _fresh_checks(cfg)
         # last.pt (weights, two Adam moments, EMA) and best.pt; an atomic rewrite holds two copies
         check_output(out, flag="--out", folder=True, need_bytes=None if weights is None else 2 * 5 * weights)
         rd.write_config(cfg)

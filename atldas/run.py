@@ -20,8 +20,10 @@ epoch), ``genotype.json`` (rewritten every epoch; the final one is repaired onto
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
+import json
 import logging
 import math
 import sys
@@ -82,7 +84,7 @@ class SearchConfig:
         epochs: search epochs.
         steps_per_epoch: weight steps per epoch.
         arch_steps_per_epoch: arch steps per epoch (after warm-up; one after each of the first
-            weight steps).
+            weight steps, so at most ``steps_per_epoch``: a larger value runs that many).
         warmup_epochs: epochs of uniform children and no arch steps.
         channels_last: the supernet and its inputs in channels_last.
         amp: mixed precision of the supernet's forward passes on CUDA: ``auto`` (bf16 where the GPU
@@ -225,7 +227,7 @@ class SearchConfig:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {self.threads}")
         if self.warmup_epochs >= self.epochs and self.strategy != "random":
-            raise ConfigError(f"--epochs {self.epochs} leaves no epoch after the {self.warmup_epochs} warm-up "
+            raise ConfigError(f"epochs={self.epochs} (--epochs) leaves no epoch after the {self.warmup_epochs} warm-up "
                               f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} or "
                               "more, or --set warmup_epochs=...")
         resolve_device(self.device)
@@ -493,6 +495,7 @@ class Run:
                 counts: Dict[str, int] = {}
                 bar = tqdm(train_loader, total=cfg.steps_per_epoch, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                            leave=False, dynamic_ncols=True)
+                arch_steps = min(cfg.arch_steps_per_epoch, cfg.steps_per_epoch)  # one after each weight step at most
                 for step, batch in enumerate(bar):
                     strat.set_epoch(epoch + step / cfg.steps_per_epoch)
                     batch = shard(batch_to(batch, cfg.device), cfg.data.batch_size)  # torchrun: this rank's part
@@ -500,7 +503,7 @@ class Run:
                     if not strat.in_warmup() and step < cfg.arch_steps_per_epoch:
                         arch_batches = arch_batches or iter(arch_loader)
                         ab = shard(batch_to(next(arch_batches), cfg.device), cfg.data.batch_size)
-                        metrics.update(strat.arch_step(ab, self.model_input(ab), steps_per_epoch=cfg.arch_steps_per_epoch))
+                        metrics.update(strat.arch_step(ab, self.model_input(ab), steps_per_epoch=arch_steps))
                     if not _finite(metrics):
                         kept = (f"the last good checkpoint is kept in {rd.checkpoint}" if rd is not None
                                 and rd.checkpoint.exists() else "no checkpoint was written")
@@ -518,7 +521,8 @@ class Run:
                 row = self._epoch_row(epoch, sums, counts, events, time.perf_counter() - t0)
                 self.epoch = epoch + 1
                 if rd is not None:
-                    self.genotype(strat.derive_argmax()).save(rd.path / "genotype.json")
+                    g = self.genotype(strat.derive_argmax())  # the policy's argmax so far: not repaired, no select
+                    g.replace(provenance={**g.provenance, "interim": True}).save(rd.path / "genotype.json")
                     history.append(row)
                     add_scalars(writer, row, epoch)
                     if writer is not None:
@@ -760,12 +764,29 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path
             have = f"its genotype is already in {g}" if g.is_file() else "it trained a registered model, no genotype"
             raise ConfigError(f"{run_dir} is a retrain run, not a search run: derive reads the folder of an `atldas "
                               f"search` run; {have}")
-    run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
-    if run.epoch < run.cfg.epochs:
-        log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
-                    "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
-    run.final_genotype().save(path)
+    inside = (Path(run_dir) / CHECKPOINT).is_file() and path.resolve().parent == Path(run_dir).resolve()
+    # writing into the run directory: not while a search of it runs (it rewrites genotype.json every epoch)
+    lock = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").locked() if inside else contextlib.nullcontext()
+    with lock:
+        run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
+        check_costs_unchanged(run, Path(run_dir), verb="derive")
+        if run.epoch < run.cfg.epochs:
+            log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
+                        "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
+        run.final_genotype().save(path)
     return path
+
+
+def check_costs_unchanged(run: Run, run_dir: Path, *, verb: str) -> None:
+    """ConfigError when the costs ``run`` rebuilt (its cost model, its ``--lut``) differ from the ones
+    its search started with (``RUN_DIR/cost_table.json``): resumed or derived on other costs, the run
+    would search or derive another genotype without a word."""
+    stored = run_dir / "cost_table.json"
+    if stored.is_file() and json.loads(stored.read_text()) != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
+        what = (f"the latency table {run.cfg.budget.lut}" if run.table.metric == "latency_ms"
+                else "the cost model (another atldas?)")
+        raise ConfigError(f"{verb}: the costs of this run's architectures differ from those it started with "
+                          f"({stored}): {what} changed since; restore it, or start a new run")
 
 
 def write_cost_table(run: Run) -> None:

@@ -13,7 +13,6 @@ the same seed, ends in the same state as a run that was never stopped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
@@ -22,7 +21,7 @@ from atldas.cost import format_cost
 from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.plot import plot_genotype
-from atldas.run import CHECKPOINT, Run, SearchConfig, write_cost_table
+from atldas.run import CHECKPOINT, Run, SearchConfig, check_costs_unchanged, write_cost_table
 from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
 from atldas.utils.dist import barrier, check_same, init_from_env, is_main
@@ -92,12 +91,7 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         rd.check_resume()
         run = Run.load(out, restore_rng=True)
         run.cfg = dataclasses.replace(run.cfg, progress=cfg.progress)  # a display setting: this command's
-        stored = out / "cost_table.json"
-        if stored.is_file() and json.loads(stored.read_text()) != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
-            what = (f"the latency table {run.cfg.budget.lut}" if run.table.metric == "latency_ms"
-                    else "the cost model (another atldas?)")
-            raise ConfigError(f"--resume: the costs of this run's architectures differ from those it started with "
-                              f"({stored}): {what} changed since; restore it, or start a new run")
+        check_costs_unchanged(run, out, verb="--resume")
         if run.epoch >= run.cfg.epochs:
             log.info("%s finished its %d epochs already: its genotype is derived again", out, run.cfg.epochs)
         else:

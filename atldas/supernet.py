@@ -5,7 +5,7 @@ A *plan* says what one forward pass computes:
 - ``Plan.discrete(arch, child)`` (sample and fixed modes): per node, only the chosen edges with their
   chosen op run (hard pruning per step); straight-through gates, when the child has them, multiply
   the outputs (value exactly 1.0) so the loss reaches the logits.
-- ``Plan.soft(arch, ...)`` (DARTS baseline, ablation): every active op on every active edge, weighted
+- ``Plan.soft_mixture(arch, ...)`` (DARTS baseline, ablation): every active op on every active edge, weighted
   by ``pi[e] * p[e, o]``; blocks weighted by their probabilities.
 
 Pruned candidates are deleted from the modules (:meth:`SearchCellStack.apply_masks`,

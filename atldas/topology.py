@@ -5,7 +5,7 @@ States of a cell are numbered as in DARTS: 0 and 1 are the outputs of the two pr
 state ``j + 2`` is intermediate node ``j``. Edge ``(i, j)`` runs from state ``i`` into node ``j``
 (``i < j + 2``). Node ``j`` takes an input set ``S``: a subset of its predecessors
 ``{0, ..., j + 1}`` with ``k_min <= |S| <= k_max``. Sets are ordered by size, then
-lexicographically, so ties in derive go to the lower source index.
+lexicographically, so ties in derive go to the smaller set, then to the lower source indices.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 A 1x1 stem, ``layers`` normal cells at one resolution (no reduction), a 1x1 head; the proxy supernet
 and the target network (:class:`~atldas.models.planted.PlantedNet`) have the same shape, so the search
 runs in seconds and every genotype trains standalone in seconds. Only the normal cell is searched;
-a genotype's reduction cell is a copy of it.
+a genotype's reduction cell is a copy of it. (The arch parameters of a reduction cell exist, as in every
+space, and are drawn, updated and logged like the others, but no network uses them: their history
+rows and heatmaps are noise. Leaving them out would change every stored planted search's random draws.)
 
     atldas search --space planted --data teacher:3 --seed 1 --out runs/planted
 """

@@ -150,6 +150,12 @@ def test_derive_of_a_search_that_stopped_early_says_so_and_records_the_epochs_se
     assert "stopped after epoch 1 of 3" in caplog.text and "--resume" in caplog.text
     assert json.loads((tmp_path / "g.json").read_text())["provenance"]["epochs"] == 1
     assert json.loads((out / "genotype.json").read_text())["provenance"]["epochs"] == 1
+    # the verbs that take the run folder as a MODEL said nothing of its unfinished, unrepaired genotype
+    assert "interim" not in json.loads((tmp_path / "g.json").read_text())["provenance"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        assert main(["bench", str(out), "--size", "64", "--no-latency"]) == 0
+    assert "a search that has not finished (epoch 1)" in caplog.text and f"atldas derive {out}" in caplog.text
 
 
 def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys, caplog):
@@ -176,6 +182,10 @@ def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monke
     capsys.readouterr()
     assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 2
     assert "differ from those it started with" in capsys.readouterr().err
+    before = (out / "genotype.json").read_text()  # derive too: it derived another genotype without a word
+    assert main(["derive", str(out)]) == 2
+    assert "derive: the costs of this run's architectures differ" in capsys.readouterr().err
+    assert (out / "genotype.json").read_text() == before
     table.write_text(kept)
     assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
     import logging
@@ -183,3 +193,23 @@ def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monke
     with caplog.at_level(logging.INFO, logger="atldas"):  # a finished run: said so (it said "epoch 4/3")
         assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
     assert "finished its 3 epochs already" in caplog.text and "epoch 4/3" not in caplog.text
+
+
+def test_derive_into_a_run_a_search_holds_is_refused(tmp_path, capsys):
+    """derive wrote RUN_DIR/genotype.json while the run's search held it (the search rewrote it at its
+    next epoch); --out elsewhere reads the checkpoint and is allowed."""
+    from atldas.rundir import RunDir
+
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "2", "--out", str(out)]) == 0
+    capsys.readouterr()
+    with RunDir(out, checkpoint="checkpoint.pt", kind="search").locked():
+        import subprocess
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "atldas", "derive", str(out)], capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode == 2 and "is in use by another atldas process" in r.stderr, r.stderr
+        r = subprocess.run([sys.executable, "-m", "atldas", "derive", str(out), "--out", str(tmp_path / "g.json")],
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and (tmp_path / "g.json").is_file(), r.stderr

@@ -211,6 +211,21 @@ def test_force_moves_the_old_run_aside(tmp_path, capsys):
     assert (out / "genotype.json").is_file() and not (out / "last.pt").exists()
 
 
+def test_retrain_force_checks_the_new_run_before_moving_the_old_one(tmp_path, capsys):
+    """retrain --force with a missing --data or MODEL: refused with the old run in place (it was moved
+    aside first, then refused, leaving nothing at --out)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("model: cnn_baseline_tiny\nseed: 0\n")
+    (out / "last.pt").write_bytes(b"old weights")
+    for args, expect in ((["cnn_baseline_tiny", "--data", str(tmp_path / "nowhere")], "nowhere"),
+                         ([str(tmp_path / "no_genotype.json")], "no_genotype.json")):
+        assert main(["retrain", *args, "--out", str(out), "--force", "--epochs", "1", "--no-progress"]) == 2
+        _one_error(capsys, expect)
+        assert (out / "last.pt").read_bytes() == b"old weights"
+        assert not any(p.name.startswith("run.replaced-") for p in tmp_path.iterdir())
+
+
 def test_a_file_as_the_run_folder_is_one_line(tmp_path, capsys):
     f = tmp_path / "notes.txt"
     f.write_text("mine")

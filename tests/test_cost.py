@@ -172,3 +172,38 @@ def test_none_is_not_counted_as_free_in_the_expected_cost():
             manual += float((arch.edge_probs(t).double() * (q * table.cells[t]).sum(-1)).sum())
         manual += sum(float((arch.block_probs(g).double() * c).sum()) for g, c in table.blocks.items())
     assert float(table.expected(arch)) == pytest.approx(manual, rel=1e-12)
+
+
+def test_abs_is_two_sided_and_mult_is_logged_once():
+    """``abs``: lambda grows while the cost is off the aim on either side (it fell to 0 under the aim,
+    a hinge); ``mult``: the arch loss is L * (r/a)^b, not twice that, with the same gradients."""
+    b = Budget(metric="macs", target=100.0, form="abs", aim=1.0, lam_lr=1.0)
+    assert b.dual_step(1.0, 80.0, steps_per_epoch=1) == pytest.approx(1.2)  # 20 % under: up, not down
+    assert b.dual_step(1.0, 130.0, steps_per_epoch=1) == pytest.approx(1.3)
+    assert b.dual_step(1.0, 100.0, steps_per_epoch=1) == pytest.approx(1.0)
+    m = Budget(metric="macs", target=20.0, form="mult", aim=1.0)
+    e = torch.tensor(30.0, requires_grad=True)
+    w = torch.tensor(2.0, requires_grad=True)  # the task loss L = 3 w, a function of a weight
+    total = m.apply(3.0 * w, e, 0.0)
+    total.backward()
+    s = 1.5 ** m.exponent
+    assert float(total) == pytest.approx(6.0 * s)
+    assert float(w.grad) == pytest.approx(3.0 * s)
+    assert float(e.grad) == pytest.approx(6.0 * m.exponent * 1.5 ** (m.exponent - 1) / 20.0)
+
+
+def test_the_multiplier_moves_by_the_arch_steps_that_run(monkeypatch):
+    """More arch steps asked for than weight steps: one runs after each weight step, and each dual step
+    is lam_lr / (the steps that run), so lambda moves lam_lr per epoch (it moved 2/6 of it)."""
+    seen = []
+    real = Budget.dual_step
+
+    def spy(self, lam, expected, *, steps_per_epoch):
+        seen.append(steps_per_epoch)
+        return real(self, lam, expected, steps_per_epoch=steps_per_epoch)
+
+    monkeypatch.setattr(Budget, "dual_step", spy)
+    run = Run(make_search_config(space="tiny", sets=["epochs=2", "warmup_epochs=1", "steps_per_epoch=2",
+                                                     "arch_steps_per_epoch=6", "target_macs=1G", "tensorboard=false"]))
+    run.fit()
+    assert seen == [2, 2]

@@ -226,3 +226,20 @@ def test_a_latency_table_without_a_latency_budget_is_warned_about(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="atldas"):
         Run(make_search_config(space="tiny", sets=[f"lut={p}", "target_latency_ms=1000"]))
     assert "--lut" not in caplog.text
+
+
+def test_a_relative_lut_is_recorded_absolute_so_derive_works_from_elsewhere(tmp_path, monkeypatch, lut):
+    """config.yaml kept `lut: lut.json` as typed: derive or --resume from another working directory
+    failed ('no such latency table'), and the hint to rebuild it would have changed the costs."""
+    import yaml
+
+    save_lut(lut, tmp_path / "lut.json")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--target-latency-ms", "1000", "--lut", "lut.json",
+                 "--out", "run", "--no-progress", "--set", "tensorboard=false", "--set", "plots=false"]) == 0
+    assert yaml.safe_load((run / "config.yaml").read_text())["budget"]["lut"] == str(tmp_path / "lut.json")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["derive", str(run), "--out", str(tmp_path / "g.json")]) == 0

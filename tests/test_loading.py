@@ -63,3 +63,19 @@ def test_retrain_is_the_same_with_data_workers(tmp_path):
         out = retrain(cfg)
         weights[workers] = torch.load(out / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_opencv_runs_on_the_calling_thread_once_workers_are_forked():
+    """A forked worker's first cv2 call waited forever for the parent's OpenCV pool threads (a retrain
+    with a data worker hung that way under load): making a loader with workers turns the pool off."""
+    import subprocess
+    import sys
+
+    code = ("import cv2, torch; from atldas.data.loading import EpochBatches, make_loader; "
+            "cv2.setNumThreads(2); assert cv2.getNumThreads() == 2; "
+            "make_loader(list(range(4)), EpochBatches(lambda e: range(4), batch_size=2, steps=2), num_workers=0); "
+            "assert cv2.getNumThreads() == 2; "
+            "make_loader(list(range(4)), EpochBatches(lambda e: range(4), batch_size=2, steps=2), num_workers=1); "
+            "print(cv2.getNumThreads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr

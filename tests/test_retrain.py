@@ -429,3 +429,24 @@ def test_resume_refuses_a_checkpoint_that_is_not_this_runs_last_pt_in_one_line(g
         assert f"{run / 'last.pt'}" in lines[0] and expect in lines[0], lines[0]
     (run / "last.pt").write_bytes(kept)
     assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 0
+
+
+def test_two_runs_genotypes_get_their_own_default_folder_and_resume_finds_it(genotype_file, tmp_path, monkeypatch):
+    """Every RUN/genotype.json defaulted to runs/retrain-genotype-seed0 (the second was refused, and its
+    advice '--resume' then asked for --out): the default names the run's folder, and --resume of a
+    MODEL without --out continues that default folder."""
+    from atldas.retrain import default_out
+
+    for name in ("runA", "runB"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "genotype.json").write_text(genotype_file.read_text())
+    assert default_out(RetrainConfig(model=str(tmp_path / "runA" / "genotype.json"))) == \
+        Path("runs") / "retrain-runA-seed0"
+    assert default_out(RetrainConfig(model=str(genotype_file))) == Path("runs") / "retrain-tiny_genotype-seed0"
+    monkeypatch.chdir(tmp_path)
+    fast = ["--set", "steps_per_epoch=2", "--set", "batch_size=2", "--set", "crop=32", "--set", "val_count=2",
+            "--set", "val_size=32", "--set", "tensorboard=false", "--no-progress"]
+    for name in ("runA", "runB"):
+        assert main(["retrain", f"{name}/genotype.json", "--epochs", "1", *fast]) == 0
+    assert main(["retrain", "runA/genotype.json", "--resume", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["retrain-runA-seed0", "retrain-runB-seed0"]

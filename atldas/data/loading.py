@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable, Iterable, Iterator, List
 
+import cv2
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
 
@@ -84,7 +85,14 @@ def _one_thread(worker_id: int) -> None:
 
 def make_loader(ds: Dataset, sampler: EpochBatches, *, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """The one DataLoader of a split (``default_collate``; persistent, single-threaded workers when it
-    has workers)."""
+    has workers).
+
+    With workers, OpenCV runs on the calling thread in this process from then on
+    (``cv2.setNumThreads(0)``): the workers are forked, and OpenCV's thread pool does not survive a
+    fork (a worker's first ``cv2`` call waited forever on a lock of pool threads that exist only in the
+    parent: a retrain hung that way under load). OpenCV's results do not depend on its thread count."""
+    if num_workers > 0:
+        cv2.setNumThreads(0)
     return DataLoader(EpochView(ds), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, collate_fn=default_collate,
                       worker_init_fn=_one_thread if num_workers > 0 else None)

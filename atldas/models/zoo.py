@@ -29,6 +29,7 @@ the network and loads weights.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ from atldas.models.onnx_net import OnnxNet
 from atldas.ops import OPS
 from atldas.registry import Registry
 from atldas.utils.weights import load_weights
+
+log = logging.getLogger("atldas")
 
 __all__ = ["MODELS", "no_genotype", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
            "genotype_macro", "check_genotype", "KNOWN_SPACES"]
@@ -242,7 +245,12 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         g = path / "genotype.json"
         if not g.is_file():
             raise ConfigError(no_genotype(path))
-        return _from_genotype(Genotype.load(g), name=text, kind="run", knobs=knobs)
+        genotype = Genotype.load(g)
+        if genotype.provenance.get("interim"):
+            log.warning("%s is the genotype of a search that has not finished (epoch %s): the policy's argmax so "
+                        "far, not repaired onto the budget; `atldas search --out %s --resume` finishes it, "
+                        "`atldas derive %s` derives it now", g, genotype.provenance.get("epochs"), path, path)
+        return _from_genotype(genotype, name=text, kind="run", knobs=knobs)
     if path.is_file() and path.suffix.lower() == ".onnx":
         if knobs:
             raise ConfigError(f"{text}: an ONNX file's network is fixed; it takes no settings ({', '.join(knobs)})")
