@@ -226,7 +226,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
         records.append({"model": name, "params": cost["params"], "macs": cost["macs"], "learned": mm.learned,
                         "input": [1, 6, h, w],
                         "latency_ms": lat, "latency_samples": samples, "device": str(dev), "macs_by_op": cost["macs_by_op"],
-                        "threads": n_threads if dev.type == "cpu" else None, "device_name": device_name(dev),
+                        "threads": n_threads if dev.type == "cpu" and latency else None,  # only timing uses them
+                        "device_name": device_name(dev),
                         "gmacs_per_s": cost["macs"] / (lat["median"] * 1e-3) / 1e9 if lat and mm.learned else None,
                         "ceiling_gmacs_per_s": ceiling})
     if json_path is not None:

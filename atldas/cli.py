@@ -454,11 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("plot", parents=[common], help="draw the cells and macro network of a genotype")
-    p.add_argument("source", metavar="GENOTYPE|RUN_DIR",
+    p.add_argument("source", metavar="GENOTYPE|RUN_DIR|NAME",
                    help="genotype JSON or DARTS Genotype(...) file, search run directory, or registered name")
     p.add_argument("--out", help="combined figure, FILE.png or FILE.svg (default RUN_DIR/plots/genotype.png, "
-                                 "or beside the genotype file); the cells and macro view go beside it as "
-                                 "FILE_normal, FILE_reduce, FILE_macro")
+                                 "beside the genotype file, or ./NAME.png for a registered name); the cells "
+                                 "and macro view go beside it as FILE_normal, FILE_reduce, FILE_macro")
     p.add_argument("--macro", default="auto", choices=("auto", "matting", "classifier"),
                    help="macro view (default: from the genotype's space)")
     p.set_defaults(func=_cmd_plot)
