@@ -135,6 +135,17 @@ class ArchParams(nn.Module):
         """p: (E, n_ops) softmax of alpha / temperature over the active ops of each edge."""
         return _masked_softmax(self.alpha[t] / temperature, self.op_mask(t))
 
+    def op_probs_without(self, t: str, drop: Sequence[str], temperature: float = 1.0) -> Tensor:
+        """(E, n_ops) float64 softmax of alpha / temperature over the active ops of each edge other than
+        ``drop`` (a row with none of them left is 0): the op a derive that never keeps ``drop`` picks.
+        Taken on the logits, not by renormalising :meth:`op_probs`, whose float32 values of the kept ops
+        underflow to 0 (and their gradient overflows) when a dropped op leads by much."""
+        keep = torch.tensor([n not in drop for n in self.op_names], device=self.alpha[t].device)
+        mask = self.op_mask(t) & keep  # (E, n_ops)
+        some = mask.any(-1, keepdim=True)  # (E, 1)
+        p = _masked_softmax(self.alpha[t].double() / temperature, mask | ~some)  # a row with none: finite, then 0
+        return torch.where(some, p, torch.zeros_like(p))
+
     def set_probs(self, t: str, j: int, temperature: float = 1.0) -> Tensor:
         """q[j]: (n_sets_j,) softmax of beta / temperature over the active input sets of node ``j``."""
         return _masked_softmax(self.beta[f"{t}_{j}"] / temperature, self.set_mask(t, j))

@@ -44,18 +44,6 @@ def format_cost(value: float, metric: str) -> str:
     return f"{value:.0f} {unit}"
 
 
-def _derivable_ops(arch: ArchParams) -> Optional[Tensor]:
-    """1/0 per op column, 0 for ``none``; None when the supernet has no ``none`` op. Derive never keeps
-    ``none`` (DARTS and GDAS take an edge's strongest other op), so E[C] is taken over the other ops:
-    with ``none`` in it at cost 0, the budget could be met by raising ``none`` while the derived
-    network stayed as costly."""
-    if "none" not in arch.op_names:
-        return None
-    kept = torch.ones(len(arch.op_names), dtype=torch.float64)
-    kept[arch.op_names.index("none")] = 0.0
-    return kept
-
-
 @dataclass
 class CostTable:
     """Costs of the candidates of a search space in one metric (see the module docstring).
@@ -111,14 +99,14 @@ class CostTable:
         """
         block_t = temperature if block_temperature is None else block_temperature
         total = torch.tensor(float(self.base), dtype=torch.float64)
-        kept = _derivable_ops(arch)
+        # derive never keeps none (DARTS and GDAS take an edge's strongest other op): E[C] is taken over the
+        # other ops; with none at cost 0 in it, the budget could be met by raising none while the derived
+        # network stayed as costly
+        drop = ("none",) if "none" in arch.op_names else ()
         for t in CELL_TYPES:
             c = self.cells[t]
             pi = arch.edge_probs(t, temperature) if edge_probs is None else edge_probs[t]
-            p = arch.op_probs(t, temperature).double()
-            if kept is not None:  # (E, ops): the distribution of the op derive keeps on each edge
-                p = p * kept
-                p = p / p.sum(-1, keepdim=True).clamp_min(1e-300)
+            p = arch.op_probs_without(t, drop, temperature) if drop else arch.op_probs(t, temperature).double()
             total = total + (pi.double() * (p * c).sum(-1)).sum()
         for g, c in self.blocks.items():
             total = total + (arch.block_probs(g, block_t).double() * c).sum()

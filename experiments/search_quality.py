@@ -221,9 +221,11 @@ LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("
 
 
 #: The expected cost of a budgeted search whose supernet holds ``none`` (DARTS, GDAS): since 2026-12-06
-#: over the ops derive keeps (``none`` excluded, :func:`atldas.cost._derivable_ops`); before, ``none``
-#: counted as free. Part of those searches' fingerprint, so the ones stored before are run again.
-NONE_BUDGET_RULE = "expected cost without none"
+#: over the ops derive keeps (``none`` excluded: :meth:`atldas.arch.ArchParams.op_probs_without`, a
+#: float64 softmax of the kept ops' logits; a first version renormalised the float32 probabilities, rule
+#: (p)'s first run); before, ``none`` counted as free. Part of those searches' fingerprint, so the ones
+#: stored before are run again.
+NONE_BUDGET_RULE = "expected cost without none: float64 softmax of the kept logits"
 
 
 def search_fingerprint(job: Dict[str, Any]) -> str:
