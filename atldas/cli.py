@@ -165,7 +165,8 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
     :func:`_given` takes them."""
     changed = [f"{shown} (the run has {_at(saved, path)})"
                for shown, path, _, _ in _given(cfg, flags, sets, config=config, aliases=aliases, labels=labels)
-               if path not in (None, ("out",), ("progress",)) and _at(cfg, path) != _at(saved, path)]
+               if path not in (None, ("out",), ("progress",))
+               and _absolute(_at(cfg, path)) != _absolute(_at(saved, path))]  # a run recorded a path as typed
     if changed:
         raise ConfigError(f"--resume continues {run} with its saved config.yaml, which {', '.join(changed)} would "
                           f"change: drop {'it' if len(changed) == 1 else 'them'} (a run's settings, its number of "
@@ -178,7 +179,7 @@ def _absolute(value: Any) -> Any:
     value as it is. A run's config.yaml is read again from elsewhere (``derive RUN_DIR``, ``--resume``):
     a relative ``--lut`` or ``--data`` there named nothing once the working directory changed."""
     if isinstance(value, str) and value not in ("", "synthetic") and not Path(value).is_absolute() and Path(value).exists():
-        return str(Path(value).resolve())
+        return os.path.abspath(value)  # a symlink stays the link
     return value
 
 

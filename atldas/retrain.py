@@ -232,7 +232,7 @@ def run_genotype(cfg: RetrainConfig) -> Optional[Genotype]:
     else:
         macro = {"name": genotype_macro(g)[0], **genotype_macro(g)[1]}
     space["macro"] = CheapMattingCfg.from_meta({**macro, **overrides}).to_meta()
-    prov = {**dict(g.provenance), "retrained_from": cfg.model}
+    prov = {**{k: v for k, v in g.provenance.items() if k != "interim"}, "retrained_from": cfg.model}
     cost = dict(g.cost) if not overrides and model.kind != "registered" else {}
     return g.replace(space=space, provenance=prov, cost=cost)
 
@@ -479,8 +479,9 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
     """Train ``cfg.model`` from scratch and write the run directory (see the module docstring).
 
     Args:
-        cfg: the configuration; on ``resume`` only ``cfg.out`` and ``cfg.progress`` are used, the rest
-            comes from the run's ``config.yaml`` (``atldas retrain --resume`` refuses flags that differ from it).
+        cfg: the configuration; on ``resume`` only ``cfg.out`` (or, without it, ``cfg.model``'s default
+            folder) and ``cfg.progress`` are used, the rest comes from the run's ``config.yaml``
+            (``atldas retrain --resume`` refuses flags that differ from it).
         resume: continue the run in ``cfg.out`` from its ``last.pt``.
         force: start afresh where ``cfg.out`` holds a run; the old folder is moved aside first.
 
@@ -501,6 +502,12 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
         return _retrain(cfg, rd=_Replica(rd), resume=resume)  # torchrun: rank 0 writes the run directory
     checked = None
     if force:  # the new run's config, data and model are checked before the old run is moved aside
+        old = rd.path.resolve()
+        for flag, value in (("MODEL", cfg.model), ("--data", cfg.data), ("--val-data", cfg.val_data),
+                            ("--backgrounds", cfg.backgrounds), ("--foregrounds", cfg.foregrounds)):
+            if value and Path(value).exists() and Path(value).resolve().is_relative_to(old):
+                raise ConfigError(f"--force moves {rd.path} aside, and {flag} {value} is inside it; copy it out "
+                                  "first, or choose another --out")
         checked = _fresh_checks(dataclasses.replace(cfg, out=str(rd.path)))
         rd.set_aside()
     with rd.locked():

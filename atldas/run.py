@@ -365,10 +365,6 @@ class Run:
         self.net = channels_last(net) if cfg.channels_last else net
         self.budget = cfg.budget.build()
         metric = self.budget.metric if self.budget else "macs"
-        if cfg.budget.lut and metric != "latency_ms":
-            log.warning("--lut %s is read only for a latency budget (--target-latency-ms); this search %s, so the "
-                        "table is not used", cfg.budget.lut,
-                        f"has a {metric} budget" if self.budget else "has no budget")
         self.table: CostTable = cost_table(self.space, self.net.arch, metric=metric, lut=cfg.budget.lut)
         if self.budget is not None:
             cheapest, _ = self.table.cheapest(self.net.arch)

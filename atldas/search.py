@@ -67,6 +67,10 @@ def _build(cfg: SearchConfig, out: Path) -> Run:
     """A fresh run for ``out``; a bad config, budget, ``--data`` or ``--backgrounds`` fails here, before
     anything is written."""
     run = Run(dataclasses.replace(cfg, out=str(out)), out=out)
+    if cfg.budget.lut and run.table.metric != "latency_ms":  # said once, when the run starts
+        log.warning("--lut %s is read only for a latency budget (--target-latency-ms); this search %s, so the "
+                    "table is not used", cfg.budget.lut,
+                    f"has a {run.table.metric} budget" if run.budget else "has no budget")
     run.open_data()
     return run
 

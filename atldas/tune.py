@@ -105,10 +105,15 @@ class Param:
         may draw at the extremes, checked before the study."""
         if self.type == "categorical":
             return list(self.choices)
-        top = self.high if self.step is None else self.low + math.floor((self.high - self.low) / self.step) * self.step
-        if self.type == "int":
-            return [int(self.low), int(top)]
-        return [self.low, top]
+        from optuna.distributions import FloatDistribution, IntDistribution  # its own top of a stepped range
+
+        with warnings.catch_warnings():  # "not divisible by step": each trial's draw says so again
+            warnings.simplefilter("ignore")
+            if self.type == "int":
+                d = IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+                return [int(d.low), int(d.high)]
+            d = FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+        return [d.low, d.high]
 
 
 def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:

@@ -224,6 +224,10 @@ def test_retrain_force_checks_the_new_run_before_moving_the_old_one(tmp_path, ca
         _one_error(capsys, expect)
         assert (out / "last.pt").read_bytes() == b"old weights"
         assert not any(p.name.startswith("run.replaced-") for p in tmp_path.iterdir())
+    (out / "genotype.json").write_text("{}")  # a MODEL inside the folder --force would move aside
+    assert main(["retrain", str(out / "genotype.json"), "--out", str(out), "--force", "--no-progress"]) == 2
+    _one_error(capsys, "is inside it; copy it out first")
+    assert (out / "last.pt").read_bytes() == b"old weights"
 
 
 def test_a_file_as_the_run_folder_is_one_line(tmp_path, capsys):

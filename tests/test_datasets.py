@@ -228,7 +228,7 @@ def test_a_search_splits_a_training_set_by_foreground_merges_included(tmp_path, 
 
     names = tuple("abcdef")
     make_training(tmp_path / "Training_set" / "fg", tmp_path / "Training_set" / "alpha", names)
-    save(tmp_path / "bg" / "b.png", np.full((30, 40, 3), 60, np.uint8))
+    save(tmp_path / "bg" / "b.png", rgb(7, 30, 40))  # textured: the parts' crops of it differ
     read = []
     real = datasets._read_fg_alpha
     monkeypatch.setattr(datasets, "_read_fg_alpha", lambda it: (read.append(Path(it.image).stem), real(it))[1])
@@ -245,9 +245,10 @@ def test_a_search_splits_a_training_set_by_foreground_merges_included(tmp_path, 
         seen.append(set(read))
     assert seen == [{"a", "c", "e"}, {"b", "d", "f"}], seen
     assert len(weights) == len(arch) == 3
-    weights.set_epoch(0), arch.set_epoch(0)
-    assert not torch.equal(weights[0]["bg"], arch[0]["bg"]) or not torch.equal(weights[0]["alpha"], arch[0]["alpha"])
     whole = Composition1KTrain(tmp_path, backgrounds=tmp_path / "bg", crop=32)
+    whole_rng = lambda i: whole._rng(i).random()  # noqa: E731
+    weights.set_epoch(0), arch.set_epoch(0)
+    assert weights._rng(0).random() != arch._rng(0).random() != whole_rng(0)  # own random streams
     with pytest.raises(DataError, match="6 foreground.*7 parts"):
         whole.split_by_foreground(7)
 

@@ -214,17 +214,18 @@ def test_cli_search_with_latency_budget(tmp_path, space, cfg):
 def test_a_latency_table_without_a_latency_budget_is_warned_about(tmp_path, caplog, lut):
     import logging
 
-    from atldas.run import Run
-
     p = save_lut(lut, tmp_path / "lut.json")
-    for sets, expect in (([f"lut={p}"], "has no budget"), ([f"lut={p}", "target_macs=1G"], "has a macs budget")):
+    fast = ["--space", "tiny", "--epochs", "2", "--lut", str(p), "--no-progress", "--set", "tensorboard=false",
+            "--set", "plots=false"]
+    for extra, expect in (([], "has no budget"), (["--target-macs", "1G"], "has a macs budget")):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="atldas"):
-            Run(make_search_config(space="tiny", sets=sets))
+            assert main(["search", *fast, *extra, "--out", str(tmp_path / f"r{len(extra)}")]) == 0
         assert f"--lut {p} is read only for a latency budget" in caplog.text and expect in caplog.text, caplog.text
+        assert caplog.text.count("is read only") == 1  # once, when the run starts (not on each Run.load)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="atldas"):
-        Run(make_search_config(space="tiny", sets=[f"lut={p}", "target_latency_ms=1000"]))
+        assert main(["search", *fast, "--target-latency-ms", "1000", "--out", str(tmp_path / "lat")]) == 0
     assert "--lut" not in caplog.text
 
 

@@ -56,6 +56,12 @@ def test_the_tuning_space_is_checked(tmp_path):
 
     trial = optuna.create_study().ask()
     assert 2 <= k_max.suggest(trial) <= 8 and 0.1 <= arch_lr.suggest(trial) <= 1
+    # the ends checked before a study are what Optuna draws (a float step's top was 0.2 for 0.1..0.3)
+    from atldas.tune import Param
+
+    assert Param(key="aim", type="float", low=0.1, high=0.3, step=0.1).ends() == [0.1, 0.3]
+    assert Param(key="aim", type="float", low=0.09, high=1.0, step=0.07).ends() == [0.09, 1.0]
+    assert Param(key="k_max", type="int", low=2, high=40, step=3).ends() == [2, 38]
 
 
 def test_bad_tune_input_is_one_line(tmp_path, capsys):

@@ -246,7 +246,7 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         if not g.is_file():
             raise ConfigError(no_genotype(path))
         genotype = Genotype.load(g)
-        if genotype.provenance.get("interim"):
+        if genotype.provenance.get("interim") and (path / "checkpoint.pt").is_file():  # a search's, unfinished
             log.warning("%s is the genotype of a search that has not finished (epoch %s): the policy's argmax so "
                         "far, not repaired onto the budget; `atldas search --out %s --resume` finishes it, "
                         "`atldas derive %s` derives it now", g, genotype.provenance.get("epochs"), path, path)

@@ -53,7 +53,7 @@ def bytes_text(n: float) -> str:
     for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             v = n / size
-            return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
+            return f"{v:.3g} {unit}" if v < 999.5 else f"{v:.0f} {unit}"  # 999.7 as 1000, not 1e+03
     return f"{n:.0f} B"
 
 
