@@ -237,9 +237,11 @@ def run_genotype(cfg: RetrainConfig) -> Optional[Genotype]:
     return g.replace(space=space, provenance=prov, cost=cost)
 
 
-def build_model(cfg: RetrainConfig, out: Path) -> Tuple[MattingModel, Optional[Genotype]]:
-    """``(MattingModel, genotype or None)``; genotype models are built from ``out/genotype.json``."""
-    genotype = run_genotype(cfg)
+def build_model(cfg: RetrainConfig, out: Path, *, genotype: Any = ...) -> Tuple[MattingModel, Optional[Genotype]]:
+    """``(MattingModel, genotype or None)``; genotype models are built from ``out/genotype.json``.
+    ``genotype``: :func:`run_genotype` of ``cfg`` where the caller has it already."""
+    if genotype is ...:
+        genotype = run_genotype(cfg)
     if genotype is None:
         return resolve_model(cfg.model), None
     genotype.save(out / "genotype.json")
@@ -546,9 +548,10 @@ class _Replica:
         pass
 
 
-def _fresh_checks(cfg: RetrainConfig) -> Tuple[Dataset, Dataset, Optional[int]]:
+def _fresh_checks(cfg: RetrainConfig) -> Tuple[Dataset, Dataset, Optional[int], Optional[Genotype]]:
     """What a fresh run checks before it writes anything: the config, the data (the two data sets) and
-    the model (the bytes of its weights; None where its builder cannot run on the meta device)."""
+    the model (the bytes of its weights, None where its builder cannot run on the meta device; its
+    :func:`run_genotype`)."""
     _check(cfg)
     train_ds, val_ds = _datasets(cfg)
     genotype = run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
@@ -561,11 +564,11 @@ def _fresh_checks(cfg: RetrainConfig) -> Tuple[Dataset, Dataset, Optional[int]]:
     if weights == 0:
         raise ConfigError(f"{cfg.model}: a network without weights (nothing to train); retrain a genotype or "
                           "a learned model, or score it as it is with atldas eval --model")
-    return train_ds, val_ds, weights
+    return train_ds, val_ds, weights, genotype
 
 
 def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
-             checked: Optional[Tuple[Dataset, Dataset, Optional[int]]] = None) -> Path:
+             checked: Optional[Tuple[Dataset, Dataset, Optional[int], Optional[Genotype]]] = None) -> Path:
     out = rd.path
     replica = isinstance(rd, _Replica)
     if resume:
@@ -580,10 +583,11 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
     tune_backend(device)
+    fresh: Any = ...  # the fresh run's genotype, resolved once
     if resume:
         train_ds, val_ds = _datasets(cfg)
     else:
-        train_ds, val_ds, weights = checked if checked is not None else _fresh_checks(cfg)
+        train_ds, val_ds, weights, fresh = checked if checked is not None else _fresh_checks(cfg)
         # last.pt (weights, two Adam moments, EMA) and best.pt; an atomic rewrite holds two copies
         check_output(out, flag="--out", folder=True, need_bytes=None if weights is None else 2 * 5 * weights)
         rd.write_config(cfg)
@@ -595,7 +599,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         genotype = run_genotype(cfg)
         model = resolve_model(genotype if genotype is not None else cfg.model)
     else:
-        model, genotype = build_model(cfg, out)
+        model, genotype = build_model(cfg, out, genotype=fresh)
     if not replica:
         barrier()  # torchrun: the other ranks read the config (and the checkpoint) now
     net = model.build().to(device)

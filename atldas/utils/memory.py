@@ -12,7 +12,7 @@ import os
 
 from atldas.errors import DataError
 
-__all__ = ["available_bytes", "gib", "require"]
+__all__ = ["available_bytes", "bytes_text", "require"]
 
 
 def available_bytes() -> int:
@@ -42,11 +42,6 @@ def available_bytes() -> int:
     return int(avail)
 
 
-def gib(n: float) -> str:
-    """``n`` bytes as text in GiB (or MiB below 1 GiB)."""
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
-
-
 def bytes_text(n: float) -> str:
     """``n`` bytes as text to three significant figures (``512 B``, ``3.4 KiB``, ``120 MiB``, ``2.5 GiB``):
     two small sizes never read the same (a free-space message said "0 MiB needed, 0 MiB free")."""
@@ -67,4 +62,4 @@ def require(estimate: float, *, what: str, hint: str) -> None:
     """
     avail = available_bytes()
     if estimate > avail:
-        raise DataError(f"{what} needs about {gib(estimate)} of memory, {gib(avail)} is available; {hint}")
+        raise DataError(f"{what} needs about {bytes_text(estimate)} of memory, {bytes_text(avail)} is available; {hint}")
