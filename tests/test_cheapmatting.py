@@ -290,8 +290,25 @@ def test_derived_models_registry():
     assert count_macs(darts, torch.empty(1, 6, 1024, 1024, device=META)) == get_genotype("darts_v2").cost["macs"]
     assert isinstance(small, CheapMatting) and small.pred.block == "sep"
     assert MODELS.get("cheapmatting").genotype == "atldas_cifar100"
-    with pytest.raises(ConfigError, match="known models: .*cheapmatting"):
+    with pytest.raises(ConfigError, match="known models: .*cheapmatting.*named genotypes .*darts_v2"):
         create_model("cheapmating")
+
+
+@pytest.mark.parametrize("name, model", [("atldas_cifar100", "cheapmatting"), ("darts_v2", "cheapmatting_darts_v2"),
+                                         ("pc_darts_cifar", "cheapmatting_pc_darts")])
+def test_a_named_genotype_is_a_model(name, model):
+    """architecture.md: a MODEL is a name registered in derived_models/ or models/."""
+    from atldas.models.zoo import create_model, resolve_model
+    from derived_models import get_genotype
+
+    resolved = resolve_model(name)
+    assert resolved.genotype == get_genotype(name) and resolved.needs_checkpoint
+    with META:
+        net, ref = create_model(name), create_model(model)
+        narrow = create_model(name, C=16, layers=5, head_block="sep")
+    assert isinstance(net, CheapMatting) and net.genotype == get_genotype(name)
+    assert {k: v.shape for k, v in net.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
+    assert narrow.cfg.C == 16 and narrow.pred.block == "sep"
 
 
 def test_genotype_is_required():

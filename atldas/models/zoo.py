@@ -7,6 +7,8 @@ A MODEL (architecture.md) is
   cells), the hand-designed baselines ``aematter``, ``aematter_small``, ``aematter_tiny``,
   ``cnn_baseline``, ``cnn_baseline_small``, ``cnn_baseline_tiny``, and the non-learned
   ``closed_form`` (pymatting's closed-form matting);
+- a genotype name of ``derived_models`` (``atldas_cifar100``, ``darts_v2``, ``pc_darts_cifar``): its cells
+  in the released CheapMatting macro, the same network as the ``cheapmatting*`` model built from it;
 - a genotype file (JSON or a DARTS ``Genotype(...)`` string): built in the macro its ``space.macro``
   records (:class:`~atldas.models.cheapmatting.CheapMattingCfg`; the released CheapMatting macro when
   the file records none), with its decoder and head ``choices``;
@@ -108,9 +110,9 @@ def list_models() -> list[str]:
 
 # --------------------------------------------------------------------------- built-in models
 
-def _cheapmatting_with(genotype_name: str) -> Callable[..., nn.Module]:
+def _cheapmatting_with(genotype_name: str, **fixed: Any) -> Callable[..., nn.Module]:
     def build(**knobs: Any) -> nn.Module:
-        return CheapMatting(genotype=derived_models.get_genotype(genotype_name), **knobs)
+        return CheapMatting(genotype=derived_models.get_genotype(genotype_name), **fixed, **knobs)
 
     return build
 
@@ -265,10 +267,21 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         return MattingModel(name=text, build=lambda: e.build(**knobs), two_inputs=e.two_inputs, genotype=genotype,
                             kind="registered" if e.learned else "classical",
                             meta={"learned": e.learned, "description": e.description})
+    if text in derived_models.GENOTYPES:  # architecture.md: a derived_models name is a MODEL
+        return _named_cells(text, knobs)
     if any(sep in text for sep in ("/", "\\")) or text.endswith(".json"):
         raise ConfigError(f"{text}: no such genotype file or run directory")
-    raise ConfigError(f"unknown model {text!r}; known models: {', '.join(list_models())}, "
+    raise ConfigError(f"unknown model {text!r}; known models: {', '.join(list_models())}, the named genotypes "
+                      f"{', '.join(derived_models.genotype_names())} (their cells in the CheapMatting macro), "
                       "or a genotype JSON file, or a run directory")
+
+
+def _named_cells(name: str, knobs: Mapping[str, Any]) -> MattingModel:
+    """A ``derived_models`` genotype name as a MODEL: its cells in the released CheapMatting macro (the
+    network of the registered ``cheapmatting*`` model built from it: ``atldas_cifar100`` is ``cheapmatting``)."""
+    genotype = derived_models.get_genotype(name)
+    return MattingModel(name=name, build=_cheapmatting_with(name, **knobs), genotype=genotype, kind="registered",
+                        meta={"learned": True, "description": f"CheapMatting macro with the {name} cells"})
 
 
 def require_torch(model: MattingModel, verb: str) -> MattingModel:
