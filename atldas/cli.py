@@ -233,7 +233,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from atldas.export import export_onnx
 
     report = export_onnx(model=args.model, checkpoint=args.checkpoint, onnx_path=args.onnx, opset=args.opset,
-                         check=not args.no_check, size=args.size, optimize=not args.no_optimize)
+                         check=not args.no_check, size=args.size, optimize=not args.no_optimize,
+                         initial_weights=args.initial_weights)
     check = report["check"]
     detail = (f"; onnxruntime matches PyTorch on {check['input']} (max abs diff {check['max_abs_diff']:.3g})"
               if check else "")
@@ -515,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", parents=[common], help="export a MODEL with its weights to ONNX")
     p.add_argument("--model", required=True, help="MODEL: registered name, genotype file or run directory")
-    p.add_argument("--checkpoint", help="weights (e.g. RUN_DIR/best.pt)")
+    p.add_argument("--checkpoint", help="the trained weights (e.g. RUN_DIR/best.pt); required unless --initial-weights")
+    p.add_argument("--initial-weights", action="store_true",
+                   help="export the untrained network, without --checkpoint (to time or inspect the graph)")
     p.add_argument("--onnx", required=True, help="ONNX file to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--size", type=int, default=256, help="export input size, a multiple of 32 >= 96 (default 256)")

@@ -158,14 +158,15 @@ MIN_OPSET = 16
 
 
 def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, opset: int = 17,
-                check: bool = True, size: int = 256, atol: float = 1e-4, optimize: bool = True) -> Dict:
+                check: bool = True, size: int = 256, atol: float = 1e-4, optimize: bool = True,
+                initial_weights: bool = False) -> Dict:
     """Export ``model`` with ``checkpoint``'s weights to ONNX (dynamic batch, height and width).
 
     Args:
         model: a MODEL (registered name, genotype file, run directory) or a
             :class:`~atldas.models.base.MattingModel`.
-        checkpoint: weights (a retrain ``best.pt``/``last.pt`` or released weights); None exports the
-            model's initial weights, with a warning (useful for tests only).
+        checkpoint: weights (a retrain ``best.pt``/``last.pt`` or released weights); required unless
+            ``initial_weights``.
         onnx_path: the ``.onnx`` file to write (atomically).
         opset: ONNX opset version.
         check: run the exported file in onnxruntime (when installed) on an input of another size and
@@ -174,14 +175,16 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         atol: the largest accepted absolute difference of the check.
         optimize: run the ONNX graph optimizer (constant folding, fusions); off exports about twice
             as fast on a CPU, with a larger graph.
+        initial_weights: export the network's initial (untrained) weights, without a checkpoint (to
+            time or inspect the graph; its alphas mean nothing).
 
     Returns:
         ``{"onnx": path, "opset": .., "export_input": [1, 6, size, size], "check": {"input": ..,
         "max_abs_diff": ..} or None}``.
 
     Raises:
-        AtldasError: onnx/onnxscript not installed ("pip install atldas[export]"), a bad checkpoint, a
-            failed export or check.
+        AtldasError: onnx/onnxscript not installed ("pip install atldas[export]"), no checkpoint (or
+            one with ``initial_weights``), a bad checkpoint, a failed export or check.
     """
 
     _require_onnx()
@@ -203,11 +206,15 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     if not mm.learned:
         raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "
                           "exported to ONNX")
+    if (checkpoint is None) != bool(initial_weights):
+        raise ConfigError("export needs the trained weights: --checkpoint CKPT (e.g. RUN_DIR/best.pt); "
+                          "--initial-weights exports the untrained network instead" if checkpoint is None else
+                          "--checkpoint and --initial-weights exclude each other: give one")
     net = mm.build()
     if checkpoint is not None:
         load_weights(net, checkpoint, name=mm.name)
     else:
-        log.warning("no --checkpoint: exporting %s with its initial (untrained) weights", mm.name)
+        log.warning("--initial-weights: exporting %s with its initial (untrained) weights", mm.name)
     net.eval()
     wrapped = _Wrapped(mm, net).eval()
     with torch.no_grad():  # checked or not, a network whose output is not finite is not exported

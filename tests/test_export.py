@@ -65,6 +65,9 @@ def test_export_user_errors_are_one_line(genotype_file, tmp_path, capsys):
         (["--model", str(genotype_file), "--onnx", str(tmp_path / "x.onnx"), "--size", "80"], "multiple of 32"),
         (["--model", str(genotype_file), "--checkpoint", str(tmp_path / "none.pt"), "--onnx",
           str(tmp_path / "y.onnx")], "no such checkpoint"),
+        (["--model", str(genotype_file), "--onnx", str(tmp_path / "z.onnx")], "needs the trained weights: --checkpoint"),
+        (["--model", str(genotype_file), "--checkpoint", str(tmp_path / "none.pt"), "--initial-weights", "--onnx",
+          str(tmp_path / "z.onnx")], "exclude each other"),
     ]
     for args, expected in cases:
         code = main(["export", *args])
@@ -72,6 +75,7 @@ def test_export_user_errors_are_one_line(genotype_file, tmp_path, capsys):
         lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
         assert code == 2 and len(lines) == 1, (args, err)
         assert expected in lines[0], (args, lines[0])
+    assert not any(tmp_path.glob("*.onnx"))
 
 
 def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, capsys):
@@ -199,3 +203,17 @@ def test_an_onnx_file_is_a_model_for_predict_and_eval(genotype_file, exported, t
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0], err
+
+
+def test_initial_weights_are_exported_only_when_asked(tmp_path, capsys, caplog):
+    """Without --checkpoint, export refuses (above); --initial-weights exports the untrained network and
+    says so, in the log and in the file's metadata."""
+    import onnx
+
+    out = tmp_path / "init.onnx"
+    code = main(["export", "--model", "cnn_baseline_tiny", "--initial-weights", "--onnx", str(out), "--size", "96",
+                 "--no-check", "--no-optimize"])
+    assert code == 0, capsys.readouterr().err
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert meta["atldas.checkpoint"] == "none (initial weights)"
+    assert "initial (untrained) weights" in caplog.text

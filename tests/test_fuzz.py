@@ -136,7 +136,8 @@ VERB_ARGV = {
                                    "--out", str(tmp / "run")],
     "predict": lambda ws, tmp, g: ["predict", "--model", g, "--image", str(ws["img"]), "--trimap", str(ws["tri"]),
                                    "--out", str(tmp / "pred"), "--checkpoint", str(ws["tiny_ckpt"])],
-    "export": lambda ws, tmp, g: ["export", "--model", g, "--onnx", str(tmp / "m.onnx"), "--no-check"],
+    "export": lambda ws, tmp, g: ["export", "--model", g, "--onnx", str(tmp / "m.onnx"), "--no-check",
+                                  "--initial-weights"],
 }
 ALL_VERBS = tuple(VERB_ARGV)
 
@@ -230,7 +231,7 @@ def _eval_model(*extra: str) -> Builder:
 
 def _export(*extra: str) -> Builder:
     return lambda ws, tmp: ["export", "--model", "cnn_baseline_tiny", "--onnx", str(tmp / "m.onnx"), "--no-check",
-                            *extra]
+                            "--checkpoint", str(ws["tiny_ckpt"]), *extra]
 
 
 def _lut(*extra: str) -> Builder:
