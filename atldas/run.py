@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
+from atldas.cellgraph import plot_cell
 from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, leaf_paths, read_yaml,
                            set_path)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
@@ -156,10 +157,10 @@ class SearchConfig:
         hp: the strategy's settings.
         out: the run directory.
         tensorboard: write ``tb/``.
-        heatmap_every: draw the op and input-set probability heatmaps into ``tb/`` every this many
-            epochs and after the last one (0: never); the scalars are written every epoch. One
-            drawing costs 0.9-1.6 CPU-s (matplotlib): drawn every epoch, about 3 % of a default
-            matting search.
+        heatmap_every: draw the op and input-set probability heatmaps and the cells of the policy's
+            argmax (``cells/normal``, ``cells/reduce``) into ``tb/`` every this many epochs and after
+            the last one (0: never; about 1.5 CPU-s each time in the default matting search); the
+            scalars are written every epoch.
         plots: draw the final genotype into ``plots/``.
         progress: a progress bar on a terminal.
     """
@@ -524,6 +525,7 @@ class Run:
                     if writer is not None:
                         if _heatmap_due(cfg.heatmap_every, epoch, cfg.epochs):
                             _heatmaps(writer, self, epoch)
+                            _cell_graphs(writer, g, epoch)
                         writer.flush()
                     rd.save(self.state_dict())
                 self._log_epoch(row, events)
@@ -747,6 +749,13 @@ def _heatmaps(writer, run: Run, epoch: int) -> None:
             fig.tight_layout()
             writer.add_figure(f"beta/{t}", fig, epoch)
             plt.close(fig)
+
+
+def _cell_graphs(writer, genotype: Genotype, epoch: int) -> None:
+    """The cells of the policy's argmax so far (the interim ``genotype.json``) as TensorBoard figures."""
+    for name, cell in genotype.cells().items():
+        ax = plot_cell(cell, title=f"{name} cell, epoch {epoch + 1}: the policy's argmax (not repaired)")
+        writer.add_figure(f"cells/{name}", ax.figure, epoch)
 
 
 def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path:

@@ -21,7 +21,7 @@ PACKAGES = ("atldas", "search_spaces", "derived_models")
 LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
     ("leaves", ("atldas.errors", "atldas.registry", "atldas.version", "atldas.config", "atldas.utils", "atldas.utils.*")),
     ("values", ("atldas.topology", "atldas.genotype", "atldas.tensors", "atldas.data", "atldas.data.*",
-                "derived_models")),
+                "atldas.cellgraph", "derived_models")),
     ("networks", ("atldas.ops", "atldas.models", "atldas.models.*", "atldas.matting", "atldas.matting.*",
                   "atldas.tasks", "atldas.tasks.*")),
     ("search core", ("atldas.arch", "atldas.supernet", "atldas.latency", "atldas.cost", "atldas.strategies",

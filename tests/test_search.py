@@ -47,7 +47,8 @@ def test_heatmaps_are_drawn_every_k_epochs_and_after_the_last(tmp_path, capsys):
                  "--set", "heatmap_every=2", "--set", "plots=false", "--out", str(out)]) == 0
     events = EventAccumulator(str(out / "tb"), size_guidance={"images": 0, "scalars": 0})
     events.Reload()
-    assert [e.step for e in events.Images("alpha/normal")] == [1, 2]  # the second epoch, and the last
+    for tag in ("alpha/normal", "beta/reduce", "cells/normal", "cells/reduce"):  # the second epoch, and the last
+        assert [e.step for e in events.Images(tag)] == [1, 2], tag
     assert [e.step for e in events.Scalars("loss/weights")] == [0, 1, 2]  # scalars every epoch
     assert main(["search", *FAST, "--set", "heatmap_every=-1", "--out", str(tmp_path / "bad")]) == 2
     assert "heatmap_every must be an integer in 0..1000000" in capsys.readouterr().err
