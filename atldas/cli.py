@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="the trained weights (e.g. RUN_DIR/best.pt); required unless --initial-weights")
     p.add_argument("--initial-weights", action="store_true",
                    help="export the untrained network, without --checkpoint (to time or inspect the graph)")
-    p.add_argument("--onnx", required=True, help="ONNX file to write")
+    p.add_argument("--onnx", required=True, help="ONNX file to write (a name ending in .onnx)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--size", type=int, default=256, help="export input size, a multiple of 32 >= 96 (default 256)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
@@ -570,10 +570,10 @@ def build_parser() -> argparse.ArgumentParser:
     dsub.required = True
     q = dsub.add_parser("preview", parents=[common],
                         help="write a PNG grid of synthetic image / trimap / alpha samples")
-    q.add_argument("--out", default="synthetic_preview.png", help="PNG file to write")
-    q.add_argument("--count", type=int, default=8, help="number of samples (rows)")
-    q.add_argument("--size", type=int, default=256, help="sample size in pixels")
-    q.add_argument("--seed", type=int, default=0, help="data seed")
+    q.add_argument("--out", default="synthetic_preview.png", help="PNG file to write (default synthetic_preview.png)")
+    q.add_argument("--count", type=int, default=8, help="number of samples (rows; default 8)")
+    q.add_argument("--size", type=int, default=256, help="sample size in pixels (default 256)")
+    q.add_argument("--seed", type=int, default=0, help="data seed (default 0)")
     q.add_argument("--backgrounds", default=None, help="folder of background photos (optional)")
     q.add_argument("--foregrounds", default=None, help="folder of real foregrounds: fg/ and alpha/ (optional)")
     q.set_defaults(func=_cmd_data_preview)
@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     lsub.required = True
     q = lsub.add_parser("build", parents=[common],
                         help="measure the latency of every candidate of a search space on this machine")
-    q.add_argument("--space", default="matting", help="search space (matting, tiny, darts_cifar); default matting")
+    q.add_argument("--space", default="matting", help="search space (matting, tiny, darts_cifar, planted); default matting")
     q.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     q.add_argument("--size", type=int, help="input size in pixels (default: the space's, 1024 for matting)")
     q.add_argument("--threads", type=int, default=1, help="torch CPU threads while timing (default 1)")

@@ -202,6 +202,9 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
     model_files = sorted(Path(model).iterdir()) if isinstance(model, (str, Path)) and Path(model).is_dir() else []
     refuse_input_as_output(out, [checkpoint, model if isinstance(model, (str, Path)) else None, *model_files],
                            flag="--onnx")
+    if out.suffix.lower() != ".onnx":  # predict and eval know an exported network by its suffix
+        raise ConfigError(f"--onnx {out}: the file name must end in .onnx (predict and eval recognise an exported "
+                          f"network by it), e.g. {out.with_suffix('.onnx')}")
     mm = require_torch(resolve_model(model), "export")
     if not mm.learned:
         raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "

@@ -41,7 +41,7 @@ from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_imag
 from atldas.errors import ConfigError, DataError
 from atldas.matting.footprint import predict_bytes
 from atldas.matting.inference import (check_tiling, estimate_foreground, image_wide_layers, predict_alpha,
-                                      warn_emulated_bf16)
+                                      check_amp)
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.device import resolve_device, tune_backend
@@ -208,6 +208,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
         raise ConfigError(f"--max-size must be in 64..65536 pixels, got {max_size}")
     dev = resolve_device(device)
     mm = resolve_model(model)
+    check_amp(mm, dev, amp)
     if checkpoint is not None and mm.meta.get("weights_inside"):
         raise ConfigError(f"{model} carries its own weights; drop --checkpoint")
     if checkpoint is None and mm.needs_checkpoint:
@@ -237,8 +238,6 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     net = channels_last(net.to(dev).eval())
     fold_batchnorm(net)  # this network serves inference only: conv + BN as one conv (same alphas within 1e-5)
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
-    if amp:
-        warn_emulated_bf16(dev)
 
     for _, ip, tp in pairs:  # every input readable and every trimap valid before the first output
         check_image(ip)

@@ -166,10 +166,15 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
             raise ConfigError(f"{where}: {key}: an int range needs integer low and high, got {spec['low']!r}, "
                               f"{spec['high']!r}")
         if step is not None:
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0 \
-                    or (spec["type"] == "int" and not float(step).is_integer()):
+            try:  # a number, or one YAML read as a string as it does low and high (1e-4: no dot)
+                value = None if isinstance(step, bool) else float(step)
+            except (TypeError, ValueError):
+                value = None
+            if value is None or not math.isfinite(value) or value <= 0 \
+                    or (spec["type"] == "int" and not value.is_integer()):
                 raise ConfigError(f"{where}: {key}: step must be a positive {'integer' if spec['type'] == 'int' else 'number'}, "
                                   f"got {step!r}")
+            step = int(value) if spec["type"] == "int" else value
             if log_ and not (spec["type"] == "int" and step == 1):  # Optuna's log int range takes step 1 only
                 raise ConfigError(f"{where}: {key}: step and log cannot be combined (Optuna samples one or the other; "
                                   "a log int range takes step 1 only)")

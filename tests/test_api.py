@@ -213,3 +213,26 @@ def test_derive_into_a_run_a_search_holds_is_refused(tmp_path, capsys):
         r = subprocess.run([sys.executable, "-m", "atldas", "derive", str(out), "--out", str(tmp_path / "g.json")],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and (tmp_path / "g.json").is_file(), r.stderr
+
+
+def test_a_python_run_that_finished_but_was_not_derived_is_named_so(tmp_path, caplog):
+    """Run(cfg, out=DIR).fit() leaves the policy's argmax in DIR/genotype.json (interim): a MODEL given
+    that folder is warned about a search that ran all its epochs, not one that "has not finished"; derive
+    then writes the final genotype and the warning goes."""
+    import logging
+
+    out = tmp_path / "apirun"
+    cfg = atldas.make_search_config(space="tiny", sets=["epochs=2", "warmup_epochs=1", "steps_per_epoch=2",
+                                                        "arch_steps_per_epoch=2", "tensorboard=false", "plots=false",
+                                                        "progress=false"])
+    atldas.Run(cfg, out=out).fit()
+    assert json.loads((out / "genotype.json").read_text())["provenance"]["interim"] is True
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        atldas.resolve_model(out)
+    assert "ran its 2 epochs but whose final genotype was never derived" in caplog.text
+    assert "has not finished" not in caplog.text
+    atldas.derive_run(out)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        atldas.resolve_model(out)
+    assert "derive" not in caplog.text

@@ -66,6 +66,7 @@ def test_export_user_errors_are_one_line(genotype_file, tmp_path, capsys):
         (["--model", str(genotype_file), "--checkpoint", str(tmp_path / "none.pt"), "--onnx",
           str(tmp_path / "y.onnx")], "no such checkpoint"),
         (["--model", str(genotype_file), "--onnx", str(tmp_path / "z.onnx")], "needs the trained weights: --checkpoint"),
+        (["--model", str(genotype_file), "--initial-weights", "--onnx", str(tmp_path / "z.txt")], "must end in .onnx"),
         (["--model", str(genotype_file), "--checkpoint", str(tmp_path / "none.pt"), "--initial-weights", "--onnx",
           str(tmp_path / "z.onnx")], "exclude each other"),
     ]
@@ -75,7 +76,7 @@ def test_export_user_errors_are_one_line(genotype_file, tmp_path, capsys):
         lines = [ln for ln in err.splitlines() if ln.startswith("atldas: error:")]
         assert code == 2 and len(lines) == 1, (args, err)
         assert expected in lines[0], (args, lines[0])
-    assert not any(tmp_path.glob("*.onnx"))
+    assert not any(tmp_path.glob("*.onnx")) and not (tmp_path / "z.txt").exists()
 
 
 def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, capsys):
@@ -199,10 +200,18 @@ def test_an_onnx_file_is_a_model_for_predict_and_eval(genotype_file, exported, t
     for argv, fragment in ((["predict", "--model", str(onnx_path), "--checkpoint", str(ckpt), *common,
                              "--out", str(tmp_path / "x")], "carries its own weights"),
                            (["bench", str(onnx_path), "--no-latency"], "bench needs a torch MODEL"),
-                           (["retrain", str(onnx_path)], "retrain needs a torch MODEL")):
+                           (["retrain", str(onnx_path)], "retrain needs a torch MODEL"),
+                           # --amp changed nothing here (onnxruntime runs float32) and warned about bf16
+                           (["predict", "--model", str(onnx_path), *common, "--amp", "--out", str(tmp_path / "y")],
+                            "ONNX file, which onnxruntime runs in float32"),
+                           (["eval", "--model", str(onnx_path), *data, str(tmp_path / "e3.json"), "--amp"],
+                            "--amp would change nothing"),
+                           (["eval", "--model", "closed_form", *data, str(tmp_path / "e4.json"), "--amp"],
+                            "closed_form is not a network")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and fragment in err[0], err
+    assert not any((tmp_path / name).exists() for name in ("x", "y", "e3.json", "e4.json"))
 
 
 def test_initial_weights_are_exported_only_when_asked(tmp_path, capsys, caplog):

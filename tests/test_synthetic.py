@@ -232,6 +232,11 @@ def test_cli_preview_user_errors(tmp_path, capsys):
                  "--backgrounds", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert "atldas: error:" in err and "nowhere" in err
+    for name in ("g.txt", "g.svg", "g"):  # Pillow cannot write the first two: a traceback before
+        assert main(["data", "preview", "--out", str(tmp_path / name), "--count", "1", "--size", "32"]) == 2
+        err = capsys.readouterr().err
+        assert "--out must be a .png file" in err and "Traceback" not in err
+        assert not (tmp_path / name).exists()
 
 
 def _foreground_folder(root, n=2, size=(90, 120)):

@@ -41,6 +41,8 @@ def test_the_tuning_space_is_checked(tmp_path):
                         ("k_max: {type: int, low: 2.5, high: 3}\n", "integer low and high"),
                         ("k_max: {type: int, low: 2, high: 3, step: 0}\n", "step must be a positive integer"),
                         ("arch_lr: {type: float, low: 0.1, high: 1, step: -1}\n", "step must be a positive number"),
+                        ("arch_lr: {type: float, low: 0.1, high: 1, step: fine}\n", "step must be a positive number"),
+                        ("arch_lr: {type: float, low: 1e-4, high: 1e-2, step: 1e-4, log: true}\n", "cannot be combined"),
                         ("arch_lr: {type: float, low: 0.1, high: 1, step: 0.1, log: true}\n", "cannot be combined"),
                         ("k_max: {type: int, low: 2, high: 8, step: 2, log: true}\n", "log int range takes step 1"),
                         ("- 1\n", "mapping")):
@@ -49,9 +51,10 @@ def test_the_tuning_space_is_checked(tmp_path):
             load_tune_space(str(bad), space="tiny")
     good = tmp_path / "good.yaml"  # what Optuna accepts is accepted: a log int range with step 1, log: (null)
     good.write_text("k_max: {type: int, low: 2, high: 8, step: 1, log: true}\narch_lr: {type: float, low: 0.1, "
-                    "high: 1, log: }\n")
-    k_max, arch_lr = load_tune_space(str(good), space="tiny")
+                    "high: 1, log: }\nw_lr: {type: float, low: 1e-4, high: 1e-2, step: 1e-4}\n")
+    k_max, arch_lr, w_lr = load_tune_space(str(good), space="tiny")
     assert (k_max.log, k_max.step, arch_lr.log) == (True, 1, False)
+    assert w_lr.step == 1e-4 and (w_lr.low, w_lr.high) == (1e-4, 1e-2)  # YAML reads 1e-4 (no dot) as a string
     import optuna
 
     trial = optuna.create_study().ask()

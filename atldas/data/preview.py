@@ -62,6 +62,8 @@ def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", cou
         raise ConfigError(f"data preview: --count must be in 1..256, got {count}")
     if not 16 <= int(size) <= 2048:
         raise ConfigError(f"data preview: --size must be in 16..2048, got {size}")
+    if Path(out).suffix.lower() != ".png":
+        raise ConfigError(f"data preview: --out must be a .png file, got {str(out)!r}")
     check_output(out, flag="--out")
     ds = SyntheticMatting(size=size, length=int(count), seed=seed, split="train", backgrounds=backgrounds,
                           foregrounds=foregrounds)

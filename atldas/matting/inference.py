@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["PAD_MULTIPLE", "DEFAULT_OVERLAP", "predict_alpha", "clamp_by_trimap", "network_input",
            "tile_origins", "tile_weights", "check_tiling", "estimate_foreground", "image_wide_layers",
-           "cpu_has_bf16", "warn_emulated_bf16"]
+           "cpu_has_bf16", "check_amp"]
 
 #: Inputs are padded to a multiple of this (the networks downsample 5 times).
 PAD_MULTIPLE = 32
@@ -128,8 +128,15 @@ def cpu_has_bf16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def warn_emulated_bf16(device: torch.device) -> None:
-    """Warn when ``--amp`` on the CPU would run emulated bf16 (many times slower than float32)."""
+def check_amp(model: MattingModel, device: torch.device, amp: bool) -> None:
+    """``--amp`` of predict and eval: ConfigError for a model it would not change (an ONNX file, which
+    onnxruntime runs in float32; a classical solver); a warning when the CPU would emulate bf16 (many
+    times slower than float32)."""
+    if not amp:
+        return
+    if model.kind == "onnx" or not model.learned:
+        what = "an ONNX file, which onnxruntime runs in float32" if model.kind == "onnx" else "not a network"
+        raise ConfigError(f"--amp: {model.name} is {what}; --amp would change nothing: drop it")
     if device.type == "cpu" and not cpu_has_bf16():
         log.warning("--amp: this CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated, many "
                     "times slower than float32 (14.5x at 512^2 in the README); drop --amp")

@@ -25,7 +25,7 @@ from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, write_alpha
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
 from atldas.matting import metrics
-from atldas.matting.inference import clamp_by_trimap, predict_alpha, warn_emulated_bf16
+from atldas.matting.inference import clamp_by_trimap, predict_alpha, check_amp
 from atldas.models.base import MattingModel
 from atldas.models.zoo import resolve_model
 from atldas.utils.atomic import check_output, refuse_input_as_output, refuse_overwriting_non_json, write_json
@@ -208,6 +208,7 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
                         "overwrite or mix with its images: choose a folder outside it")
     dev = resolve_device(device)
     mm = model if isinstance(model, MattingModel) else resolve_model(model)
+    check_amp(mm, dev, amp)
     if checkpoint is not None and mm.meta.get("weights_inside"):
         raise ConfigError(f"{mm.name} carries its own weights; drop --checkpoint")
     net = mm.build()
@@ -225,8 +226,6 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     if len(ds) == 0:
         raise DataError(f"{data}: no images to score")
     log.info("evaluating %s on %s: %d image(s)", mm.name, what, len(ds))
-    if amp:
-        warn_emulated_bf16(dev)
     predict = partial(predict_alpha, mm, net, device=dev, tile=tile, amp=amp)  # (image, trimap) -> alpha
     per_image, _ = score_dataset(ds, predict,
                                  save_pred=Path(save_pred) if save_pred is not None else None, progress=progress)

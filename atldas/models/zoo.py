@@ -248,7 +248,13 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         if not g.is_file():
             raise ConfigError(no_genotype(path))
         genotype = Genotype.load(g)
-        if genotype.provenance.get("interim") and (path / "checkpoint.pt").is_file():  # a search's, unfinished
+        done, planned = genotype.provenance.get("epochs"), _planned_epochs(path)
+        if genotype.provenance.get("interim") and (path / "checkpoint.pt").is_file() and done is not None \
+                and planned is not None and done >= planned:  # e.g. a Python Run(cfg, out=DIR).fit()
+            log.warning("%s is the policy's argmax of a search that ran its %d epochs but whose final genotype was "
+                        "never derived (the select stage, the repair onto the budget): `atldas derive %s` (in "
+                        "Python, atldas.derive_run) writes it", g, planned, path)
+        elif genotype.provenance.get("interim") and (path / "checkpoint.pt").is_file():  # a search's, unfinished
             log.warning("%s is the genotype of a search that has not finished (epoch %s): the policy's argmax so "
                         "far, not repaired onto the budget; `atldas search --out %s --resume` finishes it, "
                         "`atldas derive %s` derives it now", g, genotype.provenance.get("epochs"), path, path)
@@ -282,6 +288,15 @@ def _named_cells(name: str, knobs: Mapping[str, Any]) -> MattingModel:
     genotype = derived_models.get_genotype(name)
     return MattingModel(name=name, build=_cheapmatting_with(name, **knobs), genotype=genotype, kind="registered",
                         meta={"learned": True, "description": f"CheapMatting macro with the {name} cells"})
+
+
+def _planned_epochs(run_dir: Path) -> Optional[int]:
+    """The epochs a search run directory's ``config.yaml`` asks for (None when it cannot be read)."""
+    try:
+        epochs = read_yaml(run_dir / "config.yaml").get("epochs")
+    except (AtldasError, OSError, AttributeError):
+        return None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else None
 
 
 def require_torch(model: MattingModel, verb: str) -> MattingModel:
