@@ -317,20 +317,26 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     n = len(photos)
     if cfg.val_data or own_test:  # AM-2k, alphamatting.com: train on the train split, validate on the test split
         train_idx, val = list(range(n)), _own_or_given_validation(root, cfg)
-    else:
-        if n < 2:
-            raise DataError(f"--data {root}: {n} photo(s); training on photos holds every {VAL_EVERY}th "
+    else:  # every VAL_EVERY-th photo, with every sample that shares its image or alpha (another trimap of it,
+        # another composite of its foreground): held-out samples seen in training would not be held out
+        source = list(getattr(photos, "sources", range(n)))
+        n_src = len(set(source))
+        if n_src < 2:
+            raise DataError(f"--data {root}: {n_src} photo(s); training on photos holds every {VAL_EVERY}th "
                             "out for validation and needs at least 2, or a validation set: --val-data DIR")
-        held = set(range(VAL_EVERY - 1, n, VAL_EVERY)) or {n - 1}
-        train_idx = [i for i in range(n) if i not in held]
-        val = Subset(photos, sorted(held))
+        held_src = set(range(VAL_EVERY - 1, n_src, VAL_EVERY)) or {n_src - 1}
+        held = [i for i in range(n) if source[i] in held_src]
+        train_idx = [i for i in range(n) if source[i] not in held_src]
+        val = Subset(photos, held)
+        val.what = f"{len(held)} image(s) held out of its training photos"  # type: ignore[attr-defined]
     need = cfg.steps_per_epoch * cfg.batch_size
     train = PhotoTrainSet(Subset(photos, train_idx) if len(train_idx) < n else photos, crop=cfg.crop,
                           seed=cfg.seed, samples_per_photo=-(-need // len(train_idx)))
     log.info("training data: %d real photo(s) of %s as they are (crops of %d px around the unknown region, "
              "flips, trimaps eroded from the alpha; no composition); validation: %s", len(train_idx), root,
              cfg.crop, cfg.val_data or (f"the test split of {root}" if own_test else
-                                        f"{len(val)} photo(s) held out of {root} (every {VAL_EVERY}th by name)"))
+                                        f"{len(val)} image(s) held out of {root} (every {VAL_EVERY}th photo by "
+                                        "name, with every image that shares its photo or alpha)"))
     return train, val
 
 
@@ -648,7 +654,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     trivial, n_val = trivial_scores(val_ds)
     where = (f"{cfg.val_data}, test split at full resolution" if cfg.val_data
              else f"synthetic split val at {cfg.val_size}x{cfg.val_size}" if cfg.data == "synthetic"
-             else f"{cfg.data}, test split at full resolution")
+             else f"{cfg.data}, {getattr(val_ds, 'what', 'test split')} at full resolution")
     log.info("validation set: %d image(s) (%s; compare validation figures only with those of the same "
              "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "
              "prediction (alpha = 0.5 in the unknown region): %s", n_val, where, _fmt(trivial))

@@ -371,6 +371,33 @@ def test_retrain_on_a_folder_of_photos_holds_some_out(genotype_file, tmp_path, c
         retrain(_cfg(genotype_file, tmp_path / "run3", epochs=1, data=str(one)))
 
 
+def test_held_out_photos_share_no_image_or_alpha_with_training(tmp_path):
+    """alphamatting.com's training set reads every photo twice (Trimap1/, Trimap2/), Composition-1K's
+    test set composes each foreground several times: a held-out sample whose photo or alpha is also
+    trained on is not held out. Every 10th photo goes out with all its samples."""
+    import shutil
+
+    from atldas.data.datasets import MattingFolders, MattingItem
+    from atldas.retrain import _photo_datasets
+
+    src, root = _photos(tmp_path / "src", 12), tmp_path / "amc"
+    shutil.copytree(src / "image", root / "input_training_lowres")
+    shutil.copytree(src / "alpha", root / "gt_training_lowres")
+    for k in (1, 2):
+        shutil.copytree(src / "trimap", root / "trimap_training_lowres" / f"Trimap{k}")
+    cfg = RetrainConfig(model="cnn_baseline_tiny", data=str(root), out=str(tmp_path / "run"))
+    train, val = _photo_datasets(root, cfg)
+    photos = val.dataset
+    held = {photos.items[i].image for i in val.indices}
+    trained = {photos.items[i].image for i in train.photos.indices}
+    assert len(photos) == 24 and not held & trained and {p.name for p in held} == {"p7.png"}  # p0, p1, p10, p11, p2, ..., p7
+    assert sorted(photos.names[i] for i in val.indices) == ["Trimap1/p7.png", "Trimap2/p7.png"]
+    a, b = tmp_path / "a.png", tmp_path / "b.png"  # composites of one foreground share its alpha
+    items = [MattingItem("a_0.png", tmp_path / "i0.png", None, a), MattingItem("a_1.png", tmp_path / "i1.png", None, a),
+             MattingItem("b_0.png", tmp_path / "i2.png", None, b)]
+    assert MattingFolders(items).sources == [0, 0, 1]
+
+
 def test_retrain_on_photos_with_their_own_test_split(genotype_file, tmp_path, caplog):
     """A photo layout with a train and a test split (AM-2k: {train, validation}/{original, mask,
     trimap}) trains on the train split and validates on the test split, holding nothing out."""

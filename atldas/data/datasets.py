@@ -53,6 +53,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,6 +189,27 @@ class MattingFolders(Dataset):
     def has_alpha(self) -> bool:
         """Whether samples carry a ground-truth ``alpha``."""
         return all(it.alpha is not None for it in self.items)
+
+    @property
+    def sources(self) -> List[int]:
+        """Per sample, the index of its source photo: samples that share an image or an alpha file (one
+        photo under two trimaps, composites of one foreground) share it; numbered by first sample."""
+        parent = list(range(len(self.items)))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        first: Dict[Path, int] = {}
+        for i, it in enumerate(self.items):
+            for f in (it.image, it.alpha):
+                if f is not None:
+                    j = first.setdefault(Path(os.path.abspath(f)), i)
+                    parent[root(i)] = root(j)
+        ids: Dict[int, int] = {}
+        return [ids.setdefault(root(i), len(ids)) for i in range(len(self.items))]
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         it = self.items[index]
@@ -500,6 +522,11 @@ class ComposedTestSet(Dataset):
     def names(self) -> List[str]:
         """Sample names, in order."""
         return [self._name(i)[1] for i in range(len(self))]
+
+    @property
+    def sources(self) -> List[int]:
+        """Per sample, the index of its foreground (its composites share it)."""
+        return [i // self.bg_per_fg for i in range(len(self))]
 
     def background_for(self, name: str) -> Path:
         """The background file that composite ``name`` uses."""
