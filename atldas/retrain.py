@@ -70,7 +70,7 @@ from tqdm import tqdm
 
 from atldas.version import __version__
 from atldas.config import build, check_ranges
-from atldas.data.datasets import PhotoTrainSet, open_dataset
+from atldas.data.datasets import PairingError, PhotoTrainSet, open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import AtldasError, ConfigError, DataError
@@ -303,7 +303,9 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     def split(name: str) -> Optional[Dataset]:
         try:
             return open_dataset(root, split=name)
-        except (ConfigError, DataError):
+        except PairingError:  # the split is there, its files do not pair up: say so (it trained on the rest)
+            raise
+        except (ConfigError, DataError):  # no such split in this layout
             return None
 
     train_split, test_split = split("train"), split("test")  # the same photos where the layout has one split

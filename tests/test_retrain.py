@@ -410,6 +410,11 @@ def test_retrain_on_photos_with_their_own_test_split(genotype_file, tmp_path, ca
     out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
     assert json.loads((out / "history.jsonl").read_text())["val/count"] == 3
     assert "2 real photo(s)" in caplog.text and "the test split of" in caplog.text
+    # a test split whose files do not pair up is an error, as in eval: it trained on 1 photo and held 1 out
+    (tmp_path / "am2k" / "validation" / "mask" / "p0.png").rename(tmp_path / "am2k" / "validation" / "mask" / "q0.png")
+    with pytest.raises(AtldasError, match="missing partner file"):
+        retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
+    assert not (tmp_path / "run2").exists()
 
 
 def test_a_run_refused_after_it_started_leaves_no_folder(genotype_file, tmp_path, capsys):

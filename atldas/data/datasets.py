@@ -133,11 +133,16 @@ def _images(folder: Path) -> Dict[str, Path]:
     return files
 
 
+class PairingError(DataError):
+    """Files of a layout that do not pair up (an image without its alpha, a trimap without its image):
+    the folder is that layout, broken, not another layout."""
+
+
 def _partnerless_error(problems: List[str], need: str) -> DataError:
     n = len(problems)
     shown = ", ".join(problems[:_MAX_LISTED])
     more = f", ... and {n - _MAX_LISTED} more" if n > _MAX_LISTED else ""
-    return DataError(f"{n} missing partner file(s) (matched by file stem): {shown}{more}; {need}")
+    return PairingError(f"{n} missing partner file(s) (matched by file stem): {shown}{more}; {need}")
 
 
 @dataclass(frozen=True)
@@ -977,5 +982,5 @@ def _check_options(spec: DatasetKind, split: str, kw: Dict[str, object]) -> None
 __all__ = ["AIM500", "AM2K", "AlphaMattingCom", "ComposedTestSet", "ComposedTrainSet",
            "Composition1KTest", "Composition1KTrain", "DATASET_KINDS", "DEFAULT_TEST_TRIMAP_KERNEL",
            "DatasetKind", "Distinctions646Test", "Distinctions646Train", "GenericFolders",
-           "MattingFolders", "MattingItem", "P3M500", "PhotoTrainSet", "check_same_size", "compose_official",
+           "MattingFolders", "MattingItem", "P3M500", "PairingError", "PhotoTrainSet", "check_same_size", "compose_official",
            "detect_kind", "deterministic_trimap", "name_seed", "open_dataset"]
