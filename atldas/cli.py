@@ -56,7 +56,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     model_only = [f for f, v in (("--checkpoint", args.checkpoint), ("--data", args.data),
                                  ("--save-pred", args.save_pred), ("--device", args.device),
                                  ("--backgrounds", args.backgrounds), ("--limit", args.limit),
-                                 ("--threads", args.threads), ("--amp", args.amp or None)) if v is not None]
+                                 ("--threads", args.threads), ("--amp", args.amp or None),
+                                 ("--split", args.split)) if v is not None]
     if args.model is not None:
         from atldas.matting import scoring  # the model path only: scoring folders does not import torch
 
@@ -75,6 +76,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             raise AtldasError(f"--limit must be at least 1, got {args.limit}")
         if args.limit is not None:
             kw["count" if args.data == "synthetic" else "limit"] = args.limit
+        if args.split is not None:
+            kw["split"] = args.split
         result = scoring.evaluate_model(model=args.model, checkpoint=args.checkpoint, data=args.data,
                                          save_pred=args.save_pred, json_path=args.json,
                                          device=args.device or "cpu",
@@ -476,6 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="with --model: cpu (default) or cuda")
     p.add_argument("--backgrounds", help="with --model: background folder for composed test sets (D646)")
     p.add_argument("--limit", type=int, help="with --model: score the first N images only")
+    p.add_argument("--split", choices=("test", "train"),
+                   help="with --model: the split of --data to score (default test; train: e.g. alphamatting.com's "
+                        "training set, the one whose ground truth is public)")
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
     p.add_argument("--amp", action="store_true", help="with --model: mixed precision (bfloat16 on cpu, float16 on "
                                                       "cuda; not exact, see the README)")

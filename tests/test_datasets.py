@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -339,14 +340,18 @@ def make_p3m(root: Path):
             save(root / "validation" / sub / "trimap" / f"{n}.png", trimap_u8(a))
 
 
-def test_p3m500_subsets(tmp_path):
+def test_p3m500_subsets(tmp_path, caplog):
     make_p3m(tmp_path / "P3M")
-    ds = open_dataset(tmp_path / "P3M")
+    with caplog.at_level("WARNING", logger="atldas"):
+        ds = open_dataset(tmp_path / "P3M")
     assert isinstance(ds, P3M500) and ds.names == ["np_a.jpg", "np_b.jpg"]
+    assert "its face-blurred P3M-500-P is not" in caplog.text  # it was left out without a word
     check_sample(ds[1])
     assert open_dataset(tmp_path / "P3M", subset="P").names == ["p_a.jpg"]
     assert P3M500(tmp_path / "P3M", subset="both").names == ["np_a.jpg", "np_b.jpg", "p_a.jpg"]
     assert P3M500(tmp_path / "P3M" / "validation" / "P3M-500-P", subset="P").names == ["p_a.jpg"]
+    # a folder holding P only reads P (it was refused as "not laid out as P3M-500 ... P3M-500-NP")
+    assert open_dataset(tmp_path / "P3M" / "validation" / "P3M-500-P").names == ["p_a.jpg"]
     with pytest.raises(ConfigError, match="unknown P3M-500 subset 'X'"):
         P3M500(tmp_path / "P3M", subset="X")
 
@@ -372,7 +377,7 @@ def test_am2k_splits_and_generated_trimaps(tmp_path):
     assert torch.equal(s["trimap"], open_dataset(root, split="train")[0]["trimap"])
 
 
-def test_alphamatting_com_without_alpha(tmp_path):
+def test_alphamatting_com_without_alpha(tmp_path, capsys):
     root = tmp_path / "amc"
     for n in ("doll", "troll"):
         save(root / "input_lowres" / f"{n}.png", rgb(len(n)))
@@ -395,6 +400,17 @@ def test_alphamatting_com_without_alpha(tmp_path):
     tr = open_dataset(root, split="train")
     assert tr.has_alpha and tr.names == ["GT01.png"]
     check_sample(tr[0])
+    # eval scores it with --split train; the test split says where the ground truth is
+    from atldas.cli import main
+    from atldas.models.zoo import create_model
+
+    ckpt = tmp_path / "ck.pt"
+    torch.save({"model": create_model("cnn_baseline_tiny").state_dict()}, ckpt)
+    model = ["eval", "--model", "cnn_baseline_tiny", "--checkpoint", str(ckpt), "--data", str(root), "--no-progress"]
+    assert main([*model, "--split", "train", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["count"] == 1
+    assert main(model) == 2
+    assert "--split train" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- generic folders

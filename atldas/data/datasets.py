@@ -53,6 +53,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import inspect
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ from atldas.data.io import list_images, pair_by_stem, read_alpha, read_rgb, read
 from atldas.data.trimap import trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 from atldas.registry import Registry
+
+log = logging.getLogger("atldas")
 
 PathLike = Union[str, Path]
 
@@ -814,6 +817,15 @@ def _build_p3m(root: Path, split: str, **kw) -> Dataset:
     if _is_train(split):
         raise DataError(f"{root}: atldas reads only the P3M-500 validation sets "
                         f"({_P3M_LAYOUT}); use split test")
+    if "subset" not in kw:  # the subset the folder holds; NP where it holds both
+        v = _child(root, "validation") or root
+        has_np, has_p = _has(v, "P3M-500-NP") or _has(root, "original_image"), \
+            _has(v, "P3M-500-P") or _has(root, "blurred_image")
+        if has_p and not has_np:
+            kw["subset"] = "P"
+        elif has_p:
+            log.warning("%s: P3M-500-NP is read, its face-blurred P3M-500-P is not: point --data at %s to read "
+                        "it (in Python, subset='P' or 'both')", root, _child(v, "P3M-500-P"))
     return P3M500(root, **kw)
 
 

@@ -141,17 +141,19 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
                               split="test", backgrounds=kw.get("backgrounds"))
         return ds, f"synthetic test split ({kw['count']} images, {kw['size']}px, seed {kw['seed']})"
     kw = dict(dataset_kw)
-    limit = kw.pop("limit", None)
+    limit, split = kw.pop("limit", None), kw.pop("split", "test")  # split "train": alphamatting.com's ground truth
     try:
-        ds = open_dataset(data, split="test", **kw)
+        ds = open_dataset(data, split=split, **kw)
     except ConfigError:
         if kw.get("backgrounds") is None:
             raise
         kw.pop("backgrounds")  # a test split with its own composites takes no backgrounds (Composition-1K)
-        ds = open_dataset(data, split="test", **kw)
+        ds = open_dataset(data, split=split, **kw)
         log.warning("--backgrounds is not used: the test split of %s is not composed on backgrounds", data)
     if getattr(ds, "has_alpha", True) is False:
-        raise DataError(f"{data}: this data set has no ground-truth alpha to score against; run "
+        hint = (" (alphamatting.com publishes the ground truth of its training set only: score it with "
+                "--split train)" if type(ds).__name__ == "AlphaMattingCom" else "")
+        raise DataError(f"{data}: this data set has no ground-truth alpha to score against{hint}; run "
                         "`atldas predict` to get mattes without scores")
     if limit:
         ds = Subset(ds, range(min(int(limit), len(ds))))
@@ -175,8 +177,8 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
             checkpoint); None only for models without parameters (``closed_form``).
         data: ``"synthetic"`` (split ``test``; ``size``, ``count``, ``seed`` in ``dataset_kw``) or a
             data set folder in any layout :func:`atldas.data.datasets.open_dataset` reads (its test
-            split; ``dataset_kw`` are its options, e.g. ``kind``, ``backgrounds``, ``subset``, and
-            ``limit`` = score the first N images only).
+            split, or ``split="train"``; ``dataset_kw`` are its options, e.g. ``kind``, ``backgrounds``,
+            ``subset``, and ``limit`` = score the first N images only).
         save_pred: folder to write the 8-bit predictions to (the exact mattes scored), named like
             the images with a ``.png`` suffix.
         json_path: write the scores there as JSON (atomically).
