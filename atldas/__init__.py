@@ -40,18 +40,24 @@ _API = {
     # runs
     "SearchConfig": "atldas.run", "make_search_config": "atldas.run", "bind_space": "atldas.run",
     "Run": "atldas.run", "derive_run": "atldas.run",
-    # verbs (those named like their module are reached through it: atldas.search.search,
-    # atldas.retrain.retrain, atldas.predict.predict, atldas.bench.bench, atldas.plot.plot)
+    # verbs (those named like their module are reached through it, loaded on first use like the names
+    # here: atldas.search.search, atldas.retrain.retrain, atldas.predict.predict, atldas.bench.bench,
+    # atldas.plot.plot, atldas.tune.tune; see _VERBS)
     "RetrainConfig": "atldas.retrain", "evaluate_folders": "atldas.evaluate",
     "evaluate_model": "atldas.matting.scoring", "export_onnx": "atldas.export", "plot_genotype": "atldas.plot",
     # process settings the CLI applies
     "keep_freed_memory": "atldas.utils.malloc",
 }
 
+#: The verbs' modules (``atldas.retrain.retrain(cfg)``, ``atldas.lut.lut_build(space=...)``), loaded on first use.
+_VERBS = ("search", "retrain", "evaluate", "predict", "bench", "export", "plot", "lut", "tune")
+
 __all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _VERBS:  # a submodule: importing it binds it here
+        return importlib.import_module(f"atldas.{name}")
     module = _API.get(name)
     if module is None:
         raise AttributeError(f"module 'atldas' has no attribute {name!r}")
@@ -61,4 +67,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_API))
+    return sorted(set(globals()) | set(_API) | set(_VERBS))

@@ -170,13 +170,13 @@ def warn_if_busy() -> Optional[float]:
     return load
 
 
-def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, device: Union[str, torch.device] = "cpu",
+def bench(models: Union[str, Sequence[str]], *, size: Union[int, Sequence[int]] = 1024, device: Union[str, torch.device] = "cpu",
           threads: Optional[int] = None, json_path: Optional[str] = None, latency: bool = True,
           min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> List[Dict[str, Any]]:
     """Params, MACs and (optionally) latency of each MODEL; see the module docstring.
 
     Args:
-        models: MODELs (registered names, genotype files, run directories).
+        models: MODELs (registered names, genotype files, run directories), or one MODEL.
         size: input side (or ``(H, W)``).
         device: ``cpu`` or ``cuda`` (where latency is measured).
         threads: torch CPU threads while timing (default: torch's current count).
@@ -188,6 +188,8 @@ def bench(models: Sequence[str], *, size: Union[int, Sequence[int]] = 1024, devi
     Returns:
         One record per model, in order.
     """
+    if isinstance(models, (str, os.PathLike)):  # one MODEL, not the characters of its name
+        models = [os.fspath(models)]
     if not models:
         raise ConfigError("name at least one MODEL to bench")
     check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)

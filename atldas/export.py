@@ -171,7 +171,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         opset: ONNX opset version.
         check: run the exported file in onnxruntime (when installed) on an input of another size and
             compare with PyTorch.
-        size: the square export size (a multiple of 32).
+        size: the square export size (a multiple of 32 in 96..4096).
         atol: the largest accepted absolute difference of the check.
         optimize: run the ONNX graph optimizer (constant folding, fusions); off exports about twice
             as fast on a CPU, with a larger graph.

@@ -56,6 +56,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -191,6 +192,22 @@ def _check(cfg: RetrainConfig) -> None:
     if not 0 <= cfg.num_workers <= 64:
         raise ConfigError(f"num_workers must be in 0..64, got {cfg.num_workers}")
     resolve_device(cfg.device)
+
+
+#: RetrainConfig fields that hold a path (or a name): config.yaml records them as strings.
+_PATH_FIELDS = ("model", "data", "val_data", "backgrounds", "foregrounds", "out")
+
+
+def _plain_paths(cfg: Any) -> RetrainConfig:
+    """``cfg`` with its ``os.PathLike`` paths as strings (a ``Path`` could not be written to config.yaml);
+    TypeError for another type than RetrainConfig, ConfigError for a Genotype as the model."""
+    if not isinstance(cfg, RetrainConfig):
+        raise TypeError(f"retrain needs a RetrainConfig, got {type(cfg).__name__}")
+    if isinstance(cfg.model, Genotype):
+        raise ConfigError("RetrainConfig(model=...) takes a MODEL name or path, and a run records it: save the "
+                          "genotype first (genotype.save('g.json')) and pass the file")
+    return dataclasses.replace(cfg, **{f: os.fspath(getattr(cfg, f)) for f in _PATH_FIELDS
+                                       if isinstance(getattr(cfg, f), os.PathLike)})
 
 
 def default_out(cfg: RetrainConfig) -> Path:
@@ -502,6 +519,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
         AtldasError: a user error (bad config, missing data, existing run without ``--resume``), or a
             non-finite loss (the last good checkpoint is kept).
     """
+    cfg = _plain_paths(cfg)
     if resume and not cfg.out and not cfg.model:
         raise ConfigError("--resume needs --out RUN_DIR (the run to continue), or the MODEL it trained (its "
                           "default folder)")

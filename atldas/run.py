@@ -255,6 +255,9 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     """
     data = read_yaml(file) if file else {}
     sets = [sets] if isinstance(sets, str) else list(sets)  # one "key=value" text is a list of one
+    bad = [p for p in sets if not isinstance(p, str)]
+    if bad:
+        raise ConfigError(f"sets are 'key=value' texts (as --set takes them), got {bad[0]!r}")
     flags = {k: v for k, v in flags.items() if v is not None}
     parsed = [p.split("=", 1) for p in sets if "=" in p]
     chosen = {k.strip().replace("-", "_"): v.strip() for k, v in parsed}

@@ -118,10 +118,16 @@ def test_model_registry(tmp_path):
         assert torch.equal(loaded.weight, torch.load(tmp_path / "w.pt", weights_only=True)["model"]["weight"])
         with pytest.raises(ValueError, match="already registered"):
             atldas.register_model("test_identity_matting")(build)
+        with pytest.raises(TypeError, match="takes the model's name"):  # bare: it registered nothing, silently
+            atldas.register_model(build)
+        atldas.register_model("test_not_a_module")(lambda **knobs: "not a module")
+        with pytest.raises(ConfigError, match="returned a str, not a torch nn.Module"):
+            atldas.create_model("test_not_a_module")
     finally:
         from atldas.models.zoo import MODELS
 
         MODELS.remove("test_identity_matting")
+        MODELS.remove("test_not_a_module")
     with pytest.raises(ConfigError, match="unknown model 'nope'; known models: aematter"):
         atldas.create_model("nope")
 
@@ -236,3 +242,17 @@ def test_a_python_run_that_finished_but_was_not_derived_is_named_so(tmp_path, ca
     with caplog.at_level(logging.WARNING, logger="atldas"):
         atldas.resolve_model(out)
     assert "derive" not in caplog.text
+
+
+def test_the_verbs_are_reached_through_the_package():
+    """After a plain `import atldas`, atldas.retrain.retrain and the other verbs are there (they raised
+    AttributeError unless their module had been imported by hand)."""
+    import subprocess
+    import sys
+
+    code = ("import atldas, sys; fns = [atldas.search.search, atldas.retrain.retrain, atldas.predict.predict, "
+            "atldas.bench.bench, atldas.plot.plot, atldas.tune.tune, atldas.evaluate.evaluate_folders, "
+            "atldas.export.export_onnx, atldas.lut.lut_build]; print(len(fns), 'verbs' in dir(atldas) or "
+            "'retrain' in dir(atldas))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["9", "True"]

@@ -108,3 +108,27 @@ def test_small_misuses_are_type_or_value_errors():
     with pytest.raises(ValueError, match="hash length must be an integer in 1..64"):
         g.hash(length=0)
     assert len(g.hash(length=64)) == 64
+
+
+def test_python_misuse_of_the_verbs_is_one_clear_error(tmp_path):
+    """Found by a review: a Path in RetrainConfig failed in the YAML writer, a Genotype as its model in
+    pickle, a dict for the config with an AttributeError; bench("name") benched the name's letters;
+    make_search_config(sets=[1]) failed inside the parser."""
+    from pathlib import Path
+
+    import atldas
+    from atldas.errors import ConfigError
+    from atldas.retrain import RetrainConfig, _plain_paths
+    from derived_models import get_genotype
+
+    cfg = _plain_paths(RetrainConfig(model="cnn_baseline_tiny", data=Path("synthetic"), out=tmp_path / "r"))
+    assert cfg.data == "synthetic" and cfg.out == str(tmp_path / "r")
+    with pytest.raises(ConfigError, match="save the genotype first"):
+        atldas.retrain.retrain(RetrainConfig(model=get_genotype("darts_v2"), out=str(tmp_path / "g")))
+    with pytest.raises(TypeError, match="needs a RetrainConfig, got dict"):
+        atldas.retrain.retrain({"model": "cnn_baseline_tiny"})
+    rows = atldas.bench.bench("cnn_baseline_tiny", size=64, latency=False)
+    assert [r["model"] for r in rows] == ["cnn_baseline_tiny"]
+    with pytest.raises(ConfigError, match="'key=value' texts"):
+        atldas.make_search_config(space="tiny", sets=[1])
+    assert not (tmp_path / "g").exists()

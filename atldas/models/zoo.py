@@ -92,6 +92,10 @@ def register_model(name: str, *, two_inputs: bool = False, learned: bool = True,
     ValueError). The network maps ``(B, 6, H, W)`` RGB + one-hot trimap to ``(B, 1, H, W)`` alpha, or
     ``(image, trimap_onehot)`` with ``two_inputs=True``."""
 
+    if not isinstance(name, str):  # @register_model without a name: it would decorate nothing
+        raise TypeError("register_model takes the model's name: @atldas.register_model(\"my_net\"), "
+                        f"got {getattr(name, '__name__', type(name).__name__)!r}")
+
     def deco(build: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if not callable(build):
             raise TypeError(f"register_model({name!r}) decorates a function building the network, got "
@@ -320,6 +324,9 @@ def create_model(spec: Union[PathLike, Genotype], *, checkpoint_path: Optional[P
     """
     model = resolve_model(spec, **knobs)
     net = model.build()
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"model {model.name!r}: its builder returned a {type(net).__name__}, not a torch "
+                          "nn.Module")
     if checkpoint_path is not None:
         load_weights(net, checkpoint_path, name=model.name)
     return net
