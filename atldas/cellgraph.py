@@ -9,15 +9,14 @@ canvas: no pyplot state, no graphviz.
 from __future__ import annotations
 
 import zlib
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-import networkx as nx
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from atldas.genotype import CellSpec
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["OP_COLOURS", "FILL", "op_colour", "canvas", "cell_layout", "plot_cell"]
 
@@ -43,6 +42,10 @@ def canvas(ax: Optional[Axes], bounds, title: str, subtitle: str) -> Axes:
     """``ax`` (default: a new Agg figure of the drawing's size, 1 unit = 1 inch) showing ``bounds``, titled."""
     x0, x1, y0, y1 = bounds
     if ax is None:
+        # lazy: heavy, and the run layer imports this module
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
         fig = Figure(figsize=(x1 - x0, y1 - y0), facecolor="white")
         ax = FigureCanvasAgg(fig).figure.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set(xlim=(x0, x1), ylim=(y0, y1), aspect="equal")
@@ -68,6 +71,7 @@ def cell_layout(cell: CellSpec):
     inches (columns = topological generations, as wide as their labels need, barycentre order in a
     column); every edge as ``(source, target, op or None for concat, arc3 rad)``, long edges bent
     around the nodes; the drawing's ``(x0, x1, y0, y1)``, title band included."""
+    import networkx as nx  # lazy: the run layer imports this module, most runs draw nothing
     graph = nx.DiGraph()
     graph.add_nodes_from(range(cell.n_nodes + 2))
     graph.add_edges_from((i, j) for i, j, _ in cell.edges())
@@ -108,6 +112,7 @@ def _state(s: Any) -> str:
 
 def plot_cell(cell: CellSpec, *, title: str, ax: Optional[Axes] = None, subtitle: Optional[str] = None) -> Axes:
     """Draw ``cell`` with one op label per edge; returns the axes. ConfigError: not a DAG of the genotype form."""
+    import networkx as nx
     cell.validate(name=title)
     graph, pos, edges, bounds = cell_layout(cell)
     if subtitle is None:

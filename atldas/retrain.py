@@ -320,12 +320,19 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     def split(name: str) -> Optional[Dataset]:
         try:
             return open_dataset(root, split=name)
-        except PairingError:  # the split is there, its files do not pair up: say so (it trained on the rest)
+        except PairingError:  # the split is there, its files do not pair up
             raise
         except (ConfigError, DataError):  # no such split in this layout
             return None
 
-    train_split, test_split = split("train"), split("test")  # the same photos where the layout has one split
+    train_split = split("train")  # the same photos as the test split where the layout has one split
+    try:
+        test_split = None if cfg.val_data and train_split is not None else split("test")
+    except PairingError as exc:  # a broken test split: an error where its photos are the training photos
+        if train_split is None:
+            raise
+        log.warning("the test split of %s is not used: %s", root, exc)
+        test_split = None
     photos = train_split if train_split is not None else test_split
     if photos is None:
         raise DataError(no_split)
@@ -334,6 +341,7 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     own_test = (train_split is not None and test_split is not None and getattr(test_split, "has_alpha", True)
                 and getattr(train_split, "names", None) != getattr(test_split, "names", None))
     n = len(photos)
+    n_photos = n  # distinct photos among the training images, where the held-out split counts them
     if cfg.val_data or own_test:  # AM-2k, alphamatting.com: train on the train split, validate on the test split
         train_idx, val = list(range(n)), _own_or_given_validation(root, cfg)
     else:  # every VAL_EVERY-th photo, with every sample that shares its image or alpha (another trimap of it,
@@ -346,16 +354,17 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         held_src = set(range(VAL_EVERY - 1, n_src, VAL_EVERY)) or {n_src - 1}
         held = [i for i in range(n) if source[i] in held_src]
         train_idx = [i for i in range(n) if source[i] not in held_src]
+        n_photos = len({source[i] for i in train_idx})
         val = Subset(photos, held)
         val.what = f"{len(held)} image(s) held out of its training photos"  # type: ignore[attr-defined]
     need = cfg.steps_per_epoch * cfg.batch_size
     train = PhotoTrainSet(Subset(photos, train_idx) if len(train_idx) < n else photos, crop=cfg.crop,
                           seed=cfg.seed, samples_per_photo=-(-need // len(train_idx)))
-    log.info("training data: %d real photo(s) of %s as they are (crops of %d px around the unknown region, "
-             "flips, trimaps eroded from the alpha; no composition); validation: %s", len(train_idx), root,
-             cfg.crop, cfg.val_data or (f"the test split of {root}" if own_test else
-                                        f"{len(val)} image(s) held out of {root} (every {VAL_EVERY}th photo by "
-                                        "name, with every image that shares its photo or alpha)"))
+    images = f" ({len(train_idx)} images: a photo's trimaps or composites)" if n_photos < len(train_idx) else ""
+    held_out = f"{len(val)} image(s) held out of {root} (every {VAL_EVERY}th photo by name, with all its images)"
+    log.info("training data: %d real photo(s)%s of %s as they are (crops of %d px around the unknown region, "
+             "flips, trimaps eroded from the alpha; no composition); validation: %s", n_photos, images, root,
+             cfg.crop, cfg.val_data or (f"the test split of {root}" if own_test else held_out))
     return train, val
 
 

@@ -153,6 +153,12 @@ def test_comp1k_train_official_protocol_large_bg_cropped_top_left(tmp_path):
     ds = open_dataset(tmp_path, split="train", backgrounds=tmp_path / "bg",
                       augment=Augment(crop=(H, W), **IDENTITY))
     assert isinstance(ds, Composition1KTrain)
+    from atldas.errors import ConfigError as _ConfigError  # eval --split train: random crops are no images to score
+    from atldas.matting.scoring import evaluate_model
+
+    with pytest.raises(_ConfigError, match="training set of random augmented crops"):
+        evaluate_model(model="closed_form", checkpoint=None, data=tmp_path, split="train",
+                       backgrounds=tmp_path / "bg")
     s = ds[0]
     check_sample(s)
     assert s["name"] == "a.png"

@@ -34,7 +34,7 @@ LAYERS: List[Tuple[str, Tuple[str, ...]]] = [
 
 #: Third-party modules a function may import lazily: optional, or heavy to import for the commands
 #: that do not need them.
-LAZY_OK = ("matplotlib", "tensorboard", "torch.utils.tensorboard", "onnx", "onnxruntime", "onnxscript", "pymatting",
+LAZY_OK = ("matplotlib", "networkx", "tensorboard", "torch.utils.tensorboard", "onnx", "onnxruntime", "onnxscript", "pymatting",
            "torch.utils.benchmark", "optuna")
 #: Modules that may import anything lazily (the CLI imports each verb when it runs; the package's
 #: public names load on first use).

@@ -392,10 +392,12 @@ def test_held_out_photos_share_no_image_or_alpha_with_training(tmp_path):
     trained = {photos.items[i].image for i in train.photos.indices}
     assert len(photos) == 24 and not held & trained and {p.name for p in held} == {"p7.png"}  # p0, p1, p10, p11, p2, ..., p7
     assert sorted(photos.names[i] for i in val.indices) == ["Trimap1/p7.png", "Trimap2/p7.png"]
-    a, b = tmp_path / "a.png", tmp_path / "b.png"  # composites of one foreground share its alpha
+    # composites of one foreground share its alpha: one file, or a copy per composite (mmagic's layout)
+    a, a_copy, b = (src / "alpha" / "p1.png"), tmp_path / "a_copy.png", src / "alpha" / "p2.png"
+    shutil.copy(a, a_copy)
     items = [MattingItem("a_0.png", tmp_path / "i0.png", None, a), MattingItem("a_1.png", tmp_path / "i1.png", None, a),
-             MattingItem("b_0.png", tmp_path / "i2.png", None, b)]
-    assert MattingFolders(items).sources == [0, 0, 1]
+             MattingItem("b_0.png", tmp_path / "i2.png", None, b), MattingItem("a_2.png", tmp_path / "i3.png", None, a_copy)]
+    assert MattingFolders(items).sources == [0, 0, 1, 0]
 
 
 def test_retrain_on_photos_with_their_own_test_split(genotype_file, tmp_path, caplog):
@@ -410,11 +412,16 @@ def test_retrain_on_photos_with_their_own_test_split(genotype_file, tmp_path, ca
     out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
     assert json.loads((out / "history.jsonl").read_text())["val/count"] == 3
     assert "2 real photo(s)" in caplog.text and "the test split of" in caplog.text
-    # a test split whose files do not pair up is an error, as in eval: it trained on 1 photo and held 1 out
+    # a test split whose files do not pair up is said so (it was taken for a missing split without a word)
     (tmp_path / "am2k" / "validation" / "mask" / "p0.png").rename(tmp_path / "am2k" / "validation" / "mask" / "q0.png")
-    with pytest.raises(AtldasError, match="missing partner file"):
-        retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
-    assert not (tmp_path / "run2").exists()
+    caplog.clear()
+    out2 = retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(tmp_path / "am2k"), val_count=0))
+    assert "the test split of" in caplog.text and "is not used: 2 missing partner file(s)" in caplog.text
+    assert json.loads((out2 / "history.jsonl").read_text())["val/count"] == 1  # held out of the training photos
+    caplog.clear()  # with --val-data the test split is not read at all
+    retrain(_cfg(genotype_file, tmp_path / "run3", epochs=1, data=str(tmp_path / "am2k"),
+                 val_data=str(_photos(tmp_path / "val", 2)), val_count=0))
+    assert "missing partner" not in caplog.text
 
 
 def test_a_run_refused_after_it_started_leaves_no_folder(genotype_file, tmp_path, capsys):

@@ -200,8 +200,9 @@ class MattingFolders(Dataset):
 
     @property
     def sources(self) -> List[int]:
-        """Per sample, the index of its source photo: samples that share an image or an alpha file (one
-        photo under two trimaps, composites of one foreground) share it; numbered by first sample."""
+        """Per sample, the index of its source photo: samples that share an image file or an alpha (one
+        photo under two trimaps; composites of one foreground, whose alpha may be one file or a copy per
+        composite, so alphas are compared by content) share it; numbered by first sample."""
         parent = list(range(len(self.items)))
 
         def root(i: int) -> int:
@@ -210,12 +211,14 @@ class MattingFolders(Dataset):
                 i = parent[i]
             return i
 
-        first: Dict[Path, int] = {}
+        first: Dict[Tuple[str, str], int] = {}
         for i, it in enumerate(self.items):
-            for f in (it.image, it.alpha):
-                if f is not None:
-                    j = first.setdefault(Path(os.path.abspath(f)), i)
-                    parent[root(i)] = root(j)
+            keys = [("image", os.path.realpath(it.image))]
+            if it.alpha is not None:
+                keys.append(("alpha", hashlib.blake2b(Path(it.alpha).read_bytes(), digest_size=16).hexdigest()))
+            for key in keys:
+                j = first.setdefault(key, i)
+                parent[root(i)] = root(j)
         ids: Dict[int, int] = {}
         return [ids.setdefault(root(i), len(ids)) for i in range(len(self.items))]
 
@@ -333,7 +336,8 @@ class P3M500(MattingFolders):
 
     Args:
         root: the P3M folder, its ``validation`` folder, or one subset folder.
-        subset: ``"NP"`` (default), ``"P"`` or ``"both"`` (NP first; a name in both is an error).
+        subset: ``"NP"`` (default), ``"P"`` or ``"both"`` (NP first; a name in both is an error);
+            :func:`open_dataset` without ``subset`` reads the one a folder holds, NP where it holds both.
     """
 
     _SUBSETS = {"NP": ("P3M-500-NP", "original_image"), "P": ("P3M-500-P", "blurred_image")}
@@ -824,8 +828,10 @@ def _build_p3m(root: Path, split: str, **kw) -> Dataset:
         if has_p and not has_np:
             kw["subset"] = "P"
         elif has_p:
-            log.warning("%s: P3M-500-NP is read, its face-blurred P3M-500-P is not: point --data at %s to read "
-                        "it (in Python, subset='P' or 'both')", root, _child(v, "P3M-500-P"))
+            p_dir = _child(v, "P3M-500-P")
+            where = f"point --data at {p_dir} to read it, or in Python" if p_dir is not None else "in Python,"
+            log.warning("%s: P3M-500-NP is read, its face-blurred P3M-500-P is not (%s subset='P' or 'both')",
+                        root, where)
     return P3M500(root, **kw)
 
 

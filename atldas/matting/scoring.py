@@ -150,6 +150,9 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
         kw.pop("backgrounds")  # a test split with its own composites takes no backgrounds (Composition-1K)
         ds = open_dataset(data, split=split, **kw)
         log.warning("--backgrounds is not used: the test split of %s is not composed on backgrounds", data)
+    if hasattr(ds, "set_epoch"):  # a composed training set: random crops, augmented, new every epoch
+        raise ConfigError(f"--split {split} of {data} is a training set of random augmented crops, not images to "
+                          "score; --split train reads photo layouts with ground truth (alphamatting.com, AM-2k)")
     if getattr(ds, "has_alpha", True) is False:
         hint = (" (alphamatting.com publishes the ground truth of its training set only: score it with "
                 "--split train)" if type(ds).__name__ == "AlphaMattingCom" else "")

@@ -274,7 +274,8 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
     if text in MODELS:
         e = MODELS.get(text)
         genotype = derived_models.get_genotype(e.genotype) if e.genotype else None
-        return MattingModel(name=text, build=lambda: e.build(**knobs), two_inputs=e.two_inputs, genotype=genotype,
+        return MattingModel(name=text, build=lambda: _module(e.build(**knobs), text), two_inputs=e.two_inputs,
+                            genotype=genotype,
                             kind="registered" if e.learned else "classical",
                             meta={"learned": e.learned, "description": e.description})
     if text in derived_models.GENOTYPES:  # architecture.md: a derived_models name is a MODEL
@@ -284,6 +285,13 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
     raise ConfigError(f"unknown model {text!r}; known models: {', '.join(list_models())}, the named genotypes "
                       f"{', '.join(derived_models.genotype_names())} (their cells in the CheapMatting macro), "
                       "or a genotype JSON file, or a run directory")
+
+
+def _module(net: Any, name: str) -> nn.Module:
+    """``net``, or ConfigError when a registered builder returned something else than an ``nn.Module``."""
+    if not isinstance(net, nn.Module):
+        raise ConfigError(f"model {name!r}: its builder returned a {type(net).__name__}, not a torch nn.Module")
+    return net
 
 
 def _named_cells(name: str, knobs: Mapping[str, Any]) -> MattingModel:
@@ -324,9 +332,6 @@ def create_model(spec: Union[PathLike, Genotype], *, checkpoint_path: Optional[P
     """
     model = resolve_model(spec, **knobs)
     net = model.build()
-    if not isinstance(net, nn.Module):
-        raise ConfigError(f"model {model.name!r}: its builder returned a {type(net).__name__}, not a torch "
-                          "nn.Module")
     if checkpoint_path is not None:
         load_weights(net, checkpoint_path, name=model.name)
     return net
