@@ -210,8 +210,9 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         raise ConfigError(f"{mm.name} is a classical solver (pymatting), not a network; it cannot be "
                           "exported to ONNX")
     if (checkpoint is None) != bool(initial_weights):
-        raise ConfigError("export needs the trained weights: --checkpoint CKPT (e.g. RUN_DIR/best.pt); "
-                          "--initial-weights exports the untrained network instead" if checkpoint is None else
+        raise ConfigError("export needs the trained weights: --checkpoint CKPT (e.g. RUN_DIR/best.pt; in Python "
+                          "checkpoint=); --initial-weights (initial_weights=True) exports the untrained network "
+                          "instead" if checkpoint is None else
                           "--checkpoint and --initial-weights exclude each other: give one")
     net = mm.build()
     if checkpoint is not None:
