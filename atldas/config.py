@@ -26,10 +26,30 @@ import yaml
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
-__all__ = ["MAX_THREADS", "check_threads", "check_ranges", "parse_amount", "coerce", "build", "apply_overrides",
-           "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml", "to_dict"]
+__all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "parse_amount", "coerce", "build",
+           "apply_overrides", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
+           "to_dict"]
 
 C = TypeVar("C")
+
+
+def keyword_only(cls: Type[C]) -> Type[C]:
+    """Class decorator, above ``@dataclass``: the constructor takes keyword arguments only (style.md;
+    ``dataclass(kw_only=True)`` needs Python 3.10), so ``BudgetCfg(8e9)`` is a TypeError naming the fields
+    instead of a silent first-field assignment. ``dataclasses.replace``, copies and pickles are
+    unaffected (they pass keywords or call no constructor)."""
+    init = cls.__init__
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        if args:
+            names = [f.name for f in dataclasses.fields(cls) if f.init][:len(args)]  # type: ignore[arg-type]
+            raise TypeError(f"{cls.__name__} takes keyword arguments only; got {len(args)} positional "
+                            f"({', '.join(f'{n}=' for n in names)} ...)")
+        init(self, **kw)
+
+    __init__.__doc__, __init__.__wrapped__ = init.__doc__, init  # type: ignore[attr-defined]
+    cls.__init__ = __init__  # type: ignore[assignment]
+    return cls
 
 _AMOUNT = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

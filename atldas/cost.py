@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from atldas.config import keyword_only
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.errors import ConfigError
 from atldas.latency import lut_lookup
@@ -44,6 +45,7 @@ def format_cost(value: float, metric: str) -> str:
     return f"{value:.0f} {unit}"
 
 
+@keyword_only
 @dataclass
 class CostTable:
     """Costs of the candidates of a search space in one metric (see the module docstring).
@@ -239,6 +241,7 @@ def uniform_edge_probs(arch: ArchParams, *, in_degree: int = 2) -> Dict[str, Ten
     return {t: pi for t in CELL_TYPES}
 
 
+@keyword_only
 @dataclass
 class BudgetCfg:
     """The budget a search is asked for (at most one target) and how it is enforced.
@@ -324,6 +327,7 @@ class BudgetCfg:
 FORMS = ("lagrange", "hinge", "abs", "mult")
 
 
+@keyword_only
 @dataclass
 class Budget:
     """A cost target, the form of its penalty and the settings of its multiplier.

@@ -70,7 +70,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from atldas.version import __version__
-from atldas.config import build, check_ranges
+from atldas.config import build, check_ranges, keyword_only
 from atldas.data.datasets import PairingError, PhotoTrainSet, open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
@@ -107,6 +107,7 @@ _NOT_SCALARS = ("epoch", "step", "params", "val/count", "best/epoch")
 
 # --------------------------------------------------------------------------- configuration
 
+@keyword_only
 @dataclass
 class RetrainConfig:
     """Configuration of ``atldas retrain`` (see :mod:`atldas.retrain`).

@@ -39,8 +39,8 @@ from tqdm import tqdm
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
 from atldas.cellgraph import plot_cell
-from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, leaf_paths, read_yaml,
-                           set_path)
+from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, keyword_only, leaf_paths,
+                           read_yaml, set_path)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
@@ -71,6 +71,7 @@ ALIASES = {"budget_form": "budget.form", "data": "data.source"}
 _TARGETS = ("target_macs", "target_params", "target_latency_ms")
 
 
+@keyword_only
 @dataclass
 class SearchConfig:
     """Configuration of a search (``atldas search``); ``config.yaml`` is its resolved form.

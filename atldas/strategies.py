@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from atldas.arch import CELL_TYPES, Child
 from atldas.cost import Budget, CostTable, uniform_edge_probs
-from atldas.config import check_ranges
+from atldas.config import check_ranges, keyword_only
 from atldas.errors import ConfigError
 from atldas.registry import Registry
 from atldas.supernet import Plan, SuperNet
@@ -49,6 +49,7 @@ ESTIMATORS = ("reinforce", "st")
 
 
 
+@keyword_only
 @dataclass
 class StrategyHP:
     """Settings of every strategy: the weight optimiser (AdamW with a cosine learning rate).
@@ -68,6 +69,7 @@ class StrategyHP:
         check_ranges(self, {"w_lr": (1e-12, 10.0), "w_weight_decay": (0.0, 10.0), "grad_clip": (1e-12, 1e6)})
 
 
+@keyword_only
 @dataclass
 class ArchHP(StrategyHP):
     """Settings of a strategy with an arch step: Adam on the architecture logits.
@@ -95,6 +97,7 @@ class ArchHP(StrategyHP):
             raise ConfigError(f"unknown control {self.control!r}; known: {', '.join(CONTROLS)}")
 
 
+@keyword_only
 @dataclass
 class AtldasHP(ArchHP):
     """ATL-DAS settings (the sampling schedule and hard pruning; see :class:`AtldasStrategy`).
@@ -136,11 +139,13 @@ class AtldasHP(ArchHP):
             raise ConfigError("the reinforce estimator needs arch_samples >= 2 (a leave-one-out baseline)")
 
 
+@keyword_only
 @dataclass
 class DartsHP(ArchHP):
     """First-order DARTS settings (the arch optimiser only)."""
 
 
+@keyword_only
 @dataclass
 class GdasHP(ArchHP):
     """GDAS settings: the Gumbel temperature, linear from ``tau_max`` to ``tau_min`` after warm-up."""
@@ -153,6 +158,7 @@ class GdasHP(ArchHP):
         check_ranges(self, {"tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3)})
 
 
+@keyword_only
 @dataclass
 class RandomHP(StrategyHP):
     """Random search with shared weights: how many random children derive ranks."""

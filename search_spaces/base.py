@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from atldas.config import keyword_only
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.errors import ConfigError
 from atldas.genotype import CellSpec, Genotype
@@ -42,6 +43,7 @@ __all__ = ["SpaceCfg", "SearchSpace", "BlockCandidates"]
 BlockCandidates = Dict[str, Dict[str, Tuple[Callable[[], nn.Module], Tuple[Tuple[int, ...], ...]]]]
 
 
+@keyword_only
 @dataclass
 class SpaceCfg:
     """Knobs of a search space: the proxy that is searched and the target the budget is stated on.

@@ -132,3 +132,18 @@ def test_python_misuse_of_the_verbs_is_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="'key=value' texts"):
         atldas.make_search_config(space="tiny", sets=[1])
     assert not (tmp_path / "g").exists()
+
+
+@pytest.mark.parametrize("name", ["RetrainConfig", "SearchConfig", "BudgetCfg", "AtldasHP", "DartsHP", "GdasHP",
+                                  "RandomHP", "CheapMattingCfg", "SpaceCfg", "DataCfg"])
+def test_config_classes_take_keywords_only(name):
+    """style.md: keyword-only constructors. A positional value went into the first field silently
+    (BudgetCfg(8e9) set target_macs; RetrainConfig("x") the model)."""
+    import dataclasses
+
+    cls = getattr(atldas, name, None) or getattr(atldas.retrain, name)
+    first = next(f.name for f in dataclasses.fields(cls) if f.init)
+    with pytest.raises(TypeError, match=f"{name} takes keyword arguments only; got 1 positional \\({first}="):
+        cls(1)
+    made = cls()  # keywords and defaults as before; replace() and copies pass keywords
+    assert dataclasses.replace(made) == made

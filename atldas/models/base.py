@@ -13,11 +13,13 @@ from typing import Any, Callable, Dict, Optional
 
 from torch import Tensor, nn
 
+from atldas.config import keyword_only
 from atldas.genotype import Genotype
 
 __all__ = ["MattingModel", "set_clamp"]
 
 
+@keyword_only
 @dataclass(frozen=True)
 class MattingModel:
     """A resolved MODEL.

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from atldas.config import keyword_only
 from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.models.cells import Cell
@@ -89,6 +90,7 @@ def _ints(value: Any, name: str, n: Optional[int]) -> Tuple[int, ...]:
     return tuple(_int(v, name, high=4096) for v in value)
 
 
+@keyword_only
 @dataclass(frozen=True)
 class CheapMattingCfg:
     """The CheapMatting macro as data; the defaults are the released network's.

@@ -15,12 +15,13 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from atldas.config import check_ranges
+from atldas.config import check_ranges, keyword_only
 from atldas.errors import ConfigError
 
 __all__ = ["DataCfg", "Task"]
 
 
+@keyword_only
 @dataclass
 class DataCfg:
     """Where a search's samples come from and how they are batched.
