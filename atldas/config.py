@@ -51,6 +51,7 @@ def keyword_only(cls: Type[C]) -> Type[C]:
     cls.__init__ = __init__  # type: ignore[assignment]
     return cls
 
+
 _AMOUNT = {"k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9, "t": 1e12, "T": 1e12}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 #: The most torch CPU threads a run may ask for. Above the hardware threads of any machine torch
