@@ -535,11 +535,6 @@ class ComposedTestSet(Dataset):
         """Sample names, in order."""
         return [self._name(i)[1] for i in range(len(self))]
 
-    @property
-    def sources(self) -> List[int]:
-        """Per sample, the index of its foreground (its composites share it)."""
-        return [i // self.bg_per_fg for i in range(len(self))]
-
     def background_for(self, name: str) -> Path:
         """The background file that composite ``name`` uses."""
         rng = np.random.default_rng(name_seed("background:" + name))
@@ -1000,5 +995,5 @@ def _check_options(spec: DatasetKind, split: str, kw: Dict[str, object]) -> None
 __all__ = ["AIM500", "AM2K", "AlphaMattingCom", "ComposedTestSet", "ComposedTrainSet",
            "Composition1KTest", "Composition1KTrain", "DATASET_KINDS", "DEFAULT_TEST_TRIMAP_KERNEL",
            "DatasetKind", "Distinctions646Test", "Distinctions646Train", "GenericFolders",
-           "MattingFolders", "MattingItem", "P3M500", "PairingError", "PhotoTrainSet", "check_same_size", "compose_official",
-           "detect_kind", "deterministic_trimap", "name_seed", "open_dataset"]
+           "MattingFolders", "MattingItem", "P3M500", "PairingError", "PhotoTrainSet", "check_same_size",
+           "compose_official", "detect_kind", "deterministic_trimap", "name_seed", "open_dataset"]

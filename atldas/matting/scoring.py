@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from atldas.data.datasets import open_dataset
+from atldas.data.datasets import AlphaMattingCom, open_dataset
 from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, write_alpha
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
@@ -155,7 +155,7 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
                           "score; --split train reads photo layouts with ground truth (alphamatting.com, AM-2k)")
     if getattr(ds, "has_alpha", True) is False:
         hint = (" (alphamatting.com publishes the ground truth of its training set only: score it with "
-                "--split train)" if type(ds).__name__ == "AlphaMattingCom" else "")
+                "--split train)" if isinstance(ds, AlphaMattingCom) else "")
         raise DataError(f"{data}: this data set has no ground-truth alpha to score against{hint}; run "
                         "`atldas predict` to get mattes without scores")
     if limit:
