@@ -314,7 +314,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from atldas.run import derive_run
 
-    path = derive_run(args.run_dir, out=args.out)
+    path = derive_run(args.run_dir, out=args.out, stored_costs=args.stored_costs)
     print(f"wrote {path}")
     return 0
 
@@ -456,6 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("derive", parents=[common], help="derive the genotype of a search run")
     p.add_argument("run_dir", metavar="RUN_DIR", help="search run directory")
     p.add_argument("--out", help="genotype file to write (default RUN_DIR/genotype.json)")
+    p.add_argument("--stored-costs", action="store_true",
+                   help="cost candidates with the run's own cost_table.json (a run of an earlier atldas, whose "
+                        "cost model has changed since)")
     p.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("plot", parents=[common], help="draw the cells and macro network of a genotype")

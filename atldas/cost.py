@@ -24,7 +24,7 @@ from torch import Tensor
 
 from atldas.config import keyword_only
 from atldas.arch import CELL_TYPES, ArchParams, Child
-from atldas.errors import ConfigError
+from atldas.errors import ConfigError, DataError
 from atldas.latency import lut_lookup
 from atldas.ops import op_cost
 from atldas.topology import edge_geometry
@@ -168,6 +168,18 @@ class CostTable:
         return json.dumps({"metric": self.metric, "base": self.base, "input_size": list(self.input_size),
                            "cells": {t: v.tolist() for t, v in self.cells.items()},
                            "blocks": {g: v.tolist() for g, v in self.blocks.items()}})
+
+    @classmethod
+    def from_json(cls, text: str, *, where: str = "the cost table") -> "CostTable":
+        """The table :meth:`to_json` wrote (e.g. a run's ``cost_table.json``); DataError (one line) for
+        text that is not one."""
+        try:
+            d = json.loads(text)
+            return cls(metric=d["metric"], base=float(d["base"]), input_size=tuple(int(v) for v in d["input_size"]),
+                       cells={t: torch.tensor(v, dtype=torch.float64) for t, v in d["cells"].items()},
+                       blocks={g: torch.tensor(v, dtype=torch.float64) for g, v in d.get("blocks", {}).items()})
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise DataError(f"{where} is not a cost table written by atldas ({type(e).__name__}: {e})") from None
 
 
 # --------------------------------------------------------------------------- building a table

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -32,6 +33,7 @@ from atldas.genotype import Genotype
 from atldas.models.cheapmatting import CheapMatting, CheapMattingCfg
 from atldas.models.darts_cifar import STEM_MULTIPLIER, DartsCifarNetwork
 from atldas.models.zoo import MODELS, check_genotype, genotype_macro, no_genotype
+from atldas.rundir import RunDir
 from atldas.topology import cell_stack, reductions_of, stage_taps
 from atldas.utils.atomic import atomic_path, check_output
 
@@ -41,6 +43,7 @@ __all__ = ["OP_COLOURS", "op_colour", "cell_layout", "plot_cell", "plot_macro", 
 _BOX, _MX, _MY = (2.15, 0.8), 2.55, 1.05  # macro, inches: box size, column and row pitch
 _TITLES = {"normal": "normal cell", "reduce": "reduction cell  (ops on the inputs stride 2)"}
 PathLike = Union[str, os.PathLike]
+log = logging.getLogger("atldas")
 
 
 def _defaults_of(fn) -> Dict[str, Any]:
@@ -263,6 +266,11 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
     if path.is_dir():
         if not (path / "genotype.json").is_file():
             raise ConfigError(no_genotype(path))
+        pid = RunDir(path, checkpoint="checkpoint.pt", kind="search").holder()
+        if pid is not None:
+            log.warning("%s is in use by a running search (pid %s): this is the genotype of its last finished "
+                        "epoch (the policy's argmax, not repaired), and the search redraws plots/ when it ends",
+                        path, pid)
         return check_genotype(Genotype.load(path / "genotype.json", validate=False)), path / "plots" / "genotype.png"
     if path.is_file():
         return check_genotype(Genotype.load(path, validate=False)), path.with_suffix(".png")

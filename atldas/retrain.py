@@ -621,7 +621,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     tune_backend(device)
     fresh: Any = ...  # the fresh run's genotype, resolved once
     if resume:
-        train_ds, val_ds = _datasets(cfg)
+        ckpt = rd.load(map_location=device, fmt=FORMAT)  # the data is read once it is known to be needed
     else:
         train_ds, val_ds, weights, fresh = checked if checked is not None else _fresh_checks(cfg)
         # last.pt (weights, two Adam moments, EMA) and best.pt; an atomic rewrite holds two copies
@@ -655,8 +655,12 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     start, step = 0, 0
     best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
     if resume:
-        ckpt = rd.load(map_location=device, fmt=FORMAT)
         _check_resumable(ckpt, net, ema=ema, source=str(rd.checkpoint))
+        if int(ckpt["epoch"]) + 1 >= cfg.epochs:
+            log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
+            _log_best(dict(ckpt["best"]), dict(ckpt.get("trivial") or {}), out)
+            return out
+        train_ds, val_ds = _datasets(cfg)  # before the RNG state is restored, as a fresh run reads it first
         net.load_state_dict(ckpt["train_model"] if ema is not None else ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):
@@ -667,10 +671,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         start, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
         set_rng_state(ckpt["rng"])
         resume_threads(ckpt.get("threads"), configured=cfg.threads)
-        if start >= cfg.epochs:
-            log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
-        else:
-            log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
+        log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
+        del ckpt
 
     n_params = count_params(net)
     history = rd.history(start)
@@ -784,11 +786,15 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
                  " *best*" if improved else "", row["time/epoch_s"])
     if writer is not None:
         writer.close()
+    _log_best(best, trivial, out)
+    return out
+
+
+def _log_best(best: Dict[str, Any], trivial: Dict[str, float], out: Path) -> None:
     if best["epoch"] >= 0:
         ratio = best["SAD"] / trivial["SAD"] if trivial.get("SAD") else float("nan")
         log.info("best epoch %d: %s; trivial prediction: %s (SAD ratio %.2f) -> %s", best["epoch"] + 1,
                  _fmt(best), _fmt(trivial), ratio, out / BEST)
-    return out
 
 
 def start_epoch_of(path: Path) -> int:

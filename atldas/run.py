@@ -762,9 +762,13 @@ def _cell_graphs(writer, genotype: Genotype, epoch: int) -> None:
         writer.add_figure(f"cells/{name}", ax.figure, epoch)
 
 
-def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path:
-    """``atldas derive RUN_DIR [--out FILE]``: the run's final genotype from its checkpoint, written to
-    ``out`` (default ``RUN_DIR/genotype.json``)."""
+def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_costs: bool = False) -> Path:
+    """``atldas derive RUN_DIR [--out FILE] [--stored-costs]``: the run's final genotype from its
+    checkpoint, written to ``out`` (default ``RUN_DIR/genotype.json``).
+
+    ``stored_costs``: cost the candidates with the table the search started with
+    (``RUN_DIR/cost_table.json``) rather than with the one this atldas builds; without it a run whose
+    costs have changed since (another cost model, a rebuilt ``--lut``) is refused."""
     path = Path(out) if out else Path(run_dir) / "genotype.json"
     if Path(run_dir).is_dir():
         refuse_input_as_output(path, [p for p in Path(run_dir).iterdir() if p.name != "genotype.json"], flag="--out")
@@ -778,7 +782,10 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None) -> Path
     lock = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").locked() if inside else contextlib.nullcontext()
     with lock:
         run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
-        check_costs_unchanged(run, Path(run_dir), verb="derive")
+        if stored_costs:
+            use_stored_costs(run, Path(run_dir))
+        else:
+            check_costs_unchanged(run, Path(run_dir), verb="derive")
         if run.epoch < run.cfg.epochs:
             log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
                         "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
@@ -794,8 +801,22 @@ def check_costs_unchanged(run: Run, run_dir: Path, *, verb: str) -> None:
     if stored.is_file() and json.loads(stored.read_text()) != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
         what = (f"the latency table {run.cfg.budget.lut}" if run.table.metric == "latency_ms"
                 else "the cost model (another atldas?)")
+        hint = (", or derive with the costs it searched with (atldas derive RUN_DIR --stored-costs)"
+                if verb == "derive" else "")
         raise ConfigError(f"{verb}: the costs of this run's architectures differ from those it started with "
-                          f"({stored}): {what} changed since; restore it, or start a new run")
+                          f"({stored}): {what} changed since; restore it, or start a new run{hint}")
+
+
+def use_stored_costs(run: Run, run_dir: Path) -> None:
+    """Give ``run`` (its derive, its strategy) the cost table its search started with."""
+    stored = run_dir / "cost_table.json"
+    if not stored.is_file():
+        raise ConfigError(f"--stored-costs: {run_dir} has no cost_table.json (a run of atldas before it wrote one)")
+    table = CostTable.from_json(stored.read_text(), where=str(stored))
+    table.check_fits(run.net.arch, budget_metric=run.table.metric)
+    if json.loads(table.to_json()) != json.loads(run.table.to_json()):
+        log.warning("derive: the costs of %s are those its search started with (%s), not this atldas's", run_dir, stored)
+    run.table = run.strategy.cost = table
 
 
 def write_cost_table(run: Run) -> None:

@@ -98,6 +98,23 @@ class RunDir:
                 with contextlib.suppress(OSError):  # stops at a folder something else wrote into
                     q.rmdir()
 
+    def holder(self) -> Optional[str]:
+        """The pid (as written) of the atldas process that holds this directory's lock now, None if none
+        does; takes no lock itself."""
+        if fcntl is None or not (self.path / LOCK).is_file():
+            return None
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+        finally:
+            os.close(fd)  # releases a shared lock taken
+        return None
+
     def _sweep(self) -> None:
         """Remove the temporary files an atomic write killed mid-way left (``.<file>.<random>...``)."""
         for q in self.path.iterdir():

@@ -5,6 +5,8 @@ DARTS/GDAS baselines)."""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
 import runpy
 from pathlib import Path
@@ -178,7 +180,7 @@ def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monke
 
     monkeypatch.setattr(rundir_mod, "save_checkpoint", interrupting_save)
     out = tmp_path / "run"
-    assert main(["search", *FAST, "--epochs", "3", "--out", str(out)]) != 0
+    assert main(["search", *FAST, "--epochs", "3", "--target-macs", "100M", "--out", str(out)]) != 0
     monkeypatch.setattr(rundir_mod, "save_checkpoint", real_save)
     table = out / "cost_table.json"
     kept = table.read_text()
@@ -186,22 +188,30 @@ def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monke
     data["base"] = data["base"] * 2 + 1
     table.write_text(json.dumps(data))
     capsys.readouterr()
-    assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 2
+    assert main(["search", *FAST, "--epochs", "3", "--target-macs", "100M", "--out", str(out), "--resume"]) == 2
     assert "differ from those it started with" in capsys.readouterr().err
     before = (out / "genotype.json").read_text()  # derive too: it derived another genotype without a word
     assert main(["derive", str(out)]) == 2
     assert "derive: the costs of this run's architectures differ" in capsys.readouterr().err
     assert (out / "genotype.json").read_text() == before
+    # --stored-costs: derived with the table the run started with (here the edited one), said so
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        assert main(["derive", str(out), "--stored-costs", "--out", str(tmp_path / "stored.json")]) == 0
+    assert "are those its search started with" in caplog.text
+    table.write_text("{}")
+    assert main(["derive", str(out), "--stored-costs", "--out", str(tmp_path / "bad.json")]) == 2
+    assert "is not a cost table written by atldas" in capsys.readouterr().err
     table.write_text(kept)
-    assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
-    import logging
-
+    assert main(["derive", str(out), "--out", str(tmp_path / "plain.json")]) == 0
+    old, new = (json.loads((tmp_path / f).read_text())["cost"]["repair"] for f in ("plain.json", "stored.json"))
+    assert new["before"] - old["before"] == data["base"] - json.loads(kept)["base"], (old, new)
+    assert main(["search", *FAST, "--epochs", "3", "--target-macs", "100M", "--out", str(out), "--resume"]) == 0
     with caplog.at_level(logging.INFO, logger="atldas"):  # a finished run: said so (it said "epoch 4/3")
-        assert main(["search", *FAST, "--epochs", "3", "--out", str(out), "--resume"]) == 0
+        assert main(["search", *FAST, "--epochs", "3", "--target-macs", "100M", "--out", str(out), "--resume"]) == 0
     assert "finished its 3 epochs already" in caplog.text and "epoch 4/3" not in caplog.text
 
 
-def test_derive_into_a_run_a_search_holds_is_refused(tmp_path, capsys):
+def test_derive_into_a_run_a_search_holds_is_refused(tmp_path, capsys, caplog):
     """derive wrote RUN_DIR/genotype.json while the run's search held it (the search rewrote it at its
     next epoch); --out elsewhere reads the checkpoint and is allowed."""
     from atldas.rundir import RunDir
@@ -219,6 +229,16 @@ def test_derive_into_a_run_a_search_holds_is_refused(tmp_path, capsys):
         r = subprocess.run([sys.executable, "-m", "atldas", "derive", str(out), "--out", str(tmp_path / "g.json")],
                            capture_output=True, text=True, timeout=300)
         assert r.returncode == 0 and (tmp_path / "g.json").is_file(), r.stderr
+        # plot of a run a search holds: drawn (a look at the search so far), with a word that it is one
+        assert RunDir(out, checkpoint="checkpoint.pt", kind="search").holder() == str(os.getpid())
+        with caplog.at_level(logging.WARNING, logger="atldas"):
+            assert main(["plot", str(out), "--out", str(tmp_path / "mid.png")]) == 0
+        assert "is in use by a running search" in caplog.text
+    caplog.clear()
+    assert RunDir(out, checkpoint="checkpoint.pt", kind="search").holder() is None
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        assert main(["plot", str(out), "--out", str(tmp_path / "end.png")]) == 0
+    assert "running search" not in caplog.text
 
 
 def test_a_python_run_that_finished_but_was_not_derived_is_named_so(tmp_path, caplog):

@@ -113,6 +113,17 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tm
     bb = torch.load(run / "best.pt", weights_only=True)
     assert ba["epoch"] == bb["epoch"] and all(torch.equal(ba["model"][k], bb["model"][k]) for k in ba["model"])
 
+    # the run has finished: --resume says so without reading the data (it built the validation set first)
+    import atldas.retrain as retrain_mod
+
+    def no_data(cfg):
+        raise AssertionError("a finished run read its data")
+
+    monkeypatch.setattr(retrain_mod, "_datasets", no_data)
+    last = (run / "last.pt").read_bytes()
+    assert retrain(RetrainConfig(out=str(run)), resume=True) == run
+    assert (run / "last.pt").read_bytes() == last
+
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(genotype_file, tmp_path, monkeypatch):
     real = MattingLoss.forward
