@@ -55,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import json
 import logging
 import os
 import sys
@@ -83,7 +84,7 @@ from atldas.matting.scoring import score_dataset, trivial_alpha
 from atldas.models.base import MattingModel, set_clamp
 from atldas.models.cheapmatting import CheapMattingCfg
 from atldas.models.zoo import genotype_macro, require_torch, resolve_model
-from atldas.rundir import RunDir
+from atldas.rundir import CONFIG, RunDir
 from atldas.utils.atomic import check_output
 from atldas.tensors import batch_to, matting_input
 from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
@@ -418,6 +419,26 @@ def _check_resumable(ckpt: Dict[str, Any], net: nn.Module, *, ema: Optional["EMA
                         "and config.yaml come from different runs")
 
 
+def _check_same_config(cfg: RetrainConfig, ckpt: Dict[str, Any], *, out: Path) -> None:
+    """ConfigError (one line) when the run's ``config.yaml`` no longer says what its ``last.pt`` was
+    trained with (edited since): the run would go on with another optimizer, loss or schedule, or
+    report one it does not use, without a word. ``out`` (the folder may have moved) and ``progress``
+    (a display setting) may differ."""
+    saved = ckpt.get("config")
+    if not isinstance(saved, dict):
+        return
+
+    def plain(d: Dict[str, Any]) -> Dict[str, Any]:  # tuples and lists alike, as YAML and the checkpoint hold them
+        return json.loads(json.dumps({k: v for k, v in d.items() if k not in ("out", "progress")}, default=str))
+
+    now, then = plain(dataclasses.asdict(cfg)), plain(saved)
+    changed = [f"{k}: {now.get(k)!r} (trained with {then.get(k)!r})"
+               for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    if changed:
+        raise ConfigError(f"{out / CONFIG} differs from the config its last.pt was trained with: {'; '.join(changed)}; "
+                          "restore it (a run's settings cannot change on resume; start a new run with another --out)")
+
+
 def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
     groups = decay_groups(net, cfg.weight_decay)  # no decay on norms, biases, PReLU slopes
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RAdam
@@ -557,7 +578,7 @@ class _Replica:
     (after :func:`~atldas.utils.dist.barrier`) and writes nothing."""
 
     def __init__(self, rd: RunDir) -> None:
-        self.path, self._rd = rd.path, rd
+        self.path, self.checkpoint, self._rd = rd.path, rd.checkpoint, rd
 
     def check_resume(self) -> None:
         barrier()
@@ -577,7 +598,7 @@ class _Replica:
     def history(self, start: int) -> Any:
         return type("NoHistory", (), {"append": lambda self, row: None})()
 
-    def writer(self, enabled: bool = True) -> None:
+    def writer(self, enabled: bool = True, *, start: int = 0) -> None:
         return None
 
     def save(self, state: Dict[str, Any], name: Optional[str] = None) -> None:
@@ -621,7 +642,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     tune_backend(device)
     fresh: Any = ...  # the fresh run's genotype, resolved once
     if resume:
-        ckpt = rd.load(map_location=device, fmt=FORMAT)  # the data is read once it is known to be needed
+        # on the CPU: the RNG states must be (load_state_dict moves the weights and moments to the device)
+        ckpt = rd.load(map_location="cpu", fmt=FORMAT)  # the data is read once it is known to be needed
     else:
         train_ds, val_ds, weights, fresh = checked if checked is not None else _fresh_checks(cfg)
         # last.pt (weights, two Adam moments, EMA) and best.pt; an atomic rewrite holds two copies
@@ -656,6 +678,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
     if resume:
         _check_resumable(ckpt, net, ema=ema, source=str(rd.checkpoint))
+        _check_same_config(cfg, ckpt, out=out)
         if int(ckpt["epoch"]) + 1 >= cfg.epochs:
             log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
             _log_best(dict(ckpt["best"]), dict(ckpt.get("trivial") or {}), out)
@@ -676,7 +699,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
 
     n_params = count_params(net)
     history = rd.history(start)
-    writer = rd.writer(cfg.tensorboard)
+    writer = rd.writer(cfg.tensorboard, start=start)
     eval_net = ema.module if ema is not None else net
     log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "
              "device %s%s -> %s", model.name, f"{n_params:,}",
@@ -694,7 +717,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     show = cfg.progress and sys.stderr.isatty()
     last_path = out / LAST
     sampler = EpochBatches(_epoch_order(len(train_ds), cfg), batch_size=cfg.batch_size, steps=cfg.steps_per_epoch)
-    loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda")
+    loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                         seed=cfg.seed)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         net.train()
@@ -729,8 +753,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
             scaler.unscale_(opt)
             gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
             if not scaler.is_enabled() and not torch.isfinite(gnorm):
-                kept = (f"the last good checkpoint is kept in {last_path}" if last_path.exists()
-                        else "no checkpoint was written")
+                kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
+                        if last_path.exists() else "no checkpoint was written")
                 raise AtldasError(f"the gradient became non-finite at epoch {epoch + 1}, step {k + 1}; {kept}; "
                                   f"lower --set lr=... (now {cfg.lr:g})")
             scaler.step(opt)

@@ -456,8 +456,8 @@ class Run:
             As = EpochBatches(epoch_order(n=len(arch), per_epoch=arch_steps * d.batch_size, epochs=cfg.epochs,
                                           seed=cfg.seed, salt=2, batch_size=d.batch_size, cycle=True),
                               batch_size=d.batch_size, steps=arch_steps)
-            self._data = (train, arch, make_loader(train, ts, num_workers=d.num_workers),
-                          make_loader(arch, As, num_workers=d.num_workers), ts, As)
+            self._data = (train, arch, make_loader(train, ts, num_workers=d.num_workers, seed=cfg.seed),
+                          make_loader(arch, As, num_workers=d.num_workers, seed=cfg.seed), ts, As)
         return self._data
 
     # ------------------------------------------------------------------ search
@@ -482,7 +482,7 @@ class Run:
             rd.write_config(dataclasses.replace(cfg, out=str(self.out)))  # refuses another config left without a checkpoint
             write_cost_table(self)
         history = rd.history(self.epoch) if rd is not None else None
-        writer = rd.writer(cfg.tensorboard) if rd is not None else None
+        writer = rd.writer(cfg.tensorboard, start=self.epoch) if rd is not None else None
         strat, rows = self.strategy, []
         show = cfg.progress and sys.stderr.isatty()
         try:

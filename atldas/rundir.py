@@ -69,8 +69,14 @@ class RunDir:
         check_output(self.path, flag="--out", folder=True)
         created = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
         refused = False
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            for q in created:
+                with contextlib.suppress(OSError):
+                    q.rmdir()
+            raise AtldasError(f"--out {self.path}: cannot create the run folder there ({e.strerror or e})") from None
         try:
             if fcntl is not None:
                 try:
@@ -209,6 +215,6 @@ class RunDir:
         """``history.jsonl``, with the lines of epochs >= ``start`` dropped (resume)."""
         return History(self.path / "history.jsonl", start)
 
-    def writer(self, enabled: bool = True):
-        """A TensorBoard writer on ``tb/`` (or None)."""
-        return open_writer(self.path, enabled=enabled)
+    def writer(self, enabled: bool = True, *, start: int = 0):
+        """A TensorBoard writer on ``tb/`` (or None); ``start``: the epoch a resumed run goes on from."""
+        return open_writer(self.path, enabled=enabled, start=start)

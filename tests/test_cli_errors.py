@@ -436,3 +436,11 @@ def test_a_task_the_spaces_networks_do_not_fit_is_one_line_and_a_derived_task_is
         cfg.check(atldas.get_task("test_l1_matting"))
     finally:
         TASKS.remove("test_l1_matting")
+
+
+def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    """--out under /proc (mkdir: ENOENT) gave a FileNotFoundError traceback."""
+    for argv in (["retrain", GENOTYPE, "--out", "/proc/atldas-run"],
+                 ["search", "--space", "tiny", "--out", "/proc/atldas-run"]):
+        assert main(argv) == 2, argv
+        assert "cannot create the run folder there" in _one_line(capsys), argv

@@ -82,3 +82,16 @@ def test_torchrun_search_resume_and_retrain(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("retrain finished") == 1
     assert (rt / "best.pt").is_file() and len((rt / "history.jsonl").read_text().splitlines()) == 1
+    # resume under torchrun (rank 1 failed on it: AttributeError): one more epoch, then a finished run
+    cfg = (rt / "config.yaml").read_text()
+    assert "\nepochs: 1\n" in cfg
+    (rt / "config.yaml").write_text(cfg.replace("\nepochs: 1\n", "\nepochs: 2\n"))
+    ckpt = torch.load(rt / "last.pt", weights_only=True)  # as if stopped after epoch 1 of 2
+    ckpt["config"]["epochs"] = 2
+    torch.save(ckpt, rt / "last.pt")
+    proc = _torchrun("retrain", "--resume", "--out", str(rt))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len((rt / "history.jsonl").read_text().splitlines()) == 2
+    proc = _torchrun("retrain", "--resume", "--out", str(rt))  # finished: both ranks return, neither waits
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finished its 2 epochs already" in proc.stderr

@@ -79,3 +79,18 @@ def test_opencv_runs_on_the_calling_thread_once_workers_are_forked():
             "print(cv2.getNumThreads())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "1", out.stderr
+
+
+def test_the_loader_draws_nothing_from_the_global_rng():
+    """A DataLoader without its own generator drew its workers' base seed from torch's global RNG
+    whenever an iterator started (every epoch without workers, once with persistent ones): the drop-path
+    masks of a retrain then depended on the worker count and shifted in a resumed run."""
+    for workers in (0, 1):
+        sampler = EpochBatches(lambda e: range(10), batch_size=2, steps=2)
+        loader = make_loader(_PerEpoch(), sampler, num_workers=workers)
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            list(loader)
+        assert torch.equal(torch.get_rng_state(), before), workers

@@ -125,6 +125,34 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tm
     assert (run / "last.pt").read_bytes() == last
 
 
+def test_a_resumed_run_drops_the_tensorboard_points_of_the_epoch_it_repeats(genotype_file, tmp_path, monkeypatch):
+    """Killed while writing epoch 2's last.pt (its TensorBoard points already flushed), then resumed:
+    epoch 2 ran again and tb/ held two points at its step (history.jsonl dropped its line)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    real_save = rundir_mod.save_checkpoint
+    saved = {"last": 0}
+
+    def killed_while_saving(state, path):
+        if Path(path).name == "last.pt":
+            saved["last"] += 1
+            if saved["last"] == 2:
+                raise KeyboardInterrupt
+        real_save(state, path)
+
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", killed_while_saving)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        retrain(_cfg(genotype_file, run, epochs=3, tensorboard=True))
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", real_save)
+    retrain(RetrainConfig(out=str(run)), resume=True)
+    events = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/SAD")] == [0, 1, 2]
+    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(genotype_file, tmp_path, monkeypatch):
     real = MattingLoss.forward
     calls = {"n": 0}
@@ -478,6 +506,15 @@ def test_resume_refuses_a_checkpoint_that_is_not_this_runs_last_pt_in_one_line(g
         assert len(lines) == 1 and "Traceback" not in err, err
         assert f"{run / 'last.pt'}" in lines[0] and expect in lines[0], lines[0]
     (run / "last.pt").write_bytes(kept)
+    # a config.yaml edited since last.pt was written: one line naming the change (it went on silently,
+    # with RAdam over AdamW's moments)
+    text = (run / "config.yaml").read_text()
+    assert "optimizer: adamw" in text
+    (run / "config.yaml").write_text(text.replace("optimizer: adamw", "optimizer: radam"))
+    assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "differs from the config its last.pt was trained with: optimizer: 'radam' (trained with 'adamw')" in err, err
+    (run / "config.yaml").write_text(text)
     assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 0
 
 

@@ -83,9 +83,15 @@ def _one_thread(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
-def make_loader(ds: Dataset, sampler: EpochBatches, *, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
+def make_loader(ds: Dataset, sampler: EpochBatches, *, num_workers: int = 0, pin_memory: bool = False,
+                seed: int = 0) -> DataLoader:
     """The one DataLoader of a split (``default_collate``; persistent, single-threaded workers when it
     has workers).
+
+    Its own generator (seeded with ``seed``) draws the workers' base seed: a DataLoader without one
+    draws it from torch's global RNG whenever an iterator starts (every epoch without workers, once
+    with persistent workers), so the global stream, and whatever draws from it (drop-path masks),
+    depended on the worker count and shifted in a resumed run.
 
     With workers, OpenCV runs on the calling thread in this process from then on
     (``cv2.setNumThreads(0)``): the workers are forked, and OpenCV's thread pool does not survive a
@@ -95,4 +101,5 @@ def make_loader(ds: Dataset, sampler: EpochBatches, *, num_workers: int = 0, pin
         cv2.setNumThreads(0)
     return DataLoader(EpochView(ds), batch_sampler=sampler, num_workers=num_workers, pin_memory=pin_memory,
                       persistent_workers=num_workers > 0, collate_fn=default_collate,
-                      worker_init_fn=_one_thread if num_workers > 0 else None)
+                      worker_init_fn=_one_thread if num_workers > 0 else None,
+                      generator=torch.Generator().manual_seed(seed))

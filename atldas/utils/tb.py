@@ -11,8 +11,10 @@ log = logging.getLogger("atldas")
 __all__ = ["open_writer", "add_scalars"]
 
 
-def open_writer(run_dir: Path, *, enabled: bool = True):
-    """A ``SummaryWriter`` on ``run_dir / "tb"``, or None when disabled or tensorboard is missing."""
+def open_writer(run_dir: Path, *, enabled: bool = True, start: int = 0):
+    """A ``SummaryWriter`` on ``run_dir / "tb"``, or None when disabled or tensorboard is missing.
+    ``start``: the epoch a resumed run goes on from; the points of that epoch and later that an
+    interrupted run wrote are dropped (``purge_step``), as ``history.jsonl`` drops its lines."""
     if not enabled:
         return None
     try:
@@ -20,7 +22,7 @@ def open_writer(run_dir: Path, *, enabled: bool = True):
     except ImportError:  # pragma: no cover - tensorboard is a dependency
         log.warning("tensorboard is not installed; no tb/ events")
         return None
-    return SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+    return SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=start if start > 0 else None)
 
 
 def add_scalars(writer, row: Mapping[str, Any], step: int, *, skip: Iterable[str] = ()) -> None:
