@@ -30,9 +30,8 @@ from torch import Tensor, nn
 from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.matting.footprint import forward_bytes_per_pixel
-from atldas.models.zoo import require_torch, resolve_model
+from atldas.models.zoo import load_model_weights, require_torch, resolve_model
 from atldas.utils.atomic import atomic_path, refuse_input_as_output
-from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
 
@@ -216,7 +215,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
                           "--checkpoint and --initial-weights exclude each other: give one")
     net = mm.build()
     if checkpoint is not None:
-        load_weights(net, checkpoint, name=mm.name)
+        load_model_weights(mm, net, checkpoint)
     else:
         log.warning("--initial-weights: exporting %s with its initial (untrained) weights", mm.name)
     net.eval()

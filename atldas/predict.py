@@ -43,13 +43,12 @@ from atldas.matting.footprint import predict_bytes
 from atldas.matting.inference import (check_tiling, estimate_foreground, image_wide_layers, predict_alpha,
                                       check_amp)
 from atldas.models.base import MattingModel
-from atldas.models.zoo import resolve_model
+from atldas.models.zoo import load_model_weights, resolve_model
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.atomic import check_output
 from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
-from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
 
@@ -231,7 +230,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
                     tile, mm.name, ", ".join(wide))
     if checkpoint is not None:
         if mm.needs_checkpoint:
-            load_weights(net, checkpoint, name=mm.name)
+            load_model_weights(mm, net, checkpoint)
         else:
             log.warning("%s is not a learned model; --checkpoint %s ignored", mm.name, checkpoint)
     tune_backend(dev)

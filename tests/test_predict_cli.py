@@ -430,3 +430,32 @@ def test_output_paths_that_are_folders_or_files_are_refused_before_the_first_wri
         line = _error_line(err)
         assert code == 2 and expect in line, line
         assert sorted(p.name for p in out.iterdir()) == [blocker]
+
+
+def test_a_checkpoint_of_another_genotype_with_the_same_shapes_is_refused(tmp_path, capsys):
+    """Two genotypes that differ only in a parameter-free op have the same weight names and shapes: a
+    retrain checkpoint of one loaded into the other silently (mattes off by up to 59/255)."""
+    import copy
+
+    from atldas.genotype import Genotype
+    from atldas.models.zoo import create_model
+
+    a = _tiny_genotype(tmp_path / "a.json", genotype="darts_v2")
+    ga = Genotype.load(a)
+    data = copy.deepcopy(ga.to_json())
+    first = data["cells"]["reduce"]["nodes"][0]["inputs"][0]
+    assert first[0] == "max_pool_3x3"
+    first[0] = "avg_pool_3x3"
+    data.pop("darts", None)
+    b = Genotype.from_json(data).save(tmp_path / "b.json")
+    net = resolve_model(a).build()
+    torch.save({"model": net.state_dict(), "genotype": ga.to_json()}, tmp_path / "a.pt")
+    create_model(a, checkpoint_path=tmp_path / "a.pt")  # its own genotype: loads
+    with pytest.raises(DataError, match=f"trained for genotype {ga.hash()}"):
+        create_model(b, checkpoint_path=tmp_path / "a.pt")
+    image = _save_image(tmp_path / "img" / "x.png", np.full((16, 16, 3), 128, np.uint8))
+    trimap = _save_image(tmp_path / "tri" / "x.png", np.full((16, 16), 128, np.uint8))
+    assert main(["predict", "--model", str(b), "--checkpoint", str(tmp_path / "a.pt"), "--image", str(image),
+                 "--trimap", str(trimap), "--out", str(tmp_path / "pred")]) == 2
+    assert "was trained for genotype" in _error_line(capsys.readouterr().err)
+    assert not (tmp_path / "pred").exists()

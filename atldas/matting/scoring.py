@@ -27,12 +27,11 @@ from atldas.errors import ConfigError, DataError
 from atldas.matting import metrics
 from atldas.matting.inference import clamp_by_trimap, predict_alpha, check_amp
 from atldas.models.base import MattingModel
-from atldas.models.zoo import resolve_model
+from atldas.models.zoo import load_model_weights, resolve_model
 from atldas.utils.atomic import check_output, refuse_input_as_output, refuse_overwriting_non_json, write_json
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
-from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
 
@@ -220,7 +219,7 @@ def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
     if checkpoint is not None and not mm.learned:
         log.warning("%s has no weights; --checkpoint %s is ignored", mm.name, checkpoint)
     elif checkpoint is not None:
-        load_weights(net, checkpoint, name=mm.name)
+        load_model_weights(mm, net, checkpoint)
     elif mm.needs_checkpoint:
         raise ConfigError(f"{mm.name} has learned weights: pass --checkpoint CKPT (a retrain run's "
                           "best.pt, or released weights)")

@@ -41,7 +41,7 @@ from torch import nn
 
 import derived_models
 from atldas.config import read_yaml
-from atldas.errors import AtldasError, ConfigError
+from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.genotype import Genotype
 from atldas.models.aematter import build_aematter
 from atldas.models.base import MattingModel
@@ -56,7 +56,7 @@ from atldas.utils.weights import load_weights
 log = logging.getLogger("atldas")
 
 __all__ = ["MODELS", "no_genotype", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
-           "genotype_macro", "check_genotype", "KNOWN_SPACES"]
+           "genotype_macro", "check_genotype", "KNOWN_SPACES", "load_model_weights"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -333,8 +333,30 @@ def create_model(spec: Union[PathLike, Genotype], *, checkpoint_path: Optional[P
     model = resolve_model(spec, **knobs)
     net = model.build()
     if checkpoint_path is not None:
-        load_weights(net, checkpoint_path, name=model.name)
+        load_model_weights(model, net, checkpoint_path)
     return net
+
+
+def load_model_weights(model: MattingModel, net: nn.Module, checkpoint: PathLike) -> Dict[str, Any]:
+    """:func:`~atldas.utils.weights.load_weights` into ``model``'s network ``net``, and a DataError (one
+    line) when the checkpoint names the genotype it was trained for (a retrain checkpoint does) and
+    that is not ``model``'s: two genotypes that differ only in parameter-free ops or in which input an
+    edge reads have the same parameter names and shapes, so the weights would load and predict wrongly.
+    Returns the checkpoint's other entries."""
+    extra = load_weights(net, checkpoint, name=model.name)
+    trained = extra.get("genotype")
+    if model.genotype is None or not isinstance(trained, Mapping):
+        return extra
+    try:
+        theirs = Genotype.from_json(trained, validate=False).hash()
+    except (AtldasError, ValueError, KeyError, TypeError, AttributeError):
+        return extra  # a genotype entry this atldas cannot read: the weights' own check stands
+    ours = model.genotype.hash()
+    if theirs != ours:
+        raise DataError(f"checkpoint {checkpoint} was trained for genotype {theirs}, and {model.name} is genotype "
+                        f"{ours} (the same weight shapes, another network); use the checkpoint trained for this "
+                        "MODEL, or the genotype it was trained for (RUN_DIR of its retrain run)")
+    return extra
 
 
 def no_genotype(path: PathLike) -> str:
