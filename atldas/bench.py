@@ -13,10 +13,10 @@ input:
   (``scaled_dot_product_attention``); norms, activations, pooling, interpolation, element-wise
   additions and softmax are not counted. ``macs_by_op`` splits the total by operator;
 - ``latency_ms``: median, 10th and 90th percentile of the forward time in milliseconds, eval mode,
-  ``torch.inference_mode``, network and input in channels_last (as ``atldas predict`` runs them), random
-  weights (seed 0), a random image and a round trimap (foreground disc, unknown ring), measured with
-  ``torch.utils.benchmark.Timer.blocked_autorange`` at a fixed thread count (``threads``, default
-  torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean
+  ``torch.inference_mode``, network and input in channels_last, BatchNorm folded into the convolutions
+  (as ``atldas predict`` runs them), random weights (seed 0), a random image and a round trimap
+  (foreground disc, unknown ring), measured with ``torch.utils.benchmark.Timer.blocked_autorange`` at
+  a fixed thread count (``threads``, default torch's current count) after a warm-up run; at least ``repeats`` samples (each sample is the mean
   of one block of runs; a slow network gets single runs) as long as they fit in 60 x ``min_run_time``
   (``latency_samples`` says how many were taken; fewer than ``repeats`` is a warning). ``None`` with
   ``latency=False``.
@@ -53,6 +53,7 @@ from atldas.models.base import MattingModel
 from atldas.models.zoo import require_torch, resolve_model
 from atldas.utils.counting import count_macs_by_op, count_params
 from atldas.utils.device import device_name, resolve_device
+from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
 from atldas.utils.timing import check_timing, time_call
@@ -129,6 +130,7 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
     torch.manual_seed(0)
     dev = torch.device(device)
     net = channels_last(model.build().to(dev).eval())
+    fold_batchnorm(net)  # as predict runs it: conv + BN as one conv
     x = channels_last(_input(h, w, dev))
 
     def run() -> None:

@@ -87,14 +87,21 @@ def op_shapes(space, *, ops: Sequence[str]) -> List[Shape]:
 
 
 def _lut_config(space) -> Dict[str, Any]:
-    """The knobs a table depends on (besides the space and the input)."""
-    return {"target_C": space.cfg.target_C, "target_layers": space.cfg.target_layers}
+    """The knobs a table depends on (besides the space and the input): the target network's width,
+    cells and nodes per cell (its fixed part, ``base_ms``, holds the cells' preprocessing and
+    concatenations, which the nodes change while the ops' keys stay the same)."""
+    return {"target_C": space.cfg.target_C, "target_layers": space.cfg.target_layers, "nodes": space.cfg.nodes}
+
+
+def _default(space, knob: str) -> Any:
+    """The value of ``knob`` a space starts from (its defaults, else its config class's)."""
+    return space.defaults.get(knob, type(space.cfg).__dataclass_fields__[knob].default)
 
 
 def _rebuild_hint(space, device: str) -> str:
     cmd = f"atldas lut build --space {space.name} --device {device} --size {space.cfg.input_size}"
     for knob, value in _lut_config(space).items():
-        if space.defaults.get(knob) != value:
+        if _default(space, knob) != value:
             cmd += f" --set {knob}={value}"
     return f"rebuild it with `{cmd}`"
 
@@ -282,7 +289,9 @@ def lut_lookup(space, lut: Mapping[str, Any] | str | os.PathLike[str] | None
         other = (list(lut.get("input") or []) or ["?"])[-1]
         raise ConfigError(f"the latency table was built at input {lut.get('input')}, the search states its "
                           f"budget at {shape}; {hint} (or --set input_size={other})")
-    if dict(lut.get("config", {})) != _lut_config(space):
+    # a table of atldas before "nodes" was recorded was built at the space's default nodes unless --set
+    built = {"nodes": _default(space, "nodes"), **dict(lut.get("config", {}))}
+    if built != _lut_config(space):
         raise ConfigError(f"the latency table was built for the target network {lut.get('config')}, "
                           f"not {_lut_config(space)}; {hint}")
     ops_lut, blocks_lut = lut.get("ops", {}), lut.get("blocks", {})

@@ -57,6 +57,8 @@ def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, th
               sets: Sequence[str] = (), progress: bool = True):
     """Build, save and (with ``check`` > 0) check a table; returns ``(lut, path, checks)``."""
     check_timing(min_run_time=min_run_time, threads=threads)
+    if isinstance(check, bool) or not isinstance(check, int) or not 0 <= check <= 10**4:
+        raise ConfigError(f"--check takes the number of random children to measure, 0..10000; got {check!r}")
     check_output(out or f"lut-{space}-{device}.json", flag="--out")
     bound = lut_space(space, device=device, size=size, sets=sets)
     lut = build_lut(bound, device=device, threads=threads, min_run_time=min_run_time, progress=progress)

@@ -77,6 +77,10 @@ MAX_FAILURES = 5
 #: A worker stops after this many pruned trials in a row: the median pruner compares with finished
 #: trials only, the survivors, so its bar can fall out of reach.
 MAX_PRUNED = 20
+#: keys of the search config that tune sets itself
+_NOT_TUNABLE = {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"}
+#: settings that change how a trial runs, not what it computes: a worker may differ in them
+_NOT_SETTINGS = ("out", "progress", "threads", "tensorboard", "heatmap_every", "plots", "device", "num_workers")
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,8 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
     known = set(leaf_paths(make_search_config(space=space))) | {"strategy"} | set(ALIASES)
     params = []
     for key, spec in data.items():
+        if key in _NOT_TUNABLE:
+            raise ConfigError(f"{where}: {key} cannot be tuned ({_NOT_TUNABLE[key]})")
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r}; tunable keys: {', '.join(sorted(k for k in known if '.' not in k))}")
         if not isinstance(spec, Mapping) or spec.get("type") not in _FIELDS:
@@ -243,8 +249,41 @@ def _refuse_other_study(storage: Any, name: str, out: Path) -> None:
                                   "its own --out (or continue that study with --study " f"{other.study_name})")
 
 
-def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: Any = None):
-    """Create or load study ``name``; a study made with other objectives is refused."""
+def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence["Param"]) -> Dict[str, Any]:
+    """What every trial of a study shares (the fixed search and retrain settings and the tuning space),
+    as plain JSON values, so that a worker that continues the study with others can be refused."""
+    def plain(cfg: Any) -> Any:
+        if cfg is None:
+            return None
+        d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SETTINGS}
+        if isinstance(d.get("data"), dict):
+            d["data"] = {k: v for k, v in d["data"].items() if k not in _NOT_SETTINGS}
+        return d
+
+    return json.loads(json.dumps({"space": space, "search": plain(base), "retrain": plain(retrain_base),
+                                  "tuned": [dataclasses.asdict(p) for p in params]}, default=str))
+
+
+def _first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+            if d:
+                return d
+        return None
+    return None if a == b else f"{path} {b!r} (the study's trials ran with {a!r})"
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's CPU or CUDA allocator failing (a RuntimeError; OutOfMemoryError on CUDA)."""
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
+
+
+def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: Any = None,
+               settings: Optional[Mapping[str, Any]] = None):
+    """Create or load study ``name``; a study made with other objectives, or other ``settings``
+    (:func:`study_settings`; a study without them records these), is refused."""
     optuna = _optuna()
     try:
         study = optuna.create_study(storage=storage, study_name=name, directions=["minimize"] * len(objectives),
@@ -257,6 +296,16 @@ def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: An
     elif list(saved) != list(objectives):
         raise AtldasError(f"study {name!r} was created with objectives {', '.join(saved)}, not "
                           f"{', '.join(objectives)}; pass --objective {' '.join(saved)} or another --study")
+    if settings is not None:
+        had = study.user_attrs.get("atldas.settings")
+        if had is None:
+            study.set_user_attr("atldas.settings", dict(settings))
+        else:
+            diff = _first_difference(had, dict(settings))
+            if diff:
+                raise AtldasError(f"study {name!r} was run with other fixed settings: {diff}; continue it with the "
+                                  "--space, --set, --retrain-set, --retrain-epochs and --space-file it started with "
+                                  "(their trials would share one Pareto front), or start another --study/--out")
     return study
 
 
@@ -393,7 +442,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         retrain_base = apply_overrides(RetrainConfig(epochs=retrain_epochs, progress=False, tensorboard=False),
                                        list(retrain_sets), flag="--retrain-set")
         check_threads(retrain_base.threads, where="--retrain-set threads")
-    own = {"--set": {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"},
+    own = {"--set": _NOT_TUNABLE,
            "--retrain-set": {"model": "each retrain trains its trial's genotype",
                              "out": "each retrain writes to OUT/trial-NNNN/retrain",
                              "epochs": "give the retrain's length as --retrain-epochs"}}
@@ -440,7 +489,8 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None
     store = open_storage(storage, out_dir)
     _refuse_other_study(store, name, out_dir)
-    st = open_study(store, name, objectives, pruner=pruner)  # refused: no OUT made
+    settings = study_settings(space=space, base=base, retrain_base=retrain_base, params=params)
+    st = open_study(store, name, objectives, pruner=pruner, settings=settings)  # refused: no OUT made
     out_dir.mkdir(parents=True, exist_ok=True)  # (made already when it holds the journal)
     done_states = (optuna.trial.TrialState.COMPLETE,)
     succeeded: List[int] = []  # this worker's last trial finished
@@ -474,6 +524,11 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         except AtldasError as exc:
             log.warning("tune: trial %d failed: %s", trial.number, exc)
             raise
+        except (MemoryError, RuntimeError) as exc:  # out of memory (a large C, batch or crop drawn): this trial fails
+            if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+                raise
+            log.warning("tune: trial %d failed: out of memory (%s)", trial.number, str(exc).splitlines()[0][:200])
+            raise AtldasError(f"trial {trial.number} ran out of memory") from None
         values = _objective_values(run_dir, objectives)
         succeeded.append(trial.number)
         log.info("tune: trial %d: %s", trial.number, ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values)))

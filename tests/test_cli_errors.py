@@ -444,3 +444,10 @@ def test_a_run_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
                  ["search", "--space", "tiny", "--out", "/proc/atldas-run"]):
         assert main(argv) == 2, argv
         assert "cannot create the run folder there" in _one_line(capsys), argv
+
+
+def test_lut_build_refuses_a_negative_check(tmp_path, capsys):
+    """--check -3 ran no check, silently."""
+    assert main(["lut", "build", "--space", "tiny", "--check=-3", "--out", str(tmp_path / "l.json")]) == 2
+    assert "--check takes the number of random children" in _one_line(capsys)
+    assert not (tmp_path / "l.json").exists()

@@ -134,6 +134,14 @@ def test_mismatched_lut_raises(space, cfg, lut):
         latency_table(_rebound(space, input_size=96), arch=arch, lut=lut)
     with pytest.raises(ConfigError, match="target_C=16"):
         latency_table(_rebound(space, target_C=16), arch=arch, lut=lut)
+    # the nodes change the target's fixed part (base_ms) and no op key: a table of 4 nodes was taken for 2
+    with pytest.raises(ConfigError, match="'nodes': 4}, not .*'nodes': 2}.*--set nodes=2"):
+        latency_table(_rebound(space, nodes=2), arch=arch, lut=lut)
+    assert "--set nodes" not in str(pytest.raises(ConfigError, latency_table, _rebound(space, target_C=16),
+                                                  arch=arch, lut=lut).value)
+    older = copy.deepcopy(lut)  # written before the nodes were recorded: the space's default nodes
+    del older["config"]["nodes"]
+    assert latency_table(space, arch=arch, lut=older).base == latency_table(space, arch=arch, lut=lut).base
     missing = copy.deepcopy(lut)
     missing["ops"].pop(next(iter(missing["ops"])))
     with pytest.raises(ConfigError, match="no entry for op"):

@@ -45,6 +45,8 @@ def test_the_tuning_space_is_checked(tmp_path):
                         ("arch_lr: {type: float, low: 1e-4, high: 1e-2, step: 1e-4, log: true}\n", "cannot be combined"),
                         ("arch_lr: {type: float, low: 0.1, high: 1, step: 0.1, log: true}\n", "cannot be combined"),
                         ("k_max: {type: int, low: 2, high: 8, step: 2, log: true}\n", "log int range takes step 1"),
+                        ("out: {type: categorical, choices: [elsewhere]}\n", "out cannot be tuned"),
+                        ("space: {type: categorical, choices: [matting]}\n", "space cannot be tuned"),
                         ("- 1\n", "mapping")):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=match):
@@ -116,7 +118,37 @@ def test_a_study_with_other_objectives_is_refused(tmp_path, capsys, monkeypatch)
     assert "was created with objectives loss, macs" in capsys.readouterr().err
     assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--study", "other", *FAST]) == 2
     assert "holds the trials of study 'tune-tiny'; give study 'other' its own --out" in capsys.readouterr().err
+    # continued with other fixed settings (here the default epochs): one front of unlike trials before
+    assert main(["tune", "--space", "tiny", "--trials", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "was run with other fixed settings: search.arch_steps_per_epoch 3 (the study's trials ran with 2)" in err, err
     assert sorted(p.name for p in out.glob("trial-*")) == ["trial-0000"]
+    # a setting of how a trial runs, not what it computes, may differ
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--quiet", *FAST,
+                 "--set", "threads=1"]) == 0
+
+
+def test_a_trial_out_of_memory_fails_and_counts(tmp_path, capsys, monkeypatch):
+    """An allocator error in a trial (a large C, batch or crop drawn) ended the worker with a traceback."""
+    import atldas.tune as tune_mod
+
+    def oom(cfg, **kw):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:116] DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 1099511627776 bytes")
+
+    monkeypatch.setattr(tune_mod, "search", oom)
+    out = tmp_path / "t"
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "the last 5 trials of this worker failed" in err and "Traceback" not in err, err
+    assert len(_study(out).get_trials()) == 5
+
+    def bug(cfg, **kw):  # any other error is a bug: raised, not counted as a failed trial
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(tune_mod, "search", bug)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), *FAST])
 
 
 def test_the_sad_objective_comes_from_a_short_retrain(tmp_path, capsys):
