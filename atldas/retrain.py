@@ -423,7 +423,8 @@ def _check_same_config(cfg: RetrainConfig, ckpt: Dict[str, Any], *, out: Path) -
     """ConfigError (one line) when the run's ``config.yaml`` no longer says what its ``last.pt`` was
     trained with (edited since): the run would go on with another optimizer, loss or schedule, or
     report one it does not use, without a word. ``out`` (the folder may have moved) and ``progress``
-    (a display setting) may differ."""
+    (a display setting) may differ; a key only one of them has (a setting of another atldas version) is
+    not compared."""
     saved = ckpt.get("config")
     if not isinstance(saved, dict):
         return
@@ -432,8 +433,8 @@ def _check_same_config(cfg: RetrainConfig, ckpt: Dict[str, Any], *, out: Path) -
         return json.loads(json.dumps({k: v for k, v in d.items() if k not in ("out", "progress")}, default=str))
 
     now, then = plain(dataclasses.asdict(cfg)), plain(saved)
-    changed = [f"{k}: {now.get(k)!r} (trained with {then.get(k)!r})"
-               for k in sorted(set(now) | set(then)) if now.get(k) != then.get(k)]
+    changed = [f"{k}: {now[k]!r} (trained with {then[k]!r})"
+               for k in sorted(set(now) & set(then)) if now[k] != then[k]]
     if changed:
         raise ConfigError(f"{out / CONFIG} differs from the config its last.pt was trained with: {'; '.join(changed)}; "
                           "restore it (a run's settings cannot change on resume; start a new run with another --out)")

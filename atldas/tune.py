@@ -265,9 +265,11 @@ def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
+    """The first leaf where ``a`` (the study's) and ``b`` differ, in words; a key only one has (a setting
+    of another atldas version) is not compared."""
     if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            d = _first_difference(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        for k in sorted(set(a) & set(b)):
+            d = _first_difference(a[k], b[k], f"{path}.{k}" if path else k)
             if d:
                 return d
         return None
