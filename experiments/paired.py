@@ -9,7 +9,8 @@ the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired
 its standard error (negative: ``--a`` better), the same clustered by teacher (the mean of each
 teacher's paired differences, its standard error over the teachers: a teacher's runs share one task,
 so they are not independent), how many pairs ``--a`` won and lost, and the geometric mean of the
-standalone-loss ratio a / b. Where a strategy's label changed between files (a setting that
+standalone-loss ratio a / b. Runs whose files record the standalone recipe they were scored with
+(``task``) are paired only with runs of the same recipe. Where a strategy's label changed between files (a setting that
 became the default), give one label per file: ``--a atldas:select_pool=64 atldas``; a label a file
 does not hold (``-``) takes nothing from it, so ``OLD.json NEW.json --a - atldas --b atldas -`` compares
 one label across two files.
@@ -74,6 +75,11 @@ def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float
     rows, every = [], []
     for budget in sorted(set(ra) & set(rb)):
         pairs = [(ra[budget][k], rb[budget][k]) for k in sorted(set(ra[budget]) & set(rb[budget]))]
+        for x, y in pairs:  # runs that record their standalone recipe (search_quality.py since 2026-12-06)
+            if x.get("task") and y.get("task") and x["task"] != y["task"]:
+                raise ValueError(f"teacher {x['teacher']}, seed {x['seed']}, budget {budget}: the two runs were "
+                                 f"scored with other standalone recipes (task {x['task']} against {y['task']}); "
+                                 "their percentiles do not compare")
         if pairs:
             rows.append(_row(budget, pairs))
             every += pairs

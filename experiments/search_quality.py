@@ -25,10 +25,10 @@ the mean over teachers and seeds of:
   searched one's (0 is best; 50 is what a random genotype of the same cost scores on average);
 - ``improvement``: Yang et al.'s relative improvement over the reference mean, ``(mean_ref - loss) /
   mean_ref``, in %;
-- ``tau``: Kendall tau between the final supernet's shared-weight held-out loss and the standalone
-  loss over the reference genotypes and the searched one (those hard pruning left in the supernet);
-  undefined (NaN) for a run where fewer than two are left, so the mean is over the runs where it is
-  defined (``tau_runs`` of them);
+- ``tau``: Kendall tau-b between the final supernet's shared-weight held-out loss and the standalone
+  loss over the reference genotypes and the searched one (those hard pruning left in the supernet,
+  ``tau_n`` of them); the mean is over the runs with at least :data:`MIN_TAU_N` (``tau_runs`` of
+  them): over 2 genotypes a tau is +-1 by chance (until 2026-12-06 every run with 2 counted);
 - ``recovery``: the share of the teacher's (node, input, op) edges the searched normal cell has (and of
   its (node, input) edges, its input sets, and its (node, input) edges from intermediate nodes, the
   planted *deep* topology; the first cell's inputs 0 and 1 count as one, both being the stem's output),
@@ -81,8 +81,10 @@ from atldas.utils.malloc import keep_freed_memory  # noqa: E402
 DRAWS = 20000
 #: A reference's MACs are within this factor of the searched genotype's.
 WINDOW = 1.05
-#: How references are chosen (part of a stored search's fingerprint: its tau was measured on them).
+#: How references are chosen (part of a stored search's fingerprint: its tau was measured on them);
+#: ``--reference nearest`` has its own rule.
 REFERENCE_RULE = f"first draws within x{WINDOW}"
+NEAREST_RULE = "nearest in log MACs among the first 48 draws"
 
 
 def _fingerprint(value: Any) -> str:
@@ -240,7 +242,8 @@ def search_fingerprint(job: Dict[str, Any]) -> str:
     extra = {}
     if job["budget"] is not None and STRATEGIES.get(job["strategy"]).uses_none:
         extra["budget_rule"] = NONE_BUDGET_RULE
-    return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": REFERENCE_RULE, **extra})
+    rule = NEAREST_RULE if job.get("reference") == "nearest" else REFERENCE_RULE
+    return _fingerprint({"config": config, "task": TASK_FINGERPRINT, "references": rule, **extra})
 
 
 def searches_to_run(folder: Path, jobs: Sequence[Dict[str, Any]]) -> Tuple[List[Dict[str, Any]], int, Dict[str, Path]]:
@@ -305,12 +308,23 @@ def run_standalone(job: Tuple[int, str, int]) -> Tuple[str, float]:
     return standalone_key(teacher, g.hash(), seed), standalone(g, teacher_seed=teacher, seed=seed)["test"]
 
 
+#: A run's tau counts in the means only over at least this many genotypes (with 2 it is +-1 by chance).
+MIN_TAU_N = 5
+
+
 def kendall(a: Sequence[float], b: Sequence[float]) -> float:
-    n, s = len(a), 0
+    """Kendall tau-b of ``a`` and ``b`` (tau-a where nothing ties); NaN for fewer than 2 values or a
+    constant side."""
+    n, s, ta, tb = len(a), 0, 0, 0
     for i in range(n):
         for j in range(i + 1, n):
-            s += (1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0)
-    return 2 * s / (n * (n - 1)) if n > 1 else float("nan")
+            da, db = a[i] - a[j], b[i] - b[j]
+            s += 1 if da * db > 0 else -1 if da * db < 0 else 0
+            ta += da == 0
+            tb += db == 0
+    pairs = n * (n - 1) // 2
+    denom = math.sqrt((pairs - ta) * (pairs - tb))
+    return s / denom if n > 1 and denom > 0 else float("nan")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -331,7 +345,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--json", help="the summary JSON (default OUT/search_quality.json)")
     p.add_argument("--recount", metavar="SUMMARY", help="only recompute the recovery shares of an existing "
                    "summary JSON from the genotypes stored in OUT/searches (nothing is searched or trained)")
+    p.add_argument("--retau", metavar="SUMMARY", nargs="+", help="only recompute the mean taus of existing summary "
+                   "JSON files from their runs' stored taus with today's rule (MIN_TAU_N)")
     args = p.parse_args(argv)
+    if args.retau:
+        for name in args.retau:
+            path = Path(name)
+            summary = retau(json.loads(path.read_text()))
+            write_text_atomic(path, json.dumps(summary, indent=1) + "\n")
+            print(f"recomputed the mean taus of {path}")
+        return 0
     _worker_init()
     out = Path(args.out)
     if args.recount:
@@ -422,6 +445,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         mine = loss(t, r["hash"])
         refs = [Genotype.from_json(x).hash() for x in r["reference"]]
         ref_losses = [loss(t, h) for h in refs]
+        if not ref_losses:
+            raise SystemExit(f"{r['key']}: no uniform random genotype of the teacher's {DRAWS} draws is within "
+                             f"x{WINDOW} of its {r['macs'] / 1e6:.3f} M MACs: no percentile")
+        if len(ref_losses) < args.random:
+            print(f"  warning: {r['key']}: only {len(ref_losses)} of {args.random} references within x{WINDOW} of "
+                  f"its {r['macs'] / 1e6:.3f} M MACs among the teacher's {DRAWS} draws", flush=True)
         hashes = [r["hash"], *refs]
         for h in hashes:
             a, b = (cache[standalone_key(t, h, s)] for s in args.train_seeds[:2])
@@ -436,6 +465,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             "tau": kendall([r["shared"][h] for h in hashes if h in r["shared"]],
                            [loss(t, h) for h in hashes if h in r["shared"]]),
             "tau_n": sum(h in r["shared"] for h in hashes), "n_reference": len(ref_losses),
+            "hash": r["hash"], "fingerprint": r.get("fingerprint"), "task": TASK_FINGERPRINT,
+            "reference_losses": ref_losses,
             "ref_spread": statistics.pstdev(ref_losses) / statistics.mean(ref_losses),
             **{f"recovery_{k}": v for k, v in rec.items()}})
     teacher_loss = {t: loss(t, teacher_genotype(t).hash()) for t in args.teachers}
@@ -448,7 +479,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     summary: Dict[str, Any] = {"strategies": {}, "teachers": args.teachers, "seeds": args.seeds,
                                "budgets": {b: t for b, t in budgets.items()}, "train_seeds": args.train_seeds,
                                "noise": statistics.mean(noise) if noise else None, "teacher_loss": teacher_loss,
-                               "teacher": teacher_rank, "median_random_macs": median}
+                               "teacher": teacher_rank, "median_random_macs": median, "commit": _commit(),
+                               "tau_rule": f"mean over runs with tau_n >= {MIN_TAU_N}"}
     for label, per_budget in rows.items():
         summary["strategies"][label] = {b: {**_means(rs), "runs": rs} for b, rs in per_budget.items()}
     # the contract's flat form: the no-budget figures when present, else the first budget
@@ -467,15 +499,48 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 RECOVERY_KEYS = [f"recovery_{k}{x}" for k in ("edges", "inputs", "sets", "deep") for x in ("", "_chance", "_matched", "_placebo")]
 
 
+def _commit() -> Optional[str]:
+    """The checkout's commit (with ``+`` when its tracked files differ from it), None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
+
+
 def _means(rs: Sequence[Dict[str, float]]) -> Dict[str, float]:
     """The means over a variant's runs of one budget (``recovery``: the edges' share, as the contract names it)."""
     keys = ["percentile", "improvement", *RECOVERY_KEYS, "seconds", "macs", "loss"]
     means = {k: statistics.mean(x[k] for x in rs) for k in keys if all(k in x for x in rs)}
     means["recovery"] = means["recovery_edges"]
-    taus = [x["tau"] for x in rs if "tau" in x and math.isfinite(x["tau"])]  # NaN: under two genotypes left
-    means["tau"] = statistics.mean(taus) if taus else float("nan")
-    means["tau_runs"] = len(taus)
+    means.update(_tau_mean(rs))
     return means
+
+
+def _tau_mean(rs: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The mean tau over runs and how many count: pruning leaves few of a run's genotypes in its
+    supernet, and a tau over fewer than MIN_TAU_N (or NaN, under two) is not counted."""
+    taus = [x["tau"] for x in rs if isinstance(x.get("tau"), float) and math.isfinite(x["tau"])
+            and x.get("tau_n", MIN_TAU_N) >= MIN_TAU_N]
+    return {"tau": statistics.mean(taus) if taus else float("nan"), "tau_runs": len(taus)}
+
+
+def retau(summary: Dict[str, Any]) -> Dict[str, Any]:
+    """``summary`` with every mean tau recomputed from its runs by :func:`_tau_mean` (the flat no-budget
+    figures too); the runs' own taus are kept."""
+    for per_budget in summary["strategies"].values():
+        for m in per_budget.values():
+            if isinstance(m, dict) and "runs" in m:
+                m.update(_tau_mean(m["runs"]))
+        first = per_budget.get("none") or next(v for v in per_budget.values() if isinstance(v, dict))
+        per_budget["tau"] = first["tau"]
+    summary["tau_rule"] = f"mean over runs with tau_n >= {MIN_TAU_N}"
+    return summary
 
 
 def recount(summary: Dict[str, Any], searches: Path, *, reference: str = "matched", strict: bool = True) -> Dict[str, Any]:
@@ -534,7 +599,8 @@ def format_table(summary: Dict[str, Any]) -> str:
             if not isinstance(m, dict):
                 continue
             runs = len(m.get("runs", ()))
-            tau = f"{m['tau']:.2f}" + (f" ({m['tau_runs']} runs)" if m.get("tau_runs", runs) < runs else "")
+            tau = ((f"{m['tau']:.2f}" if math.isfinite(m["tau"]) else "undefined")
+                   + (f" ({m['tau_runs']} runs)" if m.get("tau_runs", runs) < runs else ""))
             lines.append(f"| {label} | {b} | {m['percentile']:.1f} | {m['improvement']:+.1f} | {tau} | "
                          f"{m['recovery_edges']:.2f} ({m['recovery_edges_chance']:.2f}) | {m['recovery_sets']:.2f} "
                          f"({m['recovery_sets_chance']:.2f}) | {m.get('recovery_deep', math.nan):.2f} "

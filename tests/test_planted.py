@@ -621,6 +621,13 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     assert (row["teachers"], row["teacher_diff"]) == (2, -2.5) and math.isclose(row["teacher_se"], 7.5)
     assert paired.main([str(one), str(two)]) == 0
     assert "| none | 3 | 16.7 | 16.7 | +0.0 (" in capsys.readouterr().out
+    # runs that record their standalone recipe pair only with runs of the same recipe
+    data = json.loads(two.read_text())
+    data["strategies"]["atldas"]["none"]["runs"][0]["task"] = "recipe-a"
+    data["strategies"]["random"]["none"]["runs"][0]["task"] = "recipe-b"
+    two.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="other standalone recipes"):
+        paired.compare([one, two], "atldas", "random")
 
 
 def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(tmp_path, capsys):
@@ -654,14 +661,19 @@ def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(
 
 
 def test_the_mean_tau_skips_runs_where_it_is_undefined():
-    """search_quality's means: a run with under two genotypes left in the supernet has no tau (NaN); the
-    mean is over the others and says how many, and stays NaN only when no run has one."""
+    """search_quality's means: a run with under two genotypes left in the supernet has no tau (NaN), and
+    one over fewer than MIN_TAU_N (5) is not counted (over 2 it is +-1 by chance: the README's atldas tau
+    "1.00 (2 runs)" was two such runs); the mean is over the others and says how many, and stays NaN only
+    when no run has one. The tau is tau-b (ties in both losses)."""
     sq = _experiment("search_quality")
     base = {"percentile": 10.0, "improvement": 5.0, "seconds": 1.0, "macs": 1.0, "loss": 0.1, "recovery_edges": 0.5}
-    got = sq._means([{**base, "tau": float("nan")}, {**base, "tau": 0.2}, {**base, "tau": 0.6}])
+    got = sq._means([{**base, "tau": float("nan"), "tau_n": 1}, {**base, "tau": 0.2, "tau_n": 11},
+                     {**base, "tau": 0.6, "tau_n": 5}, {**base, "tau": 1.0, "tau_n": 2}])
     assert got["tau"] == pytest.approx(0.4) and got["tau_runs"] == 2 and got["percentile"] == 10.0
-    none = sq._means([{**base, "tau": float("nan")}])
+    none = sq._means([{**base, "tau": float("nan")}, {**base, "tau": -1.0, "tau_n": 2}])
     assert math.isnan(none["tau"]) and none["tau_runs"] == 0
+    assert sq.kendall([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))  # tau-b: 0.816 (tau-a 0.667)
+    assert sq.kendall([1, 2, 3], [3, 2, 1]) == -1.0 and math.isnan(sq.kendall([1, 1], [1, 2]))
     summary = {"teachers": [1], "seeds": [0, 1], "noise": 0.1, "teacher_loss": {"1": 0.01}, "strategies": {
         "atldas": {"none": {**got, "recovery_edges_chance": 0.1, "recovery_sets": 0.5, "recovery_sets_chance": 0.5,
                             "runs": [{}, {}, {}]}}}}
