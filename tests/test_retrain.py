@@ -303,33 +303,61 @@ def test_val_data_validates_on_a_folder_of_its_own(genotype_file, tmp_path, capl
         retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, val_data=str(tmp_path / "empty")))
 
 
-def test_laplacian_loss_equals_the_two_pyramid_reference():
-    """One separable pyramid of the difference gives the loss of two 5x5 pyramids (linearity)."""
+def test_the_matting_losses_follow_gca():
+    """The Laplacian loss is GCA Matting's: two pyramids of five band-pass levels (5x5 binomial kernel,
+    reflect padding, zero-insertion upsampling with 4x the kernel; no low-pass remainder), level i
+    weighted by the unknown region subsampled 2^i times, each level's masked L1 summed and divided by
+    its weight's sum, times 2^i; the composition loss sums its three channels over the one-channel
+    weight. (The loss before 2026-12-06 gave 1.6 for a constant error of 0.1, which has no band-pass
+    content, and changed 6.5x with the unknown region's size at the same per-pixel error.)"""
     import torch.nn.functional as F
 
-    from atldas.matting.losses import laplacian_loss
+    from atldas.matting.losses import MattingLoss, composition_loss, laplacian_loss
 
-    def pyramid(x, levels=5):
-        k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
-        k2 = (torch.outer(k, k) / 256.0).view(1, 1, 5, 5)
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    k2 = (torch.outer(k, k) / 256.0).view(1, 1, 5, 5)
+
+    def gauss(x, kernel):
+        return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel)
+
+    def pyramid(x):  # GCA's lap_pyramid, max_levels=5 (even sizes)
         out, cur = [], x
-        for _ in range(levels - 1):
-            down = F.conv2d(F.pad(cur, (2, 2, 2, 2), mode="reflect"), k2)[:, :, ::2, ::2]
-            up = torch.zeros_like(cur)
-            up[:, :, ::2, ::2] = down * 4.0
-            out.append(cur - F.conv2d(F.pad(up, (2, 2, 2, 2), mode="reflect"), k2))
+        for _ in range(5):
+            down = gauss(cur, k2)[:, :, ::2, ::2]
+            up = torch.zeros(*down.shape[:2], down.shape[2] * 2, down.shape[3] * 2)
+            up[:, :, ::2, ::2] = down
+            out.append(cur - gauss(up, 4 * k2))
             cur = down
-        return out + [cur]
+        return out
+
+    def gca(p, t, w):  # GCA's lap_loss with its weight pyramid and regression_loss
+        ws = [w[:, :, :: 2 ** i, :: 2 ** i] for i in range(5)]
+        return sum(2 ** i * F.l1_loss(a * m, b * m, reduction="sum") / (m.sum() + 1e-8)
+                   for i, (a, b, m) in enumerate(zip(pyramid(p), pyramid(t), ws)))
 
     torch.manual_seed(0)
     p, t = torch.rand(3, 1, 96, 64, requires_grad=True), torch.rand(3, 1, 96, 64)
     w = (torch.rand(3, 1, 96, 64) > 0.4).float()
-    want = sum(2 ** i * F.l1_loss(a, b) for i, (a, b) in enumerate(zip(pyramid(p * w), pyramid(t * w))))
-    got = laplacian_loss(p, t, w)
-    assert abs(float(got.detach()) - float(want.detach())) < 1e-6 * float(want.detach())
+    want, got = gca(p, t, w), laplacian_loss(p, t, w)
+    assert abs(float(got.detach()) - float(want.detach())) < 1e-5 * float(want.detach())
     g_want, = torch.autograd.grad(want, p)
     g_got, = torch.autograd.grad(got, p)
-    assert torch.allclose(g_got, g_want, atol=1e-9)
+    assert torch.allclose(g_got, g_want, atol=1e-7)
+    # a constant error has no band-pass content; the same per-pixel error scores alike whatever the region
+    assert float(laplacian_loss(t + 0.1, t, torch.ones_like(w))) < 1e-5
+    small = torch.zeros_like(w)
+    small[:, :, 32:56, 16:40] = 1.0
+    noise = torch.randn(3, 1, 96, 64) * 0.1
+    full, part = (float(laplacian_loss(t + noise, t, m)) for m in (torch.ones_like(w), small))
+    assert abs(part / full - 1) < 0.35, (part, full)
+    # composition: the channel sum over the one-channel weight (3x the channel mean)
+    fg, bg, img = torch.rand(3, 3, 96, 64), torch.rand(3, 3, 96, 64), torch.rand(3, 3, 96, 64)
+    comp = p.detach() * fg + (1 - p.detach()) * bg
+    want_c = F.l1_loss(comp * w, img * w, reduction="sum") / (w.sum() + 1e-8)
+    assert torch.allclose(composition_loss(p.detach(), fg, bg, img, w), want_c, rtol=1e-6)
+    onehot = torch.cat([1 - w, w, torch.zeros_like(w)], 1)
+    parts = MattingLoss()(p.detach(), {"alpha": t, "trimap_onehot": onehot, "fg": fg, "bg": bg, "image": img})
+    assert torch.allclose(parts["loss"], parts["l1"] + parts["lap"] + 0.5 * parts["comp"])
 
 
 def test_the_multi_tensor_optimizer_is_bit_for_bit_the_loop():

@@ -1,5 +1,14 @@
-"""Matting losses (GCA / mmagic conventions): L1 over the unknown region, Laplacian-pyramid loss,
-composition loss. All take (B, 1, H, W) alphas and a (B, 3, H, W) one-hot trimap [bg, unknown, fg]."""
+"""Matting losses in GCA Matting's conventions (Li & Lu, AAAI 2020; AEMatter trains with the same):
+L1 over the unknown region, Laplacian-pyramid loss, composition loss. All take (B, 1, H, W) alphas and
+a (B, 3, H, W) one-hot trimap [bg, unknown, fg].
+
+Each term is a weighted L1: the sum of ``weight * |a - b|`` (over every channel) divided by the sum of
+the (one-channel) weight, so the composition loss sums its three colour channels. The Laplacian loss
+builds five band-pass levels of pred and target (5x5 binomial kernel, reflect padding; no low-pass
+remainder), weights level ``i`` by the unknown region subsampled ``2^i`` times, and sums the levels'
+weighted L1 times ``2^i``. (Until 2026-12-06 it masked the difference before the pyramid, averaged over
+all pixels and added the low-pass remainder at weight 16, and the composition loss averaged its
+channels: a loss mostly of the blurred error, scaled by the unknown region's size.)"""
 
 from __future__ import annotations
 
@@ -15,9 +24,9 @@ def _unknown_weight(trimap_onehot: Tensor) -> Tensor:
     return trimap_onehot[:, 1:2]
 
 
-def weighted_l1(pred: Tensor, target: Tensor, weight: Tensor, eps: float = 1e-6) -> Tensor:
-    """Mean |pred - target| over the pixels where ``weight`` > 0 (weight broadcast over channels)."""
-    weight = weight.expand_as(pred)
+def weighted_l1(pred: Tensor, target: Tensor, weight: Tensor, eps: float = 1e-8) -> Tensor:
+    """``sum(weight * |pred - target|) / sum(weight)``: (B, C, H, W) against a (B, 1, H, W) weight,
+    broadcast over the channels and counted once (GCA's convention: C channels sum)."""
     return (weight * (pred - target).abs()).sum() / (weight.sum() + eps)
 
 
@@ -36,29 +45,35 @@ def _blur(x: Tensor) -> Tensor:
 
 
 def laplacian_pyramid(x: Tensor, levels: int) -> list[Tensor]:
-    """Laplacian pyramid of (B, C, H, W) with a 5x5 binomial kernel (reflect padding)."""
+    """The ``levels`` band-pass levels of (B, C, H, W), finest first: ``cur - up(down(blur(cur)))`` with
+    a 5x5 binomial kernel and reflect padding, then ``cur = down(blur(cur))``; the low-pass remainder
+    is not a level. Fewer levels where the image gets too small for the kernel (under 3 pixels)."""
     out = []
     cur = x
-    for _ in range(levels - 1):
-        down = _blur(cur)[:, :, ::2, ::2]
+    for _ in range(levels):
+        if min(cur.shape[-2:]) < 3:
+            break
+        down = _blur(cur)[:, :, ::2, ::2]  # (B, C, ceil(H / 2), ceil(W / 2))
         up = torch.zeros_like(cur)
         up[:, :, ::2, ::2] = down * 4.0
         out.append(cur - _blur(up))
         cur = down
-        if min(cur.shape[-2:]) < 3:
-            break
-    out.append(cur)
     return out
 
 
 def laplacian_loss(pred: Tensor, target: Tensor, weight: Tensor, *, levels: int = 5) -> Tensor:
-    """Sum over pyramid levels of 2^i-weighted L1 between Laplacian pyramids, masked by ``weight``.
+    """``sum_i 2^i * weighted_l1(L_i(pred), L_i(target), weight[::2^i, ::2^i])`` over the band-pass
+    levels ``L_i`` (module docstring).
 
     The pyramid is linear, so the difference of the two pyramids is the pyramid of the difference:
     one pyramid is built, not two (the same loss up to float rounding).
     """
-    levels_of_diff = laplacian_pyramid((pred - target) * weight, levels)
-    return sum((2 ** i) * level.abs().mean() for i, level in enumerate(levels_of_diff))
+    total: Tensor = pred.new_zeros(())
+    w = weight
+    for i, level in enumerate(laplacian_pyramid(pred - target, levels)):
+        total = total + (2 ** i) * (w * level.abs()).sum() / (w.sum() + 1e-8)
+        w = w[:, :, ::2, ::2]  # the weight of the next, coarser level
+    return total
 
 
 def composition_loss(pred: Tensor, fg: Tensor, bg: Tensor, image: Tensor, weight: Tensor) -> Tensor:
