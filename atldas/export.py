@@ -84,6 +84,7 @@ INPUT_SPEC = {
     "atldas.input": "float32 (N, 6, H, W): channels 0-2 RGB in [0, 1] (8-bit / 255, no mean or std), "
                     "channels 3-5 the trimap one-hot [background (0), unknown (128), foreground (255)]",
     "atldas.size_multiple": "32 (pad H and W, e.g. by reflection, centred; crop the output back)",
+    "atldas.min_side": "96 (H and W after padding: the graph is traced for sides of 96 and more)",
     "atldas.output": "float32 (N, 1, H, W) alpha in [0, 1]; set alpha = 0 / 1 where the trimap is "
                      "background / foreground (atldas predict does)",
 }
@@ -119,8 +120,10 @@ def _refuse_non_finite(y: np.ndarray, h: int, w: int) -> None:
                           "weights are broken (a diverged training?): nothing was exported")
 
 
-def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: float = 1e-4) -> Optional[Dict]:
-    """Compare onnxruntime with PyTorch on a random input of another size than ``size``.
+def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: float = 1e-4,
+               name: Optional[PathLike] = None) -> Optional[Dict]:
+    """Compare onnxruntime with PyTorch on a random input of another size than ``size``; ``name``:
+    the file the messages name (default ``onnx_path``; the output while ``onnx_path`` is its temporary).
 
     Returns ``{"input": [1, 6, H, W], "max_abs_diff": ..}``, or None when onnxruntime is not installed.
     """
@@ -141,6 +144,7 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
         raise AtldasError(f"onnxruntime {ort.__version__} cannot load the exported graph ({first[:200]}); "
                           "try another --opset, or --no-check to keep it unchecked") from None
     (got,) = sess.run(["alpha"], {"input": x.numpy()})
+    onnx_path = name if name is not None else onnx_path
     if got.shape != ref.shape:
         raise AtldasError(f"{onnx_path}: onnxruntime returned shape {list(got.shape)} for input "
                           f"{list(x.shape)}, PyTorch {list(ref.shape)}; the export is not dynamic in H/W")
@@ -248,7 +252,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
         if actual_opset != opset:  # nothing is kept: the user asked for another opset
             raise AtldasError(f"the exporter wrote opset {actual_opset} instead of the requested {opset}; "
                               f"try --opset {actual_opset}")
-        report = check_onnx(tmp, wrapped, size=size, atol=atol) if check else None
+        report = check_onnx(tmp, wrapped, size=size, atol=atol, name=out) if check else None
     if report is not None:
         log.info("onnxruntime check on %s: max |onnx - torch| = %.3g", "x".join(map(str, report["input"][2:])),
                  report["max_abs_diff"])

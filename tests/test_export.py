@@ -226,3 +226,36 @@ def test_initial_weights_are_exported_only_when_asked(tmp_path, capsys, caplog):
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["atldas.checkpoint"] == "none (initial weights)"
     assert "initial (untrained) weights" in caplog.text
+
+
+def test_an_onnx_file_refuses_images_under_its_smallest_side_in_one_line(exported, tmp_path, capsys):
+    """The graph is traced for sides of 96 and more: a 20 x 20 image (padded to 32) crashed onnxruntime
+    with SIGFPE (exit 136, no message), a 40 x 7 one with a traceback."""
+    from PIL import Image
+
+    from atldas.data.io import write_trimap
+
+    onnx_path = exported[0]
+    for name, (h, w) in (("small", (20, 20)), ("thin", (40, 7))):
+        (tmp_path / name / "img").mkdir(parents=True)
+        (tmp_path / name / "tri").mkdir()
+        Image.fromarray(np.full((h, w, 3), 128, np.uint8)).save(tmp_path / name / "img" / "a.png")
+        write_trimap(tmp_path / name / "tri" / "a.png", np.full((h, w), 128, np.uint8))
+        assert main(["predict", "--model", str(onnx_path), "--image", str(tmp_path / name / "img"), "--trimap",
+                     str(tmp_path / name / "tri"), "--out", str(tmp_path / name / "out"), "--no-cutout"]) == 2
+        err = capsys.readouterr().err
+        lines = [x for x in err.splitlines() if x.startswith("atldas: error:")]
+        assert len(lines) == 1 and "runs inputs of at least 96 x 96 pixels" in lines[0] and "Traceback" not in err, err
+
+
+
+def test_a_failed_export_check_names_the_output_not_its_temporary(genotype_file, exported, tmp_path):
+    """The check ran on the atomic write's hidden temporary and named it (a file that no longer exists);
+    the output is not written."""
+    from atldas.errors import AtldasError
+    from atldas.export import export_onnx
+
+    out = tmp_path / "keep.onnx"
+    with pytest.raises(AtldasError, match=r"onnxruntime and PyTorch differ") as info:
+        export_onnx(model=str(genotype_file), checkpoint=exported[1], onnx_path=out, size=96, atol=0.0)
+    assert str(info.value).startswith(f"{out}: ") and not out.exists()

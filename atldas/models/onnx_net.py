@@ -17,10 +17,13 @@ from torch import Tensor, nn
 
 from atldas.errors import ConfigError, DataError
 
-__all__ = ["OnnxNet", "UNKNOWN_BYTES_PER_PIXEL"]
+__all__ = ["OnnxNet", "UNKNOWN_BYTES_PER_PIXEL", "MIN_SIDE"]
 
 #: Activation bytes per pixel assumed for a file whose export did not record its own figure.
 UNKNOWN_BYTES_PER_PIXEL = 2000.0
+#: The smallest padded side an export runs (``atldas export`` traces H and W as 32 x (3..512)): below it
+#: shapes the trace fixed no longer hold (onnxruntime crashed with SIGFPE on a 32 x 32 input).
+MIN_SIDE = 96
 
 
 class OnnxNet(nn.Module):
@@ -58,11 +61,21 @@ class OnnxNet(nn.Module):
         #: (:mod:`atldas.matting.footprint` reads it); a file without it gets a conservative figure,
         #: about 3x what ``cheapmatting`` needs.
         self.BYTES_PER_PIXEL = float(meta.get("atldas.bytes_per_pixel", UNKNOWN_BYTES_PER_PIXEL))
+        self.min_side = int(str(meta.get("atldas.min_side", MIN_SIDE)).split()[0])
         self.path = str(path)
 
     def forward(self, x: Tensor) -> Tensor:
         # (B, 6, H, W) -> (B, 1, H, W), on x's device
-        y = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        h, w = x.shape[-2:]
+        if min(h, w) < self.min_side:
+            raise DataError(f"{self.path} runs inputs of at least {self.min_side} x {self.min_side} pixels (after "
+                            f"padding to a multiple of 32), got {h} x {w}: run this image with the torch network "
+                            "(--model MODEL --checkpoint CKPT)")
+        try:
+            y = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types; one line for the user
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{self.path}: onnxruntime failed on a {h} x {w} input: {msg[:200]}") from None
         return torch.from_numpy(y).to(x.device)
 
     def extra_repr(self) -> str:
