@@ -258,7 +258,7 @@ def _check_sizes(items: Sequence[Tuple[str, Path, Path, Path]]) -> int:
     mismatched, sixteen_bit = [], 0
     for name, pred_path, alpha_path, trimap_path in items:
         (pw, ph), mode = image_info(pred_path)
-        sixteen_bit += mode.startswith("I")
+        sixteen_bit += mode.startswith("I") or mode.endswith(";16")
         for what, other in (("trimap", trimap_path), ("alpha", alpha_path)):
             (ow, oh), _ = image_info(other)
             if (ow, oh) != (pw, ph):

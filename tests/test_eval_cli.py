@@ -271,3 +271,30 @@ def test_non_finite_float_prediction_is_refused(dataset, capsys, bad):
     assert code == 2 and "count" not in out
     assert _error_line(err) == (f"atldas: error: {P / 'c.tif'}: 1 pixel(s) are NaN or infinite; re-save the "
                                 "image with finite values")
+
+
+def test_a_sixteen_bit_colour_prediction_is_rounded_and_counted(tmp_path, caplog):
+    """A 16-bit RGB prediction PNG was read by its high bytes (v >> 8, not round(v / 257)) and not
+    counted among the 16-bit predictions."""
+    import logging
+
+    import cv2
+
+    from atldas.evaluate import evaluate_folders
+
+    rng = np.random.default_rng(3)
+    v16 = rng.integers(0, 65536, (9, 11), dtype=np.uint16)
+    gt = rng.integers(0, 256, (9, 11), dtype=np.uint8)
+    tri = np.full((9, 11), 128, np.uint8)
+    tri[0] = 0
+    for d in ("pred", "alpha", "trimap"):
+        (tmp_path / d).mkdir()
+    cv2.imwrite(str(tmp_path / "pred" / "a.png"), np.dstack([v16] * 3))
+    Image.fromarray(gt).save(tmp_path / "alpha" / "a.png")
+    Image.fromarray(tri).save(tmp_path / "trimap" / "a.png")
+    with caplog.at_level(logging.INFO, logger="atldas"):
+        got = evaluate_folders(pred_dir=tmp_path / "pred", alpha_dir=tmp_path / "alpha", trimap_dir=tmp_path / "trimap")
+    assert "1 prediction(s) are 16-bit" in caplog.text
+    want = metrics.compute_all(np.floor(v16 / 257.0 + 0.5).astype(np.uint8), gt, tri)
+    [scores] = got["per_image"].values()
+    assert scores["SAD"] == pytest.approx(want["SAD"], rel=1e-9) and scores["MSE"] == pytest.approx(want["MSE"], rel=1e-9)

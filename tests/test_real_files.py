@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from atldas.data.io import image_size, read_alpha, read_rgb, read_trimap
 from atldas.errors import DataError
@@ -103,3 +103,38 @@ def test_transparent_trimap_is_refused_in_one_line(tmp_path):
     with pytest.raises(DataError, match="transparent") as info:
         read_trimap(tmp_path / "t.png")
     assert "\n" not in str(info.value)
+
+
+def _with_exif_orientation(png: bytes, orientation: int) -> bytes:
+    """``png`` with an eXIf chunk (big-endian TIFF, one Orientation entry) after its IHDR."""
+    import struct
+    import zlib
+
+    tiff = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">HHHIHH", 1, 0x0112, 3, 1, orientation, 0) + b"\x00\x00\x00\x00"
+    chunk = struct.pack(">I", len(tiff)) + b"eXIf" + tiff + struct.pack(">I", zlib.crc32(b"eXIf" + tiff))
+    return png[:33] + chunk + png[33:]  # signature (8) + IHDR (25)
+
+
+def test_sixteen_bit_colour_pngs_keep_all_sixteen_bits(tmp_path):
+    """Pillow opens a 16-bit RGB(A) PNG as 8-bit, the high bytes only: a matte or photo saved so lost its
+    low byte (truncated, not rounded; eval did not count it as 16-bit). Decoded with all 16 bits, turned
+    upright by its EXIF orientation as an 8-bit image is."""
+    import cv2
+
+    from atldas.data.io import image_info
+
+    rng = np.random.default_rng(0)
+    rgb16 = rng.integers(0, 65536, (6, 10, 3), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "c.png"), rgb16[..., ::-1])  # cv2 writes BGR
+    assert Image.open(tmp_path / "c.png").mode == "RGB"  # what Pillow makes of it
+    np.testing.assert_allclose(read_rgb(tmp_path / "c.png"), rgb16 / 65535.0, atol=1e-7)
+    assert image_info(tmp_path / "c.png") == ((10, 6), "RGB;16")
+    rgba16 = rng.integers(0, 65536, (6, 10, 4), dtype=np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), rgba16[..., [2, 1, 0, 3]])
+    np.testing.assert_allclose(read_rgb(tmp_path / "d.png"), rgba16[..., :3] / 65535.0, atol=1e-7)
+    for o in range(1, 9):  # upright as Pillow turns the same file's 8-bit decoding
+        (tmp_path / f"o{o}.png").write_bytes(_with_exif_orientation((tmp_path / "c.png").read_bytes(), o))
+        got = read_rgb(tmp_path / f"o{o}.png")
+        eight = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / f"o{o}.png")), np.uint8)
+        assert got.shape == eight.shape, o
+        np.testing.assert_array_equal(np.floor(got * 65535.0 + 0.5).astype(np.uint16) >> 8, eight, err_msg=str(o))

@@ -79,13 +79,56 @@ def _header(path: PathLike) -> Image.Image:
 
 def image_info(path: PathLike) -> Tuple[Tuple[int, int], str]:
     """((width, height), PIL mode) from the file header, without decoding the pixels; the size as
-    the readers return the image (EXIF rotation applied). DataError above ``--max-pixels``."""
+    the readers return the image (EXIF rotation applied). DataError above ``--max-pixels``. A 16-bit
+    colour PNG, which Pillow opens as 8-bit ``RGB``/``RGBA``, is ``RGB;16``/``RGBA;16``."""
     img = _header(path)
     try:
         w, h = img.size
-        return ((h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)), img.mode  # 5-8: a quarter turn
+        mode = img.mode + (";16" if _png16_colour(img, path) else "")
+        return ((h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)), mode  # 5-8: a quarter turn
     finally:
         img.close()
+
+
+def _png_header(path: PathLike) -> Tuple[int, int]:
+    """(bit depth, colour type) of a PNG's IHDR chunk; (0, 0) for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return 0, 0
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return 0, 0
+    return head[24], head[25]
+
+
+def _png16_colour(img: Image.Image, path: PathLike) -> bool:
+    """Whether ``img`` is a 16-bit RGB or RGBA PNG that Pillow opened as 8 bits (the high bytes only)."""
+    return img.mode in ("RGB", "RGBA") and _is_png(img, path) and _png_header(path) == (16, 2 if img.mode == "RGB" else 6)
+
+
+#: EXIF orientation -> the array operation that turns the stored image upright (as ImageOps.exif_transpose)
+_UPRIGHT: Dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+    8: lambda a: np.rot90(a, 1)}
+
+
+def _read_png16_colour(path: PathLike) -> np.ndarray:
+    """A 16-bit RGB(A) PNG as float32 (H, W, 3|4) in [0, 1], all 16 bits, upright."""
+    import cv2  # lazy: only these files need it
+
+    a = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)  # the stored pixels, no EXIF turn: ours below
+    if a is None or a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
+        raise DataError(f"{path}: a 16-bit colour PNG that cannot be decoded; re-save it")
+    a = a[..., [2, 1, 0, 3][: a.shape[2]]]  # BGR(A) -> RGB(A)
+    header = _header(path)
+    try:
+        turn = _UPRIGHT.get(_orientation(header))
+    finally:
+        header.close()
+    a = turn(a) if turn is not None else a
+    return np.ascontiguousarray(a).astype(np.float32) / 65535.0
 
 
 def image_size(path: PathLike) -> Tuple[int, int]:
@@ -120,13 +163,17 @@ def _is_png(img: Image.Image, path: PathLike) -> bool:
 
 
 def _sixteen_bit(img: Image.Image, path: PathLike) -> bool:
-    """Whether ``img`` holds 16-bit samples (any ``I;16`` mode, or a PNG opened as ``I``)."""
-    return img.mode.startswith("I;16") or (img.mode == "I" and _is_png(img, path))
+    """Whether ``img`` holds 16-bit samples (any ``I;16`` mode, a PNG opened as ``I``, a 16-bit colour PNG)."""
+    return (img.mode.startswith("I;16") or (img.mode == "I" and _is_png(img, path))
+            or (img.mode in ("RGB", "RGBA") and _is_png(img, path) and _png_header(path)[0] == 16))
 
 
 def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
-    """Pixel values as float32 in [0, 1], channels last, whatever the bit depth."""
+    """Pixel values as float32 in [0, 1], channels last, whatever the bit depth (a 16-bit colour PNG,
+    which Pillow decodes to its high bytes, is decoded again with all 16 bits)."""
     mode = img.mode
+    if mode in ("RGB", "RGBA") and _is_png(img, path) and _png_header(path)[0] == 16:
+        return _read_png16_colour(path)
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.asarray(img, dtype=np.uint16).astype(np.float32) / 65535.0
     if mode == "I":
