@@ -166,7 +166,7 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
     a resumed run continues its own config. ``--out`` names the run; ``--no-progress`` is a display
     setting and follows the command. ``run``: the run directory, for the message; the rest as
     :func:`_given` takes them."""
-    changed = [f"{shown} (the run has {_at(saved, path)})"
+    changed = [f"{shown} (the run has {'it unset' if _at(saved, path) is None else _at(saved, path)})"
                for shown, path, _, _ in _given(cfg, flags, sets, config=config, aliases=aliases, labels=labels)
                if path not in (None, ("out",), ("progress",))
                and _absolute(_at(cfg, path)) != _absolute(_at(saved, path))]  # a run recorded a path as typed

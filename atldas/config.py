@@ -19,7 +19,7 @@ import math
 import os
 import typing
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
@@ -28,7 +28,7 @@ from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "parse_amount", "coerce", "build",
            "apply_overrides", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
-           "to_dict"]
+           "to_dict", "differences"]
 
 C = TypeVar("C")
 
@@ -197,16 +197,35 @@ def build(cls: Type[C], data: Mapping[str, Any], *, where: str = "config",
     return cls(**kwargs)
 
 
+def _plain(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, Mapping):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
 def to_dict(cfg: Any) -> Dict[str, Any]:
     """A config as plain data (tuples become lists), for YAML and checkpoints."""
-    def plain(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
+    return _plain(dataclasses.asdict(cfg))
 
-    return plain(dataclasses.asdict(cfg))
+
+def differences(now: Mapping[str, Any], then: Mapping[str, Any], *, ignore: Iterable[str] = (),
+                _path: str = "") -> List[str]:
+    """The leaves where two configs as plain data (:func:`to_dict`, or a checkpoint's ``config``)
+    differ, as ``"path: now (was then)"``; tuples and lists alike. Keys in ``ignore`` (at any depth)
+    and keys only one side has (a setting of another atldas version) are not compared."""
+    out: List[str] = []
+    skip = set(ignore)
+    for k in sorted(set(now) & set(then)):
+        if k in skip:
+            continue
+        a, b, path = now[k], then[k], f"{_path}.{k}" if _path else k
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, ignore=skip, _path=path)
+        elif _plain(a) != _plain(b):
+            out.append(f"{path}: {a!r} (was {b!r})")
+    return out
 
 
 def leaf_paths(cfg: Any) -> Dict[str, Tuple[str, ...]]:

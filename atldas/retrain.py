@@ -55,7 +55,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -71,7 +70,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from atldas.version import __version__
-from atldas.config import build, check_ranges, keyword_only
+from atldas.config import build, check_ranges, differences, keyword_only, to_dict
 from atldas.data.datasets import PairingError, PhotoTrainSet, open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
@@ -428,13 +427,7 @@ def _check_same_config(cfg: RetrainConfig, ckpt: Dict[str, Any], *, out: Path) -
     saved = ckpt.get("config")
     if not isinstance(saved, dict):
         return
-
-    def plain(d: Dict[str, Any]) -> Dict[str, Any]:  # tuples and lists alike, as YAML and the checkpoint hold them
-        return json.loads(json.dumps({k: v for k, v in d.items() if k not in ("out", "progress")}, default=str))
-
-    now, then = plain(dataclasses.asdict(cfg)), plain(saved)
-    changed = [f"{k}: {now[k]!r} (trained with {then[k]!r})"
-               for k in sorted(set(now) & set(then)) if now[k] != then[k]]
+    changed = differences(to_dict(cfg), saved, ignore=("out", "progress"))
     if changed:
         raise ConfigError(f"{out / CONFIG} differs from the config its last.pt was trained with: {'; '.join(changed)}; "
                           "restore it (a run's settings cannot change on resume; start a new run with another --out)")
@@ -562,12 +555,8 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
         return _retrain(cfg, rd=_Replica(rd), resume=resume)  # torchrun: rank 0 writes the run directory
     checked = None
     if force:  # the new run's config, data and model are checked before the old run is moved aside
-        old = rd.path.resolve()
-        for flag, value in (("MODEL", cfg.model), ("--data", cfg.data), ("--val-data", cfg.val_data),
-                            ("--backgrounds", cfg.backgrounds), ("--foregrounds", cfg.foregrounds)):
-            if value and Path(value).exists() and Path(value).resolve().is_relative_to(old):
-                raise ConfigError(f"--force moves {rd.path} aside, and {flag} {value} is inside it; copy it out "
-                                  "first, or choose another --out")
+        rd.refuse_inputs_inside((("MODEL", cfg.model), ("--data", cfg.data), ("--val-data", cfg.val_data),
+                                 ("--backgrounds", cfg.backgrounds), ("--foregrounds", cfg.foregrounds)))
         checked = _fresh_checks(dataclasses.replace(cfg, out=str(rd.path)))
         rd.set_aside()
     with rd.locked():

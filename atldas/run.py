@@ -39,8 +39,8 @@ from tqdm import tqdm
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
 from atldas.cellgraph import plot_cell
-from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, keyword_only, leaf_paths,
-                           read_yaml, set_path)
+from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, differences, keyword_only,
+                           leaf_paths, read_yaml, set_path, to_dict)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
@@ -252,7 +252,8 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     file (flat or nested keys), then ``flags`` (flat keys, None ignored), then ``--set key=value`` texts.
 
     A budget given anywhere by the user (``target_macs``, ``target_params`` or ``target_latency_ms``)
-    replaces the space's default budget.
+    replaces the space's default budget, and one given by a flag or ``--set`` the file's (a run's
+    ``config.yaml`` reused with another budget).
     """
     data = read_yaml(file) if file else {}
     sets = [sets] if isinstance(sets, str) else list(sets)  # one "key=value" text is a list of one
@@ -277,6 +278,8 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     if any(t in user or f"budget.{t}" in user for t in _TARGETS):
         cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, **{t: None for t in _TARGETS}))
     cfg = _apply(cfg, data, where=str(file))
+    if any(t in flags or t in chosen or f"budget.{t}" in chosen for t in _TARGETS):  # replaces the file's budget
+        cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, **{t: None for t in _TARGETS}))
     cfg = _apply(cfg, flags, where="flags")
     return apply_overrides(cfg, [p for p in sets if p.split("=", 1)[0].strip() not in ("space", "strategy")],
                            aliases=ALIASES)
@@ -373,6 +376,11 @@ class Run:
         self.table: CostTable = cost_table(self.space, self.net.arch, metric=metric, lut=cfg.budget.lut)
         if self.budget is not None:
             cheapest, _ = self.table.cheapest(self.net.arch)
+            if cheapest <= 0:  # a latency table whose fixed part came out negative (lut build warned)
+                raise ConfigError(f"the latency table {cfg.budget.lut} estimates the cheapest architecture at "
+                                  f"{cheapest:.4g} ms (its fixed part, base_ms, came out negative when measured): it "
+                                  "cannot tell budgets this small; rebuild it with a longer --min-run-time or at a "
+                                  "larger --size")
             if cheapest > self.budget.target:
                 raise ConfigError(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
                                   f"architecture in the {cfg.space} space ({format_cost(cheapest, metric)} at input "
@@ -396,6 +404,12 @@ class Run:
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
         ckpt = rd.load(fmt=FORMAT)
+        saved = ckpt.get("config")
+        changed = differences(to_dict(cfg), saved, ignore=(*SearchConfig.DISPLAY, "device")) if isinstance(saved, dict) else []
+        if changed:  # config.yaml edited since: the run would go on (or derive) with other settings, silently
+            raise ConfigError(f"{rd.path / 'config.yaml'} differs from the config its checkpoint was searched with: "
+                              f"{'; '.join(changed)}; restore it (a run's settings cannot change on resume; start a "
+                              "new run with another --out)")
         run = cls(cfg, out=rd.path)
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
         if restore_rng:

@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
 
 try:
     import fcntl
@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 import yaml
 
 from atldas.config import read_yaml, save_yaml, to_dict
-from atldas.errors import AtldasError, DataError
+from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.utils.atomic import check_output
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.history import History
@@ -129,12 +129,25 @@ class RunDir:
                 with contextlib.suppress(OSError):
                     q.unlink()
 
+    def refuse_inputs_inside(self, inputs: Iterable[Tuple[str, Optional[str]]]) -> None:
+        """ConfigError naming the first ``(flag, path)`` of ``inputs`` that lies inside this directory:
+        ``--force`` moves the directory aside, and the new run would read what moved (or record a path
+        that no longer exists)."""
+        old = self.path.resolve()
+        for flag, value in inputs:
+            if value and value != "synthetic" and Path(value).exists() and Path(value).resolve().is_relative_to(old):
+                raise ConfigError(f"--force moves {self.path} aside, and {flag} {value} is inside it; copy it out "
+                                  "first, or choose another --out")
+
     def set_aside(self) -> Optional[Path]:
         """Move a non-empty run directory aside to ``<name>.replaced-<time>`` (``--force``), so that a
         fresh run starts in an empty folder and nothing of the old run is lost or mixed in; refused
         while another process holds the directory. Returns where it went (None if there was nothing)."""
         if not self.path.is_dir() or not any(self.path.iterdir()):
             return None
+        if Path.cwd().resolve().is_relative_to(self.path.resolve()):  # "." would follow the folder it moves
+            raise ConfigError(f"--force cannot move aside {self.path}: it holds the working directory; run from "
+                              "outside it, or choose another --out")
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
         n = 1

@@ -57,6 +57,8 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
         return _search_replica(cfg, out=out, resume=resume, callback=callback)
     built = None
     if force:  # the new run's config, budget and data are checked before the old run is moved aside
+        rd.refuse_inputs_inside((("--data", cfg.data.source), ("--backgrounds", cfg.data.backgrounds),
+                                 ("--lut", cfg.budget.lut)))
         built = _build(cfg, out)
         rd.set_aside()
     with rd.locked():

@@ -144,6 +144,10 @@ class AtldasHP(ArchHP):
 class DartsHP(ArchHP):
     """First-order DARTS settings (the arch optimiser only)."""
 
+    def check(self) -> None:
+        super().check()
+        _refuse_topology_setting(self, "darts")
+
 
 @keyword_only
 @dataclass
@@ -156,6 +160,17 @@ class GdasHP(ArchHP):
     def check(self) -> None:
         super().check()
         check_ranges(self, {"tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3)})
+        if self.tau_min > self.tau_max:
+            raise ConfigError(f"tau_min ({self.tau_min}) must not exceed tau_max ({self.tau_max})")
+        _refuse_topology_setting(self, "gdas")
+
+
+def _refuse_topology_setting(hp: ArchHP, name: str) -> None:
+    """DARTS and GDAS run every edge and derive the top-2 inputs by op weight: no topology logits learn."""
+    if not hp.learn_topology:
+        raise ConfigError(f"learn_topology=false: {name} learns no topology logits (every edge runs, and its "
+                          "derive keeps each node's two strongest inputs), so it would change nothing; it applies "
+                          "to the atldas strategy")
 
 
 @keyword_only

@@ -451,3 +451,31 @@ def test_lut_build_refuses_a_negative_check(tmp_path, capsys):
     assert main(["lut", "build", "--space", "tiny", "--check=-3", "--out", str(tmp_path / "l.json")]) == 2
     assert "--check takes the number of random children" in _one_line(capsys)
     assert not (tmp_path / "l.json").exists()
+
+
+def test_settings_a_strategy_does_not_use_are_refused(tmp_path, capsys):
+    """learn_topology=false ran darts and gdas unchanged (they learn no topology logits); gdas took
+    tau_min above tau_max (atldas refused it)."""
+    for strategy, sets, expect in (("darts", ["learn_topology=false"], "darts learns no topology logits"),
+                                   ("gdas", ["learn_topology=false"], "gdas learns no topology logits"),
+                                   ("gdas", ["tau_min=10", "tau_max=1"], "tau_min (10.0) must not exceed tau_max")):
+        argv = ["search", "--space", "tiny", "--strategy", strategy, "--out", str(tmp_path / "run")]
+        assert main(argv + [x for s in sets for x in ("--set", s)]) == 2
+        assert expect in _one_line(capsys)
+        assert not (tmp_path / "run").exists()
+
+
+def test_a_budget_flag_replaces_the_budget_of_a_config_file(tmp_path):
+    """--config RUN/config.yaml (target_macs set) with --target-params was refused as 'give one budget
+    (got --target-macs, --target-params)', naming a flag the user did not pass."""
+    cfg = _search_config(build_parser().parse_args(["search", "--space", "tiny", "--target-macs", "40M",
+                                                     "--out", str(tmp_path / "a")]))
+    from atldas.config import save_yaml
+
+    save_yaml(cfg, tmp_path / "config.yaml")
+    again = _search_config(build_parser().parse_args(["search", "--config", str(tmp_path / "config.yaml"),
+                                                      "--target-params", "300k", "--out", str(tmp_path / "b")]))
+    assert again.budget.target_params == 300e3 and again.budget.target_macs is None
+    kept = _search_config(build_parser().parse_args(["search", "--config", str(tmp_path / "config.yaml"),
+                                                     "--out", str(tmp_path / "c")]))
+    assert kept.budget.target_macs == 40e6

@@ -230,6 +230,23 @@ def test_retrain_force_checks_the_new_run_before_moving_the_old_one(tmp_path, ca
     assert (out / "last.pt").read_bytes() == b"old weights"
 
 
+def test_search_force_refuses_inputs_inside_the_folder_it_moves(tmp_path, capsys):
+    """search --force with --backgrounds (or --lut) inside OUT moved the old run aside and then failed on
+    the moved files (or recorded a --lut path that no longer exists); retrain refused it already."""
+    from PIL import Image
+
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--set", "steps_per_epoch=1", "--set",
+                 "tensorboard=false", "--no-progress", "--out", str(out)]) == 0
+    (out / "bg").mkdir()
+    Image.new("RGB", (80, 80), (10, 200, 30)).save(out / "bg" / "b1.png")
+    capsys.readouterr()
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--backgrounds", str(out / "bg"), "--out", str(out),
+                 "--force", "--no-progress"]) == 2
+    _one_error(capsys, "--backgrounds")
+    assert (out / "checkpoint.pt").is_file() and not any(p.name.startswith("run.replaced-") for p in tmp_path.iterdir())
+
+
 def test_a_file_as_the_run_folder_is_one_line(tmp_path, capsys):
     f = tmp_path / "notes.txt"
     f.write_text("mine")
@@ -249,3 +266,16 @@ def test_a_run_of_another_configuration_is_not_mixed(tmp_path):
     rd.write_config(a)  # the same configuration: a restart
     with pytest.raises(Exception, match=r"another configuration \(seed differ\).*--force"):
         rd.write_config(make_search_config(space="tiny", sets=["seed=1"]))
+
+
+def test_force_refuses_to_move_the_working_directory(tmp_path, capsys, monkeypatch):
+    """--out . --force: a traceback (Path('.').with_name); moving the working directory aside would also
+    have sent the new run's files into the moved folder."""
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--set", "steps_per_epoch=1", "--set",
+                 "tensorboard=false", "--no-progress", "--out", str(out)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(out)
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--out", ".", "--force", "--no-progress"]) == 2
+    _one_error(capsys, "it holds the working directory")
+    assert (out / "checkpoint.pt").is_file()

@@ -172,6 +172,15 @@ def test_save_load(tmp_path, lut):
     negative["base_ms"] = -0.3  # lut build keeps a fixed part that came out negative (it warns): a valid table
     (tmp_path / "negative.json").write_text(json.dumps(negative))
     assert load_lut(tmp_path / "negative.json")["base_ms"] == -0.3
+    # ... but one whose cheapest network comes out at 0 ms or less cannot tell small budgets: a 0.01 ms
+    # budget was accepted and the genotype recorded a negative latency
+    negative["base_ms"] = -1e6
+    (tmp_path / "negative.json").write_text(json.dumps(negative))
+    from atldas.run import Run, make_search_config
+
+    cfg = make_search_config(space="tiny", sets=["target_latency_ms=0.01", f"lut={tmp_path / 'negative.json'}"])
+    with pytest.raises(ConfigError, match="cannot tell budgets this small"):
+        Run(cfg)
     for change, expect in ((lambda t: t.pop("base_ms"), "base_ms is None"),
                            (lambda t: t.update(ops=None), "'ops' is NoneType"),
                            (lambda t: t.update(config="x"), "config is str"),

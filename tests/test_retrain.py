@@ -541,7 +541,7 @@ def test_resume_refuses_a_checkpoint_that_is_not_this_runs_last_pt_in_one_line(g
     (run / "config.yaml").write_text(text.replace("optimizer: adamw", "optimizer: radam"))
     assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "differs from the config its last.pt was trained with: optimizer: 'radam' (trained with 'adamw')" in err, err
+    assert "differs from the config its last.pt was trained with: optimizer: 'radam' (was 'adamw')" in err, err
     (run / "config.yaml").write_text(text)
     assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 0
 

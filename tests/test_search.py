@@ -330,6 +330,13 @@ def test_a_checkpoint_of_another_run_is_refused_in_one_line(tiny_run, tmp_path, 
     cfg.write_text(cfg.read_text().replace("  C: 8\n", "  C: 12\n", 1))
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     for argv in (["derive", str(run)], ["search", *FAST, "--resume", "--out", str(run)]):
+        assert main(argv) == 2, argv  # config.yaml edited since the checkpoint: named
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "differs from the config its checkpoint was searched with: knobs.C: 12 (was 8)" in err[0]
+    ckpt["config"]["knobs"]["C"] = 12  # a checkpoint whose own config says so, its tensors another width's
+    torch.save(ckpt, run / "checkpoint.pt")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    for argv in (["derive", str(run)], ["search", *FAST, "--resume", "--out", str(run)]):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "does not fit the supernet of this run's config.yaml" in err[0], (argv, err)
@@ -387,3 +394,21 @@ def test_forward_each_shares_the_stems_without_gradients_and_gives_one_forwards_
     assert all(torch.equal(after_one_each[k], v) for k, v in net.state_dict().items())
     calls.clear()
     assert len(net.forward_each(x, plans)) == 3 and len(calls) == 3  # with gradients: one forward each
+
+
+def test_resume_refuses_a_config_yaml_edited_since_the_checkpoint(tmp_path, capsys):
+    """config.yaml edited between an interruption and --resume (more epochs, another learning rate):
+    the run went on with the new settings silently (epochs could grow past the CLI's own refusal)."""
+    out = tmp_path / "run"
+    cfg = make_search_config(space="tiny", out=str(out), sets=["epochs=3", "tensorboard=false", "progress=false"])
+    Run(cfg, out=out).fit(epochs=1)
+    text = (out / "config.yaml").read_text()
+    assert "\nepochs: 3\n" in text
+    (out / "config.yaml").write_text(text.replace("\nepochs: 3\n", "\nepochs: 5\n"))
+    for argv in (["search", "--out", str(out), "--resume", "--no-progress"], ["derive", str(out)]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "differs from the config its checkpoint was searched with: epochs: 5 (was 3)" in err, err
+    (out / "config.yaml").write_text(text)
+    assert main(["search", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert len((out / "history.jsonl").read_text().splitlines()) == 3
