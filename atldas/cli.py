@@ -489,8 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", action="store_true", help="with --model: mixed precision (bfloat16 on cpu, float16 on "
                                                       "cuda; not exact, see the README)")
     p.add_argument("--json", help="write the scores as JSON to this file")
-    p.add_argument("--workers", type=int, help="with --pred: processes that score images (default: one per "
-                                               "core)")
+    p.add_argument("--workers", type=int, help="with --pred: processes that score images, at most one per "
+                                               "image (default: one per core; one for fewer than 4 images)")
     p.add_argument("--max-pixels", type=int, metavar="N",
                    help="read images of up to N pixels (default 89478485, Pillow's decompression-bomb limit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

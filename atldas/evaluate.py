@@ -140,6 +140,8 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     """
     if json_path is not None:
         _check_json_path(json_path)  # before the scoring, not after
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise DataError(f"--workers must be at least 1, got {workers}")
     preds = _list_folder(pred_dir, "prediction", "--pred")
     alphas = _list_folder(alpha_dir, "alpha", "--alpha")
     trimaps = _list_folder(trimap_dir, "trimap", "--trimap")
@@ -158,9 +160,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     unclamped: List[str] = []
     sad_sum = 0.0
     show = progress and _is_tty(sys.stderr)
-    n_workers = default_workers(len(items)) if workers is None else int(workers)
-    if n_workers < 1:
-        raise DataError(f"--workers must be at least 1, got {workers}")
+    n_workers = default_workers(len(items)) if workers is None else min(int(workers), len(items))
     with tqdm(_scored(items, n_workers), total=len(items), desc="eval", unit="img", disable=not show,
               file=sys.stderr) as bar:
         for name, scores, clamped in bar:

@@ -479,3 +479,10 @@ def test_a_budget_flag_replaces_the_budget_of_a_config_file(tmp_path):
     kept = _search_config(build_parser().parse_args(["search", "--config", str(tmp_path / "config.yaml"),
                                                      "--out", str(tmp_path / "c")]))
     assert kept.budget.target_macs == 40e6
+
+
+def test_a_cifar_genotype_file_as_model_names_what_to_use(tmp_path, capsys):
+    """derived_models/*.json (cells searched in darts_cifar, no macro) as a MODEL path: refused as the CIFAR
+    classifier's without saying that the registered name builds its cells in the CheapMatting macro."""
+    assert main(["bench", str(ROOT / "derived_models" / "atldas_cifar100.json"), "--size", "64", "--no-latency"]) == 2
+    assert "its cells in the CheapMatting macro are the registered MODEL 'atldas_cifar100'" in _one_line(capsys)

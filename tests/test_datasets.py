@@ -540,3 +540,23 @@ def test_autodetection_and_registry_misses(tmp_path):
     with pytest.raises(DataError, match="no such folder"):
         open_dataset(tmp_path / "missing")
     assert open_dataset(tmp_path / "c1k", kind="comp1k", subset=None).names[0] == "cat_0.png"
+
+
+def test_a_foregrounds_composites_take_distinct_backgrounds(tmp_path):
+    """bg_per_fg composites of one foreground drew their backgrounds one by one and repeated them (8 of
+    50 foregrounds had a duplicate composite with 20 per foreground over 1000 backgrounds); the DIM
+    protocol's 20 per foreground are 20 different backgrounds."""
+    from atldas.data.datasets import ComposedTestSet
+
+    make_d646(tmp_path / "D646")
+    bg = tmp_path / "many_bg"
+    bg.mkdir()
+    for k in range(12):
+        Image.fromarray(np.full((40, 40, 3), 20 * k, np.uint8)).save(bg / f"b{k:02d}.png")
+    ds = ComposedTestSet(tmp_path / "D646" / "Test" / "FG", tmp_path / "D646" / "Test" / "GT", bg, bg_per_fg=10)
+    per_fg = {}
+    for name in ds.names:
+        per_fg.setdefault(name.rsplit("_", 1)[0], []).append(ds.background_for(name))
+    assert len(per_fg) == 2 and all(len(set(v)) == 10 for v in per_fg.values())
+    assert list(per_fg.values())[0] != list(per_fg.values())[1]  # each foreground its own order
+    assert ds._background(3) == ds.background_for(ds.names[3])

@@ -118,6 +118,12 @@ def test_eval_scores_do_not_depend_on_the_worker_processes(dataset):
     one = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=1)
     two = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=2)
     assert one == two and list(one["per_image"]) == list(two["per_image"])
+    many = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=40)  # capped per image
+    assert many == one
+    from atldas.errors import DataError
+
+    with pytest.raises(DataError, match="--workers must be at least 1, got 0"):  # before the folders are read
+        evaluate_folders(pred_dir=P / "nowhere", alpha_dir=A, trimap_dir=T, progress=False, workers=0)
 
 
 def test_eval_returns_dict_without_json(dataset):

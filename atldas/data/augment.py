@@ -4,8 +4,8 @@ One sample is made from a foreground, its alpha matte and a background, all floa
 
 1. optional merge of a second foreground: ``alpha = 1 - (1 - a1)(1 - a2)``, the first one on top;
 2. a random affine on fg and alpha together: per-axis scale in [0.8, 1.25], shear +-10 degrees,
-   horizontal flip, rotation only for large images (skipped if it would push every unknown pixel
-   out of the frame);
+   horizontal flip, rotation only for large images; the whole affine (scale, shear, flip and rotation)
+   is skipped when it would push every unknown pixel out of the frame;
 3. a crop of the requested size centred on an unknown pixel (zero padding, i.e. background, when the
    image is smaller than the crop);
 4. hue / saturation / value jitter of the foreground;

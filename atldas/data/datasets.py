@@ -499,7 +499,10 @@ class ComposedTestSet(Dataset):
 
     Each foreground gives ``bg_per_fg`` composites named ``<stem>_<k>.png`` (just the foreground's
     file name when ``bg_per_fg == 1``). The trimap is generated from the foreground's file name and
-    shared by its composites; the background is chosen from the composite's name (module docstring).
+    shared by its composites; the background is chosen from the composite's name (module docstring),
+    and a foreground's ``bg_per_fg`` composites take distinct backgrounds (a seeded permutation keyed
+    by the foreground's name; the DIM protocol's 20 per foreground are 20 different ones) while there
+    are that many.
 
     Args:
         fg_dir: foreground colours.
@@ -537,14 +540,25 @@ class ComposedTestSet(Dataset):
 
     def background_for(self, name: str) -> Path:
         """The background file that composite ``name`` uses."""
-        rng = np.random.default_rng(name_seed("background:" + name))
-        return self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        names = self.names
+        if name not in names:
+            raise KeyError(f"{name!r} is not a composite of this set")
+        return self._background(names.index(name))
+
+    def _background(self, index: int) -> Path:
+        it, name = self._name(index)
+        if self.bg_per_fg == 1:
+            rng = np.random.default_rng(name_seed("background:" + name))
+            return self.backgrounds[int(rng.integers(len(self.backgrounds)))]
+        # a foreground's composites take distinct backgrounds (drawn one by one, they repeated)
+        order = np.random.default_rng(name_seed("backgrounds:" + it.name)).permutation(len(self.backgrounds))
+        return self.backgrounds[int(order[(index % self.bg_per_fg) % len(order)])]
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         it, name = self._name(index)
         fg, alpha = _read_fg_alpha(it)
         trimap = deterministic_trimap(alpha, it.name, kernel=self.trimap_kernel)
-        image, bg = compose_official(fg, alpha, read_rgb(self.background_for(name)))
+        image, bg = compose_official(fg, alpha, read_rgb(self._background(index)))
         return make_sample(image, trimap, name=name, alpha=alpha, fg=fg, bg=bg)
 
 

@@ -11,7 +11,9 @@ A MODEL (architecture.md) is
   in the released CheapMatting macro, the same network as the ``cheapmatting*`` model built from it;
 - a genotype file (JSON or a DARTS ``Genotype(...)`` string): built in the macro its ``space.macro``
   records (:class:`~atldas.models.cheapmatting.CheapMattingCfg`; the released CheapMatting macro when
-  the file records none), with its decoder and head ``choices``;
+  the file records none), with its decoder and head ``choices``; a file of cells searched in
+  ``darts_cifar`` without a macro (``derived_models/*.json``) is the CIFAR classifier's, refused
+  with the registered name to use instead;
 - a run directory (search or retrain): its ``genotype.json``;
 - an ``.onnx`` file written by ``atldas export``: the network with its weights inside, run by
   onnxruntime (:class:`~atldas.models.onnx_net.OnnxNet`; no ``--checkpoint``).
@@ -221,8 +223,12 @@ def _from_genotype(genotype: Genotype, *, name: str, kind: str, knobs: Mapping[s
     check_genotype(genotype)
     macro_name, macro = genotype_macro(genotype)
     if macro_name != MACRO_NAME:
+        same = [n for n in derived_models.GENOTYPES.names() if derived_models.get_genotype(n).hash() == genotype.hash()]
+        hint = (f"; its cells in the CheapMatting macro are the registered MODEL {same[0]!r}" if same else
+                "; to build its cells in the CheapMatting macro, set \"macro\": {\"name\": \"cheapmatting\"} in the "
+                "file's space")
         raise ConfigError(f"{name}: its genotype is for the {macro_name!r} network (space "
-                          f"{dict(genotype.space).get('name')!r}), not a matting network")
+                          f"{dict(genotype.space).get('name')!r}), not a matting network{hint}")
     knobs = dict(knobs)
     cfg_keys = {k for k in knobs if k not in ("decoder_blocks", "head_block", "clamp", "affine", "drop_path_prob")}
     cfg = CheapMattingCfg.from_meta({**macro, **{k: knobs.pop(k) for k in cfg_keys}})
