@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -116,8 +117,6 @@ _UPRIGHT: Dict[int, Callable[[np.ndarray], np.ndarray]] = {
 
 def _read_png16_colour(path: PathLike) -> np.ndarray:
     """A 16-bit RGB(A) PNG as float32 (H, W, 3|4) in [0, 1], all 16 bits, upright."""
-    import cv2  # lazy: only these files need it
-
     a = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)  # the stored pixels, no EXIF turn: ours below
     if a is None or a.dtype != np.uint16 or a.ndim != 3 or a.shape[2] not in (3, 4):
         raise DataError(f"{path}: a 16-bit colour PNG that cannot be decoded; re-save it")
