@@ -28,7 +28,7 @@ from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "parse_amount", "coerce", "build",
            "apply_overrides", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
-           "to_dict", "differences"]
+           "to_dict", "differences", "RUNTIME_KEYS", "LOCATION_KEYS"]
 
 C = TypeVar("C")
 
@@ -210,22 +210,32 @@ def to_dict(cfg: Any) -> Dict[str, Any]:
     return _plain(dataclasses.asdict(cfg))
 
 
-def differences(now: Mapping[str, Any], then: Mapping[str, Any], *, ignore: Iterable[str] = (),
-                _path: str = "") -> List[str]:
-    """The leaves where two configs as plain data (:func:`to_dict`, or a checkpoint's ``config``)
-    differ, as ``"path: now (was then)"``; tuples and lists alike. Keys in ``ignore`` (at any depth)
-    and keys only one side has (a setting of another atldas version) are not compared."""
-    out: List[str] = []
-    skip = set(ignore)
+#: Settings of how a run runs, not of what it computes (a resumed run may change them in its config.yaml)
+RUNTIME_KEYS = ("out", "progress", "threads", "device", "num_workers", "tensorboard", "tb_images", "heatmap_every",
+                "plots")
+#: Where a run's inputs are (a moved data set may be named anew; said, not refused)
+LOCATION_KEYS = ("model", "data", "source", "val_data", "backgrounds", "foregrounds", "lut")
+
+
+def differences(now: Mapping[str, Any], then: Mapping[str, Any], *, ignore: Iterable[str] = RUNTIME_KEYS,
+                locations: Iterable[str] = LOCATION_KEYS, _path: str = "") -> Tuple[List[str], List[str]]:
+    """Where two configs as plain data (:func:`to_dict`, or a checkpoint's ``config``) differ:
+    ``(changed, moved)``, each a list of ``"path: now (was then)"``; tuples and lists alike. ``moved``:
+    the leaves named in ``locations`` (where inputs are); ``ignore``: keys not compared (how a run runs).
+    Keys only one side has (a setting of another atldas version) are not compared either."""
+    changed: List[str] = []
+    moved: List[str] = []
+    skip, where = set(ignore), set(locations)
     for k in sorted(set(now) & set(then)):
         if k in skip:
             continue
         a, b, path = now[k], then[k], f"{_path}.{k}" if _path else k
         if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differences(a, b, ignore=skip, _path=path)
+            c, m = differences(a, b, ignore=skip, locations=where, _path=path)
+            changed, moved = changed + c, moved + m
         elif _plain(a) != _plain(b):
-            out.append(f"{path}: {a!r} (was {b!r})")
-    return out
+            (moved if k in where else changed).append(f"{path}: {a!r} (was {b!r})")
+    return changed, moved
 
 
 def leaf_paths(cfg: Any) -> Dict[str, Tuple[str, ...]]:

@@ -46,6 +46,7 @@ from atldas.ops import build_op
 from atldas.topology import edge_geometry
 from atldas.utils.atomic import write_text_atomic
 from atldas.utils.device import device_name, resolve_device
+from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
 from atldas.utils.timing import time_call
 
@@ -111,8 +112,10 @@ def _rebuild_hint(space, device: str) -> str:
 def time_module(module: nn.Module, inputs: Sequence[Tensor], *, threads: int = 1,
                 min_run_time: float = MIN_RUN_TIME) -> float:
     """Median forward latency (ms) of ``module(*inputs)``: eval mode, ``torch.no_grad``, module and
-    4-d inputs in channels_last (as ``atldas bench`` and ``atldas predict`` run networks)."""
+    4-d inputs in channels_last, BatchNorm folded into the convolutions (as ``atldas bench`` and
+    ``atldas predict`` run networks; ``module`` is folded in place)."""
     module = channels_last(module.eval())
+    fold_batchnorm(module)
     inputs = [channels_last(x) for x in inputs]
 
     def run() -> None:

@@ -266,7 +266,8 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
     if path.is_dir():
         if not (path / "genotype.json").is_file():
             raise ConfigError(no_genotype(path))
-        pid = RunDir(path, checkpoint="checkpoint.pt", kind="search").holder()
+        rd = RunDir(path, checkpoint="checkpoint.pt", kind="search")
+        pid = rd.holder() if rd.owner() != "retrain" else None  # a retrain does not rewrite its genotype
         if pid is not None:
             log.warning("%s is in use by a running search (pid %s): this is the genotype of its last finished "
                         "epoch (the policy's argmax, not repaired), and the search redraws plots/ when it ends",

@@ -221,6 +221,10 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     outputs = _outputs(pairs, out_dir, cutout)
 
     net = mm.build()
+    smallest = getattr(net, "min_side", None)  # an exported ONNX graph runs sides of at least this
+    if tile is not None and smallest is not None and int(tile) < smallest:
+        raise ConfigError(f"--tile {tile}: {model} runs inputs of at least {smallest} x {smallest} pixels; use "
+                          f"--tile {-(-smallest // 32) * 32} or more")
     check_memory(mm, net, sizes, tile=tile, cutout=cutout, max_size=max_size)
     wide = image_wide_layers(net) if tile else []
     if wide and any(min(max(w, h), max_size or max(w, h)) > tile for w, h in sizes.values()):

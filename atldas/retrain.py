@@ -77,7 +77,7 @@ from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.genotype import Genotype
 from atldas.matting.inference import predict_alpha
-from atldas.matting.losses import MattingLoss
+from atldas.matting.losses import LOSS_VERSION, MattingLoss
 from atldas.matting.metrics import summarise
 from atldas.matting.scoring import score_dataset, trivial_alpha
 from atldas.models.base import MattingModel, set_clamp
@@ -421,13 +421,16 @@ def _check_resumable(ckpt: Dict[str, Any], net: nn.Module, *, ema: Optional["EMA
 def _check_same_config(cfg: RetrainConfig, ckpt: Dict[str, Any], *, out: Path) -> None:
     """ConfigError (one line) when the run's ``config.yaml`` no longer says what its ``last.pt`` was
     trained with (edited since): the run would go on with another optimizer, loss or schedule, or
-    report one it does not use, without a word. ``out`` (the folder may have moved) and ``progress``
-    (a display setting) may differ; a key only one of them has (a setting of another atldas version) is
-    not compared."""
+    report one it does not use, without a word. How it runs (:data:`~atldas.config.RUNTIME_KEYS`: the
+    device, threads, data workers, TensorBoard, ``out``) may differ, and where its inputs are (a moved
+    data set) is said, not refused; a key only one of them has (a setting of another atldas version)
+    is not compared."""
     saved = ckpt.get("config")
     if not isinstance(saved, dict):
         return
-    changed = differences(to_dict(cfg), saved, ignore=("out", "progress"))
+    changed, moved = differences(to_dict(cfg), saved)
+    if moved:
+        log.warning("%s names other inputs than the run started with: %s", out / CONFIG, "; ".join(moved))
     if changed:
         raise ConfigError(f"{out / CONFIG} differs from the config its last.pt was trained with: {'; '.join(changed)}; "
                           "restore it (a run's settings cannot change on resume; start a new run with another --out)")
@@ -669,6 +672,10 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     if resume:
         _check_resumable(ckpt, net, ema=ema, source=str(rd.checkpoint))
         _check_same_config(cfg, ckpt, out=out)
+        if ckpt.get("loss_version", "") != LOSS_VERSION:
+            log.warning("%s was trained with another definition of the matting losses (%s) than this atldas's "
+                        "(%s): it goes on with this one", rd.checkpoint,
+                        ckpt.get("loss_version") or "before versions were recorded", LOSS_VERSION)
         if int(ckpt["epoch"]) + 1 >= cfg.epochs:
             log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
             _log_best(dict(ckpt["best"]), dict(ckpt.get("trivial") or {}), out)
@@ -789,7 +796,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
                  "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": rng_state(), "best": best, "metrics": metrics, "trivial": trivial,
-                 "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(),
+                 "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(), "loss_version": LOSS_VERSION,
                  "genotype": genotype.to_json() if genotype is not None else None}
         if ema is not None:
             state["ema"] = ema.state_dict()

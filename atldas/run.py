@@ -376,11 +376,6 @@ class Run:
         self.table: CostTable = cost_table(self.space, self.net.arch, metric=metric, lut=cfg.budget.lut)
         if self.budget is not None:
             cheapest, _ = self.table.cheapest(self.net.arch)
-            if cheapest <= 0:  # a latency table whose fixed part came out negative (lut build warned)
-                raise ConfigError(f"the latency table {cfg.budget.lut} estimates the cheapest architecture at "
-                                  f"{cheapest:.4g} ms (its fixed part, base_ms, came out negative when measured): it "
-                                  "cannot tell budgets this small; rebuild it with a longer --min-run-time or at a "
-                                  "larger --size")
             if cheapest > self.budget.target:
                 raise ConfigError(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
                                   f"architecture in the {cfg.space} space ({format_cost(cheapest, metric)} at input "
@@ -392,6 +387,20 @@ class Run:
         self.strategy.amp_dtype = None if dtype == torch.float16 else dtype  # auto on a GPU without bf16: off
         self.epoch = 0
         self._data: Optional[tuple] = None
+
+    def check_latency_table(self) -> None:
+        """Before a fresh run: ConfigError when a latency table estimates the cheapest architecture at
+        0 ms or less (its fixed part came out negative when measured; lut build warned): such a table
+        cannot tell small budgets apart (a 0.01 ms budget was met with a negative latency). A run
+        searched with one still resumes and derives."""
+        if self.budget is None or self.table.metric != "latency_ms":
+            return
+        cheapest, _ = self.table.cheapest(self.net.arch)
+        if cheapest <= 0:
+            raise ConfigError(f"the latency table {self.cfg.budget.lut} estimates the cheapest architecture at "
+                              f"{cheapest:.4g} ms (its fixed part, base_ms, came out negative when measured): it "
+                              "cannot tell budgets this small; rebuild it with a longer --min-run-time or at a "
+                              "larger --size")
 
     # ------------------------------------------------------------------ loading
 
@@ -405,13 +414,19 @@ class Run:
             cfg = dataclasses.replace(cfg, device=device)
         ckpt = rd.load(fmt=FORMAT)
         saved = ckpt.get("config")
-        changed = differences(to_dict(cfg), saved, ignore=(*SearchConfig.DISPLAY, "device")) if isinstance(saved, dict) else []
+        changed, moved = differences(to_dict(cfg), saved) if isinstance(saved, dict) else ([], [])
+        if moved:
+            log.warning("%s names other inputs than the run started with: %s", rd.path / "config.yaml", "; ".join(moved))
         if changed:  # config.yaml edited since: the run would go on (or derive) with other settings, silently
             raise ConfigError(f"{rd.path / 'config.yaml'} differs from the config its checkpoint was searched with: "
                               f"{'; '.join(changed)}; restore it (a run's settings cannot change on resume; start a "
                               "new run with another --out)")
         run = cls(cfg, out=rd.path)
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
+        if ckpt.get("loss_version", "") != run.task.loss_version:
+            log.warning("%s was searched with another definition of the %s loss (%s) than this atldas's (%s): it "
+                        "goes on with this one", rd.checkpoint, run.task.name, ckpt.get("loss_version") or "before "
+                        "versions were recorded", run.task.loss_version or "unversioned")
         if restore_rng:
             set_rng_state(ckpt["rng"])
             resume_threads(ckpt.get("threads"), configured=cfg.threads)
@@ -422,7 +437,8 @@ class Run:
         masks = {k: v for k, v in self.net.arch.state_dict().items() if "mask" in k}
         return {"format": FORMAT, "atldas": __version__, "epoch": self.epoch - 1,
                 "config": dataclasses.asdict(self.cfg), "masks": masks, "supernet": self.net.state_dict(),
-                "strategy": self.strategy.state_dict(), "rng": rng_state(), "threads": torch.get_num_threads()}
+                "strategy": self.strategy.state_dict(), "rng": rng_state(), "threads": torch.get_num_threads(),
+                "loss_version": self.task.loss_version}
 
     def load_state_dict(self, ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> None:
         """Restore :meth:`state_dict`'s output. Raises DataError (one line, naming ``source``) when the
@@ -491,6 +507,8 @@ class Run:
         end = cfg.epochs if epochs is None else min(cfg.epochs, epochs)
         _, _, train_loader, arch_loader, ts, As = self._loaders()
         rd = RunDir(self.out, checkpoint=CHECKPOINT, kind="search") if self.out is not None else None
+        if self.epoch == 0:
+            self.check_latency_table()
         if rd is not None and self.epoch == 0:  # a fresh run: never over another one; a complete directory
             rd.check_new()
             rd.write_config(dataclasses.replace(cfg, out=str(self.out)))  # refuses another config left without a checkpoint

@@ -106,7 +106,8 @@ class RunDir:
 
     def holder(self) -> Optional[str]:
         """The pid (as written) of the atldas process that holds this directory's lock now, None if none
-        does; takes no lock itself."""
+        does. It probes with a shared lock held for an instant (flock has no test without taking), so a
+        run starting in that instant is refused as if another held the folder."""
         if fcntl is None or not (self.path / LOCK).is_file():
             return None
         try:

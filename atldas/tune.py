@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from atldas.config import apply_overrides, check_threads, leaf_paths
+from atldas.config import RUNTIME_KEYS, apply_overrides, check_threads, leaf_paths
 from atldas.errors import AtldasError, ConfigError
 from atldas.run import ALIASES, Run, make_search_config
 from atldas.tasks import get_task
@@ -80,7 +80,7 @@ MAX_PRUNED = 20
 #: keys of the search config that tune sets itself
 _NOT_TUNABLE = {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"}
 #: settings that change how a trial runs, not what it computes: a worker may differ in them
-_NOT_SETTINGS = ("out", "progress", "threads", "tensorboard", "heatmap_every", "plots", "device", "num_workers")
+_NOT_SETTINGS = RUNTIME_KEYS
 
 
 @dataclass(frozen=True)

@@ -111,15 +111,19 @@ def test_eval_json_matches_compute_all(dataset, tmp_path, capsys):
     assert [p.name for p in out_json.parent.iterdir()] == ["scores.json"]
 
 
-def test_eval_scores_do_not_depend_on_the_worker_processes(dataset):
+def test_eval_scores_do_not_depend_on_the_worker_processes(dataset, monkeypatch):
     from atldas.evaluate import evaluate_folders
 
     P, A, T, _ = dataset
     one = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=1)
     two = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=2)
     assert one == two and list(one["per_image"]) == list(two["per_image"])
-    many = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=40)  # capped per image
-    assert many == one
+    import atldas.evaluate as evaluate_mod
+
+    seen, real = [], evaluate_mod._scored
+    monkeypatch.setattr(evaluate_mod, "_scored", lambda items, workers: seen.append(workers) or real(items, workers))
+    many = evaluate_folders(pred_dir=P, alpha_dir=A, trimap_dir=T, progress=False, workers=40)  # one per image at most
+    assert many == one and seen == [len(one["per_image"])]
     from atldas.errors import DataError
 
     with pytest.raises(DataError, match="--workers must be at least 1, got 0"):  # before the folders are read

@@ -246,6 +246,14 @@ def test_an_onnx_file_refuses_images_under_its_smallest_side_in_one_line(exporte
         err = capsys.readouterr().err
         lines = [x for x in err.splitlines() if x.startswith("atldas: error:")]
         assert len(lines) == 1 and "runs inputs of at least 96 x 96 pixels" in lines[0] and "Traceback" not in err, err
+    big = tmp_path / "big"  # tiles under the smallest side: the tile is named, not the image
+    (big / "img").mkdir(parents=True)
+    (big / "tri").mkdir()
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(big / "img" / "a.png")
+    write_trimap(big / "tri" / "a.png", np.full((200, 200), 128, np.uint8))
+    assert main(["predict", "--model", str(onnx_path), "--image", str(big / "img"), "--trimap", str(big / "tri"),
+                 "--out", str(big / "out"), "--no-cutout", "--tile", "64", "--overlap", "0"]) == 2
+    assert "--tile 64: " in capsys.readouterr().err and not (big / "out").exists()
 
 
 

@@ -180,7 +180,7 @@ def test_save_load(tmp_path, lut):
 
     cfg = make_search_config(space="tiny", sets=["target_latency_ms=0.01", f"lut={tmp_path / 'negative.json'}"])
     with pytest.raises(ConfigError, match="cannot tell budgets this small"):
-        Run(cfg)
+        Run(cfg).fit()
     for change, expect in ((lambda t: t.pop("base_ms"), "base_ms is None"),
                            (lambda t: t.update(ops=None), "'ops' is NoneType"),
                            (lambda t: t.update(config="x"), "config is str"),

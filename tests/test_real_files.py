@@ -138,3 +138,16 @@ def test_sixteen_bit_colour_pngs_keep_all_sixteen_bits(tmp_path):
         eight = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / f"o{o}.png")), np.uint8)
         assert got.shape == eight.shape, o
         np.testing.assert_array_equal(np.floor(got * 65535.0 + 0.5).astype(np.uint16) >> 8, eight, err_msg=str(o))
+
+
+def test_a_sixteen_bit_colour_trimap_reads_as_one_channel(tmp_path):
+    """A 16-bit RGB trimap came back (H, W, 3) once 16-bit colour PNGs were recognised (eval: IndexError)."""
+    import cv2
+
+    from atldas.data.io import read_trimap
+
+    t = np.full((6, 10), 128, np.uint8)
+    t[:2], t[-2:] = 0, 255
+    cv2.imwrite(str(tmp_path / "t.png"), np.dstack([t.astype(np.uint16) * 257] * 3))
+    got = read_trimap(tmp_path / "t.png")
+    assert got.shape == (6, 10) and np.array_equal(got, t)

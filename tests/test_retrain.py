@@ -542,6 +542,11 @@ def test_resume_refuses_a_checkpoint_that_is_not_this_runs_last_pt_in_one_line(g
     assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "differs from the config its last.pt was trained with: optimizer: 'radam' (was 'adamw')" in err, err
+    # how it runs (data workers, TensorBoard, device) may change; a moved input is said, not refused
+    assert "num_workers: 0" in text and "tensorboard: false" in text
+    (run / "config.yaml").write_text(text.replace("num_workers: 0", "num_workers: 1")
+                                     .replace("tensorboard: false", "tensorboard: true"))
+    assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 0
     (run / "config.yaml").write_text(text)
     assert main(["retrain", "--out", str(run), "--resume", "--no-progress"]) == 0
 
@@ -565,3 +570,19 @@ def test_two_runs_genotypes_get_their_own_default_folder_and_resume_finds_it(gen
         assert main(["retrain", f"{name}/genotype.json", "--epochs", "1", *fast]) == 0
     assert main(["retrain", "runA/genotype.json", "--resume", "--no-progress"]) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["retrain-runA-seed0", "retrain-runB-seed0"]
+
+
+def test_a_run_of_another_loss_definition_is_warned_on_resume(genotype_file, tmp_path, caplog):
+    """The matting losses changed definition (GCA's conventions, 2026-12-06) with no config key to show it:
+    checkpoints record the version, and a run of another one is warned when it resumes."""
+    import logging
+
+    run = tmp_path / "run"
+    retrain(_cfg(genotype_file, run, epochs=1))
+    ckpt = torch.load(run / "last.pt", weights_only=True)
+    assert ckpt["loss_version"] == "gca-2026-12-06"
+    del ckpt["loss_version"]  # as an older atldas wrote it
+    torch.save(ckpt, run / "last.pt")
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        retrain(RetrainConfig(out=str(run)), resume=True)
+    assert "trained with another definition of the matting losses (before versions were recorded)" in caplog.text

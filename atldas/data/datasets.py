@@ -37,10 +37,13 @@ generic              ``image=DIR trimap=DIR [alpha=DIR]`` matched by file stem, 
 Deterministic trimaps and backgrounds (Distinctions-646 test, folders without trimaps): a trimap is
 :func:`~atldas.data.trimap.trimap_from_alpha` with kernel diameters drawn from ``trimap_kernel``
 (default 10..25) by ``numpy.random.default_rng(name_seed("trimap:" + file_name))``, where
-``name_seed`` is the first 8 bytes (little endian) of the SHA-256 of the UTF-8 string. The background
-of composite ``name`` is ``backgrounds[rng.integers(len(backgrounds))]`` with
-``rng = default_rng(name_seed("background:" + name))``, the background files sorted by name; it is
-then composed with the official protocol (bicubic resize only if smaller, top-left crop). The same
+``name_seed`` is the first 8 bytes (little endian) of the SHA-256 of the UTF-8 string. With one
+composite per foreground, the background of composite ``name`` is
+``backgrounds[rng.integers(len(backgrounds))]`` with ``rng = default_rng(name_seed("background:" +
+name))``; with ``k`` per foreground, composite ``j`` of foreground ``f`` takes
+``backgrounds[perm[j mod len(backgrounds)]]`` with ``perm = default_rng(name_seed("backgrounds:" +
+f)).permutation(len(backgrounds))`` (distinct backgrounds per foreground); the background files sorted
+by name. It is then composed with the official protocol (bicubic resize only if smaller, top-left crop). The same
 files therefore always give the same samples, on any machine.
 
 Training sets draw every random choice (background, second foreground, augmentation) from

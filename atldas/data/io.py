@@ -301,7 +301,7 @@ def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = Tr
     img = _open(path)
     a, luma = _single_channel(_to_float(img, path), path, "trimap")
     values = np.rint(a * 255.0)
-    if _sixteen_bit(img, path):
+    if _sixteen_bit(img, path) and img.mode.startswith("I"):  # a one-channel 16-bit file (colour ones: above)
         raw = np.asarray(img, dtype=np.int64)
         if raw.max(initial=0) <= 255:  # 8-bit levels (0/128/255) saved in a 16-bit file: read them as such
             values = raw.astype(np.float64)

@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+#: The losses' definition, stored in search and retrain checkpoints ("" before GCA's conventions)
+LOSS_VERSION = "gca-2026-12-06"
+
 
 def _unknown_weight(trimap_onehot: Tensor) -> Tensor:
     """(B, 3, H, W) one-hot -> (B, 1, H, W) weight of the unknown region."""

@@ -54,6 +54,8 @@ class Task:
     """
 
     name: str = "base"
+    #: The version of the loss's definition (stored in checkpoints: a run resumed under another is warned)
+    loss_version: str = ""
 
     def io(self, data: DataCfg) -> Dict[str, Any]:
         """What the networks must take and give for this data (e.g. ``in_channels``,

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, default_collate
 from atldas.data.datasets import detect_kind, open_dataset
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
-from atldas.matting.losses import MattingLoss
+from atldas.matting.losses import LOSS_VERSION, MattingLoss
 from atldas.matting.metrics import sad
 from atldas.models.base import set_clamp
 from atldas.models.zoo import resolve_model
@@ -77,6 +77,7 @@ class MattingTask(Task):
     """
 
     name = "matting"
+    loss_version = LOSS_VERSION
 
     def __init__(self, *, l1: float = 1.0, lap: float = 1.0, comp: float = 0.5,
                  fit: FitRecipe = FitRecipe()) -> None:
