@@ -15,6 +15,7 @@ form (every default spelled out) is what ``config.yaml`` stores. This module is 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import typing
@@ -28,9 +29,10 @@ from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "parse_amount", "coerce", "build",
            "apply_overrides", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
-           "to_dict", "differences", "RUNTIME_KEYS", "LOCATION_KEYS"]
+           "to_dict", "differences", "refuse_edited", "RUNTIME_KEYS", "LOCATION_KEYS"]
 
 C = TypeVar("C")
+log = logging.getLogger("atldas")
 
 
 def keyword_only(cls: Type[C]) -> Type[C]:
@@ -236,6 +238,21 @@ def differences(now: Mapping[str, Any], then: Mapping[str, Any], *, ignore: Iter
         elif _plain(a) != _plain(b):
             (moved if k in where else changed).append(f"{path}: {a!r} (was {b!r})")
     return changed, moved
+
+
+def refuse_edited(now: Mapping[str, Any], saved: Any, *, where: Any, made: str) -> None:
+    """On resume or derive: ConfigError (one line) when a run's ``config.yaml`` (``now``, plain data) no
+    longer says what its checkpoint's ``config`` (``saved``) was made with; ``made`` completes "the
+    config its ... with" (e.g. ``"last.pt was trained"``). How a run runs may differ; other input
+    locations are warned about (:func:`differences`). A checkpoint without a config is not checked."""
+    if not isinstance(saved, Mapping):
+        return
+    changed, moved = differences(now, saved)
+    if moved:
+        log.warning("%s names other inputs than the run started with: %s", where, "; ".join(moved))
+    if changed:
+        raise ConfigError(f"{where} differs from the config its {made} with: {'; '.join(changed)}; restore it (a "
+                          "run's settings cannot change on resume; start a new run with another --out)")
 
 
 def leaf_paths(cfg: Any) -> Dict[str, Tuple[str, ...]]:

@@ -18,3 +18,10 @@ class DataError(AtldasError):
 
 class ConfigError(AtldasError):
     """An invalid configuration value, flag combination or registry name."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of a third-party exception's message (its type's name when it has none), for a
+    one-line user error that wraps it."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from atldas.version import __version__
-from atldas.errors import AtldasError, ConfigError, DataError
+from atldas.errors import AtldasError, ConfigError, DataError, first_line
 from atldas.matting.footprint import forward_bytes_per_pixel
 from atldas.models.zoo import load_model_weights, require_torch, resolve_model
 from atldas.utils.atomic import atomic_path, refuse_input_as_output
@@ -140,7 +140,7 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
     try:
         sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors (InvalidGraph...) in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise AtldasError(f"onnxruntime {ort.__version__} cannot load the exported graph ({first[:200]}); "
                           "try another --opset, or --no-check to keep it unchecked") from None
     (got,) = sess.run(["alpha"], {"input": x.numpy()})
@@ -240,7 +240,7 @@ def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, o
                                             dynamic_shapes={"x": {0: batch, 2: height, 3: width}},
                                             verbose=False)
             except Exception as exc:  # noqa: BLE001 - an export failure is reported in one line
-                msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                msg = first_line(exc)
                 raise AtldasError(f"ONNX export of {mm.name} failed: {msg[:300]} (rerun with --debug "
                                   "for details)") from exc
         with _quiet_exporter():

@@ -70,7 +70,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from atldas.version import __version__
-from atldas.config import build, check_ranges, differences, keyword_only, to_dict
+from atldas.config import build, check_ranges, keyword_only, refuse_edited, to_dict
 from atldas.data.datasets import PairingError, PhotoTrainSet, open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
@@ -418,24 +418,6 @@ def _check_resumable(ckpt: Dict[str, Any], net: nn.Module, *, ema: Optional["EMA
                         "and config.yaml come from different runs")
 
 
-def _check_same_config(cfg: RetrainConfig, ckpt: Dict[str, Any], *, out: Path) -> None:
-    """ConfigError (one line) when the run's ``config.yaml`` no longer says what its ``last.pt`` was
-    trained with (edited since): the run would go on with another optimizer, loss or schedule, or
-    report one it does not use, without a word. How it runs (:data:`~atldas.config.RUNTIME_KEYS`: the
-    device, threads, data workers, TensorBoard, ``out``) may differ, and where its inputs are (a moved
-    data set) is said, not refused; a key only one of them has (a setting of another atldas version)
-    is not compared."""
-    saved = ckpt.get("config")
-    if not isinstance(saved, dict):
-        return
-    changed, moved = differences(to_dict(cfg), saved)
-    if moved:
-        log.warning("%s names other inputs than the run started with: %s", out / CONFIG, "; ".join(moved))
-    if changed:
-        raise ConfigError(f"{out / CONFIG} differs from the config its last.pt was trained with: {'; '.join(changed)}; "
-                          "restore it (a run's settings cannot change on resume; start a new run with another --out)")
-
-
 def _optimizer(cfg: RetrainConfig, net: nn.Module) -> torch.optim.Optimizer:
     groups = decay_groups(net, cfg.weight_decay)  # no decay on norms, biases, PReLU slopes
     cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.RAdam
@@ -671,7 +653,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     best: Dict[str, Any] = {"epoch": -1, "SAD": float("inf")}
     if resume:
         _check_resumable(ckpt, net, ema=ema, source=str(rd.checkpoint))
-        _check_same_config(cfg, ckpt, out=out)
+        # config.yaml edited since last.pt: another optimizer over AdamW's moments, say, without a word
+        refuse_edited(to_dict(cfg), ckpt.get("config"), where=out / CONFIG, made="last.pt was trained")
         if ckpt.get("loss_version", "") != LOSS_VERSION:
             log.warning("%s was trained with another definition of the matting losses (%s) than this atldas's "
                         "(%s): it goes on with this one", rd.checkpoint,

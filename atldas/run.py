@@ -39,8 +39,8 @@ from tqdm import tqdm
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
 from atldas.cellgraph import plot_cell
-from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, differences, keyword_only,
-                           leaf_paths, read_yaml, set_path, to_dict)
+from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, keyword_only, leaf_paths,
+                           read_yaml, refuse_edited, set_path, to_dict)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
@@ -413,14 +413,8 @@ class Run:
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
         ckpt = rd.load(fmt=FORMAT)
-        saved = ckpt.get("config")
-        changed, moved = differences(to_dict(cfg), saved) if isinstance(saved, dict) else ([], [])
-        if moved:
-            log.warning("%s names other inputs than the run started with: %s", rd.path / "config.yaml", "; ".join(moved))
-        if changed:  # config.yaml edited since: the run would go on (or derive) with other settings, silently
-            raise ConfigError(f"{rd.path / 'config.yaml'} differs from the config its checkpoint was searched with: "
-                              f"{'; '.join(changed)}; restore it (a run's settings cannot change on resume; start a "
-                              "new run with another --out)")
+        # config.yaml edited since: the run would go on (or derive) with other settings, silently
+        refuse_edited(to_dict(cfg), ckpt.get("config"), where=rd.path / "config.yaml", made="checkpoint was searched")
         run = cls(cfg, out=rd.path)
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
         if ckpt.get("loss_version", "") != run.task.loss_version:

@@ -44,8 +44,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from atldas.config import RUNTIME_KEYS, apply_overrides, check_threads, leaf_paths
-from atldas.errors import AtldasError, ConfigError
+from atldas.config import apply_overrides, check_threads, differences, leaf_paths, to_dict
+from atldas.errors import AtldasError, ConfigError, first_line
 from atldas.run import ALIASES, Run, make_search_config
 from atldas.tasks import get_task
 from search_spaces import get_space
@@ -79,8 +79,6 @@ MAX_FAILURES = 5
 MAX_PRUNED = 20
 #: keys of the search config that tune sets itself
 _NOT_TUNABLE = {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"}
-#: settings that change how a trial runs, not what it computes: a worker may differ in them
-_NOT_SETTINGS = RUNTIME_KEYS
 
 
 @dataclass(frozen=True)
@@ -209,7 +207,7 @@ def open_storage(storage: Optional[str], out: Path):
                 storage, heartbeat_interval=60, grace_period=120,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors: one line
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            first = first_line(exc)
             raise AtldasError(f"--storage {storage}: cannot open ({first[:200]})") from None
     from optuna.storages.journal import JournalFileBackend
 
@@ -251,29 +249,11 @@ def _refuse_other_study(storage: Any, name: str, out: Path) -> None:
 
 def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence["Param"]) -> Dict[str, Any]:
     """What every trial of a study shares (the fixed search and retrain settings and the tuning space),
-    as plain JSON values, so that a worker that continues the study with others can be refused."""
-    def plain(cfg: Any) -> Any:
-        if cfg is None:
-            return None
-        d = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SETTINGS}
-        if isinstance(d.get("data"), dict):
-            d["data"] = {k: v for k, v in d["data"].items() if k not in _NOT_SETTINGS}
-        return d
-
-    return json.loads(json.dumps({"space": space, "search": plain(base), "retrain": plain(retrain_base),
+    as plain JSON values, so that a worker that continues the study with others can be refused
+    (compared by :func:`~atldas.config.differences`: how a trial runs may differ)."""
+    return json.loads(json.dumps({"space": space, "search": to_dict(base),
+                                  "retrain": None if retrain_base is None else to_dict(retrain_base),
                                   "tuned": [dataclasses.asdict(p) for p in params]}, default=str))
-
-
-def _first_difference(a: Any, b: Any, path: str = "") -> Optional[str]:
-    """The first leaf where ``a`` (the study's) and ``b`` differ, in words; a key only one has (a setting
-    of another atldas version) is not compared."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) & set(b)):
-            d = _first_difference(a[k], b[k], f"{path}.{k}" if path else k)
-            if d:
-                return d
-        return None
-    return None if a == b else f"{path} {b!r} (the study's trials ran with {a!r})"
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -303,9 +283,12 @@ def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: An
         if had is None:
             study.set_user_attr("atldas.settings", dict(settings))
         else:
-            diff = _first_difference(had, dict(settings))
-            if diff:
-                raise AtldasError(f"study {name!r} was run with other fixed settings: {diff}; continue it with the "
+            changed, moved = differences(dict(settings), had)
+            if moved:
+                log.warning("study %r: this worker's inputs are elsewhere than its trials' so far: %s", name,
+                            "; ".join(moved))
+            if changed:
+                raise AtldasError(f"study {name!r} was run with other fixed settings: {changed[0]}; continue it with the "
                                   "--space, --set, --retrain-set, --retrain-epochs and --space-file it started with "
                                   "(their trials would share one Pareto front), or start another --study/--out")
     return study
@@ -529,7 +512,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         except (MemoryError, RuntimeError) as exc:  # out of memory (a large C, batch or crop drawn): this trial fails
             if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
                 raise
-            log.warning("tune: trial %d failed: out of memory (%s)", trial.number, str(exc).splitlines()[0][:200])
+            log.warning("tune: trial %d failed: out of memory (%s)", trial.number, first_line(exc)[:200])
             raise AtldasError(f"trial {trial.number} ran out of memory") from None
         values = _objective_values(run_dir, objectives)
         succeeded.append(trial.number)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from atldas.errors import ConfigError, DataError
+from atldas.errors import ConfigError, DataError, first_line
 
 __all__ = ["OnnxNet", "UNKNOWN_BYTES_PER_PIXEL", "MIN_SIDE"]
 
@@ -48,7 +48,7 @@ class OnnxNet(nn.Module):
         try:
             self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types; one line for the user
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = first_line(exc)
             raise DataError(f"{path}: onnxruntime cannot load it: {msg[:200]}") from None
         inputs = self.session.get_inputs()
         shape = inputs[0].shape if len(inputs) == 1 else None
@@ -74,7 +74,7 @@ class OnnxNet(nn.Module):
         try:
             y = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types; one line for the user
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            msg = first_line(exc)
             raise DataError(f"{self.path}: onnxruntime failed on a {h} x {w} input: {msg[:200]}") from None
         return torch.from_numpy(y).to(x.device)
 
