@@ -87,7 +87,7 @@ from atldas.rundir import CONFIG, RunDir
 from atldas.utils.atomic import check_output
 from atldas.tensors import batch_to, matting_input
 from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
-from atldas.utils.checkpoint import load_checkpoint
+from atldas.utils.checkpoint import load_checkpoint, warn_other_loss
 from atldas.utils.counting import count_params
 from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, tune_backend
 from atldas.utils.memory_format import channels_last
@@ -655,10 +655,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         _check_resumable(ckpt, net, ema=ema, source=str(rd.checkpoint))
         # config.yaml edited since last.pt: another optimizer over AdamW's moments, say, without a word
         refuse_edited(to_dict(cfg), ckpt.get("config"), where=out / CONFIG, made="last.pt was trained")
-        if ckpt.get("loss_version", "") != LOSS_VERSION:
-            log.warning("%s was trained with another definition of the matting losses (%s) than this atldas's "
-                        "(%s): it goes on with this one", rd.checkpoint,
-                        ckpt.get("loss_version") or "before versions were recorded", LOSS_VERSION)
+        warn_other_loss(ckpt, LOSS_VERSION, source=rd.checkpoint, made="trained", loss="matting")
         if int(ckpt["epoch"]) + 1 >= cfg.epochs:
             log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
             _log_best(dict(ckpt["best"]), dict(ckpt.get("trivial") or {}), out)

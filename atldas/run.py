@@ -51,6 +51,7 @@ from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
 from atldas.utils.atomic import refuse_input_as_output, write_text_atomic
+from atldas.utils.checkpoint import warn_other_loss
 from atldas.utils.device import amp_dtype, resolve_device, tune_backend
 from atldas.utils.dist import shard
 from atldas.utils.memory_format import channels_last
@@ -417,10 +418,7 @@ class Run:
         refuse_edited(to_dict(cfg), ckpt.get("config"), where=rd.path / "config.yaml", made="checkpoint was searched")
         run = cls(cfg, out=rd.path)
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
-        if ckpt.get("loss_version", "") != run.task.loss_version:
-            log.warning("%s was searched with another definition of the %s loss (%s) than this atldas's (%s): it "
-                        "goes on with this one", rd.checkpoint, run.task.name, ckpt.get("loss_version") or "before "
-                        "versions were recorded", run.task.loss_version or "unversioned")
+        warn_other_loss(ckpt, run.task.loss_version, source=rd.checkpoint, made="searched", loss=run.task.name)
         if restore_rng:
             set_rng_state(ckpt["rng"])
             resume_threads(ckpt.get("threads"), configured=cfg.threads)

@@ -585,4 +585,4 @@ def test_a_run_of_another_loss_definition_is_warned_on_resume(genotype_file, tmp
     torch.save(ckpt, run / "last.pt")
     with caplog.at_level(logging.WARNING, logger="atldas"):
         retrain(RetrainConfig(out=str(run)), resume=True)
-    assert "trained with another definition of the matting losses (before versions were recorded)" in caplog.text
+    assert "trained with another definition of the matting loss (before versions were recorded)" in caplog.text

@@ -412,3 +412,20 @@ def test_resume_refuses_a_config_yaml_edited_since_the_checkpoint(tmp_path, caps
     (out / "config.yaml").write_text(text)
     assert main(["search", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert len((out / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_run_of_another_loss_definition_is_warned_on_load(tiny_run, tmp_path, caplog):
+    """Checkpoints record the task loss's version; a run searched with another one is warned about when it
+    resumes or derives (the matting losses took GCA's conventions on 2026-12-06 with no config key)."""
+    import logging
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["loss_version"] == Run.load(run).task.loss_version != ""
+    ckpt["loss_version"] = "old"
+    torch.save(ckpt, run / "checkpoint.pt")
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        Run.load(run)
+    assert "searched with another definition of the matting loss (old) than this atldas's" in caplog.text

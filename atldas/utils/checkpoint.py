@@ -6,6 +6,7 @@ and turns a refusal into a one-line :class:`~atldas.errors.DataError`.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -18,6 +19,8 @@ from atldas.errors import DataError
 from atldas.utils.atomic import atomic_path
 
 PathLike = Union[str, os.PathLike]
+
+log = logging.getLogger("atldas")
 
 
 def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
@@ -68,6 +71,15 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
+
+
+def warn_other_loss(ckpt: Dict[str, Any], current: str, *, source: PathLike, made: str, loss: str) -> None:
+    """Warn when ``ckpt`` records another version of the ``loss`` definition than ``current``: a resumed
+    run goes on with this atldas's loss, and its history mixes the two."""
+    if ckpt.get("loss_version", "") != current:
+        log.warning("%s was %s with another definition of the %s loss (%s) than this atldas's (%s): it goes on "
+                    "with this one", source, made, loss, ckpt.get("loss_version") or "before versions were recorded",
+                    current or "unversioned")
 
 
 def _kind(path: Path) -> str:
