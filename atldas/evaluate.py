@@ -56,7 +56,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 from tqdm import tqdm
 
-from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, image_info, list_images, pair_by_stem, read_alpha,
+from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, image_info, list_images, listed, pair_by_stem, read_alpha,
                             read_trimap)
 from atldas.errors import DataError
 from atldas.matting import metrics
@@ -68,9 +68,6 @@ log = logging.getLogger("atldas")
 __all__ = ["evaluate_folders", "match_files"]
 
 PathLike = Union[str, os.PathLike]
-
-#: How many file names an error message lists before "... and N more".
-MAX_LISTED = 10
 
 # Composition-1K test names: <fg>_<k>.png, k = 0..19 (any integer accepted), alpha <fg>.png.
 _SHARED_ALPHA = re.compile(r"^(?P<fg>.+)_(?P<k>\d+)$")
@@ -173,7 +170,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
         log.warning("%d of %d prediction(s) are not clamped by their trimap (%s); scored as given. "
                     "The DIM protocol sets pred = 0 where trimap = 0 and 255 where trimap = 255 "
                     "first, and Grad/Conn see the whole image", len(unclamped), len(items),
-                    _names(unclamped))
+                    listed(unclamped))
     result = summarise(per_image)
     if json_path is not None:
         write_json(json_path, result)
@@ -201,12 +198,6 @@ def _list_folder(folder: PathLike, what: str, flag: str) -> Dict[str, Path]:
     return files
 
 
-def _names(names: Sequence[str]) -> str:
-    """'a.png, b.png, ... and 12 more' (at most MAX_LISTED names)."""
-    shown = ", ".join(names[:MAX_LISTED])
-    return shown + (f", ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
-
-
 def _shared_alpha(stem: str, alphas: Mapping[str, Path]) -> Optional[str]:
     m = _SHARED_ALPHA.match(stem)
     return m.group("fg") if m and m.group("fg") in alphas else None
@@ -230,11 +221,11 @@ def match_files(preds: Mapping[str, Path], alphas: Mapping[str, Path], trimaps: 
     no_alpha = [f.name for f in p.missing.get("alpha", [])]
     problems = []
     if no_trimap:
-        problems.append(f"{len(no_trimap)} prediction(s) without a trimap in {trimap_dir} ({_names(no_trimap)})")
+        problems.append(f"{len(no_trimap)} prediction(s) without a trimap in {trimap_dir} ({listed(no_trimap)})")
     if no_pred:
-        problems.append(f"{len(no_pred)} trimap(s) without a prediction in {pred_dir} ({_names(no_pred)})")
+        problems.append(f"{len(no_pred)} trimap(s) without a prediction in {pred_dir} ({listed(no_pred)})")
     if no_alpha:
-        problems.append(f"{len(no_alpha)} prediction(s) without an alpha in {alpha_dir} ({_names(no_alpha)})")
+        problems.append(f"{len(no_alpha)} prediction(s) without an alpha in {alpha_dir} ({listed(no_alpha)})")
     if problems:
         raise DataError("unmatched files: " + "; ".join(problems) + ". Files are matched by stem: "
                         "give every prediction a trimap and an alpha of the same name "
@@ -242,7 +233,7 @@ def match_files(preds: Mapping[str, Path], alphas: Mapping[str, Path], trimaps: 
     unused = [f.name for f in p.unused.get("alpha", [])]
     if unused:
         log.warning("%d alpha(s) in %s match no prediction and are not scored (%s)", len(unused), alpha_dir,
-                    _names(unused))
+                    listed(unused))
     items = [(pred.name, pred, found["alpha"], found["trimap"]) for _, pred, found in p.items]
     shared = sum(1 for _, pp, a, _ in items if pp.stem != a.stem)
     if shared:

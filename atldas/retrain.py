@@ -297,7 +297,8 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         train = None
     if train is None or not hasattr(train, "set_epoch"):
         return _photo_datasets(root, cfg)
-    return train, _own_or_given_validation(root, cfg)
+    # a composed set with fewer foregrounds than an epoch's samples: fresh composites, not repeats
+    return train.with_draws(cfg.steps_per_epoch * cfg.batch_size), _own_or_given_validation(root, cfg)
 
 
 def _own_or_given_validation(root: Path, cfg: RetrainConfig) -> Dataset:

@@ -85,6 +85,15 @@ def test_finite_float_tiff_is_read(tmp_path):
     np.testing.assert_array_equal(read_alpha(tmp_path / "f.tif"), a)
 
 
+def test_a_float_matte_that_overshoots_one_is_read_as_zero_to_one_and_clipped(tmp_path):
+    """A [0, 1] float matte with values a little past 1 (or under 0) was read as 0..255: all black."""
+    a = np.linspace(-0.1, 1.01, 64 * 96, dtype=np.float32).reshape(64, 96)
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    np.testing.assert_array_equal(read_alpha(tmp_path / "f.tif"), a.clip(0, 1))
+    Image.fromarray(a * 255, mode="F").save(tmp_path / "g.tif")  # a 0..255 float matte
+    np.testing.assert_allclose(read_alpha(tmp_path / "g.tif"), a.clip(0, 1), atol=1e-6)
+
+
 def test_sixteen_bit_png_scale_comes_from_its_bit_depth_not_its_values(tmp_path, monkeypatch):
     """A 16-bit PNG matte whose values are all small is still 16-bit, under older Pillow too (which
     opens 16-bit greyscale PNGs as mode "I"): 200 is 200/65535, not 200/255."""

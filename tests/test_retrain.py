@@ -211,6 +211,25 @@ def _composition_1k(root: Path) -> Path:
     return root
 
 
+def test_a_composed_set_with_fewer_foregrounds_than_an_epoch_draws_fresh_composites(genotype_file, tmp_path):
+    """3 foregrounds, 12 samples an epoch: every sample its own composite (the epoch's order repeated the
+    3 indices, so each came back four times bit for bit)."""
+    import numpy as np
+
+    from atldas.retrain import _datasets, _epoch_order
+
+    root = _composition_1k(tmp_path / "c1k")
+    cfg = _cfg(genotype_file, tmp_path / "run", data=str(root), backgrounds=str(root / "backgrounds"),
+               batch_size=4, steps_per_epoch=3, crop=32)
+    train, _ = _datasets(cfg)
+    for epoch in (0, 1):
+        train.set_epoch(epoch)
+        idx = _epoch_order(len(train), cfg)(epoch)
+        assert len(idx) == 12 and len(set(idx)) == 12
+        assert len({np.asarray(train[i]["image"]).tobytes() for i in idx}) == 12
+        assert sorted(i % 3 for i in idx) == [0] * 4 + [1] * 4 + [2] * 4  # each foreground as often
+
+
 def test_retrain_on_a_data_set_folder(genotype_file, tmp_path):
     root = _composition_1k(tmp_path / "c1k")
     out = retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, data=str(root),

@@ -429,3 +429,33 @@ def test_a_run_of_another_loss_definition_is_warned_on_load(tiny_run, tmp_path, 
     with caplog.at_level(logging.WARNING, logger="atldas"):
         Run.load(run)
     assert "searched with another definition of the matting loss (old) than this atldas's" in caplog.text
+
+
+def test_a_search_on_a_composed_set_of_few_foregrounds_takes_its_steps_with_fresh_composites(tmp_path):
+    """4 foregrounds (2 per split), batch 2, 5 steps: every epoch takes its 5 weight and 5 arch batches of
+    distinct composites (the weight split was one pass over its 2 foregrounds: 1 step an epoch while the
+    log said 5; the arch split cycled through the same 2 samples)."""
+    from tests.test_retrain import _composition_1k
+
+    root = _composition_1k(tmp_path / "c1k")
+    import numpy as np
+
+    from atldas.data.io import write_alpha, write_rgb
+    write_rgb(root / "Training_set/fg/f3.png", np.full((64, 64, 3), 0.5))
+    write_alpha(root / "Training_set/alpha/f3.png", np.pad(np.ones((20, 20)), 22))
+    cfg = make_search_config(space="tiny", sets=[f"data.source={root}", f"data.backgrounds={root / 'backgrounds'}",
+                                                 "data.batch_size=2", "data.crop=32", "steps_per_epoch=5",
+                                                 "arch_steps_per_epoch=5", "epochs=2", "tensorboard=false",
+                                                 "progress=false"])
+    run = Run(cfg, out=tmp_path / "run")
+    train, arch, _, _, ts, As = run._loaders()
+    seen = set()
+    for epoch in (0, 1):
+        for data, sampler in ((train, ts), (arch, As)):
+            sampler.set_epoch(epoch)
+            data.set_epoch(epoch)
+            keys = [i for batch in sampler for _, i in batch]
+            assert len(keys) == 10 and len(set(keys)) == 10, keys
+            images = {np.asarray(data[i]["image"]).tobytes() for i in keys}
+            assert len(images) == 10 and not images & seen
+            seen |= images

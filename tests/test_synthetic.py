@@ -237,6 +237,12 @@ def test_cli_preview_user_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--out must be a .png file" in err and "Traceback" not in err
         assert not (tmp_path / name).exists()
+    # accepted bounds whose sheet no reader opens: one line, before any sample is drawn (it was a
+    # traceback from allocating 48 GiB)
+    assert main(["data", "preview", "--out", str(tmp_path / "big.png"), "--count", "256", "--size", "2048"]) == 2
+    err = capsys.readouterr().err
+    assert "would be 8212x" in err and "lower --count or --size" in err and "Traceback" not in err
+    assert not (tmp_path / "big.png").exists()
 
 
 def _foreground_folder(root, n=2, size=(90, 120)):
@@ -280,7 +286,15 @@ def test_foreground_folder_errors(tmp_path):
     (tmp_path / "odd" / "alpha").mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "odd" / "fg" / "a.png")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "odd" / "alpha" / "b.png")
-    with pytest.raises(DataError, match="share a stem"):
+    with pytest.raises(DataError, match="2 missing partner file.*a.png has no alpha, alpha .*b.png has no foreground"):
         SyntheticMatting(size=32, foregrounds=tmp_path / "odd")
+    # one foreground of three without its alpha: refused, not dropped (it was left out without a word)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "odd" / "alpha" / "a.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "odd" / "fg" / "b.png")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "odd" / "fg" / "c.jpg")
+    with pytest.raises(DataError, match=r"1 missing partner file.*c.jpg has no alpha"):
+        SyntheticMatting(size=32, foregrounds=tmp_path / "odd")
+    (tmp_path / "odd" / "fg" / "c.jpg").unlink()
+    assert len(SyntheticMatting(size=32, foregrounds=tmp_path / "odd")._fgs.pairs) == 2
     with pytest.raises(ConfigError, match="foreground_prob"):
         SyntheticMatting(size=32, foreground_prob=1.5)

@@ -67,7 +67,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from atldas.data.augment import Augment, compose_official, make_sample
-from atldas.data.io import list_images, pair_by_stem, read_alpha, read_rgb, read_trimap
+from atldas.data.io import PairingError, list_images, pair_by_stem, partnerless_error, read_alpha, read_rgb, read_trimap
 from atldas.data.trimap import trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 from atldas.registry import Registry
@@ -78,7 +78,6 @@ PathLike = Union[str, Path]
 
 #: Kernel-diameter range of the deterministic trimaps generated for sets without trimaps.
 DEFAULT_TEST_TRIMAP_KERNEL = (10, 25)
-_MAX_LISTED = 10
 
 
 # --------------------------------------------------------------------------- helpers
@@ -139,18 +138,6 @@ def _images(folder: Path) -> Dict[str, Path]:
     return files
 
 
-class PairingError(DataError):
-    """Files of a layout that do not pair up (an image without its alpha, a trimap without its image):
-    the folder is that layout, broken, not another layout."""
-
-
-def _partnerless_error(problems: List[str], need: str) -> DataError:
-    n = len(problems)
-    shown = ", ".join(problems[:_MAX_LISTED])
-    more = f", ... and {n - _MAX_LISTED} more" if n > _MAX_LISTED else ""
-    return PairingError(f"{n} missing partner file(s) (matched by file stem): {shown}{more}; {need}")
-
-
 @dataclass(frozen=True)
 class MattingItem:
     """One sample of a file-based set: an image, a trimap (or None: generated), an alpha (or None)."""
@@ -169,7 +156,7 @@ def _pair_by_stem(images: Dict[str, Path], trimaps: Optional[Dict[str, Path]],
     problems = [f"{f} has no {kind}" for kind, files in p.missing.items() for f in files]
     problems += [f"{kind} {f} has no image" for kind, files in p.unused.items() for f in files]
     if problems:
-        raise _partnerless_error(problems, need)
+        raise partnerless_error(problems, need)
     return [MattingItem(path.name, path, found.get("trimap"), found.get("alpha")) for _, path, found in p.items]
 
 
@@ -302,7 +289,7 @@ class Composition1KTest(MattingFolders):
         problems += [f"{kind} {f} has no image" for kind, files in (("trimap", trimaps), ("alpha", alphas))
                      for f in sorted(files.values()) if f not in used]
         if problems:
-            raise _partnerless_error(problems, "every composite <fg>_<k> needs trimaps/<fg>_<k> "
+            raise partnerless_error(problems, "every composite <fg>_<k> needs trimaps/<fg>_<k> "
                                                "and a shared alpha <fg>")
         super().__init__(items)
         self.root = d
@@ -630,6 +617,14 @@ class ComposedTrainSet(_EpochDraws):
             part = copy.copy(self)
             part.fgs, part.stream = self.fgs[p::parts], (*self.stream, p)
             out.append(part)
+        return out
+
+    def with_draws(self, n: int) -> "ComposedTrainSet":
+        """This set with at least ``n`` samples per epoch: each foreground ``ceil(n / n_fg)`` times, every
+        sample with its own draws. An epoch that needs more samples than there are foregrounds gets
+        fresh composites of them, never one sample twice (indices past the set repeated them)."""
+        out = copy.copy(self)
+        out.samples_per_fg = max(self.samples_per_fg, -(-int(n) // len(self.fgs)))
         return out
 
     def __getitem__(self, index: int) -> Dict[str, object]:

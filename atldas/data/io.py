@@ -184,7 +184,8 @@ def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
     if mode == "F":
         a = np.asarray(img, dtype=np.float32)
         _check_finite(a, path)
-        return a / 255.0 if a.max(initial=0) > 1.0 else a
+        # [0, 1] floats may overshoot a little (1.01 read as 0..255 made the whole matte black)
+        return (a / 255.0 if a.max(initial=0) > 2.0 else a).clip(0.0, 1.0)
     if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "PA"):
         if mode in ("P", "CMYK", "YCbCr", "PA"):
             img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
@@ -244,8 +245,10 @@ def _warn_luma(path: PathLike, what: str) -> None:
 def read_alpha(path: PathLike) -> np.ndarray:
     """Read an alpha matte as float32 (H, W) in [0, 1].
 
-    8-bit mattes are divided by 255, 16-bit PNGs by 65535; an RGB matte with equal channels is read
-    as one channel (different channels: luma, with a warning).
+    8-bit mattes are divided by 255, 16-bit PNGs by 65535 (their bit depth, not their values, gives
+    the scale); float (TIFF mode ``F``) mattes are read as [0, 1] unless their maximum is over 2 (then
+    as 0..255), and clipped to [0, 1]. An RGB matte with equal channels is read as one channel
+    (different channels: luma, with a warning).
     """
     a, luma = _single_channel(_to_float(_open(path), path), path, "alpha matte")
     if luma:
@@ -357,6 +360,26 @@ class Pairing:
     unused: Dict[str, List[Path]]
 
 
+class PairingError(DataError):
+    """Files of a layout that do not pair up (an image without its alpha, a trimap without its image):
+    the folder is that layout, broken, not another layout."""
+
+
+#: Partnerless files named in one error at most.
+MAX_LISTED = 10
+
+
+def listed(names: List[str]) -> str:
+    """'a.png, b.png, ... and 12 more' (at most :data:`MAX_LISTED` names)."""
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f", ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def partnerless_error(problems: List[str], need: str) -> PairingError:
+    """One error naming ``problems`` (files without a partner, :func:`listed`) and what the layout needs."""
+    return PairingError(f"{len(problems)} missing partner file(s) (matched by file stem): {listed(problems)}; {need}")
+
+
 def pair_by_stem(main: Mapping[str, Path], partners: Mapping[str, Optional[Mapping[str, Path]]], *,
                  fallback: Optional[Mapping[str, Callable[[str, Mapping[str, Path]], Optional[str]]]] = None) -> Pairing:
     """Match files of several folders by file stem (the one pairing routine of eval, predict and the
@@ -407,8 +430,10 @@ def write_alpha(path: PathLike, alpha: np.ndarray, *, bits: int = 8) -> None:
 
 
 def write_rgb(path: PathLike, rgb: np.ndarray) -> None:
-    """Write a [0, 1] float (H, W, 3) or (H, W, 4) image as an 8-bit PNG (atomically)."""
-    a = np.rint(np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
+    """Write a [0, 1] float (H, W, 3) or (H, W, 4) image as an 8-bit PNG (atomically); a uint8 array is
+    written as it is."""
+    a = rgb if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 else \
+        np.rint(np.clip(np.asarray(rgb, dtype=np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
     _atomic_save(Image.fromarray(a), path)
 
 

@@ -6,7 +6,7 @@ A run gives an *order* per epoch (``order(epoch) -> indices``); :class:`EpochBat
 a dataset that draws per epoch (``set_epoch``: composed training sets) sees its epoch in every
 worker process.
 
-    >>> sampler = EpochBatches(lambda e: seeded_order(n, seed=s, key=e), batch_size=8, steps=30)
+    >>> sampler = EpochBatches(lambda e: seeded_order(n, seed=s * 1000 + e), batch_size=8, steps=30)
     >>> loader = make_loader(ds, sampler, num_workers=1)
     >>> sampler.set_epoch(3); batches = list(loader)
 """

@@ -17,7 +17,7 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from atldas.data.io import write_rgb
+from atldas.data.io import MAX_PIXELS, write_rgb
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError
 from atldas.utils.atomic import check_output
@@ -64,14 +64,17 @@ def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", cou
         raise ConfigError(f"data preview: --size must be in 16..2048, got {size}")
     if Path(out).suffix.lower() != ".png":
         raise ConfigError(f"data preview: --out must be a .png file, got {str(out)!r}")
-    check_output(out, flag="--out")
-    ds = SyntheticMatting(size=size, length=int(count), seed=seed, split="train", backgrounds=backgrounds,
-                          foregrounds=foregrounds)
-    n, s = int(count), ds.size
+    n, s = int(count), int(size)
     title_h = max(12, min(24, s // 10 + 6))
     width = len(COLUMNS) * s + (len(COLUMNS) + 1) * _PAD
     height = title_h + n * s + (n + 1) * _PAD
-    grid = np.ones((height, width, 3), np.float32)
+    if width * height > MAX_PIXELS:  # 256 rows of 2048 px: 4.3 G pixels, 48 GiB as floats
+        raise ConfigError(f"data preview: a sheet of {count} samples at {size} px would be {width}x{height} pixels, "
+                          f"more than image readers open ({MAX_PIXELS / 1e6:.0f} M); lower --count or --size")
+    check_output(out, flag="--out")
+    ds = SyntheticMatting(size=size, length=n, seed=seed, split="train", backgrounds=backgrounds,
+                          foregrounds=foregrounds)
+    grid = np.full((height, width, 3), 255, np.uint8)
     checker = _checker(s, s, max(4, s // 16))[..., None]
     for r in range(n):
         smp = ds.sample(r)
@@ -86,13 +89,13 @@ def write_preview(*, out: Union[str, os.PathLike] = "synthetic_preview.png", cou
         y0 = title_h + _PAD + r * (s + _PAD)
         for c, tile in enumerate(tiles):
             x0 = _PAD + c * (s + _PAD)
-            grid[y0:y0 + s, x0:x0 + s] = tile
-    img = Image.fromarray(np.rint(np.clip(grid, 0, 1) * 255).astype(np.uint8))
+            grid[y0:y0 + s, x0:x0 + s] = np.rint(np.clip(tile, 0, 1) * 255)
+    img = Image.fromarray(grid)
     draw = ImageDraw.Draw(img)
     font = _font(title_h - 4)
     for c, title in enumerate(COLUMNS):
         x0 = _PAD + c * (s + _PAD)
         draw.text((x0 + s / 2, title_h / 2 + _PAD / 2), title, fill=(0, 0, 0), font=font, anchor="mm")
     path = Path(out)
-    write_rgb(path, np.asarray(img, dtype=np.float32) / 255.0)
+    write_rgb(path, np.asarray(img))
     return path

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from atldas.data.io import IMAGE_EXTENSIONS, list_images, read_alpha, read_rgb
+from atldas.data.io import IMAGE_EXTENSIONS, list_images, pair_by_stem, partnerless_error, read_alpha, read_rgb
 from atldas.data.trimap import one_hot_trimap, trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 
@@ -327,12 +327,16 @@ class _ForegroundBank:
         if not (d / "fg").is_dir() or not (d / "alpha").is_dir():
             raise DataError(f"{d}: a foreground folder needs fg/ and alpha/ subfolders (files matched by stem, "
                             "as in Composition-1K's Training_set)")
-        fgs, alphas = list_images(d / "fg"), list_images(d / "alpha")
-        stems = sorted(set(fgs) & set(alphas))
-        if not stems:
-            raise DataError(f"{d}: no fg/ and alpha/ files share a stem ({len(fgs)} foregrounds, {len(alphas)} "
-                            "alphas)")
-        self.pairs = [(fgs[s], alphas[s]) for s in stems]
+        fgs = list_images(d / "fg")
+        if not fgs:
+            raise DataError(f"{d / 'fg'}: no images (.png, .jpg, ...) in this folder")
+        p = pair_by_stem(fgs, {"alpha": list_images(d / "alpha")})  # a foreground without its alpha: refused
+        problems = [f"{f} has no alpha" for f in p.missing.get("alpha", [])]
+        problems += [f"alpha {f} has no foreground" for f in p.unused.get("alpha", [])]
+        if problems:
+            raise partnerless_error(problems, f"every foreground in {d / 'fg'} needs an alpha in {d / 'alpha'} "
+                                              "with the same stem")
+        self.pairs = [(fg, found["alpha"]) for _, fg, found in p.items]
         self.size = size
         self.cache_size = cache
         self._cache: "OrderedDict[int, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, default_collate
 
 from atldas.data.datasets import detect_kind, open_dataset
 from atldas.data.synthetic import SyntheticMatting
-from atldas.errors import ConfigError, DataError
+from atldas.errors import ConfigError
 from atldas.matting.losses import LOSS_VERSION, MattingLoss
 from atldas.matting.metrics import sad
 from atldas.models.base import set_clamp
@@ -101,13 +101,10 @@ class MattingTask(Task):
                                   "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT}, "
                                   "with --backgrounds DIR (train on photos with atldas retrain --data)")
             full = open_dataset(data.source, split="train", crop=data.crop, seed=seed, backgrounds=data.backgrounds)
-            n = len(full)
-            if n < 2 * data.batch_size:
-                raise DataError(f"{data.source}: {n} training samples; the search needs at least "
-                                f"{2 * data.batch_size} (two disjoint splits of one batch each)")
-            # even foregrounds for the weights, odd ones for the architecture; neither merges the other's
+            # even foregrounds for the weights, odd ones for the architecture; neither merges the other's;
+            # each split as many composites as the search draws from it (epoch e takes its own slice)
             weights, arch = full.split_by_foreground(2)
-            return weights, arch
+            return weights.with_draws(n_train), arch.with_draws(n_arch)
         return (SyntheticMatting(size=data.crop, length=n_train, seed=seed, split="train",
                                  backgrounds=data.backgrounds),
                 SyntheticMatting(size=data.crop, length=n_arch, seed=seed, split="arch",
