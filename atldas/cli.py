@@ -166,10 +166,19 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
     a resumed run continues its own config. ``--out`` names the run; ``--no-progress`` is a display
     setting and follows the command. ``run``: the run directory, for the message; the rest as
     :func:`_given` takes them."""
+    from atldas.config import RUNTIME_KEYS
+
+    given = [(shown, path) for shown, path, _, _ in _given(cfg, flags, sets, config=config, aliases=aliases,
+                                                          labels=labels)
+             if path not in (None, ("out",), ("progress",))
+             and _absolute(_at(cfg, path)) != _absolute(_at(saved, path))]  # a run recorded a path as typed
     changed = [f"{shown} (the run has {'it unset' if _at(saved, path) is None else _at(saved, path)})"
-               for shown, path, _, _ in _given(cfg, flags, sets, config=config, aliases=aliases, labels=labels)
-               if path not in (None, ("out",), ("progress",))
-               and _absolute(_at(cfg, path)) != _absolute(_at(saved, path))]  # a run recorded a path as typed
+               for shown, path in given]
+    if given and all(path[-1] in RUNTIME_KEYS for _, path in given):  # how the run runs: config.yaml may say
+        edits = ", ".join(f"{'.'.join(path)}: {_at(cfg, path)}" for _, path in given)
+        raise ConfigError(f"--resume continues {run} with its saved config.yaml, which {', '.join(changed)} would "
+                          f"change: a setting of how a run runs may change on resume, in {run / 'config.yaml'} "
+                          f"({edits}), not by a flag; or drop {'it' if len(changed) == 1 else 'them'}")
     if changed:
         raise ConfigError(f"--resume continues {run} with its saved config.yaml, which {', '.join(changed)} would "
                           f"change: drop {'it' if len(changed) == 1 else 'them'} (a run's settings, its number of "
@@ -384,7 +393,11 @@ class _Parser(argparse.ArgumentParser):
                    namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
         ns, extra = self.parse_known_args(args, namespace)
         if extra:
-            getattr(ns, "_parser", self).error(f"unrecognized arguments: {' '.join(extra)}")
+            sub = getattr(ns, "_parser", self)
+            early = [a for a in extra if a in sub._option_string_actions]  # `atldas --debug search`: its own flag
+            if early and sub is not self:
+                sub.error(f"{' '.join(early)} given before the verb; options go after it: {sub.prog} {early[0]} ...")
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
         return ns
 
     def error(self, message: str) -> NoReturn:
@@ -640,8 +653,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     empty = next((k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v)), None)
     if empty is not None:  # '' would fall back to a default (the matting space, the current folder)
-        parser.error(f"{'--' + empty.replace('_', '-') if empty not in _POSITIONALS else empty.upper()}: an empty "
-                     "value; give a name or path (or leave the option out)")
+        getattr(args, "_parser", parser).error(
+            f"{'--' + empty.replace('_', '-') if empty not in _POSITIONALS else empty.upper()}: an empty "
+            "value; give a name or path (or leave the option out)")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
     thread_policy(chosen=getattr(args, "threads", None))

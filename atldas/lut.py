@@ -15,7 +15,7 @@ import torch
 from atldas.cost import cost_table
 from atldas.errors import ConfigError
 from atldas.latency import MIN_RUN_TIME, build_lut, measure_genotype, save_lut
-from atldas.utils.atomic import check_output
+from atldas.utils.atomic import check_output, refuse_overwriting_non_json
 from atldas.utils.timing import check_timing
 from atldas.run import bind_space, make_search_config
 
@@ -60,6 +60,7 @@ def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, th
     if isinstance(check, bool) or not isinstance(check, int) or not 0 <= check <= 10**4:
         raise ConfigError(f"--check takes the number of random children to measure, 0..10000; got {check!r}")
     check_output(out or f"lut-{space}-{device}.json", flag="--out")
+    refuse_overwriting_non_json(out or f"lut-{space}-{device}.json", flag="--out")
     bound = lut_space(space, device=device, size=size, sets=sets)
     lut = build_lut(bound, device=device, threads=threads, min_run_time=min_run_time, progress=progress)
     path = save_lut(lut, out or f"lut-{space}-{device}.json")

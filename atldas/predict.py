@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_images, pair_by_stem, read_rgb, read_trimap, write_alpha,
-                            write_rgb)
+from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_images, listed, pair_by_stem, read_rgb,
+                            read_trimap, write_alpha, write_rgb)
 from atldas.errors import ConfigError, DataError
 from atldas.matting.footprint import predict_bytes
-from atldas.matting.inference import (check_tiling, estimate_foreground, image_wide_layers, predict_alpha,
-                                      check_amp)
+from atldas.matting.inference import (check_amp, check_tiling, estimate_foreground, image_wide_layers,
+                                      network_side, predict_alpha)
 from atldas.models.base import MattingModel
 from atldas.models.zoo import load_model_weights, resolve_model
 from atldas.utils.device import resolve_device, tune_backend
@@ -225,6 +225,13 @@ def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trim
     if tile is not None and smallest is not None and int(tile) < smallest:
         raise ConfigError(f"--tile {tile}: {model} runs inputs of at least {smallest} x {smallest} pixels; use "
                           f"--tile {-(-smallest // 32) * 32} or more")
+    if smallest is not None:  # before anything is written (the network refused them one by one, mid-way)
+        small = [f"{ip} ({sizes[stem][0]}x{sizes[stem][1]})" for stem, ip, _ in pairs
+                 if network_side(*sizes[stem], tile=tile, max_size=max_size) < smallest]
+        if small:
+            raise DataError(f"{model} runs inputs of at least {smallest} x {smallest} pixels (after padding to a "
+                            f"multiple of 32), and {len(small)} image(s) are smaller: {listed(small)}; run them "
+                            "with the torch network (--model MODEL --checkpoint CKPT); nothing was written")
     check_memory(mm, net, sizes, tile=tile, cutout=cutout, max_size=max_size)
     wide = image_wide_layers(net) if tile else []
     if wide and any(min(max(w, h), max_size or max(w, h)) > tile for w, h in sizes.values()):

@@ -50,7 +50,7 @@ from atldas.rundir import RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
-from atldas.utils.atomic import refuse_input_as_output, write_text_atomic
+from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_text_atomic
 from atldas.utils.checkpoint import warn_other_loss
 from atldas.utils.device import amp_dtype, resolve_device, tune_backend
 from atldas.utils.dist import shard
@@ -794,6 +794,7 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     (``RUN_DIR/cost_table.json``) rather than with the one this atldas builds; without it a run whose
     costs have changed since (another cost model, a rebuilt ``--lut``) is refused."""
     path = Path(out) if out else Path(run_dir) / "genotype.json"
+    refuse_overwriting_non_json(path, flag="--out")  # derive RUN --out photo.png overwrote the photo
     if Path(run_dir).is_dir():
         refuse_input_as_output(path, [p for p in Path(run_dir).iterdir() if p.name != "genotype.json"], flag="--out")
         if RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").owner() == "retrain":

@@ -287,6 +287,14 @@ def test_resume_refuses_flags_that_differ_from_the_run(tmp_path, tiny_run, capsy
         assert f"--resume continues {run} with its saved config.yaml, which " in line and expect in line
         assert "number of epochs included, cannot change on resume" in line
     assert (run / "checkpoint.pt").read_bytes() == before
+    # how a run runs may change, in config.yaml (as refuse_edited allows), which the message names
+    assert main(["search", "--resume", "--out", str(run), "--no-progress", "--threads", "2"]) == 2
+    line = _one_line(capsys)
+    assert f"a setting of how a run runs may change on resume, in {run / 'config.yaml'} (threads: 2)" in line
+    text = (run / "config.yaml").read_text()
+    assert "\nthreads: null\n" in text
+    (run / "config.yaml").write_text(text.replace("\nthreads: null\n", "\nthreads: 2\n"))
+    assert main(["search", "--resume", "--out", str(run), "--no-progress"]) == 0
     rt = tmp_path / "rt"
     rt.mkdir()
     save_yaml(RetrainConfig(model=GENOTYPE, epochs=1, out=str(rt)), rt / "config.yaml")
@@ -370,8 +378,20 @@ def test_an_empty_value_is_refused_not_read_as_the_default(argv, named, capsys, 
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
-    assert f"{named}: an empty value" in _one_line(capsys)
+    assert f"{named}: an empty value" in _one_line(capsys, start=f"atldas {argv[0]}: error:")  # the verb's own form
     assert not list(tmp_path.iterdir())
+
+
+def test_a_verbs_option_before_the_verb_is_named_as_such(capsys):
+    """`atldas --debug search` said search did not recognise --debug, which its --help lists."""
+    with pytest.raises(SystemExit) as exc:
+        main(["--debug", "search", "--space", "tiny"])
+    assert exc.value.code == 2
+    line = _one_line(capsys, start="atldas search: error:")
+    assert "--debug given before the verb; options go after it: atldas search --debug ..." in line
+    with pytest.raises(SystemExit):
+        main(["search", "--space", "tiny", "--bogus"])
+    assert "unrecognized arguments: --bogus (see atldas search --help)" in _one_line(capsys, start="atldas search:")
 
 
 def test_write_errors_advise_what_fits_the_error(tmp_path):
@@ -486,3 +506,16 @@ def test_a_cifar_genotype_file_as_model_names_what_to_use(tmp_path, capsys):
     classifier's without saying that the registered name builds its cells in the CheapMatting macro."""
     assert main(["bench", str(ROOT / "derived_models" / "atldas_cifar100.json"), "--size", "64", "--no-latency"]) == 2
     assert "its cells in the CheapMatting macro are the registered MODEL 'atldas_cifar100'" in _one_line(capsys)
+
+
+def test_derive_and_lut_build_refuse_overwriting_a_non_json_file(tiny_run, tmp_path, capsys):
+    """derive RUN --out photo.png and lut build --out photo.png wrote JSON over the photo (eval and bench
+    --json refused it)."""
+    png = _png(tmp_path / "photo.png")
+    before = png.read_bytes()
+    for argv in (["derive", str(tiny_run), "--out", str(png)],
+                 ["lut", "build", "--space", "tiny", "--out", str(png), "--no-progress"]):
+        assert main(argv) == 2, argv
+        assert f"--out {png} exists and is not a JSON file" in _one_line(capsys)
+    assert png.read_bytes() == before
+    assert main(["derive", str(tiny_run), "--out", str(tmp_path / "g.json")]) == 0

@@ -245,3 +245,26 @@ def test_a_folder_where_a_prediction_goes_is_refused_before_any_is_written(folde
     err = capsys.readouterr().err
     assert "is a folder where the prediction of s1.png goes" in err and "Traceback" not in err
     assert [p.name for p in out.iterdir()] == ["s1.png"]
+
+
+def test_save_pred_writes_nothing_when_a_later_image_fails(folder, tmp_path, capsys):
+    """A truncated third image: one line, exit 2, and no prediction left behind (the first two were
+    written as the loop went), nor the hidden folder they wait in; a folder's own files stay."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    (data / "images" / "s2.png").write_bytes((data / "images" / "s2.png").read_bytes()[:200])
+    out = tmp_path / "preds"
+    out.mkdir()
+    (out / "mine.txt").write_text("kept")
+    assert main(["eval", "--model", "closed_form", "--data", str(data), "--save-pred", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "s2.png" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "preds"]
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert main(["eval", "--model", "closed_form", "--data", str(folder), "--save-pred", str(out),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "s0.png", "s1.png", "s2.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "preds"]

@@ -254,6 +254,24 @@ def test_an_onnx_file_refuses_images_under_its_smallest_side_in_one_line(exporte
     assert main(["predict", "--model", str(onnx_path), "--image", str(big / "img"), "--trimap", str(big / "tri"),
                  "--out", str(big / "out"), "--no-cutout", "--tile", "64", "--overlap", "0"]) == 2
     assert "--tile 64: " in capsys.readouterr().err and not (big / "out").exists()
+    # a 100 x 100 image (padded to 128) and a 20 x 20 one: refused before the first matte is written (the
+    # large one's matte and cut-out were written, then the small one failed); --max-size 64 makes both small
+    mixed = tmp_path / "mixed"
+    for name, side in (("a", 100), ("b", 20)):
+        (mixed / "img").mkdir(parents=True, exist_ok=True)
+        (mixed / "tri").mkdir(exist_ok=True)
+        Image.fromarray(np.full((side, side, 3), 128, np.uint8)).save(mixed / "img" / f"{name}.png")
+        write_trimap(mixed / "tri" / f"{name}.png", np.full((side, side), 128, np.uint8))
+    for extra, shown in (([], "1 image(s) are smaller: "), (["--max-size", "64"], "2 image(s) are smaller: ")):
+        assert main(["predict", "--model", str(onnx_path), "--image", str(mixed / "img"), "--trimap",
+                     str(mixed / "tri"), "--out", str(mixed / "out"), *extra]) == 2
+        err = capsys.readouterr().err
+        assert shown in err and "b.png (20x20)" in err and "nothing was written" in err, err
+        assert not (mixed / "out").exists()
+    (mixed / "img" / "b.png").unlink()
+    (mixed / "tri" / "b.png").unlink()
+    assert main(["predict", "--model", str(onnx_path), "--image", str(mixed / "img"), "--trimap",
+                 str(mixed / "tri"), "--out", str(mixed / "out"), "--no-cutout"]) == 0
 
 
 

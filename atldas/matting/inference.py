@@ -206,6 +206,20 @@ def _predict_tiled(model: MattingModel, net: nn.Module, x: Tensor, device: torch
     return acc / wsum
 
 
+def network_side(width: int, height: int, *, tile: Optional[int] = None, max_size: Optional[int] = None) -> int:
+    """The shorter side of the inputs the network runs for a ``width`` x ``height`` image in
+    :func:`predict_alpha`: scaled to ``max_size``, padded to a multiple of :data:`PAD_MULTIPLE`, and cut
+    into tiles of at most ``tile``."""
+    h, w = int(height), int(width)
+    if max_size is not None and max(h, w) > max_size:
+        f = max_size / max(h, w)
+        h, w = max(1, round(h * f)), max(1, round(w * f))
+    h, w = -(-h // PAD_MULTIPLE) * PAD_MULTIPLE, -(-w // PAD_MULTIPLE) * PAD_MULTIPLE
+    if tile is not None:
+        h, w = min(h, int(tile)), min(w, int(tile))
+    return min(h, w)
+
+
 @torch.inference_mode()
 def predict_alpha(model: MattingModel, net: nn.Module, image: np.ndarray, trimap: np.ndarray, *,
                   device: str | torch.device = "cpu", tile: Optional[int] = None,

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
@@ -72,16 +74,14 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
         skip_no_unknown: skip images whose trimap has no unknown pixel (their MSE is undefined) with a
             warning; otherwise they are a DataError.
         keep: return the first ``keep`` (image, trimap, gt, pred) arrays for previews.
-        save_pred: write each 8-bit prediction there as ``<name>.png``.
+        save_pred: write each 8-bit prediction there as ``<name>.png``, once every image is scored (they
+            are kept in a hidden folder beside it until then: an error leaves none behind).
         progress: a progress bar on a terminal.
         desc: the bar's label.
 
     Returns:
         ``({name: {"SAD", "MSE", "Grad", "Conn"}}, previews)``.
     """
-    per: Dict[str, Dict[str, float]] = {}
-    previews: List[Tuple[np.ndarray, ...]] = []
-    skipped, sad = 0, 0.0
     if save_pred is not None:  # a folder where a prediction goes: refused before the first one is written
         inner = getattr(ds, "dataset", ds)  # --limit: a Subset of the data set
         names = getattr(inner, "names", None) or []
@@ -90,6 +90,42 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
             if target.is_dir():
                 raise DataError(f"--save-pred {save_pred}: {target} is a folder where the prediction of {name} "
                                 "goes; move it or choose another folder")
+    staging = _staging(Path(save_pred)) if save_pred is not None else None
+    try:
+        per, previews, skipped = _score_all(ds, predict, skip_no_unknown=skip_no_unknown, keep=keep,
+                                            staging=staging, progress=progress, desc=desc)
+        if staging is not None:
+            _publish(staging, Path(save_pred))
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    if skipped:
+        log.warning("%d image(s) without unknown pixels skipped", skipped)
+    if not per:
+        raise DataError("no image has unknown (128) pixels; nothing to score")
+    return per, previews
+
+
+def _staging(save_pred: Path) -> Path:
+    """A hidden folder beside ``save_pred`` (same file system: the files move in by rename)."""
+    save_pred.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{save_pred.name}.", suffix=".partial", dir=save_pred.parent))
+
+
+def _publish(staging: Path, save_pred: Path) -> None:
+    """Move every file of ``staging`` into ``save_pred`` (made if missing), keeping relative paths."""
+    for f in sorted(p for p in staging.rglob("*") if p.is_file()):
+        target = save_pred / f.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, target)
+
+
+def _score_all(ds, predict: Predictor, *, skip_no_unknown: bool, keep: int, staging: Optional[Path],
+               progress: bool, desc: str) -> Tuple[Dict[str, Dict[str, float]], List[Tuple[np.ndarray, ...]], int]:
+    """The loop of :func:`score_dataset`: (per-image scores, previews, images skipped)."""
+    per: Dict[str, Dict[str, float]] = {}
+    previews: List[Tuple[np.ndarray, ...]] = []
+    skipped, sad = 0, 0.0
     show = progress and sys.stderr.isatty()
     with tqdm(range(len(ds)), desc=desc, unit="img", disable=not show, file=sys.stderr) as bar:
         for i in bar:
@@ -109,17 +145,13 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
             pred = alpha_to_u8(predict(image, tri))
             gt = alpha_to_u8(np.asarray(s["alpha"])[0])
             per[name] = metrics.compute_all(pred, gt, tri)
-            if save_pred is not None:
-                write_alpha(Path(save_pred) / Path(name).with_suffix(".png"), pred.astype(np.float32) / 255.0)
+            if staging is not None:
+                write_alpha(staging / Path(name).with_suffix(".png"), pred.astype(np.float32) / 255.0)
             if len(previews) < keep:
                 previews.append((np.asarray(s["image"]), tri, gt, pred))
             sad += per[name]["SAD"]
             bar.set_postfix(SAD=f"{sad / len(per):.3f}")
-    if skipped:
-        log.warning("%d image(s) without unknown pixels skipped", skipped)
-    if not per:
-        raise DataError("no image has unknown (128) pixels; nothing to score")
-    return per, previews
+    return per, previews, skipped
 
 
 # --------------------------------------------------------------------------- model evaluation
