@@ -86,10 +86,10 @@ from atldas.models.zoo import genotype_macro, require_torch, resolve_model
 from atldas.rundir import CONFIG, RunDir
 from atldas.utils.atomic import check_output
 from atldas.tensors import batch_to, matting_input
-from atldas.utils.dist import average_, barrier, init_from_env, is_main, shard
+from atldas.utils.dist import average_, barrier, init_from_env, is_main, mean_values, shard, wait_for_main
 from atldas.utils.checkpoint import load_checkpoint, warn_other_loss
 from atldas.utils.counting import count_params
-from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, tune_backend
+from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, resume_device_hint, tune_backend
 from atldas.utils.memory_format import channels_last
 from atldas.utils.optim import decay_groups, lr_factor
 from atldas.utils.weights import weight_mismatch
@@ -537,7 +537,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
-    if init_from_env(cfg.device) > 1 and not is_main():
+    if init_from_env(rd.device(cfg.device, resume=resume)) > 1 and not is_main():
         return _retrain(cfg, rd=_Replica(rd), resume=resume)  # torchrun: rank 0 writes the run directory
     checked = None
     if force:  # the new run's config, data and model are checked before the old run is moved aside
@@ -557,10 +557,10 @@ class _Replica:
         self.path, self.checkpoint, self._rd = rd.path, rd.checkpoint, rd
 
     def check_resume(self) -> None:
-        barrier()
+        wait_for_main()
 
     def check_new(self) -> None:
-        barrier()
+        wait_for_main()
 
     def read_config(self) -> Dict[str, Any]:
         return self._rd.read_config()
@@ -608,6 +608,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         rd.check_resume()
         saved = build(RetrainConfig, rd.read_config(), where=str(out / "config.yaml"))
         cfg = dataclasses.replace(saved, out=str(out), progress=cfg.progress)  # progress: a display setting
+        resolve_device(cfg.device, hint=resume_device_hint(out / "config.yaml"))
     else:
         rd.check_new()
         cfg = dataclasses.replace(cfg, out=str(out))
@@ -746,6 +747,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gnorm)
             bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}")
         bar.close()
+        sums = mean_values(sums)  # torchrun: each rank's losses are of its part of the batch
         train_s = time.perf_counter() - t0
         set_clamp(net, True)
         net.eval()

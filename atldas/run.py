@@ -52,8 +52,8 @@ from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
 from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_text_atomic
 from atldas.utils.checkpoint import warn_other_loss
-from atldas.utils.device import amp_dtype, resolve_device, tune_backend
-from atldas.utils.dist import shard
+from atldas.utils.device import amp_dtype, resolve_device, resume_device_hint, tune_backend
+from atldas.utils.dist import mean_values, shard
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
@@ -413,6 +413,7 @@ class Run:
         cfg = load_search_config(rd.read_config(), where=str(rd.path / "config.yaml"))
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
+        resolve_device(cfg.device, hint=resume_device_hint(rd.path / "config.yaml"))
         ckpt = rd.load(fmt=FORMAT)
         # config.yaml edited since: the run would go on (or derive) with other settings, silently
         refuse_edited(to_dict(cfg), ckpt.get("config"), where=rd.path / "config.yaml", made="checkpoint was searched")
@@ -543,6 +544,7 @@ class Run:
                 bar.close()
                 del arch_batches
                 events = strat.end_epoch(epoch)
+                sums = mean_values(sums)  # torchrun: each rank's weight loss is of its part of the batch
                 row = self._epoch_row(epoch, sums, counts, events, time.perf_counter() - t0)
                 self.epoch = epoch + 1
                 if rd is not None:

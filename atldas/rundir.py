@@ -195,6 +195,14 @@ class RunDir:
             raise AtldasError(f"{self.path}: not a {self.kind} run directory (no {CONFIG})")
         return read_yaml(self.path / CONFIG)
 
+    def device(self, given: str, *, resume: bool) -> str:
+        """The device a run runs on: on ``resume`` the one its ``config.yaml`` records (flags cannot change
+        it; torchrun's backend and each rank's GPU are chosen from it before the run is loaded), else
+        ``given``."""
+        if resume and (self.path / CONFIG).is_file():
+            return str(self.read_config().get("device") or given)
+        return given
+
     def write_config(self, cfg: Any) -> None:
         """Write the resolved config atomically (the folder is created)."""
         path = self.path / CONFIG

@@ -24,7 +24,7 @@ from atldas.plot import plot_genotype
 from atldas.run import CHECKPOINT, Run, SearchConfig, check_costs_unchanged, write_cost_table
 from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
-from atldas.utils.dist import barrier, check_same, init_from_env, is_main
+from atldas.utils.dist import barrier, check_same, init_from_env, is_main, wait_for_main
 
 log = logging.getLogger("atldas")
 
@@ -53,7 +53,7 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     rd = RunDir(out, checkpoint=CHECKPOINT, kind="search")
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
-    if init_from_env(cfg.device) > 1 and not is_main():
+    if init_from_env(rd.device(cfg.device, resume=resume)) > 1 and not is_main():
         return _search_replica(cfg, out=out, resume=resume, callback=callback)
     built = None
     if force:  # the new run's config, budget and data are checked before the old run is moved aside
@@ -81,7 +81,7 @@ def _build(cfg: SearchConfig, out: Path) -> Run:
 def _search_replica(cfg: SearchConfig, *, out: Path, resume: bool,
                     callback: Optional[Callable[[Dict[str, Any]], None]]) -> Path:
     """A rank other than 0 under torchrun: the same search in memory (rank 0 writes ``out``)."""
-    barrier()  # rank 0 has checked and written the run directory (or found the checkpoint)
+    wait_for_main()  # rank 0 has checked and written the run directory (or found the checkpoint)
     if resume:
         run = Run.load(out, restore_rng=True)
         run.out = None

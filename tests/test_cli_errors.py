@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from atldas.cli import _search_config, build_parser, main
 from atldas.config import MAX_THREADS, apply_overrides, check_threads, read_yaml
@@ -519,3 +520,19 @@ def test_derive_and_lut_build_refuse_overwriting_a_non_json_file(tiny_run, tmp_p
         assert f"--out {png} exists and is not a JSON file" in _one_line(capsys)
     assert png.read_bytes() == before
     assert main(["derive", str(tiny_run), "--out", str(tmp_path / "g.json")]) == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without CUDA")
+def test_resuming_a_gpu_run_where_there_is_none_names_its_config_yaml(tmp_path, tiny_run, capsys):
+    """It said 'use --device cpu', which --resume then refused (a resumed run keeps its config)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    text = (run / "config.yaml").read_text()
+    assert "\ndevice: cpu\n" in text
+    (run / "config.yaml").write_text(text.replace("\ndevice: cpu\n", "\ndevice: cuda\n"))
+    assert main(["search", "--resume", "--out", str(run), "--no-progress"]) == 2
+    line = _one_line(capsys)
+    assert "torch sees no CUDA device here; the run keeps the device of its" in line
+    assert f"{run / 'config.yaml'}: to go on here, set `device: cpu` there" in line

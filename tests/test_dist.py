@@ -21,10 +21,11 @@ SETS = ["epochs=3", "steps_per_epoch=3", "arch_steps_per_epoch=3", "batch_size=4
 def _search_in_memory(out_file: str) -> None:
     torch.set_num_threads(1)
     run = Run(make_search_config(space="tiny", sets=SETS), out=None)
-    arch = []
-    run.fit(callback=lambda row: arch.append([p.detach().clone() for p in run.net.arch.parameters()]))
-    torch.save({"arch": arch, "genotype": run.final_genotype().hash(), "world": max(1, dist.get_world_size()
-                if dist.is_initialized() else 1)}, out_file)
+    arch, losses = [], []
+    run.fit(callback=lambda row: (arch.append([p.detach().clone() for p in run.net.arch.parameters()]),
+                                  losses.append(row["loss/weights"])))
+    torch.save({"arch": arch, "losses": losses, "genotype": run.final_genotype().hash(),
+                "world": max(1, dist.get_world_size() if dist.is_initialized() else 1)}, out_file)
 
 
 def _rank(rank: int, world: int, init: str, out: str) -> None:
@@ -44,6 +45,7 @@ def test_two_processes_keep_identical_arch_and_one_genotype(tmp_path):
     for e0, e1 in zip(r0["arch"], r1["arch"]):  # after every epoch, bit for bit
         assert all(torch.equal(a, b) for a, b in zip(e0, e1))
     assert r0["genotype"] == r1["genotype"]
+    assert r0["losses"] == r1["losses"]  # the epoch's weight loss over the whole batch (it was each rank's half)
     # against one process on the same global batch (4): not equal. BatchNorm normalises each rank's
     # half batch with its own statistics (SyncBatchNorm runs on CUDA only), so losses and gradients
     # differ slightly, and Adam's first steps (about lr * sign(g)) turn that into logit differences
@@ -95,3 +97,36 @@ def test_torchrun_search_resume_and_retrain(tmp_path):
     proc = _torchrun("retrain", "--resume", "--out", str(rt))  # finished: both ranks return, neither waits
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "finished its 2 epochs already" in proc.stderr
+    # rank 0 refuses before the first barrier: rank 1 said so in 27 lines of gloo traceback
+    proc = _torchrun("retrain", str(out), "--out", str(rt))  # a run is there already
+    assert proc.returncode != 0 and "atldas: error:" in proc.stderr and "already holds" in proc.stderr
+    assert "Connection closed by peer" not in proc.stderr and "GLHF" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_process_group_that_cannot_start_is_one_line(monkeypatch):
+    """WORLD_SIZE without torchrun's other variables, or --device cuda under torchrun on a machine without
+    CUDA (torch.cuda.set_device ran before any check): tracebacks on every rank."""
+    from atldas.errors import AtldasError, ConfigError
+    from atldas.utils.dist import init_from_env
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(AtldasError, match=r"^WORLD_SIZE=2 but the process group cannot start \(.*\); start "):
+        init_from_env("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="torch sees no CUDA device here"):
+            init_from_env("cuda")
+    assert not dist.is_initialized()
+
+
+def test_a_resumed_run_joins_torchrun_on_its_own_device(tmp_path):
+    """On --resume the command's --device is the default (a flag would be refused), so torchrun's backend
+    and GPU came from 'cpu' for a run that trains on cuda: gloo, every rank on cuda:0."""
+    from atldas.rundir import RunDir
+
+    (tmp_path / "config.yaml").write_text("device: cuda\nepochs: 3\n")
+    rd = RunDir(tmp_path, checkpoint="last.pt", kind="retrain")
+    assert rd.device("cpu", resume=True) == "cuda"
+    assert rd.device("cpu", resume=False) == "cpu"
+    assert RunDir(tmp_path / "new", checkpoint="last.pt", kind="retrain").device("cpu", resume=True) == "cpu"

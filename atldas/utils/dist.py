@@ -28,9 +28,10 @@ from typing import Any, Dict, Iterable, List
 import torch
 import torch.distributed as dist
 
-from atldas.errors import AtldasError
+from atldas.errors import AtldasError, ConfigError, first_line
+from atldas.utils.device import resolve_device
 
-__all__ = ["init_from_env", "world_size", "rank", "is_main", "shard", "average_", "mean", "check_same", "barrier"]
+__all__ = ["init_from_env", "world_size", "rank", "is_main", "shard", "average_", "mean", "mean_values", "check_same", "barrier", "wait_for_main"]
 
 log = logging.getLogger("atldas")
 
@@ -58,10 +59,19 @@ def init_from_env(device: str = "cpu") -> int:
         return world_size()
     if not dist.is_available():
         raise AtldasError("WORLD_SIZE > 1 but this torch has no torch.distributed")
-    cuda = str(device).startswith("cuda")
+    cuda = resolve_device(device).type == "cuda"  # cuda asked for on a machine without: one line, every rank
     if cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if local >= torch.cuda.device_count():
+            raise ConfigError(f"torchrun started local rank {local}, but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s): start at most that many processes "
+                              "per node (--nproc_per_node)")
+        torch.cuda.set_device(local)
+    try:
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    except (ValueError, RuntimeError) as exc:  # RANK or MASTER_ADDR missing, a rendezvous that failed
+        raise AtldasError(f"WORLD_SIZE={n} but the process group cannot start ({first_line(exc)}); start "
+                          "data-parallel runs with torchrun") from None
     if not is_main():
         logging.getLogger("atldas").setLevel(logging.WARNING)
     log.info("data-parallel run: %d processes (%s)", world_size(), dist.get_backend())
@@ -114,6 +124,17 @@ def mean(value: float) -> float:
     return float(t) / world_size()
 
 
+def mean_values(values: Dict[str, float]) -> Dict[str, float]:
+    """Each value averaged over the ranks, in one all-reduce (every rank passes the same keys): an
+    epoch's loss sums, which each rank took over its own part of the batch."""
+    if world_size() == 1:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return dict(zip(keys, (t / world_size()).tolist()))
+
+
 def check_same(value: str, *, what: str) -> None:
     """Raise on every rank when the ranks hold different ``value``s (e.g. a genotype's hash)."""
     if world_size() == 1:
@@ -129,3 +150,13 @@ def barrier() -> None:
     """Wait for every rank (a no-op in one process)."""
     if world_size() > 1:
         dist.barrier()
+
+
+def wait_for_main() -> None:
+    """A rank other than 0 waits for rank 0 to check and write the run directory; when rank 0 stopped
+    instead (a config error, an existing ``--out``: its one-line error says why), one line here too,
+    not the process group's traceback."""
+    try:
+        barrier()
+    except RuntimeError:  # gloo: the peer closed the connection
+        raise AtldasError(f"rank {rank()}: rank 0 stopped before the run started (its error says why)") from None
