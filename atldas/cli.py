@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from atldas.version import __version__
-from atldas.errors import AtldasError, ConfigError
+from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory
 from atldas.utils.malloc import keep_freed_memory
 from atldas.utils.memory import bytes_text
 
@@ -682,6 +682,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.debug or exc.errno not in WRITE_ERRNOS:
             raise
         print(f"atldas: error: {write_error(exc)}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # torch's allocator (a GPU's memory, which the footprint checks do not see)
+        if args.debug or not out_of_memory(exc):
+            raise
+        print(f"atldas: error: out of memory ({first_line(exc)[:160]}); every checkpoint written is whole: a "
+              "smaller --set batch_size or crop (search, retrain, tune) or --tile / --max-size (predict, eval) "
+              "needs less", file=sys.stderr)
         return 2
 
 

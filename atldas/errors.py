@@ -25,3 +25,9 @@ def first_line(exc: BaseException) -> str:
     one-line user error that wraps it."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is torch's CPU or CUDA allocator failing (a RuntimeError; OutOfMemoryError on CUDA)."""
+    text = str(exc)
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text

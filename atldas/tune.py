@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from atldas.config import apply_overrides, check_threads, differences, leaf_paths, to_dict
-from atldas.errors import AtldasError, ConfigError, first_line
+from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory
 from atldas.run import ALIASES, Run, make_search_config
 from atldas.tasks import get_task
 from search_spaces import get_space
@@ -254,12 +254,6 @@ def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence
     return json.loads(json.dumps({"space": space, "search": to_dict(base),
                                   "retrain": None if retrain_base is None else to_dict(retrain_base),
                                   "tuned": [dataclasses.asdict(p) for p in params]}, default=str))
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is torch's CPU or CUDA allocator failing (a RuntimeError; OutOfMemoryError on CUDA)."""
-    text = str(exc)
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text or "can't allocate memory" in text
 
 
 def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: Any = None,
@@ -510,7 +504,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
             log.warning("tune: trial %d failed: %s", trial.number, exc)
             raise
         except (MemoryError, RuntimeError) as exc:  # out of memory (a large C, batch or crop drawn): this trial fails
-            if not isinstance(exc, MemoryError) and not _out_of_memory(exc):
+            if not isinstance(exc, MemoryError) and not out_of_memory(exc):
                 raise
             log.warning("tune: trial %d failed: out of memory (%s)", trial.number, first_line(exc)[:200])
             raise AtldasError(f"trial {trial.number} ran out of memory") from None

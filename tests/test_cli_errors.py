@@ -536,3 +536,19 @@ def test_resuming_a_gpu_run_where_there_is_none_names_its_config_yaml(tmp_path, 
     line = _one_line(capsys)
     assert "torch sees no CUDA device here; the run keeps the device of its" in line
     assert f"{run / 'config.yaml'}: to go on here, set `device: cpu` there" in line
+
+
+def test_out_of_memory_is_one_line(monkeypatch, capsys):
+    """A GPU out of memory (the footprint checks measure the host's memory) was a traceback."""
+    import atldas.cli as cli
+
+    def oom(args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.7 GiB total)\nmore")
+
+    monkeypatch.setattr(cli, "_cmd_derive", oom)
+    assert main(["derive", "somewhere"]) == 2
+    line = _one_line(capsys)
+    assert "out of memory (CUDA out of memory. Tried to allocate 2.00 GiB" in line and "batch_size" in line
+    monkeypatch.setattr(cli, "_cmd_derive", lambda args: (_ for _ in ()).throw(RuntimeError("another failure")))
+    with pytest.raises(RuntimeError, match="another failure"):  # not swallowed: a bug stays a traceback
+        main(["derive", "somewhere"])
