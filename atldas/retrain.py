@@ -671,7 +671,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
             ema.load_state_dict(ckpt["ema"])
         best = dict(ckpt["best"])
         start, step = int(ckpt["epoch"]) + 1, int(ckpt["step"])
-        set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"], device)
         resume_threads(ckpt.get("threads"), configured=cfg.threads)
         log.info("resumed %s at epoch %d/%d", out, start + 1, cfg.epochs)
         del ckpt
@@ -778,7 +778,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
                      "genotype": genotype.to_json() if genotype is not None else None}, BEST)
         state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
                  "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                 "rng": rng_state(), "best": best, "metrics": metrics, "trivial": trivial,
+                 "rng": rng_state(device), "best": best, "metrics": metrics, "trivial": trivial,
                  "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(), "loss_version": LOSS_VERSION,
                  "genotype": genotype.to_json() if genotype is not None else None}
         if ema is not None:

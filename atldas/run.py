@@ -421,7 +421,7 @@ class Run:
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
         warn_other_loss(ckpt, run.task.loss_version, source=rd.checkpoint, made="searched", loss=run.task.name)
         if restore_rng:
-            set_rng_state(ckpt["rng"])
+            set_rng_state(ckpt["rng"], cfg.device)
             resume_threads(ckpt.get("threads"), configured=cfg.threads)
         return run
 
@@ -430,7 +430,7 @@ class Run:
         masks = {k: v for k, v in self.net.arch.state_dict().items() if "mask" in k}
         return {"format": FORMAT, "atldas": __version__, "epoch": self.epoch - 1,
                 "config": dataclasses.asdict(self.cfg), "masks": masks, "supernet": self.net.state_dict(),
-                "strategy": self.strategy.state_dict(), "rng": rng_state(), "threads": torch.get_num_threads(),
+                "strategy": self.strategy.state_dict(), "rng": rng_state(self.cfg.device), "threads": torch.get_num_threads(),
                 "loss_version": self.task.loss_version}
 
     def load_state_dict(self, ckpt: Mapping[str, Any], *, source: str = "checkpoint") -> None:

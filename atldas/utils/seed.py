@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -17,8 +17,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_state() -> Dict[str, Any]:
-    """The global RNG states as plain checkpoint data (tensors, lists, ints; no numpy objects)."""
+def _cuda_index(device: Any) -> Optional[int]:
+    """The CUDA device whose generator a run on ``device`` draws from (None: not a CUDA run here)."""
+    dev = torch.device(device) if device is not None else None
+    if dev is None or dev.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return dev.index if dev.index is not None else torch.cuda.current_device()  # torchrun: cuda:LOCAL_RANK
+
+
+def rng_state(device: Any = None) -> Dict[str, Any]:
+    """The global RNG states as plain checkpoint data (tensors, lists, ints; no numpy objects); with a
+    CUDA ``device``, the generator of that one GPU (the one the run draws from: under torchrun every
+    rank's GPU draws alike, so rank 0's state is every rank's)."""
     py = random.getstate()
     np_state = np.random.get_state()
     state: Dict[str, Any] = {
@@ -27,20 +37,27 @@ def rng_state() -> Dict[str, Any]:
                   int(np_state[3]), float(np_state[4])],
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    index = _cuda_index(device)
+    if index is not None:
+        state["cuda"] = torch.cuda.get_rng_state(index)
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: Dict[str, Any], device: Any = None) -> None:
+    """Restore what :func:`rng_state` captured; the CUDA state goes to the GPU the run on ``device`` draws
+    from (a checkpoint of an earlier atldas holds one state per GPU of the machine that wrote it: the
+    one of that index, else the first; setting them all failed on a machine with fewer GPUs)."""
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state((n[0], n[1].numpy().astype(np.uint32), n[2], n[3], n[4]))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    index = _cuda_index(device)
+    if "cuda" in state and index is not None:
+        cuda = state["cuda"]
+        if isinstance(cuda, (list, tuple)):
+            cuda = cuda[index] if index < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda, index)
 
 
 def resume_threads(saved: Any, *, configured: Any) -> None:
