@@ -117,6 +117,8 @@ def test_a_process_group_that_cannot_start_is_one_line(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="torch sees no CUDA device here"):
             init_from_env("cuda")
+    with pytest.raises(ConfigError, match=r"--device cuda:1 under torchrun: each process runs on its own GPU"):
+        init_from_env("cuda:1")
     assert not dist.is_initialized()
 
 

@@ -59,6 +59,9 @@ def init_from_env(device: str = "cpu") -> int:
         return world_size()
     if not dist.is_available():
         raise AtldasError("WORLD_SIZE > 1 but this torch has no torch.distributed")
+    if str(device).startswith("cuda:"):  # every rank would put its model on that one GPU
+        raise ConfigError(f"--device {device} under torchrun: each process runs on its own GPU, "
+                          "cuda:LOCAL_RANK; pass --device cuda (CUDA_VISIBLE_DEVICES picks the GPUs)")
     cuda = resolve_device(device).type == "cuda"  # cuda asked for on a machine without: one line, every rank
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
