@@ -1,6 +1,6 @@
 """What hard pruning and sampling buy: step time and peak memory of each strategy on one supernet.
 
-    python experiments/bench_search.py [--json FILE] [--space matting] [--batch 4] [--crop 128]
+    python experiments/bench_search.py [--json FILE] [--space matting] [--batch 4] [--crop SPACE'S]
                                        [--steps 6] [--device cpu|cuda] [--strategies atldas darts gdas]
                                        [--contiguous]
 
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--space", default="matting")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--crop", type=int, default=128)
+    p.add_argument("--crop", type=int, default=None, help="image side (default: the space's own, 128 for matting)")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the strategies in turn this many times and take medians (a loaded machine)")
@@ -185,6 +185,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.crop is None:
+        from atldas.run import make_search_config
+
+        args.crop = int(make_search_config(space=args.space).data.crop)
     if args.worker:
         print(json.dumps(worker(args)))
         return 0

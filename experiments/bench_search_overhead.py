@@ -54,13 +54,17 @@ def main(argv=None) -> int:
     for _ in range(args.rounds):
         for c in args.crops:
             best[c] = min(best[c], step_cpu(args.space, c, args.steps))
-    xs = [batch * c * c for c in args.crops]
-    ys = [best[c] for c in args.crops]
+    crops = sorted(set(args.crops))
+    xs = [batch * c * c for c in crops]
+    ys = [best[c] for c in crops]
+    print(f"space {args.space}, batch {batch}, one thread; CPU s per step (weight + arch), min of {args.rounds}")
+    if len(crops) < 2:  # one crop (the planted space has only 12): no line to fit
+        print(f"  crop {crops[0]:4d}: {ys[0]:.3f} s   (give two or more --crops to separate the fixed part)")
+        return 0
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
     fixed = my - slope * mx
-    print(f"space {args.space}, batch {batch}, one thread; CPU s per step (weight + arch), min of {args.rounds}")
-    for c, y in zip(args.crops, ys):
+    for c, y in zip(crops, ys):
         print(f"  crop {c:4d}: {y:.3f} s   fixed share {fixed / y:5.1%}")
     print(f"fit: {fixed:.3f} s fixed + {slope * 1e6:.2f} us per pixel (batch x crop^2)")
     return 0

@@ -452,7 +452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  warning: {r['key']}: only {len(ref_losses)} of {args.random} references within x{WINDOW} of "
                   f"its {r['macs'] / 1e6:.3f} M MACs among the teacher's {DRAWS} draws", flush=True)
         hashes = [r["hash"], *refs]
-        for h in hashes:
+        for h in hashes if len(args.train_seeds) >= 2 else ():  # one training seed: no noise floor
             a, b = (cache[standalone_key(t, h, s)] for s in args.train_seeds[:2])
             noise.append(abs(a - b) / ((a + b) / 2))
         # from the genotype (searches stored before 2026-12-04 also carry shares that merged every
@@ -585,8 +585,10 @@ def recount(summary: Dict[str, Any], searches: Path, *, reference: str = "matche
 
 def format_table(summary: Dict[str, Any]) -> str:
     teacher = summary.get("teacher", {})
+    noise = ("n/a (one training seed)" if summary["noise"] is None else
+             f"{100 * summary['noise']:.1f} % (|seed 0 - seed 1| / mean)")
     lines = [f"planted task: teachers {summary['teachers']}, seeds {summary['seeds']}; training noise "
-             f"{100 * (summary['noise'] or 0):.1f} % (|seed 0 - seed 1| / mean); teacher's own loss "
+             f"{noise}; teacher's own loss "
              + ", ".join(f"{v:.4f}" for v in summary["teacher_loss"].values())
              + "; the teacher's own genotype among random genotypes of its MACs (what finding the planted "
              "genotype scores): percentile " + ", ".join(f"{v['percentile']:.0f}" for v in teacher.values())
