@@ -312,6 +312,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             results["models"][key] = {"label": label, "model": spec, "params": c["params"], "macs": c["macs"],
                                       "train_s": [r["train_s"] for r in rs], "per_seed": [r["metrics"] for r in rs],
                                       "summary": summary([r["metrics"] for r in rs])}
+            if str(spec).endswith(".json") and Path(spec).is_file():  # the result stands without runs/
+                results["models"][key]["genotype"] = Genotype.load(spec).to_json()
         rand = [m["summary"]["SAD"]["mean"] for k, m in results["models"].items() if k.startswith("random-")]
         for key in ("searched", "random_strategy"):
             if key in results["models"]:

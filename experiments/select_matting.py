@@ -40,7 +40,8 @@ def _fit(job: Dict[str, Any]) -> Dict[str, Any]:
     cfg = atldas.make_search_config(space="matting")  # the default search's data
     task = MattingTask(fit=dataclasses.replace(FitRecipe(), **job["recipe"]))
     t0 = time.perf_counter()
-    loss = task.short_fit(Genotype.load(job["path"]), data=cfg.data, seed=job["seed"], steps=job["steps"])
+    genotype = Genotype.from_json(job["genotype"]) if job.get("genotype") else Genotype.load(job["path"])
+    loss = task.short_fit(genotype, data=cfg.data, seed=job["seed"], steps=job["steps"])
     return {**job, "loss": loss, "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -67,9 +68,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(models) < 3:
         raise SystemExit(f"{args.compare}: {len(models)} genotypes; a ranking needs at least 3")
     jobs = [{"key": k, "path": str(ROOT / m["model"]) if not Path(m["model"]).is_absolute() else m["model"],
-             "steps": s, "seed": args.seed, "recipe": recipe} for s in args.steps for k, m in models.items()]
-    missing = [j["path"] for j in jobs if not Path(j["path"]).is_file()]
-    if missing:
+             "genotype": m.get("genotype"), "steps": s, "seed": args.seed, "recipe": recipe}
+            for s in args.steps for k, m in models.items()]
+    missing = [j["path"] for j in jobs if j["genotype"] is None and not Path(j["path"]).is_file()]
+    if missing:  # results written before compare.py stored each genotype in its JSON name files under runs/
         raise SystemExit(f"genotype file not found: {missing[0]} (run make compare first, or pass --compare)")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as ex:

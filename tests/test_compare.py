@@ -89,6 +89,9 @@ def test_compare_end_to_end_and_reuse(compare, tmp_path, capsys):
         assert m["per_seed"][0] != m["per_seed"][1]  # the seeds train different networks
         name = key if key == "cnn_baseline_tiny" else f"{key}-{Genotype.load(m['model']).hash()}"
         assert (tmp_path / "cmp" / f"{name}-seed1" / "best.pt").is_file()
+    for key in ("searched", "random-1"):  # the genotypes travel in the result (select_matting.py reads them)
+        assert Genotype.from_json(r["models"][key]["genotype"]).hash() == Genotype.load(r["models"][key]["model"]).hash()
+    assert "genotype" not in r["models"]["cnn_baseline_tiny"]
     assert abs(r["models"]["random-1"]["macs"] / r["models"]["searched"]["macs"] - 1) < 0.02
     assert r["models"]["searched"]["percentile"] in (0.0, 50.0, 100.0)
     assert "| atldas (searched) |" in table
