@@ -391,14 +391,24 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_args(self, args: Optional[Sequence[str]] = None,  # type: ignore[override]
                    namespace: Optional[argparse.Namespace] = None) -> argparse.Namespace:
-        ns, extra = self.parse_known_args(args, namespace)
+        argv = list(sys.argv[1:] if args is None else args)
+        verb, early = self._early_options(argv)
+        if early:  # `atldas --threads 2 search`: the verb's own option, given before it
+            verb.error(f"{' '.join(early)} given before the verb; options go after it: {verb.prog} {early[0]} ...")
+        ns, extra = self.parse_known_args(argv, namespace)
         if extra:
-            sub = getattr(ns, "_parser", self)
-            early = [a for a in extra if a in sub._option_string_actions]  # `atldas --debug search`: its own flag
-            if early and sub is not self:
-                sub.error(f"{' '.join(early)} given before the verb; options go after it: {sub.prog} {early[0]} ...")
-            sub.error(f"unrecognized arguments: {' '.join(extra)}")
+            getattr(ns, "_parser", self).error(f"unrecognized arguments: {' '.join(extra)}")
         return ns
+
+    def _early_options(self, argv: List[str]) -> Tuple[Any, List[str]]:
+        """(the verb's parser, the options of that verb given before it) for the first verb in ``argv``."""
+        verbs = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+        for i, token in enumerate(argv):
+            if token in verbs:
+                sub = verbs[token]
+                return sub, [t for t in argv[:i] if t.startswith("-") and t.split("=", 1)[0] in
+                             sub._option_string_actions and t.split("=", 1)[0] not in self._option_string_actions]
+        return self, []
 
     def error(self, message: str) -> NoReturn:
         flag = re.match(r"argument (\S+): expected one argument$", message)
@@ -653,9 +663,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     empty = next((k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v)), None)
     if empty is not None:  # '' would fall back to a default (the matting space, the current folder)
-        getattr(args, "_parser", parser).error(
-            f"{'--' + empty.replace('_', '-') if empty not in _POSITIONALS else empty.upper()}: an empty "
-            "value; give a name or path (or leave the option out)")
+        verb = getattr(args, "_parser", parser)
+        action = next((a for a in verb._actions if a.dest == empty), None)
+        named = max(action.option_strings, key=len) if action is not None and action.option_strings else empty.upper()
+        verb.error(f"{named}: an empty value; give a name or path (or leave the option out)")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
     thread_policy(chosen=getattr(args, "threads", None))
@@ -687,13 +698,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.debug or not out_of_memory(exc):
             raise
         print(f"atldas: error: out of memory ({first_line(exc)[:160]}); every checkpoint written is whole: a "
-              "smaller --set batch_size or crop (search, retrain, tune) or --tile / --max-size (predict, eval) "
-              "needs less", file=sys.stderr)
+              "smaller --set batch_size or crop (search, retrain, tune), --tile or --max-size (predict), or "
+              "smaller images (eval) need less", file=sys.stderr)
         return 2
 
 
-#: Destinations of positional arguments (named without dashes in the empty-value error).
-_POSITIONALS = ("source", "models", "run_dir", "model")
 
 #: OS errors of writing that are the user's situation, not a bug: one line, no traceback
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,

@@ -537,7 +537,9 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
-    if init_from_env(rd.device(cfg.device, resume=resume)) > 1 and not is_main():
+    resumed = resume and (rd.path / "config.yaml").is_file()  # torchrun joins on the run's own device
+    if init_from_env(rd.device(cfg.device, resume=resume),
+                     config_yaml=rd.path / "config.yaml" if resumed else None) > 1 and not is_main():
         return _retrain(cfg, rd=_Replica(rd), resume=resume)  # torchrun: rank 0 writes the run directory
     checked = None
     if force:  # the new run's config, data and model are checked before the old run is moved aside

@@ -42,6 +42,7 @@ from atldas.cellgraph import plot_cell
 from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, keyword_only, leaf_paths,
                            read_yaml, refuse_edited, set_path, to_dict)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
+from atldas.data.datasets import with_draws
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
 from atldas.errors import AtldasError, ConfigError, DataError
@@ -473,6 +474,8 @@ class Run:
             arch_steps = max(1, cfg.arch_steps_per_epoch)
             train, arch = self.task.datasets(d, seed=cfg.seed, n_train=cfg.steps_per_epoch * d.batch_size * cfg.epochs,
                                              n_arch=arch_steps * d.batch_size * cfg.epochs)
+            # a composed split of fewer foregrounds than an epoch takes: fresh composites, not repeats
+            train, arch = with_draws(train, cfg.steps_per_epoch * d.batch_size), with_draws(arch, arch_steps * d.batch_size)
             ts = EpochBatches(epoch_order(n=len(train), per_epoch=cfg.steps_per_epoch * d.batch_size, epochs=cfg.epochs,
                                           seed=cfg.seed, salt=1, batch_size=d.batch_size, cycle=False),
                               batch_size=d.batch_size, steps=cfg.steps_per_epoch)

@@ -53,7 +53,9 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     rd = RunDir(out, checkpoint=CHECKPOINT, kind="search")
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
-    if init_from_env(rd.device(cfg.device, resume=resume)) > 1 and not is_main():
+    resumed = resume and (rd.path / "config.yaml").is_file()  # torchrun joins on the run's own device
+    if init_from_env(rd.device(cfg.device, resume=resume),
+                     config_yaml=rd.path / "config.yaml" if resumed else None) > 1 and not is_main():
         return _search_replica(cfg, out=out, resume=resume, callback=callback)
     built = None
     if force:  # the new run's config, budget and data are checked before the old run is moved aside

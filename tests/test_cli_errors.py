@@ -373,6 +373,8 @@ def test_hidden_files_are_not_images_of_a_folder(tmp_path):
     (["search", "--space", "tiny", "--out", ""], "--out"),
     (["bench", ""], "MODELS"),
     (["plot", ""], "SOURCE"),
+    (["eval", "--model", "", "--data", "synthetic"], "--model"),  # an option here, positional in retrain
+    (["retrain", ""], "MODEL"),
 ])
 def test_an_empty_value_is_refused_not_read_as_the_default(argv, named, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an empty --out would have written here
@@ -390,6 +392,11 @@ def test_a_verbs_option_before_the_verb_is_named_as_such(capsys):
     assert exc.value.code == 2
     line = _one_line(capsys, start="atldas search: error:")
     assert "--debug given before the verb; options go after it: atldas search --debug ..." in line
+    for argv, early, verb in ((["--threads", "2", "retrain", "x"], "--threads", "retrain"),
+                              (["--out=x", "search", "--space", "tiny"], "--out=x", "search")):
+        with pytest.raises(SystemExit):  # said `invalid choice: '2'` and `unrecognized arguments: --out=x`
+            main(argv)
+        assert f"{early} given before the verb" in _one_line(capsys, start=f"atldas {verb}: error:")
     with pytest.raises(SystemExit):
         main(["search", "--space", "tiny", "--bogus"])
     assert "unrecognized arguments: --bogus (see atldas search --help)" in _one_line(capsys, start="atldas search:")

@@ -251,7 +251,7 @@ def test_a_search_splits_a_training_set_by_foreground_merges_included(tmp_path, 
                 ds[i]
         seen.append(set(read))
     assert seen == [{"a", "c", "e"}, {"b", "d", "f"}], seen
-    assert len(weights) == len(arch) == 9  # 3 foregrounds each, 3 draws of each for the 8 samples asked
+    assert len(weights) == len(arch) == 3
     whole = Composition1KTrain(tmp_path, backgrounds=tmp_path / "bg", crop=32)
     whole_rng = lambda i: whole._rng(i).random()  # noqa: E731
     weights.set_epoch(0), arch.set_epoch(0)

@@ -117,8 +117,14 @@ def test_a_process_group_that_cannot_start_is_one_line(monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="torch sees no CUDA device here"):
             init_from_env("cuda")
-    with pytest.raises(ConfigError, match=r"--device cuda:1 under torchrun: each process runs on its own GPU"):
+    with pytest.raises(ConfigError, match=r"device cuda:1 under torchrun: each process runs on its own GPU.*pass --device cuda"):
         init_from_env("cuda:1")
+    # a resumed run: its config.yaml sets the device, which --resume's flags cannot change
+    with pytest.raises(ConfigError, match=r"set `device: cuda` in run/config.yaml"):
+        init_from_env("cuda:0", config_yaml="run/config.yaml")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"keeps the device of its run/config.yaml: .* set `device: cpu` there"):
+            init_from_env("cuda", config_yaml="run/config.yaml")
     assert not dist.is_initialized()
 
 

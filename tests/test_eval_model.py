@@ -264,7 +264,17 @@ def test_save_pred_writes_nothing_when_a_later_image_fails(folder, tmp_path, cap
     assert "s2.png" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "preds"]
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    assert main(["eval", "--model", "closed_form", "--data", str(data), "--save-pred", str(tmp_path / "new"),
+                 "--no-progress"]) == 2  # a folder it made for them: removed again
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "preds"]
+    capsys.readouterr()
     assert main(["eval", "--model", "closed_form", "--data", str(folder), "--save-pred", str(out),
                  "--no-progress"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt", "s0.png", "s1.png", "s2.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "preds"]
+    # a link to a folder elsewhere (another disk, a mount point): the predictions land there
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    assert main(["eval", "--model", "closed_form", "--data", str(folder), "--save-pred", str(tmp_path / "link"),
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["s0.png", "s1.png", "s2.png"]

@@ -459,3 +459,10 @@ def test_a_search_on_a_composed_set_of_few_foregrounds_takes_its_steps_with_fres
             images = {np.asarray(data[i]["image"]).tobytes() for i in keys}
             assert len(images) == 10 and not images & seen
             seen |= images
+    # a split with an epoch's samples already stays as it was (its order and draws: the same search)
+    cfg = make_search_config(space="tiny", sets=[f"data.source={root}", f"data.backgrounds={root / 'backgrounds'}",
+                                                 "data.batch_size=2", "data.crop=32", "steps_per_epoch=1",
+                                                 "arch_steps_per_epoch=1", "epochs=2", "tensorboard=false",
+                                                 "progress=false"])
+    train, arch, *_ = Run(cfg, out=tmp_path / "run2")._loaders()
+    assert len(train) == len(arch) == 2

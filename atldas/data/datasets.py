@@ -484,6 +484,12 @@ def _read_fg_alpha(it: MattingItem) -> Tuple[np.ndarray, np.ndarray]:
     return fg, alpha
 
 
+def with_draws(ds: Dataset, n: int) -> Dataset:
+    """``ds`` with at least ``n`` distinct samples per epoch where it draws per epoch and holds fewer
+    (:meth:`ComposedTrainSet.with_draws`); any other data set as it is."""
+    return ds.with_draws(n) if isinstance(ds, ComposedTrainSet) and len(ds) < n else ds
+
+
 class ComposedTestSet(Dataset):
     """Foregrounds composed deterministically on backgrounds (the official protocol) for testing.
 
@@ -1007,5 +1013,5 @@ def _check_options(spec: DatasetKind, split: str, kw: Dict[str, object]) -> None
 __all__ = ["AIM500", "AM2K", "AlphaMattingCom", "ComposedTestSet", "ComposedTrainSet",
            "Composition1KTest", "Composition1KTrain", "DATASET_KINDS", "DEFAULT_TEST_TRIMAP_KERNEL",
            "DatasetKind", "Distinctions646Test", "Distinctions646Train", "GenericFolders",
-           "MattingFolders", "MattingItem", "P3M500", "PairingError", "PhotoTrainSet", "check_same_size",
+           "MattingFolders", "MattingItem", "P3M500", "PairingError", "PhotoTrainSet", "check_same_size", "with_draws",
            "compose_official", "detect_kind", "deterministic_trimap", "name_seed", "open_dataset"]

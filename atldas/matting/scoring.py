@@ -75,7 +75,7 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
             warning; otherwise they are a DataError.
         keep: return the first ``keep`` (image, trimap, gt, pred) arrays for previews.
         save_pred: write each 8-bit prediction there as ``<name>.png``, once every image is scored (they
-            are kept in a hidden folder beside it until then: an error leaves none behind).
+            wait in a hidden folder inside it until then: an error leaves none behind, nor a folder it made).
         progress: a progress bar on a terminal.
         desc: the bar's label.
 
@@ -90,12 +90,17 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
             if target.is_dir():
                 raise DataError(f"--save-pred {save_pred}: {target} is a folder where the prediction of {name} "
                                 "goes; move it or choose another folder")
+    made = save_pred is not None and not Path(save_pred).exists()
     staging = _staging(Path(save_pred)) if save_pred is not None else None
     try:
         per, previews, skipped = _score_all(ds, predict, skip_no_unknown=skip_no_unknown, keep=keep,
                                             staging=staging, progress=progress, desc=desc)
         if staging is not None:
             _publish(staging, Path(save_pred))
+    except BaseException:
+        if made:  # the folder this call made: gone again with its hidden staging folder
+            shutil.rmtree(save_pred, ignore_errors=True)
+        raise
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -107,14 +112,15 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
 
 
 def _staging(save_pred: Path) -> Path:
-    """A hidden folder beside ``save_pred`` (same file system: the files move in by rename)."""
-    save_pred.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{save_pred.name}.", suffix=".partial", dir=save_pred.parent))
+    """A hidden folder inside ``save_pred`` (made if missing): the same file system whatever
+    ``save_pred`` is (a mount point, a link to another disk), so the files move out by rename."""
+    save_pred.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".partial-", dir=save_pred))
 
 
 def _publish(staging: Path, save_pred: Path) -> None:
     """Move every file of ``staging`` into ``save_pred`` (made if missing), keeping relative paths."""
-    for f in sorted(p for p in staging.rglob("*") if p.is_file()):
+    for f in sorted(p for p in staging.rglob("*") if p.is_file()):  # same file system: a rename each
         target = save_pred / f.relative_to(staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(f, target)

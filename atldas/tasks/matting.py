@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, default_collate
 
-from atldas.data.datasets import detect_kind, open_dataset
+from atldas.data.datasets import detect_kind, open_dataset, with_draws
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError
 from atldas.matting.losses import LOSS_VERSION, MattingLoss
@@ -101,10 +101,10 @@ class MattingTask(Task):
                                   "Composition-1K Training_set/{fg, alpha} or Distinctions-646 Train/{FG, GT}, "
                                   "with --backgrounds DIR (train on photos with atldas retrain --data)")
             full = open_dataset(data.source, split="train", crop=data.crop, seed=seed, backgrounds=data.backgrounds)
-            # even foregrounds for the weights, odd ones for the architecture; neither merges the other's;
-            # each split as many composites as the search draws from it (epoch e takes its own slice)
+            # even foregrounds for the weights, odd ones for the architecture; neither merges the other's
+            # (a split smaller than an epoch: Run gives it more draws per foreground, ComposedTrainSet.with_draws)
             weights, arch = full.split_by_foreground(2)
-            return weights.with_draws(n_train), arch.with_draws(n_arch)
+            return weights, arch
         return (SyntheticMatting(size=data.crop, length=n_train, seed=seed, split="train",
                                  backgrounds=data.backgrounds),
                 SyntheticMatting(size=data.crop, length=n_arch, seed=seed, split="arch",
@@ -131,6 +131,7 @@ class MattingTask(Task):
         self.check(held_out)
         train, _ = self.datasets(data, seed=seed, n_train=steps * data.batch_size, n_arch=1)
         _, arch = self.datasets(held_out, seed=seed, n_train=1, n_arch=r.eval_samples)
+        train, arch = with_draws(train, steps * data.batch_size), with_draws(arch, r.eval_samples)
         model = resolve_model(genotype)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 import torch.distributed as dist
 
 from atldas.errors import AtldasError, ConfigError, first_line
-from atldas.utils.device import resolve_device
+from atldas.utils.device import resolve_device, resume_device_hint
 
 __all__ = ["init_from_env", "world_size", "rank", "is_main", "shard", "average_", "mean", "mean_values", "check_same", "barrier", "wait_for_main"]
 
@@ -51,18 +51,21 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(device: str = "cpu") -> int:
+def init_from_env(device: str = "cpu", *, config_yaml: Optional[object] = None) -> int:
     """Join the torchrun process group when ``WORLD_SIZE`` > 1 (once); returns the world size.
-    Ranks other than 0 log warnings only."""
+    Ranks other than 0 log warnings only. ``config_yaml``: a resumed run's, where its device is set
+    (the errors name it instead of ``--device``, which ``--resume`` refuses)."""
     n = int(os.environ.get("WORLD_SIZE", "1"))
     if n <= 1 or (dist.is_available() and dist.is_initialized()):
         return world_size()
     if not dist.is_available():
         raise AtldasError("WORLD_SIZE > 1 but this torch has no torch.distributed")
     if str(device).startswith("cuda:"):  # every rank would put its model on that one GPU
-        raise ConfigError(f"--device {device} under torchrun: each process runs on its own GPU, "
-                          "cuda:LOCAL_RANK; pass --device cuda (CUDA_VISIBLE_DEVICES picks the GPUs)")
-    cuda = resolve_device(device).type == "cuda"  # cuda asked for on a machine without: one line, every rank
+        fix = "pass --device cuda" if config_yaml is None else f"set `device: cuda` in {config_yaml}"
+        raise ConfigError(f"device {device} under torchrun: each process runs on its own GPU, cuda:LOCAL_RANK; "
+                          f"{fix} (CUDA_VISIBLE_DEVICES picks the GPUs)")
+    hint = {} if config_yaml is None else {"hint": resume_device_hint(config_yaml)}
+    cuda = resolve_device(device, **hint).type == "cuda"  # cuda on a machine without: one line, every rank
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         if local >= torch.cuda.device_count():
