@@ -47,7 +47,7 @@ def _fit(job: Dict[str, Any]) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--compare", default="experiments/results/compare.json", help="a compare.py --json result")
+    p.add_argument("--compare", default="experiments/results/compare_gca.json", help="a compare.py --json result")
     p.add_argument("--steps", type=int, nargs="+", default=[60, 150])
     p.add_argument("--seed", type=int, default=0, help="the search seed whose splits and initial weights the fits use")
     p.add_argument("--workers", type=int, default=2)
