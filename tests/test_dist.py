@@ -101,6 +101,12 @@ def test_torchrun_search_resume_and_retrain(tmp_path):
     proc = _torchrun("retrain", str(out), "--out", str(rt))  # a run is there already
     assert proc.returncode != 0 and "atldas: error:" in proc.stderr and "already holds" in proc.stderr
     assert "Connection closed by peer" not in proc.stderr and "GLHF" not in proc.stderr, proc.stderr[-2000:]
+    # a global batch the processes cannot share: refused before the run folder is made (it failed at the
+    # first step, after rank 0 had written config.yaml)
+    proc = _torchrun("search", "--space", "tiny", "--epochs", "2", "--out", str(tmp_path / "odd"), "--set",
+                     "batch_size=3")
+    assert proc.returncode != 0 and "batch_size 3 does not divide by the 2 processes" in proc.stderr
+    assert not (tmp_path / "odd").exists()
 
 
 def test_a_process_group_that_cannot_start_is_one_line(monkeypatch):

@@ -31,7 +31,7 @@ import torch.distributed as dist
 from atldas.errors import AtldasError, ConfigError, first_line
 from atldas.utils.device import resolve_device, resume_device_hint
 
-__all__ = ["init_from_env", "world_size", "rank", "is_main", "shard", "average_", "mean", "mean_values", "check_same", "barrier", "wait_for_main"]
+__all__ = ["init_from_env", "world_size", "rank", "is_main", "check_batch", "shard", "average_", "mean", "mean_values", "check_same", "barrier", "wait_for_main"]
 
 log = logging.getLogger("atldas")
 
@@ -84,13 +84,19 @@ def init_from_env(device: str = "cpu", *, config_yaml: Optional[object] = None) 
     return world_size()
 
 
+def check_batch(batch_size: int) -> None:
+    """ConfigError unless the global ``batch_size`` divides by the processes (every rank trains on its slice)."""
+    n = world_size()
+    if n > 1 and batch_size % n:
+        raise ConfigError(f"batch_size {batch_size} does not divide by the {n} processes; use a multiple of {n}")
+
+
 def shard(batch: Dict[str, Any], batch_size: int) -> Dict[str, Any]:
     """This rank's contiguous slice of every batch-sized tensor of ``batch``."""
     n = world_size()
     if n == 1:
         return batch
-    if batch_size % n:
-        raise AtldasError(f"batch_size {batch_size} does not divide by the {n} processes; use a multiple of {n}")
+    check_batch(batch_size)
     k, r = batch_size // n, rank()
     return {key: v[r * k:(r + 1) * k] if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch_size else v
             for key, v in batch.items()}
