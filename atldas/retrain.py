@@ -86,7 +86,7 @@ from atldas.models.zoo import genotype_macro, require_torch, resolve_model
 from atldas.rundir import CONFIG, RunDir
 from atldas.utils.atomic import check_output
 from atldas.tensors import batch_to, matting_input
-from atldas.utils.dist import average_, barrier, check_batch, init_from_env, is_main, mean_values, shard, wait_for_main
+from atldas.utils.dist import average_, barrier, check_batch, is_main, mean_values, shard, wait_for_main
 from atldas.utils.checkpoint import load_checkpoint, warn_other_loss
 from atldas.utils.counting import count_params
 from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, resume_device_hint, tune_backend
@@ -537,8 +537,7 @@ def retrain(cfg: RetrainConfig, *, resume: bool = False, force: bool = False) ->
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
     rd = RunDir(Path(cfg.out) if cfg.out else default_out(cfg), checkpoint=LAST, kind="retrain")
-    resumed = resume and (rd.path / "config.yaml").is_file()  # torchrun joins on the run's own device
-    world = init_from_env(rd.device(cfg.device, resume=resume), config_yaml=rd.path / "config.yaml" if resumed else None)
+    world = rd.join_torchrun(cfg.device, resume=resume)  # on the run's own device
     if not resume:  # every rank, before anything is written (it failed at the first step, after the run folder)
         check_batch(cfg.batch_size)
     if world > 1 and not is_main():

@@ -29,6 +29,7 @@ from atldas.config import read_yaml, save_yaml, to_dict
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.utils.atomic import check_output
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
+from atldas.utils.dist import init_from_env
 from atldas.utils.history import History
 from atldas.utils.tb import open_writer
 
@@ -202,6 +203,12 @@ class RunDir:
         if resume and (self.path / CONFIG).is_file():
             return str(self.read_config().get("device") or given)
         return given
+
+    def join_torchrun(self, given: str, *, resume: bool) -> int:
+        """Join torchrun's process group on the run's device (:meth:`device`); returns the world size
+        (1 without torchrun). A resumed run's errors name its ``config.yaml``, where its device is set."""
+        resumed = resume and (self.path / CONFIG).is_file()
+        return init_from_env(self.device(given, resume=resume), config_yaml=self.path / CONFIG if resumed else None)
 
     def write_config(self, cfg: Any) -> None:
         """Write the resolved config atomically (the folder is created)."""

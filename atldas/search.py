@@ -24,7 +24,7 @@ from atldas.plot import plot_genotype
 from atldas.run import CHECKPOINT, Run, SearchConfig, check_costs_unchanged, write_cost_table
 from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
-from atldas.utils.dist import barrier, check_batch, check_same, init_from_env, is_main, wait_for_main
+from atldas.utils.dist import barrier, check_batch, check_same, is_main, wait_for_main
 
 log = logging.getLogger("atldas")
 
@@ -53,8 +53,7 @@ def search(cfg: SearchConfig, *, resume: bool = False, force: bool = False,
     rd = RunDir(out, checkpoint=CHECKPOINT, kind="search")
     if force and resume:
         raise ConfigError("--force starts afresh and --resume continues: pass one of them")
-    resumed = resume and (rd.path / "config.yaml").is_file()  # torchrun joins on the run's own device
-    world = init_from_env(rd.device(cfg.device, resume=resume), config_yaml=rd.path / "config.yaml" if resumed else None)
+    world = rd.join_torchrun(cfg.device, resume=resume)  # on the run's own device
     if not resume:  # every rank, before anything is written (it failed at the first step, after the run folder)
         check_batch(cfg.data.batch_size)
     if world > 1 and not is_main():
