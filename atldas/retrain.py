@@ -389,15 +389,18 @@ def _validation_set(root: Path, cfg: RetrainConfig, *, flag: str) -> Dataset:
 
 def _epoch_order(n: int, cfg: RetrainConfig) -> Callable[[int], List[int]]:
     """The training indices of each epoch: a function of (seed, epoch) only, so a resumed run sees
-    the same data. Synthetic data: fresh samples every epoch; a composed set: its epoch's draws."""
+    the same data. Synthetic data: fresh samples every epoch; a composed set or photos: its epoch's draws
+    (``n`` is at least an epoch's samples: ``with_draws``, ``samples_per_photo``)."""
     need = cfg.steps_per_epoch * cfg.batch_size
 
     def order(epoch: int) -> List[int]:
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch * 7919 + 17)
         if cfg.data == "synthetic":
             return (epoch * need + torch.randperm(need, generator=gen)).tolist()
-        reps = -(-need // n)
-        return torch.cat([torch.randperm(n, generator=gen) for _ in range(reps)])[:need].tolist()
+        if n < need:
+            raise DataError(f"{n} training samples for an epoch of {need}; a data set that draws per epoch gives "
+                            "at least an epoch's samples")
+        return torch.randperm(n, generator=gen)[:need].tolist()
 
     return order
 
