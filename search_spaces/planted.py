@@ -100,8 +100,8 @@ class PlantedSpace(SearchSpace):
 #: trained briefly on its own): on this task their argmax genotypes sit at the 40th-48th and 34th
 #: percentile of matched-cost random genotypes, with 8 candidates at the 8th-25th and 12th-29th;
 #: 16 candidates took ATL-DAS 5.0 points lower than 8 on 36 paired runs without a budget and 7.5
-#: lower on 36 with one, for 14-22 s more per search (experiments/search_quality.py, README "Does the
-#: search beat random?"). The 16 are fitted 50 steps each and the best 5 again with 350 (successive
+#: lower on 36 with one, for 14-22 s more per search (experiments/search_quality.py, its record in
+#: experiments/SEARCH_QUALITY.md). The 16 are fitted 50 steps each and the best 5 again with 350 (successive
 #: halving, ``select_keep``): the same steps as 16 x 150 within 6 %, a better ranking (run.py's
 #: SearchConfig). Under a budget ATL-DAS grows each candidate onto it by its policy (``select_fill``:
 #: 10.0th against 13.1st percentile, losses 0.84x, 36 paired runs on teachers 0-5, seeds 0-5); random

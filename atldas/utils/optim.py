@@ -37,7 +37,7 @@ class ClippedAdam:
     fused=True).step()`` (tested bit for bit against this torch version: it calls the private
     ``torch._foreach_norm`` and ``torch._fused_adam_`` as those two do), without the optimizer's per-step
     walk over parameter groups and state (the planted task's standalone training, a 6.2 ms step of a
-    small network: about 6 % less CPU; README "Speed").
+    small network: about 6 % less CPU; experiments/MEASURED.md).
 
     For dense floating-point parameters of one device and one dtype, each given once (anything else is
     refused). Parameters without a gradient are skipped, as both of those skip them. The learning rate is
