@@ -402,13 +402,17 @@ class _Parser(argparse.ArgumentParser):
 
     def _early_options(self, argv: List[str]) -> Tuple[Any, List[str]]:
         """(the verb's parser, the options of that verb given before it) for the first verb in ``argv``."""
-        verbs = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
-        for i, token in enumerate(argv):
-            if token in verbs:
-                sub = verbs[token]
-                return sub, [t for t in argv[:i] if t.startswith("-") and t.split("=", 1)[0] in
-                             sub._option_string_actions and t.split("=", 1)[0] not in self._option_string_actions]
-        return self, []
+        parser, start, end = self, 0, None
+        while True:  # down to the innermost verb (`lut build`, `data preview`)
+            verbs = next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+            i = next((j for j in range(start, len(argv)) if argv[j] in verbs), None)
+            if i is None:
+                break
+            parser, start, end = verbs[argv[i]], i + 1, i
+        if parser is self:
+            return self, []
+        return parser, [t for t in argv[:end] if t.startswith("-") and t.split("=", 1)[0] in
+                        parser._option_string_actions and t.split("=", 1)[0] not in self._option_string_actions]
 
     def error(self, message: str) -> NoReturn:
         flag = re.match(r"argument (\S+): expected one argument$", message)
@@ -597,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="minimum number of timing samples (default 5), within 60 x --min-run-time (fewer: a warning)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("data", parents=[common], help="data utilities (preview the synthetic data)")
+    p = sub.add_parser("data", help="data utilities (preview the synthetic data)")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     dsub.required = True
     q = dsub.add_parser("preview", parents=[common],
@@ -610,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--foregrounds", default=None, help="folder of real foregrounds: fg/ and alpha/ (optional)")
     q.set_defaults(func=_cmd_data_preview)
 
-    p = sub.add_parser("lut", parents=[common], help="latency tables for --target-latency-ms")
+    p = sub.add_parser("lut", help="latency tables for --target-latency-ms")
     lsub = p.add_subparsers(dest="lut_command", metavar="ACTION")
     lsub.required = True
     q = lsub.add_parser("build", parents=[common],

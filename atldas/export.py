@@ -160,7 +160,7 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
 MIN_OPSET = 16
 
 
-def export_onnx(*, model, checkpoint: Optional[PathLike], onnx_path: PathLike, opset: int = 17,
+def export_onnx(*, model, checkpoint: Optional[PathLike] = None, onnx_path: PathLike, opset: int = 17,
                 check: bool = True, size: int = 256, atol: float = 1e-4, optimize: bool = True,
                 initial_weights: bool = False) -> Dict:
     """Export ``model`` with ``checkpoint``'s weights to ONNX (dynamic batch, height and width).

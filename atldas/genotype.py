@@ -36,7 +36,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
-__all__ = ["FORMAT", "Edge", "Node", "CellSpec", "Genotype"]
+__all__ = ["FORMAT", "Edge", "Node", "CellSpec", "Genotype", "FrozenList", "thaw"]
 
 #: Value of the ``format`` field of a genotype file.
 FORMAT = "atldas-genotype/1"
@@ -69,12 +69,46 @@ def _as_edge(value: Any, where: str) -> Edge:
     return (value[0], _as_index(value[1], where))
 
 
+class FrozenList(tuple):
+    """A JSON list inside a genotype field, read-only: a tuple that also equals a list of the same items
+    (``g.space["in_degree"] == [1, 3]``), as the file's JSON would."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return tuple.__eq__(self, tuple(other) if isinstance(other, list) else other)
+
+    def __ne__(self, other: object) -> bool:
+        eq = self.__eq__(other)
+        return eq if eq is NotImplemented else not eq
+
+    __hash__ = tuple.__hash__
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only copy all the way down: objects as read-only mappings, lists as :class:`FrozenList`."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, (list, tuple)):
+        return FrozenList(_freeze(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def thaw(value: Any) -> Any:
+    """The plain JSON form (dicts and lists) of a genotype field such as ``g.space``: a mutable copy."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return copy.deepcopy(value)
+
+
 def _frozen_dict(value: Mapping[str, Any] | None, name: str) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, Mapping):
         raise ConfigError(f"genotype {name} must be a JSON object, got {type(value).__name__}")
-    return MappingProxyType(copy.deepcopy(dict(value)))
+    return _freeze(value)
 
 
 @dataclass(frozen=True)
@@ -177,6 +211,8 @@ class CellSpec:
         """Inverse of :meth:`to_dict`; accepts ``{"inputs": [...]}`` objects or bare pair lists as nodes."""
         if not isinstance(data, Mapping) or "nodes" not in data or "concat" not in data:
             raise ConfigError(f"{name} cell must be an object with 'nodes' and 'concat'")
+        if not isinstance(data["nodes"] or [], (list, tuple)):
+            raise ConfigError(f"{name} cell: nodes must be a list of nodes, got {data['nodes']!r}")
         nodes = []
         for j, node in enumerate(data["nodes"] or []):
             if isinstance(node, Mapping):
@@ -358,7 +394,7 @@ class Genotype:
             raise ValueError(f"hash length must be an integer in 1..64, got {length!r}")
         content: dict[str, Any] = {name: cell.to_dict() for name, cell in self.cells().items()}
         if self.choices:
-            content["choices"] = dict(self.choices)
+            content["choices"] = thaw(self.choices)
         canon = json.dumps(content, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canon.encode("utf-8")).hexdigest()[:length]
 
@@ -460,15 +496,15 @@ class Genotype:
         """The ``atldas-genotype/1`` object (``darts`` only when every node has in-degree 2)."""
         out: dict[str, Any] = {
             "format": FORMAT,
-            "space": copy.deepcopy(dict(self.space)),
+            "space": thaw(self.space),
             "cells": {name: cell.to_dict() for name, cell in self.cells().items()},
         }
         if self.choices:
-            out["choices"] = copy.deepcopy(dict(self.choices))
+            out["choices"] = thaw(self.choices)
         if self.is_darts:
             out["darts"] = self.to_darts()
-        out["cost"] = copy.deepcopy(dict(self.cost))
-        out["provenance"] = copy.deepcopy(dict(self.provenance))
+        out["cost"] = thaw(self.cost)
+        out["provenance"] = thaw(self.provenance)
         return out
 
     def dumps(self) -> str:

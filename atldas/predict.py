@@ -167,7 +167,7 @@ def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Di
     return outputs
 
 
-def predict(*, model: str, checkpoint: Optional[PathLike], image: PathLike, trimap: PathLike, out: PathLike,
+def predict(*, model: str, checkpoint: Optional[PathLike] = None, image: PathLike, trimap: PathLike, out: PathLike,
             bits: int = 8, cutout: bool = True, device: Union[str, torch.device] = "cpu",
             tile: Optional[int] = None, overlap: Optional[int] = None, amp: bool = False, progress: bool = True,
             max_size: Optional[int] = None) -> List[Path]:

@@ -400,6 +400,11 @@ def test_a_verbs_option_before_the_verb_is_named_as_such(capsys):
     with pytest.raises(SystemExit):
         main(["search", "--space", "tiny", "--bogus"])
     assert "unrecognized arguments: --bogus (see atldas search --help)" in _one_line(capsys, start="atldas search:")
+    for argv in (["--debug", "lut", "build"], ["lut", "--debug", "build"]):  # a group verb: its action's option
+        with pytest.raises(SystemExit):  # `lut --debug build` was accepted and --debug ignored
+            main(argv)
+        assert "--debug given before the verb; options go after it: atldas lut build --debug ..." in \
+            _one_line(capsys, start="atldas lut build: error:")
 
 
 def test_write_errors_advise_what_fits_the_error(tmp_path):

@@ -499,9 +499,17 @@ def test_size_mismatch_in_training_fg_alpha(tmp_path):
     save(tmp_path / "Training_set" / "fg" / "a.png", rgb(0))
     save(tmp_path / "Training_set" / "alpha" / "a.png", np.zeros((H + 1, W), np.uint8))
     save(tmp_path / "bg" / "b.png", rgb(1))
-    ds = open_dataset(tmp_path, split="train", backgrounds=tmp_path / "bg", crop=8)
-    with pytest.raises(DataError, match=r"alpha is 32x25 but the image .*fg/a.png is 32x24"):
-        ds[0]
+    with pytest.raises(DataError, match=r"fg/a.png is 32x24 but its alpha .*alpha/a.png is 32x25"):
+        open_dataset(tmp_path, split="train", backgrounds=tmp_path / "bg", crop=8)  # not at the first draw
+
+
+def test_an_unreadable_background_is_refused_when_the_set_is_made(tmp_path):
+    save(tmp_path / "Training_set" / "fg" / "a.png", rgb(0))
+    save(tmp_path / "Training_set" / "alpha" / "a.png", np.zeros((H, W), np.uint8))
+    save(tmp_path / "bg" / "b.png", rgb(1))
+    (tmp_path / "bg" / "zz.png").write_bytes(b"")  # found at epoch 3 when a draw first picked it
+    with pytest.raises(DataError, match="zz.png"):
+        open_dataset(tmp_path, split="train", backgrounds=tmp_path / "bg", crop=8)
 
 
 # --------------------------------------------------------------------------- detection, registry

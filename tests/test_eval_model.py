@@ -278,3 +278,46 @@ def test_save_pred_writes_nothing_when_a_later_image_fails(folder, tmp_path, cap
     assert main(["eval", "--model", "closed_form", "--data", str(folder), "--save-pred", str(tmp_path / "link"),
                  "--no-progress"]) == 0
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["s0.png", "s1.png", "s2.png"]
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "size", "mode"])
+def test_model_eval_reads_every_file_before_the_network_runs(folder, tmp_path, capsys, monkeypatch, spoil):
+    """A bad third file (truncated, an alpha of another size, a pixel mode no reader takes) is one line
+    before the network runs on the first image (it ran on two first, and wasted a whole set)."""
+    import shutil
+
+    from PIL import Image
+
+    import atldas.matting.scoring as scoring
+
+    data = tmp_path / "data"
+    shutil.copytree(folder, data)
+    s2 = data / "images" / "s2.png"
+    if spoil == "truncated":
+        s2.write_bytes(s2.read_bytes()[:200])
+    elif spoil == "size":
+        a = data / "alphas" / "s2.png"
+        Image.open(a).crop((0, 0, 10, 10)).save(a)
+    else:
+        s2.unlink()
+        Image.open(folder / "images" / "s2.png").convert("LAB").save(data / "images" / "s2.tif")
+    calls = []
+    monkeypatch.setattr(scoring, "predict_alpha", lambda *a, **k: calls.append(1))
+    assert main(["eval", "--model", "closed_form", "--data", str(data), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "s2" in err and "Traceback" not in err and calls == []
+
+
+def test_model_eval_takes_the_documented_split_and_limit(checkpoint, folder, capsys):
+    """`--split test` is the default for synthetic data too; `train` names the option; limit 0 is refused
+    in Python as in the CLI (it scored every image)."""
+    assert main(["eval", "--model", "cnn_baseline_tiny", "--checkpoint", str(checkpoint), "--data", "synthetic",
+                 "--split", "test", "--limit", "2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--model", "cnn_baseline_tiny", "--checkpoint", str(checkpoint), "--data", "synthetic",
+                 "--split", "train", "--no-progress"]) == 2
+    assert "--split train: synthetic eval data has a test split only" in capsys.readouterr().err
+    from atldas.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="limit must be at least 1"):
+        evaluate_model(model="closed_form", data=folder, limit=0, progress=False)

@@ -258,3 +258,27 @@ def test_depth_counts_the_inputs_taken_from_intermediate_nodes():
     v = variable_genotype()
     assert (v.normal.depth, v.reduce.depth, v.depth) == (2, 1, 3)
     assert CellSpec(nodes=[[("sep_conv_3x3", 0), ("skip_connect", 1)]], concat=[2]).depth == 0
+
+
+def test_metadata_is_read_only_all_the_way_down(tmp_path):
+    """A genotype is a frozen value: the lists and objects inside space/cost/choices cannot be changed
+    (changing space.macro.C changed the network it builds under the same hash)."""
+    g = variable_genotype().replace(space={"name": "tiny", "macro": {"C": 8, "widths": [1, 2]}},
+                                    cost={"input": [1, 6, 64, 64], "macs": 1})
+    with pytest.raises(TypeError):
+        g.space["macro"]["C"] = 16
+    with pytest.raises(AttributeError):
+        g.cost["input"].append(7)
+    assert g.space["macro"] == {"C": 8, "widths": [1, 2]} and g.cost["input"] == [1, 6, 64, 64]
+    data = g.to_json()  # a mutable copy, plain JSON types
+    data["space"]["macro"]["C"] = 16
+    assert type(data["cost"]["input"]) is list and g.space["macro"]["C"] == 8
+    assert Genotype.load(g.save(tmp_path / "g.json")).space == g.space
+
+
+@pytest.mark.parametrize("nodes", [5, True, "abc"])
+def test_cell_nodes_that_are_not_a_list_are_one_line(nodes):
+    data = variable_genotype().to_json()
+    data["cells"]["normal"]["nodes"] = nodes
+    with pytest.raises(ConfigError, match="normal cell: nodes must be a list"):
+        Genotype.from_json(data)

@@ -94,6 +94,24 @@ def test_a_float_matte_that_overshoots_one_is_read_as_zero_to_one_and_clipped(tm
     np.testing.assert_allclose(read_alpha(tmp_path / "g.tif"), a.clip(0, 1), atol=1e-6)
 
 
+def test_clipping_a_float_image_is_said(tmp_path, caplog):
+    a = np.linspace(0.0, 1.5, 64 * 96, dtype=np.float32).reshape(64, 96)
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    check_image(tmp_path / "f.tif")  # a check before the read: no warning
+    assert "clipped" not in caplog.text
+    read_alpha(tmp_path / "f.tif")
+    n = int(np.count_nonzero(a > 1))
+    assert f"f.tif: {n} float pixel(s) outside [0, 1] (read as 0..1) clipped" in caplog.text
+
+
+def test_a_pixel_mode_no_reader_takes_is_found_by_the_check(tmp_path):
+    """predict's check before writing decoded such an image without refusing it; the read in the write
+    loop did, after earlier outputs were written."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).convert("LAB").save(tmp_path / "lab.tif")
+    with pytest.raises(DataError, match="unsupported pixel mode LAB"):
+        check_image(tmp_path / "lab.tif")
+
+
 def test_sixteen_bit_png_scale_comes_from_its_bit_depth_not_its_values(tmp_path, monkeypatch):
     """A 16-bit PNG matte whose values are all small is still 16-bit, under older Pillow too (which
     opens 16-bit greyscale PNGs as mode "I"): 200 is 200/65535, not 200/255."""

@@ -194,10 +194,19 @@ def test_background_folder_errors(tmp_path):
     with pytest.raises(DataError, match="no images"):
         SyntheticMatting(size=32, backgrounds=tmp_path / "empty")
     (tmp_path / "bad").mkdir()
+    _write_flat_png(tmp_path / "bad" / "good.png", (1, 2, 3))
     (tmp_path / "bad" / "broken.png").write_bytes(b"not a png")
-    d = SyntheticMatting(size=32, length=4, backgrounds=tmp_path / "bad", photo_prob=1.0)
-    with pytest.raises(DataError, match="broken.png"):
-        d[0]
+    with pytest.raises(DataError, match="broken.png"):  # when the set is made, not when a draw picks it
+        SyntheticMatting(size=32, length=4, backgrounds=tmp_path / "bad", photo_prob=1.0)
+
+
+def test_a_foreground_and_alpha_of_other_sizes_are_refused_when_the_set_is_made(tmp_path):
+    for sub in ("fg", "alpha"):
+        (tmp_path / sub).mkdir()
+    _write_flat_png(tmp_path / "fg" / "a.png", (200, 30, 30), size=(40, 30))
+    Image.fromarray(np.full((30, 41), 128, np.uint8)).save(tmp_path / "alpha" / "a.png")
+    with pytest.raises(DataError, match=r"a.png is 40x30 but its alpha .*a.png is 41x30"):
+        SyntheticMatting(size=32, length=4, foregrounds=tmp_path)
 
 
 @pytest.mark.parametrize("kwargs", [dict(size=8), dict(length=0), dict(seed=-1), dict(hair_prob=1.5),

@@ -67,7 +67,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from atldas.data.augment import Augment, compose_official, make_sample
-from atldas.data.io import PairingError, list_images, pair_by_stem, partnerless_error, read_alpha, read_rgb, read_trimap
+from atldas.data.io import (PairingError, check_headers, check_image, list_images, pair_by_stem, partnerless_error,
+                            read_alpha, read_rgb, read_trimap, same_sizes)
 from atldas.data.trimap import trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 from atldas.registry import Registry
@@ -211,6 +212,21 @@ class MattingFolders(Dataset):
                 parent[root(i)] = root(j)
         ids: Dict[int, int] = {}
         return [ids.setdefault(root(i), len(ids)) for i in range(len(self.items))]
+
+    def check(self, indices: Optional[Sequence[int]] = None) -> None:
+        """Every file of the set (or of the samples ``indices``) readable, within ``--max-pixels``, of its
+        image's size, and every trimap valid, before any work: a DataError naming the file (a bad file
+        near the end of a large set costs nothing). Decodes each file once; the samples read them again."""
+        items = self.items if indices is None else [self.items[i] for i in indices]
+        for kind in ("trimap", "alpha"):
+            same_sizes([(it.image, getattr(it, kind)) for it in items if getattr(it, kind) is not None], kind)
+        check_headers([it.image for it in items if it.trimap is None and it.alpha is None])
+        for it in items:
+            check_image(it.image)
+            if it.alpha is not None:
+                read_alpha(it.alpha, warn=False)
+            if it.trimap is not None:
+                read_trimap(it.trimap, warn=False)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         it = self.items[index]
@@ -468,13 +484,17 @@ def _backgrounds(folder: Optional[PathLike], what: str) -> List[Path]:
     if folder is None:
         raise DataError(f"{what} is composed on backgrounds: pass a folder of background images "
                         "(backgrounds=DIR / --backgrounds DIR)")
-    return list(_images(Path(folder)).values())
+    paths = list(_images(Path(folder)).values())
+    check_headers(paths)  # an unreadable background fails now, not when a draw first picks it
+    return paths
 
 
 def _fg_alpha_items(fg_dir: Path, alpha_dir: Path) -> List[MattingItem]:
-    return _pair_by_stem(_images(fg_dir), None, list_images(alpha_dir),
-                         need=f"every foreground in {fg_dir} needs an alpha in {alpha_dir} with the "
-                              "same stem")
+    items = _pair_by_stem(_images(fg_dir), None, list_images(alpha_dir),
+                          need=f"every foreground in {fg_dir} needs an alpha in {alpha_dir} with the "
+                               "same stem")
+    same_sizes([(it.image, it.alpha) for it in items], "alpha")  # from the headers, before any draw
+    return items
 
 
 def _read_fg_alpha(it: MattingItem) -> Tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -167,7 +167,7 @@ def _sixteen_bit(img: Image.Image, path: PathLike) -> bool:
             or (img.mode in ("RGB", "RGBA") and _is_png(img, path) and _png_header(path)[0] == 16))
 
 
-def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
+def _to_float(img: Image.Image, path: PathLike, *, warn: bool = True) -> np.ndarray:
     """Pixel values as float32 in [0, 1], channels last, whatever the bit depth (a 16-bit colour PNG,
     which Pillow decodes to its high bytes, is decoded again with all 16 bits)."""
     mode = img.mode
@@ -185,7 +185,12 @@ def _to_float(img: Image.Image, path: PathLike) -> np.ndarray:
         a = np.asarray(img, dtype=np.float32)
         _check_finite(a, path)
         # [0, 1] floats may overshoot a little (1.01 read as 0..255 made the whole matte black)
-        return (a / 255.0 if a.max(initial=0) > 2.0 else a).clip(0.0, 1.0)
+        out = a / 255.0 if a.max(initial=0) > 2.0 else a
+        outside = int(np.count_nonzero((out < 0.0) | (out > 1.0)))
+        if outside and warn:
+            log.warning("%s: %d float pixel(s) outside [0, 1] (read as %s) clipped to [0, 1]", path, outside,
+                        "0..255" if out is not a else "0..1")
+        return out.clip(0.0, 1.0)
     if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "PA"):
         if mode in ("P", "CMYK", "YCbCr", "PA"):
             img = img.convert("RGBA" if "transparency" in img.info or mode == "PA" else "RGB")
@@ -242,16 +247,16 @@ def _warn_luma(path: PathLike, what: str) -> None:
     log.warning("%s: %s is RGB with different channels; using luma 0.299R + 0.587G + 0.114B", path, what)
 
 
-def read_alpha(path: PathLike) -> np.ndarray:
+def read_alpha(path: PathLike, *, warn: bool = True) -> np.ndarray:
     """Read an alpha matte as float32 (H, W) in [0, 1].
 
     8-bit mattes are divided by 255, 16-bit PNGs by 65535 (their bit depth, not their values, gives
     the scale); float (TIFF mode ``F``) mattes are read as [0, 1] unless their maximum is over 2 (then
     as 0..255), and clipped to [0, 1]. An RGB matte with equal channels is read as one channel
-    (different channels: luma, with a warning).
+    (different channels: luma, with a warning; ``warn=False``: a second read of a file already checked).
     """
     a, luma = _single_channel(_to_float(_open(path), path), path, "alpha matte")
-    if luma:
+    if luma and warn:
         _warn_luma(path, "alpha matte")
     return np.ascontiguousarray(a, dtype=np.float32)
 
@@ -279,14 +284,43 @@ def normalize_trimap(values: np.ndarray) -> Tuple[np.ndarray, int]:
 
 
 def check_image(path: PathLike) -> None:
-    """Decode ``path`` fully and drop the pixels: a DataError now for a truncated or unreadable file,
-    before a command writes any output (a float image with NaN or infinite pixels too)."""
+    """Decode ``path`` fully and drop the pixels: a DataError now for a truncated or unreadable file
+    or a pixel mode the readers refuse, before a command writes any output (a float image with NaN or
+    infinite pixels too)."""
     img = _open(path)
     try:
-        if img.mode == "F":
-            _to_float(img, path)
+        _to_float(img, path, warn=False)
     finally:
         img.close()
+
+
+def check_headers(paths: Sequence[PathLike]) -> List[Tuple[int, int]]:
+    """Each file's (width, height) from its header (:func:`image_info`), checked before any work: one
+    DataError listing the files that are not readable images or are above ``--max-pixels``."""
+    sizes: List[Tuple[int, int]] = []
+    bad: List[str] = []
+    for path in paths:
+        try:
+            sizes.append(image_info(path)[0])
+        except DataError as e:
+            bad.append(str(e))
+            sizes.append((0, 0))
+    if bad:
+        more = f"; ... and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DataError("; ".join(bad[:3]) + more)
+    return sizes
+
+
+def same_sizes(pairs: Sequence[Tuple[PathLike, PathLike]], kind: str) -> None:
+    """Each ``(image, partner)`` pair of files of one size, from their headers (:func:`check_headers`):
+    one DataError listing the pairs that differ (atldas never resizes a partner to fit)."""
+    pairs = list(pairs)
+    sizes = check_headers([p for pair in pairs for p in pair])
+    bad = [f"{a} is {sa[0]}x{sa[1]} but its {kind} {b} is {sb[0]}x{sb[1]}"
+           for (a, b), sa, sb in zip(pairs, sizes[0::2], sizes[1::2]) if sa != sb]
+    if bad:
+        more = f"; ... and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DataError("; ".join(bad[:3]) + more + f" (width x height): give each the same size as its {kind}")
 
 
 def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = True) -> np.ndarray:

@@ -58,7 +58,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from atldas.data.io import IMAGE_EXTENSIONS, list_images, pair_by_stem, partnerless_error, read_alpha, read_rgb
+from atldas.data.io import (IMAGE_EXTENSIONS, check_headers, list_images, pair_by_stem, partnerless_error,
+                            read_alpha, read_rgb, same_sizes)
 from atldas.data.trimap import one_hot_trimap, trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 
@@ -273,6 +274,7 @@ class _PhotoBank:
         self.paths = list(list_images(d).values())
         if not self.paths:
             raise DataError(f"{d}: no images ({', '.join(IMAGE_EXTENSIONS)}) in the background folder")
+        check_headers(self.paths)  # an unreadable photo fails now, not when a draw first picks it
         self.size = size
         self.cache_size = cache
         self._cache: "OrderedDict[int, np.ndarray]" = OrderedDict()
@@ -337,6 +339,7 @@ class _ForegroundBank:
             raise partnerless_error(problems, f"every foreground in {d / 'fg'} needs an alpha in {d / 'alpha'} "
                                               "with the same stem")
         self.pairs = [(fg, found["alpha"]) for _, fg, found in p.items]
+        same_sizes(self.pairs, "alpha")  # checked from the headers now, not when a draw first picks a pair
         self.size = size
         self.cache_size = cache
         self._cache: "OrderedDict[int, Tuple[np.ndarray, np.ndarray]]" = OrderedDict()

@@ -169,6 +169,10 @@ SYNTHETIC_EVAL = {"size": 256, "count": 50, "seed": 0}
 def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
     """(dataset, description) for ``data`` = "synthetic" or a data set folder."""
     if str(data) == "synthetic":
+        dataset_kw = dict(dataset_kw)
+        split = dataset_kw.pop("split", None)
+        if split not in (None, "test"):
+            raise ConfigError(f"--split {split}: synthetic eval data has a test split only (--split test)")
         unknown = sorted(set(dataset_kw) - set(SYNTHETIC_EVAL) - {"backgrounds"})
         if unknown:
             raise ConfigError(f"synthetic eval data does not take {', '.join(unknown)}; it takes "
@@ -178,7 +182,9 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
                               split="test", backgrounds=kw.get("backgrounds"))
         return ds, f"synthetic test split ({kw['count']} images, {kw['size']}px, seed {kw['seed']})"
     kw = dict(dataset_kw)
-    limit, split = kw.pop("limit", None), kw.pop("split", "test")  # split "train": alphamatting.com's ground truth
+    limit, split = kw.pop("limit", None), kw.pop("split", "test")
+    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+        raise ConfigError(f"limit must be at least 1 (the first N images), got {limit!r}")  # split "train": alphamatting.com's ground truth
     try:
         ds = open_dataset(data, split=split, **kw)
     except ConfigError:
@@ -197,6 +203,9 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
                         "`atldas predict` to get mattes without scores")
     if limit:
         ds = Subset(ds, range(min(int(limit), len(ds))))
+    files = ds.dataset if isinstance(ds, Subset) else ds
+    if hasattr(files, "check"):  # every file read once before the network runs on the first
+        files.check(ds.indices if isinstance(ds, Subset) else None)
     return ds, str(data)
 
 
@@ -204,7 +213,7 @@ def _within(path: PathLike, folder: PathLike) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def evaluate_model(*, model, checkpoint: Optional[PathLike], data: PathLike,
+def evaluate_model(*, model, checkpoint: Optional[PathLike] = None, data: PathLike,
                    save_pred: Optional[PathLike] = None, json_path: Optional[PathLike] = None,
                    device: str = "cpu", progress: bool = True, tile: Optional[int] = None,
                    amp: bool = False, **dataset_kw) -> Dict[str, Any]:
