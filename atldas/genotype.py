@@ -1,11 +1,13 @@
-"""Genotype: the discrete architecture a search derives, as a small frozen value.
+"""Genotype: the discrete architecture a search derives, as a small frozen value (its metadata too, all
+the way down: objects are read-only mappings and lists :class:`FrozenList` tuples; :func:`thaw` and
+:meth:`Genotype.to_json` give mutable copies).
 
 A cell has intermediate nodes; node ``j`` (0-based) is state ``j + 2`` of the cell, states 0 and 1
 being the outputs of the two previous cells. Each node lists its inputs as ``(op, state_index)``
 pairs (any in-degree >= 1) and sums their outputs; ``concat`` lists the states concatenated into
 the cell output.
 
-Files (``atldas-genotype/1``, see docs/architecture) are JSON, written atomically; the DARTS string
+Files (``atldas-genotype/1``: the README's "Commands" and :meth:`Genotype.to_json`) are JSON, written atomically; the DARTS string
 ``Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])`` is read (without
 eval) and written when every node has in-degree 2. A JSON file must have a ``space`` object (``{}``:
 no space, the cells alone, as a DARTS string gives them); the cells must agree with what it records

@@ -78,6 +78,10 @@ _TARGETS = ("target_macs", "target_params", "target_latency_ms")
 class SearchConfig:
     """Configuration of a search (``atldas search``); ``config.yaml`` is its resolved form.
 
+    The field defaults are the matting space's; another space's own defaults (``tiny``: 3 epochs of 3
+    steps, C 8, ...) come with :func:`make_search_config`, which is what the CLI builds:
+    ``make_search_config(space="tiny", seed=1)``, not ``SearchConfig(space="tiny", seed=1)``.
+
     Attributes:
         space: registered search space.
         strategy: registered strategy (``atldas``, ``darts``, ``gdas``, ``random``).

@@ -397,6 +397,8 @@ class Strategy:
     # -------------------------------------------------------------- interface
 
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
+        """One step of the supernet's weights on ``batch`` (``x``: its network input), on the child (or
+        mixture) the strategy trains; returns the figures it logs (``loss`` at least)."""
         raise NotImplementedError
 
     def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
@@ -427,11 +429,14 @@ class Strategy:
         return self.derive_argmax()
 
     def state_dict(self) -> Dict[str, Any]:
+        """Everything a resumed search needs besides the supernet's own: the optimizers, the budget's
+        multiplier, both samplers' random states, the epoch and the pruning events."""
         return {"w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(), "lam": self.lam,
                 "gen_w": self.gen_w.get_state(), "gen_a": self.gen_a.get_state(), "epoch": self.epoch,
                 "events": list(self.events)}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict` (after the supernet's own state is loaded)."""
         self.w_opt = self._make_w_opt()
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])

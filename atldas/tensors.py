@@ -14,7 +14,8 @@ __all__ = ["centred_pad", "batch_to", "matting_input"]
 def centred_pad(x: Tensor, multiple: int) -> Tuple[Tensor, Tuple[int, int, int, int]]:
     """Reflect-pad H and W to a multiple, split evenly (extra pixel at the bottom/right).
 
-    Falls back to replicate padding where a side is too small to reflect.
+    Falls back to replicate padding on an axis too short to reflect (each axis on its own: a 3 x 500
+    image is replicated in H and reflected in W).
 
     Returns:
         The padded tensor and ``(left, right, top, bottom)``.
@@ -24,8 +25,12 @@ def centred_pad(x: Tensor, multiple: int) -> Tuple[Tensor, Tuple[int, int, int, 
     pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
     if not any(pads):
         return x, pads
-    mode = "reflect" if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h else "replicate"
-    return F.pad(x, pads, mode=mode), pads
+    if max(pads[0], pads[1]) < w and max(pads[2], pads[3]) < h:
+        return F.pad(x, pads, mode="reflect"), pads
+    for side, axis_pads in ((w, pads[:2] + (0, 0)), (h, (0, 0) + pads[2:])):
+        if any(axis_pads):
+            x = F.pad(x, axis_pads, mode="reflect" if max(axis_pads) < side else "replicate")
+    return x, pads
 
 
 def batch_to(batch: Mapping[str, Any], device: torch.device | str) -> Dict[str, Any]:

@@ -136,6 +136,10 @@ def test_centred_pad_small_inputs_fall_back_to_replicate() -> None:
     assert padded.shape[-2:] == (32, 64)
     assert pads == (12, 12, 13, 14)
     assert torch.equal(padded[..., 13:18, 12:52], x)
+    # each axis on its own (matting.md: reflect): W, long enough, is reflected; H, too short, replicated
+    import torch.nn.functional as F
+
+    assert torch.equal(padded, F.pad(F.pad(x, (12, 12, 0, 0), mode="reflect"), (0, 0, 13, 14), mode="replicate"))
 
 
 def test_rejects_wrong_input_shapes() -> None:

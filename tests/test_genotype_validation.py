@@ -138,3 +138,12 @@ def test_released_and_published_genotypes_still_load():
     for name, entry in json.loads(REFERENCE_FILE.read_text()).items():
         if isinstance(entry, dict) and "normal" in entry:
             check_genotype(Genotype.from_reference(name, REFERENCE_FILE).validate())
+
+
+def test_a_macro_fault_names_the_file(tmp_path, capsys):
+    """`atldas bench ok.json bad.json` said only `CheapMatting macro: C must be even ...`."""
+    d = derived_models.get_genotype("atldas_cifar100").to_json()
+    d["space"] = {"name": "matting", "macro": {"name": "cheapmatting", "C": 7}}
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(ConfigError, match=r"bad.json: CheapMatting macro: C must be even"):
+        check_genotype(Genotype.load(tmp_path / "bad.json"))

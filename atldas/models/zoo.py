@@ -179,8 +179,18 @@ def check_genotype(genotype: Genotype) -> Genotype:
     ranges) and the macro choices (decoder and head blocks of CheapMatting; none elsewhere).
 
     Raises:
-        ConfigError: one line naming the first fault and what is allowed.
+        ConfigError: one line naming the first fault and what is allowed (and the file, for a genotype
+            :meth:`~atldas.genotype.Genotype.load` read).
     """
+    try:
+        return _check_genotype(genotype)
+    except ConfigError as e:
+        if genotype.source and genotype.source not in str(e):
+            raise ConfigError(f"{genotype.source}: {e}") from None
+        raise
+
+
+def _check_genotype(genotype: Genotype) -> Genotype:
     for cell_name, cell in genotype.cells().items():
         if any(op == "none" for op in cell.ops()):
             raise ConfigError(f"{cell_name} cell uses the op 'none': a derived genotype leaves an edge out "
