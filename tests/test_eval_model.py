@@ -280,7 +280,7 @@ def test_save_pred_writes_nothing_when_a_later_image_fails(folder, tmp_path, cap
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["s0.png", "s1.png", "s2.png"]
 
 
-@pytest.mark.parametrize("spoil", ["truncated", "size", "mode"])
+@pytest.mark.parametrize("spoil", ["truncated", "size", "mode", "no_unknown"])
 def test_model_eval_reads_every_file_before_the_network_runs(folder, tmp_path, capsys, monkeypatch, spoil):
     """A bad third file (truncated, an alpha of another size, a pixel mode no reader takes) is one line
     before the network runs on the first image (it ran on two first, and wasted a whole set)."""
@@ -298,14 +298,18 @@ def test_model_eval_reads_every_file_before_the_network_runs(folder, tmp_path, c
     elif spoil == "size":
         a = data / "alphas" / "s2.png"
         Image.open(a).crop((0, 0, 10, 10)).save(a)
-    else:
+    elif spoil == "mode":
         s2.unlink()
         Image.open(folder / "images" / "s2.png").convert("LAB").save(data / "images" / "s2.tif")
+    else:
+        t2 = data / "trimaps" / "s2.png"
+        Image.fromarray(np.where(np.asarray(Image.open(t2)) > 0, 255, 0).astype(np.uint8)).save(t2)
     calls = []
     monkeypatch.setattr(scoring, "predict_alpha", lambda *a, **k: calls.append(1))
     assert main(["eval", "--model", "closed_form", "--data", str(data), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "s2" in err and "Traceback" not in err and calls == []
+    assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err  # one line, no warning before it
 
 
 def test_model_eval_takes_the_documented_split_and_limit(checkpoint, folder, capsys):

@@ -213,10 +213,11 @@ class MattingFolders(Dataset):
         ids: Dict[int, int] = {}
         return [ids.setdefault(root(i), len(ids)) for i in range(len(self.items))]
 
-    def check(self, indices: Optional[Sequence[int]] = None) -> None:
+    def check(self, indices: Optional[Sequence[int]] = None, *, need_unknown: bool = False) -> None:
         """Every file of the set (or of the samples ``indices``) readable, within ``--max-pixels``, of its
-        image's size, and every trimap valid, before any work: a DataError naming the file (a bad file
-        near the end of a large set costs nothing). Decodes each file once; the samples read them again."""
+        image's size, and every trimap valid (with ``need_unknown``, holding unknown pixels), before any
+        work: a DataError naming the file (a bad file near the end of a large set costs nothing).
+        Decodes each file once; the samples read them again."""
         items = self.items if indices is None else [self.items[i] for i in indices]
         for kind in ("trimap", "alpha"):
             same_sizes([(it.image, getattr(it, kind)) for it in items if getattr(it, kind) is not None], kind)
@@ -225,8 +226,9 @@ class MattingFolders(Dataset):
             check_image(it.image)
             if it.alpha is not None:
                 read_alpha(it.alpha, warn=False)
-            if it.trimap is not None:
-                read_trimap(it.trimap, warn=False)
+            if it.trimap is not None and not np.any(read_trimap(it.trimap, warn=False) == 128) and need_unknown:
+                raise DataError(f"{it.trimap}: trimap has no unknown (128) pixels, so MSE is undefined (DIM "
+                                "divides by their number); fix the trimap or leave the image out")
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         it = self.items[index]

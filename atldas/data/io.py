@@ -349,8 +349,9 @@ def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = Tr
     tri, changed = normalize_trimap(values)
     off = int(np.count_nonzero(np.abs(values - tri) > TRIMAP_TOLERANCE)) if changed else 0
     if off > MAX_OFF_LEVEL_SHARE * values.size:
-        raise DataError(f"{path}: {off / values.size:.0%} of the pixels are more than {TRIMAP_TOLERANCE} grey levels "
-                        f"from 0/128/255 (JPEG noise leaves under 8%): not a trimap (a photo or noise?); pass "
+        raise DataError(f"{path}: {off / values.size:.1%} of the pixels (over {MAX_OFF_LEVEL_SHARE:.0%}) are more than "
+                        f"{TRIMAP_TOLERANCE} grey levels from 0/128/255 (JPEG noise leaves under 8%): not a trimap "
+                        "(a photo or noise?); pass "
                         "a trimap with 0 = background, 128 = unknown, 255 = foreground")
     if luma and warn:  # after the refusals: a refused file gets one line
         _warn_luma(path, "trimap")

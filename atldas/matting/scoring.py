@@ -205,7 +205,7 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
         ds = Subset(ds, range(min(int(limit), len(ds))))
     files = ds.dataset if isinstance(ds, Subset) else ds
     if hasattr(files, "check"):  # every file read once before the network runs on the first
-        files.check(ds.indices if isinstance(ds, Subset) else None)
+        files.check(ds.indices if isinstance(ds, Subset) else None, need_unknown=True)
     return ds, str(data)
 
 
