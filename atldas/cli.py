@@ -639,7 +639,8 @@ def thread_policy(*, chosen: Optional[int] = None) -> Optional[int]:
     thread per core that is not busy, ``max(1, cores - int(load average))``, set in the environment
     before torch is imported. Returns the count chosen, or None.
 
-    Measured on a 2-core machine (``experiments/bench_threads.py``, README "Threads"): quiet, 2
+    Measured on a 2-core machine (``experiments/bench_threads.py``; README "Threads", the table in
+    experiments/MEASURED.md): quiet, 2
     threads take 0.60x (inference at 512^2) and 0.82x (search steps) the wall time of 1; with one
     competing busy process they take 2.4x and 2.0x (OpenMP's barriers wait for a descheduled thread),
     and 2.2x for the search steps even with ``OMP_WAIT_POLICY=PASSIVE``, which also gives up the gain

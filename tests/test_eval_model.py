@@ -206,7 +206,7 @@ def test_model_eval_amp_runs_under_autocast_and_warns_where_bf16_is_emulated(fol
 
 
 def test_bf16_error_script_reports_both_modes(checkpoint, tmp_path, capsys):
-    """experiments/bf16_error.py (the README's bf16 table) on a tiny network: both modes timed, the
+    """experiments/bf16_error.py (the bf16 table in experiments/MEASURED.md) on a tiny network: both modes timed, the
     differences and the scores of each."""
     import importlib.util
 

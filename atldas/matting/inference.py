@@ -139,7 +139,7 @@ def check_amp(model: MattingModel, device: torch.device, amp: bool) -> None:
         raise ConfigError(f"--amp: {model.name} is {what}; --amp would change nothing: drop it")
     if device.type == "cpu" and not cpu_has_bf16():
         log.warning("--amp: this CPU has no bf16 instructions (AVX512-BF16 or AMX): bf16 is emulated, many "
-                    "times slower than float32 (14.5x at 512^2 in the README); drop --amp")
+                    "times slower than float32 (14.5x at 512^2: experiments/MEASURED.md); drop --amp")
 
 
 def _autocast(device: torch.device, amp: bool):
