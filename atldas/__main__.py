@@ -1,7 +1,6 @@
 """``python -m atldas`` runs the command-line tool."""
 
-import sys
 
-from atldas.cli import main
+from atldas.cli import main_exit
 
-sys.exit(main())
+main_exit()

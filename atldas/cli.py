@@ -12,7 +12,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
@@ -662,8 +664,28 @@ def thread_policy(*, chosen: Optional[int] = None) -> Optional[int]:
     return n
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler ending a job, torchrun stopping its workers), raised where the
+    process is, so that what runs on Ctrl-C runs too: temporary files removed, a folder a refused run
+    made removed, every checkpoint already written left whole."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``atldas`` console script; returns the exit status."""
+    if threading.current_thread() is not threading.main_thread():  # a signal handler needs the main thread
+        return _main(argv)
+    before = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     empty = next((k for k, v in vars(args).items() if v == "" or (isinstance(v, list) and "" in v)), None)
@@ -686,6 +708,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         print(f"atldas: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("atldas: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("atldas: interrupted", file=sys.stderr)
         return 130
@@ -711,7 +736,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 #: OS errors of writing that are the user's situation, not a bug: one line, no traceback
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
-               errno.EEXIST)
+               errno.EEXIST, errno.EFBIG)
 
 
 def write_error(exc: OSError) -> str:
@@ -725,14 +750,19 @@ def write_error(exc: OSError) -> str:
         line += f" ({bytes_text(shutil.disk_usage(folder).free)} free on that file system)"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return line + "; free some space or choose another path"
+    if exc.errno == errno.EFBIG:
+        return line + " (a file size limit: `ulimit -f`, or the file system's own); raise it or choose another path"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return line + "; choose a path you may write to"
     return line + "; choose another path (a file name where a file goes, a folder where a folder goes)"
 
 
 def main_exit() -> None:
-    """Console-script wrapper: exit with :func:`main`'s status."""
-    sys.exit(main())
+    """Console-script wrapper: exit with :func:`main`'s status (a Ctrl-C after the work is done, while
+    the interpreter shuts down, changes nothing: torch's exit handlers printed its traceback)."""
+    code = main()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

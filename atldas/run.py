@@ -832,7 +832,14 @@ def check_costs_unchanged(run: Run, run_dir: Path, *, verb: str) -> None:
     its search started with (``RUN_DIR/cost_table.json``): resumed or derived on other costs, the run
     would search or derive another genotype without a word."""
     stored = run_dir / "cost_table.json"
-    if stored.is_file() and json.loads(stored.read_text()) != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
+    if not stored.is_file():
+        return
+    try:
+        saved = json.loads(stored.read_text())
+    except (ValueError, OSError) as e:
+        raise DataError(f"{stored} is not a cost table written by atldas ({type(e).__name__}: {e}); restore it, "
+                        "or remove it to go on with the costs rebuilt now (unchecked against the search's)") from None
+    if saved != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
         what = (f"the latency table {run.cfg.budget.lut}" if run.table.metric == "latency_ms"
                 else "the cost model (another atldas?)")
         hint = (", or derive with the costs it searched with (atldas derive RUN_DIR --stored-costs)"

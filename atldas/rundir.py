@@ -68,10 +68,16 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise AtldasError(f"--out {self.path} is a file; a {self.kind} run needs a folder")
         check_output(self.path, flag="--out", folder=True)
-        created = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
+        missing = [q for q in (self.path, *self.path.parents) if not q.exists()]  # innermost first
+        created: list = []  # the folders this process made itself (another may race it to the same --out)
         refused = False
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            for q in reversed(missing):
+                try:
+                    q.mkdir()
+                    created.insert(0, q)
+                except FileExistsError:
+                    pass
             fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             for q in created:
@@ -83,6 +89,7 @@ class RunDir:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
+                    created = []  # the holder's folder, even if this process made it first: nothing to remove
                     holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                     raise AtldasError(f"{self.path} is in use by another atldas process (pid {holder}); wait "
                                       "for it to end or choose another --out") from None

@@ -279,3 +279,103 @@ def test_force_refuses_to_move_the_working_directory(tmp_path, capsys, monkeypat
     assert main(["search", "--space", "tiny", "--epochs", "2", "--out", ".", "--force", "--no-progress"]) == 2
     _one_error(capsys, "it holds the working directory")
     assert (out / "checkpoint.pt").is_file()
+
+
+def test_a_process_that_loses_the_race_to_a_new_folder_removes_nothing(tmp_path, monkeypatch):
+    """Two runs started on one new --out: the one that lost the lock had counted the folder as its own
+    (it did not exist when it looked) and removed it, the winner's .lock and config.yaml with it."""
+    import contextlib
+    import pathlib
+
+    from atldas.errors import AtldasError
+
+    out = tmp_path / "new" / "run"
+    winner = contextlib.ExitStack()
+    real_mkdir = pathlib.Path.mkdir
+
+    def racing_mkdir(self, *args, **kwargs):
+        if not winner._exit_callbacks:  # the other process makes the folder and locks it first
+            monkeypatch.setattr(pathlib.Path, "mkdir", real_mkdir)
+            winner.enter_context(RunDir(out, checkpoint="checkpoint.pt", kind="search").locked())
+            (out / "config.yaml").write_text("the winner's")
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "mkdir", racing_mkdir)
+    with winner:
+        with pytest.raises(AtldasError, match="in use by another atldas process"):
+            with RunDir(out, checkpoint="checkpoint.pt", kind="search").locked():
+                pass
+        assert sorted(p.name for p in out.iterdir()) == [".lock", "config.yaml"]
+
+
+def test_sigterm_is_one_line_and_runs_the_cleanup(monkeypatch, capsys, tmp_path):
+    """`kill` (SIGTERM) ended the process without a word and skipped what Ctrl-C cleans up (a 0-byte
+    temporary .onnx, a hidden folder of staged predictions)."""
+    import signal
+
+    import atldas.cli as cli
+    from atldas.utils.atomic import atomic_path
+
+    def killed(args):
+        with atomic_path(tmp_path / "m.onnx", suffix=".onnx"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "_cmd_bench", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["bench", "cheapmatting"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "atldas: terminated (SIGTERM)"
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_full_disk_inside_a_writer_names_the_target(tmp_path, capsys, monkeypatch):
+    """A write that fails inside an atomic block (Pillow's PNG encoder, the ONNX writer) named no file
+    (`cannot write a file`), or the temporary one."""
+    import errno
+
+    from atldas.utils.atomic import atomic_path
+
+    def full(path):
+        with atomic_path(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    import atldas.cli as cli
+
+    monkeypatch.setattr(cli, "_cmd_bench", lambda args: full(tmp_path / "out.png"))
+    assert main(["bench", "cheapmatting"]) == 2
+    _one_error(capsys, f"cannot write {tmp_path / 'out.png'}: No space left on device")
+    monkeypatch.setattr(cli, "_cmd_bench", lambda args: full_big(tmp_path / "big.png"))
+
+    def full_big(path):
+        with atomic_path(path):
+            raise OSError(errno.EFBIG, "File too large")
+
+    assert main(["bench", "cheapmatting"]) == 2
+    _one_error(capsys, "File too large (a file size limit")
+
+
+def test_a_truncated_cost_table_is_one_line(tiny_run, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "cost_table.json").write_text((tiny_run / "cost_table.json").read_text()[:300])
+    assert main(["derive", str(run), "--out", str(tmp_path / "g.json")]) == 2
+    _one_error(capsys, "cost_table.json is not a cost table written by atldas")
+    assert main(["search", "--out", str(run), "--resume", "--no-progress"]) == 2
+    _one_error(capsys, "cost_table.json is not a cost table written by atldas")
+
+
+def test_an_existing_output_folder_that_is_not_writable_is_refused_before_work(tmp_path, monkeypatch):
+    """Its parent was checked, not the folder its files go into: predict ran the network and then failed
+    naming a temporary file."""
+    from atldas.utils import atomic
+    from atldas.utils.atomic import check_output
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(atomic.os, "access", lambda p, mode: False if Path(p) == ro else real(p, mode))
+    with pytest.raises(DataError, match=r"--out .*ro: the folder is not writable"):
+        check_output(ro, flag="--out", folder=True)
+    with pytest.raises(DataError, match=r"the folder .*ro is not writable"):  # a file in it: the parent's check
+        check_output(ro / "x.png", flag="--out")

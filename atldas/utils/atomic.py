@@ -44,6 +44,10 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, p)
+    except OSError as exc:  # a full disk while writing: name the target, not the temporary file
+        if exc.errno is not None and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -109,6 +113,8 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: 
         raise DataError(f"{flag} {out}: {parent} is a file, not a folder; choose another path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise DataError(f"{flag} {out}: the folder {parent} is not writable; choose another path")
+    if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):  # its files go inside it
+        raise DataError(f"{flag} {out}: the folder is not writable; choose another path")
     if need_bytes is not None:
         free = shutil.disk_usage(parent).free
         if need_bytes > free:
