@@ -221,9 +221,9 @@ def _retrain_config(args: argparse.Namespace):
 
     run = Path(cfg.out) if cfg.out else (default_out(cfg) if cfg.model else None)
     if args.resume and run is not None and (run / "last.pt").is_file() and (run / "config.yaml").is_file():
-        from atldas.config import build, read_yaml
+        from atldas.config import build, read_run_config
 
-        saved = build(RetrainConfig, read_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+        saved = build(RetrainConfig, read_run_config(run / "config.yaml"), where=str(run / "config.yaml"))
         _refuse_resume_changes(cfg, saved, changes, args.set or [], config=args.config, run=run, labels=labels)
     return cfg
 
@@ -285,13 +285,13 @@ def _search_config(args: argparse.Namespace):
                                                             backgrounds=_absolute(cfg.data.backgrounds)),
                               budget=dataclasses.replace(cfg.budget, lut=_absolute(cfg.budget.lut)))
     if args.resume:
-        from atldas.config import read_yaml
+        from atldas.config import read_run_config
         from atldas.run import CHECKPOINT, load_search_config
         from atldas.search import default_out
 
         run = Path(cfg.out) if cfg.out else default_out(cfg)
         if (run / CHECKPOINT).is_file() and (run / "config.yaml").is_file():
-            saved = load_search_config(read_yaml(run / "config.yaml"), where=str(run / "config.yaml"))
+            saved = load_search_config(read_run_config(run / "config.yaml"), where=str(run / "config.yaml"))
             _refuse_resume_changes(cfg, saved, flags, args.set or [], config=args.config, run=run, aliases=ALIASES,
                                    labels={"progress": "--no-progress"})
     return cfg

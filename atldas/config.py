@@ -387,6 +387,17 @@ def read_yaml(path: str | os.PathLike[str]) -> Dict[str, Any]:
     return data
 
 
+def read_run_config(path: str | os.PathLike[str]) -> Dict[str, Any]:
+    """The mapping in a run's own ``config.yaml`` (:func:`read_yaml`), which atldas never writes empty: an
+    empty one is a damaged run folder, said so in one line (read as the defaults, it listed a dozen
+    "differences" from them)."""
+    data = read_yaml(path)
+    if not data:
+        raise ConfigError(f"{path} is empty (truncated?); the run folder is damaged: restore its config.yaml, or "
+                          "start a new run (--force moves this one aside)")
+    return data
+
+
 def load_yaml(cls: Type[C], path: str | os.PathLike[str]) -> C:
     """Read a (flat or nested) config dataclass from YAML, strictly (see :func:`build`)."""
     return build(cls, read_yaml(path), where=str(path))

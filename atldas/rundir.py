@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 import yaml
 
-from atldas.config import read_yaml, save_yaml, to_dict
+from atldas.config import read_run_config, read_yaml, save_yaml, to_dict
 from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.utils.atomic import check_output
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
@@ -201,7 +201,7 @@ class RunDir:
         """The mapping in ``config.yaml``."""
         if not (self.path / CONFIG).is_file():
             raise AtldasError(f"{self.path}: not a {self.kind} run directory (no {CONFIG})")
-        return read_yaml(self.path / CONFIG)
+        return read_run_config(self.path / CONFIG)
 
     def device(self, given: str, *, resume: bool) -> str:
         """The device a run runs on: on ``resume`` the one its ``config.yaml`` records (flags cannot change

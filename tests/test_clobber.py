@@ -379,3 +379,14 @@ def test_an_existing_output_folder_that_is_not_writable_is_refused_before_work(t
         check_output(ro, flag="--out", folder=True)
     with pytest.raises(DataError, match=r"the folder .*ro is not writable"):  # a file in it: the parent's check
         check_output(ro / "x.png", flag="--out")
+
+
+def test_an_empty_run_config_is_said_to_be_damaged(tiny_run, tmp_path, capsys):
+    """An emptied config.yaml read as the defaults: the refusal listed a dozen "differences" from them."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "config.yaml").write_text("")
+    assert main(["search", "--out", str(run), "--resume", "--no-progress"]) == 2
+    _one_error(capsys, "config.yaml is empty (truncated?); the run folder is damaged")
