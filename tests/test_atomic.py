@@ -51,6 +51,18 @@ def test_history_drops_a_line_cut_short_by_a_kill(tmp_path):
     assert [json.loads(x)["epoch"] for x in path.read_text().splitlines()] == [0, 1, 2]
 
 
+def test_a_resume_without_its_history_says_so(tmp_path, caplog):
+    """A removed or truncated history.jsonl went on silently with the earlier epochs' rows missing."""
+    from atldas.utils.history import History
+
+    path = tmp_path / "history.jsonl"
+    path.write_text('{"epoch": 0, "loss": 1.0}\n')
+    History(path, start=1)
+    assert "holds" not in caplog.text
+    History(path, start=3)
+    assert "history.jsonl holds 1 of the 3 epochs before this resume" in caplog.text
+
+
 def test_check_output_refuses_what_the_disk_cannot_hold(tmp_path, monkeypatch):
     import collections
     import shutil

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from atldas.utils.atomic import write_text_atomic
+
+log = logging.getLogger("atldas")
 
 
 def _row(line: str) -> Optional[Dict[str, Any]]:
@@ -25,6 +28,10 @@ class History:
         self.path = Path(path)
         lines = self.path.read_text().splitlines() if self.path.is_file() else []
         keep = [ln for ln in lines if (row := _row(ln)) is not None and row.get("epoch", -1) < start]
+        held = len({_row(ln).get("epoch") for ln in keep})
+        if held < start:  # a resume whose history was removed or cut short: it goes on without those rows
+            log.warning("%s holds %d of the %d epochs before this resume (removed or cut short); the rows of "
+                        "the missing epochs are lost, the run itself is not", self.path, held, start)
         write_text_atomic(self.path, "".join(ln + "\n" for ln in keep))
 
     def append(self, row: Dict[str, Any]) -> None:
