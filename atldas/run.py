@@ -229,6 +229,14 @@ class SearchConfig:
             raise ConfigError(f"select_strata={self.select_strata!r}: use {' or '.join(STRATA)}")
         if self.select_cost not in ("derived", "free"):
             raise ConfigError(f"select_cost={self.select_cost!r}: use free or derived")
+        strategy = STRATEGIES.get(self.strategy)
+        if self.select and strategy.uses_none:  # their candidates would be drawn with `none` on edges
+            raise ConfigError(f"select={self.select}: {self.strategy} derives its argmax, as published (its supernet "
+                              "holds `none`, which a standalone candidate cannot take); the select stage is for the "
+                              "atldas and random strategies: leave select at 0")
+        if strategy.uses_none and not self.knobs.k_min <= 2 <= self.knobs.k_max:
+            raise ConfigError(f"k_min={self.knobs.k_min}, k_max={self.knobs.k_max}: the {self.strategy} derive keeps 2 "
+                              "inputs per node; use k_min <= 2 <= k_max")
         if self.select and not task.has_short_fit:
             raise ConfigError(f"select={self.select}: the {task.name} task has no short standalone fit to rank "
                               "candidates by (the planted and matting tasks have); leave select at 0")
@@ -361,7 +369,7 @@ class Run:
         epoch :meth:`fit` runs.
     """
 
-    def __init__(self, cfg: SearchConfig, *, out: Optional[Path] = None) -> None:
+    def __init__(self, cfg: SearchConfig, *, out: Optional[Path] = None, table: Optional[CostTable] = None) -> None:
         if not isinstance(cfg, SearchConfig):
             raise TypeError(f"Run needs a SearchConfig (atldas.make_search_config(space=..., sets=[...])), got "
                             f"{type(cfg).__name__}")
@@ -379,7 +387,11 @@ class Run:
         self.net = channels_last(net) if cfg.channels_last else net
         self.budget = cfg.budget.build()
         metric = self.budget.metric if self.budget else "macs"
-        self.table: CostTable = cost_table(self.space, self.net.arch, metric=metric, lut=cfg.budget.lut)
+        if table is None:
+            table = cost_table(self.space, self.net.arch, metric=metric, lut=cfg.budget.lut)
+        else:  # the costs a search started with (derive --stored-costs): no --lut needed, checked against this net
+            table.check_fits(self.net.arch, budget_metric=metric if self.budget else None)
+        self.table: CostTable = table
         if self.budget is not None:
             cheapest, _ = self.table.cheapest(self.net.arch)
             if cheapest > self.budget.target:
@@ -411,9 +423,11 @@ class Run:
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, run_dir: Path | str, *, restore_rng: bool = False, device: Optional[str] = None) -> "Run":
+    def load(cls, run_dir: Path | str, *, restore_rng: bool = False, device: Optional[str] = None,
+             table: Optional[CostTable] = None) -> "Run":
         """Rebuild a run from its directory (config.yaml + checkpoint.pt), pruned modules deleted;
-        ``device`` replaces the config's (``atldas derive`` loads a GPU search on the CPU)."""
+        ``device`` replaces the config's (``atldas derive`` loads a GPU search on the CPU); ``table``
+        replaces the cost table the config would build (``derive --stored-costs``)."""
         rd = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search")
         cfg = load_search_config(rd.read_config(), where=str(rd.path / "config.yaml"))
         if device is not None:
@@ -422,7 +436,7 @@ class Run:
         ckpt = rd.load(fmt=FORMAT)
         # config.yaml edited since: the run would go on (or derive) with other settings, silently
         refuse_edited(to_dict(cfg), ckpt.get("config"), where=rd.path / "config.yaml", made="checkpoint was searched")
-        run = cls(cfg, out=rd.path)
+        run = cls(cfg, out=rd.path, table=table)
         run.load_state_dict(ckpt, source=str(rd.checkpoint))
         warn_other_loss(ckpt, run.task.loss_version, source=rd.checkpoint, made="searched", loss=run.task.name)
         if restore_rng:
@@ -815,9 +829,10 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     # writing into the run directory: not while a search of it runs (it rewrites genotype.json every epoch)
     lock = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").locked() if inside else contextlib.nullcontext()
     with lock:
-        run = Run.load(run_dir, device="cpu")  # the policy and the cost table are on the CPU wherever it searched
+        table = stored_cost_table(Path(run_dir)) if stored_costs else None
+        run = Run.load(run_dir, device="cpu", table=table)  # the policy and the costs on the CPU wherever it searched
         if stored_costs:
-            use_stored_costs(run, Path(run_dir))
+            warn_other_costs(run, Path(run_dir))
         else:
             check_costs_unchanged(run, Path(run_dir), verb="derive")
         if run.epoch < run.cfg.epochs:
@@ -848,16 +863,26 @@ def check_costs_unchanged(run: Run, run_dir: Path, *, verb: str) -> None:
                           f"({stored}): {what} changed since; restore it, or start a new run{hint}")
 
 
-def use_stored_costs(run: Run, run_dir: Path) -> None:
-    """Give ``run`` (its derive, its strategy) the cost table its search started with."""
+def stored_cost_table(run_dir: Path) -> CostTable:
+    """The cost table a search started with (``RUN_DIR/cost_table.json``)."""
     stored = run_dir / "cost_table.json"
     if not stored.is_file():
         raise ConfigError(f"--stored-costs: {run_dir} has no cost_table.json (a run of atldas before it wrote one)")
-    table = CostTable.from_json(stored.read_text(), where=str(stored))
-    table.check_fits(run.net.arch, budget_metric=run.table.metric)
-    if json.loads(table.to_json()) != json.loads(run.table.to_json()):
-        log.warning("derive: the costs of %s are those its search started with (%s), not this atldas's", run_dir, stored)
-    run.table = run.strategy.cost = table
+    return CostTable.from_json(stored.read_text(), where=str(stored))
+
+
+def warn_other_costs(run: Run, run_dir: Path) -> None:
+    """A warning when ``run``'s stored costs differ from those this atldas builds now (or when those cannot
+    be built: a --lut moved or rebuilt out of the budget's reach)."""
+    try:
+        now = cost_table(run.space, run.net.arch, metric=run.table.metric, lut=run.cfg.budget.lut)
+    except AtldasError as e:
+        log.warning("derive: the costs of %s are those its search started with; today's cannot be built (%s)",
+                    run_dir, e)
+        return
+    if json.loads(now.to_json()) != json.loads(run.table.to_json()):
+        log.warning("derive: the costs of %s are those its search started with (%s), not this atldas's", run_dir,
+                    run_dir / "cost_table.json")
 
 
 def write_cost_table(run: Run) -> None:

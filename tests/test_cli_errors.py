@@ -564,3 +564,15 @@ def test_out_of_memory_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_derive", lambda args: (_ for _ in ()).throw(RuntimeError("another failure")))
     with pytest.raises(RuntimeError, match="another failure"):  # not swallowed: a bug stays a traceback
         main(["derive", "somewhere"])
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--strategy", "darts", "--set", "select=4"], "select=4: darts derives its argmax"),
+    (["--strategy", "gdas", "--set", "k_min=1", "--set", "k_max=1"], "the gdas derive keeps 2 inputs per node"),
+])
+def test_darts_and_gdas_settings_they_cannot_use_are_refused_before_work(tmp_path, capsys, extra, expected):
+    """select with darts drew candidates with `none` on edges (the planted search saved an invalid
+    genotype); k_max=1 with gdas was refused after the first epoch had trained."""
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--out", str(out), *extra]) == 2
+    assert expected in _one_line(capsys) and not out.exists()

@@ -261,3 +261,20 @@ def test_a_relative_lut_is_recorded_absolute_so_derive_works_from_elsewhere(tmp_
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert main(["derive", str(run), "--out", str(tmp_path / "g.json")]) == 0
+
+
+def test_derive_with_stored_costs_needs_no_latency_table(tmp_path, caplog, lut):
+    """`derive --stored-costs` built the costs of today's --lut first: a table moved away, or rebuilt so
+    that the budget no longer fits, was refused although the stored costs were all it needed."""
+    import logging
+
+    p = save_lut(lut, tmp_path / "lut.json")
+    run = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--target-latency-ms", "1000", "--lut", str(p),
+                 "--out", str(run), "--no-progress", "--set", "tensorboard=false", "--set", "plots=false"]) == 0
+    p.rename(tmp_path / "moved.json")
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        assert main(["derive", str(run), "--stored-costs", "--out", str(tmp_path / "g.json")]) == 0
+    assert "today's cannot be built" in caplog.text
+    a, b = (json.loads(f.read_text()) for f in (run / "genotype.json", tmp_path / "g.json"))
+    assert a["cells"] == b["cells"] and a["cost"] == b["cost"]
