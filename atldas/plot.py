@@ -32,7 +32,7 @@ from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.models.cheapmatting import CheapMatting, CheapMattingCfg
 from atldas.models.darts_cifar import STEM_MULTIPLIER, DartsCifarNetwork
-from atldas.models.zoo import MODELS, check_genotype, genotype_macro, no_genotype
+from atldas.models.zoo import MODELS, check_genotype, genotype_macro, no_genotype, warn_interim
 from atldas.rundir import RunDir
 from atldas.topology import cell_stack, reductions_of, stage_taps
 from atldas.utils.atomic import atomic_path, check_output
@@ -268,11 +268,14 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
             raise ConfigError(no_genotype(path))
         rd = RunDir(path, checkpoint="checkpoint.pt", kind="search")
         pid = rd.holder() if rd.owner() != "retrain" else None  # a retrain does not rewrite its genotype
+        genotype = check_genotype(Genotype.load(path / "genotype.json", validate=False))
         if pid is not None:
             log.warning("%s is in use by a running search (pid %s): this is the genotype of its last finished "
                         "epoch (the policy's argmax, not repaired), and the search redraws plots/ when it ends",
                         path, pid)
-        return check_genotype(Genotype.load(path / "genotype.json", validate=False)), path / "plots" / "genotype.png"
+        else:
+            warn_interim(path, genotype)
+        return genotype, path / "plots" / "genotype.png"
     if path.is_file():
         return check_genotype(Genotype.load(path, validate=False)), path.with_suffix(".png")
     g = _registered(text) if text and os.sep not in text and "." not in path.name else None

@@ -164,6 +164,10 @@ def test_derive_of_a_search_that_stopped_early_says_so_and_records_the_epochs_se
     with caplog.at_level(logging.WARNING, logger="atldas"):
         assert main(["bench", str(out), "--size", "64", "--no-latency"]) == 0
     assert "a search that has not finished (epoch 1)" in caplog.text and f"atldas derive {out}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atldas"):  # plot drew it without a word
+        assert main(["plot", str(out), "--out", str(tmp_path / "g.png")]) == 0
+    assert "a search that has not finished (epoch 1)" in caplog.text
 
 
 def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monkeypatch, capsys, caplog):

@@ -58,7 +58,7 @@ from atldas.utils.weights import load_weights
 log = logging.getLogger("atldas")
 
 __all__ = ["MODELS", "no_genotype", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
-           "genotype_macro", "check_genotype", "KNOWN_SPACES", "load_model_weights"]
+           "genotype_macro", "check_genotype", "warn_interim", "KNOWN_SPACES", "load_model_weights"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -171,6 +171,23 @@ _OTHER_MACROS = {"darts_cifar": {"C": (1, 1024), "layers": (2, 200), "num_classe
                  "planted": {"C": (1, 1024), "cells": (1, 64), "in_channels": (1, 64), "out_channels": (1, 64)}}
 
 
+def warn_interim(path: Path, genotype: Genotype) -> None:
+    """A warning when ``genotype`` (``path/genotype.json``) is a search's interim genotype: the policy's
+    argmax after an epoch, not the final one derive writes (the select stage, the repair onto the budget)."""
+    g = path / "genotype.json"
+    done, planned = genotype.provenance.get("epochs"), _planned_epochs(path)
+    if not genotype.provenance.get("interim") or not (path / "checkpoint.pt").is_file():
+        return
+    if done is not None and planned is not None and done >= planned:  # e.g. a Python Run(cfg, out=DIR).fit()
+        log.warning("%s is the policy's argmax of a search that ran its %d epochs but whose final genotype was "
+                    "never derived (the select stage, the repair onto the budget): `atldas derive %s` (in "
+                    "Python, atldas.derive_run) writes it", g, planned, path)
+    else:  # a search's, unfinished
+        log.warning("%s is the genotype of a search that has not finished (epoch %s): the policy's argmax so "
+                    "far, not repaired onto the budget; `atldas search --out %s --resume` finishes it, "
+                    "`atldas derive %s` derives it now", g, genotype.provenance.get("epochs"), path, path)
+
+
 def check_genotype(genotype: Genotype) -> Genotype:
     """Validate a genotype read from a file against what atldas can build from it; returns it.
 
@@ -268,16 +285,7 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
         if not g.is_file():
             raise ConfigError(no_genotype(path))
         genotype = Genotype.load(g)
-        done, planned = genotype.provenance.get("epochs"), _planned_epochs(path)
-        if genotype.provenance.get("interim") and (path / "checkpoint.pt").is_file() and done is not None \
-                and planned is not None and done >= planned:  # e.g. a Python Run(cfg, out=DIR).fit()
-            log.warning("%s is the policy's argmax of a search that ran its %d epochs but whose final genotype was "
-                        "never derived (the select stage, the repair onto the budget): `atldas derive %s` (in "
-                        "Python, atldas.derive_run) writes it", g, planned, path)
-        elif genotype.provenance.get("interim") and (path / "checkpoint.pt").is_file():  # a search's, unfinished
-            log.warning("%s is the genotype of a search that has not finished (epoch %s): the policy's argmax so "
-                        "far, not repaired onto the budget; `atldas search --out %s --resume` finishes it, "
-                        "`atldas derive %s` derives it now", g, genotype.provenance.get("epochs"), path, path)
+        warn_interim(path, genotype)
         return _from_genotype(genotype, name=text, kind="run", knobs=knobs)
     if path.is_file() and path.suffix.lower() == ".onnx":
         if knobs:
