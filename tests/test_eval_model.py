@@ -323,5 +323,5 @@ def test_model_eval_takes_the_documented_split_and_limit(checkpoint, folder, cap
     assert "--split train: synthetic eval data has a test split only" in capsys.readouterr().err
     from atldas.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="limit must be at least 1"):
+    with pytest.raises(ConfigError, match="limit must be an integer of at least 1"):
         evaluate_model(model="closed_form", data=folder, limit=0, progress=False)

@@ -10,6 +10,7 @@ and retrain's validation both run it; it returns values and prints nothing.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import shutil
 import sys
@@ -182,9 +183,9 @@ def _open_eval_data(data: PathLike, dataset_kw: Dict) -> Tuple[object, str]:
                               split="test", backgrounds=kw.get("backgrounds"))
         return ds, f"synthetic test split ({kw['count']} images, {kw['size']}px, seed {kw['seed']})"
     kw = dict(dataset_kw)
-    limit, split = kw.pop("limit", None), kw.pop("split", "test")
-    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-        raise ConfigError(f"limit must be at least 1 (the first N images), got {limit!r}")  # split "train": alphamatting.com's ground truth
+    limit, split = kw.pop("limit", None), kw.pop("split", "test")  # split "train": alphamatting.com's ground truth
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or limit < 1):
+        raise ConfigError(f"limit must be an integer of at least 1 (the first N images), got {limit!r}")
     try:
         ds = open_dataset(data, split=split, **kw)
     except ConfigError:
