@@ -670,8 +670,27 @@ class Terminated(KeyboardInterrupt):
     made removed, every checkpoint already written left whole."""
 
 
+def _ignore(signum: int, frame: Any) -> None:
+    """A Python-level handler that does nothing (SIG_DFL would make a SIGCHLD already pending print
+    'ignored due to race condition')."""
+
+
 def _terminate(signum: int, frame: Any) -> None:
+    if hasattr(signal, "SIGCHLD"):  # a group's SIGTERM (torchrun, Slurm) ends the DataLoader workers too:
+        signal.signal(signal.SIGCHLD, _ignore)  # torch's handler would raise on them mid-cleanup
     raise Terminated()
+
+
+def _terminated(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised while a :class:`Terminated` was being handled (torch's DataLoader
+    reports its workers, ended by the same signal, with a RuntimeError of its own)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Terminated):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -679,10 +698,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     if threading.current_thread() is not threading.main_thread():  # a signal handler needs the main thread
         return _main(argv)
     before = signal.signal(signal.SIGTERM, _terminate)
+    chld = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
     try:
         return _main(argv)
     finally:
         signal.signal(signal.SIGTERM, before)
+        if chld is not None:
+            signal.signal(signal.SIGCHLD, chld)
 
 
 def _main(argv: Optional[List[str]]) -> int:
@@ -725,6 +747,9 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"atldas: error: {write_error(exc)}", file=sys.stderr)
         return 2
     except RuntimeError as exc:  # torch's allocator (a GPU's memory, which the footprint checks do not see)
+        if _terminated(exc) and not args.debug:
+            print("atldas: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         if args.debug or not out_of_memory(exc):
             raise
         print(f"atldas: error: out of memory ({first_line(exc)[:160]}); every checkpoint written is whole: a "

@@ -93,6 +93,14 @@ class RunDir:
                     holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                     raise AtldasError(f"{self.path} is in use by another atldas process (pid {holder}); wait "
                                       "for it to end or choose another --out") from None
+                try:  # a holder that was removing the folder as it let go: this lock is on a removed file
+                    same = os.fstat(fd).st_ino == os.stat(self.path / LOCK).st_ino
+                except OSError:
+                    same = False
+                if not same:
+                    created = []
+                    raise AtldasError(f"{self.path} was being removed by the atldas process that held it as "
+                                      "this one started; start again")
                 os.ftruncate(fd, 0)
                 os.write(fd, str(os.getpid()).encode())
             self._sweep()
@@ -100,16 +108,16 @@ class RunDir:
         except AtldasError:
             refused = True
             raise
-        finally:
-            os.close(fd)  # releases the flock
+        finally:  # the folder is removed while the lock is held, so no other process is in it yet
             if created and refused and not self.checkpoint.exists():
                 shutil.rmtree(self.path, ignore_errors=True)  # only what this refused run wrote
             elif created and [p.name for p in self.path.iterdir()] == [LOCK]:
                 (self.path / LOCK).unlink()
             else:
                 created = []
-            for q in created:
-                with contextlib.suppress(OSError):  # stops at a folder something else wrote into
+            os.close(fd)  # releases the flock
+            for q in created:  # innermost first; a folder another process has written into since stays
+                with contextlib.suppress(OSError):
                     q.rmdir()
 
     def holder(self) -> Optional[str]:

@@ -11,7 +11,8 @@ the targets), every strategy variant searches the ``planted`` space with every s
 and with one (``--budgets``: ``none`` or a fraction of the median MACs of uniform random genotypes).
 Each variant runs the ``planted`` space's defaults for its strategy: ``atldas`` and ``random`` end with
 the ``select`` stage (16 candidates fitted 50 steps, the best 5 again with 350), ``darts`` and
-``gdas`` derive their argmax as published (``NAME:select=0`` or ``NAME:select=8`` changes that;
+``gdas`` derive their argmax as published (they refuse the stage: their supernet holds ``none``;
+``atldas:select=0`` or ``random:select=8`` changes the others';
 ``NAME:select_steps=150,select_keep=0`` is the one-round stage of 150 steps used before 2026-12-04).
 The reference of a search is 10 uniform random genotypes (``--random``) whose MACs are within 5 % of
 the searched genotype's: the first ones of the teacher's fixed stream of draws in that window, so

@@ -126,7 +126,8 @@ class PlantedSpace(SearchSpace):
 #: 90 (not the 2.5 rule (m) asked for to bring it back); with 16 epochs the two were level on fresh teachers (+0.7,
 #: 2.2, over 72 pairs of teachers 24-35; +0.0, 4.4, on 42-44). Within a pool of one cost, 32 epochs
 #: raised the shared weights' ranking of standalone losses (Kendall tau +0.07, 0.06; pool_ranking.py).
-#: DARTS and GDAS derive their argmax, as published; ``--set select=0`` (or ``=N``) overrides either.
+#: DARTS and GDAS derive their argmax, as published (the select stage is refused for them: their
+#: supernet holds ``none``); ``--set select=0`` turns it off for atldas and random.
 PLANTED = PlantedSpace(name="planted", defaults={
     "epochs": 32, "steps_per_epoch": 40, "arch_steps_per_epoch": 20, "batch_size": 16, "crop": 12,
     "C": 16, "layers": 1, "target_C": 16, "target_layers": 1, "input_size": 12, "warmup_epochs": 5,

@@ -81,3 +81,26 @@ def test_check_output_refuses_what_the_disk_cannot_hold(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"up to 300 KiB will be written and 100 KiB are free"):  # not "0 MiB ... 0 MiB"
         check_output(tmp_path / "o", flag="--out", folder=True, need_bytes=300 * 2**10)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_full_disk_under_torch_save_names_the_checkpoint(tmp_path, monkeypatch):
+    """torch's zip writer replaces the OSError of a full disk (or a file size limit) with a RuntimeError
+    of its own ('unexpected pos 64 vs 0'): a traceback instead of the one line naming the file."""
+    import errno
+
+    import pytest
+    import torch
+
+    from atldas.utils.checkpoint import save_checkpoint
+
+    def full(obj, f):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError) as exc:
+        save_checkpoint({"x": 1}, tmp_path / "c.pt")
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []

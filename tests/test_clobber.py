@@ -390,3 +390,41 @@ def test_an_empty_run_config_is_said_to_be_damaged(tiny_run, tmp_path, capsys):
     (run / "config.yaml").write_text("")
     assert main(["search", "--out", str(run), "--resume", "--no-progress"]) == 2
     _one_error(capsys, "config.yaml is empty (truncated?); the run folder is damaged")
+
+
+def test_a_lock_taken_on_a_folder_being_removed_is_refused(tmp_path, monkeypatch):
+    """A refused run removed its folder after letting go of the lock: a process that took the lock in
+    between ran on in a folder that was then removed. Now the removal happens under the lock, and a
+    lock taken on a removed lock file is refused."""
+    from atldas.errors import AtldasError
+    from atldas import rundir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("")
+    real_flock = rundir.fcntl.flock
+
+    def flock_then_removed(fd, op):  # the holder removes the folder right as this one takes the lock
+        real_flock(fd, op)
+        (out / ".lock").unlink()
+
+    monkeypatch.setattr(rundir.fcntl, "flock", flock_then_removed)
+    with pytest.raises(AtldasError, match="was being removed by the atldas process that held it"):
+        with RunDir(out, checkpoint="checkpoint.pt", kind="search").locked():
+            pass
+
+
+def test_a_worker_error_raised_while_terminating_is_the_termination(monkeypatch, capsys):
+    """A group's SIGTERM ends the DataLoader workers too, and torch reported them with a RuntimeError
+    raised during the cleanup (a traceback, exit 1)."""
+    import atldas.cli as cli
+
+    def killed(args):
+        try:
+            raise cli.Terminated()
+        finally:
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    monkeypatch.setattr(cli, "_cmd_bench", killed)
+    assert main(["bench", "cheapmatting"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "atldas: terminated (SIGTERM)"

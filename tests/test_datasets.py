@@ -568,3 +568,20 @@ def test_a_foregrounds_composites_take_distinct_backgrounds(tmp_path):
     assert len(per_fg) == 2 and all(len(set(v)) == 10 for v in per_fg.values())
     assert list(per_fg.values())[0] != list(per_fg.values())[1]  # each foreground its own order
     assert ds._background(3) == ds.background_for(ds.names[3])
+
+
+def test_a_composed_test_set_checks_its_files_before_the_network_runs(tmp_path, capsys, monkeypatch):
+    """eval --model on a Distinctions-646 test set whose last foreground is truncated ran the network on
+    the images before it (only file-based sets were checked)."""
+    import atldas.matting.scoring as scoring
+    from atldas.cli import main
+
+    make_d646(tmp_path / "D646")
+    fg = tmp_path / "D646" / "Test" / "FG" / "p2.png"
+    fg.write_bytes(fg.read_bytes()[:60])
+    calls = []
+    monkeypatch.setattr(scoring, "predict_alpha", lambda *a, **k: calls.append(1))
+    assert main(["eval", "--model", "closed_form", "--data", str(tmp_path / "D646"), "--backgrounds",
+                 str(tmp_path / "D646" / "bg"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "p2.png" in err and "Traceback" not in err and calls == []

@@ -556,6 +556,18 @@ class ComposedTestSet(Dataset):
         """Sample names, in order."""
         return [self._name(i)[1] for i in range(len(self))]
 
+    def check(self, indices: Optional[Sequence[int]] = None, *, need_unknown: bool = False) -> None:
+        """Every foreground, alpha and background the samples (or the samples ``indices``) use decoded
+        before any work: a DataError naming the file (as :meth:`MattingFolders.check`; the generated
+        trimaps come from the alphas, which the composites need with unknown pixels anyway)."""
+        index = range(len(self)) if indices is None else indices
+        fgs = {id(it): it for it in (self._name(i)[0] for i in index)}.values()
+        for it in fgs:
+            check_image(it.image)
+            read_alpha(it.alpha, warn=False)
+        for bg in sorted({self._background(i) for i in index}):
+            check_image(bg)
+
     def background_for(self, name: str) -> Path:
         """The background file that composite ``name`` uses."""
         names = self.names

@@ -86,7 +86,7 @@ def image_info(path: PathLike) -> Tuple[Tuple[int, int], str]:
     try:
         w, h = img.size
         mode = img.mode + (";16" if _png16_colour(img, path) else "")
-        return ((h, w) if _orientation(img) in (5, 6, 7, 8) else (w, h)), mode  # 5-8: a quarter turn
+        return ((h, w) if _orientation(img, header=True) in (5, 6, 7, 8) else (w, h)), mode  # 5-8: a quarter turn
     finally:
         img.close()
 
@@ -135,9 +135,19 @@ def image_size(path: PathLike) -> Tuple[int, int]:
     return image_info(path)[0]
 
 
-def _orientation(img: Image.Image) -> int:
-    """The EXIF orientation of ``img`` (1: upright; a missing or broken EXIF block counts as 1)."""
+def _orientation(img: Image.Image, *, header: bool = False) -> int:
+    """The EXIF orientation of ``img`` (1: upright; a missing or broken EXIF block counts as 1).
+    ``header``: without decoding the pixels (Pillow's ``getexif`` decodes a PNG whose EXIF is not in the
+    chunks before its image data: 37 ms for a 1080p file where its header takes 0.04): a PNG's EXIF from
+    those chunks only (the PNG extensions put ``eXIf`` before the image data)."""
     try:
+        if header and img.format == "PNG":
+            raw = img.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            return int(exif.get(0x0112, 1))
         return int(img.getexif().get(0x0112, 1))
     except Exception:  # noqa: BLE001
         return 1

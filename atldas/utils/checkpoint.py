@@ -34,6 +34,13 @@ def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
                 os.fsync(f.fileno())
         except OSError as exc:  # name the checkpoint, not the temporary file
             raise OSError(exc.errno, exc.strerror, os.fspath(path)) from None
+        except RuntimeError as exc:  # torch's zip writer replaces a full disk's OSError with its own error
+            cause = exc.__context__
+            while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+                cause = cause.__context__
+            if cause is None:
+                raise
+            raise OSError(cause.errno, cause.strerror, os.fspath(path)) from None
 
 
 def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
