@@ -177,8 +177,11 @@ class RunDir:
         return aside
 
     def owner(self) -> Optional[str]:
-        """The kind of run whose ``config.yaml`` is here (``search``, ``retrain``), None if there is none."""
+        """The kind of run whose ``config.yaml`` is here (``search``, ``retrain``; ``tune`` for a study's
+        folder: its journal or its trials), None if there is none."""
         if not (self.path / CONFIG).is_file():
+            if (self.path / "study.log").is_file() or any(self.path.glob("trial-[0-9]*")):
+                return "tune"
             return None
         try:
             keys = read_yaml(self.path / CONFIG)

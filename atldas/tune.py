@@ -47,6 +47,7 @@ import yaml
 from atldas.config import apply_overrides, check_threads, differences, leaf_paths, to_dict
 from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory
 from atldas.run import ALIASES, Run, make_search_config
+from atldas.rundir import RunDir
 from atldas.tasks import get_task
 from search_spaces import get_space
 from atldas.retrain import RetrainConfig, retrain
@@ -464,6 +465,11 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                     *(f"knobs.{k}" for k in ("target_C", "target_layers", "input_size", "nodes", "k_min"))}:
         Run(base, out=None).open_data()
     out_dir = check_output(out, flag="--out", folder=True)
+    owner = RunDir(out_dir, checkpoint="checkpoint.pt", kind="tune").owner()
+    if owner not in (None, "tune"):  # a study's journal and trials would be mixed into that run's files
+        what = f"a {owner} run" if owner != "unknown" else "a config.yaml atldas did not write"
+        raise ConfigError(f"--out {out_dir} holds {what}; the study's journal and trials would mix with its files: "
+                          "choose another folder")
     name = study or f"tune-{space}"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None
     store = open_storage(storage, out_dir)

@@ -428,3 +428,19 @@ def test_a_worker_error_raised_while_terminating_is_the_termination(monkeypatch,
     monkeypatch.setattr(cli, "_cmd_bench", killed)
     assert main(["bench", "cheapmatting"]) == 143
     assert capsys.readouterr().err.strip().splitlines()[-1] == "atldas: terminated (SIGTERM)"
+
+
+def test_a_study_and_a_run_do_not_share_a_folder(tiny_run, tmp_path, capsys):
+    """`tune --out` a search's folder wrote study.log, pareto.* and trial folders into it, and `search
+    --out` a study's folder was accepted too."""
+    before = sorted(p.name for p in tiny_run.iterdir())
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(tiny_run)]) == 2
+    _one_error(capsys, "holds a search run; the study's journal and trials would mix with its files")
+    assert sorted(p.name for p in tiny_run.iterdir()) == before
+    study = tmp_path / "study"
+    (study / "trial-0000").mkdir(parents=True)
+    (study / "study.log").write_text("")
+    assert main(["search", "--space", "tiny", "--out", str(study), "--no-progress"]) == 2
+    _one_error(capsys, "holds a tune run")
+    assert sorted(p.name for p in study.iterdir() if p.name != ".lock") == ["study.log", "trial-0000"]
+    assert not (study / "config.yaml").exists()
