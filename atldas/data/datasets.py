@@ -67,8 +67,8 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from atldas.data.augment import Augment, compose_official, make_sample
-from atldas.data.io import (PairingError, check_headers, check_image, list_images, pair_by_stem, partnerless_error,
-                            read_alpha, read_rgb, read_trimap, same_sizes)
+from atldas.data.io import (PairingError, check_headers, check_image, list_images, no_unknown_error, pair_by_stem,
+                            partnerless_error, read_alpha, read_rgb, read_trimap, same_sizes)
 from atldas.data.trimap import trimap_from_alpha
 from atldas.errors import ConfigError, DataError
 from atldas.registry import Registry
@@ -227,8 +227,7 @@ class MattingFolders(Dataset):
             if it.alpha is not None:
                 read_alpha(it.alpha, warn=False)
             if it.trimap is not None and not np.any(read_trimap(it.trimap, warn=False) == 128) and need_unknown:
-                raise DataError(f"{it.trimap}: trimap has no unknown (128) pixels, so MSE is undefined (DIM "
-                                "divides by their number); fix the trimap or leave the image out")
+                raise no_unknown_error(it.trimap)
 
     def __getitem__(self, index: int) -> Dict[str, object]:
         it = self.items[index]

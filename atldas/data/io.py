@@ -316,8 +316,7 @@ def check_headers(paths: Sequence[PathLike]) -> List[Tuple[int, int]]:
             bad.append(str(e))
             sizes.append((0, 0))
     if bad:
-        more = f"; ... and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DataError("; ".join(bad[:3]) + more)
+        raise DataError(listed(bad, sep="; "))
     return sizes
 
 
@@ -329,8 +328,7 @@ def same_sizes(pairs: Sequence[Tuple[PathLike, PathLike]], kind: str) -> None:
     bad = [f"{a} is {sa[0]}x{sa[1]} but its {kind} {b} is {sb[0]}x{sb[1]}"
            for (a, b), sa, sb in zip(pairs, sizes[0::2], sizes[1::2]) if sa != sb]
     if bad:
-        more = f"; ... and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DataError("; ".join(bad[:3]) + more + f" (width x height): give each the same size as its {kind}")
+        raise DataError(f"{listed(bad, sep='; ')} (width x height): give each the same size as its {kind}")
 
 
 def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = True) -> np.ndarray:
@@ -414,10 +412,16 @@ class PairingError(DataError):
 MAX_LISTED = 10
 
 
-def listed(names: List[str]) -> str:
-    """'a.png, b.png, ... and 12 more' (at most :data:`MAX_LISTED` names)."""
-    shown = ", ".join(names[:MAX_LISTED])
-    return shown + (f", ... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+def listed(names: List[str], *, sep: str = ", ") -> str:
+    """'a.png, b.png, ... and 12 more' (at most :data:`MAX_LISTED` names, joined by ``sep``)."""
+    shown = sep.join(names[:MAX_LISTED])
+    return shown + (f"{sep}... and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def no_unknown_error(name: object) -> DataError:
+    """The refusal of a trimap without unknown pixels where it is scored (DIM's MSE divides by their number)."""
+    return DataError(f"{name}: trimap has no unknown (128) pixels, so MSE is undefined (DIM divides by their "
+                     "number); fix the trimap or leave the image out")
 
 
 def partnerless_error(problems: List[str], need: str) -> PairingError:

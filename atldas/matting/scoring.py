@@ -24,7 +24,7 @@ from torch.utils.data import Subset
 from tqdm import tqdm
 
 from atldas.data.datasets import AlphaMattingCom, open_dataset
-from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, write_alpha
+from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, no_unknown_error, write_alpha
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
 from atldas.matting import metrics
@@ -146,8 +146,7 @@ def _score_all(ds, predict: Predictor, *, skip_no_unknown: bool, keep: int, stag
                 if skip_no_unknown:
                     skipped += 1
                     continue
-                raise DataError(f"{name}: trimap has no unknown (128) pixels, so MSE is undefined (DIM divides "
-                                "by their number); fix the trimap or leave the image out")
+                raise no_unknown_error(name)
             image = np.asarray(s["image"]).transpose(1, 2, 0)  # (H, W, 3)
             pred = alpha_to_u8(predict(image, tri))
             gt = alpha_to_u8(np.asarray(s["alpha"])[0])
