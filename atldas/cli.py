@@ -736,9 +736,13 @@ def _main(argv: Optional[List[str]]) -> int:
     except KeyboardInterrupt:
         print("atldas: interrupted", file=sys.stderr)
         return 130
-    except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C in its compiled code so
-        if args.debug or not isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+    except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C (or SIGTERM) in its compiled code so
+        inner = exc.__cause__ or exc.__context__
+        if args.debug or not isinstance(inner, KeyboardInterrupt):
             raise
+        if isinstance(inner, Terminated):
+            print("atldas: terminated (SIGTERM)", file=sys.stderr)
+            return 143
         print("atldas: interrupted", file=sys.stderr)
         return 130
     except OSError as exc:

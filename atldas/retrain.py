@@ -666,6 +666,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         warn_other_loss(ckpt, LOSS_VERSION, source=rd.checkpoint, made="trained", loss="matting")
         if int(ckpt["epoch"]) + 1 >= cfg.epochs:
             log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
+            _check_best(out, dict(ckpt["best"]))
             _log_best(dict(ckpt["best"]), dict(ckpt.get("trivial") or {}), out)
             return out
         train_ds, val_ds = _datasets(cfg)  # before the RNG state is restored, as a fresh run reads it first
@@ -798,6 +799,21 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         writer.close()
     _log_best(best, trivial, out)
     return out
+
+
+def _check_best(out: Path, best: Dict[str, Any]) -> None:
+    """DataError (one line) unless a finished run's ``best.pt`` loads and holds the epoch that its
+    ``last.pt`` names as the best: the run reports that file as its result."""
+    if best["epoch"] < 0:
+        return
+    try:
+        epoch = int(load_checkpoint(out / BEST)["epoch"])
+    except AtldasError as exc:
+        raise DataError(f"{exc}; the run finished, but its best weights (epoch {best['epoch'] + 1}) are lost: "
+                        f"{out / LAST} holds the last epoch's, or retrain afresh with --force") from None
+    if epoch != best["epoch"]:
+        raise DataError(f"{out / BEST} holds epoch {epoch + 1}, but {out / LAST} names epoch {best['epoch'] + 1} "
+                        "as the best: the file was replaced; retrain afresh with --force")
 
 
 def _log_best(best: Dict[str, Any], trivial: Dict[str, float], out: Path) -> None:

@@ -78,7 +78,10 @@ class RunDir:
                     created.insert(0, q)
                 except FileExistsError:
                     pass
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+            try:  # a lock file this process made is removed again when its run is refused
+                fd, made_lock = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            except FileExistsError:
+                fd, made_lock = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666), False
         except OSError as e:
             for q in created:
                 with contextlib.suppress(OSError):
@@ -89,7 +92,7 @@ class RunDir:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    created = []  # the holder's folder, even if this process made it first: nothing to remove
+                    created, made_lock = [], False  # the holder's folder and lock, even if this process made them
                     holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                     raise AtldasError(f"{self.path} is in use by another atldas process (pid {holder}); wait "
                                       "for it to end or choose another --out") from None
@@ -98,7 +101,7 @@ class RunDir:
                 except OSError:
                     same = False
                 if not same:
-                    created = []
+                    created, made_lock = [], False
                     raise AtldasError(f"{self.path} was being removed by the atldas process that held it as "
                                       "this one started; start again")
                 os.ftruncate(fd, 0)
@@ -115,6 +118,9 @@ class RunDir:
                 (self.path / LOCK).unlink()
             else:
                 created = []
+                if made_lock and refused and not self.checkpoint.exists():  # e.g. refused in a study's folder
+                    with contextlib.suppress(OSError):
+                        (self.path / LOCK).unlink()
             os.close(fd)  # releases the flock
             for q in created:  # innermost first; a folder another process has written into since stays
                 with contextlib.suppress(OSError):

@@ -104,3 +104,39 @@ def test_a_full_disk_under_torch_save_names_the_checkpoint(tmp_path, monkeypatch
         save_checkpoint({"x": 1}, tmp_path / "c.pt")
     assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(tmp_path / "c.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def _dead_pid():
+    """The pid of a process that has ended (reaped), as a kill -9 leaves its temporaries."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path):
+    """kill -9 during a write left `.ckpt.pt.<random>.pt` beside the target for ever (and a killed
+    `eval --save-pred` its hidden `.partial-*` folder); the next write to the same target removes those
+    of a process that is gone, and leaves those of one still running (it may be writing now)."""
+    import os
+
+    from atldas.matting.scoring import _staging
+
+    gone, alive = _dead_pid(), os.getppid()
+    (tmp_path / f".ckpt.pt.{gone}.abc.pt").write_text("half")
+    (tmp_path / f".ckpt.pt.{alive}.abc.pt").write_text("being written")
+    (tmp_path / ".ckpt.pt.xyz.pt").write_text("a name without a pid")
+    with atomic_path(tmp_path / "ckpt.pt", suffix=".pt") as tmp:
+        with open(tmp, "w") as f:
+            f.write("new")
+    assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
+        ["ckpt.pt", f".ckpt.pt.{alive}.abc.pt", ".ckpt.pt.xyz.pt"])
+    preds = tmp_path / "preds"
+    (preds / f".partial.{gone}.q1").mkdir(parents=True)
+    (preds / f".partial.{gone}.q1" / "s0.png").write_text("half")
+    (preds / f".partial.{alive}.q2").mkdir()
+    staging = _staging(preds)
+    assert staging.name.startswith(f".partial.{os.getpid()}.")
+    assert sorted(x.name for x in preds.iterdir()) == sorted([f".partial.{alive}.q2", staging.name])

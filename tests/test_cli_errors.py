@@ -347,6 +347,16 @@ def test_a_ctrl_c_wrapped_by_compiled_code_is_an_interruption(monkeypatch, capsy
     assert main(["bench", "cheapmatting"]) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "atldas: interrupted"
 
+    def terminated(args):  # a SIGTERM wrapped the same way is the termination (it said "interrupted", 130)
+        try:
+            raise cli.Terminated()
+        except KeyboardInterrupt as exc:
+            raise SystemError("CPUDispatcher(...) returned a result with an exception set") from exc
+
+    monkeypatch.setattr(cli, "_cmd_bench", terminated)
+    assert main(["bench", "cheapmatting"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "atldas: terminated (SIGTERM)"
+
     def bug(args):
         raise SystemError("a real bug")
 

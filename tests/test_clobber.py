@@ -442,5 +442,8 @@ def test_a_study_and_a_run_do_not_share_a_folder(tiny_run, tmp_path, capsys):
     (study / "study.log").write_text("")
     assert main(["search", "--space", "tiny", "--out", str(study), "--no-progress"]) == 2
     _one_error(capsys, "holds a tune run")
-    assert sorted(p.name for p in study.iterdir() if p.name != ".lock") == ["study.log", "trial-0000"]
+    assert sorted(p.name for p in study.iterdir()) == ["study.log", "trial-0000"]  # no .lock left either
     assert not (study / "config.yaml").exists()
+    (study / ".lock").write_text("")  # a lock file that was there before stays
+    assert main(["search", "--space", "tiny", "--out", str(study), "--no-progress"]) == 2
+    assert sorted(p.name for p in study.iterdir()) == [".lock", "study.log", "trial-0000"]

@@ -13,7 +13,7 @@ import torch
 
 import atldas.rundir as rundir_mod
 from atldas.cli import main
-from atldas.errors import AtldasError
+from atldas.errors import AtldasError, DataError
 from atldas.matting.losses import MattingLoss
 from atldas.models.zoo import resolve_model
 from atldas.retrain import RetrainConfig, lr_factor, retrain
@@ -123,6 +123,17 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(genotype_file, tm
     last = (run / "last.pt").read_bytes()
     assert retrain(RetrainConfig(out=str(run)), resume=True) == run
     assert (run / "last.pt").read_bytes() == last
+    # ... and checks the best.pt it reports (a truncated one was reported as the run's result)
+    best = (run / "best.pt").read_bytes()
+    (run / "best.pt").write_bytes(best[: len(best) // 2])
+    with pytest.raises(DataError, match="best weights .* are lost"):
+        retrain(RetrainConfig(out=str(run)), resume=True)
+    stale = dict(bb, epoch=bb["epoch"] + 1)
+    torch.save(stale, run / "best.pt")
+    with pytest.raises(DataError, match="the file was replaced"):
+        retrain(RetrainConfig(out=str(run)), resume=True)
+    (run / "best.pt").write_bytes(best)
+    assert retrain(RetrainConfig(out=str(run)), resume=True) == run
 
 
 def test_a_resumed_run_drops_the_tensorboard_points_of_the_epoch_it_repeats(genotype_file, tmp_path, monkeypatch):

@@ -31,7 +31,8 @@ from atldas.matting import metrics
 from atldas.matting.inference import clamp_by_trimap, predict_alpha, check_amp
 from atldas.models.base import MattingModel
 from atldas.models.zoo import load_model_weights, resolve_model
-from atldas.utils.atomic import check_output, refuse_input_as_output, refuse_overwriting_non_json, write_json
+from atldas.utils.atomic import (check_output, refuse_input_as_output, refuse_overwriting_non_json, sweep_stale,
+                                 temp_prefix, write_json)
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
@@ -116,7 +117,8 @@ def _staging(save_pred: Path) -> Path:
     """A hidden folder inside ``save_pred`` (made if missing): the same file system whatever
     ``save_pred`` is (a mount point, a link to another disk), so the files move out by rename."""
     save_pred.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=".partial-", dir=save_pred))
+    sweep_stale(save_pred, ".partial.")  # what a killed run left
+    return Path(tempfile.mkdtemp(prefix=temp_prefix("partial"), dir=save_pred))
 
 
 def _publish(staging: Path, save_pred: Path) -> None:

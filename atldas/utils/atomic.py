@@ -27,6 +27,41 @@ def _umask() -> int:
     return mask
 
 
+def _pid_gone(name: str) -> bool:
+    """Whether ``name`` (what follows a temporary's prefix: ``<pid>.`` or ``<pid>-``, then random
+    letters) was made by a process that no longer runs: one killed (SIGKILL, a power cut) before it
+    could remove it."""
+    digits = len(name) - len(name.lstrip("0123456789"))
+    if not digits or name[digits:digits + 1] not in (".", "-"):
+        return False  # not made by a process that named itself
+    try:
+        os.kill(int(name[:digits]), 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # alive under another user, or no such pid to ask about
+        return False
+    return False
+
+
+def sweep_stale(folder: PathLike, prefix: str) -> None:
+    """Remove the temporaries (files or folders) named ``<prefix><pid>...`` in ``folder`` whose process
+    is gone; those of a process still running are left alone."""
+    with contextlib.suppress(OSError):
+        for q in Path(folder).iterdir():
+            if q.name.startswith(prefix) and _pid_gone(q.name[len(prefix):]):
+                if q.is_dir() and not q.is_symlink():
+                    shutil.rmtree(q, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        q.unlink()
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of this process's temporaries for ``name``: ``.<name>.<pid>.``, which
+    :func:`sweep_stale` recognises once the process is gone."""
+    return f".{name}.{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     """Yield a temporary path next to ``path`` (parent folders are created); on a clean exit it
@@ -38,7 +73,8 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     if p.is_dir():  # before a temporary file: the error names the user's path
         raise IsADirectoryError(errno.EISDIR, "is a folder; pass a file name", os.fspath(path))
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=suffix)
+    sweep_stale(p.parent, f".{p.name}.")  # a killed writer's temporary of this very file
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=temp_prefix(p.name), suffix=suffix)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would honour the umask
     try:
