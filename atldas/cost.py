@@ -362,8 +362,10 @@ class Budget:
     ``E[C]`` is taken at ``temperature`` (the cells) and ``block_temperature`` (the blocks; default the
     same), which the strategy anneals from 1 after the warm-up to these values.
 
-    The multiplier starts at ``lam_init`` and takes dual-ascent steps of ``lam_lr`` per epoch, driven
-    by ``r`` itself, the quantity the penalty acts on. (Driving it by the argmax architecture's cost, as
+    ``metric`` is what is budgeted (:data:`METRICS`: ``macs``, ``params``, ``latency_ms``) and
+    ``target`` its budget in that unit. The multiplier starts at ``lam_init`` and takes dual-ascent
+    steps of ``lam_lr`` per epoch, kept within ``[-lam_max, lam_max]`` (``lagrange``) or ``[0,
+    lam_max]`` (the others), driven by ``r`` itself, the quantity the penalty acts on. (Driving it by the argmax architecture's cost, as
     the first version did, let one push make the argmax the cheapest child, after which ``lam`` fell
     to 0 and the budget switched itself off.)
     """

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 
 from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError, DataError, first_line
+from atldas.genotype import Genotype
+from atldas.models.base import MattingModel
 from atldas.matting.footprint import forward_bytes_per_pixel
 from atldas.models.zoo import load_model_weights, require_torch, resolve_model
 from atldas.utils.atomic import atomic_path, refuse_input_as_output
@@ -160,7 +162,7 @@ def check_onnx(onnx_path: PathLike, wrapped: nn.Module, *, size: int, atol: floa
 MIN_OPSET = 16
 
 
-def export_onnx(*, model, checkpoint: Optional[PathLike] = None, onnx_path: PathLike, opset: int = 17,
+def export_onnx(*, model: Union[PathLike, Genotype, MattingModel], checkpoint: Optional[PathLike] = None, onnx_path: PathLike, opset: int = 17,
                 check: bool = True, size: int = 256, atol: float = 1e-4, optimize: bool = True,
                 initial_weights: bool = False) -> Dict:
     """Export ``model`` with ``checkpoint``'s weights to ONNX (dynamic batch, height and width).

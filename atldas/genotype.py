@@ -35,6 +35,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from atldas.config import keyword_only
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
@@ -113,6 +114,7 @@ def _frozen_dict(value: Mapping[str, Any] | None, name: str) -> Mapping[str, Any
     return _freeze(value)
 
 
+@keyword_only
 @dataclass(frozen=True)
 class CellSpec:
     """One cell type of a genotype.
@@ -248,6 +250,7 @@ class CellSpec:
         return [edge for node in self.nodes for edge in node]
 
 
+@keyword_only
 @dataclass(frozen=True)
 class Genotype:
     """A discrete architecture: a normal and a reduction cell, with optional metadata.

@@ -55,7 +55,23 @@ def check_lut(space, lut: Mapping[str, Any], *, n: int = 3, seed: int = 0,
 def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, threads: int = 1,
               min_run_time: float = MIN_RUN_TIME, check: int = 0, out: Optional[str] = None,
               sets: Sequence[str] = (), progress: bool = True):
-    """Build, save and (with ``check`` > 0) check a table; returns ``(lut, path, checks)``."""
+    """Build, save and (with ``check`` > 0) check a latency table: what ``atldas lut build`` does.
+
+    Args:
+        space: a registered search space (``atldas.list_spaces()``).
+        device: where the ops are timed (``cpu``, ``cuda``); the table holds it.
+        size: the input size the table is for (default: the space's ``input_size``), at least 32.
+        threads: torch CPU threads while timing.
+        min_run_time: seconds each op is timed for (``torch.utils.benchmark``'s ``blocked_autorange``).
+        check: how many random children to time as whole networks against the table's estimate.
+        out: the table's JSON file (default ``lut-<space>-<device>.json``); refused if it is not JSON.
+        sets: ``key=value`` texts of the space's knobs, as ``--set``.
+        progress: a progress bar on a terminal.
+
+    Returns:
+        ``(lut, path, checks)``: the table (a dict), where it was written, and one record per checked
+        child (:func:`check_lut`).
+    """
     check_timing(min_run_time=min_run_time, threads=threads)
     if isinstance(check, bool) or not isinstance(check, int) or not 0 <= check <= 10**4:
         raise ConfigError(f"--check takes the number of random children to measure, 0..10000; got {check!r}")

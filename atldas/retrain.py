@@ -443,7 +443,7 @@ class EMA:
     The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates.
     """
 
-    def __init__(self, net: nn.Module, decay: float) -> None:
+    def __init__(self, net: nn.Module, *, decay: float) -> None:
         self.decay = decay
         self.updates = 0
         self.module = copy.deepcopy(net).eval()
@@ -452,6 +452,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
+        """One step towards ``net``'s current weights (its buffers, e.g. BatchNorm's counts, copied)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         src = net.state_dict()
@@ -462,9 +463,11 @@ class EMA:
                 v.copy_(src[k])
 
     def state_dict(self) -> Dict[str, Any]:
+        """What a checkpoint keeps: ``{"decay", "updates", "weights"}``."""
         return {"decay": self.decay, "updates": self.updates, "weights": self.module.state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`'s output (the decay stays this object's)."""
         self.updates = int(state["updates"])
         self.module.load_state_dict(state["weights"])
 
@@ -653,7 +656,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     opt = _optimizer(cfg, net)
     amp_dtype = _amp_dtype(cfg)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    ema = EMA(net, cfg.ema) if cfg.ema > 0 else None
+    ema = EMA(net, decay=cfg.ema) if cfg.ema > 0 else None
     total = cfg.epochs * cfg.steps_per_epoch
     warmup = int(round(cfg.warmup_epochs * cfg.steps_per_epoch))
 

@@ -268,6 +268,9 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     A budget given anywhere by the user (``target_macs``, ``target_params`` or ``target_latency_ms``)
     replaces the space's default budget, and one given by a flag or ``--set`` the file's (a run's
     ``config.yaml`` reused with another budget).
+
+    ``sets`` are ``key=value`` texts as ``--set`` takes them (a leaf field's name where it is unique,
+    else its dotted path, e.g. ``hp.arch_lr=1e-3``; ``atldas search --help`` lists them).
     """
     data = read_yaml(file) if file else {}
     sets = [sets] if isinstance(sets, str) else list(sets)  # one "key=value" text is a list of one
@@ -616,6 +619,8 @@ class Run:
     # ------------------------------------------------------------------ derive
 
     def provenance(self) -> Dict[str, Any]:
+        """What a derived genotype records of the search that made it: seed, strategy, run folder,
+        epochs searched, space and task."""
         cfg = self.cfg
         return {"seed": cfg.seed, "strategy": cfg.strategy, "run": str(self.out) if self.out else None,
                 "epochs": min(self.epoch, cfg.epochs), "space": cfg.space, "task": self.task.name}  # searched

@@ -17,9 +17,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from atldas.config import keyword_only
 from atldas.errors import ConfigError
 
 
+@keyword_only
 @dataclass(frozen=True)
 class CellTopology:
     """Edges and admissible input sets of a cell with ``nodes`` intermediate nodes.
@@ -90,6 +92,7 @@ def reductions_of(layers: int) -> Tuple[int, int]:
     return layers // 3, 2 * layers // 3
 
 
+@keyword_only
 @dataclass(frozen=True)
 class StackCell:
     """One cell of a DARTS cell stack, as :func:`cell_stack` lays it out.
@@ -150,6 +153,7 @@ def cell_stack(*, C: int, layers: int, C_s0: int, C_s1: int, s0_reduced: bool = 
     return tuple(out)
 
 
+@keyword_only
 @dataclass(frozen=True)
 class CellGeometry:
     """One cell of a target network, for costing: node channels, input size (of state 1), reduction flag."""

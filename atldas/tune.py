@@ -393,6 +393,13 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
          retrain_sets: Sequence[str] = ()) -> Dict[str, Any]:
     """Run (or join) a study until it holds ``trials`` finished trials; see the module docstring.
 
+    ``space`` is the search space each trial searches; ``out`` the study's folder (its trials, the
+    Pareto table, plot and genotypes); ``storage`` the Optuna storage (default ``OUT/study.log``, a
+    journal file; or another journal file or an RDB URL) and ``study`` its name there, shared by
+    the workers that name the same two; ``objectives`` what is minimised (:data:`OBJECTIVES`);
+    ``space_file`` a YAML tuning space (default: :data:`DEFAULT_SPACE`); ``sets`` ``key=value`` texts
+    fixed in every trial's search config, as ``--set``.
+
     ``prune`` (single objective ``loss`` only: Optuna's pruners do not take several objectives) stops
     a trial whose per-epoch arch loss is worse than the median of earlier trials at the same epoch
     (``MedianPruner``, after 2 finished trials and the warm-up epochs); pruned trials do not count as

@@ -147,3 +147,22 @@ def test_config_classes_take_keywords_only(name):
         cls(1)
     made = cls()  # keywords and defaults as before; replace() and copies pass keywords
     assert dataclasses.replace(made) == made
+
+
+@pytest.mark.parametrize("cls", ["CellSpec", "Genotype", "CellTopology"])
+def test_value_classes_take_keywords_only(cls):
+    """CellTopology(4, 2, 3) was accepted (nodes, k_min, k_max in field order), as were the genotype's
+    value classes: a reordered field would have built another network without a word."""
+    import dataclasses
+
+    from atldas.genotype import CellSpec
+    from atldas.topology import CellTopology
+    from derived_models import get_genotype
+
+    made = {"CellSpec": lambda: CellSpec(nodes=((("skip_connect", 0), ("skip_connect", 1)),), concat=(2,)),
+            "Genotype": lambda: get_genotype("darts_v2"),
+            "CellTopology": lambda: CellTopology(nodes=4, k_min=2, k_max=3)}[cls]()
+    first = next(f.name for f in dataclasses.fields(type(made)) if f.init)
+    with pytest.raises(TypeError, match=f"{cls} takes keyword arguments only; got 1 positional \\({first}="):
+        type(made)(1)
+    assert dataclasses.replace(made) == made

@@ -279,7 +279,6 @@ def test_derived_models_registry():
     from derived_models import get_genotype
 
     assert {"cheapmatting", "cheapmatting_darts_v2", "cheapmatting_pc_darts"} <= set(list_models())
-    assert get_genotype("atldas_cifar100") == ATLDAS_CIFAR100
     assert get_genotype("atldas_cifar100").cost["macs"] == RELEASED_MACS_1024
     with META:
         released = create_model("cheapmatting")

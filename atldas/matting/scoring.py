@@ -27,6 +27,7 @@ from atldas.data.datasets import AlphaMattingCom, open_dataset
 from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, no_unknown_error, write_alpha
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import ConfigError, DataError
+from atldas.genotype import Genotype
 from atldas.matting import metrics
 from atldas.matting.inference import clamp_by_trimap, predict_alpha, check_amp
 from atldas.models.base import MattingModel
@@ -215,7 +216,7 @@ def _within(path: PathLike, folder: PathLike) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def evaluate_model(*, model, checkpoint: Optional[PathLike] = None, data: PathLike,
+def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint: Optional[PathLike] = None, data: PathLike,
                    save_pred: Optional[PathLike] = None, json_path: Optional[PathLike] = None,
                    device: str = "cpu", progress: bool = True, tile: Optional[int] = None,
                    amp: bool = False, **dataset_kw) -> Dict[str, Any]:

@@ -45,6 +45,8 @@ from atldas.registry import Registry
 from atldas.topology import cell_stack, reductions_of, stage_taps
 from atldas.utils.counting import count_params
 
+import derived_models
+
 __all__ = [
     "ATLDAS_CIFAR100",
     "MACRO_NAME",
@@ -218,19 +220,9 @@ class CheapMattingCfg:
         return cls(**{**defaults, **meta})
 
 
-#: The cell of the released CheapMatting (reference/genotypes.json, ``ATLDAS_cifar100``).
-ATLDAS_CIFAR100 = Genotype.from_darts_dict(
-    {
-        "normal": [("skip_connect", 0), ("dil_conv_5x5", 1), ("dil_conv_3x3", 0), ("sep_conv_3x3", 1),
-                   ("sep_conv_5x5", 1), ("sep_conv_5x5", 3), ("sep_conv_3x3", 3), ("dil_conv_3x3", 4)],
-        "normal_concat": [2, 3, 4, 5],
-        "reduce": [("skip_connect", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("dil_conv_5x5", 2),
-                   ("sep_conv_3x3", 0), ("dil_conv_5x5", 3), ("sep_conv_5x5", 3), ("dil_conv_5x5", 4)],
-        "reduce_concat": [2, 3, 4, 5],
-    },
-    provenance={"reference": "ATLDAS_cifar100",
-                "source": "ATL-DAS (Liu et al., Displays 2023), searched on CIFAR-100"},
-)
+#: The cell of the released CheapMatting (reference/genotypes.json, ``ATLDAS_cifar100``), as
+#: ``derived_models/atldas_cifar100.json`` holds it.
+ATLDAS_CIFAR100 = derived_models.get_genotype("atldas_cifar100")
 
 
 def _groups(C: int, preferred: int = 8) -> int:
@@ -545,11 +537,6 @@ class CheapMattingMacro(nn.Module):
         for lv in (3, 2, 1, 0):  # the released state dict lists them in this order
             setattr(self, f"decoder_layer{lv}", level(lv, c_in[lv]))
         self.pred = head(cfg.head_input)
-
-    @property
-    def decoder_levels(self) -> tuple[nn.Module, nn.Module, nn.Module, nn.Module]:
-        """Decoder levels 0..3 (1/2 .. 1/16)."""
-        return (self.decoder_layer0, self.decoder_layer1, self.decoder_layer2, self.decoder_layer3)
 
     def stems(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The first two stems' features of ``x``: (B, C/2, H/2, W/2) and (B, C, H/4, W/4)."""

@@ -92,7 +92,10 @@ def register_model(name: str, *, two_inputs: bool = False, learned: bool = True,
                    description: str = "") -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Decorator registering ``build(**knobs) -> nn.Module`` as MODEL ``name`` (a duplicate raises
     ValueError). The network maps ``(B, 6, H, W)`` RGB + one-hot trimap to ``(B, 1, H, W)`` alpha, or
-    ``(image, trimap_onehot)`` with ``two_inputs=True``."""
+    ``(image, trimap_onehot)`` with ``two_inputs=True``. ``learned=False`` marks a method without
+    weights (a classical solver: no checkpoint to load, nothing to retrain); ``genotype`` names the
+    ``derived_models`` genotype the network is built from, if any; ``description`` is its line in
+    ``atldas.list_models()`` listings."""
 
     if not isinstance(name, str):  # @register_model without a name: it would decorate nothing
         raise TypeError("register_model takes the model's name: @atldas.register_model(\"my_net\"), "

@@ -35,5 +35,6 @@ class History:
         write_text_atomic(self.path, "".join(ln + "\n" for ln in keep))
 
     def append(self, row: Dict[str, Any]) -> None:
+        """Add ``row`` (JSON-serialisable values) as one line."""
         with self.path.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
