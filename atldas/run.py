@@ -30,7 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import default_collate
@@ -298,8 +298,39 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     if any(t in flags or t in chosen or f"budget.{t}" in chosen for t in _TARGETS):  # replaces the file's budget
         cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, **{t: None for t in _TARGETS}))
     cfg = _apply(cfg, flags, where="flags")
-    return apply_overrides(cfg, [p for p in sets if p.split("=", 1)[0].strip() not in ("space", "strategy")],
-                           aliases=ALIASES)
+    cfg = apply_overrides(cfg, [p for p in sets if p.split("=", 1)[0].strip() not in ("space", "strategy")],
+                          aliases=ALIASES)
+    for line in inert_settings(cfg, set(flags) | set(chosen)):  # a file may be a run's whole config.yaml
+        log.warning("%s", line)
+    return cfg
+
+
+#: Settings of the select stage, which do nothing while it is off (``select=0``)
+_SELECT_KEYS = ("select_steps", "select_keep", "select_keep_steps", "select_epsilon", "select_cost", "select_fill",
+                "select_pool", "select_mutants", "select_strata")
+#: Budget settings, which do nothing without a target
+_BUDGET_KEYS = ("form", "aim", "lam_init", "lam_lr", "rho", "temperature", "block_temperature")
+
+
+def inert_settings(cfg: SearchConfig, given: Iterable[str]) -> List[str]:
+    """One line for each setting in ``given`` (keys as the user wrote them: flat, dotted or aliased) that
+    the resolved ``cfg`` does not use: a select-stage setting while the stage is off, a budget setting
+    without a budget target, a Gumbel temperature with the ``reinforce`` estimator."""
+    names = {ALIASES.get(k, k).rsplit(".", 1)[-1] for k in given}
+    out = []
+    if not cfg.select:
+        out += [f"{k}={getattr(cfg, k)} does nothing while the select stage is off (select=0); set select=N "
+                "to use it" for k in _SELECT_KEYS if k in names]
+    elif cfg.select_fill and "select_fill" in names and not cfg.budget.targets():
+        out.append("select_fill=true does nothing without a budget (it grows candidates onto the target); "
+                   "give --target-macs, --target-params or --target-latency-ms")
+    if not cfg.budget.targets():
+        out += [f"{k}={getattr(cfg.budget, k)} does nothing without a budget target; give --target-macs, "
+                "--target-params or --target-latency-ms" for k in _BUDGET_KEYS if k in names]
+    if getattr(cfg.hp, "estimator", None) == "reinforce":
+        out += [f"{k}={getattr(cfg.hp, k)} does nothing with estimator=reinforce (it is the Gumbel temperature "
+                "of estimator=st)" for k in ("tau_max", "tau_min") if k in names]
+    return out
 
 
 def _apply(cfg: SearchConfig, values: Mapping[str, Any], *, where: str) -> SearchConfig:

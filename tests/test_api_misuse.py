@@ -166,3 +166,25 @@ def test_value_classes_take_keywords_only(cls):
     with pytest.raises(TypeError, match=f"{cls} takes keyword arguments only; got 1 positional \\({first}="):
         type(made)(1)
     assert dataclasses.replace(made) == made
+
+
+def test_settings_that_do_nothing_are_said(tmp_path, caplog):
+    """select_fill with select=0, a Gumbel temperature with the reinforce estimator, a budget setting
+    without a target: accepted without a word, and the search ran as if they were not given."""
+    import logging
+
+    from atldas.config import save_yaml
+
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        cfg = atldas.make_search_config(space="tiny", sets=["select_fill=true", "hp.tau_min=0.05", "budget_form=abs"])
+    assert cfg.select == 0 and not cfg.budget.targets()
+    for said in ("select_fill=True does nothing while the select stage is off",
+                 "tau_min=0.05 does nothing with estimator=reinforce", "form=abs does nothing without a budget target"):
+        assert said in caplog.text, said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atldas"):  # used here: nothing to say
+        atldas.make_search_config(space="planted", sets=["select_steps=20", "form=abs", "target_macs=1M"])
+        atldas.make_search_config(space="tiny", strategy="gdas", sets=["tau_min=0.05"])
+        save_yaml(cfg, tmp_path / "config.yaml")  # a run's whole config.yaml names every key
+        atldas.make_search_config(file=str(tmp_path / "config.yaml"))
+    assert "does nothing" not in caplog.text, caplog.text
