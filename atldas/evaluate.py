@@ -62,6 +62,7 @@ from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
 from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_json
+from atldas.utils.progress import show_progress
 
 log = logging.getLogger("atldas")
 
@@ -156,7 +157,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     per_image: Dict[str, Dict[str, float]] = {}
     unclamped: List[str] = []
     sad_sum = 0.0
-    show = progress and _is_tty(sys.stderr)
+    show = show_progress(progress)
     n_workers = default_workers(len(items)) if workers is None else min(int(workers), len(items))
     with tqdm(_scored(items, n_workers), total=len(items), desc="eval", unit="img", disable=not show,
               file=sys.stderr) as bar:
@@ -176,13 +177,6 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
         write_json(json_path, result)
         log.info("wrote %s", json_path)
     return result
-
-
-def _is_tty(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 def _list_folder(folder: PathLike, what: str, flag: str) -> Dict[str, Path]:

@@ -49,6 +49,7 @@ from atldas.utils.device import device_name, resolve_device
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
 from atldas.utils.timing import time_call
+from atldas.utils.progress import show_progress
 
 log = logging.getLogger("atldas")
 
@@ -165,7 +166,7 @@ def build_lut(space, *, device: str = "cpu", threads: int = 1, min_run_time: flo
     shapes = op_shapes(space, ops=space.search_ops(with_none=False))
     cands = space.block_candidates()
     n = len(shapes) + sum(len(c) for c in cands.values()) + 1
-    bar = tqdm(total=n, desc=f"lut {space.name}/{device}", unit="entry", disable=not (progress and sys.stderr.isatty()),
+    bar = tqdm(total=n, desc=f"lut {space.name}/{device}", unit="entry", disable=not show_progress(progress),
                leave=False, file=sys.stderr, dynamic_ncols=True)
     gen = torch.Generator().manual_seed(0)
 

@@ -49,6 +49,7 @@ from atldas.utils.fold import fold_batchnorm
 from atldas.utils.atomic import check_output
 from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
+from atldas.utils.progress import show_progress
 
 log = logging.getLogger("atldas")
 
@@ -254,7 +255,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike] = None, image: PathLik
         read_trimap(tp)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
-    show = progress and sys.stderr.isatty()
+    show = show_progress(progress)
     for stem, ip, tp in tqdm(pairs, desc="predict", unit="img", disable=not show, file=sys.stderr):
         rgb, tri = read_rgb(ip), read_trimap(tp, warn=False)  # (H, W, 3) float32, (H, W) uint8
         if rgb.shape[:2] != tri.shape:  # headers agreed; the pixels must too

@@ -57,7 +57,6 @@ import copy
 import dataclasses
 import logging
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +94,7 @@ from atldas.utils.optim import decay_groups, lr_factor
 from atldas.utils.weights import weight_mismatch
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
+from atldas.utils.progress import show_progress
 
 log = logging.getLogger("atldas")
 
@@ -703,7 +703,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
              "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "
              "prediction (alpha = 0.5 in the unknown region): %s", n_val, where, _fmt(trivial))
 
-    show = cfg.progress and sys.stderr.isatty()
+    show = show_progress(cfg.progress)
     last_path = out / LAST
     sampler = EpochBatches(_epoch_order(len(train_ds), cfg), batch_size=cfg.batch_size, steps=cfg.steps_per_epoch)
     loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",

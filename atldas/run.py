@@ -26,7 +26,6 @@ import itertools
 import json
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +58,7 @@ from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 from atldas.utils.weights import weight_mismatch
+from atldas.utils.progress import show_progress
 from search_spaces import SPACES, SearchSpace, SpaceCfg, get_space
 
 log = logging.getLogger("atldas")
@@ -564,7 +564,7 @@ class Run:
         history = rd.history(self.epoch) if rd is not None else None
         writer = rd.writer(cfg.tensorboard, start=self.epoch) if rd is not None else None
         strat, rows = self.strategy, []
-        show = cfg.progress and sys.stderr.isatty()
+        show = show_progress(cfg.progress)
         try:
             for epoch in range(self.epoch, end):
                 self.net.train()

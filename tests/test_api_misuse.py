@@ -188,3 +188,24 @@ def test_settings_that_do_nothing_are_said(tmp_path, caplog):
         save_yaml(cfg, tmp_path / "config.yaml")  # a run's whole config.yaml names every key
         atldas.make_search_config(file=str(tmp_path / "config.yaml"))
     assert "does nothing" not in caplog.text, caplog.text
+
+
+def test_progress_under_a_stderr_without_isatty(monkeypatch):
+    """search, retrain, predict, eval and lut asked `sys.stderr.isatty()` directly: an AttributeError
+    where a service or notebook put an object without it (or None) in its place."""
+    import sys
+
+    from atldas.utils.progress import show_progress
+
+    class Sink:
+        def write(self, text):
+            return len(text)
+
+        def flush(self):
+            pass
+
+    for stderr in (Sink(), None):
+        monkeypatch.setattr(sys, "stderr", stderr)
+        assert show_progress(True) is False
+    monkeypatch.undo()
+    assert show_progress(False) is False

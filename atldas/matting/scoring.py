@@ -37,6 +37,7 @@ from atldas.utils.atomic import (check_output, refuse_input_as_output, refuse_ov
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
+from atldas.utils.progress import show_progress
 
 log = logging.getLogger("atldas")
 
@@ -136,7 +137,7 @@ def _score_all(ds, predict: Predictor, *, skip_no_unknown: bool, keep: int, stag
     per: Dict[str, Dict[str, float]] = {}
     previews: List[Tuple[np.ndarray, ...]] = []
     skipped, sad = 0, 0.0
-    show = progress and sys.stderr.isatty()
+    show = show_progress(progress)
     with tqdm(range(len(ds)), desc=desc, unit="img", disable=not show, file=sys.stderr) as bar:
         for i in bar:
             s = ds[i]
