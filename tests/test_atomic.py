@@ -116,27 +116,35 @@ def _dead_pid():
     return proc.pid
 
 
-def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path):
+def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path, monkeypatch):
     """kill -9 during a write left `.ckpt.pt.<random>.pt` beside the target for ever (and a killed
-    `eval --save-pred` its hidden `.partial-*` folder); the next write to the same target removes those
-    of a process that is gone, and leaves those of one still running (it may be writing now)."""
+    `eval --save-pred` its hidden staging folder); the next write into the folder removes those of a
+    process that is gone, and leaves those of one still running (it may be writing now) and every file
+    it did not make."""
     import os
 
+    import atldas.utils.atomic as atomic
     from atldas.matting.scoring import _staging
 
+    monkeypatch.setattr(atomic, "_SWEPT", set())
     gone, alive = _dead_pid(), os.getppid()
-    (tmp_path / f".ckpt.pt.{gone}.abc.pt").write_text("half")
-    (tmp_path / f".ckpt.pt.{alive}.abc.pt").write_text("being written")
-    (tmp_path / ".ckpt.pt.xyz.pt").write_text("a name without a pid")
+    (tmp_path / f".ckpt.pt.atldas-{gone}.abc.pt").write_text("half")
+    (tmp_path / f".other.json.atldas-{gone}.x.tmp").write_text("half")
+    (tmp_path / f".ckpt.pt.atldas-{alive}.abc.pt").write_text("being written")
+    (tmp_path / f".ckpt.pt.{gone}.xyz.pt").write_text("not one of ours")
     with atomic_path(tmp_path / "ckpt.pt", suffix=".pt") as tmp:
+        assert os.path.basename(tmp).startswith(f".ckpt.pt.atldas-{os.getpid()}.")
         with open(tmp, "w") as f:
             f.write("new")
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
-        ["ckpt.pt", f".ckpt.pt.{alive}.abc.pt", ".ckpt.pt.xyz.pt"])
+        ["ckpt.pt", f".ckpt.pt.atldas-{alive}.abc.pt", f".ckpt.pt.{gone}.xyz.pt"])
     preds = tmp_path / "preds"
-    (preds / f".partial.{gone}.q1").mkdir(parents=True)
-    (preds / f".partial.{gone}.q1" / "s0.png").write_text("half")
-    (preds / f".partial.{alive}.q2").mkdir()
+    (preds / f".partial.atldas-{gone}.q1").mkdir(parents=True)
+    (preds / f".partial.atldas-{gone}.q1" / "s0.png").write_text("half")
+    (preds / f".partial.atldas-{alive}.q2").mkdir()
     staging = _staging(preds)
-    assert staging.name.startswith(f".partial.{os.getpid()}.")
-    assert sorted(x.name for x in preds.iterdir()) == sorted([f".partial.{alive}.q2", staging.name])
+    assert staging.name.startswith(f".partial.atldas-{os.getpid()}.")
+    assert sorted(x.name for x in preds.iterdir()) == sorted([f".partial.atldas-{alive}.q2", staging.name])
+    (preds / f".partial.atldas-{gone}.q3").mkdir()  # a folder is swept once per process
+    _staging(preds)
+    assert (preds / f".partial.atldas-{gone}.q3").is_dir()

@@ -119,7 +119,7 @@ def _staging(save_pred: Path) -> Path:
     """A hidden folder inside ``save_pred`` (made if missing): the same file system whatever
     ``save_pred`` is (a mount point, a link to another disk), so the files move out by rename."""
     save_pred.mkdir(parents=True, exist_ok=True)
-    sweep_stale(save_pred, ".partial.")  # what a killed run left
+    sweep_stale(save_pred)  # what a killed run left
     return Path(tempfile.mkdtemp(prefix=temp_prefix("partial"), dir=save_pred))
 
 

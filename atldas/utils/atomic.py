@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,28 +28,34 @@ def _umask() -> int:
     return mask
 
 
-def _pid_gone(name: str) -> bool:
-    """Whether ``name`` (what follows a temporary's prefix: ``<pid>.`` or ``<pid>-``, then random
-    letters) was made by a process that no longer runs: one killed (SIGKILL, a power cut) before it
-    could remove it."""
-    digits = len(name) - len(name.lstrip("0123456789"))
-    if not digits or name[digits:digits + 1] not in (".", "-"):
-        return False  # not made by a process that named itself
+#: A temporary this library makes: ``.<name>.atldas-<pid>.<random>[suffix]`` (a file or a folder)
+_TEMP = re.compile(r"^\..+\.atldas-(\d+)\.")
+_SWEPT: set = set()  # folders this process has swept (once each: a folder of many outputs stays linear)
+
+
+def _pid_gone(pid: int) -> bool:
+    """Whether process ``pid`` no longer runs (killed by SIGKILL or a power cut before it could remove
+    its temporaries); a process alive under another user counts as running."""
     try:
-        os.kill(int(name[:digits]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except (OSError, OverflowError):  # alive under another user, or no such pid to ask about
+    except (OSError, OverflowError):
         return False
     return False
 
 
-def sweep_stale(folder: PathLike, prefix: str) -> None:
-    """Remove the temporaries (files or folders) named ``<prefix><pid>...`` in ``folder`` whose process
-    is gone; those of a process still running are left alone."""
+def sweep_stale(folder: PathLike) -> None:
+    """Remove, once per process and folder, the temporaries (:func:`temp_prefix`) in ``folder`` whose
+    process is gone; those of a process still running, and every other file, are left alone."""
+    key = os.path.abspath(folder)
+    if key in _SWEPT:
+        return
+    _SWEPT.add(key)
     with contextlib.suppress(OSError):
         for q in Path(folder).iterdir():
-            if q.name.startswith(prefix) and _pid_gone(q.name[len(prefix):]):
+            m = _TEMP.match(q.name)
+            if m and _pid_gone(int(m.group(1))):
                 if q.is_dir() and not q.is_symlink():
                     shutil.rmtree(q, ignore_errors=True)
                 else:
@@ -57,9 +64,9 @@ def sweep_stale(folder: PathLike, prefix: str) -> None:
 
 
 def temp_prefix(name: str) -> str:
-    """The prefix of this process's temporaries for ``name``: ``.<name>.<pid>.``, which
+    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>.``, which
     :func:`sweep_stale` recognises once the process is gone."""
-    return f".{name}.{os.getpid()}."
+    return f".{name}.atldas-{os.getpid()}."
 
 
 @contextlib.contextmanager
@@ -73,7 +80,7 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     if p.is_dir():  # before a temporary file: the error names the user's path
         raise IsADirectoryError(errno.EISDIR, "is a folder; pass a file name", os.fspath(path))
     p.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(p.parent, f".{p.name}.")  # a killed writer's temporary of this very file
+    sweep_stale(p.parent)  # what killed writers left
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=temp_prefix(p.name), suffix=suffix)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would honour the umask
