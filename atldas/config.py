@@ -27,7 +27,7 @@ import yaml
 from atldas.errors import ConfigError
 from atldas.utils.atomic import write_text_atomic
 
-__all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "parse_amount", "coerce", "build",
+__all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "check_types", "parse_amount", "coerce", "build",
            "apply_overrides", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
            "to_dict", "differences", "refuse_edited", "RUNTIME_KEYS", "LOCATION_KEYS"]
 
@@ -100,6 +100,43 @@ def check_ranges(obj: Any, limits: Mapping[str, Tuple[float, float]]) -> None:
         if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or not low <= v <= high:
             what = f"an integer in {low}..{high}" if integer else f"a number in [{low:g}, {high:g}]"
             raise ConfigError(f"{name} must be {what}, got {v!r}")
+
+
+def check_types(obj: Any, *, where: str = "") -> None:
+    """Raise ConfigError naming the first field of the dataclass ``obj`` (and of the dataclasses it
+    holds) whose value is not of its annotated type: what a config built in Python skipped, where
+    YAML and ``--set`` go through :func:`coerce` (``tensorboard="false"`` was taken as true, and the
+    run's ``config.yaml`` then refused by its own ``--resume``). An int passes for a float, a path for a
+    str; ranges are :func:`check_ranges`' job."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        _check_value(getattr(obj, f.name), hints.get(f.name, Any), f"{where}{f.name}")
+
+
+def _check_value(value: Any, annotation: Any, name: str) -> None:
+    nullable, ann = _optional(annotation)
+    if value is None:
+        if nullable or ann is Any:
+            return
+        raise ConfigError(f"{name}: a value of type {_type_name(ann)} is required, got None")
+    origin = typing.get_origin(ann)
+    ok = {bool: lambda v: isinstance(v, bool), int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          str: lambda v: isinstance(v, (str, os.PathLike))}.get(ann)
+    if ok is not None:
+        if not ok(value):
+            what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[ann]
+            raise ConfigError(f"{name}: expected {what}, got {value!r}")
+    elif origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        args = typing.get_args(ann)
+        for v in value:
+            _check_value(v, args[0] if args else Any, name)
+    elif dataclasses.is_dataclass(value):  # a nested section (a strategy's settings: its own class)
+        check_types(value, where=f"{name}.")
+    elif dataclasses.is_dataclass(ann):
+        raise ConfigError(f"{name}: expected {_type_name(ann)} settings, got {value!r}")
 
 
 def _hints(cls: type) -> Dict[str, Any]:
@@ -324,6 +361,8 @@ def parse_text(text: str, annotation: Any, where: str) -> Any:
         except ConfigError:
             raise ConfigError(f"{where}: cannot read {text!r} as a number; write e.g. 0.001, 3e-4, or an amount "
                               "such as 2M or 8G") from None
+    if ann is str and not t:  # '' would stand for a default, or a path to the current folder
+        raise ConfigError(f"{where}: an empty value; give a value (or leave it out)")
     if typing.get_origin(ann) in (tuple, list):
         try:
             data = yaml.safe_load(t)
@@ -347,8 +386,9 @@ def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[s
 
     Raises:
         ConfigError: a pair without ``=``, an unknown or ambiguous key (the message lists the known
-            keys), or a value of the wrong type.
+            keys), a key given twice (in any spelling), or a value of the wrong type.
     """
+    seen: Dict[Tuple[str, ...], str] = {}
     for pair in pairs:
         if "=" not in pair:
             raise ConfigError(f"{flag} expects key=value, got {pair!r}")
@@ -364,17 +404,36 @@ def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[s
             raise ConfigError(f"{flag}: unknown key {key!r}; known keys: {', '.join(names)}"
                               + (" (or a dotted path such as hp.arch_lr)" if nested else ""))
         path = paths[key]
+        if path in seen:  # the last one won without a word
+            raise ConfigError(f"{flag} {pair.strip()}: {'.'.join(path)} is set twice (also {seen[path]}); give it once")
+        seen[path] = pair.strip()
         cfg = set_path(cfg, path, parse_text(value, annotation_at(cfg, path), f"{flag} {key}"))
     return cfg
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Dict[str, Any]:
-    """The mapping in a YAML config file (ConfigError, one line, when missing or malformed)."""
+    """The mapping in a YAML config file (ConfigError, one line, when missing or malformed, or when a
+    key is given twice)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        data = yaml.load(p.read_text(encoding="utf-8"), Loader=_UniqueKeys) or {}  # noqa: S506 - a safe loader
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a UTF-8 text (YAML) file; give a YAML config such as a run's "
                           "config.yaml") from None

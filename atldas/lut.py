@@ -13,11 +13,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from atldas.cost import cost_table
+from atldas.config import leaf_paths
 from atldas.errors import ConfigError
 from atldas.latency import MIN_RUN_TIME, build_lut, measure_genotype, save_lut
 from atldas.utils.atomic import check_output, refuse_overwriting_non_json
 from atldas.utils.timing import check_timing
-from atldas.run import bind_space, make_search_config
+from atldas.run import ALIASES, bind_space, make_search_config
 
 __all__ = ["lut_space", "lut_build", "check_lut"]
 
@@ -25,6 +26,15 @@ __all__ = ["lut_space", "lut_build", "check_lut"]
 def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, sets: Sequence[str] = ()):
     """The bound space a table is built for: the space's defaults, ``--set`` knobs, ``--size``."""
     cfg = make_search_config(space=space, device=device, sets=sets)
+    paths = leaf_paths(cfg)
+    for pair in [sets] if isinstance(sets, str) else sets:  # a search setting here was accepted and ignored
+        key = str(pair).split("=", 1)[0].strip().replace("-", "_")
+        path = paths.get(ALIASES.get(key, key)) or tuple(key.split("."))
+        if path[0] not in ("knobs", "data", "task"):  # the network's knobs, and what sizes its input and output
+            knobs = ", ".join(sorted(k for k, v in paths.items() if v[0] == "knobs" and "." not in k))
+            raise ConfigError(f"--set {pair}: a table is of the space's network, and --set takes its knobs "
+                              f"({knobs}); {key} is a search setting (the device and threads are "
+                              "--device and --threads)")
     if size is not None:
         if size < 32:
             raise ConfigError(f"--size must be at least 32 (the network downsamples 5 times), got {size}")

@@ -69,7 +69,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from atldas.version import __version__
-from atldas.config import build, check_ranges, keyword_only, refuse_edited, to_dict
+from atldas.config import build, check_ranges, check_threads, check_types, keyword_only, refuse_edited, to_dict
 from atldas.data.datasets import PairingError, PhotoTrainSet, open_dataset
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
@@ -159,8 +159,14 @@ class RetrainConfig:
     tb_images: int = 4
     progress: bool = True
 
+    def check(self) -> None:
+        """Raise ConfigError naming the first setting that cannot be used (types, ranges, choices); the
+        model and the data are checked when a run opens them."""
+        _check(self)
+
 
 def _check(cfg: RetrainConfig) -> None:
+    check_types(cfg)
     if not cfg.model:
         raise ConfigError("retrain needs a MODEL: a genotype file, a search run directory or a "
                           "registered name (e.g. `atldas retrain runs/search/genotype.json`)")
@@ -170,8 +176,7 @@ def _check(cfg: RetrainConfig) -> None:
                        "warmup_epochs": (0.0, 1e6), "min_lr_ratio": (0.0, 1.0), "grad_clip": (1e-12, 1e6),
                        "loss_l1": (0.0, 1e6), "foreground_prob": (0.0, 1.0), "loss_lap": (0.0, 1e6), "loss_comp": (0.0, 1e6),
                        "tb_images": (0, 64), "seed": (0, 2**31 - 1)})
-    if cfg.threads is not None and cfg.threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {cfg.threads}")
+    check_threads(cfg.threads, where="threads")
     if cfg.loss_l1 + cfg.loss_lap + cfg.loss_comp <= 0:
         raise ConfigError("the loss weights loss_l1, loss_lap and loss_comp are all 0: nothing to train")
     if cfg.val_count < 0:
@@ -207,8 +212,10 @@ def _plain_paths(cfg: Any) -> RetrainConfig:
     if isinstance(cfg.model, Genotype):
         raise ConfigError("RetrainConfig(model=...) takes a MODEL name or path, and a run records it: save the "
                           "genotype first (genotype.save('g.json')) and pass the file")
-    return dataclasses.replace(cfg, **{f: os.fspath(getattr(cfg, f)) for f in _PATH_FIELDS
-                                       if isinstance(getattr(cfg, f), os.PathLike)})
+    cfg = dataclasses.replace(cfg, **{f: os.fspath(getattr(cfg, f)) for f in _PATH_FIELDS
+                                      if isinstance(getattr(cfg, f), os.PathLike)})
+    check_types(cfg)  # before the run folder: a config built in Python skipped YAML's and --set's types
+    return cfg
 
 
 def default_out(cfg: RetrainConfig) -> Path:
@@ -270,6 +277,9 @@ def build_model(cfg: RetrainConfig, out: Path, *, genotype: Any = ...) -> Tuple[
 
 def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     """(training set, validation set): ``val_data``'s test split when given, else ``data``'s."""
+    if cfg.foreground_prob != RetrainConfig.foreground_prob and not cfg.foregrounds:
+        log.warning("foreground_prob=%g does nothing without --foregrounds (the share of samples with real "
+                    "foregrounds in --data synthetic)", cfg.foreground_prob)
     if cfg.data == "synthetic":
         per_epoch = cfg.steps_per_epoch * cfg.batch_size
         train = SyntheticMatting(size=cfg.crop, length=cfg.epochs * per_epoch, seed=cfg.seed, split="train",

@@ -38,8 +38,8 @@ from tqdm import tqdm
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
 from atldas.cellgraph import plot_cell
-from atldas.config import (annotation_at, apply_overrides, build, check_ranges, coerce, keyword_only, leaf_paths,
-                           read_yaml, refuse_edited, set_path, to_dict)
+from atldas.config import (annotation_at, apply_overrides, build, check_ranges, check_threads, check_types, coerce,
+                           keyword_only, leaf_paths, read_yaml, refuse_edited, set_path, to_dict)
 from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.datasets import with_draws
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
@@ -210,6 +210,7 @@ class SearchConfig:
 
     def check(self, task: Task) -> None:
         """Raise ConfigError naming the first value that cannot be used."""
+        check_types(self)  # a config built in Python skipped YAML's and --set's types
         check_ranges(self, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7),
                             "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6),
                             "select": (0, 1000), "select_steps": (1, 10**6),
@@ -240,8 +241,7 @@ class SearchConfig:
         if self.select and not task.has_short_fit:
             raise ConfigError(f"select={self.select}: the {task.name} task has no short standalone fit to rank "
                               "candidates by (the planted and matting tasks have); leave select at 0")
-        if self.threads is not None and self.threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {self.threads}")
+        check_threads(self.threads, where="threads")
         if self.warmup_epochs >= self.epochs and self.strategy != "random":
             raise ConfigError(f"epochs={self.epochs} (--epochs) leaves no epoch after the {self.warmup_epochs} warm-up "
                               f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} or "
@@ -280,6 +280,9 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     flags = {k: v for k, v in flags.items() if v is not None}
     parsed = [p.split("=", 1) for p in sets if "=" in p]
     chosen = {k.strip().replace("-", "_"): v.strip() for k, v in parsed}
+    empty = next((k for k in ("space", "strategy") if k in chosen and not chosen[k]), None)
+    if empty:  # '' fell back to the default space or strategy
+        raise ConfigError(f"--set {empty}=: an empty value; give a {empty} name (or leave it out)")
 
     def pick(key: str, default: str) -> str:
         return str(chosen.get(key) or flags.get(key) or data.get(key) or default)

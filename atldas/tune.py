@@ -79,7 +79,9 @@ MAX_FAILURES = 5
 #: trials only, the survivors, so its bar can fall out of reach.
 MAX_PRUNED = 20
 #: keys of the search config that tune sets itself
-_NOT_TUNABLE = {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out"}
+_NOT_TUNABLE = {"space": "give the space as --space", "out": "each trial writes to OUT/trial-NNNN of --out",
+                "progress": "trials run without progress bars; the study's log says how far it is",
+                "plots": "trials draw no plots; `atldas plot OUT/trial-NNNN` draws one"}
 
 
 @dataclass(frozen=True)
@@ -429,6 +431,10 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         retrain_base = apply_overrides(RetrainConfig(epochs=retrain_epochs, progress=False, tensorboard=False),
                                        list(retrain_sets), flag="--retrain-set")
         check_threads(retrain_base.threads, where="--retrain-set threads")
+        try:  # before any trial's search (each retrain failed after one: five searches, then the worker stopped)
+            dataclasses.replace(retrain_base, model="trial").check()
+        except AtldasError as exc:
+            raise ConfigError(f"--retrain-set: {exc}") from None
     own = {"--set": _NOT_TUNABLE,
            "--retrain-set": {"model": "each retrain trains its trial's genotype",
                              "out": "each retrain writes to OUT/trial-NNNN/retrain",
@@ -453,15 +459,19 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                                   "this --set, or give a --space-file without it")
     base = make_search_config(space=space, sets=list(sets))  # the fixed settings are checked before any trial
     base.check(get_task(base.task or get_space(space).task))
-    for p in params:  # and each tuned dimension's ends with them (a choice no trial can run)
+    # and each tuned dimension's ends with them, under every tuned strategy (a choice no trial can run)
+    strategies = next((list(p.ends()) for p in params if p.key == "strategy"), [None])
+    for p in params:
         for value in p.ends():
-            strategy, extra = (value, []) if p.key == "strategy" else (None, [f"{p.key}={value}"])
-            try:
-                end = make_search_config(space=space, strategy=strategy, sets=[*sets, *extra])
-                end.check(get_task(end.task or get_space(space).task))
-            except AtldasError as exc:
-                raise ConfigError(f"{space_file or 'the default tuning space'}: {p.key}={value} cannot run: "
-                                  f"{exc}") from None
+            for strategy in [value] if p.key == "strategy" else strategies:
+                extra = [] if p.key == "strategy" else [f"{p.key}={value}"]
+                try:
+                    end = make_search_config(space=space, strategy=strategy, sets=[*sets, *extra])
+                    end.check(get_task(end.task or get_space(space).task))
+                except AtldasError as exc:
+                    both = f" with strategy={strategy}" if strategy is not None and p.key != "strategy" else ""
+                    raise ConfigError(f"{space_file or 'the default tuning space'}: {p.key}={value}{both} cannot "
+                                      f"run: {exc}") from None
     check_threads(base.threads, where="--set threads")
     if prune and list(objectives) != ["loss"]:
         raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "

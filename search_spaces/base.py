@@ -91,6 +91,8 @@ class SearchSpace:
     defaults: Mapping[str, Any] = {}
     #: Per strategy, SearchConfig values applied after ``defaults`` (e.g. ``{"atldas": {"select": 8}}``).
     strategy_defaults: Mapping[str, Mapping[str, Any]] = {}
+    #: The smallest ``input_size`` its networks take (the matting macro downsamples 5 times).
+    min_input_size: int = 8
 
     knobs: Optional[SpaceCfg] = None
     io: Mapping[str, Any] = {}
@@ -106,6 +108,9 @@ class SearchSpace:
     def bind(self, knobs: SpaceCfg, io: Optional[Mapping[str, Any]] = None) -> "SearchSpace":
         """A copy of this space bound to ``knobs`` and the task's ``io`` (checked)."""
         knobs.check()
+        if knobs.input_size < self.min_input_size:
+            raise ConfigError(f"input_size={knobs.input_size}: the {self.name} space's networks take "
+                              f"{self.min_input_size} pixels or more (they downsample the input several times)")
         for op in self.ops:
             OPS.get(op)  # an unregistered op is an error listing the known ones
         bound = copy.copy(self)

@@ -95,6 +95,7 @@ class MattingSpace(SearchSpace):
     """
 
     task = "matting"
+    min_input_size = 32
 
     def __init__(self, *, name: str, defaults: Dict[str, Any], macro: CheapMattingCfg,
                  ops: Sequence[str] = SEARCH_PRIMITIVES) -> None:

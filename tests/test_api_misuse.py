@@ -4,6 +4,8 @@ refuses a cost table of another supernet or metric, registries check what they a
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -209,3 +211,92 @@ def test_progress_under_a_stderr_without_isatty(monkeypatch):
         assert show_progress(True) is False
     monkeypatch.undo()
     assert show_progress(False) is False
+
+
+@pytest.mark.parametrize("bad", [{"tensorboard": "false"}, {"threads": 5000}, {"threads": 2.5}, {"hp.learn_topology": "false"},
+                                 {"budget.target_macs": "25G"}])
+def test_a_search_config_built_in_python_is_type_checked(tmp_path, bad):
+    """tensorboard="false" was taken as true and written to config.yaml, which the run's own derive and
+    --resume then refused; threads=5000 started 5000 threads (the 1..1024 limit was the CLI's only)."""
+    import dataclasses
+
+    from atldas.errors import ConfigError
+    from atldas.run import Run
+
+    cfg = atldas.make_search_config(space="tiny", sets=["epochs=2", "steps_per_epoch=1", "arch_steps_per_epoch=1"])
+    (key, value), = bad.items()
+    if "." in key:
+        section, field = key.split(".")
+        cfg = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{field: value})})
+    else:
+        cfg = dataclasses.replace(cfg, **{key: value})
+    with pytest.raises(ConfigError, match=f"{key}: expected|{key.split('.')[-1]} must be an integer in 1..1024"):
+        Run(dataclasses.replace(cfg, out=str(tmp_path / "run"))).fit()
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("bad", [{"drop_path": "0.1"}, {"num_workers": 1.5}, {"channels_last": "no"}, {"threads": 5000}])
+def test_a_retrain_config_built_in_python_is_type_checked(tmp_path, bad):
+    """num_workers=1.5 passed the checks and failed in the DataLoader after config.yaml, genotype.json and
+    tb/ were written (a rerun into the folder was then refused); drop_path="0.1" was a TypeError."""
+    from atldas.errors import ConfigError
+    from atldas.retrain import RetrainConfig
+
+    with pytest.raises(ConfigError, match="expected|must be an integer in 1..1024"):
+        atldas.retrain.retrain(RetrainConfig(model="cnn_baseline_tiny", out=str(tmp_path / "run"), **bad))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_matting_space_refuses_an_input_too_small_for_its_network():
+    """input_size=16 passed the knob's range (8..16384) and failed deep in the cost table with a
+    BatchNorm traceback; the matting macro downsamples 5 times."""
+    from atldas.errors import ConfigError
+    from atldas.run import bind_space
+
+    with pytest.raises(ConfigError, match="input_size=16: the tiny space's networks take 32 pixels or more"):
+        bind_space(atldas.make_search_config(space="tiny", sets=["input_size=16"]))
+    bind_space(atldas.make_search_config(space="darts_cifar", sets=["input_size=8"]))
+
+
+@pytest.mark.parametrize("space", ["planted", "darts_cifar"])
+def test_backgrounds_for_a_task_without_them_is_refused(tmp_path, space):
+    """--backgrounds DIR was recorded in config.yaml and unused by the planted and classification tasks
+    (the planted task refused a crop already)."""
+    from atldas.errors import ConfigError
+    from atldas.run import Run
+
+    cfg = atldas.make_search_config(space=space, sets=[f"backgrounds={tmp_path}"])
+    with pytest.raises(ConfigError, match="takes no backgrounds"):
+        Run(cfg, out=None)
+
+
+def test_foreground_prob_without_foregrounds_is_said(caplog):
+    import logging
+
+    from atldas.retrain import RetrainConfig, _datasets
+
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        _datasets(RetrainConfig(model="cnn_baseline_tiny", val_count=1, steps_per_epoch=1, batch_size=1))
+    assert "foreground_prob" not in caplog.text
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        _datasets(RetrainConfig(model="cnn_baseline_tiny", val_count=1, steps_per_epoch=1, batch_size=1,
+                                foreground_prob=0.9))
+    assert "foreground_prob=0.9 does nothing without --foregrounds" in caplog.text
+
+
+def test_a_setting_given_twice_or_empty_is_refused(tmp_path):
+    """--set epochs=5 --set epochs=2 ran 2 epochs (arch_lr and hp.arch_lr too), a YAML file's key given
+    twice took the last, and --set strategy= fell back to atldas without a word."""
+    from atldas.errors import ConfigError
+
+    for sets, said in ((["epochs=5", "epochs=2"], "epochs is set twice (also epochs=5)"),
+                       (["arch_lr=0.2", "hp.arch_lr=0.01"], "hp.arch_lr is set twice (also arch_lr=0.2)"),
+                       (["strategy="], "--set strategy=: an empty value"),
+                       (["task="], "--set task: an empty value")):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            atldas.make_search_config(space="tiny", sets=sets)
+    (tmp_path / "c.yaml").write_text("epochs: 3\nseed: 1\nepochs: 2\n")
+    with pytest.raises(ConfigError, match="key 'epochs' is given twice"):
+        atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml"))
+    (tmp_path / "c.yaml").write_text("epochs: 3\nhp:\n  arch_lr: 0.1\n")
+    assert atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml")).hp.arch_lr == 0.1

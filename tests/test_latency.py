@@ -205,6 +205,11 @@ def test_cli_lut_build(tmp_path, capsys):
     lut = load_lut(p)
     assert lut["space"] == "tiny" and lut["device"] == "cpu" and lut["threads"] == 1
     assert main(["lut", "build", "--space", "tiny", "--size", "8", "--out", str(tmp_path / "x.json")]) == 2
+    capsys.readouterr()
+    for pair in ("device=cuda", "threads=2", "epochs=7"):  # accepted and ignored: the table said cpu, 1 thread
+        assert main(["lut", "build", "--space", "tiny", "--set", pair, "--out", str(tmp_path / "y.json")]) == 2
+        assert f"--set {pair}: a table is of the space's network" in capsys.readouterr().err
+    assert not (tmp_path / "y.json").exists()
 
 
 @pytest.mark.slow

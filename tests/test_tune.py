@@ -83,6 +83,9 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--set", "hp.arch_lr=0.01"], "hp.arch_lr is tuned"),
              (["--retrain-set", "lr=0.1"], "--retrain-set needs --retrain-epochs"),
              (["--retrain-epochs", "1", "--retrain-set", "epochs=3"], "give the retrain's length as --retrain-epochs"),
+             # a retrain setting no retrain can use: five searches ran first, each retrain then refused
+             (["--retrain-epochs", "1", "--retrain-set", "crop=33"], "--retrain-set: crop must be a multiple of 32"),
+             (["--set", "plots=true"], "tune sets plots itself"),  # overridden without a word
              (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file"),
              # checked before the study: five failed trials and their warnings came first before
              (["--set", "target_macs=1K"], "below the cheapest architecture"),
@@ -93,7 +96,11 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
     for name, text, expect in (("c.yaml", "C: {type: int, low: 0, high: 8}\n", "C=0 cannot run: C must be"),
                                ("k.yaml", "k_max: {type: int, low: 2, high: 40, step: 3}\n", "k_max=38 cannot run"),
                                ("strat.yaml", "strategy: {type: categorical, choices: [atldas, bogus]}\n",
-                                "strategy=bogus cannot run: unknown strategy")):
+                                "strategy=bogus cannot run: unknown strategy"),
+                               # a tuned key of one tuned strategy only: every darts trial failed on it
+                               ("mix.yaml", "strategy: {type: categorical, choices: [atldas, darts]}\n"
+                                "eps_min: {type: float, low: 0.1, high: 0.5}\n",
+                                "eps_min=0.1 with strategy=darts cannot run: ")):
         (tmp_path / name).write_text(text)
         cases.append((["--space-file", str(tmp_path / name)], expect))
     (tmp_path / "notes.txt").write_text("my notes\n")

@@ -9,7 +9,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from atldas.data.shapes import ImageFolderSplit, SyntheticShapes, scan_image_folder
-from atldas.errors import DataError
+from atldas.errors import ConfigError, DataError
 from atldas.tasks.base import DataCfg, Task
 
 __all__ = ["ClassificationTask"]
@@ -24,6 +24,12 @@ class ClassificationTask(Task):
     """
 
     name = "classification"
+
+    def check(self, data: DataCfg) -> None:
+        super().check(data)
+        if data.backgrounds:  # recorded in config.yaml, and unused
+            raise ConfigError(f"--backgrounds {data.backgrounds}: the classification task's images are its "
+                              "own (synthetic shapes or an image folder); it takes no backgrounds")
 
     def io(self, data: DataCfg) -> Dict[str, Any]:
         n = SyntheticShapes.num_classes if data.source == "synthetic" else len(scan_image_folder(data.source)[0])

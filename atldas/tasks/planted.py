@@ -138,6 +138,9 @@ class PlantedTask(Task):
         teacher_seed_of(data)
         if data.crop != SHAPE.size:
             raise ConfigError(f"the planted task's images are {SHAPE.size} x {SHAPE.size}; leave crop at {SHAPE.size}")
+        if data.backgrounds:  # recorded in config.yaml, and unused
+            raise ConfigError(f"--backgrounds {data.backgrounds}: the planted task's images are smooth noise, made "
+                              "from the teacher seed; it takes no backgrounds")
 
     def teacher_genotype(self, seed: int) -> Genotype:
         """The planted answer of teacher ``seed``."""
