@@ -9,7 +9,9 @@ produces, at the stated input size), and a vector per block group. Then
     E[C] = base + sum_t sum_e pi_t[e] * sum_o p_t[e, o] * c_t[e, o] + sum_g sum_b r_g[b] * c_g[b]
 
 is exact (node input sets, ops and blocks are drawn independently) and differentiable in alpha, beta
-and gamma.
+and gamma. Where the ops hold ``none`` (the DARTS and GDAS supernets), ``p_t`` is taken over the other
+ops (renormalised): E[C] is then the expected cost of the network derive keeps, which never takes
+``none``, not the mean cost of children sampled with it (those cost 2-12 % less).
 """
 
 from __future__ import annotations

@@ -23,9 +23,10 @@ from atldas.genotype import Genotype
 log = logging.getLogger("atldas")
 
 
-def _moves(arch: ArchParams, child: Child) -> List[Child]:
+def _moves(arch: ArchParams, child: Child, *, cheapest: Optional[CostTable] = None) -> List[Child]:
     """Every child one swap away: another op on a chosen edge, another input set for a node (new
-    edges take their most probable op), another block in a group. ``none`` is never chosen."""
+    edges take their most probable op; with ``cheapest``, their active op that costs least by that
+    table), another block in a group. ``none`` is never chosen."""
     topo = arch.topology
     none = arch.op_names.index("none") if "none" in arch.op_names else -1
     out: List[Child] = []
@@ -51,6 +52,12 @@ def _moves(arch: ArchParams, child: Child) -> List[Child]:
                         e = topo.edge_index[(i, j)]
                         new_ops[e] = child.ops[t][e] if e in old_edges else int(torch.argmax(probs[e]))
                     sets = {**child.sets, t: child.sets[t][:j] + (s2,) + child.sets[t][j + 1:]}
+                    if cheapest is not None:  # each new edge in turn takes its cheapest active op
+                        for e in [e for e in new_ops if e not in child.ops[t]]:
+                            def with_op(o2: int) -> Child:
+                                return Child(sets=sets, ops={**child.ops, t: {**new_ops, e: o2}}, blocks=child.blocks)
+                            ok = [o2 for o2 in range(len(arch.op_names)) if o2 != none and bool(mask[e, o2])]
+                            new_ops[e] = min(ok, key=lambda o2: cheapest.of_child(with_op(o2))) if ok else new_ops[e]
                     out.append(Child(sets=sets, ops={**child.ops, t: new_ops}, blocks=child.blocks))
         for g, b in child.blocks.items():
             for b2 in range(len(arch.block_names[g])):
@@ -60,7 +67,8 @@ def _moves(arch: ArchParams, child: Child) -> List[Child]:
 
 
 def _greedy(arch: ArchParams, child: Child, table: CostTable, *, step: Callable[[float, float], float],
-            done: Callable[[float], bool], max_steps: int) -> Tuple[Child, List[Dict[str, Any]]]:
+            done: Callable[[float], bool], max_steps: int,
+            cheap_edges: bool = False) -> Tuple[Child, List[Dict[str, Any]]]:
     """Apply, until ``done(cost)`` or no swap qualifies, the swap with the least log-probability lost per
     unit of ``step(cost, new cost)`` (swaps whose step is not positive do not qualify)."""
     steps: List[Dict[str, Any]] = []
@@ -71,7 +79,7 @@ def _greedy(arch: ArchParams, child: Child, table: CostTable, *, step: Callable[
             if done(cost):
                 break
             best: Optional[Tuple[float, Child, float, float]] = None
-            for cand in _moves(arch, child):
+            for cand in _moves(arch, child, cheapest=table if cheap_edges else None):
                 c2 = table.of_child(cand)
                 size = step(cost, c2)
                 if size <= 0:
@@ -90,13 +98,21 @@ def _greedy(arch: ArchParams, child: Child, table: CostTable, *, step: Callable[
 def repair(arch: ArchParams, child: Child, table: CostTable, target: float,
            *, max_steps: int = 200) -> Tuple[Child, List[Dict[str, Any]]]:
     """Greedy budget repair: apply the swap with the least log-probability lost per unit of cost
-    saved until ``table.of_child(child) <= target`` or no swap saves cost.
+    saved until ``table.of_child(child) <= target`` or no swap saves cost. Where that stops above
+    ``target`` (after pruning, a node's other input set may only save cost with a cheap op on its new
+    edges, not their most probable one), it goes on with those moves giving each new edge its cheapest
+    active op.
 
     Returns:
         The repaired child and the list of swaps made (cost and log-probability after each).
     """
-    return _greedy(arch, child, table, step=lambda cost, new: cost - new, done=lambda cost: cost <= target,
-                   max_steps=max_steps)
+    child, steps = _greedy(arch, child, table, step=lambda cost, new: cost - new, done=lambda cost: cost <= target,
+                           max_steps=max_steps)
+    if table.of_child(child) > target and len(steps) < max_steps:
+        child, more = _greedy(arch, child, table, step=lambda cost, new: cost - new,
+                              done=lambda cost: cost <= target, max_steps=max_steps - len(steps), cheap_edges=True)
+        steps += more
+    return child, steps
 
 
 def grow(arch: ArchParams, child: Child, table: CostTable, target: float,
