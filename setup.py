@@ -9,7 +9,7 @@ setup(
                 "(ATL-DAS) for image matting",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.9",
+    python_requires=">=3.10",
     packages=find_packages(include=["atldas", "atldas.*", "search_spaces", "search_spaces.*",
                                     "derived_models", "derived_models.*"]),
     package_data={"derived_models": ["*.json"]},

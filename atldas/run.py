@@ -166,7 +166,7 @@ class SearchConfig:
         tensorboard: write ``tb/``.
         heatmap_every: draw the op and input-set probability heatmaps and the cells of the policy's
             argmax (``cells/normal``, ``cells/reduce``) into ``tb/`` every this many epochs and after
-            the last one (0: never; about 1.5 CPU-s each time in the default matting search); the
+            the last one (0: never; 1.1-1.7 CPU-s of matplotlib each time in the default matting search: README); the
             scalars are written every epoch.
         plots: draw the final genotype into ``plots/``.
         progress: a progress bar on a terminal.
