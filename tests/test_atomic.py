@@ -127,23 +127,27 @@ def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path, m
     from atldas.matting.scoring import _staging
 
     monkeypatch.setattr(atomic, "_SWEPT", set())
-    gone, alive = _dead_pid(), os.getppid()
+    here = atomic._host()
+    gone, alive = f"{_dead_pid()}@{here}", f"{os.getppid()}@{here}"
+    elsewhere = f"{_dead_pid()}@another-machine"  # a shared folder: not a process this machine can ask about
     (tmp_path / f".ckpt.pt.atldas-{gone}.abc.pt").write_text("half")
     (tmp_path / f".other.json.atldas-{gone}.x.tmp").write_text("half")
     (tmp_path / f".ckpt.pt.atldas-{alive}.abc.pt").write_text("being written")
-    (tmp_path / f".ckpt.pt.{gone}.xyz.pt").write_text("not one of ours")
+    (tmp_path / f".ckpt.pt.{gone.split('@')[0]}.xyz.pt").write_text("not one of ours")
+    (tmp_path / f".ckpt.pt.atldas-{elsewhere}.abc.pt").write_text("written on another machine")
     with atomic_path(tmp_path / "ckpt.pt", suffix=".pt") as tmp:
-        assert os.path.basename(tmp).startswith(f".ckpt.pt.atldas-{os.getpid()}.")
+        assert os.path.basename(tmp).startswith(f".ckpt.pt.atldas-{os.getpid()}@{here}.")
         with open(tmp, "w") as f:
             f.write("new")
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
-        ["ckpt.pt", f".ckpt.pt.atldas-{alive}.abc.pt", f".ckpt.pt.{gone}.xyz.pt"])
+        ["ckpt.pt", f".ckpt.pt.atldas-{alive}.abc.pt", f".ckpt.pt.{gone.split('@')[0]}.xyz.pt",
+         f".ckpt.pt.atldas-{elsewhere}.abc.pt"])
     preds = tmp_path / "preds"
     (preds / f".partial.atldas-{gone}.q1").mkdir(parents=True)
     (preds / f".partial.atldas-{gone}.q1" / "s0.png").write_text("half")
     (preds / f".partial.atldas-{alive}.q2").mkdir()
     staging = _staging(preds)
-    assert staging.name.startswith(f".partial.atldas-{os.getpid()}.")
+    assert staging.name.startswith(f".partial.atldas-{os.getpid()}@{here}.")
     assert sorted(x.name for x in preds.iterdir()) == sorted([f".partial.atldas-{alive}.q2", staging.name])
     (preds / f".partial.atldas-{gone}.q3").mkdir()  # a folder is swept once per process
     _staging(preds)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -28,8 +29,14 @@ def _umask() -> int:
     return mask
 
 
-#: A temporary this library makes: ``.<name>.atldas-<pid>.<random>[suffix]`` (a file or a folder)
-_TEMP = re.compile(r"^\..+\.atldas-(\d+)\.")
+#: A temporary this library makes: ``.<name>.atldas-<pid>@<host>.<random>[suffix]`` (a file or a folder)
+_TEMP = re.compile(r"^\..+\.atldas-(\d+)@([A-Za-z0-9_-]+)\.")
+
+
+def _host() -> str:
+    """This machine's name as a temporary's name holds it (another machine's process, writing into a
+    shared folder, is not one this machine can ask about)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
 _SWEPT: set = set()  # folders this process has swept (once each: a folder of many outputs stays linear)
 
 
@@ -47,15 +54,17 @@ def _pid_gone(pid: int) -> bool:
 
 def sweep_stale(folder: PathLike) -> None:
     """Remove, once per process and folder, the temporaries (:func:`temp_prefix`) in ``folder`` whose
-    process is gone; those of a process still running, and every other file, are left alone."""
+    process, on this machine, is gone; those of a process still running or of another machine (a
+    shared folder), and every other file, are left alone."""
     key = os.path.abspath(folder)
     if key in _SWEPT:
         return
     _SWEPT.add(key)
+    host = _host()
     with contextlib.suppress(OSError):
         for q in Path(folder).iterdir():
             m = _TEMP.match(q.name)
-            if m and _pid_gone(int(m.group(1))):
+            if m and m.group(2) == host and _pid_gone(int(m.group(1))):
                 if q.is_dir() and not q.is_symlink():
                     shutil.rmtree(q, ignore_errors=True)
                 else:
@@ -64,9 +73,9 @@ def sweep_stale(folder: PathLike) -> None:
 
 
 def temp_prefix(name: str) -> str:
-    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>.``, which
-    :func:`sweep_stale` recognises once the process is gone."""
-    return f".{name}.atldas-{os.getpid()}."
+    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>@<host>.``, which
+    :func:`sweep_stale` on this machine recognises once the process is gone."""
+    return f".{name}.atldas-{os.getpid()}@{_host()}."
 
 
 @contextlib.contextmanager
