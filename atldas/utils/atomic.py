@@ -37,6 +37,8 @@ def _host() -> str:
     """This machine's name as a temporary's name holds it (another machine's process, writing into a
     shared folder, is not one this machine can ask about)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+
+
 _SWEPT: set = set()  # folders this process has swept (once each: a folder of many outputs stays linear)
 
 
