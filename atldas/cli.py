@@ -730,21 +730,13 @@ def _main(argv: Optional[List[str]]) -> int:
             raise
         print(f"atldas: error: {exc}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("atldas: terminated (SIGTERM)", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("atldas: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _stopped(exc)
     except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C (or SIGTERM) in its compiled code so
         inner = exc.__cause__ or exc.__context__
         if args.debug or not isinstance(inner, KeyboardInterrupt):
             raise
-        if isinstance(inner, Terminated):
-            print("atldas: terminated (SIGTERM)", file=sys.stderr)
-            return 143
-        print("atldas: interrupted", file=sys.stderr)
-        return 130
+        return _stopped(inner)
     except OSError as exc:
         if args.debug or exc.errno not in WRITE_ERRNOS:
             raise
@@ -752,8 +744,7 @@ def _main(argv: Optional[List[str]]) -> int:
         return 2
     except RuntimeError as exc:  # torch's allocator (a GPU's memory, which the footprint checks do not see)
         if _terminated(exc) and not args.debug:
-            print("atldas: terminated (SIGTERM)", file=sys.stderr)
-            return 143
+            return _stopped(Terminated())
         if args.debug or not out_of_memory(exc):
             raise
         print(f"atldas: error: out of memory ({first_line(exc)[:160]}); every checkpoint written is whole: a "
@@ -761,6 +752,15 @@ def _main(argv: Optional[List[str]]) -> int:
               "smaller images (eval) need less", file=sys.stderr)
         return 2
 
+
+
+def _stopped(exc: KeyboardInterrupt) -> int:
+    """One line and the shell's status for a stop: SIGTERM (143) or Ctrl-C (130)."""
+    if isinstance(exc, Terminated):
+        print("atldas: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    print("atldas: interrupted", file=sys.stderr)
+    return 130
 
 
 #: OS errors of writing that are the user's situation, not a bug: one line, no traceback

@@ -54,10 +54,9 @@ def _moves(arch: ArchParams, child: Child, *, cheapest: Optional[CostTable] = No
                     sets = {**child.sets, t: child.sets[t][:j] + (s2,) + child.sets[t][j + 1:]}
                     if cheapest is not None:  # each new edge in turn takes its cheapest active op
                         for e in [e for e in new_ops if e not in child.ops[t]]:
-                            def with_op(o2: int) -> Child:
-                                return Child(sets=sets, ops={**child.ops, t: {**new_ops, e: o2}}, blocks=child.blocks)
                             ok = [o2 for o2 in range(len(arch.op_names)) if o2 != none and bool(mask[e, o2])]
-                            new_ops[e] = min(ok, key=lambda o2: cheapest.of_child(with_op(o2))) if ok else new_ops[e]
+                            new_ops[e] = min(ok, key=lambda o2: cheapest.of_child(
+                                Child(sets=sets, ops={**child.ops, t: {**new_ops, e: o2}}, blocks=child.blocks)))
                     out.append(Child(sets=sets, ops={**child.ops, t: new_ops}, blocks=child.blocks))
         for g, b in child.blocks.items():
             for b2 in range(len(arch.block_names[g])):
