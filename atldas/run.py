@@ -337,20 +337,32 @@ def inert_settings(cfg: SearchConfig, given: Iterable[str]) -> List[str]:
 
 
 def _apply(cfg: SearchConfig, values: Mapping[str, Any], *, where: str) -> SearchConfig:
-    """Set flat or nested ``values`` on ``cfg`` (strict types, unknown keys listed)."""
+    """Set flat or nested ``values`` on ``cfg`` (strict types, unknown keys listed; a setting given twice,
+    flat and nested, is refused: the later one won without a word)."""
     paths = leaf_paths(cfg)
+    seen: Dict[Tuple[str, ...], str] = {}
+
+    def once(path: Tuple[str, ...], written: str) -> None:
+        if path in seen:
+            raise ConfigError(f"{where}: {'.'.join(path)} is given twice (as {seen[path]} and as {written}); "
+                              "give it once")
+        seen[path] = written
+
     for key, value in values.items():
         if key in ("space", "strategy"):
             continue
         if isinstance(value, Mapping) and key in ("knobs", "data", "budget", "hp"):  # a nested section
+            for sub in value:
+                once((key, str(sub)), f"{key}: {{{sub}: ...}}")
             section = getattr(cfg, key)
             merged = {**dataclasses.asdict(section), **value}
             cfg = dataclasses.replace(cfg, **{key: build(type(section), merged, where=f"{where}: {key}")})
             continue
-        key = ALIASES.get(key, key)
+        written, key = key, ALIASES.get(key, key)
         if key not in paths:
             names = sorted(k for k in paths if "." not in k)
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(names)}")
+        once(paths[key], str(written))
         cfg = set_path(cfg, paths[key], coerce(value, annotation_at(cfg, paths[key]), f"{where}: {key}"))
     return cfg
 

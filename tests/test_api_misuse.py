@@ -300,3 +300,29 @@ def test_a_setting_given_twice_or_empty_is_refused(tmp_path):
         atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml"))
     (tmp_path / "c.yaml").write_text("epochs: 3\nhp:\n  arch_lr: 0.1\n")
     assert atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml")).hp.arch_lr == 0.1
+
+
+def test_a_yaml_setting_given_flat_and_nested_is_refused(tmp_path):
+    """A file giving ``arch_lr`` and ``hp: {arch_lr}`` (or ``budget_form`` and ``budget: {form}``) took
+    whichever came last, without a word."""
+    from atldas.errors import ConfigError
+
+    for text, said in (("arch_lr: 0.1\nhp:\n  arch_lr: 0.2\n", "hp.arch_lr is given twice (as arch_lr and as hp"),
+                       ("budget:\n  form: hinge\nbudget_form: hinge\n", "budget.form is given twice (as budget: {form")):
+        (tmp_path / "c.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml"))
+
+
+def test_a_whole_number_float_for_an_integer_is_refused_on_every_path(tmp_path):
+    """``epochs: 3.0`` in YAML was taken as 3, where ``--set epochs=3.0`` and ``SearchConfig(epochs=3.0)``
+    were refused: one rule now."""
+    from atldas.errors import ConfigError
+
+    (tmp_path / "c.yaml").write_text("epochs: 3.0\n")
+    with pytest.raises(ConfigError, match=re.escape("epochs: expected an integer, got 3.0")):
+        atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml"))
+    with pytest.raises(ConfigError, match="expected an integer"):
+        atldas.make_search_config(space="tiny", sets=["epochs=3.0"])
+    (tmp_path / "c.yaml").write_text("epochs: 3\n")
+    assert atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml")).epochs == 3
