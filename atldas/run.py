@@ -411,6 +411,8 @@ class Run:
     Args:
         cfg: the resolved configuration (:func:`make_search_config`).
         out: the run directory to write; None keeps everything in memory.
+        table: the cost table of the budget metric to use instead of the one the config would build
+            (``derive --stored-costs``: the run's stored ``cost_table.json``); None builds it.
 
     Attributes:
         space: the bound search space; task: the task; net: the supernet; table: the cost table of

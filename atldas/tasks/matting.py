@@ -74,6 +74,7 @@ class MattingTask(Task):
 
     Args:
         l1, lap, comp: loss weights.
+        fit: the recipe of the select stage's short standalone fits (:class:`FitRecipe`).
     """
 
     name = "matting"
