@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional
 
@@ -39,7 +40,7 @@ from torch import nn
 
 from atldas.errors import ConfigError
 from atldas.registry import Registry
-from atldas.utils.counting import count_macs, count_params
+from atldas.utils.counting import count_macs_by_op, count_params
 from atldas.utils.dilated_conv import DilatedDepthwiseConv2d
 
 __all__ = [
@@ -347,8 +348,11 @@ def register_op(name: str, build: Callable[..., nn.Module], *, cost: Optional[Ca
     Args:
         name: a new op name (a duplicate raises ValueError).
         build: ``build(*, C_in, C_out, stride, affine) -> nn.Module`` (see :class:`OpSpec`).
-        cost: an optional closed form; without one the cost tables count the op on the meta device,
-            so a new op needs no hand-written formula.
+        cost: an optional closed form returning :class:`OpCost`; without one the cost tables count the op
+            on the meta device, so a new op needs no hand-written formula. A formula is checked against
+            the counter at its first geometry of each stride (a ConfigError when they differ). Either
+            way the op must run on the meta device: its output shape is checked there, and the search
+            space counts whole networks there.
         maps_channels: whether ``C_out != C_in`` is allowed.
 
     Example:
@@ -403,6 +407,9 @@ for _k in (3, 5):
                 cost=_dil_conv_cost(_k), maps_channels=True)
 del _k
 
+#: The ops registered here (their closed forms are tested against the counter, not checked at run time).
+_BUILTIN = frozenset(OPS.get(n) for n in OPS.names())
+
 
 def _spec(name: str, C_in: int, C_out: int | None, stride: int) -> tuple[OpSpec, int]:
     spec = OPS.get(name)
@@ -433,11 +440,51 @@ def build_op(name: str, *, C_in: int, C_out: int | None = None, stride: int = 1,
 
 
 @functools.lru_cache(maxsize=4096)
-def _counted_cost(name: str, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
-    with torch.device("meta"):
-        op = build_op(name, C_in=C_in, C_out=C_out, stride=stride, affine=affine)
-        x = torch.zeros(1, C_in, H, W)
-    return OpCost(macs=count_macs(op.eval(), x), params=count_params(op))
+def _counted_cost(spec: OpSpec, C_in: int, C_out: int, H: int, W: int, stride: int, affine: bool) -> OpCost:
+    """The counted cost of one geometry, cached per spec (an op removed and registered again under its name
+    is counted afresh); the output's shape is checked on the way (:class:`OpSpec`'s contract)."""
+    where = f"op {spec.name!r} (C_in={C_in}, C_out={C_out}, stride={stride}, input {H}x{W})"
+    out: dict = {}
+    try:
+        with torch.device("meta"):
+            op = spec.build(C_in=C_in, C_out=C_out, stride=stride, affine=affine)
+            x = torch.zeros(1, C_in, H, W)
+        macs, _ = count_macs_by_op(op.eval(), call=lambda: out.setdefault("y", op(x)))
+    except (RuntimeError, TypeError, ValueError, NotImplementedError, AttributeError) as exc:
+        raise ConfigError(f"{where} failed on the meta device, where atldas counts every op's cost and checks "
+                          f"its shape ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    want = (1, C_out, *op_output_size(H=H, W=W, stride=stride))
+    got = tuple(getattr(out.get("y"), "shape", ()))
+    if got != want:
+        raise ConfigError(f"{where} gave {got or type(out.get('y')).__name__}, expected {want}: an op gives C_out "
+                          "channels at the input's size (stride 1) or ceil(size / 2) (stride 2)")
+    return OpCost(macs=macs, params=count_params(op))
+
+
+#: Closed forms checked against the counter, per (spec, stride): a custom op's first use at each stride.
+_CHECKED: set = set()
+
+
+def _checked_closed_form(spec: OpSpec, c: object, C_in: int, C_out: int, H: int, W: int, stride: int,
+                         affine: bool) -> OpCost:
+    """A custom op's closed-form cost ``c``, refused when it is not an :class:`OpCost` of finite amounts
+    >= 0, or (at the first geometry of each stride) when it differs from the counted cost: a wrong
+    formula broke budgets that repair then reported as met."""
+    where = f"op {spec.name!r}: its cost formula"
+    if not isinstance(c, OpCost) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                            and math.isfinite(v) and v >= 0 for v in c):
+        raise ConfigError(f"{where} returned {c!r}; it must return OpCost(macs=..., params=...) of finite "
+                          "amounts >= 0")
+    if spec in _BUILTIN or (spec, stride) in _CHECKED:  # the built-in forms are tested against the counter
+        return c
+    counted = _counted_cost(spec, C_in, C_out, H, W, stride, affine)
+    if (c.macs, c.params) != (counted.macs, counted.params):
+        raise ConfigError(f"{where} gives macs={c.macs}, params={c.params} at C_in={C_in}, C_out={C_out}, "
+                          f"input {H}x{W}, stride {stride}, but counting the op gives macs={counted.macs}, "
+                          f"params={counted.params}; fix the formula, or register the op without cost= (it is "
+                          "counted then)")
+    _CHECKED.add((spec, stride))
+    return c
 
 
 def op_cost(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, stride: int = 1,
@@ -449,8 +496,9 @@ def op_cost(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, s
     """
     spec, C_out = _spec(name, C_in, C_out, stride)
     if spec.cost is None or counted:
-        return _counted_cost(name, C_in, C_out, H, W, stride, affine)
-    return spec.cost(C_in=C_in, C_out=C_out, H=H, W=W, stride=stride, affine=affine)
+        return _counted_cost(spec, C_in, C_out, H, W, stride, affine)
+    c = spec.cost(C_in=C_in, C_out=C_out, H=H, W=W, stride=stride, affine=affine)
+    return _checked_closed_form(spec, c, C_in, C_out, H, W, stride, affine)
 
 
 def op_macs(name: str, *, C_in: int, C_out: int | None = None, H: int, W: int, stride: int = 1,

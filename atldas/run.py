@@ -223,6 +223,9 @@ class SearchConfig:
             raise ConfigError(f"task={task.name}: the {self.space} space's networks take and give what the {own.name} "
                               f"task does; use a space of the {task.name} task ({', '.join(others) or 'none registered'}) "
                               f"or a task derived from {type(own).__name__}")
+        if task.io(self.data) != own.io(self.data):  # the genotype's network could never be built
+            raise ConfigError(f"task={task.name}: its networks take and give {task.io(self.data)}, the {self.space} "
+                              f"space's {own.io(self.data)}; a task of this space keeps its inputs and outputs")
         if self.select_mutants and self.select_mutants >= self.select:
             raise ConfigError(f"select_mutants={self.select_mutants} leaves no candidate to mutate: it must be "
                               f"below select={self.select}")

@@ -326,3 +326,33 @@ def test_a_whole_number_float_for_an_integer_is_refused_on_every_path(tmp_path):
         atldas.make_search_config(space="tiny", sets=["epochs=3.0"])
     (tmp_path / "c.yaml").write_text("epochs: 3\n")
     assert atldas.make_search_config(space="tiny", file=str(tmp_path / "c.yaml")).epochs == 3
+
+
+def test_a_custom_task_is_registered_under_its_own_name_and_keeps_the_spaces_io():
+    """A subclass that inherited ``name = "matting"`` was registered as "l1" and recorded as matting; a task
+    with other inputs was searched, and its genotype could never be built."""
+    from atldas.errors import ConfigError
+    from atldas.tasks import TASKS
+    from atldas.tasks.matting import MattingTask
+
+    class Unnamed(MattingTask):
+        pass
+
+    with pytest.raises(ValueError, match=re.escape("the task's name is 'matting'; set name = 'test_unnamed'")):
+        atldas.register_task("test_unnamed", Unnamed())
+    assert "test_unnamed" not in TASKS
+
+    class FourChannels(MattingTask):
+        name = "test_rgbt"
+
+        def io(self, data):
+            return {"in_channels": 4, "out_channels": 1}
+
+    atldas.register_task("test_rgbt", FourChannels())
+    try:
+        cfg = atldas.make_search_config(space="tiny", sets=["task=test_rgbt"])
+        with pytest.raises(ConfigError, match="a task of this space keeps its inputs and outputs"):
+            cfg.check(atldas.get_task("test_rgbt"))
+    finally:
+        TASKS.remove("test_rgbt")
+

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from atldas.errors import ConfigError
-from atldas.ops import (OPS, PRIMITIVES, SEARCH_PRIMITIVES, FactorizedReduce, ReLUConvBN, build_op,
+from atldas.ops import (OPS, PRIMITIVES, SEARCH_PRIMITIVES, FactorizedReduce, OpCost, ReLUConvBN, build_op,
                         factorized_reduce_cost, op_cost, op_macs, op_output_size, op_params,
                         register_op, relu_conv_bn_cost)
 from atldas.utils.counting import count_macs, count_macs_by_op, count_params
@@ -157,3 +157,50 @@ def test_counter_counts_any_module_and_ops_without_a_closed_form():
     finally:
         OPS.remove("test_conv_3x3")
     assert set(OPS.names()) == set(PRIMITIVES)
+
+
+def _conv3x3(*, C_in, C_out, stride, affine):
+    return nn.Sequential(nn.ReLU(), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(C_out, affine=affine))
+
+
+def test_a_custom_ops_cost_formula_and_shape_are_checked_and_its_costs_follow_a_new_registration():
+    """A wrong ``cost=`` formula was trusted (a budget broken while repair said "feasible"), a wrong
+    shape was a broadcast error naming no op, and an op removed and registered again kept its old costs."""
+    def right(*, C_in, C_out, H, W, stride, affine):
+        h, w = op_output_size(H=H, W=W, stride=stride)
+        return OpCost(macs=C_in * C_out * 9 * h * w, params=C_in * C_out * 9 + (2 * C_out if affine else 0))
+
+    def quarter(**k):
+        c = right(**k)
+        return OpCost(macs=c.macs // 4, params=c.params)
+
+    ops = {"test_right": (_conv3x3, right), "test_quarter": (_conv3x3, quarter),
+           "test_int_cost": (_conv3x3, lambda **k: 0),
+           "test_nan_cost": (_conv3x3, lambda **k: OpCost(macs=float("nan"), params=1)),
+           "test_wide": (lambda *, C_in, C_out, stride, affine: nn.Conv2d(C_in, 2 * C_out, 1, stride), None)}
+    for name, (build, cost) in ops.items():
+        register_op(name, build, cost=cost, maps_channels=True)
+    try:
+        for stride in (1, 2):
+            assert op_cost("test_right", C_in=8, H=15, W=17, stride=stride) == right(
+                C_in=8, C_out=8, H=15, W=17, stride=stride, affine=True)
+        with pytest.raises(ConfigError, match="op 'test_quarter': its cost formula gives macs=36864.*counting the "
+                                              "op gives macs=147456"):
+            op_cost("test_quarter", C_in=8, H=16, W=16)
+        for name in ("test_int_cost", "test_nan_cost"):
+            with pytest.raises(ConfigError, match=f"op '{name}': its cost formula returned .*it must return OpCost"):
+                op_cost(name, C_in=8, H=16, W=16)
+        with pytest.raises(ConfigError, match=r"op 'test_wide' .* gave \(1, 16, 8, 8\), expected \(1, 8, 8, 8\)"):
+            op_cost("test_wide", C_in=8, H=16, W=16, stride=2)
+        register_op("test_swap", lambda *, C_in, C_out, stride, affine: nn.Conv2d(C_in, C_out, 1, stride),
+                    maps_channels=True)
+        assert op_cost("test_swap", C_in=8, C_out=4, H=16, W=16).macs == 8 * 4 * 16 * 16
+        OPS.remove("test_swap")
+        register_op("test_swap", lambda *, C_in, C_out, stride, affine: nn.Conv2d(C_in, C_out, 3, stride, 1),
+                    maps_channels=True)
+        assert op_cost("test_swap", C_in=8, C_out=4, H=16, W=16).macs == 8 * 4 * 9 * 16 * 16
+    finally:
+        for name in [*ops, "test_swap"]:
+            if name in OPS:
+                OPS.remove(name)

@@ -90,3 +90,20 @@ def test_a_task_without_a_short_fit_refuses_select():
     cfg = atldas.make_search_config(space="darts_cifar", sets=["select=2"])
     with pytest.raises(ConfigError, match="no short standalone fit"):
         cfg.check(get_task("classification"))
+
+
+def test_the_select_stage_fits_and_scores_with_a_subclass_loss():
+    """``short_fit`` trained and scored with the built-in matting loss, ignoring a subclass's own."""
+    calls = []
+
+    class CountingL1(MattingTask):
+        name = "test_counting_l1"
+
+        def loss(self, pred, batch):
+            calls.append(tuple(pred.shape))
+            return (pred - batch["alpha"]).abs().mean()
+
+    task = CountingL1(fit=FitRecipe(batch_size=None, crop=None, eval_size=None, eval_samples=2, score="loss"))
+    score = task.short_fit(_tiny_genotypes(1)[0], data=DATA, seed=0, steps=2)
+    assert calls == [(2, 1, 64, 64)] * 3  # two training steps, one held-out batch of two
+    assert math.isfinite(score)

@@ -17,9 +17,14 @@ TASKS: Registry[Task] = Registry("task")
 
 
 def register_task(name: str, task: Task) -> Task:
-    """Register ``task`` under ``name`` (a duplicate raises ValueError)."""
+    """Register ``task`` under ``name`` (a duplicate raises ValueError). The task's class sets ``name`` to
+    the same text: a run records ``task.name``, and a subclass that inherited its parent's name was
+    recorded as the parent."""
     if not isinstance(task, Task):
         raise TypeError(f"register_task({name!r}): expected a Task instance, got {type(task).__name__}")
+    if task.name != name:
+        raise ValueError(f"register_task({name!r}): the task's name is {task.name!r}; set name = {name!r} in "
+                         f"{type(task).__name__} (runs record task.name)")
     TASKS.add(name, task)
     return task
 

@@ -147,7 +147,7 @@ class MattingTask(Task):
                 g["lr"] = r.lr * lr_factor(step, total=steps, warmup=warmup, min_ratio=r.min_lr_ratio)
             idx = order[step * data.batch_size:(step + 1) * data.batch_size].tolist()
             batch = batch_to(default_collate([train[i] for i in idx]), dev)
-            loss = self._loss(model.forward(net, channels_last(matting_input(batch))), batch)["loss"]
+            loss = self.loss(model.forward(net, channels_last(self.model_input(batch))), batch)  # a subclass's own
             if not torch.isfinite(loss):
                 log.warning("short fit of %s: the loss became non-finite at step %d; ranked last",
                             model.name, step + 1)
@@ -163,9 +163,9 @@ class MattingTask(Task):
         with torch.no_grad():
             for lo in range(0, n, data.batch_size):
                 batch = batch_to(default_collate([arch[i] for i in range(lo, min(n, lo + data.batch_size))]), dev)
-                pred = model.forward(net, channels_last(matting_input(batch)))  # (B, 1, H, W)
+                pred = model.forward(net, channels_last(self.model_input(batch)))  # (B, 1, H, W)
                 if r.score == "loss":
-                    total += float(self._loss(pred, batch)["loss"]) * pred.shape[0]
+                    total += float(self.loss(pred, batch)) * pred.shape[0]
                     continue
                 p = pred[:, 0].clamp(0.0, 1.0).cpu().numpy()  # (B, H, W); as inference clamps it
                 a = batch["alpha"][:, 0].cpu().numpy()
