@@ -607,16 +607,35 @@ def _fresh_checks(cfg: RetrainConfig) -> Tuple[Dataset, Dataset, Optional[int], 
     _check(cfg)
     train_ds, val_ds = _datasets(cfg)
     genotype = run_genotype(cfg)  # a bad MODEL or macro override fails before anything is written
+    model = resolve_model(genotype if genotype is not None else cfg.model)
     try:
         with torch.device("meta"):  # parameter bytes without memory
-            net = resolve_model(genotype if genotype is not None else cfg.model).build()
+            net = model.build()
         weights: Optional[int] = sum(p.numel() * p.element_size() for p in net.parameters())
     except (NotImplementedError, RuntimeError):  # a builder that cannot run on the meta device
-        weights = None
+        weights, net = None, None
+    if net is not None:
+        _check_output_shape(model, net, cfg.crop)
     if weights == 0:
         raise ConfigError(f"{cfg.model}: a network without weights (nothing to train); retrain a genotype or "
                           "a learned model, or score it as it is with atldas eval --model")
     return train_ds, val_ds, weights, genotype
+
+
+def _check_output_shape(model: MattingModel, net: nn.Module, crop: int) -> None:
+    """ConfigError when ``net`` (on the meta device) does not give one alpha channel at its input's size:
+    a registered network giving 3 channels trained a whole epoch, the loss broadcasting, before its
+    validation failed. A network whose forward cannot run on the meta device is not checked here."""
+    x = torch.zeros(1, 6, crop, crop, device="meta")  # (B, 6, H, W): RGB + one-hot trimap
+    try:
+        with torch.no_grad():
+            y = model.forward(net.eval(), x)
+    except (NotImplementedError, RuntimeError):
+        return
+    if not isinstance(y, torch.Tensor) or tuple(y.shape) != (1, 1, crop, crop):
+        got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ConfigError(f"{model.name}: on a (1, 6, {crop}, {crop}) input the network gives {got}; a matting "
+                          f"network gives one alpha channel at its input's size, (1, 1, {crop}, {crop})")
 
 
 def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,

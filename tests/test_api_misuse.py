@@ -356,3 +356,28 @@ def test_a_custom_task_is_registered_under_its_own_name_and_keeps_the_spaces_io(
     finally:
         TASKS.remove("test_rgbt")
 
+
+
+def test_retrain_refuses_a_registered_network_with_the_wrong_output_before_writing(tmp_path):
+    """A registered network giving 3 channels trained a whole epoch (the loss broadcasting) and then failed
+    in validation with a RuntimeError traceback; half-resolution output was a raw size error."""
+    from atldas.models.zoo import MODELS
+    from atldas.retrain import RetrainConfig
+
+    @atldas.register_model("test_three_channels")
+    def three(**kw):
+        return nn.Conv2d(6, 3, 3, 1, 1)
+
+    @atldas.register_model("test_half_size")
+    def half(**kw):
+        return nn.Conv2d(6, 1, 3, 2, 1)
+
+    try:
+        for name, got in (("test_three_channels", "(1, 3, 64, 64)"), ("test_half_size", "(1, 1, 32, 32)")):
+            with pytest.raises(ConfigError, match=re.escape(f"{name}: on a (1, 6, 64, 64) input the network gives "
+                                                            f"{got}")):
+                atldas.retrain.retrain(RetrainConfig(model=name, crop=64, out=str(tmp_path / name)))
+            assert not (tmp_path / name).exists()
+    finally:
+        MODELS.remove("test_three_channels")
+        MODELS.remove("test_half_size")

@@ -154,7 +154,7 @@ def _run(model: MattingModel, net: nn.Module, x: Tensor, device: torch.device, a
     with _autocast(device, amp):
         y = model.forward(net, channels_last(x.to(device)))  # (1, 1, h, w)
     if y.dim() != 4 or y.shape[:2] != (1, 1) or y.shape[-2:] != x.shape[-2:]:
-        raise RuntimeError(f"{model.name}: expected a (1, 1, {x.shape[-2]}, {x.shape[-1]}) alpha, "
+        raise ConfigError(f"{model.name}: expected a (1, 1, {x.shape[-2]}, {x.shape[-1]}) alpha, "
                            f"got {tuple(y.shape)}")
     if not bool(torch.isfinite(y).all()):  # written as 0 or scored, a broken network would pass for a bad one
         bad = int((~torch.isfinite(y)).sum())
