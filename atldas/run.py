@@ -609,8 +609,11 @@ class Run:
                         kept = (f"the last good checkpoint is kept in {rd.checkpoint}" if rd is not None
                                 and rd.checkpoint.exists() else "no checkpoint was written")
                         bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
+                        first = (epoch, step) == (0, 0) and not math.isfinite(metrics.get("loss/weights", 0.0))
+                        hint = ("it was so before any update: check the data and the task's loss" if first else
+                                "lower --set w_lr=... or arch_lr=...")  # no learning rate acted on step 1's loss
                         raise AtldasError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({bad}); "
-                                          f"{kept}; lower --set w_lr=... or arch_lr=...")
+                                          f"{kept}; {hint}")
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                         counts[k] = counts.get(k, 0) + 1

@@ -305,6 +305,11 @@ class Strategy:
         return [y.float() for y in outs]
 
     def _step_weights(self, loss: Tensor) -> None:
+        if not isinstance(loss, Tensor) or loss.dim() != 0 or not loss.requires_grad:  # a custom task's loss
+            got = f"a {tuple(loss.shape)} tensor" if isinstance(loss, Tensor) and loss.dim() else repr(loss)
+            raise ConfigError(f"the task's loss(pred, batch) returned {got}"
+                              + (" without a gradient" if isinstance(loss, Tensor) and not loss.dim() else "")
+                              + "; it must return a scalar tensor computed from pred")
         self.w_opt.zero_grad(set_to_none=True)
         loss.backward()
         params = self.w_opt.param_groups[0]["params"]  # = net.weight_parameters(), without walking the modules

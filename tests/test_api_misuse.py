@@ -381,3 +381,31 @@ def test_retrain_refuses_a_registered_network_with_the_wrong_output_before_writi
     finally:
         MODELS.remove("test_three_channels")
         MODELS.remove("test_half_size")
+
+
+@pytest.mark.parametrize("kind", ["per_sample", "float", "detached", "nan"])
+def test_a_custom_tasks_bad_loss_is_one_line(kind):
+    """A per-sample, float or detached loss was a torch error from deep in the weight step; a loss that was
+    NaN on the very first step was met with advice to lower the learning rates, which had not acted yet."""
+    from atldas.tasks import TASKS
+    from atldas.tasks.matting import MattingTask
+
+    class BadLoss(MattingTask):
+        name = "test_bad_loss"
+
+        def loss(self, pred, batch):
+            per = (pred - batch["alpha"]).abs().mean(dim=(1, 2, 3))  # (B,)
+            return {"per_sample": lambda: per, "float": lambda: float(per.detach().mean()),
+                    "detached": lambda: per.mean().detach(), "nan": lambda: per.mean() * float("nan")}[kind]()
+
+    atldas.register_task("test_bad_loss", BadLoss())
+    try:
+        run = atldas.Run(atldas.make_search_config(space="tiny", sets=["task=test_bad_loss", "tensorboard=false",
+                                                                       "progress=false", "plots=false"]))
+        said = {"per_sample": "returned a (2,) tensor; it must return a scalar tensor computed from pred",
+                "float": "returned 0.", "detached": "without a gradient",
+                "nan": "it was so before any update: check the data and the task's loss"}[kind]
+        with pytest.raises(AtldasError, match=re.escape(said)):
+            run.fit()
+    finally:
+        TASKS.remove("test_bad_loss")
