@@ -32,7 +32,7 @@ from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.models.cheapmatting import CheapMatting, CheapMattingCfg
 from atldas.models.darts_cifar import STEM_MULTIPLIER, DartsCifarNetwork
-from atldas.models.zoo import MODELS, check_genotype, genotype_macro, no_genotype, warn_interim
+from atldas.models.zoo import MODELS, check_genotype, genotype_macro, is_registered_name, no_genotype, warn_interim
 from atldas.rundir import RunDir
 from atldas.topology import cell_stack, reductions_of, stage_taps
 from atldas.utils.atomic import atomic_path, check_output
@@ -263,7 +263,7 @@ def load_source(source: Union[PathLike, Genotype]) -> Tuple[Genotype, Optional[P
         return source, None
     text = os.fspath(source)
     path = Path(text)
-    if path.is_dir():
+    if path.is_dir() and not (is_registered_name(text) and not (path / "genotype.json").is_file()):
         if not (path / "genotype.json").is_file():
             raise ConfigError(no_genotype(path))
         rd = RunDir(path, checkpoint="checkpoint.pt", kind="search")

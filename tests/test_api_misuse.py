@@ -5,6 +5,7 @@ refuses a cost table of another supernet or metric, registries check what they a
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -409,3 +410,16 @@ def test_a_custom_tasks_bad_loss_is_one_line(kind):
             run.fit()
     finally:
         TASKS.remove("test_bad_loss")
+
+
+def test_a_folder_named_like_a_registered_model_does_not_hide_it(tmp_path, monkeypatch):
+    """``create_model("cheapmatting")`` in a folder holding a ``cheapmatting/`` package (not a run) said
+    "not a run directory"; a run folder of that name is still read as the run."""
+    from atldas.plot import load_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cheapmatting").mkdir()
+    (tmp_path / "darts_v2").mkdir()
+    assert atldas.create_model("cheapmatting") is not None
+    assert load_source("darts_v2")[0].hash() == load_source(atldas.Genotype.load(
+        Path(__file__).resolve().parents[1] / "derived_models" / "darts_v2.json"))[0].hash()

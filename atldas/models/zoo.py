@@ -57,7 +57,7 @@ from atldas.utils.weights import load_weights
 
 log = logging.getLogger("atldas")
 
-__all__ = ["MODELS", "no_genotype", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
+__all__ = ["MODELS", "no_genotype", "is_registered_name", "ModelEntry", "register_model", "list_models", "resolve_model", "create_model",
            "genotype_macro", "check_genotype", "warn_interim", "KNOWN_SPACES", "load_model_weights"]
 
 PathLike = Union[str, os.PathLike]
@@ -283,7 +283,7 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
                         f"{type(spec).__name__}")
     text = os.fspath(spec)
     path = Path(text)
-    if path.is_dir():
+    if path.is_dir() and not (is_registered_name(text) and not (path / "genotype.json").is_file()):
         g = path / "genotype.json"
         if not g.is_file():
             raise ConfigError(no_genotype(path))
@@ -312,6 +312,12 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
     raise ConfigError(f"unknown model {text!r}; known models: {', '.join(list_models())}, the named genotypes "
                       f"{', '.join(derived_models.genotype_names())} (their cells in the CheapMatting macro), "
                       "or a genotype JSON file, or a run directory")
+
+
+def is_registered_name(text: str) -> bool:
+    """Whether ``text`` is a registered model or ``derived_models`` genotype name (not a path): a folder of the
+    same name in the current directory that is not a run folder does not hide it."""
+    return not any(sep in text for sep in ("/", "\\")) and (text in MODELS or text in derived_models.GENOTYPES)
 
 
 def _module(net: Any, name: str) -> nn.Module:
