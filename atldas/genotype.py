@@ -186,7 +186,7 @@ class CellSpec:
                 if allowed is not None and op not in allowed:
                     known = ", ".join(sorted(allowed))
                     raise ConfigError(f"{where}: unknown op {op!r}; known ops: {known} (a custom op: "
-                                      "atldas.register_op)")
+                                      "atldas.register_op, before the command runs: README, Python API)")
                 if i < 0:
                     raise ConfigError(f"{where}: input index {i} is negative")
                 if i == j + 2:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Generic, Iterator, TypeVar
+from typing import Callable, Dict, Generic, Iterator, Optional, TypeVar
 
 from atldas.errors import ConfigError
 
@@ -19,9 +19,12 @@ class Registry(Generic[T]):
         >>> OPS.get("identity")
     """
 
-    def __init__(self, kind: str, *, plural: str = "") -> None:
+    def __init__(self, kind: str, *, plural: str = "", check: Optional[Callable[[str, T], None]] = None) -> None:
+        """``check(name, obj)``, when given, raises TypeError or ValueError for an object that cannot be
+        registered (a function where a class belongs), at registration instead of at first use."""
         self.kind = kind
         self.plural = plural or kind + "s"
+        self.check = check
         self._items: Dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -42,6 +45,8 @@ class Registry(Generic[T]):
             raise TypeError(f"the {self.kind} name must be a non-empty string, got {name!r}")
         if name in self._items:
             raise ValueError(f"{self.kind} {name!r} is already registered")
+        if self.check is not None:
+            self.check(name, obj)
         self._items[name] = obj
 
     def remove(self, name: str) -> T:

@@ -35,7 +35,19 @@ from atldas.registry import Registry
 from atldas.supernet import Plan, SuperNet
 from atldas.utils.dist import average_, mean
 
-STRATEGIES: Registry[type] = Registry("strategy", plural="strategies")
+
+
+def _check_strategy(name: str, cls: object) -> None:
+    """A strategy is a :class:`Strategy` subclass whose ``name`` is the one it is registered under (runs
+    report it; a subclass inherited its parent's)."""
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise TypeError(f"strategy {name!r}: expected a subclass of atldas.Strategy, got {cls!r}")
+    if cls.name != name:
+        raise ValueError(f"strategy {name!r}: the class's name is {cls.name!r}; set name = {name!r} in {cls.__name__}")
+
+
+#: Strategy name -> its :class:`Strategy` class (``@STRATEGIES.register("name")`` adds one).
+STRATEGIES: Registry[type] = Registry("strategy", plural="strategies", check=_check_strategy)
 
 LossFn = Callable[[Tensor, Dict[str, Tensor]], Tensor]
 

@@ -279,3 +279,17 @@ def test_the_verbs_are_reached_through_the_package():
             "atldas.export.export_onnx, atldas.lut.lut_build]; print(len(fns), 'retrain' in dir(atldas))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["9", "True"]
+
+
+def test_the_command_line_reaches_what_a_script_registered_first(custom_space, tmp_path, capsys):
+    """The README's way to use your own pieces from the command line: register them, then run it (here
+    ``main``, which ``main_exit`` calls): search in the custom space, derive, and plot its genotype."""
+    from atldas.cli import main
+
+    out = tmp_path / "s"
+    assert main(["search", "--space", "test_tiny_conv", "--epochs", "2", "--set", "steps_per_epoch=1",
+                 "--set", "arch_steps_per_epoch=1", "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert json.loads((out / "genotype.json").read_text())["space"]["name"] == "test_tiny_conv"
+    assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
+    assert main(["plot", str(tmp_path / "g.json"), "--out", str(tmp_path / "g.png")]) == 0
+    assert (tmp_path / "g.png").is_file()

@@ -423,3 +423,19 @@ def test_a_folder_named_like_a_registered_model_does_not_hide_it(tmp_path, monke
     assert atldas.create_model("cheapmatting") is not None
     assert load_source("darts_v2")[0].hash() == load_source(atldas.Genotype.load(
         Path(__file__).resolve().parents[1] / "derived_models" / "darts_v2.json"))[0].hash()
+
+
+def test_a_strategy_is_registered_as_a_strategy_class_under_its_own_name():
+    """A function registered as a strategy failed at the first search (no attribute HP); a subclass that
+    inherited ``name = "atldas"`` reported itself as atldas."""
+    from atldas.strategies import STRATEGIES, AtldasStrategy
+
+    with pytest.raises(TypeError, match="expected a subclass of atldas.Strategy"):
+        STRATEGIES.add("test_function", lambda **kw: None)
+
+    class Greedy(AtldasStrategy):
+        pass
+
+    with pytest.raises(ValueError, match="the class's name is 'atldas'; set name = 'test_greedy' in Greedy"):
+        STRATEGIES.add("test_greedy", Greedy)
+    assert "test_function" not in STRATEGIES and "test_greedy" not in STRATEGIES
