@@ -113,6 +113,9 @@ class SearchSpace:
                               f"{self.min_input_size} pixels or more (they downsample the input several times)")
         for op in self.ops:
             OPS.get(op)  # an unregistered op is an error listing the known ones
+        twice = sorted({op for op in self.ops if list(self.ops).count(op) > 1})
+        if twice:  # two identical candidates on every edge: the uniform prior would favour that op
+            raise ConfigError(f"the {self.name} space lists op(s) {', '.join(twice)} more than once; list each once")
         bound = copy.copy(self)
         bound.knobs, bound.io = knobs, dict(io or {})
         bound.topology  # noqa: B018 - validates nodes/in-degree now

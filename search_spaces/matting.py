@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -98,8 +98,11 @@ class MattingSpace(SearchSpace):
     min_input_size = 32
 
     def __init__(self, *, name: str, defaults: Dict[str, Any], macro: CheapMattingCfg,
-                 ops: Sequence[str] = SEARCH_PRIMITIVES) -> None:
-        super().__init__(name=name, defaults=defaults)
+                 ops: Sequence[str] = SEARCH_PRIMITIVES,
+                 strategy_defaults: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+        super().__init__(name=name, defaults=defaults, strategy_defaults=strategy_defaults)
+        if isinstance(ops, str):  # tuple("sep_conv_3x3") is its letters
+            raise TypeError(f"space {name!r}: ops is a sequence of op names, got the string {ops!r}")
         self.macro = dataclasses.replace(macro, ppm_extra_convs=0)
         self.ops = tuple(ops)
 

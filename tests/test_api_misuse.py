@@ -439,3 +439,22 @@ def test_a_strategy_is_registered_as_a_strategy_class_under_its_own_name():
     with pytest.raises(ValueError, match="the class's name is 'atldas'; set name = 'test_greedy' in Greedy"):
         STRATEGIES.add("test_greedy", Greedy)
     assert "test_function" not in STRATEGIES and "test_greedy" not in STRATEGIES
+
+
+def test_a_custom_space_lists_each_op_once_as_a_sequence_and_takes_strategy_defaults():
+    """An op listed twice was searched as two identical candidates (a biased prior), ops given as one string
+    was "unknown op 's'", and the matting space class refused ``strategy_defaults``."""
+    from search_spaces import SPACES
+
+    tiny = atldas.get_space("tiny")
+    with pytest.raises(TypeError, match="ops is a sequence of op names, got the string 'sep_conv_3x3'"):
+        type(tiny)(name="test_str_ops", macro=tiny.macro, defaults=tiny.defaults, ops="sep_conv_3x3")
+    atldas.register_space(type(tiny)(name="test_twice", macro=tiny.macro, defaults=tiny.defaults,
+                                     ops=("sep_conv_3x3", "skip_connect", "sep_conv_3x3"),
+                                     strategy_defaults={"darts": {"epochs": 3}}))
+    try:
+        with pytest.raises(ConfigError, match="lists op\\(s\\) sep_conv_3x3 more than once"):
+            atldas.bind_space(atldas.make_search_config(space="test_twice"))
+        assert atldas.make_search_config(space="test_twice", strategy="darts").epochs == 3
+    finally:
+        SPACES.remove("test_twice")
