@@ -32,8 +32,9 @@ _API = {
     # ops, spaces, tasks, strategies, costs
     "register_op": "atldas.ops", "OPS": "atldas.ops",
     "get_space": "search_spaces", "register_space": "search_spaces", "SearchSpace": "search_spaces",
-    "SpaceCfg": "search_spaces",
+    "SpaceCfg": "search_spaces", "SPACES": "search_spaces",
     "get_task": "atldas.tasks", "register_task": "atldas.tasks", "Task": "atldas.tasks", "DataCfg": "atldas.tasks",
+    "TASKS": "atldas.tasks",
     "STRATEGIES": "atldas.strategies", "Strategy": "atldas.strategies", "AtldasHP": "atldas.strategies",
     "DartsHP": "atldas.strategies", "GdasHP": "atldas.strategies", "RandomHP": "atldas.strategies",
     "cost_table": "atldas.cost", "CostTable": "atldas.cost", "Budget": "atldas.cost", "BudgetCfg": "atldas.cost",

@@ -18,7 +18,9 @@ import torch
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.cost import Budget, CostTable, format_cost
+from atldas.errors import ConfigError
 from atldas.genotype import Genotype
+from atldas.ops import op_params
 
 log = logging.getLogger("atldas")
 
@@ -137,18 +139,22 @@ def cost_record(space, genotype: Genotype, *, budget: Optional[Budget]) -> Dict[
             "counter": "torch.utils.flop_counter.FlopCounterMode total / 2 (convolutions, linear layers)"}
 
 
-#: Ops without weights: a cell of only these learns nothing (the skip-connect / pooling collapse).
-PARAMETER_FREE = ("skip_connect", "max_pool_3x3", "avg_pool_3x3", "none")
+def _learns(op: str, stride: int) -> bool:
+    """Whether ``op`` has weights at ``stride`` (any registered op; an unknown one counts as learned)."""
+    try:
+        return op_params(op, C_in=4, C_out=4, stride=stride) > 0
+    except ConfigError:
+        return True
 
 
 def parameter_free_cells(genotype: Genotype) -> List[str]:
-    """The cell types of ``genotype`` whose ops are all parameter-free (in a reduction cell a
-    stride-2 skip_connect is a FactorizedReduce with weights, so it counts as learned there)."""
+    """The cell types of ``genotype`` whose ops all have no weights: such a cell learns nothing (the
+    skip-connect / pooling collapse). Decided by counting each op's parameters, so a custom op counts
+    too; in a reduction cell a stride-2 skip_connect is a FactorizedReduce with weights, so it counts
+    as learned there."""
     out = []
     for name, cell in genotype.cells().items():
-        learned = [op for i, _, op in cell.edges()
-                   if op not in PARAMETER_FREE or (name == "reduce" and op == "skip_connect" and i < 2)]
-        if not learned:
+        if not any(_learns(op, 2 if name == "reduce" and i < 2 else 1) for i, _, op in cell.edges()):
             out.append(name)
     return out
 
@@ -179,4 +185,4 @@ def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget:
     return genotype.replace(cost=cost, provenance={"atldas": __version__, **provenance})
 
 
-__all__ = ["repair", "grow", "finalize", "cost_record", "parameter_free_cells", "PARAMETER_FREE"]
+__all__ = ["repair", "grow", "finalize", "cost_record", "parameter_free_cells"]

@@ -68,7 +68,7 @@ def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, th
     """Build, save and (with ``check`` > 0) check a latency table: what ``atldas lut build`` does.
 
     Args:
-        space: a registered search space (``atldas.list_spaces()``).
+        space: a registered search space (``atldas.SPACES.names()``).
         device: where the ops are timed (``cpu``, ``cuda``); the table holds it.
         size: the input size the table is for (default: the space's ``input_size``), at least 32.
         threads: torch CPU threads while timing.

@@ -216,6 +216,19 @@ def test_parameter_free_cells_are_flagged(caplog):
     assert parameter_free_cells(Genotype(normal=learned, reduce=learned)) == []
     # a stride-2 skip_connect in a reduction cell is a FactorizedReduce: it has weights
     assert parameter_free_cells(Genotype(normal=learned, reduce=free)) == []
+    # a custom op is judged by its parameters (the list of free ops was the built-in ones only)
+    import atldas
+    from torch import nn
+
+    atldas.register_op("test_avg_pool_5x5", lambda *, C_in, C_out, stride, affine: nn.AvgPool2d(
+        5, stride=stride, padding=2, count_include_pad=False))
+    try:
+        custom = CellSpec(nodes=[[("skip_connect", 0), ("test_avg_pool_5x5", 1)], [("test_avg_pool_5x5", 0),
+                                                                                   ("skip_connect", 2)]],
+                          concat=[2, 3])
+        assert parameter_free_cells(Genotype(normal=custom, reduce=learned)) == ["normal"]
+    finally:
+        atldas.OPS.remove("test_avg_pool_5x5")
 
 
 def test_autocast_forward_stays_near_float32(tmp_path):
