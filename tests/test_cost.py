@@ -254,3 +254,83 @@ def test_repair_reaches_a_target_above_the_cheapest_child_after_pruning():
                 fixed, _ = repair(arch, child, table, target=target)
                 stuck += table.of_child(fixed) > target
     assert stuck == 0
+
+
+def test_repair_takes_the_swap_that_loses_the_least_log_probability_per_cost_saved():
+    """Every budgeted search ends in repair, and a repair that took the worst swap (``>`` for ``<``) still
+    met the target: check its first swap against every single swap that saves cost."""
+    from atldas.derive import _moves, repair
+
+    space = bind_space(make_search_config(space="tiny"))
+    checked = 0
+    for seed in range(3):
+        torch.manual_seed(seed)
+        arch = space.new_arch()
+        with torch.no_grad():
+            for p in arch.arch_parameters():
+                p.normal_(0, 2.0)
+        table = cost_table(space, arch, metric="macs")
+        child = arch.argmax()
+        with torch.no_grad():
+            cost, logp = table.of_child(child), float(arch.log_prob(child))
+            scored = [((logp - float(arch.log_prob(m))) / (cost - table.of_child(m)), table.of_child(m))
+                      for m in _moves(arch, child) if table.of_child(m) < cost]
+        best_score, best_cost = min(scored)
+        worst_score, _ = max(scored)
+        if best_score == worst_score:
+            continue
+        _, steps = repair(arch, child, table, target=cost - 1)  # one swap is enough
+        assert len(steps) == 1
+        first = steps[0]
+        assert (logp - first["log_prob"]) / (cost - first["cost"]) == pytest.approx(best_score, rel=1e-9)
+        checked += 1
+    assert checked >= 2
+
+
+def test_finalize_records_a_budget_that_cannot_be_met(caplog):
+    """A target below the cheapest child: the cost record says infeasible, and a warning says so."""
+    from atldas.derive import finalize
+
+    space = bind_space(make_search_config(space="tiny"))
+    arch = space.new_arch()
+    table = cost_table(space, arch, metric="macs")
+    low, _ = table.cheapest(arch)
+    budget = Budget(metric="macs", target=low * 0.5)
+    with caplog.at_level("WARNING", logger="atldas"):
+        g = finalize(space=space, arch=arch, child=arch.argmax(), table=table, budget=budget, provenance={})
+    rec = g.cost["repair"]
+    assert rec["feasible"] is False and rec["after"] > budget.target
+    assert "cannot be met" in caplog.text
+    ok = finalize(space=space, arch=arch, child=arch.argmax(), table=table, budget=Budget(metric="macs", target=low),
+                  provenance={})
+    assert ok.cost["repair"]["feasible"] is True
+
+
+def test_budget_penalties_and_multiplier_steps_by_form():
+    """The penalty of each form with ``rho > 0`` and an aim below 1, and the multiplier's dual steps
+    (per arch step: ``lam_lr / steps_per_epoch``; hinge and abs never below 0), against hand-computed
+    values: repair hid a wrong sign or step size, while the search no longer steered itself."""
+    e = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)  # r = 1.2, aim 0.8: r - a = 0.4
+    lag = Budget(metric="macs", target=10.0, form="lagrange", aim=0.8, rho=20.0, lam_lr=2.0, lam_max=5.0)
+    scale, pen = lag.penalty(e, 0.5)
+    assert scale == 1.0 and float(pen) == pytest.approx(0.5 * 0.4 + 0.5 * 20.0 * 0.16)
+    pen.backward()
+    assert float(e.grad) == pytest.approx((0.5 + 20.0 * 0.4) / 10.0)  # d/dE: (lam + rho (r - a)) / target
+    hinge = Budget(metric="macs", target=10.0, form="hinge", aim=0.8)
+    assert float(hinge.penalty(torch.tensor(12.0), 2.0)[1]) == pytest.approx(0.8)
+    assert float(hinge.penalty(torch.tensor(6.0), 2.0)[1]) == 0.0
+    assert float(Budget(metric="macs", target=10.0, form="abs", aim=0.8).penalty(torch.tensor(6.0), 2.0)[1]) == \
+        pytest.approx(0.4)
+    mult = Budget(metric="macs", target=10.0, form="mult", aim=0.8, exponent=0.5)
+    scale, pen = mult.penalty(torch.tensor(12.0), 0.0, task_value=3.0)
+    assert scale == pytest.approx(1.5 ** 0.5) and float(pen) == 0.0  # (r / a) ** exponent; the value is all in scale
+    # dual steps: 4 arch steps per epoch move lam by lam_lr / 4 * (E / (a T) - 1)
+    assert lag.dual_step(0.5, 12.0, steps_per_epoch=4) == pytest.approx(0.5 + 0.5 * (12.0 / 8.0 - 1.0))
+    assert lag.dual_step(0.0, 4.0, steps_per_epoch=1) == pytest.approx(-1.0)  # lagrange: below 0 spends more
+    assert lag.dual_step(4.9, 80.0, steps_per_epoch=1) == 5.0  # within lam_max
+    hinge = Budget(metric="macs", target=10.0, form="hinge", aim=0.8, lam_lr=2.0)
+    assert hinge.dual_step(0.2, 4.0, steps_per_epoch=1) == 0.0  # hinge: never below 0
+    assert hinge.dual_step(0.2, 12.0, steps_per_epoch=2) == pytest.approx(0.2 + 1.0 * 0.5)
+    absf = Budget(metric="macs", target=10.0, form="abs", aim=0.8, lam_lr=2.0)
+    assert absf.dual_step(0.2, 4.0, steps_per_epoch=2) == pytest.approx(0.2 + 1.0 * 0.5)  # |4/8 - 1|: grows either way
+    assert mult.dual_step(0.7, 12.0, steps_per_epoch=1) == 0.7
