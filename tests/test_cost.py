@@ -313,7 +313,7 @@ def test_budget_penalties_and_multiplier_steps_by_form():
     e = torch.tensor(12.0, dtype=torch.float64, requires_grad=True)  # r = 1.2, aim 0.8: r - a = 0.4
     lag = Budget(metric="macs", target=10.0, form="lagrange", aim=0.8, rho=20.0, lam_lr=2.0, lam_max=5.0)
     scale, pen = lag.penalty(e, 0.5)
-    assert scale == 1.0 and float(pen) == pytest.approx(0.5 * 0.4 + 0.5 * 20.0 * 0.16)
+    assert scale == 1.0 and float(pen.detach()) == pytest.approx(0.5 * 0.4 + 0.5 * 20.0 * 0.16)
     pen.backward()
     assert float(e.grad) == pytest.approx((0.5 + 20.0 * 0.4) / 10.0)  # d/dE: (lam + rho (r - a)) / target
     hinge = Budget(metric="macs", target=10.0, form="hinge", aim=0.8)
