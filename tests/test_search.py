@@ -79,7 +79,8 @@ def callback(row):  # called after each epoch's checkpoint: a real SIGKILL, at a
         os.kill(os.getpid(), signal.SIGKILL)
 
 search(make_search_config(space="tiny", epochs=8, seed=3, threads=1, out=sys.argv[1],
-                          sets=["tensorboard=false", "progress=false", "plots=false", "prune_every=2"]),
+                          sets=["tensorboard=false", "progress=false", "plots=false", "prune_every=2",
+                                "target_macs=5.9M"]),  # a budget: its multiplier is resumed too
        callback=callback if kill_after >= 0 else None)
 """
 
@@ -104,8 +105,10 @@ def test_resume_after_kill_ends_in_the_same_state(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    rows = [json.loads(x)["epoch"] for x in (run / "history.jsonl").read_text().splitlines()]
-    assert rows == list(range(8))
+    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(8))
+    lams = [json.loads(x)["lambda"] for x in (ref / "history.jsonl").read_text().splitlines()]
+    assert [r["lambda"] for r in rows] == lams and len(set(lams)) > 2  # the multiplier moved, and resumed
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
