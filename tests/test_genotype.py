@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_hash_is_stable_and_ignores_metadata():
 
 def test_frozen():
     g = Genotype.from_darts(ATLDAS_DARTS)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         g.normal = g.reduce  # type: ignore[misc]
     with pytest.raises(TypeError):
         g.space["x"] = 1  # type: ignore[index]
@@ -282,3 +283,48 @@ def test_cell_nodes_that_are_not_a_list_are_one_line(nodes):
     data["cells"]["normal"]["nodes"] = nodes
     with pytest.raises(ConfigError, match="normal cell: nodes must be a list"):
         Genotype.from_json(data)
+
+
+def test_the_darts_parser_runs_no_code(tmp_path, monkeypatch):
+    """A parser built on eval would run the payload and then still raise (its result is no Genotype):
+    check the side effect, and that eval is never called."""
+    import builtins
+
+    def no_eval(*a, **k):
+        raise AssertionError("eval called")
+
+    monkeypatch.setattr(builtins, "eval", no_eval)
+    flag = tmp_path / "ran"
+    with pytest.raises(ConfigError):
+        Genotype.from_darts(f"__import__('pathlib').Path({str(flag)!r}).write_text('x')")
+    with pytest.raises(ConfigError):
+        Genotype.from_darts(f"Genotype(normal=__import__('pathlib').Path({str(flag)!r}).write_text('x'), "
+                            "normal_concat=[2], reduce=[], reduce_concat=[2])")
+    assert not flag.exists()
+
+
+def test_positional_darts_fields_read_as_normal_concat_reduce_concat():
+    normal = [("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0), ("dil_conv_3x3", 2)]
+    reduce = [("max_pool_3x3", 0), ("max_pool_3x3", 1), ("avg_pool_3x3", 0), ("skip_connect", 1)]
+    keyword = Genotype.from_darts(f"Genotype(normal={normal!r}, normal_concat=[3], reduce={reduce!r}, "
+                                  "reduce_concat=[2, 3])")
+    positional = Genotype.from_darts(f"Genotype({normal!r}, [3], {reduce!r}, [2, 3])")
+    assert positional == keyword
+    assert (positional.normal.concat, positional.reduce.concat) == ((3,), (2, 3))
+    assert positional.reduce.nodes[0] == (("max_pool_3x3", 0), ("max_pool_3x3", 1))
+
+
+def test_choices_are_part_of_identity_and_survive_json(tmp_path):
+    """The decoder and head blocks of a matting genotype are part of its architecture."""
+    g = Genotype.from_darts(ATLDAS_DARTS).replace(choices={"head": "conv", "decoder0": "sep"})
+    assert g != g.replace(choices={"head": "x", "decoder0": "sep"}) and g.hash() != g.replace(choices={}).hash()
+    back = Genotype.load(g.save(tmp_path / "g.json"))
+    assert back == g and dict(back.choices) == {"head": "conv", "decoder0": "sep"}
+
+
+def test_the_hash_is_stable_across_versions():
+    """A deliberate regression value: checkpoints and run logs store a genotype's hash, and the model zoo
+    compares a checkpoint's stored hash with a fresh one; a changed canonical form would orphan them."""
+    g = Genotype.from_darts(ATLDAS_DARTS)
+    assert g.hash() == "2dd70cb4f741"
+    assert g.replace(choices={"head": "x"}).hash() == "11b41ea1ddd3"
