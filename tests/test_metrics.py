@@ -317,3 +317,21 @@ def test_single_metric_functions_agree_with_compute_all():
     assert allm == pytest.approx({"SAD": metrics.sad(pred, gt, trimap), "MSE": metrics.mse(pred, gt, trimap),
                     "Grad": metrics.grad(pred, gt, trimap), "Conn": metrics.conn(pred, gt, trimap)},
                                  rel=1e-12)
+
+
+def test_floats_off_the_8bit_grid_round_to_the_nearest_level():
+    """A float prediction is quantised as DIM reads a saved PNG: round(255 x), not floor."""
+    gt = np.zeros((2, 3), np.uint8)
+    tri = np.full((2, 3), 128, np.uint8)
+    for value, level in ((0.5, 128), (0.4990, 127), (0.0021, 1), (0.0019, 0), (0.9985, 255)):
+        assert metrics.sad(np.full((2, 3), value), gt, tri) == metrics.sad(np.full((2, 3), level, np.uint8), gt, tri)
+
+
+def test_only_trimap_value_128_is_unknown():
+    """DIM's evaluation counts the pixels where the trimap is 128; a 127 or 64 left by resampling is not
+    unknown (no range test)."""
+    gt = np.zeros((1, 4), np.uint8)
+    pred = np.full((1, 4), 255, np.uint8)
+    tri = np.array([[128, 127, 64, 129]], np.uint8)
+    assert metrics.sad(pred, gt, tri) == pytest.approx(1.0 / 1000)  # one pixel off by 1.0, in thousands
+    assert metrics.mse(pred, gt, tri) == pytest.approx(1.0)  # over the one unknown pixel
