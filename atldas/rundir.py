@@ -39,6 +39,23 @@ __all__ = ["RunDir"]
 
 CONFIG = "config.yaml"
 LOCK = ".lock"
+
+#: The lock files' descriptors this process holds. A process forked while one is held (a data loader's
+#: worker) inherits it, and with it the flock: a run killed with its workers alive blocked its own
+#: ``--resume`` until they noticed, seconds later. Each forked child closes its copies at once (closing a
+#: copy leaves the parent's lock as it is; only the last descriptor's close releases it).
+_HELD: set = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
 #: files a run writes atomically; their leftover temporary files are swept when a run starts here
 RUN_FILES = ("checkpoint.pt", "last.pt", "best.pt", CONFIG, "genotype.json", "cost_table.json", "history.jsonl")
 
@@ -61,7 +78,8 @@ class RunDir:
     def locked(self) -> Iterator["RunDir"]:
         """Hold the directory's lock for the block: one writer per run directory. A second process is
         refused with one line naming the holder's pid; the OS releases the lock of a killed process,
-        so a killed run never blocks its own ``--resume``. A directory this block created is removed
+        so a killed run never blocks its own ``--resume`` (its forked data-loader workers, still alive
+        for a few seconds, do not hold it: :data:`_HELD`). A directory this block created is removed
         again when it is left empty, or when the block ends in a user error (:class:`AtldasError`,
         e.g. a bad image found in the first epoch) before any checkpoint was written: a refused run
         leaves no folder behind."""
@@ -106,6 +124,7 @@ class RunDir:
                                       "this one started; start again")
                 os.ftruncate(fd, 0)
                 os.write(fd, str(os.getpid()).encode())
+            _HELD.add(fd)
             self._sweep()
             yield self
         except AtldasError:
@@ -121,6 +140,7 @@ class RunDir:
                 if made_lock and refused and not self.checkpoint.exists():  # e.g. refused in a study's folder
                     with contextlib.suppress(OSError):
                         (self.path / LOCK).unlink()
+            _HELD.discard(fd)
             os.close(fd)  # releases the flock
             for q in created:  # innermost first; a folder another process has written into since stays
                 with contextlib.suppress(OSError):

@@ -447,3 +447,31 @@ def test_a_study_and_a_run_do_not_share_a_folder(tiny_run, tmp_path, capsys):
     (study / ".lock").write_text("")  # a lock file that was there before stays
     assert main(["search", "--space", "tiny", "--out", str(study), "--no-progress"]) == 2
     assert sorted(p.name for p in study.iterdir()) == [".lock", "study.log", "trial-0000"]
+
+
+def test_a_forked_worker_does_not_hold_the_run_folders_lock(tmp_path):
+    """A data loader's workers are forked while the lock is held and inherited it: after a kill, the run's
+    own ``--resume`` was refused ("in use by another atldas process") until they exited, seconds later."""
+    import signal
+    import time
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")  # a run's folder: the lock file stays
+    rd = RunDir(tmp_path / "run", checkpoint="checkpoint.pt", kind="search")
+    ready, tell = os.pipe()
+    with rd.locked():
+        child = os.fork()
+        if child == 0:  # a worker: lives on after its parent lets go
+            os.write(tell, b"x")  # running (the fork hooks ran before this line)
+            time.sleep(5)
+            os._exit(0)
+        assert os.read(ready, 1) == b"x"
+    try:
+        assert rd.holder() is None  # the parent let go; the live child holds nothing
+        with rd.locked():  # and a new run takes the folder at once
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        os.close(ready)
+        os.close(tell)
