@@ -164,3 +164,83 @@ def test_draws_pick_what_the_torch_draws_picked_from_the_same_random_numbers(mon
         gated, gate = arch._draw(logits.clone().requires_grad_(), mask, tau=1.0, epsilon=epsilon, grad=True,
                                  generator=torch.Generator().manual_seed(seed))
         assert gated == old and (k % 5 == 0 or float(gate.detach()) == 1.0)  # infinite logits: no finite gate
+
+
+def _random_space_arch(seed: int):
+    """The tiny matting space's policy (cells and blocks) with random logits and some candidates pruned."""
+    from atldas.run import bind_space, make_search_config
+
+    space = bind_space(make_search_config(space="tiny"))
+    torch.manual_seed(seed)
+    arch = space.new_arch()
+    with torch.no_grad():
+        for p in arch.arch_parameters():
+            p.normal_(0, 1.5)
+        for t in CELL_TYPES:
+            arch.op_mask(t)[:, 1] = False  # one op gone everywhere
+            arch.set_mask(t, arch.topology.nodes - 1)[0] = False
+        g = next(iter(arch.block_names))
+        arch.block_mask(g)[0] = False
+    return arch
+
+
+def test_log_prob_is_the_sum_of_each_choices_masked_log_probability():
+    """The REINFORCE estimator's log P(child): a cell type read with another's logits (the reduce ops got
+    no task gradient), or set 0's probability for whatever set was drawn, still looked plausible."""
+    arch = _random_space_arch(0)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        child = arch.sample(generator=gen)
+        expect = 0.0
+        with torch.no_grad():
+            for t in CELL_TYPES:
+                probs = arch.op_probs(t)
+                for j, s in enumerate(child.sets[t]):
+                    expect += float(torch.log(arch.set_probs(t, j)[s]))
+                for e, o in child.ops[t].items():
+                    expect += float(torch.log(probs[e, o]))
+            for g, b in child.blocks.items():
+                expect += float(torch.log(arch.block_probs(g)[b]))
+        lp = arch.log_prob(child)
+        assert abs(float(lp.detach()) - expect) < 1e-4
+        t, j = "reduce", arch.topology.nodes - 1
+        s = child.sets[t][j]
+        g_beta, g_alpha = torch.autograd.grad(lp, [arch.beta[f"{t}_{j}"], arch.alpha["reduce"]])
+        q = arch.set_probs(t, j).detach()
+        onehot = torch.zeros_like(q)
+        onehot[s] = 1.0
+        assert torch.allclose(g_beta, onehot - q, atol=1e-6)  # d log softmax_s / d beta
+        for e, o in child.ops["reduce"].items():
+            assert float(g_alpha[e, o]) > 0  # the drawn op's own logit gets a push
+
+
+def test_argmax_and_draws_never_take_a_pruned_candidate():
+    """After pruning the derive rule and the Monte-Carlo draws must skip masked candidates, even where
+    their logits are the largest (Adam's momentum or weight decay can move a pruned logit)."""
+    arch = _random_space_arch(2)
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            arch.alpha[t][:, 1] = 10.0  # the pruned op has the largest logit
+            arch.beta[f"{t}_{arch.topology.nodes - 1}"][0] = 10.0
+        g = next(iter(arch.block_names))
+        arch.gamma[g][0] = 10.0
+    child = arch.argmax()
+    for t in CELL_TYPES:
+        assert 1 not in child.ops[t].values()
+        assert child.sets[t][-1] != 0
+    assert child.blocks[g] != 0
+    many = arch.sample_many(300, generator=torch.Generator().manual_seed(0))
+    for t in CELL_TYPES:
+        assert not bool((many[f"ops/{t}"] == 1).any())
+        assert not bool((many[f"sets/{t}"][:, -1] == 0).any())
+    assert not bool((many[f"blocks/{g}"] == 0).any())
+
+
+def test_prune_drops_an_improbable_op_on_an_edge_in_use():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES, init_std=0.0)
+    e = arch.topology.edge_index[(0, 2)]  # node 0's only input set uses sources 0 and 1
+    with torch.no_grad():
+        arch.alpha["normal"][e, 3] = -5.0
+    events = arch.prune(ratio=0.3, patience=1)
+    assert not bool(arch.op_mask("normal")[e, 3]) and bool(arch.op_mask("normal")[e, 2])
+    assert any(ev["group"] == "normal/edge0->2/ops" and SEARCH_PRIMITIVES[3] in ev["dropped"] for ev in events)
