@@ -616,3 +616,63 @@ def test_a_run_of_another_loss_definition_is_warned_on_resume(genotype_file, tmp
     with caplog.at_level(logging.WARNING, logger="atldas"):
         retrain(RetrainConfig(out=str(run)), resume=True)
     assert "trained with another definition of the matting loss (before versions were recorded)" in caplog.text
+
+
+def test_best_is_the_lowest_validation_sad_saved_with_the_validated_ema_weights_and_lr_decays_per_step(
+        tmp_path, monkeypatch):
+    """Mutations that survived the suite: best.pt taken on another metric (in a tiny run SAD fell every
+    epoch, so "best = last" passed); best.pt and last.pt holding the training weights instead of the EMA
+    weights that were validated; the learning rate restarting its warm-up every epoch."""
+    import atldas.retrain as rt
+
+    sads = iter([3.0, 1.0, 2.0])
+    real = rt.validate
+
+    def scripted(model, net, val, **kw):  # the real validation, its SAD replaced by a scripted one
+        metrics, n, previews = real(model, net, val, **kw)
+        return {**metrics, "SAD": next(sads)}, n, previews
+
+    monkeypatch.setattr(rt, "validate", scripted)
+    cfg = RetrainConfig(model="cnn_baseline_tiny", out=str(tmp_path / "r"), epochs=3, ema=0.9, warmup_epochs=0.5,
+                        **TINY)
+    out = retrain(cfg)
+    best = torch.load(out / "best.pt", weights_only=True)
+    last = torch.load(out / "last.pt", weights_only=True)
+    assert best["epoch"] == 1 and best["metrics"]["SAD"] == 1.0 and last["best"]["epoch"] == 1
+    ema_weights = last["ema"]["weights"]
+    assert all(torch.equal(last["model"][k], ema_weights[k]) for k in ema_weights)
+    assert any(not torch.equal(last["model"][k], last["train_model"][k]) for k in ema_weights
+               if last["model"][k].is_floating_point())
+    rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    total, warmup = 3 * TINY["steps_per_epoch"], TINY["steps_per_epoch"] // 2
+    for r in rows:  # the lr of each epoch's last step: one schedule over the whole run
+        step = (r["epoch"] + 1) * TINY["steps_per_epoch"] - 1
+        assert r["lr"] == pytest.approx(cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio))
+    assert rows[0]["lr"] > rows[1]["lr"] > rows[2]["lr"]
+
+
+def test_ema_ramps_up_and_averages_towards_the_network():
+    from torch import nn
+
+    from atldas.retrain import EMA
+
+    net = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema = EMA(net, decay=0.999)
+    with torch.no_grad():
+        net.weight.fill_(12.0)
+    ema.update(net)  # first update: decay min(0.999, 2 / 11)
+    d = 2 / 11
+    assert float(ema.module.weight[0, 0]) == pytest.approx(d * 1.0 + (1 - d) * 12.0)
+    for _ in range(50):
+        ema.update(net)
+    assert float(ema.module.weight[0, 0]) == pytest.approx(12.0, rel=1e-3)  # a network that stands still
+
+
+def test_synthetic_retrain_epochs_draw_fresh_samples():
+    from atldas.retrain import _epoch_order
+
+    cfg = RetrainConfig(model="cnn_baseline_tiny", **TINY)
+    order = _epoch_order(10**6, cfg)
+    assert not set(order(0)) & set(order(1)) and len(order(0)) == TINY["steps_per_epoch"] * TINY["batch_size"]
