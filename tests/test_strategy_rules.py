@@ -1,0 +1,72 @@
+"""Rules of the strategies and the search loop checked against hand-computed values: the schedules, the
+DARTS top-2 derive, random search's candidates and choice, an epoch's slice of a search split, the
+budget temperature. Each was a one-line mutation the suite did not catch."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from atldas.arch import CELL_TYPES, ArchParams
+from atldas.ops import SEARCH_PRIMITIVES
+from atldas.run import Run, epoch_order, make_search_config
+from atldas.strategies import Schedule, _top2_child
+from atldas.topology import CellTopology
+
+
+def test_schedules_run_from_their_warm_up_values_to_their_final_ones_after_the_warm_up():
+    s = Schedule(epochs=10, warmup=4, tau_max=5.0, tau_min=0.5, eps_min=0.2)
+    assert s.epsilon(0) == s.epsilon(3.9) == 1.0 and s.tau(2) == 5.0
+    assert s.epsilon(4) == 1.0 and s.tau(4) == 5.0
+    assert s.epsilon(7) == pytest.approx(1.0 + (0.2 - 1.0) * 0.5) and s.tau(7) == pytest.approx(2.75)
+    assert s.epsilon(10) == pytest.approx(0.2) and s.tau(10) == pytest.approx(0.5)
+    assert s.in_warmup(3.99) and not s.in_warmup(4)
+
+
+def test_darts_derive_keeps_each_nodes_two_strongest_inputs():
+    arch = ArchParams(topology=CellTopology(), ops=("none",) + SEARCH_PRIMITIVES, init_std=0.0)
+    topo = arch.topology
+    j = 2  # node 2: sources 0, 1, 2, 3
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            for i, strength in ((0, 3.0), (1, 1.0), (2, 2.5), (3, 0.5)):
+                arch.alpha[t][topo.edge_index[(i, j)], 4] = strength
+            arch.alpha[t][topo.edge_index[(1, j)], 0] = 9.0  # "none" does not count
+    child = _top2_child(types.SimpleNamespace(arch=arch))
+    for t in CELL_TYPES:
+        assert topo.input_sets[j][child.sets[t][j]] == (0, 2)
+        assert child.ops[t][topo.edge_index[(0, j)]] == 4
+
+
+def test_random_search_samples_within_the_budget_and_keeps_the_best_scored_candidate():
+    probe = Run(make_search_config(space="tiny", strategy="random"))
+    gen = torch.Generator().manual_seed(0)
+    costs = sorted(probe.table.of_child(probe.net.arch.sample(epsilon=1.0, generator=gen)) for _ in range(40))
+    target = costs[len(costs) // 2]  # about half the uniform children are over it
+    run = Run(make_search_config(space="tiny", strategy="random", sets=[f"target_macs={target}"]))
+    strat, table = run.strategy, run.table
+    children = strat.random_children(8)
+    assert len(children) == 8 and all(table.of_child(c) <= target for c in children)
+    scores = {c.key(): table.of_child(c) for c in strat.random_children(strat.hp.random_candidates)}
+    picked = strat.derive(evaluate=lambda c: table.of_child(c))
+    assert table.of_child(picked) == min(scores.values())
+
+
+def test_an_epoch_takes_its_own_slice_of_a_split_made_per_epoch():
+    order = epoch_order(n=40, per_epoch=10, epochs=4, seed=0, salt=0, batch_size=2, cycle=False)
+    for e in range(4):
+        idx = list(order(e))
+        assert sorted(idx) == list(range(10 * e, 10 * e + 10))
+    whole = epoch_order(n=30, per_epoch=10, epochs=4, seed=0, salt=0, batch_size=2, cycle=False)
+    assert sorted(whole(2)) == list(range(30))  # a split too small for one slice per epoch: all of it
+
+
+def test_a_lower_temperature_sharpens_the_policy():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    with torch.no_grad():
+        arch.alpha["normal"].normal_(0, 1.0)
+    sharp, flat = arch.op_probs("normal", 0.5), arch.op_probs("normal", 1.0)
+    assert bool((sharp.max(-1).values > flat.max(-1).values).all())
+    assert torch.allclose(sharp, (arch.alpha["normal"] / 0.5).softmax(-1))
