@@ -314,3 +314,24 @@ def test_genotype_is_required():
     with pytest.raises(ConfigError, match="needs a Genotype"):
         CheapMatting(genotype="atldas_cifar100")  # type: ignore[arg-type]
     assert isinstance(build_cheapmatting().genotype, Genotype)
+
+
+def test_the_forward_pass_is_unchanged_a_deliberate_regression_value():
+    """Parameter names and shapes do not pin the forward pass: the PPM's output concatenated in the other
+    order, a residual dropped or a pooling counting its padding all loaded the released weights and gave
+    other mattes. Float64 (the same on every CPU to ~1e-15) from seeded weights; recorded 2026-12-07 from
+    the code whose parameters match the released network's (tests above)."""
+    from atldas.models.base import set_clamp
+    from atldas.models.zoo import resolve_model
+
+    torch.manual_seed(0)
+    model = resolve_model("cheapmatting")
+    net = model.build().double().eval()
+    set_clamp(net, False)  # the raw output: a clamp would hide changes below 0
+    x = torch.rand(1, 6, 64, 96, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        y = model.forward(net, x)
+    got = [float(y.mean()), float(y.std())] + [float(y[0, 0, i, j]) for i, j in ((0, 0), (31, 47), (63, 95), (10, 80))]
+    want = [-0.29158824759531904, 0.04168380539464443, -0.15213397364578446, -0.2559048369597676,
+            -0.1585197218141035, -0.316753029784745]
+    assert got == pytest.approx(want, rel=1e-9, abs=1e-12)
