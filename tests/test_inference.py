@@ -201,3 +201,38 @@ def test_max_size_predicts_on_a_scaled_copy():
     unknown = tri == 128
     assert np.abs(small - full)[unknown].mean() < 0.1  # the red channel's noise is averaged away, not its waves
     np.testing.assert_array_equal(predict_alpha(_model(net), net, img, tri, max_size=300), full)
+
+
+def test_max_size_shrinks_the_trimap_without_inventing_grey_levels(monkeypatch):
+    """The downscaled trimap must keep 0/128/255: a linear resize made grey edges that the network input
+    read as background or foreground."""
+    import atldas.matting.inference as inf
+
+    seen = []
+    real = inf.predict_alpha
+
+    def spy(model, net, image, trimap, **kw):
+        seen.append(np.unique(trimap))
+        return real(model, net, image, trimap, **kw)
+
+    monkeypatch.setattr(inf, "predict_alpha", spy)
+    img, tri = scene(96, 160)
+    net = Local().eval()
+    alpha = inf.predict_alpha(_model(net), net, img, tri, max_size=64)
+    assert alpha.shape == tri.shape and len(seen) == 2  # the call and its downscaled one
+    assert set(seen[1].tolist()) <= {0, 128, 255}
+
+
+def test_the_matting_loss_scores_the_whole_image_when_nothing_is_unknown():
+    """A crop without unknown pixels scored 0 (a free pass) before the all-ones fallback."""
+    from atldas.matting.losses import MattingLoss, weighted_l1
+
+    g = torch.Generator().manual_seed(0)
+    pred, alpha = torch.rand(2, 1, 16, 16, generator=g), torch.rand(2, 1, 16, 16, generator=g)
+    onehot = torch.zeros(2, 3, 16, 16)
+    onehot[:, 2] = 1.0  # all foreground
+    batch = {"alpha": alpha, "trimap_onehot": onehot, "fg": torch.rand(2, 3, 16, 16, generator=g),
+             "bg": torch.rand(2, 3, 16, 16, generator=g), "image": torch.rand(2, 3, 16, 16, generator=g)}
+    parts = MattingLoss(l1=1.0, lap=0.0, comp=0.0)(pred, batch)
+    assert float(parts["l1"]) == pytest.approx(float(weighted_l1(pred, alpha, torch.ones(2, 1, 16, 16))))
+    assert float(parts["l1"]) > 0
