@@ -70,3 +70,30 @@ def test_a_lower_temperature_sharpens_the_policy():
     sharp, flat = arch.op_probs("normal", 0.5), arch.op_probs("normal", 1.0)
     assert bool((sharp.max(-1).values > flat.max(-1).values).all())
     assert torch.allclose(sharp, (arch.alpha["normal"] / 0.5).softmax(-1))
+
+
+def test_rebuilding_the_weight_optimizer_after_pruning_keeps_each_kept_tensors_state_and_lr():
+    run = Run(make_search_config(space="tiny", sets=["tensorboard=false", "progress=false", "plots=false",
+                                                     "epochs=2", "steps_per_epoch=1", "arch_steps_per_epoch=1",
+                                                     "warmup_epochs=1"]))
+    run.fit()
+    strat = run.strategy
+    old = strat.w_opt
+    strat.set_epoch(1.5)
+    lr = old.param_groups[0]["lr"]
+    strat.rebuild_w_opt()
+    new = strat.w_opt
+    assert new is not old and new.param_groups[0]["lr"] == lr
+    kept = [p for p in new.param_groups[0]["params"] if p in old.state]
+    assert kept and all(new.state[p] is old.state[p] for p in kept)
+
+
+def test_an_arch_metric_in_the_history_row_is_the_mean_over_the_arch_steps_that_ran():
+    """With fewer arch steps than weight steps, an arch metric was divided by the weight steps."""
+    run = Run(make_search_config(space="tiny", sets=["tensorboard=false", "progress=false", "plots=false",
+                                                     "epochs=2", "steps_per_epoch=3", "arch_steps_per_epoch=1",
+                                                     "warmup_epochs=1"]))
+    real = run.strategy.arch_step
+    run.strategy.arch_step = lambda *a, **k: {**real(*a, **k), "test/one": 1.0}
+    rows = run.fit()
+    assert rows[-1]["test/one"] == 1.0
