@@ -285,3 +285,25 @@ def test_a_failed_export_check_names_the_output_not_its_temporary(genotype_file,
     with pytest.raises(AtldasError, match=r"onnxruntime and PyTorch differ") as info:
         export_onnx(model=str(genotype_file), checkpoint=exported[1], onnx_path=out, size=96, atol=0.0)
     assert str(info.value).startswith(f"{out}: ") and not out.exists()
+
+
+def test_the_check_refuses_a_nan_from_onnxruntime(monkeypatch, tmp_path):
+    """``max(|got - ref|)`` is NaN when onnxruntime returns NaN, and ``NaN > atol`` is false: the check
+    must fail on it, not pass."""
+    from torch import nn
+
+    from atldas.errors import AtldasError
+    from atldas.export import check_onnx
+
+    class Session:
+        def __init__(self, *a, **k):
+            pass
+
+        def run(self, names, feeds):
+            x = feeds["input"]
+            return [np.full((x.shape[0], 1, x.shape[2], x.shape[3]), np.nan, np.float32)]
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    net = nn.Conv2d(6, 1, 1).eval()
+    with pytest.raises(AtldasError, match="differ by nan"):
+        check_onnx(tmp_path / "m.onnx", net, size=32)
