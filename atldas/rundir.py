@@ -56,6 +56,7 @@ def _drop_inherited_locks() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_inherited_locks)
+
 #: files a run writes atomically; their leftover temporary files are swept when a run starts here
 RUN_FILES = ("checkpoint.pt", "last.pt", "best.pt", CONFIG, "genotype.json", "cost_table.json", "history.jsonl")
 

@@ -36,7 +36,6 @@ from atldas.supernet import Plan, SuperNet
 from atldas.utils.dist import average_, mean
 
 
-
 def _check_strategy(name: str, cls: object) -> None:
     """A strategy is a :class:`Strategy` subclass whose ``name`` is the one it is registered under (runs
     report it; a subclass inherited its parent's)."""
