@@ -32,7 +32,7 @@ def faults():
         net(x)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - r0
 faults()
-print(json.dumps({"kept": kept, "faults": [faults() for _ in range(4)]}))
+print(json.dumps({"kept": kept, "faults": [faults() for _ in range(6)]}))
 """
 
 
@@ -52,10 +52,11 @@ def test_freed_memory_is_reused_without_page_faults():
     system = _child(ATLDAS_MALLOC="system")
     assert kept["kept"] and not system["kept"]
     assert min(system["faults"]) > 4 * pages  # glibc maps fresh blocks: every forward faults its activations in
-    # the freed blocks are reused: four forwards after the first fault in at most one late activation in
-    # all (the first forward's heap sometimes ends one activation short: 46 k or 55 k pages), against
-    # more than four activations in every forward with glibc's defaults
-    assert sum(kept["faults"]) < 1.5 * pages, kept["faults"]
+    # the freed blocks are reused: most forwards fault nothing. Now and then one forward faults in one
+    # or two more activations as the heap settles ([18429, 0, 0, 0] in CI; [0, 0, 0, 0, 9216, 0] in 5 of
+    # 22 runs here), against more than four activations in every forward with glibc's defaults
+    assert sum(kept["faults"]) < 4 * pages, kept["faults"]  # all six forwards: less than one forward of glibc's
+    assert sum(f < pages // 2 for f in kept["faults"]) >= 4, kept["faults"]
 
 
 @pytest.mark.skipif(not GLIBC, reason="the tuning is for glibc's malloc")
