@@ -167,3 +167,28 @@ def test_make_sample_without_alpha():
     assert "alpha" not in s and "fg" not in s
     assert s["trimap"].shape == (1, 4, 5) and int(s["trimap"][0, 0, 0]) == 128
     assert torch.equal(s["trimap_onehot"][1], torch.ones(4, 5))
+
+
+def test_the_affine_keeps_the_image_centre_and_a_flip_mirrors_exactly():
+    # every draw (scale, shear, flip, rotation) is about the centre pixel ((w - 1) / 2, (h - 1) / 2)
+    h, w = 40, 60
+    aug = Augment(crop=16, rotate_min_size=1)
+    for seed in range(20):
+        m = aug.affine_matrix(h, w, np.random.default_rng(seed))
+        np.testing.assert_allclose(m @ [(w - 1) / 2, (h - 1) / 2, 1.0], [(w - 1) / 2, (h - 1) / 2], atol=1e-9)
+    # a flip alone maps column x to w - 1 - x: the warped image is the mirror image, pixel for pixel
+    fg, alpha, _ = _data(h, w)
+    flip = Augment(crop=16, **{**IDENTITY, "flip_prob": 1.0})
+    m = flip.affine_matrix(h, w, np.random.default_rng(0))
+    warped_fg, warped_alpha = Augment._warp(fg, alpha, m)
+    np.testing.assert_allclose(warped_alpha, alpha[:, ::-1], atol=1e-6)
+    np.testing.assert_allclose(warped_fg, fg[:, ::-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("y,x,top,left", [(50, 70, 50 - 8, 70 - 12),  # inside: the pixel at the crop's centre
+                                          (3, 70, 0, 70 - 12),  # near the top: clamped to the image
+                                          (95, 118, 100 - 16, 120 - 24)])  # near the bottom right corner
+def test_the_crop_is_centred_on_the_unknown_pixel(y, x, top, left):
+    alpha = np.zeros((100, 120), np.float32)
+    alpha[y, x] = 0.5  # the only unknown pixel
+    assert Augment(crop=(16, 24)).crop_origin(alpha, np.random.default_rng(0)) == (top, left)

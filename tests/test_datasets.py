@@ -585,3 +585,26 @@ def test_a_composed_test_set_checks_its_files_before_the_network_runs(tmp_path, 
                  str(tmp_path / "D646" / "bg"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "p2.png" in err and "Traceback" not in err and calls == []
+
+
+def test_a_merged_second_foreground_is_never_the_sample_s_own(tmp_path, monkeypatch):
+    """With merge_prob 1 every sample merges another foreground, drawn uniformly from the others:
+    never its own, and every other one in time."""
+    import atldas.data.datasets as datasets
+
+    names = tuple("abcd")
+    make_training(tmp_path / "Training_set" / "fg", tmp_path / "Training_set" / "alpha", names)
+    save(tmp_path / "bg" / "b.png", rgb(7, 30, 40))
+    read = []
+    real = datasets._read_fg_alpha
+    monkeypatch.setattr(datasets, "_read_fg_alpha", lambda it: (read.append(Path(it.image).stem), real(it))[1])
+    ds = Composition1KTrain(tmp_path, backgrounds=tmp_path / "bg", crop=16).with_draws(40)
+    ds.augment = Augment(crop=16, merge_prob=1.0)
+    partners = {n: set() for n in names}
+    for i in range(len(ds)):
+        read.clear()
+        ds[i]
+        own, other = read
+        assert own == names[i % len(names)] and other != own
+        partners[own].add(other)
+    assert partners == {n: set(names) - {n} for n in names}
