@@ -1,5 +1,6 @@
 """Topology enumeration, sampling, straight-through gates, derive and hard pruning."""
 
+import pytest
 import torch
 
 from atldas.arch import CELL_TYPES, ArchParams
@@ -244,3 +245,42 @@ def test_prune_drops_an_improbable_op_on_an_edge_in_use():
     events = arch.prune(ratio=0.3, patience=1)
     assert not bool(arch.op_mask("normal")[e, 3]) and bool(arch.op_mask("normal")[e, 2])
     assert any(ev["group"] == "normal/edge0->2/ops" and SEARCH_PRIMITIVES[3] in ev["dropped"] for ev in events)
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.4])
+def test_the_straight_through_gate_has_the_gradient_of_the_gumbel_softmax_weight(tau):
+    """gate = 1 + soft[idx] - stop_grad(soft[idx]) with soft = softmax((masked logits + gumbel) / tau):
+    its gradient is that of the drawn candidate's relaxed weight, zero on pruned candidates."""
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    logits = torch.tensor([0.3, -1.2, 2.0, 0.0, 0.7, -0.4, 1.1, 0.5], requires_grad=True)
+    mask = torch.tensor([True, True, False, True, True, False, True, True])
+    for seed in range(5):
+        idx, gate = arch._draw(logits, mask, tau=tau, epsilon=0.0, grad=True,
+                               generator=torch.Generator().manual_seed(seed))
+        (grad,) = torch.autograd.grad(gate, logits)
+        g = torch.Generator().manual_seed(seed)  # the draw's random numbers: a uniform, then the Gumbel noise
+        torch.rand((), generator=g)
+        gumbel = -torch.empty(8).exponential_(generator=g).log()
+        z = torch.where(mask, logits.detach() + gumbel, torch.tensor(float("-inf")))
+        soft = (z / tau).softmax(-1)
+        assert idx == int(z.argmax()) and float(gate.detach()) == 1.0
+        expected = soft[idx] * ((torch.arange(8) == idx).float() - soft) / tau  # d soft[idx] / d logits
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-7)
+        assert torch.all(grad[~mask] == 0) and grad[idx] > 0
+
+
+def test_an_edge_no_active_input_set_takes_is_unused_and_its_ops_are_not_pruned():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    topo = arch.topology
+    j = 2
+    e = topo.edge_index[(0, j)]
+    assert arch.edge_used("normal", e)
+    with torch.no_grad():
+        arch.set_mask("normal", j).copy_(torch.tensor([0 not in s for s in topo.input_sets[j]]))
+        arch.alpha["normal"][e].copy_(torch.linspace(-30, 0, len(SEARCH_PRIMITIVES)))  # all but one far below
+        arch.alpha["reduce"][e].copy_(torch.linspace(-30, 0, len(SEARCH_PRIMITIVES)))
+    assert not arch.edge_used("normal", e) and arch.edge_used("reduce", e)
+    assert arch.edge_used("normal", topo.edge_index[(1, j)])
+    arch.prune(ratio=0.3, patience=1)
+    assert bool(arch.op_mask("normal")[e].all())  # not decided on while no input set can take it
+    assert int(arch.op_mask("reduce")[e].sum()) < len(SEARCH_PRIMITIVES)
