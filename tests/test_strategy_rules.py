@@ -4,6 +4,7 @@ budget temperature. Each was a one-line mutation the suite did not catch."""
 
 from __future__ import annotations
 
+import math
 import types
 
 import pytest
@@ -97,3 +98,31 @@ def test_an_arch_metric_in_the_history_row_is_the_mean_over_the_arch_steps_that_
     run.strategy.arch_step = lambda *a, **k: {**real(*a, **k), "test/one": 1.0}
     rows = run.fit()
     assert rows[-1]["test/one"] == 1.0
+
+
+def test_pruning_starts_after_the_last_warm_up_epoch_and_then_runs_every_prune_every_epochs():
+    run = Run(make_search_config(space="tiny", sets=["tensorboard=false", "progress=false", "plots=false",
+                                                     "epochs=8", "warmup_epochs=2", "prune_patience=1",
+                                                     "prune_every=2"]))
+    strat, arch = run.strategy, run.net.arch
+    with torch.no_grad():  # one candidate far ahead in every op group: all others below any threshold
+        for t in CELL_TYPES:
+            arch.alpha[t].zero_()
+            arch.alpha[t][:, 0] = 30.0
+    assert strat.end_epoch(0) == [] and strat.end_epoch(1) == []  # warm-up epochs, the last one included
+    assert strat.end_epoch(2) == []  # the first epoch after the warm-up: prune_every=2 waits one more
+    events = strat.end_epoch(3)
+    assert any(ev["group"].endswith("/ops") for ev in events) and events[-1]["group"] == "supernet"
+
+
+def test_the_weight_learning_rate_follows_the_cosine_at_every_step_not_only_at_epoch_starts():
+    run = Run(make_search_config(space="tiny", sets=["tensorboard=false", "progress=false", "plots=false",
+                                                     "epochs=2", "steps_per_epoch=4", "arch_steps_per_epoch=1",
+                                                     "warmup_epochs=1"]))
+    strat, lrs = run.strategy, []
+    real = strat.weight_step
+    strat.weight_step = lambda *a, **k: (lrs.append(strat.w_opt.param_groups[0]["lr"]), real(*a, **k))[1]
+    run.fit()
+    w_lr = strat.hp.w_lr
+    assert lrs == pytest.approx([0.5 * w_lr * (1 + math.cos(math.pi * (e + s / 4) / 2))
+                                 for e in range(2) for s in range(4)], rel=1e-12)
