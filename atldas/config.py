@@ -18,13 +18,14 @@ import dataclasses
 import logging
 import math
 import os
+import reprlib
 import typing
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Type, TypeVar
 
 import yaml
 
-from atldas.errors import ConfigError
+from atldas.errors import ConfigError, unreadable
 from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "check_types", "parse_amount", "coerce", "build",
@@ -99,7 +100,7 @@ def check_ranges(obj: Any, limits: Mapping[str, Tuple[float, float]]) -> None:
         kind = (int,) if integer else (int, float)
         if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or not low <= v <= high:
             what = f"an integer in {low}..{high}" if integer else f"a number in [{low:g}, {high:g}]"
-            raise ConfigError(f"{name} must be {what}, got {v!r}")
+            raise ConfigError(f"{name} must be {what}, got {_shown(v)}")
 
 
 def check_types(obj: Any, *, where: str = "") -> None:
@@ -126,17 +127,17 @@ def _check_value(value: Any, annotation: Any, name: str) -> None:
     if ok is not None:
         if not ok(value):
             what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[ann]
-            raise ConfigError(f"{name}: expected {what}, got {value!r}")
+            raise ConfigError(f"{name}: expected {what}, got {_shown(value)}")
     elif origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
+            raise ConfigError(f"{name}: expected a list, got {_shown(value)}")
         args = typing.get_args(ann)
         for v in value:
             _check_value(v, args[0] if args else Any, name)
     elif dataclasses.is_dataclass(value):  # a nested section (a strategy's settings: its own class)
         check_types(value, where=f"{name}.")
     elif dataclasses.is_dataclass(ann):
-        raise ConfigError(f"{name}: expected {_type_name(ann)} settings, got {value!r}")
+        raise ConfigError(f"{name}: expected {_type_name(ann)} settings, got {_shown(value)}")
 
 
 def _hints(cls: type) -> Dict[str, Any]:
@@ -155,6 +156,17 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
+_REPR = reprlib.Repr()  # keyword arguments only from Python 3.12
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 6
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 40
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short: a message names a bad value without expanding a huge or aliased one
+    (a YAML alias bomb, 9^25 items in a few hundred bytes, ran out of memory in ``repr``)."""
+    return _REPR.repr(value)
+
+
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """``value`` (from YAML or Python) as ``annotation`` requires, strictly (module docstring)."""
     nullable, ann = _optional(annotation)
@@ -162,18 +174,18 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if nullable:
             return None
         raise ConfigError(f"{where}: a value of type {_type_name(ann)} is required, got null")
-    bad = ConfigError(f"{where}: expected {_type_name(ann)}, got {value!r}")
+    bad = ConfigError(f"{where}: expected {_type_name(ann)}, got {_shown(value)}")
     origin = typing.get_origin(ann)
     if ann is Any:
         return value
     if ann is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
     if ann is int:  # 3.0 is refused, as by --set and check_types: one rule on every path
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
     if ann is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
@@ -183,7 +195,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
                     raise ConfigError(f"{where}: {exc}") from None
             raise bad
         if not math.isfinite(value):
-            raise ConfigError(f"{where}: {value!r} is not a finite number")
+            raise ConfigError(f"{where}: {_shown(value)} is not a finite number")
         return float(value)
     if ann is str:
         if isinstance(value, str):
@@ -199,7 +211,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, ann):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {_type_name(ann)} keys, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping of {_type_name(ann)} keys, got {_shown(value)}")
         return build(ann, value, where=where)
     return value
 
@@ -362,7 +374,7 @@ def parse_text(text: str, annotation: Any, where: str) -> Any:
     if typing.get_origin(ann) in (tuple, list):
         try:
             data = yaml.safe_load(t)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError, ValueError):
             data = None
         return coerce(data, ann, where)
     return t
@@ -437,6 +449,8 @@ def read_yaml(path: str | os.PathLike[str]) -> Dict[str, Any]:
         raise ConfigError(f"{p}: cannot read ({exc.strerror or exc})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except (RecursionError, ValueError) as exc:  # nested thousands deep; an integer of thousands of digits
+        raise ConfigError(f"{p}: not a config atldas can read ({unreadable(exc)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of config keys")
     return data

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from atldas.config import keyword_only
 from atldas.arch import CELL_TYPES, ArchParams, Child
-from atldas.errors import ConfigError, DataError
+from atldas.errors import ConfigError, DataError, unreadable
 from atldas.latency import lut_lookup
 from atldas.ops import op_cost
 from atldas.topology import edge_geometry
@@ -180,8 +180,8 @@ class CostTable:
             return cls(metric=d["metric"], base=float(d["base"]), input_size=tuple(int(v) for v in d["input_size"]),
                        cells={t: torch.tensor(v, dtype=torch.float64) for t, v in d["cells"].items()},
                        blocks={g: torch.tensor(v, dtype=torch.float64) for g, v in d.get("blocks", {}).items()})
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DataError(f"{where} is not a cost table written by atldas ({type(e).__name__}: {e})") from None
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+            raise DataError(f"{where} is not a cost table written by atldas ({type(e).__name__}: {unreadable(e)})") from None
 
 
 # --------------------------------------------------------------------------- building a table

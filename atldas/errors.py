@@ -27,6 +27,12 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def unreadable(exc: BaseException) -> str:
+    """Why a JSON or YAML parser gave up on a file, for a one-line error: a ``RecursionError`` (values
+    nested thousands deep) or a ``ValueError`` (e.g. an integer of more than 4,300 digits)."""
+    return "values nested too deeply" if isinstance(exc, RecursionError) else first_line(exc)
+
+
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is torch's CPU or CUDA allocator failing (a RuntimeError; OutOfMemoryError on CUDA)."""
     text = str(exc)

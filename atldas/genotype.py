@@ -36,7 +36,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from atldas.config import keyword_only
-from atldas.errors import ConfigError
+from atldas.errors import ConfigError, unreadable
 from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["FORMAT", "Edge", "Node", "CellSpec", "Genotype", "FrozenList", "thaw"]
@@ -481,8 +481,8 @@ class Genotype:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"genotype reference file not found: {path}") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ConfigError(f"cannot read genotype reference file {path}: {e}") from None
+        except (OSError, ValueError, RecursionError) as e:  # ValueError: bad UTF-8 or JSON, an integer too long
+            raise ConfigError(f"cannot read genotype reference file {path}: {unreadable(e)}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"{path}: expected a JSON object of named genotypes")
         names = [k for k, v in data.items() if isinstance(v, Mapping) and "normal" in v]
@@ -568,6 +568,8 @@ class Genotype:
                 data = json.loads(stripped)
             except json.JSONDecodeError as e:
                 raise ConfigError(f"{source}: invalid JSON at line {e.lineno}: {e.msg}") from None
+            except (RecursionError, ValueError) as e:
+                raise ConfigError(f"{source}: not a genotype atldas can read ({unreadable(e)})") from None
             try:
                 return cls.from_json(data, validate=validate)
             except ConfigError as e:
@@ -620,6 +622,11 @@ def _literal(node: ast.AST, key: str) -> Any:
         except ValueError:
             args = None
         if args and all(isinstance(a, int) and not isinstance(a, bool) for a in args):
+            if len(args) == 3 and args[2] == 0:
+                raise ConfigError(f"DARTS Genotype(...): field {key!r}: range() with step 0")
+            if len(range(*args)) > MAX_NODES + 2:  # a concat of cell outputs: range(2, 3000000000) filled memory
+                raise ConfigError(f"DARTS Genotype(...): field {key!r} spans {len(range(*args))} nodes; a cell has "
+                                  f"at most {MAX_NODES}")
             return list(range(*args))
     try:
         return ast.literal_eval(node)

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 import derived_models
 from atldas.version import __version__
-from atldas.errors import ConfigError, DataError
+from atldas.errors import ConfigError, DataError, unreadable
 from atldas.genotype import Genotype
 from atldas.ops import build_op
 from atldas.topology import edge_geometry
@@ -235,8 +235,8 @@ def load_lut(path: str | os.PathLike[str]) -> Dict[str, Any]:
         raise DataError(f"{p}: no such latency table; build one with `atldas lut build --space SPACE --out {p}`")
     try:
         data = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: not a JSON latency table ({exc}); rebuild it with `atldas lut build`") from None
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nested too deep, an integer too long
+        raise DataError(f"{p}: not a JSON latency table ({unreadable(exc)}); rebuild it with `atldas lut build`") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise DataError(f"{p}: not an {FORMAT} latency table; rebuild it with `atldas lut build`")
     bad = _malformed(data)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, Optional, Tuple
@@ -97,14 +98,23 @@ class RunDir:
                     created.insert(0, q)
                 except FileExistsError:
                     pass
-            try:  # a lock file this process made is removed again when its run is refused
-                fd, made_lock = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), True
+            # a lock file this process made is removed again when its run is refused; never through a
+            # link (a prepared folder's .lock -> a file elsewhere had that file truncated to our pid)
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            try:
+                fd, made_lock = os.open(self.path / LOCK, flags | os.O_EXCL, 0o666), True
             except FileExistsError:
-                fd, made_lock = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666), False
+                fd, made_lock = os.open(self.path / LOCK, flags, 0o666), False
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise AtldasError(f"--out {self.path}: its {LOCK} is not a plain file; remove it and start again")
         except OSError as e:
             for q in created:
                 with contextlib.suppress(OSError):
                     q.rmdir()
+            if (self.path / LOCK).is_symlink():
+                raise AtldasError(f"--out {self.path}: its {LOCK} is a symbolic link; remove it and start "
+                                  "again (atldas writes no file through a link)") from None
             raise AtldasError(f"--out {self.path}: cannot create the run folder there ({e.strerror or e})") from None
         try:
             if fcntl is not None:

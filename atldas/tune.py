@@ -45,14 +45,14 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 from atldas.config import apply_overrides, check_threads, differences, leaf_paths, to_dict
-from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory
+from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory, unreadable
 from atldas.run import ALIASES, Run, make_search_config
 from atldas.rundir import RunDir
 from atldas.tasks import get_task
 from search_spaces import get_space
 from atldas.retrain import RetrainConfig, retrain
 from atldas.search import search
-from atldas.utils.atomic import atomic_path, check_output, write_json
+from atldas.utils.atomic import atomic_path, check_output, write_json, write_text_atomic
 
 log = logging.getLogger("atldas")
 
@@ -139,6 +139,8 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{where}: not YAML ({str(exc).splitlines()[0]})") from None
+    except (RecursionError, ValueError) as exc:
+        raise ConfigError(f"{where}: not a tuning space atldas can read ({unreadable(exc)})") from None
     if not isinstance(data, Mapping) or not data:
         raise ConfigError(f"{where}: expected a mapping of --set keys to distributions")
     known = set(leaf_paths(make_search_config(space=space))) | {"strategy"} | set(ALIASES)
@@ -571,7 +573,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     for rec in front:
         g = Path(rec["run"]) / "genotype.json" if rec["run"] else None
         if g is not None and g.is_file():
-            (best_dir / f"trial-{rec['trial']:04d}.json").write_text(g.read_text())
+            write_text_atomic(best_dir / f"trial-{rec['trial']:04d}.json", g.read_text())  # never through a link
     write_json(out_dir / "pareto.json", {"study": name, "objectives": list(objectives), "pareto": front})
     plot = out_dir / "pareto.png"
     _plot_front(st, objectives, plot)

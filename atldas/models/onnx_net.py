@@ -9,8 +9,10 @@ it is imported when such a file is opened.
 
 from __future__ import annotations
 
+import logging
+import math
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -19,11 +21,31 @@ from atldas.errors import ConfigError, DataError, first_line
 
 __all__ = ["OnnxNet", "UNKNOWN_BYTES_PER_PIXEL", "MIN_SIDE"]
 
+log = logging.getLogger(__name__)
+
 #: Activation bytes per pixel assumed for a file whose export did not record its own figure.
 UNKNOWN_BYTES_PER_PIXEL = 2000.0
 #: The smallest padded side an export runs (``atldas export`` traces H and W as 32 x (3..512)): below it
 #: shapes the trace fixed no longer hold (onnxruntime crashed with SIGFPE on a 32 x 32 input).
 MIN_SIDE = 96
+
+
+def _meta_number(meta: Mapping[str, str], key: str, default: float, *, path: str | Path) -> float:
+    """A positive finite number from the file's metadata (its first word), else ``default`` with a
+    warning: a hand-edited value that is not one gave a traceback, and NaN would turn the memory check
+    off, 0 the guard against onnxruntime's crash on small inputs."""
+    if key not in meta:
+        return float(default)
+    words = str(meta[key]).split()
+    try:
+        value = float(words[0])
+    except (IndexError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        log.warning("%s: its metadata %s=%r is not a positive number; %g is used", path, key, meta[key][:40],
+                    default)
+        return float(default)
+    return value
 
 
 class OnnxNet(nn.Module):
@@ -60,8 +82,8 @@ class OnnxNet(nn.Module):
         #: Peak activation bytes per input pixel, measured by ``atldas export`` on the torch network
         #: (:mod:`atldas.matting.footprint` reads it); a file without it gets a conservative figure,
         #: about 3x what ``cheapmatting`` needs.
-        self.BYTES_PER_PIXEL = float(meta.get("atldas.bytes_per_pixel", UNKNOWN_BYTES_PER_PIXEL))
-        self.min_side = int(str(meta.get("atldas.min_side", MIN_SIDE)).split()[0])
+        self.BYTES_PER_PIXEL = _meta_number(meta, "atldas.bytes_per_pixel", UNKNOWN_BYTES_PER_PIXEL, path=path)
+        self.min_side = max(MIN_SIDE, int(_meta_number(meta, "atldas.min_side", MIN_SIDE, path=path)))
         self.path = str(path)
 
     def forward(self, x: Tensor) -> Tensor:
