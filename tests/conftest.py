@@ -21,3 +21,13 @@ def tiny_run(tmp_path_factory) -> Path:
     assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--set", "tensorboard=false",
                  "--out", str(out)]) == 0
     return out
+
+
+@pytest.fixture(autouse=True)
+def _file_warnings_afresh():
+    """Each test sees the warnings of the files it reads (``atldas.data.io.warn_file`` names a file
+    once per process)."""
+    from atldas.data import io
+
+    io._WARNED.clear()
+    yield

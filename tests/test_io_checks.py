@@ -142,3 +142,28 @@ def test_sixteen_bit_trimaps_on_either_scale_are_read(tmp_path, monkeypatch, old
     Image.fromarray(np.where(t == 255, 2, t // 128).astype(np.uint16)).save(tmp_path / "classes.png")
     with pytest.raises(DataError, match="class-index trimap"):
         read_trimap(tmp_path / "classes.png")
+
+
+def test_a_file_s_warning_is_given_once_and_a_folder_names_at_most_five_files(tmp_path, caplog):
+    """A retrain reads a file again at every draw, and a folder of a thousand JPEG-like trimaps gave a
+    warning per file and read."""
+    from atldas.data.io import MAX_NAMED_FILES
+
+    noisy = np.full((8, 8), 128, np.uint8)
+    noisy[0, :3] = [3, 250, 120]  # off the three levels: mapped with a warning
+    for k in range(8):
+        Image.fromarray(noisy).save(tmp_path / f"t{k}.png")
+    with caplog.at_level("WARNING", logger="atldas"):
+        for _ in range(3):  # three epochs
+            for k in range(8):
+                read_trimap(tmp_path / f"t{k}.png")
+    named = [r.getMessage() for r in caplog.records if "not in {0, 128, 255}" in r.getMessage()]
+    assert len(named) == MAX_NAMED_FILES == len(set(named))
+    assert sum("without a warning each" in r.getMessage() for r in caplog.records) == 1
+    other = tmp_path / "other"  # another folder is named afresh
+    other.mkdir()
+    Image.fromarray(noisy).save(other / "t.png")
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="atldas"):
+        read_trimap(other / "t.png")
+    assert "not in {0, 128, 255}" in caplog.text

@@ -198,8 +198,8 @@ def _to_float(img: Image.Image, path: PathLike, *, warn: bool = True) -> np.ndar
         out = a / 255.0 if a.max(initial=0) > 2.0 else a
         outside = int(np.count_nonzero((out < 0.0) | (out > 1.0)))
         if outside and warn:
-            log.warning("%s: %d float pixel(s) outside [0, 1] (read as %s) clipped to [0, 1]", path, outside,
-                        "0..255" if out is not a else "0..1")
+            warn_file("float pixels outside [0, 1]", path, "%s: %d float pixel(s) outside [0, 1] (read as %s) "
+                      "clipped to [0, 1]", outside, "0..255" if out is not a else "0..1")
         return out.clip(0.0, 1.0)
     if mode in ("1", "L", "P", "RGB", "RGBA", "LA", "CMYK", "YCbCr", "PA"):
         if mode in ("P", "CMYK", "YCbCr", "PA"):
@@ -253,8 +253,30 @@ def _single_channel(a: np.ndarray, path: PathLike, what: str) -> Tuple[np.ndarra
     return a[:, :, 0] * 0.299 + a[:, :, 1] * 0.587 + a[:, :, 2] * 0.114, True
 
 
+#: Files of one folder named per kind of warning; past this many, one line says that more are not named.
+MAX_NAMED_FILES = 5
+_WARNED: Dict[Tuple[str, str], set] = {}  # (kind, folder) -> the files warned about
+
+
+def warn_file(kind: str, path: PathLike, fmt: str, *args: object) -> None:
+    """``log.warning(fmt, path, *args)`` once per file and ``kind`` in this process, and for the first
+    :data:`MAX_NAMED_FILES` files of a kind in one folder only: a retrain reads its files again at every
+    draw, and a folder of a thousand JPEG trimaps gave a thousand lines (tens of thousands in a
+    retrain) that buried everything else in the log."""
+    seen = _WARNED.setdefault((kind, str(Path(path).parent)), set())
+    if str(path) in seen:
+        return
+    seen.add(str(path))
+    if len(seen) <= MAX_NAMED_FILES:
+        log.warning(fmt, path, *args)
+    if len(seen) == MAX_NAMED_FILES:
+        log.warning("%s: further files there with this problem (%s) are read the same way without a warning each",
+                    Path(path).parent, kind)
+
+
 def _warn_luma(path: PathLike, what: str) -> None:
-    log.warning("%s: %s is RGB with different channels; using luma 0.299R + 0.587G + 0.114B", path, what)
+    warn_file(f"{what} in colour", path, "%s: %s is RGB with different channels; using luma 0.299R + 0.587G + "
+              "0.114B", what)
 
 
 def read_alpha(path: PathLike, *, warn: bool = True) -> np.ndarray:
@@ -364,10 +386,10 @@ def read_trimap(path: PathLike, *, warn: bool = True, warn_no_unknown: bool = Tr
     if luma and warn:  # after the refusals: a refused file gets one line
         _warn_luma(path, "trimap")
     if changed and warn:
-        log.warning("%s: trimap had %d pixels not in {0, 128, 255}; mapped <85 -> 0, >=170 -> 255, "
-                    "else 128", path, changed)
+        warn_file("trimap levels", path, "%s: trimap had %d pixels not in {0, 128, 255}; mapped <85 -> 0, "
+                  ">=170 -> 255, else 128", changed)
     if warn and warn_no_unknown and not np.any(tri == 128):
-        log.warning("%s: trimap has no unknown (128) pixels", path)
+        warn_file("trimap without unknown pixels", path, "%s: trimap has no unknown (128) pixels")
     return tri
 
 
