@@ -110,6 +110,32 @@ def _present(folder: Path, *names: str) -> str:
     return ", ".join(n for n in names if (Path(folder) / n.rstrip("/")).exists())
 
 
+def _genotype_line(path: Path) -> str:
+    """``genotype HASH: 28.264 M MACs, 34.6 k params`` (and the repair onto the budget, when it swapped
+    ops) of the genotype file ``path``: a finished command's result on stdout, kept by --quiet."""
+    from atldas.cost import format_cost
+    from atldas.genotype import Genotype
+
+    g = Genotype.load(path, validate=False)
+    costs = [format_cost(g.cost[k], k) for k in ("macs", "params") if isinstance(g.cost.get(k), (int, float))]
+    fix = g.cost.get("repair") or {}
+    if fix.get("swaps"):
+        costs.append(f"repaired onto the budget from {format_cost(fix['before'], fix['metric'])} in "
+                     f"{fix['swaps']} swap(s)")
+    return f"genotype {g.hash()}" + (f": {', '.join(costs)}" if costs else "")
+
+
+def _best_line(out: Path) -> str:
+    """``; best epoch 3: SAD 1.23`` from a retrain's last history row ('' without one)."""
+    from atldas.utils.history import last_row
+
+    row = last_row(Path(out) / "history.jsonl") or {}
+    if not isinstance(row.get("best/SAD"), (int, float)) or not isinstance(row.get("best/epoch"), int) \
+            or row["best/epoch"] < 0:
+        return ""
+    return f"; best epoch {row['best/epoch'] + 1}: validation SAD {row['best/SAD']:.4g}"
+
+
 def _given(cfg: Any, flags: Mapping[str, Any], sets: Sequence[str], *, config: Optional[str] = None,
            aliases: Optional[Mapping[str, str]] = None,
            labels: Optional[Mapping[str, str]] = None) -> List[Tuple[str, Optional[Tuple[str, ...]], str, Any]]:
@@ -236,10 +262,11 @@ def _cmd_retrain(args: argparse.Namespace) -> int:
     cfg = _retrain_config(args)
     out = retrain(cfg, resume=args.resume, force=args.force)
     if is_main():
-        print(f"retrain finished: {out} ({_present(out, 'best.pt', 'last.pt', 'history.jsonl', 'config.yaml', 'tb/')})")
+        print(f"retrain finished: {out} ({_present(out, 'best.pt', 'last.pt', 'history.jsonl', 'config.yaml', 'tb/')})"
+              f"{_best_line(out)}")
         if not args.resume and cfg.data == "synthetic" and not cfg.foregrounds:
-            print("note: trained on synthetic data only; on real photos expect smooth, trimap-shaped mattes. "
-                  "Train on real mattes (--data DIR, or --foregrounds DIR): README, 'What quality to expect'")
+            log.warning("trained on synthetic data only; on real photos expect smooth, trimap-shaped mattes. "
+                        "Train on real mattes (--data DIR, or --foregrounds DIR): README, 'What quality to expect'")
     return 0
 
 
@@ -304,7 +331,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     out = search(_search_config(args), resume=args.resume, force=args.force)
     if is_main():
-        print(f"search finished: {out} ({_present(out, 'genotype.json', 'history.jsonl', 'checkpoint.pt', 'tb/', 'plots/')})")
+        print(f"search finished: {out} ({_present(out, 'genotype.json', 'history.jsonl', 'checkpoint.pt', 'tb/', 'plots/')}); "
+              f"{_genotype_line(Path(out) / 'genotype.json')}")
     return 0
 
 
@@ -326,7 +354,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
     from atldas.run import derive_run
 
     path = derive_run(args.run_dir, out=args.out, stored_costs=args.stored_costs)
-    print(f"wrote {path}")
+    print(f"wrote {path}: {_genotype_line(path)}")
     return 0
 
 
@@ -636,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def thread_policy(*, chosen: Optional[int] = None) -> Optional[int]:
+def thread_policy(*, chosen: Optional[int] = None, notice: bool = True) -> Optional[int]:
     """Torch's CPU threads for this command when the user chose none (no ``OMP_NUM_THREADS``): one
     thread per core that is not busy, ``max(1, cores - int(load average))``, set in the environment
     before torch is imported. Returns the count chosen, or None.
@@ -647,7 +675,8 @@ def thread_policy(*, chosen: Optional[int] = None) -> Optional[int]:
     competing busy process they take 2.4x and 2.0x (OpenMP's barriers wait for a descheduled thread),
     and 2.2x for the search steps even with ``OMP_WAIT_POLICY=PASSIVE``, which also gives up the gain
     on a quiet machine (0.98x). So the count follows the free cores; ``--threads`` still overrides it
-    (``chosen``: then the busy notice is not logged).
+    (``chosen``: then the busy notice is not logged, nor with ``notice=False``: a verb without
+    ``--threads``, or one that runs no network).
     """
     if "OMP_NUM_THREADS" in os.environ:
         return None
@@ -658,7 +687,7 @@ def thread_policy(*, chosen: Optional[int] = None) -> Optional[int]:
         return None
     n = max(1, cores - int(load))
     os.environ["OMP_NUM_THREADS"] = str(n)
-    if n < cores and chosen is None:  # --threads N (``chosen``) sets the count itself, later
+    if n < cores and chosen is None and notice:  # --threads N (``chosen``) sets the count itself, later
         log.info("the machine is busy (load %.1f on %d cores): %d torch thread(s); --threads N chooses", load,
                  cores, n)
     return n
@@ -718,13 +747,17 @@ def _main(argv: Optional[List[str]]) -> int:
         verb.error(f"{named}: an empty value; give a name or path (or leave the option out)")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
-    thread_policy(chosen=getattr(args, "threads", None))
+    # the busy notice only where --threads can answer it (eval --pred runs no network and refuses it)
+    thread_policy(chosen=getattr(args, "threads", None), notice=hasattr(args, "threads") and not getattr(args, "pred", None))
     keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages
     try:
         from atldas.config import check_threads
 
         check_threads(getattr(args, "threads", None))  # every verb's --threads, before torch starts them
-        return int(args.func(args) or 0)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm(loggers=[logging.root]):  # a warning above a progress bar, not glued to it
+            return int(args.func(args) or 0)
     except AtldasError as exc:
         if args.debug:
             raise

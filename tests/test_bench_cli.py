@@ -155,3 +155,21 @@ def test_thread_policy_follows_the_free_cores(monkeypatch):
         assert cli.thread_policy() == want and os.environ["OMP_NUM_THREADS"] == str(want)
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice is kept
     assert cli.thread_policy() is None and os.environ["OMP_NUM_THREADS"] == "2"
+
+
+@pytest.mark.parametrize("argv,notice", [(["derive", "no_such_run"], False), (["plot", "no_such_genotype"], False),
+                                         (["eval", "--pred", "p", "--data", "d"], False),
+                                         (["bench", "no_such_model", "--no-latency"], True)])
+def test_the_busy_notice_only_where_threads_can_answer_it(monkeypatch, caplog, capsys, argv, notice):
+    """derive, plot and eval --pred refuse --threads, yet a busy machine told them '--threads N chooses'."""
+    import os
+
+    from atldas import cli
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.5, 1.5))
+    with caplog.at_level("INFO", logger="atldas"):
+        assert cli.main(argv) == 2
+    assert ("the machine is busy" in caplog.text) == notice
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

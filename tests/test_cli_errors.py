@@ -586,3 +586,29 @@ def test_darts_and_gdas_settings_they_cannot_use_are_refused_before_work(tmp_pat
     out = tmp_path / "run"
     assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--out", str(out), *extra]) == 2
     assert expected in _one_line(capsys) and not out.exists()
+
+
+def test_finished_commands_print_their_result_on_stdout_even_with_quiet(tmp_path, capsys, caplog, tiny_run):
+    """search, derive and retrain ended with only the folder on stdout: the genotype's cost and the best
+    validation SAD were INFO lines, which --quiet drops; the synthetic-data note was on stdout."""
+    import json
+
+    from atldas.genotype import Genotype
+
+    g = Genotype.load(tiny_run / "genotype.json")
+    assert main(["derive", str(tiny_run), "--out", str(tmp_path / "g.json"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert f"genotype {g.hash()}: " in out and " M MACs" in out and "params" in out
+    run = tmp_path / "r"
+    assert main(["retrain", str(tiny_run), "--out", str(run), "--epochs", "1", "--quiet", "--set", "C=8",
+                 "--set", "layers=3", "--set", "steps_per_epoch=1", "--set", "batch_size=2", "--set", "crop=32",
+                 "--set", "val_count=2", "--set", "val_size=32", "--set", "tensorboard=false"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(r) for r in (run / "history.jsonl").read_text().splitlines()]
+    assert f"best epoch 1: validation SAD {rows[-1]['best/SAD']:.4g}" in captured.out
+    assert "synthetic data only" in caplog.text and "synthetic data only" not in captured.out  # a warning
+    repaired = g.replace(cost={**g.cost, "repair": {"metric": "macs", "before": 28.9e6, "after": 6.7e6, "swaps": 1}})
+    repaired.save(tmp_path / "repaired.json")
+    from atldas.cli import _genotype_line
+
+    assert "repaired onto the budget from 28.900 M MACs in 1 swap(s)" in _genotype_line(tmp_path / "repaired.json")

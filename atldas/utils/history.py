@@ -20,6 +20,15 @@ def _row(line: str) -> Optional[Dict[str, Any]]:
     return row if isinstance(row, dict) else None
 
 
+def last_row(path: Path) -> Optional[Dict[str, Any]]:
+    """The last whole row of a ``history.jsonl`` (None without one)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return next((r for r in map(_row, reversed(lines)) if r is not None), None)
+
+
 class History:
     """Append-only JSONL log; on construction drops the lines of epochs >= ``start`` (resume) and
     any line a kill cut short, rewriting the file atomically."""
