@@ -48,13 +48,11 @@ import logging
 import multiprocessing as mp
 import os
 import re
-import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from tqdm import tqdm
 
 from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, image_info, list_images, listed, pair_by_stem, read_alpha,
                             read_trimap)
@@ -62,7 +60,7 @@ from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
 from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_json
-from atldas.utils.progress import show_progress
+from atldas.utils.progress import progress_bar
 
 log = logging.getLogger("atldas")
 
@@ -157,10 +155,8 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     per_image: Dict[str, Dict[str, float]] = {}
     unclamped: List[str] = []
     sad_sum = 0.0
-    show = show_progress(progress)
     n_workers = default_workers(len(items)) if workers is None else min(int(workers), len(items))
-    with tqdm(_scored(items, n_workers), total=len(items), desc="eval", unit="img", disable=not show,
-              file=sys.stderr) as bar:
+    with progress_bar(_scored(items, n_workers), progress=progress, total=len(items), desc="eval", unit="img") as bar:
         for name, scores, clamped in bar:
             if not clamped:
                 unclamped.append(name)

@@ -229,6 +229,8 @@ def export_onnx(*, model: Union[PathLike, Genotype, MattingModel], checkpoint: O
     with torch.no_grad():  # checked or not, a network whose output is not finite is not exported
         _refuse_non_finite(wrapped(_example(96, 96, seed=1)).float().numpy(), 96, 96)
     x = _example(size, size, batch=2)  # batch 2: torch.export would specialise a batch of 1
+    log.info("exporting %s to %s (opset %d): tracing with torch.export%s; this takes a while", mm.name, out, opset,
+             ", then a check in onnxruntime" if check else "")
     with atomic_path(out, suffix=".onnx") as tmp:
         # H and W are multiples of 32 (the input is padded so); saying so lets torch.export prove the
         # shapes of strided convs and factorized reductions
@@ -255,9 +257,6 @@ def export_onnx(*, model: Union[PathLike, Genotype, MattingModel], checkpoint: O
             raise AtldasError(f"the exporter wrote opset {actual_opset} instead of the requested {opset}; "
                               f"try --opset {actual_opset}")
         report = check_onnx(tmp, wrapped, size=size, atol=atol, name=out) if check else None
-    if report is not None:
-        log.info("onnxruntime check on %s: max |onnx - torch| = %.3g", "x".join(map(str, report["input"][2:])),
-                 report["max_abs_diff"])
     return {"onnx": str(out), "opset": actual_opset, "export_input": [1, *x.shape[1:]], "check": report}
 
 

@@ -29,14 +29,12 @@ import json
 import math
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 import derived_models
 from atldas.version import __version__
@@ -49,7 +47,7 @@ from atldas.utils.device import device_name, resolve_device
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
 from atldas.utils.timing import time_call
-from atldas.utils.progress import show_progress
+from atldas.utils.progress import progress_bar
 
 log = logging.getLogger("atldas")
 
@@ -166,8 +164,8 @@ def build_lut(space, *, device: str = "cpu", threads: int = 1, min_run_time: flo
     shapes = op_shapes(space, ops=space.search_ops(with_none=False))
     cands = space.block_candidates()
     n = len(shapes) + sum(len(c) for c in cands.values()) + 1
-    bar = tqdm(total=n, desc=f"lut {space.name}/{device}", unit="entry", disable=not show_progress(progress),
-               leave=False, file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=n, progress=progress, desc=f"lut {space.name}/{device}", unit="entry", leave=False,
+                       dynamic_ncols=True)
     gen = torch.Generator().manual_seed(0)
 
     def randn(shape: Sequence[int]) -> Tensor:

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from atldas.data.io import (IMAGE_EXTENSIONS, check_image, image_size, list_images, listed, pair_by_stem, read_rgb,
                             read_trimap, write_alpha, write_rgb)
@@ -49,7 +47,7 @@ from atldas.utils.fold import fold_batchnorm
 from atldas.utils.atomic import check_output
 from atldas.utils.memory import require
 from atldas.utils.memory_format import channels_last
-from atldas.utils.progress import show_progress
+from atldas.utils.progress import progress_bar
 
 log = logging.getLogger("atldas")
 
@@ -186,7 +184,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike] = None, image: PathLik
         tile: tile side for large images (multiple of 32), or None.
         overlap: overlap of neighbouring tiles in pixels (None: 64, at most ``tile`` - 32); only with ``tile``.
         amp: autocast (bfloat16 on the CPU, float16 on CUDA).
-        progress: show a tqdm bar (on a terminal).
+        progress: a bar on a terminal, a log line every 30 s elsewhere (:func:`atldas.utils.progress.progress_bar`).
         max_size: predict images whose longer side exceeds it on a scaled copy
             (:func:`~atldas.matting.inference.predict_alpha`); None: full resolution.
 
@@ -255,8 +253,7 @@ def predict(*, model: str, checkpoint: Optional[PathLike] = None, image: PathLik
         read_trimap(tp)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
-    show = show_progress(progress)
-    for stem, ip, tp in tqdm(pairs, desc="predict", unit="img", disable=not show, file=sys.stderr):
+    for stem, ip, tp in progress_bar(pairs, progress=progress, desc="predict", unit="img"):
         rgb, tri = read_rgb(ip), read_trimap(tp, warn=False)  # (H, W, 3) float32, (H, W) uint8
         if rgb.shape[:2] != tri.shape:  # headers agreed; the pixels must too
             raise DataError(f"image {ip} is {rgb.shape[1]}x{rgb.shape[0]} but trimap {tp} is "

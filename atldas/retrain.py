@@ -66,7 +66,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
-from tqdm import tqdm
 
 from atldas.version import __version__
 from atldas.config import build, check_ranges, check_threads, check_types, keyword_only, refuse_edited, to_dict
@@ -94,7 +93,7 @@ from atldas.utils.optim import decay_groups, lr_factor
 from atldas.utils.weights import weight_mismatch
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
-from atldas.utils.progress import show_progress
+from atldas.utils.progress import progress_bar, time_left
 
 log = logging.getLogger("atldas")
 
@@ -732,7 +731,6 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
              "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "
              "prediction (alpha = 0.5 in the unknown region): %s", n_val, where, _fmt(trivial))
 
-    show = show_progress(cfg.progress)
     last_path = out / LAST
     sampler = EpochBatches(_epoch_order(len(train_ds), cfg), batch_size=cfg.batch_size, steps=cfg.steps_per_epoch)
     loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
@@ -745,8 +743,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
             net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         sums: Dict[str, float] = {}
         sampler.set_epoch(epoch)
-        bar = tqdm(loader, total=cfg.steps_per_epoch, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, dynamic_ncols=True)
+        bar = progress_bar(loader, progress=cfg.progress, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                           unit="step", leave=False, dynamic_ncols=True)
         for k, batch in enumerate(bar):
             lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
             for g in opt.param_groups:
@@ -824,9 +822,9 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
             state["ema"] = ema.state_dict()
             state["train_model"] = net.state_dict()
         rd.save(state)
-        log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs", epoch + 1, cfg.epochs,
+        log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs%s", epoch + 1, cfg.epochs,
                  row.get("loss/total", float("nan")), _fmt(metrics), trivial["SAD"],
-                 " *best*" if improved else "", row["time/epoch_s"])
+                 " *best*" if improved else "", row["time/epoch_s"], time_left(row["time/epoch_s"], cfg.epochs - epoch - 1))
     if writer is not None:
         writer.close()
     _log_best(best, trivial, out)

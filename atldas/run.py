@@ -33,7 +33,6 @@ from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapp
 
 import torch
 from torch.utils.data import default_collate
-from tqdm import tqdm
 
 from atldas.version import __version__
 from atldas.arch import CELL_TYPES, Child
@@ -58,7 +57,7 @@ from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 from atldas.utils.weights import weight_mismatch
-from atldas.utils.progress import show_progress
+from atldas.utils.progress import progress_bar, time_left
 from search_spaces import SPACES, SearchSpace, SpaceCfg, get_space
 
 log = logging.getLogger("atldas")
@@ -584,7 +583,6 @@ class Run:
         history = rd.history(self.epoch) if rd is not None else None
         writer = rd.writer(cfg.tensorboard, start=self.epoch) if rd is not None else None
         strat, rows = self.strategy, []
-        show = show_progress(cfg.progress)
         try:
             for epoch in range(self.epoch, end):
                 self.net.train()
@@ -594,8 +592,8 @@ class Run:
                 arch_batches = None  # made on the first arch step (no prefetching in warm-up epochs)
                 sums: Dict[str, float] = {}
                 counts: Dict[str, int] = {}
-                bar = tqdm(train_loader, total=cfg.steps_per_epoch, disable=not show, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           leave=False, dynamic_ncols=True)
+                bar = progress_bar(train_loader, progress=cfg.progress, total=cfg.steps_per_epoch,
+                                   desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
                 arch_steps = min(cfg.arch_steps_per_epoch, cfg.steps_per_epoch)  # one after each weight step at most
                 for step, batch in enumerate(bar):
                     strat.set_epoch(epoch + step / cfg.steps_per_epoch)
@@ -665,10 +663,11 @@ class Run:
             log.info("pruning, epoch %d: %s", row["epoch"] + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
         metric = self.table.metric
         warm = " (warm-up: uniform children, no arch step)" if row["epoch"] < self.cfg.warmup_epochs else ""
-        log.info("epoch %d/%d%s: loss %.4f, derived %s, expected %s, lambda %.3g, %.1fs%s", row["epoch"] + 1,
+        log.info("epoch %d/%d%s: loss %.4f, derived %s, expected %s, lambda %.3g, %.1fs%s%s", row["epoch"] + 1,
                  self.cfg.epochs, warm, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
                  format_cost(row["cost/expected"], metric), self.strategy.lam, row["time/epoch_s"],
-                 f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "")
+                 f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "",
+                 time_left(row["time/epoch_s"], self.cfg.epochs - row["epoch"] - 1))
 
     # ------------------------------------------------------------------ derive
 

@@ -509,7 +509,9 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         run_dir = out_dir / f"trial-{trial.number:04d}"
         trial.set_user_attr("run", str(run_dir.resolve()))  # absolute: any worker's cwd reads it
         overrides = [f"{k}={v}" for k, v in drawn.items() if k not in ("strategy",)]
-        log.info("tune: trial %d: %s -> %s", trial.number, ", ".join(f"{k}={v}" for k, v in drawn.items()), run_dir)
+        done = len(st.get_trials(deepcopy=False, states=done_states))
+        log.info("tune: trial %d (%d of %d finished so far): %s -> %s", trial.number, done, trials,
+                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in drawn.items()), run_dir)
         def report(row: Dict[str, Any]) -> None:
             if prune and row.get("loss/arch") is not None and int(row["epoch"]) + 1 < cfg.epochs:
                 trial.report(float(row["loss/arch"]), step=int(row["epoch"]))

@@ -13,7 +13,6 @@ import logging
 import numbers
 import os
 import shutil
-import sys
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 from torch.utils.data import Subset
-from tqdm import tqdm
 
 from atldas.data.datasets import AlphaMattingCom, open_dataset
 from atldas.data.io import IMAGE_EXTENSIONS, alpha_to_u8, no_unknown_error, write_alpha
@@ -37,7 +35,7 @@ from atldas.utils.atomic import (check_output, refuse_input_as_output, refuse_ov
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
-from atldas.utils.progress import show_progress
+from atldas.utils.progress import progress_bar
 
 log = logging.getLogger("atldas")
 
@@ -137,8 +135,7 @@ def _score_all(ds, predict: Predictor, *, skip_no_unknown: bool, keep: int, stag
     per: Dict[str, Dict[str, float]] = {}
     previews: List[Tuple[np.ndarray, ...]] = []
     skipped, sad = 0, 0.0
-    show = show_progress(progress)
-    with tqdm(range(len(ds)), desc=desc, unit="img", disable=not show, file=sys.stderr) as bar:
+    with progress_bar(range(len(ds)), progress=progress, desc=desc, unit="img") as bar:
         for i in bar:
             s = ds[i]
             name = sample_name(s, i)

@@ -1,0 +1,71 @@
+"""Progress: a bar on a terminal, log lines now and then elsewhere, nothing when turned off."""
+
+from __future__ import annotations
+
+import logging
+
+from atldas.utils import progress as pr
+
+
+def _run(n: int, *, progress: bool) -> None:
+    with pr.progress_bar(range(n), progress=progress, desc="eval", unit="img") as bar:
+        for k in bar:
+            bar.set_postfix(SAD=f"{k:.3f}")  # tqdm redraws on every postfix: it must not log every time
+
+
+def test_off_a_terminal_progress_is_a_log_line_now_and_then_without_carriage_returns(monkeypatch, caplog, capsys):
+    monkeypatch.setattr(pr, "LOG_EVERY", 0.0)  # a line at every count
+    with caplog.at_level(logging.INFO, logger="atldas"):
+        _run(4, progress=True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines and all(m.startswith("eval: ") and " img (" in m and "elapsed, about" in m for m in lines)
+    assert not any(m.startswith("eval: 4/4") for m in lines)  # the verb logs its own end
+    assert {m.split()[1] for m in lines} <= {"0/4", "1/4", "2/4", "3/4"}
+    captured = capsys.readouterr()
+    assert "\r" not in captured.err + captured.out and "eval" not in captured.err
+
+
+def test_short_work_logs_nothing_and_off_means_off(monkeypatch, caplog):
+    with caplog.at_level(logging.INFO, logger="atldas"):
+        _run(50, progress=True)  # well under LOG_EVERY seconds
+        monkeypatch.setattr(pr, "LOG_EVERY", 0.0)
+        _run(5, progress=False)
+    assert caplog.records == []
+
+
+def test_a_verb_logs_its_progress_off_a_terminal(monkeypatch, caplog, tmp_path):
+    """eval --pred printed nothing between its first and its last line in a CI log."""
+    import numpy as np
+    from PIL import Image
+
+    from atldas.cli import main
+
+    for d in ("pred", "data/alpha", "data/trimap"):
+        (tmp_path / d).mkdir(parents=True)
+    tri = np.full((16, 16), 128, np.uint8)
+    for k in range(3):
+        Image.fromarray(np.full((16, 16), 60 * k, np.uint8)).save(tmp_path / "pred" / f"{k}.png")
+        Image.fromarray(np.full((16, 16), 100, np.uint8)).save(tmp_path / "data" / "alpha" / f"{k}.png")
+        Image.fromarray(tri).save(tmp_path / "data" / "trimap" / f"{k}.png")
+    monkeypatch.setattr(pr, "LOG_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="atldas"):
+        assert main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "data" / "alpha"),
+                     "--trimap", str(tmp_path / "data" / "trimap"), "--workers", "1"]) == 0
+    assert any(r.getMessage().startswith("eval: 1/3 img") for r in caplog.records), caplog.text
+
+
+def test_time_left_reads_in_seconds_minutes_or_hours():
+    assert pr.time_left(12.0, 0) == "" and pr.time_left(float("nan"), 3) == ""
+    assert pr.time_left(20.0, 3) == ", about 60 s left"
+    assert pr.time_left(60.0, 10) == ", about 10 min left"
+    assert pr.time_left(600.0, 12) == ", about 2.0 h left"
+
+
+def test_a_search_s_epoch_lines_say_how_long_the_rest_takes(tmp_path, caplog):
+    from atldas.cli import main
+
+    with caplog.at_level(logging.INFO, logger="atldas"):
+        assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--set", "tensorboard=false",
+                     "--set", "steps_per_epoch=1", "--set", "plots=false", "--out", str(tmp_path / "s")]) == 0
+    epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(epochs) == 2 and epochs[0].endswith(" s left") and "left" not in epochs[1]
