@@ -764,12 +764,12 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f"atldas: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        return _stopped(exc)
+        return _stopped(exc, args)
     except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C (or SIGTERM) in its compiled code so
         inner = exc.__cause__ or exc.__context__
         if args.debug or not isinstance(inner, KeyboardInterrupt):
             raise
-        return _stopped(inner)
+        return _stopped(inner, args)
     except OSError as exc:
         if args.debug or exc.errno not in WRITE_ERRNOS:
             raise
@@ -777,7 +777,7 @@ def _main(argv: Optional[List[str]]) -> int:
         return 2
     except RuntimeError as exc:  # torch's allocator (a GPU's memory, which the footprint checks do not see)
         if _terminated(exc) and not args.debug:
-            return _stopped(Terminated())
+            return _stopped(Terminated(), args)
         if args.debug or not out_of_memory(exc):
             raise
         print(f"atldas: error: out of memory ({first_line(exc)[:160]}); every checkpoint written is whole: a "
@@ -787,12 +787,23 @@ def _main(argv: Optional[List[str]]) -> int:
 
 
 
-def _stopped(exc: KeyboardInterrupt) -> int:
-    """One line and the shell's status for a stop: SIGTERM (143) or Ctrl-C (130)."""
+#: What a stopped run of these verbs leaves and how to go on (after "atldas: interrupted").
+_GO_ON = {"search": "; the last epoch's checkpoint is kept whole: the same command with --resume continues "
+                    "(stopped before the first one, the same command starts over)",
+          "retrain": "; the last epoch's checkpoint is kept whole: the same command with --resume continues "
+                     "(stopped before the first one, the same command starts over)",
+          "tune": "; finished trials are kept in the study: the same command goes on with the stopped trial's "
+                  "settings first"}
+
+
+def _stopped(exc: KeyboardInterrupt, args: Optional[argparse.Namespace] = None) -> int:
+    """One line and the shell's status for a stop: SIGTERM (143) or Ctrl-C (130); for a verb that
+    resumes, how to go on."""
+    verb = getattr(args, "command", None) if args is not None else None
     if isinstance(exc, Terminated):
-        print("atldas: terminated (SIGTERM)", file=sys.stderr)
+        print(f"atldas: terminated (SIGTERM){_GO_ON.get(verb, '')}", file=sys.stderr)
         return 143
-    print("atldas: interrupted", file=sys.stderr)
+    print(f"atldas: interrupted{_GO_ON.get(verb, '')}", file=sys.stderr)
     return 130
 
 

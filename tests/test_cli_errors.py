@@ -612,3 +612,14 @@ def test_finished_commands_print_their_result_on_stdout_even_with_quiet(tmp_path
     from atldas.cli import _genotype_line
 
     assert "repaired onto the budget from 28.900 M MACs in 1 swap(s)" in _genotype_line(tmp_path / "repaired.json")
+
+
+def test_a_stopped_search_says_how_to_go_on(monkeypatch, capsys):
+    import atldas.cli as cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_search", interrupted)
+    assert main(["search", "--space", "tiny"]) == 130
+    assert "the same command with --resume continues" in capsys.readouterr().err.strip().splitlines()[-1]
