@@ -163,3 +163,26 @@ def test_a_deep_json_cost_table_is_a_data_error():
         CostTable.from_json(DEEP_JSON)
     with pytest.raises(DataError, match="not a cost table"):
         CostTable.from_json(json.dumps({"metric": "macs", "base": HUGE_INT}))
+
+
+def test_a_checkpoint_with_compressed_entries_is_refused_before_it_is_inflated(tmp_path, capsys):
+    """torch.load inflates deflated zip entries: a file of a few kB loaded as megabytes (a zip bomb);
+    torch.save never compresses."""
+    import zipfile
+
+    import torch
+
+    from atldas.utils.checkpoint import load_checkpoint
+
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.zeros(500, 500)}, plain)
+    assert load_checkpoint(plain)["w"].shape == (500, 500)  # what torch.save writes loads
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(bomb, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, zin.read(info.filename), compress_type=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < plain.stat().st_size / 50
+    with pytest.raises(DataError, match="entries are compressed"):
+        load_checkpoint(bomb)
+    assert main(["export", "--model", "cnn_baseline_tiny", "--checkpoint", str(bomb), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "entries are compressed" in _one_line(capsys) and not (tmp_path / "m.onnx").exists()

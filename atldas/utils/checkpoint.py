@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, Union
 
@@ -58,6 +59,7 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
         raise DataError(f"{p} is a folder, not a checkpoint file; {hint}")
     if not p.is_file():
         raise DataError(f"{p}: no such checkpoint file")
+    _refuse_compressed(p)
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -78,6 +80,21 @@ def load_checkpoint(path: PathLike, *, map_location: Union[str, torch.device] = 
     if not isinstance(obj, dict):
         raise DataError(f"{p}: expected a dict checkpoint, found {type(obj).__name__}")
     return obj
+
+
+def _refuse_compressed(path: Path) -> None:
+    """DataError for a zip checkpoint with compressed entries: ``torch.save`` writes them stored, and
+    torch.load inflates a compressed one, so a file of a few megabytes could claim tens of gigabytes
+    (a zip bomb: a 4.8 kB file loaded as a 4 MB tensor here, 820 times its size)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            packed = [i.filename for i in z.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a zip (an old torch.save format, or not a checkpoint): torch.load says what it is
+    if packed:
+        raise DataError(f"{path}: refused, {len(packed)} of its entries are compressed ({packed[0]}), which torch.save "
+                        "never writes: a small file could expand to fill the memory; re-save the weights with "
+                        "torch.save")
 
 
 def warn_other_loss(ckpt: Dict[str, Any], current: str, *, source: PathLike, made: str, loss: str) -> None:
