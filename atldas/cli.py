@@ -7,8 +7,10 @@ prints one line and exits 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
+import math
 import os
 import re
 import shutil
@@ -113,16 +115,20 @@ def _present(folder: Path, *names: str) -> str:
 def _genotype_line(path: Path) -> str:
     """``genotype HASH: 28.264 M MACs, 34.6 k params`` (and the repair onto the budget, when it swapped
     ops) of the genotype file ``path``: a finished command's result on stdout, kept by --quiet."""
-    from atldas.cost import format_cost
+    from atldas.cost import METRICS, format_cost
     from atldas.genotype import Genotype
 
     g = Genotype.load(path, validate=False)
-    costs = [format_cost(g.cost[k], k) for k in ("macs", "params") if isinstance(g.cost.get(k), (int, float))]
-    fix = g.cost.get("repair") or {}
-    if fix.get("swaps"):
+    costs = [format_cost(g.cost[k], k) for k in ("macs", "params") if _number(g.cost.get(k))]
+    fix = g.cost.get("repair")
+    if isinstance(fix, Mapping) and fix.get("swaps") and _number(fix.get("before")) and fix.get("metric") in METRICS:
         costs.append(f"repaired onto the budget from {format_cost(fix['before'], fix['metric'])} in "
                      f"{fix['swaps']} swap(s)")
     return f"genotype {g.hash()}" + (f": {', '.join(costs)}" if costs else "")
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _best_line(out: Path) -> str:
@@ -754,9 +760,7 @@ def _main(argv: Optional[List[str]]) -> int:
         from atldas.config import check_threads
 
         check_threads(getattr(args, "threads", None))  # every verb's --threads, before torch starts them
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        with logging_redirect_tqdm(loggers=[logging.root]):  # a warning above a progress bar, not glued to it
+        with _above_bars(args):
             return int(args.func(args) or 0)
     except AtldasError as exc:
         if args.debug:
@@ -788,12 +792,26 @@ def _main(argv: Optional[List[str]]) -> int:
 
 
 #: What a stopped run of these verbs leaves and how to go on (after "atldas: interrupted").
-_GO_ON = {"search": "; the last epoch's checkpoint is kept whole: the same command with --resume continues "
-                    "(stopped before the first one, the same command starts over)",
-          "retrain": "; the last epoch's checkpoint is kept whole: the same command with --resume continues "
-                     "(stopped before the first one, the same command starts over)",
+_RESUMES = ("; the last epoch's checkpoint is kept whole: the same command with --resume continues (stopped "
+            "before the first one, the same command starts over)")
+_GO_ON = {"search": _RESUMES, "retrain": _RESUMES,
           "tune": "; finished trials are kept in the study: the same command goes on with the stopped trial's "
                   "settings first"}
+
+
+def _above_bars(args: argparse.Namespace) -> Any:
+    """Log lines written above a progress bar (tqdm's redirect), not glued to it: only where bars are
+    drawn and the root logger writes to the console itself (the redirect adds a stderr handler where
+    there was none: a program that logs to a file would get atldas's lines on stderr)."""
+    from atldas.utils.progress import show_progress
+
+    console = [h for h in logging.root.handlers
+               if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
+    if not console or args.quiet or getattr(args, "no_progress", False) or not show_progress(True):
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.root])
 
 
 def _stopped(exc: KeyboardInterrupt, args: Optional[argparse.Namespace] = None) -> int:

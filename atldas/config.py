@@ -100,7 +100,7 @@ def check_ranges(obj: Any, limits: Mapping[str, Tuple[float, float]]) -> None:
         kind = (int,) if integer else (int, float)
         if isinstance(v, bool) or not isinstance(v, kind) or not math.isfinite(v) or not low <= v <= high:
             what = f"an integer in {low}..{high}" if integer else f"a number in [{low:g}, {high:g}]"
-            raise ConfigError(f"{name} must be {what}, got {_shown(v)}")
+            raise ConfigError(f"{name} must be {what}, got {shown(v)}")
 
 
 def check_types(obj: Any, *, where: str = "") -> None:
@@ -127,17 +127,17 @@ def _check_value(value: Any, annotation: Any, name: str) -> None:
     if ok is not None:
         if not ok(value):
             what = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[ann]
-            raise ConfigError(f"{name}: expected {what}, got {_shown(value)}")
+            raise ConfigError(f"{name}: expected {what}, got {shown(value)}")
     elif origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {_shown(value)}")
+            raise ConfigError(f"{name}: expected a list, got {shown(value)}")
         args = typing.get_args(ann)
         for v in value:
             _check_value(v, args[0] if args else Any, name)
     elif dataclasses.is_dataclass(value):  # a nested section (a strategy's settings: its own class)
         check_types(value, where=f"{name}.")
     elif dataclasses.is_dataclass(ann):
-        raise ConfigError(f"{name}: expected {_type_name(ann)} settings, got {_shown(value)}")
+        raise ConfigError(f"{name}: expected {_type_name(ann)} settings, got {shown(value)}")
 
 
 def _hints(cls: type) -> Dict[str, Any]:
@@ -161,7 +161,7 @@ _REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict = 3, 6, 6, 6
 _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 80, 80, 40
 
 
-def _shown(value: Any) -> str:
+def shown(value: Any) -> str:
     """``repr(value)`` cut short: a message names a bad value without expanding a huge or aliased one
     (a YAML alias bomb, 9^25 items in a few hundred bytes, ran out of memory in ``repr``)."""
     return _REPR.repr(value)
@@ -174,18 +174,18 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if nullable:
             return None
         raise ConfigError(f"{where}: a value of type {_type_name(ann)} is required, got null")
-    bad = ConfigError(f"{where}: expected {_type_name(ann)}, got {_shown(value)}")
+    bad = ConfigError(f"{where}: expected {_type_name(ann)}, got {shown(value)}")
     origin = typing.get_origin(ann)
     if ann is Any:
         return value
     if ann is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected true or false, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected true or false, got {shown(value)}")
     if ann is int:  # 3.0 is refused, as by --set and check_types: one rule on every path
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(f"{where}: expected an integer, got {_shown(value)}")
+        raise ConfigError(f"{where}: expected an integer, got {shown(value)}")
     if ann is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             if isinstance(value, str):
@@ -195,7 +195,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
                     raise ConfigError(f"{where}: {exc}") from None
             raise bad
         if not math.isfinite(value):
-            raise ConfigError(f"{where}: {_shown(value)} is not a finite number")
+            raise ConfigError(f"{where}: {shown(value)} is not a finite number")
         return float(value)
     if ann is str:
         if isinstance(value, str):
@@ -211,7 +211,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, ann):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {_type_name(ann)} keys, got {_shown(value)}")
+            raise ConfigError(f"{where}: expected a mapping of {_type_name(ann)} keys, got {shown(value)}")
         return build(ann, value, where=where)
     return value
 
@@ -281,7 +281,7 @@ def differences(now: Mapping[str, Any], then: Mapping[str, Any], *, ignore: Iter
             c, m = differences(a, b, ignore=skip, locations=where, _path=path)
             changed, moved = changed + c, moved + m
         elif _plain(a) != _plain(b):
-            (moved if k in where else changed).append(f"{path}: {a!r} (was {b!r})")
+            (moved if k in where else changed).append(f"{path}: {shown(a)} (was {shown(b)})")
     return changed, moved
 
 
@@ -374,8 +374,10 @@ def parse_text(text: str, annotation: Any, where: str) -> Any:
     if typing.get_origin(ann) in (tuple, list):
         try:
             data = yaml.safe_load(t)
-        except (yaml.YAMLError, RecursionError, ValueError):
+        except yaml.YAMLError:
             data = None
+        except (RecursionError, ValueError) as exc:
+            raise ConfigError(f"{where}: cannot read {shown(text)} ({unreadable(exc)})") from None
         return coerce(data, ann, where)
     return t
 

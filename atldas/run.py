@@ -634,7 +634,7 @@ class Run:
                             _cell_graphs(writer, g, epoch)
                         writer.flush()
                     rd.save(self.state_dict())
-                self._log_epoch(row, events)
+                self._log_epoch(row, events, end=end)
                 rows.append(row)
                 if callback is not None:
                     callback(row)
@@ -658,7 +658,7 @@ class Run:
             row["pruning"] = events
         return row
 
-    def _log_epoch(self, row: Dict[str, Any], events: List[Dict[str, Any]]) -> None:
+    def _log_epoch(self, row: Dict[str, Any], events: List[Dict[str, Any]], *, end: int) -> None:
         for ev in events:
             log.info("pruning, epoch %d: %s", row["epoch"] + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
         metric = self.table.metric
@@ -667,7 +667,7 @@ class Run:
                  self.cfg.epochs, warm, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
                  format_cost(row["cost/expected"], metric), self.strategy.lam, row["time/epoch_s"],
                  f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "",
-                 time_left(row["time/epoch_s"], self.cfg.epochs - row["epoch"] - 1))
+                 "" if warm else time_left(row["time/epoch_s"], end - row["epoch"] - 1))  # warm-up epochs are faster
 
     # ------------------------------------------------------------------ derive
 

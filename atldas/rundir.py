@@ -100,7 +100,7 @@ class RunDir:
                     pass
             # a lock file this process made is removed again when its run is refused; never through a
             # link (a prepared folder's .lock -> a file elsewhere had that file truncated to our pid)
-            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
             try:
                 fd, made_lock = os.open(self.path / LOCK, flags | os.O_EXCL, 0o666), True
             except FileExistsError:

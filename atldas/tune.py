@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from atldas.config import apply_overrides, check_threads, differences, leaf_paths, to_dict
+from atldas.config import apply_overrides, check_threads, differences, leaf_paths, shown, to_dict
 from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory, unreadable
 from atldas.run import ALIASES, Run, make_search_config
 from atldas.rundir import RunDir
@@ -168,12 +168,12 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
             raise ConfigError(f"{where}: {key}: low and high must be numbers") from None
         log_, step = spec.get("log") or False, spec.get("step")  # log: (null) is false
         if not isinstance(log_, bool):
-            raise ConfigError(f"{where}: {key}: log must be true or false, got {log_!r}")
+            raise ConfigError(f"{where}: {key}: log must be true or false, got {shown(log_)}")
         if not (math.isfinite(low) and math.isfinite(high) and low <= high) or (log_ and low <= 0):
             raise ConfigError(f"{where}: {key}: needs finite low <= high (and low > 0 with log)")
         if spec["type"] == "int" and not (low.is_integer() and high.is_integer()):
-            raise ConfigError(f"{where}: {key}: an int range needs integer low and high, got {spec['low']!r}, "
-                              f"{spec['high']!r}")
+            raise ConfigError(f"{where}: {key}: an int range needs integer low and high, got {shown(spec['low'])}, "
+                              f"{shown(spec['high'])}")
         if step is not None:
             try:  # a number, or one YAML read as a string as it does low and high (1e-4: no dot)
                 value = None if isinstance(step, bool) else float(step)
@@ -182,7 +182,7 @@ def load_tune_space(text_or_path: Optional[str], *, space: str) -> List[Param]:
             if value is None or not math.isfinite(value) or value <= 0 \
                     or (spec["type"] == "int" and not value.is_integer()):
                 raise ConfigError(f"{where}: {key}: step must be a positive {'integer' if spec['type'] == 'int' else 'number'}, "
-                                  f"got {step!r}")
+                                  f"got {shown(step)}")
             step = int(value) if spec["type"] == "int" else value
             if log_ and not (spec["type"] == "int" and step == 1):  # Optuna's log int range takes step 1 only
                 raise ConfigError(f"{where}: {key}: step and log cannot be combined (Optuna samples one or the other; "
@@ -511,7 +511,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         overrides = [f"{k}={v}" for k, v in drawn.items() if k not in ("strategy",)]
         done = len(st.get_trials(deepcopy=False, states=done_states))
         log.info("tune: trial %d (%d of %d finished so far): %s -> %s", trial.number, done, trials,
-                 ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in drawn.items()), run_dir)
+                 ", ".join(f"{k}={v}" for k, v in drawn.items()), run_dir)
         def report(row: Dict[str, Any]) -> None:
             if prune and row.get("loss/arch") is not None and int(row["epoch"]) + 1 < cfg.epochs:
                 trial.report(float(row["loss/arch"]), step=int(row["epoch"]))

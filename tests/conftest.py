@@ -27,7 +27,7 @@ def tiny_run(tmp_path_factory) -> Path:
 def _file_warnings_afresh():
     """Each test sees the warnings of the files it reads (``atldas.data.io.warn_file`` names a file
     once per process)."""
-    from atldas.data import io
+    from atldas.data.io import reset_file_warnings
 
-    io._WARNED.clear()
+    reset_file_warnings()
     yield

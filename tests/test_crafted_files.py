@@ -145,13 +145,26 @@ def test_a_tuning_space_nested_too_deep_is_one_line(tmp_path):
     ({"atldas.bytes_per_pixel": "abc", "atldas.min_side": ""}, "default", "default"),  # were tracebacks
     ({"atldas.bytes_per_pixel": "nan", "atldas.min_side": "0"}, "default", "default"),  # checks turned off
     ({"atldas.bytes_per_pixel": "-3", "atldas.min_side": "32"}, "default", "default")])  # below the guard
-def test_an_onnx_file_s_metadata_is_checked_before_it_is_trusted(meta, bytes_pp, min_side, caplog):
-    from atldas.models.onnx_net import MIN_SIDE, UNKNOWN_BYTES_PER_PIXEL, _meta_number
+def test_an_onnx_file_s_metadata_is_checked_before_it_is_trusted(meta, bytes_pp, min_side, caplog, monkeypatch):
+    import types
 
-    got_bytes = _meta_number(meta, "atldas.bytes_per_pixel", UNKNOWN_BYTES_PER_PIXEL, path="m.onnx")
-    got_side = max(MIN_SIDE, int(_meta_number(meta, "atldas.min_side", MIN_SIDE, path="m.onnx")))
-    assert got_bytes == (UNKNOWN_BYTES_PER_PIXEL if bytes_pp == "default" else bytes_pp)
-    assert got_side == (MIN_SIDE if min_side == "default" else min_side)
+    from atldas.models.onnx_net import MIN_SIDE, UNKNOWN_BYTES_PER_PIXEL, OnnxNet
+
+    class Session:  # onnxruntime's session as OnnxNet sees it: one (N, 6, H, W) input and the metadata
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def get_inputs(self):
+            return [types.SimpleNamespace(name="input", shape=["batch", 6, "height", "width"])]
+
+        def get_modelmeta(self):
+            return types.SimpleNamespace(custom_metadata_map=dict(meta))
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", types.SimpleNamespace(SessionOptions=types.SimpleNamespace,
+                                                                          InferenceSession=Session))
+    net = OnnxNet(path="m.onnx")
+    assert net.BYTES_PER_PIXEL == (UNKNOWN_BYTES_PER_PIXEL if bytes_pp == "default" else bytes_pp)
+    assert net.min_side == (MIN_SIDE if min_side == "default" else min_side)
     if meta and bytes_pp == "default":
         assert "is not a positive number" in caplog.text
 

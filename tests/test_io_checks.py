@@ -160,6 +160,14 @@ def test_a_file_s_warning_is_given_once_and_a_folder_names_at_most_five_files(tm
     named = [r.getMessage() for r in caplog.records if "not in {0, 128, 255}" in r.getMessage()]
     assert len(named) == MAX_NAMED_FILES == len(set(named))
     assert sum("without a warning each" in r.getMessage() for r in caplog.records) == 1
+    caplog.clear()
+    (tmp_path / "five").mkdir()  # exactly five files in a folder: no summary of files that do not exist
+    for k in range(MAX_NAMED_FILES):
+        Image.fromarray(noisy).save(tmp_path / "five" / f"t{k}.png")
+    with caplog.at_level("WARNING", logger="atldas"):
+        for k in range(MAX_NAMED_FILES):
+            read_trimap(tmp_path / "five" / f"t{k}.png")
+    assert len(caplog.records) == MAX_NAMED_FILES and "without a warning each" not in caplog.text
     other = tmp_path / "other"  # another folder is named afresh
     other.mkdir()
     Image.fromarray(noisy).save(other / "t.png")

@@ -65,7 +65,37 @@ def test_a_search_s_epoch_lines_say_how_long_the_rest_takes(tmp_path, caplog):
     from atldas.cli import main
 
     with caplog.at_level(logging.INFO, logger="atldas"):
-        assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--set", "tensorboard=false",
+        assert main(["search", "--space", "tiny", "--epochs", "3", "--no-progress", "--set", "tensorboard=false",
                      "--set", "steps_per_epoch=1", "--set", "plots=false", "--out", str(tmp_path / "s")]) == 0
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
-    assert len(epochs) == 2 and epochs[0].endswith(" s left") and "left" not in epochs[1]
+    assert len(epochs) == 3 and "warm-up" in epochs[0]  # a warm-up epoch (no arch step) is no guide: no estimate
+    assert "left" not in epochs[0] and epochs[1].endswith(" s left") and "left" not in epochs[2]
+
+
+def test_without_a_total_the_line_counts_without_a_percentage(monkeypatch, caplog):
+    monkeypatch.setattr(pr, "LOG_EVERY", 0.0)
+    with caplog.at_level(logging.INFO, logger="atldas"):
+        for _ in pr.progress_bar((k for k in range(3)), progress=True, desc="read", unit="img"):
+            pass
+    assert caplog.records and all("?" not in r.getMessage() and "%" not in r.getMessage() for r in caplog.records)
+
+
+def test_a_program_that_logs_elsewhere_gets_no_log_lines_on_stderr(tmp_path, capsys, caplog):
+    """tqdm's logging redirect added a stderr handler to the root logger wherever it had none: a
+    program logging to a file (and pytest) got atldas's warnings on stderr too."""
+    import numpy as np
+    from PIL import Image
+
+    from atldas.cli import main
+
+    for d in ("pred", "alpha", "trimap"):
+        (tmp_path / d).mkdir()
+    noisy = np.full((16, 16), 128, np.uint8)
+    noisy[0, :3] = [3, 250, 120]  # a warning per trimap
+    for k in range(2):
+        Image.fromarray(np.full((16, 16), 60 * k, np.uint8)).save(tmp_path / "pred" / f"{k}.png")
+        Image.fromarray(np.full((16, 16), 100, np.uint8)).save(tmp_path / "alpha" / f"{k}.png")
+        Image.fromarray(noisy).save(tmp_path / "trimap" / f"{k}.png")
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "alpha"),
+                 "--trimap", str(tmp_path / "trimap"), "--workers", "1"]) == 0
+    assert "not in {0, 128, 255}" in caplog.text and capsys.readouterr().err == ""

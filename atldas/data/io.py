@@ -255,23 +255,31 @@ def _single_channel(a: np.ndarray, path: PathLike, what: str) -> Tuple[np.ndarra
 
 #: Files of one folder named per kind of warning; past this many, one line says that more are not named.
 MAX_NAMED_FILES = 5
-_WARNED: Dict[Tuple[str, str], set] = {}  # (kind, folder) -> the files warned about
+_WARNED: Dict[Tuple[str, str], set] = {}  # (kind, folder) -> the files named (the summary's mark past the cap)
 
 
 def warn_file(kind: str, path: PathLike, fmt: str, *args: object) -> None:
-    """``log.warning(fmt, path, *args)`` once per file and ``kind`` in this process, and for the first
-    :data:`MAX_NAMED_FILES` files of a kind in one folder only: a retrain reads its files again at every
-    draw, and a folder of a thousand JPEG trimaps gave a thousand lines (tens of thousands in a
-    retrain) that buried everything else in the log."""
+    """``log.warning(fmt, path, *args)`` once per file and ``kind``, for the first
+    :data:`MAX_NAMED_FILES` files of a kind in one folder; the next one gets one line saying that
+    further files are not named. A retrain reads its files again at every draw, and a folder of a
+    thousand JPEG trimaps gave a thousand lines (tens of thousands in a retrain) that buried everything
+    else in the log. The count is per process (each eval or data-loading worker keeps its own);
+    :func:`reset_file_warnings` starts it afresh (a long Python session that reads new files)."""
     seen = _WARNED.setdefault((kind, str(Path(path).parent)), set())
-    if str(path) in seen:
+    if str(path) in seen or len(seen) > MAX_NAMED_FILES:
         return
-    seen.add(str(path))
-    if len(seen) <= MAX_NAMED_FILES:
-        log.warning(fmt, path, *args)
     if len(seen) == MAX_NAMED_FILES:
+        seen.add(None)  # past the cap: the summary once, and no more paths kept
         log.warning("%s: further files there with this problem (%s) are read the same way without a warning each",
                     Path(path).parent, kind)
+        return
+    seen.add(str(path))
+    log.warning(fmt, path, *args)
+
+
+def reset_file_warnings() -> None:
+    """Name files in warnings afresh (:func:`warn_file`)."""
+    _WARNED.clear()
 
 
 def _warn_luma(path: PathLike, what: str) -> None:

@@ -21,7 +21,7 @@ from atldas.errors import ConfigError, DataError, first_line
 
 __all__ = ["OnnxNet", "UNKNOWN_BYTES_PER_PIXEL", "MIN_SIDE"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("atldas")
 
 #: Activation bytes per pixel assumed for a file whose export did not record its own figure.
 UNKNOWN_BYTES_PER_PIXEL = 2000.0

@@ -50,9 +50,11 @@ class _LoggedProgress(tqdm):
     instead of a bar; no line for the finished count (the verb logs its own end)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        counted = kwargs.get("total") is not None or hasattr(args[0] if args else kwargs.get("iterable"), "__len__")
         kwargs.update(file=_Nowhere(), mininterval=min(1.0, LOG_EVERY), dynamic_ncols=False, ncols=None,
                       bar_format="{desc}: {n_fmt}/{total_fmt} {unit} ({percentage:.0f} %), {elapsed} elapsed, "
-                                 "about {remaining} left{postfix}")
+                                 "about {remaining} left{postfix}" if counted else
+                                 "{desc}: {n_fmt} {unit}, {elapsed} elapsed{postfix}")
         self._closing, self._logged = False, time.monotonic()
         super().__init__(*args, **kwargs)
 
@@ -77,7 +79,6 @@ def progress_bar(iterable: Optional[Iterable[Any]] = None, *, progress: bool, **
     if show_progress(progress):
         return tqdm(iterable, file=sys.stderr, **kwargs)
     if progress:
-        kwargs.pop("dynamic_ncols", None)
         return _LoggedProgress(iterable, **kwargs)
     return tqdm(iterable, disable=True, **kwargs)
 
