@@ -54,8 +54,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, image_info, list_images, listed, pair_by_stem, read_alpha,
-                            read_trimap)
+from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, collected_file_warnings, image_info, list_images, listed,
+                            pair_by_stem, read_alpha, read_trimap, warn_file)
 from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
@@ -74,18 +74,20 @@ _SHARED_ALPHA = re.compile(r"^(?P<fg>.+)_(?P<k>\d+)$")
 
 # --------------------------------------------------------------------------- folder evaluation
 
-def _score(item: Tuple[str, Path, Path, Path]) -> Tuple[str, Dict[str, float], bool]:
-    """(name, DIM scores, whether the prediction is clamped by its trimap) of one matched item."""
+def _score(item: Tuple[str, Path, Path, Path]) -> Tuple[str, Dict[str, float], bool, List[tuple]]:
+    """(name, DIM scores, whether the prediction is clamped by its trimap, the files' warnings for the
+    parent to give: :func:`~atldas.data.io.collected_file_warnings`) of one matched item."""
     name, pred_path, alpha_path, trimap_path = item
-    pred = alpha_to_u8(read_alpha(pred_path))
-    gt = alpha_to_u8(read_alpha(alpha_path))
-    trimap = read_trimap(trimap_path, warn_no_unknown=False)  # refused below with the reason
+    with collected_file_warnings() as notes:
+        pred = alpha_to_u8(read_alpha(pred_path))
+        gt = alpha_to_u8(read_alpha(alpha_path))
+        trimap = read_trimap(trimap_path, warn_no_unknown=False)  # refused below with the reason
     if not np.any(trimap == metrics.UNKNOWN):
         raise DataError(f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is "
                         "undefined (DIM divides by their number); fix the trimap, or remove "
                         f"{Path(name).stem} from the prediction and trimap folders")
     clamped = not (np.any(pred[trimap == 0] != 0) or np.any(pred[trimap == 255] != 255))
-    return name, metrics.compute_all(pred, gt, trimap), clamped
+    return name, metrics.compute_all(pred, gt, trimap), clamped, notes
 
 
 def _scored(items: Sequence[Tuple[str, Path, Path, Path]], workers: int):
@@ -157,7 +159,9 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     sad_sum = 0.0
     n_workers = default_workers(len(items)) if workers is None else min(int(workers), len(items))
     with progress_bar(_scored(items, n_workers), progress=progress, total=len(items), desc="eval", unit="img") as bar:
-        for name, scores, clamped in bar:
+        for name, scores, clamped, notes in bar:
+            for note in notes:  # the workers' file warnings, counted here once for all of them
+                warn_file(*note)
             if not clamped:
                 unclamped.append(name)
             per_image[name] = scores

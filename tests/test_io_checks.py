@@ -175,3 +175,23 @@ def test_a_file_s_warning_is_given_once_and_a_folder_names_at_most_five_files(tm
     with caplog.at_level("WARNING", logger="atldas"):
         read_trimap(other / "t.png")
     assert "not in {0, 128, 255}" in caplog.text
+
+
+def test_eval_s_workers_share_one_count_of_named_files(tmp_path, caplog):
+    """Each eval worker process kept its own count: with 4 workers all 12 noisy trimaps were named."""
+    from atldas.cli import main
+    from atldas.data.io import MAX_NAMED_FILES
+
+    for d in ("pred", "alpha", "trimap"):
+        (tmp_path / d).mkdir()
+    noisy = np.full((8, 8), 128, np.uint8)
+    noisy[0, :3] = [3, 250, 120]
+    for k in range(12):
+        Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "pred" / f"{k:02d}.png")
+        Image.fromarray(np.full((8, 8), 90, np.uint8)).save(tmp_path / "alpha" / f"{k:02d}.png")
+        Image.fromarray(noisy).save(tmp_path / "trimap" / f"{k:02d}.png")
+    with caplog.at_level("WARNING", logger="atldas"):
+        assert main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "alpha"),
+                     "--trimap", str(tmp_path / "trimap"), "--workers", "4"]) == 0
+    named = [r for r in caplog.records if "not in {0, 128, 255}" in r.getMessage()]
+    assert len(named) == MAX_NAMED_FILES and "without a warning each" in caplog.text

@@ -7,12 +7,13 @@ grey values other than 0/128/255, an RGB matte) are logged on the ``atldas`` log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
@@ -263,8 +264,12 @@ def warn_file(kind: str, path: PathLike, fmt: str, *args: object) -> None:
     :data:`MAX_NAMED_FILES` files of a kind in one folder; the next one gets one line saying that
     further files are not named. A retrain reads its files again at every draw, and a folder of a
     thousand JPEG trimaps gave a thousand lines (tens of thousands in a retrain) that buried everything
-    else in the log. The count is per process (each eval or data-loading worker keeps its own);
+    else in the log. The count is per process (a data-loading worker keeps its own; eval's workers hand
+    theirs to the parent: :func:`collected_file_warnings`);
     :func:`reset_file_warnings` starts it afresh (a long Python session that reads new files)."""
+    if _COLLECTED is not None:  # a worker process: the parent names the files (collected_file_warnings)
+        _COLLECTED.append((kind, str(path), fmt, *args))
+        return
     seen = _WARNED.setdefault((kind, str(Path(path).parent)), set())
     if str(path) in seen or len(seen) > MAX_NAMED_FILES:
         return
@@ -280,6 +285,22 @@ def warn_file(kind: str, path: PathLike, fmt: str, *args: object) -> None:
 def reset_file_warnings() -> None:
     """Name files in warnings afresh (:func:`warn_file`)."""
     _WARNED.clear()
+
+
+_COLLECTED: Optional[List[tuple]] = None
+
+
+@contextlib.contextmanager
+def collected_file_warnings() -> Iterator[List[tuple]]:
+    """Inside: :func:`warn_file` keeps its warnings in the yielded list (``warn_file``'s arguments,
+    picklable) instead of logging them, for a worker process to hand them to its parent, which calls
+    ``warn_file(*args)`` for each: one count for all workers."""
+    global _COLLECTED
+    before, _COLLECTED = _COLLECTED, []
+    try:
+        yield _COLLECTED
+    finally:
+        _COLLECTED = before
 
 
 def _warn_luma(path: PathLike, what: str) -> None:
