@@ -782,7 +782,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
                 key = "loss/total" if key == "loss" else f"loss/{key}"
                 sums[key] = sums.get(key, 0.0) + float(v.detach())
             sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gnorm)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}", refresh=False)
         bar.close()
         sums = mean_values(sums)  # torchrun: each rank's losses are of its part of the batch
         train_s = time.perf_counter() - t0

@@ -595,6 +595,7 @@ class Run:
                 bar = progress_bar(train_loader, progress=cfg.progress, total=cfg.steps_per_epoch,
                                    desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False, dynamic_ncols=True)
                 arch_steps = min(cfg.arch_steps_per_epoch, cfg.steps_per_epoch)  # one after each weight step at most
+                shown: Dict[str, str] = {}
                 for step, batch in enumerate(bar):
                     strat.set_epoch(epoch + step / cfg.steps_per_epoch)
                     batch = shard(batch_to(batch, cfg.device), cfg.data.batch_size)  # torchrun: this rank's part
@@ -615,8 +616,9 @@ class Run:
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                         counts[k] = counts.get(k, 0) + 1
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items()
-                                     if k in ("loss/weights", "cost/expected", "lambda")})
+                    shown.update({k.split("/")[-1]: f"{v:.3g}" for k, v in metrics.items()
+                                  if k in ("loss/weights", "cost/expected", "lambda")})
+                    bar.set_postfix(shown, refresh=False)  # the last of each (lambda comes with arch steps only)
                 bar.close()
                 del arch_batches
                 events = strat.end_epoch(epoch)
