@@ -513,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "of earlier trials at that epoch (single objective: --objective loss)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="fixed search setting for every trial (not space or out: --space, --out)")
+                   help="fixed search setting for every trial (not space, out, progress or plots: tune sets them)")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("derive", parents=[common], help="derive the genotype of a search run")
@@ -612,9 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, default=8, choices=(8, 16), help="alpha PNG bit depth (default 8)")
     p.add_argument("--no-cutout", action="store_true", help="write the alpha mattes only")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (multiple of 32) to bound memory; exact only for "
+    p.add_argument("--tile", type=int, help="predict in tiles of N x N pixels (a multiple of 32, at least 64) to bound memory; exact only for "
                         "networks without image-wide context (cheapmatting and aematter differ slightly)")
-    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (default 64, at most --tile - 32)")
+    p.add_argument("--overlap", type=int, help="overlap of neighbouring tiles in pixels (default min(64, --tile - 32), at most --tile - 32)")
     p.add_argument("--max-size", type=int, metavar="N", help="predict images whose longer side exceeds N on a copy "
                    "scaled to N, alpha upsampled and clamped by the full trimap (bounded memory for any network; "
                    "loses detail: README)")

@@ -1,7 +1,7 @@
 """``atldas predict``: alpha mattes (and RGBA cut-outs) for a user's own images and trimaps.
 
     atldas predict --model cheapmatting --checkpoint cheapmatting.pth --image photos/ --trimap trimaps/ --out mattes/
-    atldas predict --model runs/retrain-x --checkpoint runs/retrain-x/checkpoint.pt --image a.jpg --trimap a.png \\
+    atldas predict --model runs/retrain-x --checkpoint runs/retrain-x/best.pt --image a.jpg --trimap a.png \\
                    --out out/ --bits 16 --tile 1024
 
 Inputs: ``--image`` and ``--trimap`` are two files, or two folders matched by file stem (every image

@@ -1,6 +1,6 @@
 """``atldas retrain``: train the standalone network of a genotype (or any MODEL) from scratch.
 
-    atldas retrain runs/search-tiny/genotype.json                     # the default: minutes on a CPU
+    atldas retrain runs/search-tiny-atldas-seed0/genotype.json        # the default: minutes on a CPU
     atldas retrain RUN_DIR --set C=16 --set layers=5                  # a demo-sized macro
     atldas retrain cheapmatting --data /data/Adobe --backgrounds /data/coco --device cuda \\
         --epochs 100 --set steps_per_epoch=1000 --set crop=512 --set batch_size=16

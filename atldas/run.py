@@ -245,9 +245,9 @@ class SearchConfig:
                               "candidates by (the planted and matting tasks have); leave select at 0")
         check_threads(self.threads, where="threads")
         if self.warmup_epochs >= self.epochs and self.strategy != "random":
-            raise ConfigError(f"epochs={self.epochs} (--epochs) leaves no epoch after the {self.warmup_epochs} warm-up "
-                              f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} or "
-                              "more, or --set warmup_epochs=...")
+            raise ConfigError(f"epochs={self.epochs} leaves no epoch after the {self.warmup_epochs} warm-up "
+                              f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} (--set "
+                              f"epochs={self.warmup_epochs + 1}) or more, or --set warmup_epochs=...")
         resolve_device(self.device)
         if self.amp == "fp16":
             raise ConfigError("search runs autocast in bf16 only (fp16 would need loss scaling of the arch "
@@ -272,7 +272,7 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     ``config.yaml`` reused with another budget).
 
     ``sets`` are ``key=value`` texts as ``--set`` takes them (a leaf field's name where it is unique,
-    else its dotted path, e.g. ``hp.arch_lr=1e-3``; ``atldas search --help`` lists them).
+    else its dotted path, e.g. ``hp.arch_lr=1e-3``; a run's ``config.yaml`` shows them all).
     """
     data = read_yaml(file) if file else {}
     sets = [sets] if isinstance(sets, str) else list(sets)  # one "key=value" text is a list of one

@@ -72,7 +72,8 @@ def _header(path: PathLike) -> Image.Image:
     if w * h > MAX_PIXELS:
         img.close()
         raise DataError(f"{p}: {w}x{h} = {w * h:,} pixels, above the limit of {MAX_PIXELS:,} (a guard against "
-                        f"decompression bombs); pass --max-pixels {w * h} or more to read it")
+                        f"decompression bombs); eval and predict read it with --max-pixels {w * h} or more; elsewhere, "
+                        "use a smaller copy of it")
     if w < 1 or h < 1:
         img.close()
         raise DataError(f"{p}: the image is {w}x{h} pixels")
