@@ -248,7 +248,8 @@ def predict(*, model: str, checkpoint: Optional[PathLike] = None, image: PathLik
     fold_batchnorm(net)  # this network serves inference only: conv + BN as one conv (same alphas within 1e-5)
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
 
-    for _, ip, tp in pairs:  # every input readable and every trimap valid before the first output
+    # every input readable and every trimap valid before the first output
+    for _, ip, tp in progress_bar(pairs, progress=progress, desc="predict: checking the inputs", unit="img", leave=False):
         check_image(ip)
         read_trimap(tp)
     out_dir.mkdir(parents=True, exist_ok=True)
