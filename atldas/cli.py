@@ -121,7 +121,8 @@ def _genotype_line(path: Path) -> str:
     g = Genotype.load(path, validate=False)
     costs = [format_cost(g.cost[k], k) for k in ("macs", "params") if _number(g.cost.get(k))]
     fix = g.cost.get("repair")
-    if isinstance(fix, Mapping) and fix.get("swaps") and _number(fix.get("before")) and fix.get("metric") in METRICS:
+    swaps = fix.get("swaps") if isinstance(fix, Mapping) else None
+    if type(swaps) is int and swaps > 0 and _number(fix.get("before")) and fix.get("metric") in METRICS:
         costs.append(f"repaired onto the budget from {format_cost(fix['before'], fix['metric'])} in "
                      f"{fix['swaps']} swap(s)")
     return f"genotype {g.hash()}" + (f": {', '.join(costs)}" if costs else "")
@@ -807,7 +808,7 @@ def _above_bars(args: argparse.Namespace) -> Any:
 
     console = [h for h in logging.root.handlers
                if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) in (sys.stdout, sys.stderr)]
-    if not console or args.quiet or getattr(args, "no_progress", False) or not show_progress(True):
+    if not console or getattr(args, "no_progress", False) or not show_progress(True):
         return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
 

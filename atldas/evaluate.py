@@ -74,20 +74,24 @@ _SHARED_ALPHA = re.compile(r"^(?P<fg>.+)_(?P<k>\d+)$")
 
 # --------------------------------------------------------------------------- folder evaluation
 
-def _score(item: Tuple[str, Path, Path, Path]) -> Tuple[str, Dict[str, float], bool, List[tuple]]:
+def _score(item: Tuple[str, Path, Path, Path]) -> Tuple[str, Optional[Dict[str, float]], bool, List[tuple], str]:
     """(name, DIM scores, whether the prediction is clamped by its trimap, the files' warnings for the
-    parent to give: :func:`~atldas.data.io.collected_file_warnings`) of one matched item."""
+    parent to give (:func:`~atldas.data.io.collected_file_warnings`), the DataError's text or '') of
+    one matched item: a refused file's warnings come with its error (they may explain it)."""
     name, pred_path, alpha_path, trimap_path = item
     with collected_file_warnings() as notes:
-        pred = alpha_to_u8(read_alpha(pred_path))
-        gt = alpha_to_u8(read_alpha(alpha_path))
-        trimap = read_trimap(trimap_path, warn_no_unknown=False)  # refused below with the reason
+        try:
+            pred = alpha_to_u8(read_alpha(pred_path))
+            gt = alpha_to_u8(read_alpha(alpha_path))
+            trimap = read_trimap(trimap_path, warn_no_unknown=False)  # refused below with the reason
+        except DataError as exc:
+            return name, None, False, notes, str(exc)
     if not np.any(trimap == metrics.UNKNOWN):
-        raise DataError(f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is "
-                        "undefined (DIM divides by their number); fix the trimap, or remove "
-                        f"{Path(name).stem} from the prediction and trimap folders")
+        return name, None, False, notes, (f"{trimap_path}: trimap has no unknown (128) pixels, so MSE is undefined "
+                                          "(DIM divides by their number); fix the trimap, or remove "
+                                          f"{Path(name).stem} from the prediction and trimap folders")
     clamped = not (np.any(pred[trimap == 0] != 0) or np.any(pred[trimap == 255] != 255))
-    return name, metrics.compute_all(pred, gt, trimap), clamped, notes
+    return name, metrics.compute_all(pred, gt, trimap), clamped, notes, ""
 
 
 def _scored(items: Sequence[Tuple[str, Path, Path, Path]], workers: int):
@@ -159,9 +163,11 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     sad_sum = 0.0
     n_workers = default_workers(len(items)) if workers is None else min(int(workers), len(items))
     with progress_bar(_scored(items, n_workers), progress=progress, total=len(items), desc="eval", unit="img") as bar:
-        for name, scores, clamped, notes in bar:
+        for name, scores, clamped, notes, error in bar:
             for note in notes:  # the workers' file warnings, counted here once for all of them
                 warn_file(*note)
+            if error:
+                raise DataError(error)
             if not clamped:
                 unclamped.append(name)
             per_image[name] = scores

@@ -249,9 +249,10 @@ def predict(*, model: str, checkpoint: Optional[PathLike] = None, image: PathLik
     log.info("predict: %d image(s) with %s on %s", len(pairs), mm.name, dev)
 
     # every input readable and every trimap valid before the first output
-    for _, ip, tp in progress_bar(pairs, progress=progress, desc="predict: checking the inputs", unit="img", leave=False):
-        check_image(ip)
-        read_trimap(tp)
+    with progress_bar(pairs, progress=progress, desc="predict: checking the inputs", unit="img", leave=False) as bar:
+        for _, ip, tp in bar:
+            check_image(ip)
+            read_trimap(tp)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: List[Path] = []
     for stem, ip, tp in progress_bar(pairs, progress=progress, desc="predict", unit="img"):

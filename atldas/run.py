@@ -248,7 +248,7 @@ class SearchConfig:
             raise ConfigError(f"epochs={self.epochs} leaves no epoch after the {self.warmup_epochs} warm-up "
                               f"epoch(s) to train the architecture; use --epochs {self.warmup_epochs + 1} (--set "
                               f"epochs={self.warmup_epochs + 1}) or more, or --set warmup_epochs=...")
-        resolve_device(self.device)
+        resolve_device(self.device, hint="use --device cpu (tune: --set device=cpu)")
         if self.amp == "fp16":
             raise ConfigError("search runs autocast in bf16 only (fp16 would need loss scaling of the arch "
                               "step); use --set amp=bf16, auto or off")

@@ -612,6 +612,11 @@ def test_finished_commands_print_their_result_on_stdout_even_with_quiet(tmp_path
     from atldas.cli import _genotype_line
 
     assert "repaired onto the budget from 28.900 M MACs in 1 swap(s)" in _genotype_line(tmp_path / "repaired.json")
+    for bad in (True, "lots", -2, 1.5, None):  # a record that is not atldas's: the line leaves it out
+        g.replace(cost={**g.cost, "repair": {"metric": "macs", "before": 28.9e6, "swaps": bad}}).save(tmp_path / "b.json")
+        assert "repaired" not in _genotype_line(tmp_path / "b.json")
+    g.replace(cost={**g.cost, "repair": "yes"}).save(tmp_path / "b.json")
+    assert _genotype_line(tmp_path / "b.json").startswith(f"genotype {g.hash()}: ")
 
 
 def test_a_stopped_search_says_how_to_go_on(monkeypatch, capsys):

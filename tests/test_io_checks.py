@@ -195,3 +195,21 @@ def test_eval_s_workers_share_one_count_of_named_files(tmp_path, caplog):
                      "--trimap", str(tmp_path / "trimap"), "--workers", "4"]) == 0
     named = [r for r in caplog.records if "not in {0, 128, 255}" in r.getMessage()]
     assert len(named) == MAX_NAMED_FILES and "without a warning each" in caplog.text
+
+
+def test_a_refused_trimap_s_warning_comes_with_its_error(tmp_path, caplog, capsys):
+    """eval's workers hand their warnings to the parent: a refused file's warning (near-greys mapped,
+    none to 128) was dropped with the error it explains."""
+    from atldas.cli import main
+
+    for d in ("pred", "alpha", "trimap"):
+        (tmp_path / d).mkdir()
+    greys = np.full((8, 8), 3, np.uint8)
+    greys[4:, :] = 250  # near-black and near-white: no unknown pixel once mapped
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(tmp_path / "pred" / "a.png")
+    Image.fromarray(np.full((8, 8), 90, np.uint8)).save(tmp_path / "alpha" / "a.png")
+    Image.fromarray(greys).save(tmp_path / "trimap" / "a.png")
+    with caplog.at_level("WARNING", logger="atldas"):
+        assert main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "alpha"),
+                     "--trimap", str(tmp_path / "trimap"), "--workers", "1"]) == 2
+    assert "not in {0, 128, 255}" in caplog.text and "no unknown (128) pixels" in capsys.readouterr().err

@@ -99,3 +99,22 @@ def test_a_program_that_logs_elsewhere_gets_no_log_lines_on_stderr(tmp_path, cap
     assert main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "alpha"),
                  "--trimap", str(tmp_path / "trimap"), "--workers", "1"]) == 0
     assert "not in {0, 128, 255}" in caplog.text and capsys.readouterr().err == ""
+
+
+def test_log_lines_go_above_bars_only_where_bars_are_drawn_and_the_console_logs(monkeypatch):
+    import argparse
+    import contextlib
+    import sys
+
+    from atldas import cli
+
+    monkeypatch.setattr(pr, "show_progress", lambda progress: progress)  # a terminal
+    args = argparse.Namespace(quiet=True, no_progress=False)
+    assert isinstance(cli._above_bars(args), contextlib.nullcontext)  # no console handler (pytest's own only)
+    handler = logging.StreamHandler(sys.stderr)
+    logging.root.addHandler(handler)
+    try:
+        assert not isinstance(cli._above_bars(args), contextlib.nullcontext)  # --quiet still draws bars
+        assert isinstance(cli._above_bars(argparse.Namespace(quiet=False, no_progress=True)), contextlib.nullcontext)
+    finally:
+        logging.root.removeHandler(handler)

@@ -16,7 +16,7 @@ __all__ = ["resolve_device", "device_name", "tune_backend", "AMP_MODES", "amp_dt
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
-def resolve_device(device: Union[str, torch.device], *, hint: str = "use --device cpu (--set device=cpu)") -> torch.device:
+def resolve_device(device: Union[str, torch.device], *, hint: str = "use --device cpu") -> torch.device:
     """``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... as a device; ConfigError when it is unknown or absent
     (``hint``: what to do about an absent GPU; a resumed run's device is in its config.yaml, not a flag)."""
     try:
