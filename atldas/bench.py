@@ -115,9 +115,10 @@ def count_cost(model: MattingModel, *, size: Union[int, Sequence[int]] = 1024) -
     except (NotImplementedError, RuntimeError, ValueError) as exc:
         log.info("%s: cannot count on the meta device (%s); counting with one CPU forward pass",
                  model.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        torch.manual_seed(0)
-        net = model.build().eval()
-        macs, by_op = _count(model, net, _input(h, w, "cpu"))
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream left as it was
+            torch.manual_seed(0)
+            net = model.build().eval()
+            macs, by_op = _count(model, net, _input(h, w, "cpu"))
     params = count_params(net)
     return {"params": int(params), "macs": int(macs), "macs_by_op": by_op}
 
@@ -127,11 +128,12 @@ def measure_latency(model: MattingModel, *, size: Union[int, Sequence[int]] = 10
                     min_run_time: float = MIN_RUN_TIME, repeats: int = REPEATS) -> Dict[str, float]:
     """Forward latency of ``model`` in ms: ``{"median", "p10", "p90", "samples"}`` (see the module docstring)."""
     h, w = _hw(size)
-    torch.manual_seed(0)
     dev = torch.device(device)
-    net = channels_last(model.build().to(dev).eval())
-    fold_batchnorm(net)  # as predict runs it: conv + BN as one conv
-    x = channels_last(_input(h, w, dev))
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream left as it was
+        torch.manual_seed(0)
+        net = channels_last(model.build().to(dev).eval())
+        fold_batchnorm(net)  # as predict runs it: conv + BN as one conv
+        x = channels_last(_input(h, w, dev))
 
     def run() -> None:
         with torch.inference_mode():

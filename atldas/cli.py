@@ -730,17 +730,44 @@ def _terminated(exc: BaseException) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``atldas`` console script; returns the exit status."""
-    if threading.current_thread() is not threading.main_thread():  # a signal handler needs the main thread
-        return _main(argv)
-    before = signal.signal(signal.SIGTERM, _terminate)
-    chld = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
+    """Entry point of the ``atldas`` console script; returns the exit status. Called from Python, it
+    leaves the process's logging, ``OMP_NUM_THREADS``, torch's thread count and signal handlers as it
+    found them (the malloc tuning of :func:`atldas.keep_freed_memory` stays: it is process-wide)."""
+    with _process_state_restored():
+        if threading.current_thread() is not threading.main_thread():  # a signal handler needs the main thread
+            return _main(argv)
+        before = signal.signal(signal.SIGTERM, _terminate)
+        chld = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
+        try:
+            return _main(argv)
+        finally:
+            signal.signal(signal.SIGTERM, before)
+            if chld is not None:
+                signal.signal(signal.SIGCHLD, chld)
+
+
+@contextlib.contextmanager
+def _process_state_restored() -> Any:
+    """What a command sets for itself, put back afterwards for a Python caller: the root logger's
+    handlers and level (``basicConfig``: a second call's ``--quiet`` was ignored, and every library's
+    INFO lines went to stderr after the first), ``OMP_NUM_THREADS`` (the thread policy's), and torch's
+    thread count where torch was imported before (``--threads``, a run's ``threads``)."""
+    handlers, level = list(logging.root.handlers), logging.root.level
+    omp = os.environ.get("OMP_NUM_THREADS")
+    torch_mod = sys.modules.get("torch")
+    threads = torch_mod.get_num_threads() if torch_mod is not None else None
     try:
-        return _main(argv)
+        yield
     finally:
-        signal.signal(signal.SIGTERM, before)
-        if chld is not None:
-            signal.signal(signal.SIGCHLD, chld)
+        for h in [h for h in logging.root.handlers if h not in handlers]:
+            logging.root.removeHandler(h)
+        logging.root.setLevel(level)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = omp
+        if threads is not None and torch_mod.get_num_threads() != threads:
+            torch_mod.set_num_threads(threads)
 
 
 def _main(argv: Optional[List[str]]) -> int:

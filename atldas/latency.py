@@ -128,9 +128,10 @@ def time_module(module: nn.Module, inputs: Sequence[Tensor], *, threads: int = 1
 def measure_genotype(space, genotype: Genotype, *, device: str = "cpu", threads: int = 1,
                      min_run_time: float = MIN_RUN_TIME) -> float:
     """Measured latency (ms, median) of the whole target network of ``genotype`` at the space's input."""
-    torch.manual_seed(0)
-    net = space.build_target(genotype).to(device).eval()
-    x = torch.randn(space.input_shape(), device=device)
+    with torch.random.fork_rng(devices=[]):  # the caller's random stream left as it was
+        torch.manual_seed(0)
+        net = space.build_target(genotype).to(device).eval()
+        x = torch.randn(space.input_shape(), device=device)
     return time_module(net, [x], threads=threads, min_run_time=min_run_time)
 
 
@@ -187,8 +188,10 @@ def build_lut(space, *, device: str = "cpu", threads: int = 1, min_run_time: flo
             for name, (make, in_shapes) in names.items():
                 blocks[block_key(group, name)] = timed(make(), [randn(s) for s in in_shapes], f"{group}/{name}")
         ref = reference_genotype(space)
-        torch.manual_seed(0)
-        whole = timed(space.build_target(ref), [randn(space.input_shape())], "whole network")
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream left as it was
+            torch.manual_seed(0)
+            target = space.build_target(ref)
+        whole = timed(target, [randn(space.input_shape())], "whole network")
     finally:
         bar.close()
     lut: Dict[str, Any] = {

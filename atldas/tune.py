@@ -207,10 +207,11 @@ def open_storage(storage: Optional[str], out: Path):
     optuna = _optuna()
     if storage and "://" in storage:
         try:
-            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                storage, heartbeat_interval=60, grace_period=120,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            with warnings.catch_warnings():  # not a filter left in the caller's process
+                warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    storage, heartbeat_interval=60, grace_period=120,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         except Exception as exc:  # noqa: BLE001 - SQLAlchemy's errors: one line
             first = first_line(exc)
             raise AtldasError(f"--storage {storage}: cannot open ({first[:200]})") from None

@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -293,3 +295,39 @@ def test_the_command_line_reaches_what_a_script_registered_first(custom_space, t
     assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
     assert main(["plot", str(tmp_path / "g.json"), "--out", str(tmp_path / "g.png")]) == 0
     assert (tmp_path / "g.png").is_file()
+
+
+def test_cli_main_called_from_python_leaves_the_process_as_it_found_it(tmp_path):
+    """cli.main left a root handler at INFO (a second call's --quiet was ignored, every library's INFO
+    lines went to stderr), OMP_NUM_THREADS in the environment and torch's thread count changed; a
+    fresh process, since pytest configures logging itself."""
+    code = f"""
+import json, logging, os, torch
+from atldas.cli import main
+torch.set_num_threads(2)
+before = (len(logging.root.handlers), logging.root.level, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
+assert main(["derive", "no_such_run", "--quiet"]) == 2
+assert main(["plot", "no_such_genotype"]) == 2
+assert main(["bench", "cnn_baseline_tiny", "--size", "64", "--threads", "1", "--min-run-time", "0.01", "--no-latency",
+      "--json", {str(tmp_path / "b.json")!r}]) == 0
+after = (len(logging.root.handlers), logging.root.level, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
+print(json.dumps([before, after]))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before == after and before[2] is None
+
+
+def test_bench_leaves_the_callers_random_stream_alone():
+    import torch
+
+    from atldas.bench import measure_latency
+    from atldas.models.zoo import resolve_model
+
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    measure_latency(resolve_model("cnn_baseline_tiny"), size=64, threads=1, min_run_time=0.01, repeats=1)
+    assert torch.equal(torch.rand(3), expected)
