@@ -8,8 +8,11 @@ counts once, the later file's). For each budget, and over all budgets when there
 the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired difference a - b with
 its standard error (negative: ``--a`` better), the same clustered by teacher (the mean of each
 teacher's paired differences, its standard error over the teachers: a teacher's runs share one task,
-so they are not independent), how many pairs ``--a`` won and lost, and the geometric mean of the
-standalone-loss ratio a / b. Runs whose files record the standalone recipe they were scored with
+so they are not independent), how many pairs ``--a`` won and lost, the geometric mean of the
+standalone-loss ratio a / b, and the mean log loss ratio log(a / b) with its standard error and z, over
+the pairs and clustered by teacher (with how many teachers' mean log ratios are below and above 0),
+and the geometric mean of the MACs ratio a / b (the loss ratio does not match costs as the percentile
+does: under one budget, a strategy that fills more of it trains to a lower loss). Runs whose files record the standalone recipe they were scored with
 (``task``) are paired only with runs of the same recipe. Where a strategy's label changed between files (a setting that
 became the default), give one label per file: ``--a atldas:select_pool=64 atldas``; a label a file
 does not hold (``-``) takes nothing from it, so ``OLD.json NEW.json --a - atldas --b atldas -`` compares
@@ -61,11 +64,21 @@ def _row(budget: str, pairs: List[Tuple[dict, dict]]) -> Dict[str, float]:
     for (ra, _), x in zip(pairs, d):
         by_teacher.setdefault(int(ra["teacher"]), []).append(x)
     t_mean, t_se = _mean_se([sum(v) / len(v) for v in by_teacher.values()])
-    ratio = math.exp(sum(math.log(ra["loss"] / rb["loss"]) for ra, rb in pairs) / n)
+    logs = [math.log(ra["loss"] / rb["loss"]) for ra, rb in pairs]
+    log_mean, log_se = _mean_se(logs)
+    logs_by_teacher: Dict[int, List[float]] = {}
+    for (ra, _), x in zip(pairs, logs):
+        logs_by_teacher.setdefault(int(ra["teacher"]), []).append(x)
+    teacher_logs = [sum(v) / len(v) for v in logs_by_teacher.values()]
+    t_log_mean, t_log_se = _mean_se(teacher_logs)
     return {"budget": budget, "n": n, "a": sum(ra["percentile"] for ra, _ in pairs) / n,
             "b": sum(rb["percentile"] for _, rb in pairs) / n, "diff": mean, "se": se,
             "teachers": len(by_teacher), "teacher_diff": t_mean, "teacher_se": t_se,
-            "better": sum(x < 0 for x in d), "worse": sum(x > 0 for x in d), "loss_ratio": ratio}
+            "better": sum(x < 0 for x in d), "worse": sum(x > 0 for x in d), "loss_ratio": math.exp(log_mean),
+            "macs_ratio": math.exp(sum(math.log(ra["macs"] / rb["macs"]) for ra, rb in pairs) / n),
+            "log_ratio": log_mean, "log_ratio_se": log_se, "teacher_log_ratio": t_log_mean,
+            "teacher_log_ratio_se": t_log_se, "teachers_lower": sum(x < 0 for x in teacher_logs),
+            "teachers_higher": sum(x > 0 for x in teacher_logs)}
 
 
 def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float]]:
@@ -104,12 +117,16 @@ def main(argv=None) -> int:
     na, nb = "/".join(dict.fromkeys(args.a)), "/".join(dict.fromkeys(args.b))
     if not rows:
         p.error(f"no runs of both {na!r} and {nb!r} under one budget in {', '.join(map(str, args.json))}")
-    print(f"| budget | pairs | {na} | {nb} | paired {na} - {nb} (SE) | by teacher (SE; teachers) | better / worse | loss ratio |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| budget | pairs | {na} | {nb} | paired {na} - {nb} (SE) | by teacher (SE; teachers) | better / worse | "
+          "loss ratio | mean log loss ratio (SE; z) | by teacher (SE; lower / higher) | MACs ratio |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['budget']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | {r['diff']:+.1f} ({r['se']:.1f}) | "
               f"{r['teacher_diff']:+.1f} ({r['teacher_se']:.1f}; {r['teachers']}) | "
-              f"{r['better']} / {r['worse']} | {r['loss_ratio']:.2f} |")
+              f"{r['better']} / {r['worse']} | {r['loss_ratio']:.2f} | "
+              f"{r['log_ratio']:+.3f} ({r['log_ratio_se']:.3f}; {r['log_ratio'] / r['log_ratio_se']:+.2f}) | "
+              f"{r['teacher_log_ratio']:+.3f} ({r['teacher_log_ratio_se']:.3f}; {r['teachers_lower']} / "
+              f"{r['teachers_higher']}) | {r['macs_ratio']:.3f} |")
     return 0
 
 
