@@ -360,7 +360,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_derive(args: argparse.Namespace) -> int:
     from atldas.run import derive_run
 
-    path = derive_run(args.run_dir, out=args.out, stored_costs=args.stored_costs)
+    path = derive_run(args.run_dir, out=args.out, stored_costs=args.stored_costs, device=args.device)
     print(f"wrote {path}: {_genotype_line(path)}")
     return 0
 
@@ -523,6 +523,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stored-costs", action="store_true",
                    help="cost candidates with the run's own cost_table.json (a run of an earlier atldas, whose "
                         "cost model has changed since)")
+    p.add_argument("--device", help="where the select stage's fits and random search's ranking run (cpu or cuda; "
+                                    "default: the device the run searched on when it is here, else cpu)")
     p.set_defaults(func=_cmd_derive)
 
     p = sub.add_parser("plot", parents=[common], help="draw the cells and macro network of a genotype")

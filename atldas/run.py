@@ -869,13 +869,20 @@ def _cell_graphs(writer, genotype: Genotype, epoch: int) -> None:
         writer.add_figure(f"cells/{name}", ax.figure, epoch)
 
 
-def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_costs: bool = False) -> Path:
-    """``atldas derive RUN_DIR [--out FILE] [--stored-costs]``: the run's final genotype from its
-    checkpoint, written to ``out`` (default ``RUN_DIR/genotype.json``).
+def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_costs: bool = False,
+               device: Optional[str] = None) -> Path:
+    """``atldas derive RUN_DIR [--out FILE] [--stored-costs] [--device D]``: the run's final genotype
+    from its checkpoint, written to ``out`` (default ``RUN_DIR/genotype.json``).
 
     ``stored_costs``: cost the candidates with the table the search started with
     (``RUN_DIR/cost_table.json``) rather than with the one this atldas builds; without it a run whose
-    costs have changed since (another cost model, a rebuilt ``--lut``) is refused."""
+    costs have changed since (another cost model, a rebuilt ``--lut``) is refused.
+
+    ``device``: where the derive computes, which matters only where it trains or evaluates (the select
+    stage's fits, ``random``'s ranking on the shared weights). None: the device the run searched on
+    when it is here (a GPU search derived on a machine with a GPU fits its candidates there, as the
+    search did), else the CPU, with a warning when the derive computes: another device rounds
+    otherwise and can pick another candidate than the search's own ``genotype.json``."""
     path = Path(out) if out else Path(run_dir) / "genotype.json"
     refuse_overwriting_non_json(path, flag="--out")  # derive RUN --out photo.png overwrote the photo
     if Path(run_dir).is_dir():
@@ -890,7 +897,14 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     lock = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").locked() if inside else contextlib.nullcontext()
     with lock:
         table = stored_cost_table(Path(run_dir)) if stored_costs else None
-        run = Run.load(run_dir, device="cpu", table=table)  # the policy and the costs on the CPU wherever it searched
+        searched = str(RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").read_config().get("device") or "cpu")
+        if device is None:  # the search's own device when it is here, else the CPU
+            device = searched if _device_here(searched) else "cpu"
+        run = Run.load(run_dir, device=device, table=table)
+        if _device_kind(device) != _device_kind(searched) and (run.cfg.select or run.strategy.derive_evaluates):
+            what = "its select stage fits its candidates" if run.cfg.select else "random search ranks its candidates"
+            log.warning("%s searched on %s and derives on %s, where %s: another device rounds otherwise, so the "
+                        "genotype can differ from the search's own genotype.json", run_dir, searched, device, what)
         if stored_costs:
             warn_other_costs(run, Path(run_dir))
         else:
@@ -900,6 +914,23 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
                         "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
         run.final_genotype().save(path)
     return path
+
+
+def _device_kind(device: str) -> str:
+    """``cpu`` or ``cuda`` of a device string (a malformed one is left to :func:`resolve_device`)."""
+    try:
+        return torch.device(device).type
+    except (RuntimeError, TypeError):
+        return str(device)
+
+
+def _device_here(device: str) -> bool:
+    """Whether ``device`` (a run's recorded device) can be used on this machine."""
+    try:
+        resolve_device(device)
+    except ConfigError:
+        return False
+    return True
 
 
 def check_costs_unchanged(run: Run, run_dir: Path, *, verb: str) -> None:

@@ -244,6 +244,9 @@ class Strategy:
 
     name = "base"
     uses_none = False
+    #: Whether :meth:`derive` ranks children by the ``evaluate`` it is given (held-out loss on the
+    #: shared weights), so that its result depends on the device's rounding.
+    derive_evaluates = False
     #: The settings dataclass of this strategy.
     HP: type = StrategyHP
     #: Autocast dtype of the supernet's forward passes (None: full precision; the run sets it from
@@ -627,6 +630,7 @@ class RandomStrategy(Strategy):
 
     name = "random"
     HP = RandomHP
+    derive_evaluates = True
 
     def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
         with torch.no_grad():

@@ -1,0 +1,94 @@
+"""`atldas derive` computes on the device the run searched on when it is here, and says so when it
+cannot: a GPU search's select stage or random search's ranking, redone on the CPU, rounds otherwise
+and can pick another genotype than the search's own."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import yaml
+
+import atldas
+import atldas.run as run_mod
+from atldas.cli import main
+from atldas.errors import ConfigError
+
+SETS = ["epochs=2", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoch=2", "tensorboard=false",
+        "plots=false", "progress=false"]
+
+
+def _search(out, *sets):
+    atldas.Run(atldas.make_search_config(space="tiny", sets=[*SETS, *sets]), out=out).fit()
+    return out
+
+
+def _recorded_as(out, device):
+    """config.yaml says the run searched on ``device`` (the checkpoint's copy is the CPU's: derive puts
+    its own device in before the two are compared, as for a real GPU run derived elsewhere)."""
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["device"] = device
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_a_gpu_random_search_derived_without_a_gpu_is_warned_about(tmp_path, caplog, no_gpu):
+    out = _search(tmp_path / "r", "strategy=random")
+    _recorded_as(out, "cuda")
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        path = atldas.derive_run(out, out=tmp_path / "g.json")
+    assert path.is_file()
+    assert "searched on cuda and derives on cpu, where random search ranks its candidates" in caplog.text
+
+
+def test_a_gpu_search_without_a_computing_derive_is_derived_silently(tmp_path, caplog, no_gpu):
+    out = _search(tmp_path / "a", "strategy=atldas", "select=0")
+    _recorded_as(out, "cuda")
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        atldas.derive_run(out, out=tmp_path / "g.json")
+    assert "derives on" not in caplog.text  # the argmax and repair do not depend on the device
+
+
+def test_a_cpu_search_derived_on_the_cpu_is_not_warned_about(tmp_path, caplog):
+    out = _search(tmp_path / "r", "strategy=random")
+    with caplog.at_level(logging.WARNING, logger="atldas"):
+        atldas.derive_run(out, out=tmp_path / "g.json", device="cpu")
+    assert "derives on" not in caplog.text
+
+
+def test_the_default_device_is_the_searches_own_when_it_is_here(tmp_path, monkeypatch):
+    out = _search(tmp_path / "r", "strategy=random")
+    _recorded_as(out, "cuda")
+    seen = []
+
+    def load(run_dir, *, device=None, table=None, **kw):
+        seen.append(device)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(run_mod.Run, "load", staticmethod(load))
+    monkeypatch.setattr(run_mod, "_device_here", lambda d: True)
+    with pytest.raises(RuntimeError, match="stop here"):
+        atldas.derive_run(out, out=tmp_path / "g.json")
+    monkeypatch.setattr(run_mod, "_device_here", lambda d: False)
+    with pytest.raises(RuntimeError, match="stop here"):
+        atldas.derive_run(out, out=tmp_path / "g.json")
+    with pytest.raises(RuntimeError, match="stop here"):
+        atldas.derive_run(out, out=tmp_path / "g.json", device="cpu")
+    assert seen == ["cuda", "cpu", "cpu"]
+
+
+def test_derive_device_flag(tmp_path, capsys, no_gpu):
+    out = _search(tmp_path / "r", "strategy=random")
+    assert main(["derive", str(out), "--out", str(tmp_path / "g.json"), "--device", "cpu"]) == 0
+    assert (tmp_path / "g.json").is_file()
+    with pytest.raises(ConfigError, match="no CUDA device here"):
+        atldas.derive_run(out, out=tmp_path / "h.json", device="cuda")
+    assert not (tmp_path / "h.json").exists()
+    assert main(["derive", str(out), "--out", str(tmp_path / "h.json"), "--device", "cuda"]) != 0
+    assert "no CUDA device here" in capsys.readouterr().err
+    assert not (tmp_path / "h.json").exists()
