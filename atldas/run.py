@@ -54,7 +54,7 @@ from atldas.utils.checkpoint import warn_other_loss
 from atldas.utils.device import amp_dtype, resolve_device, resume_device_hint, tune_backend
 from atldas.utils.dist import mean_values, shard
 from atldas.utils.memory_format import channels_last
-from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
+from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state, torch_threads
 from atldas.utils.tb import add_scalars
 from atldas.utils.weights import weight_mismatch
 from atldas.utils.progress import progress_bar, time_left
@@ -457,6 +457,8 @@ class Run:
         dtype = amp_dtype(cfg.device, cfg.amp)
         self.strategy.amp_dtype = None if dtype == torch.float16 else dtype  # auto on a GPU without bf16: off
         self.epoch = 0
+        #: The torch thread count the loaded checkpoint was written at (None for a fresh run).
+        self.saved_threads: Optional[int] = None
         self._data: Optional[tuple] = None
 
     def check_latency_table(self) -> None:
@@ -526,6 +528,8 @@ class Run:
         self.net.load_state_dict(ckpt["supernet"])
         self.strategy.load_state_dict(ckpt["strategy"])
         self.epoch = int(ckpt["epoch"]) + 1
+        threads = ckpt.get("threads")
+        self.saved_threads = threads if isinstance(threads, int) and threads >= 1 else None
 
     # ------------------------------------------------------------------ data
 
@@ -901,7 +905,8 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
         if device is None:  # the search's own device when it is here, else the CPU
             device = searched if _device_here(searched) else "cpu"
         run = Run.load(run_dir, device=device, table=table)
-        if _device_kind(device) != _device_kind(searched) and (run.cfg.select or run.strategy.derive_evaluates):
+        computes = bool(run.cfg.select or run.strategy.derive_evaluates)
+        if _device_kind(device) != _device_kind(searched) and computes:
             what = "its select stage fits its candidates" if run.cfg.select else "random search ranks its candidates"
             log.warning("%s searched on %s and derives on %s, where %s: another device rounds otherwise, so the "
                         "genotype can differ from the search's own genotype.json", run_dir, searched, device, what)
@@ -912,7 +917,11 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
         if run.epoch < run.cfg.epochs:
             log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
                         "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
-        run.final_genotype().save(path)
+        # on the CPU, on the thread count the search ran on (floats depend on it), as --resume does
+        threads = run.saved_threads if computes and _device_kind(device) == "cpu" and not run.cfg.threads else None
+        with torch_threads(threads):
+            genotype = run.final_genotype()
+        genotype.save(path)
     return path
 
 

@@ -92,3 +92,47 @@ def test_derive_device_flag(tmp_path, capsys, no_gpu):
     assert main(["derive", str(out), "--out", str(tmp_path / "h.json"), "--device", "cuda"]) != 0
     assert "no CUDA device here" in capsys.readouterr().err
     assert not (tmp_path / "h.json").exists()
+
+
+def test_a_computing_derive_runs_on_the_searches_thread_count_and_puts_the_count_back(tmp_path, monkeypatch):
+    """Floats depend on the thread count: random search's ranking redone at another count could pick
+    another child than the search did (as --resume, derive takes the checkpoint's count)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rnd = _search(tmp_path / "r", "strategy=random")
+        arg = _search(tmp_path / "a", "strategy=atldas", "select=0")
+        torch.set_num_threads(1)
+        seen = []
+        final = run_mod.Run.final_genotype
+
+        def spy(self):
+            seen.append(torch.get_num_threads())
+            return final(self)
+
+        monkeypatch.setattr(run_mod.Run, "final_genotype", spy)
+        atldas.derive_run(rnd, out=tmp_path / "r.json")
+        assert torch.get_num_threads() == 1
+        atldas.derive_run(arg, out=tmp_path / "a.json")  # the argmax: nothing computed, the count is left
+        assert seen == [2, 1] and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torch_threads_puts_back_the_count_it_found():
+    from atldas.utils.seed import torch_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch_threads(2):
+            assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == 1
+        with pytest.raises(KeyError):
+            with torch_threads(2):
+                raise KeyError
+        assert torch.get_num_threads() == 1
+        with torch_threads(None):
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

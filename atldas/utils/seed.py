@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
@@ -69,3 +70,17 @@ def resume_threads(saved: Any, *, configured: Any) -> None:
         logging.getLogger("atldas").info("resuming on %d torch thread(s), as the run ran (its results depend on "
                                          "the count)", saved)
         torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
+def torch_threads(n: Optional[int]) -> Iterator[None]:
+    """Run the block on ``n`` torch threads (None or below 1: the current count), then put back the count
+    it found."""
+    prev = torch.get_num_threads()
+    if n is not None and n >= 1 and n != prev:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != prev:
+            torch.set_num_threads(prev)

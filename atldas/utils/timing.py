@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from atldas.errors import ConfigError
+from atldas.utils.seed import torch_threads
 
 __all__ = ["time_call", "check_timing"]
 
@@ -45,9 +46,7 @@ def time_call(fn: Callable[[], object], *, threads: Optional[int] = None, min_ru
 
     check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
     threads = int(threads or torch.get_num_threads())
-    prev = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         fn()
         if sync is not None and sync.type == "cuda":
             torch.cuda.synchronize(sync)
@@ -57,7 +56,5 @@ def time_call(fn: Callable[[], object], *, threads: Optional[int] = None, min_ru
         deadline = time.perf_counter() + 60 * max(min_run_time, 0.01)
         while len(times) < repeats and time.perf_counter() < deadline:
             times.extend(timer.timeit(1).times)
-    finally:
-        torch.set_num_threads(prev)
     p10, median, p90 = np.percentile(np.asarray(times) * 1e3, [10, 50, 90])
     return {"median": float(median), "p10": float(p10), "p90": float(p90), "samples": len(times)}
