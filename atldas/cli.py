@@ -87,6 +87,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                          device=args.device or "cpu",
                                          progress=not args.no_progress, amp=args.amp, **kw)
         print(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"))
+        if args.json:
+            print(f"wrote {args.json}")
         return 0
     given = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is not None]
     if model_only and not given:
@@ -104,6 +106,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
                                        json_path=args.json, progress=not args.no_progress, workers=args.workers)
     print(format_table(result, title=f"DIM metrics, {args.pred}"))
+    if args.json:
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -181,7 +181,6 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     result = summarise(per_image)
     if json_path is not None:
         write_json(json_path, result)
-        log.info("wrote %s", json_path)
     return result
 
 

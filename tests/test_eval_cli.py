@@ -107,6 +107,7 @@ def test_eval_json_matches_compute_all(dataset, tmp_path, capsys):
     # the table: MSE printed x 1e3 and labelled so
     assert "MSE x1e3" in out and "count" in out
     assert f"{data['MSE'] * 1e3:.4g}" in out and f"{data['SAD']:.4g}" in out
+    assert out.rstrip().endswith(f"wrote {out_json}")  # a result: on stdout, as bench's, kept by --quiet
     # written atomically: nothing but the JSON in its folder
     assert [p.name for p in out_json.parent.iterdir()] == ["scores.json"]
 

@@ -71,6 +71,7 @@ def test_cli_model_eval_writes_table_json_and_predictions(folder, checkpoint, tm
     out = capsys.readouterr().out
     assert code == 0
     assert "SAD" in out and "MSE x1e3" in out and "cnn_baseline_tiny" in out
+    assert out.rstrip().endswith(f"wrote {js}")
     result = json.loads(js.read_text())
     assert set(result) == {"SAD", "MSE", "Grad", "Conn", "count", "per_image"}
     assert result["count"] == 3 and set(result["per_image"]) == {"s0.png", "s1.png", "s2.png"}

@@ -286,5 +286,4 @@ def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint
     result = metrics.summarise(per_image)
     if json_path is not None:
         write_json(json_path, result)
-        log.info("wrote %s", json_path)
     return result
