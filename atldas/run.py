@@ -885,8 +885,10 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     ``device``: where the derive computes, which matters only where it trains or evaluates (the select
     stage's fits, ``random``'s ranking on the shared weights). None: the device the run searched on
     when it is here (a GPU search derived on a machine with a GPU fits its candidates there, as the
-    search did), else the CPU, with a warning when the derive computes: another device rounds
-    otherwise and can pick another candidate than the search's own ``genotype.json``."""
+    search did), else the CPU, with a warning when the derive computes: another kind of device rounds
+    otherwise and can pick another candidate than the search's own ``genotype.json`` (so can another
+    GPU model, unwarned). A CPU search derived on the CPU computes at the torch thread count its
+    checkpoint recorded. The process's thread count and cuDNN setting are put back afterwards."""
     path = Path(out) if out else Path(run_dir) / "genotype.json"
     refuse_overwriting_non_json(path, flag="--out")  # derive RUN --out photo.png overwrote the photo
     if Path(run_dir).is_dir():
@@ -899,11 +901,13 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     inside = (Path(run_dir) / CHECKPOINT).is_file() and path.resolve().parent == Path(run_dir).resolve()
     # writing into the run directory: not while a search of it runs (it rewrites genotype.json every epoch)
     lock = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").locked() if inside else contextlib.nullcontext()
-    with lock:
+    with lock, _process_state_kept():
         table = stored_cost_table(Path(run_dir)) if stored_costs else None
         searched = str(RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").read_config().get("device") or "cpu")
-        if device is None:  # the search's own device when it is here, else the CPU
-            device = searched if _device_here(searched) else "cpu"
+        if device is None:  # the search's own device when it is here (or a GPU of its kind), else the CPU
+            device = next((d for d in (searched, _device_kind(searched)) if _device_here(d)), "cpu")
+        else:
+            resolve_device(device)  # the flag's own hint, not that of a resumed run's config.yaml
         run = Run.load(run_dir, device=device, table=table)
         computes = bool(run.cfg.select or run.strategy.derive_evaluates)
         if _device_kind(device) != _device_kind(searched) and computes:
@@ -917,12 +921,25 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
         if run.epoch < run.cfg.epochs:
             log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
                         "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
-        # on the CPU, on the thread count the search ran on (floats depend on it), as --resume does
-        threads = run.saved_threads if computes and _device_kind(device) == "cpu" and not run.cfg.threads else None
+        # a CPU search on the CPU: on the thread count it ran on (floats depend on it), as --resume does
+        on_cpu = _device_kind(device) == _device_kind(searched) == "cpu"
+        threads = run.saved_threads if computes and on_cpu and not run.cfg.threads else None
         with torch_threads(threads):
             genotype = run.final_genotype()
         genotype.save(path)
     return path
+
+
+@contextlib.contextmanager
+def _process_state_kept() -> Iterator[None]:
+    """:func:`derive_run` from Python leaves the process as it found it: loading a run sets the torch
+    thread count of its config and, on CUDA, cuDNN's autotuning."""
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        with torch_threads(None):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def _device_kind(device: str) -> str:

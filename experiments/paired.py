@@ -9,8 +9,9 @@ the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired
 its standard error (negative: ``--a`` better), the same clustered by teacher (the mean of each
 teacher's paired differences, its standard error over the teachers: a teacher's runs share one task,
 so they are not independent), how many pairs ``--a`` won and lost, the geometric mean of the
-standalone-loss ratio a / b, and the mean log loss ratio log(a / b) with its standard error and z, over
-the pairs and clustered by teacher (with how many teachers' mean log ratios are below and above 0),
+standalone-loss ratio a / b, the mean log loss ratio log(a / b) over the pairs with its standard error
+and z, the same clustered by teacher (with its standard error and how many teachers' mean log ratios
+are below and above 0),
 and the geometric mean of the MACs ratio a / b (the loss ratio does not match costs as the percentile
 does: under one budget, a strategy that fills more of it trains to a lower loss). Runs whose files record the standalone recipe they were scored with
 (``task``) are paired only with runs of the same recipe. Where a strategy's label changed between files (a setting that
@@ -56,6 +57,11 @@ def _mean_se(xs: Sequence[float]) -> Tuple[float, float]:
     return mean, (math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1) / n) if n > 1 else float("nan"))
 
 
+def _z(mean: float, se: float) -> float:
+    """mean / se; NaN where the SE is 0 (every pair alike) or undefined (one pair)."""
+    return mean / se if se > 0 else float("nan")
+
+
 def _row(budget: str, pairs: List[Tuple[dict, dict]]) -> Dict[str, float]:
     d = [ra["percentile"] - rb["percentile"] for ra, rb in pairs]
     n = len(d)
@@ -83,7 +89,8 @@ def _row(budget: str, pairs: List[Tuple[dict, dict]]) -> Dict[str, float]:
 
 def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float]]:
     """One row per budget both strategies ran, and one for all of them (budget ``all``) when there are
-    several: n, mean percentiles, paired difference, SE, wins, losses, geometric-mean loss ratio."""
+    several: n, mean percentiles, paired difference, SE (and clustered by teacher), wins, losses,
+    geometric-mean loss ratio, mean log loss ratio with its SE (and clustered by teacher), MACs ratio."""
     ra, rb = runs_of(paths, a), runs_of(paths, b)
     rows, every = [], []
     for budget in sorted(set(ra) & set(rb)):
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
         print(f"| {r['budget']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | {r['diff']:+.1f} ({r['se']:.1f}) | "
               f"{r['teacher_diff']:+.1f} ({r['teacher_se']:.1f}; {r['teachers']}) | "
               f"{r['better']} / {r['worse']} | {r['loss_ratio']:.2f} | "
-              f"{r['log_ratio']:+.3f} ({r['log_ratio_se']:.3f}; {r['log_ratio'] / r['log_ratio_se']:+.2f}) | "
+              f"{r['log_ratio']:+.3f} ({r['log_ratio_se']:.3f}; {_z(r['log_ratio'], r['log_ratio_se']):+.2f}) | "
               f"{r['teacher_log_ratio']:+.3f} ({r['teacher_log_ratio_se']:.3f}; {r['teachers_lower']} / "
               f"{r['teachers_higher']}) | {r['macs_ratio']:.3f} |")
     return 0

@@ -79,14 +79,18 @@ def test_the_default_device_is_the_searches_own_when_it_is_here(tmp_path, monkey
         atldas.derive_run(out, out=tmp_path / "g.json")
     with pytest.raises(RuntimeError, match="stop here"):
         atldas.derive_run(out, out=tmp_path / "g.json", device="cpu")
-    assert seen == ["cuda", "cpu", "cpu"]
+    _recorded_as(out, "cuda:1")  # searched on a second GPU, derived where there is one: the first
+    monkeypatch.setattr(run_mod, "_device_here", lambda d: d in ("cpu", "cuda"))
+    with pytest.raises(RuntimeError, match="stop here"):
+        atldas.derive_run(out, out=tmp_path / "g.json")
+    assert seen == ["cuda", "cpu", "cpu", "cuda"]
 
 
 def test_derive_device_flag(tmp_path, capsys, no_gpu):
     out = _search(tmp_path / "r", "strategy=random")
     assert main(["derive", str(out), "--out", str(tmp_path / "g.json"), "--device", "cpu"]) == 0
     assert (tmp_path / "g.json").is_file()
-    with pytest.raises(ConfigError, match="no CUDA device here"):
+    with pytest.raises(ConfigError, match="no CUDA device here; use --device cpu$"):  # not --resume's hint
         atldas.derive_run(out, out=tmp_path / "h.json", device="cuda")
     assert not (tmp_path / "h.json").exists()
     assert main(["derive", str(out), "--out", str(tmp_path / "h.json"), "--device", "cuda"]) != 0
@@ -115,6 +119,29 @@ def test_a_computing_derive_runs_on_the_searches_thread_count_and_puts_the_count
         assert torch.get_num_threads() == 1
         atldas.derive_run(arg, out=tmp_path / "a.json")  # the argmax: nothing computed, the count is left
         assert seen == [2, 1] and torch.get_num_threads() == 1
+        # a GPU search derived on the CPU: its host's count says nothing of this machine's rounding
+        _recorded_as(rnd, "cuda")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        atldas.derive_run(rnd, out=tmp_path / "r.json")
+        assert seen == [2, 1, 1]
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_derive_puts_back_the_thread_count_a_config_sets(tmp_path):
+    """A search whose config sets its threads: loading it sets them (Run does); derive_run from Python
+    puts the process's count back, also when it refuses."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        out = _search(tmp_path / "t", "strategy=random", "threads=2")
+        torch.set_num_threads(1)
+        atldas.derive_run(out, out=tmp_path / "g.json")
+        assert torch.get_num_threads() == 1
+        (out / "cost_table.json").write_text("{}")  # costs changed since: refused after loading
+        with pytest.raises(ConfigError, match="costs of this run"):
+            atldas.derive_run(out, out=tmp_path / "h.json")
+        assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
 

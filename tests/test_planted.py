@@ -601,9 +601,10 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
 
     paired = _experiment("paired")
 
-    def summary(runs):
+    def summary(runs):  # a run's MACs: its loss x 10 for atldas, x 5 for random (a MACs ratio of 2 x the loss ratio)
         return {"strategies": {s: {"percentile": 0.0, "none": {"percentile": 0.0, "runs": [
-            {"teacher": t, "seed": k, "percentile": p, "loss": loss} for t, k, p, loss in rs]}}
+            {"teacher": t, "seed": k, "percentile": p, "loss": loss, "macs": loss * (10 if s == "atldas" else 5)}
+            for t, k, p, loss in rs]}}
             for s, rs in runs.items()}}
 
     one = tmp_path / "one.json"
@@ -619,8 +620,20 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     assert math.isclose(row["se"], se) and math.isclose(row["loss_ratio"], (0.5 * 4.0 * 0.25) ** (1 / 3))
     # by teacher: teacher 0's mean (-10 + 20) / 2 = 5, teacher 1's -10; their mean -2.5, SE |5 - -10| / 2
     assert (row["teachers"], row["teacher_diff"]) == (2, -2.5) and math.isclose(row["teacher_se"], 7.5)
+    # the log loss ratios: log 0.5, log 4, log 0.25; by teacher: teacher 0's (log 0.5 + log 4) / 2 = log 2 / 2,
+    # teacher 1's log 0.25 = -2 log 2; their mean -0.75 log 2, SE |0.5 log 2 + 2 log 2| / 2
+    logs = [math.log(0.5), math.log(4.0), math.log(0.25)]
+    mean = sum(logs) / 3
+    assert math.isclose(row["log_ratio"], mean) and math.isclose(row["loss_ratio"], math.exp(mean))
+    assert math.isclose(row["log_ratio_se"], math.sqrt(sum((x - mean) ** 2 for x in logs) / 2 / 3))
+    ln2 = math.log(2.0)
+    assert math.isclose(row["teacher_log_ratio"], -0.75 * ln2) and math.isclose(row["teacher_log_ratio_se"], 1.25 * ln2)
+    assert (row["teachers_lower"], row["teachers_higher"]) == (1, 1)
+    assert math.isclose(row["macs_ratio"], 2 * row["loss_ratio"])
     assert paired.main([str(one), str(two)]) == 0
-    assert "| none | 3 | 16.7 | 16.7 | +0.0 (" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| none | 3 | 16.7 | 16.7 | +0.0 (" in out
+    assert f"| {mean:+.3f} ({row['log_ratio_se']:.3f}; {mean / row['log_ratio_se']:+.2f}) |" in out
     # runs that record their standalone recipe pair only with runs of the same recipe
     data = json.loads(two.read_text())
     data["strategies"]["atldas"]["none"]["runs"][0]["task"] = "recipe-a"
@@ -639,7 +652,7 @@ def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(
     paired = _experiment("paired")
 
     def summary(runs):  # label -> budget -> [(teacher, seed, percentile)]
-        return {"strategies": {s: {b: {"runs": [{"teacher": t, "seed": k, "percentile": p, "loss": 1.0}
+        return {"strategies": {s: {b: {"runs": [{"teacher": t, "seed": k, "percentile": p, "loss": 1.0, "macs": 1.0}
                                                 for t, k, p in rs]} for b, rs in bs.items()}
                                for s, bs in runs.items()}}
 
@@ -654,7 +667,9 @@ def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(
     assert rows["none"]["diff"] == (-40.0 - 20.0) / 2 and rows["0.8"]["diff"] == (40.0 + 30.0) / 2
     assert rows["all"]["diff"] == (-40.0 - 20.0 + 40.0 + 30.0) / 4 and rows["all"]["better"] == 2
     assert paired.main([str(old), str(new), "--a", "atldas:pool", "atldas", "--b", "atldas", "atldas:nopool"]) == 0
-    assert "| all | 4 | " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| all | 4 | " in out
+    assert "| +0.000 (0.000; +nan) |" in out  # equal losses: no z (it was a ZeroDivisionError mid-table)
     with pytest.raises(SystemExit):
         paired.main([str(old), str(new), "--a", "x", "y", "z"])
     assert "3 labels" in capsys.readouterr().err
