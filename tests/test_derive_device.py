@@ -5,6 +5,8 @@ and can pick another genotype than the search's own."""
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,9 +21,28 @@ SETS = ["epochs=2", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoc
         "plots=false", "progress=false"]
 
 
-def _search(out, *sets):
-    atldas.Run(atldas.make_search_config(space="tiny", sets=[*SETS, *sets]), out=out).fit()
-    return out
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """Three tiny searches made once, at two torch threads: random search, the policy's argmax without
+    the select stage, and random search whose config sets two threads."""
+    root = tmp_path_factory.mktemp("searched")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for name, sets in (("random", ["strategy=random", "random_candidates=3"]), ("argmax", ["strategy=atldas", "select=0"]),
+                           ("threads", ["strategy=random", "random_candidates=3", "threads=2"])):
+            atldas.Run(atldas.make_search_config(space="tiny", sets=[*SETS, *sets]), out=root / name).fit()
+    finally:
+        torch.set_num_threads(before)
+    return root
+
+
+@pytest.fixture
+def copy(searched, tmp_path):
+    """``copy("random")``: a fresh copy of that search's folder, for this test to change."""
+    def make(name):
+        return Path(shutil.copytree(searched / name, tmp_path / name))
+    return make
 
 
 def _recorded_as(out, device):
@@ -37,8 +58,8 @@ def no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
-def test_a_gpu_random_search_derived_without_a_gpu_is_warned_about(tmp_path, caplog, no_gpu):
-    out = _search(tmp_path / "r", "strategy=random")
+def test_a_gpu_random_search_derived_without_a_gpu_is_warned_about(copy, tmp_path, caplog, no_gpu):
+    out = copy("random")
     _recorded_as(out, "cuda")
     with caplog.at_level(logging.WARNING, logger="atldas"):
         path = atldas.derive_run(out, out=tmp_path / "g.json")
@@ -46,23 +67,23 @@ def test_a_gpu_random_search_derived_without_a_gpu_is_warned_about(tmp_path, cap
     assert "searched on cuda and derives on cpu, where random search ranks its candidates" in caplog.text
 
 
-def test_a_gpu_search_without_a_computing_derive_is_derived_silently(tmp_path, caplog, no_gpu):
-    out = _search(tmp_path / "a", "strategy=atldas", "select=0")
+def test_a_gpu_search_without_a_computing_derive_is_derived_silently(copy, tmp_path, caplog, no_gpu):
+    out = copy("argmax")
     _recorded_as(out, "cuda")
     with caplog.at_level(logging.WARNING, logger="atldas"):
         atldas.derive_run(out, out=tmp_path / "g.json")
     assert "derives on" not in caplog.text  # the argmax and repair do not depend on the device
 
 
-def test_a_cpu_search_derived_on_the_cpu_is_not_warned_about(tmp_path, caplog):
-    out = _search(tmp_path / "r", "strategy=random")
+def test_a_cpu_search_derived_on_the_cpu_is_not_warned_about(copy, tmp_path, caplog):
+    out = copy("random")
     with caplog.at_level(logging.WARNING, logger="atldas"):
         atldas.derive_run(out, out=tmp_path / "g.json", device="cpu")
     assert "derives on" not in caplog.text
 
 
-def test_the_default_device_is_the_searches_own_when_it_is_here(tmp_path, monkeypatch):
-    out = _search(tmp_path / "r", "strategy=random")
+def test_the_default_device_is_the_searches_own_when_it_is_here(copy, tmp_path, monkeypatch):
+    out = copy("random")
     _recorded_as(out, "cuda")
     seen = []
 
@@ -86,8 +107,8 @@ def test_the_default_device_is_the_searches_own_when_it_is_here(tmp_path, monkey
     assert seen == ["cuda", "cpu", "cpu", "cuda"]
 
 
-def test_derive_device_flag(tmp_path, capsys, no_gpu):
-    out = _search(tmp_path / "r", "strategy=random")
+def test_derive_device_flag(copy, tmp_path, capsys, no_gpu):
+    out = copy("random")
     assert main(["derive", str(out), "--out", str(tmp_path / "g.json"), "--device", "cpu"]) == 0
     assert (tmp_path / "g.json").is_file()
     with pytest.raises(ConfigError, match="no CUDA device here; use --device cpu$"):  # not --resume's hint
@@ -98,14 +119,12 @@ def test_derive_device_flag(tmp_path, capsys, no_gpu):
     assert not (tmp_path / "h.json").exists()
 
 
-def test_a_computing_derive_runs_on_the_searches_thread_count_and_puts_the_count_back(tmp_path, monkeypatch):
+def test_a_computing_derive_runs_on_the_searches_thread_count_and_puts_the_count_back(copy, tmp_path, monkeypatch):
     """Floats depend on the thread count: random search's ranking redone at another count could pick
     another child than the search did (as --resume, derive takes the checkpoint's count)."""
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(2)
-        rnd = _search(tmp_path / "r", "strategy=random")
-        arg = _search(tmp_path / "a", "strategy=atldas", "select=0")
+        rnd, arg = copy("random"), copy("argmax")
         torch.set_num_threads(1)
         seen = []
         final = run_mod.Run.final_genotype
@@ -128,13 +147,12 @@ def test_a_computing_derive_runs_on_the_searches_thread_count_and_puts_the_count
         torch.set_num_threads(before)
 
 
-def test_derive_puts_back_the_thread_count_a_config_sets(tmp_path):
+def test_derive_puts_back_the_thread_count_a_config_sets(copy, tmp_path):
     """A search whose config sets its threads: loading it sets them (Run does); derive_run from Python
     puts the process's count back, also when it refuses."""
     before = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
-        out = _search(tmp_path / "t", "strategy=random", "threads=2")
+        out = copy("threads")
         torch.set_num_threads(1)
         atldas.derive_run(out, out=tmp_path / "g.json")
         assert torch.get_num_threads() == 1
