@@ -26,11 +26,13 @@ import itertools
 import json
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch.utils.data import default_collate
 
@@ -932,14 +934,18 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
 
 @contextlib.contextmanager
 def _process_state_kept() -> Iterator[None]:
-    """:func:`derive_run` from Python leaves the process as it found it: loading a run sets the torch
-    thread count of its config and, on CUDA, cuDNN's autotuning."""
+    """:func:`derive_run` from Python leaves the process as it found it: loading a run seeds the global
+    generators and sets the torch thread count of its config and, on CUDA, cuDNN's autotuning."""
     benchmark = torch.backends.cudnn.benchmark
+    py_state, np_state = random.getstate(), np.random.get_state()
+    gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     try:
-        with torch_threads(None):
+        with torch_threads(None), torch.random.fork_rng(devices=gpus):
             yield
     finally:
         torch.backends.cudnn.benchmark = benchmark
+        random.setstate(py_state)
+        np.random.set_state(np_state)
 
 
 def _device_kind(device: str) -> str:

@@ -181,3 +181,18 @@ def test_torch_threads_puts_back_the_count_it_found():
             assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_derive_run_leaves_the_global_random_streams_as_it_found_them(copy, tmp_path):
+    """Loading a run seeds Python's, numpy's and torch's global generators (as Run does); derive_run, a
+    verb that only reads a run, puts them back."""
+    import random
+
+    import numpy as np
+
+    out = copy("random")
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    atldas.derive_run(out, out=tmp_path / "g.json")
+    after = (random.random(), float(np.random.rand()), float(torch.rand(())))
+    random.seed(123), np.random.seed(123), torch.manual_seed(123)
+    assert after == (random.random(), float(np.random.rand()), float(torch.rand(())))
