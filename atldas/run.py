@@ -167,7 +167,7 @@ class SearchConfig:
         tensorboard: write ``tb/``.
         heatmap_every: draw the op and input-set probability heatmaps and the cells of the policy's
             argmax (``cells/normal``, ``cells/reduce``) into ``tb/`` every this many epochs and after
-            the last one (0: never; 1.1-1.7 CPU-s of matplotlib each time in the default matting search: README); the
+            the last one (0: never; its CPU cost in the default matting search: README, "Run directory"); the
             scalars are written every epoch.
         plots: draw the final genotype into ``plots/``.
         progress: a progress bar on a terminal.
@@ -635,7 +635,7 @@ class Run:
                     g = self.genotype(strat.derive_argmax())  # the policy's argmax so far: not repaired, no select
                     g.replace(provenance={**g.provenance, "interim": True}).save(rd.path / "genotype.json")
                     history.append(row)
-                    add_scalars(writer, row, epoch)
+                    add_scalars(writer, row, epoch, skip=("epoch",))  # the step already is the epoch
                     if writer is not None:
                         if _heatmap_due(cfg.heatmap_every, epoch, cfg.epochs):
                             _heatmaps(writer, self, epoch)

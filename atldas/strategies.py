@@ -400,7 +400,8 @@ class Strategy:
                         for p, g in zip(params, torch.autograd.grad(pen, params, allow_unused=True))]
             self._accumulate("budget", g_budget)
             grads = [scale * a + b for a, b in zip(g_task, g_budget)]
-            total = scale * task_loss + float(pen.detach())
+            # what the step minimises: without its task term under the budget-only control
+            total = (0.0 if control == "budget_only" else scale * task_loss) + float(pen.detach())
         self.a_opt.zero_grad(set_to_none=True)
         learn = getattr(self.hp, "learn_topology", True)
         for (name, p), g in zip(self.net.arch.named_parameters(), grads):

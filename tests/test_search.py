@@ -50,6 +50,7 @@ def test_heatmaps_are_drawn_every_k_epochs_and_after_the_last(tmp_path, capsys):
     for tag in ("alpha/normal", "beta/reduce", "cells/normal", "cells/reduce"):  # the second epoch, and the last
         assert [e.step for e in events.Images(tag)] == [1, 2], tag
     assert [e.step for e in events.Scalars("loss/weights")] == [0, 1, 2]  # scalars every epoch
+    assert "epoch" not in events.Tags()["scalars"]  # the step is the epoch: no scalar of it
     assert main(["search", *FAST, "--set", "heatmap_every=-1", "--out", str(tmp_path / "bad")]) == 2
     assert "heatmap_every must be an integer in 0..1000000" in capsys.readouterr().err
 

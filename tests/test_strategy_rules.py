@@ -126,3 +126,31 @@ def test_the_weight_learning_rate_follows_the_cosine_at_every_step_not_only_at_e
     w_lr = strat.hp.w_lr
     assert lrs == pytest.approx([0.5 * w_lr * (1 + math.cos(math.pi * (e + s / 4) / 2))
                                  for e in range(2) for s in range(4)], rel=1e-12)
+
+
+def test_the_budget_only_control_moves_the_policy_by_the_budget_alone(tmp_path):
+    """`--set control=budget_only` switches the task term off: two searches whose supernet weights train
+    differently (another weight learning rate) end on the same logits and arch totals, where with the
+    task term they do not; the logged `loss/arch_total` is then the penalty alone."""
+    import json
+
+    import atldas
+
+    def search(name, *sets):
+        out = tmp_path / name
+        cfg = atldas.make_search_config(space="tiny", sets=[
+            "epochs=3", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoch=3", "tensorboard=false",
+            "plots=false", "progress=false", "target_macs=12M", *sets])
+        run = atldas.Run(cfg, out=out)
+        run.fit()
+        rows = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+        arch = {k: v.clone() for k, v in run.net.arch.state_dict().items()}
+        return arch, [r.get("loss/arch_total") for r in rows], [r.get("loss/arch") for r in rows]
+
+    a, total_a, task_a = search("a", "control=budget_only", "w_lr=2e-3")
+    b, total_b, task_b = search("b", "control=budget_only", "w_lr=5e-2")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert total_a == total_b and task_a != task_b  # the task loss moved; what the step minimised did not
+    c, total_c, _ = search("c", "w_lr=2e-3")
+    d, total_d, _ = search("d", "w_lr=5e-2")
+    assert not all(torch.equal(c[k], d[k]) for k in c) and total_c != total_d
