@@ -893,19 +893,20 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     checkpoint recorded. The process's thread count and cuDNN setting are put back afterwards."""
     path = Path(out) if out else Path(run_dir) / "genotype.json"
     refuse_overwriting_non_json(path, flag="--out")  # derive RUN --out photo.png overwrote the photo
-    if Path(run_dir).is_dir():
-        refuse_input_as_output(path, [p for p in Path(run_dir).iterdir() if p.name != "genotype.json"], flag="--out")
-        if RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").owner() == "retrain":
+    rd = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search")
+    if rd.path.is_dir():
+        refuse_input_as_output(path, [p for p in rd.path.iterdir() if p.name != "genotype.json"], flag="--out")
+        if rd.owner() == "retrain":
             g = Path(run_dir) / "genotype.json"
             have = f"its genotype is already in {g}" if g.is_file() else "it trained a registered model, no genotype"
             raise ConfigError(f"{run_dir} is a retrain run, not a search run: derive reads the folder of an `atldas "
                               f"search` run; {have}")
     inside = (Path(run_dir) / CHECKPOINT).is_file() and path.resolve().parent == Path(run_dir).resolve()
     # writing into the run directory: not while a search of it runs (it rewrites genotype.json every epoch)
-    lock = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").locked() if inside else contextlib.nullcontext()
+    lock = rd.locked() if inside else contextlib.nullcontext()
     with lock, _process_state_kept():
         table = stored_cost_table(Path(run_dir)) if stored_costs else None
-        searched = str(RunDir(run_dir, checkpoint=CHECKPOINT, kind="search").read_config().get("device") or "cpu")
+        searched = str(rd.read_config().get("device") or "cpu")
         if device is None:  # the search's own device when it is here (or a GPU of its kind), else the CPU
             device = next((d for d in (searched, _device_kind(searched)) if _device_here(d)), "cpu")
         else:
