@@ -15,11 +15,15 @@ no space, the cells alone, as a DARTS string gives them); the cells must agree w
 :data:`MACRO_INPUT_CHANNELS`). Reading a file checks the cells, then the space, then the ``darts``
 string, and the messages name the file (the registered ops are checked where a network is built):
 
-    >>> g = Genotype.load("genotype.json")        # or a text file holding a DARTS Genotype(...) string
-    >>> g.validate(ops=OPS.names())                # ConfigError naming the cell and node on a fault
-    >>> g.hash()                                   # 12 hex digits of the cells' canonical JSON
+    >>> import derived_models
+    >>> from atldas.ops import OPS
+    >>> path = Path(derived_models.__file__).parent / "darts_v2.json"  # e.g. a run's genotype.json
+    >>> g = Genotype.load(path)                # or a text file holding a DARTS Genotype(...) string
+    >>> g = g.validate(ops=OPS.names())        # ConfigError naming the cell and node on a fault
+    >>> g.hash()                               # 12 hex digits of the cells' canonical JSON
+    '160222a34aef'
     >>> g.to_darts()
-    "Genotype(normal=[('skip_connect', 0), ...], normal_concat=[2, 3, 4, 5], ...)"
+    "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ...], normal_concat=[2, 3, 4, 5], ...)"
 """
 
 from __future__ import annotations

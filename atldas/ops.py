@@ -356,9 +356,11 @@ def register_op(name: str, build: Callable[..., nn.Module], *, cost: Optional[Ca
         maps_channels: whether ``C_out != C_in`` is allowed.
 
     Example:
-        >>> register_op("conv_3x3", lambda *, C_in, C_out, stride, affine: nn.Sequential(
+        >>> spec = register_op("conv_3x3", lambda *, C_in, C_out, stride, affine: nn.Sequential(
         ...     nn.ReLU(), nn.Conv2d(C_in, C_out, 3, stride, 1, bias=False), nn.BatchNorm2d(C_out, affine=affine)),
         ...     maps_channels=True)
+        >>> op_cost("conv_3x3", C_in=16, C_out=32, H=8, W=8, stride=1, affine=False).macs  # counted, no formula
+        294912
     """
     if not callable(build):
         raise TypeError(f"register_op({name!r}): build must be callable, got {type(build).__name__}")

@@ -16,7 +16,12 @@ class Registry(Generic[T]):
         >>> OPS = Registry("op")
         >>> @OPS.register("identity")
         ... def make_identity(): ...
-        >>> OPS.get("identity")
+        >>> OPS.get("identity")  # doctest: +ELLIPSIS
+        <function make_identity at ...>
+        >>> OPS.get("identiy")
+        Traceback (most recent call last):
+        ...
+        atldas.errors.ConfigError: unknown op 'identiy'; known ops: identity
     """
 
     def __init__(self, kind: str, *, plural: str = "", check: Optional[Callable[[str, T], None]] = None) -> None:

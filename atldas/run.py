@@ -9,8 +9,10 @@ search loop (:meth:`Run.fit`) in memory or into a run directory, and derives the
 
     >>> cfg = make_search_config(space="tiny", sets=["epochs=2"])
     >>> run = Run(cfg)                 # in memory; Run(cfg, out=Path("runs/x")) writes a run directory
-    >>> run.fit()
+    >>> history = run.fit()           # one dict per epoch, as history.jsonl holds them
     >>> genotype = run.final_genotype()
+    >>> len(genotype.hash())
+    12
 
 Run directory (architecture.md): ``config.yaml`` (resolved), ``checkpoint.pt`` (atomic, loads with
 ``weights_only=True``: weights, alpha/beta/gamma, pruning masks, optimizers, lambda, RNG states,

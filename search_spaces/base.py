@@ -8,10 +8,14 @@ task's (:mod:`atldas.tasks`); the cost tables are built from a space's geometry 
 A registered space is a template; :meth:`SearchSpace.bind` gives a copy bound to concrete knobs
 (:class:`SpaceCfg`) and to the task's input/output sizes (``io``), and every builder reads those:
 
+    >>> from derived_models import get_genotype
+    >>> from search_spaces import get_space
     >>> space = get_space("matting").bind(SpaceCfg(C=16, layers=8, target_C=48, target_layers=14,
     ...                                             input_size=1024), io={"in_channels": 6})
     >>> net = space.build_supernet(ops=space.search_ops(with_none=False))
-    >>> target = space.build_target(genotype)
+    >>> target = space.build_target(get_genotype("atldas_cifar100"))  # those cells in the space's macro
+    >>> type(net).__name__, type(target).__name__
+    ('MattingSuperNet', 'CheapMatting')
 
 A subclass sets ``name``, ``task`` (its default task), ``ops`` and ``defaults`` (SearchConfig values
 it starts from, and ``strategy_defaults`` for one strategy's searches) and implements

@@ -201,10 +201,12 @@ class Augment:
         random_bg_crop: crop the background at a random offset instead of the official top-left.
 
     Example:
+        >>> rng = np.random.default_rng(0)
+        >>> fg, alpha, bg = rng.random((640, 800, 3)), rng.random((640, 800)), rng.random((600, 900, 3))
         >>> aug = Augment(crop=512)
-        >>> sample = aug(fg, alpha, bg, np.random.default_rng(0))
-        >>> sample["image"].shape
-        torch.Size([3, 512, 512])
+        >>> sample = aug(fg, alpha, bg, rng)
+        >>> sample["image"].shape, sample["alpha"].shape
+        (torch.Size([3, 512, 512]), torch.Size([1, 512, 512]))
     """
 
     def __init__(self, *, crop: Size = 512, scale: Tuple[float, float] = (0.8, 1.25),

@@ -6,9 +6,13 @@ A run gives an *order* per epoch (``order(epoch) -> indices``); :class:`EpochBat
 a dataset that draws per epoch (``set_epoch``: composed training sets) sees its epoch in every
 worker process.
 
-    >>> sampler = EpochBatches(lambda e: seeded_order(n, seed=s * 1000 + e), batch_size=8, steps=30)
-    >>> loader = make_loader(ds, sampler, num_workers=1)
+    >>> ds = torch.utils.data.TensorDataset(torch.arange(100.0))
+    >>> s = 0  # the run's seed
+    >>> sampler = EpochBatches(lambda e: seeded_order(len(ds), seed=s * 1000 + e), batch_size=8, steps=3)
+    >>> loader = make_loader(ds, sampler, num_workers=0)
     >>> sampler.set_epoch(3); batches = list(loader)
+    >>> len(batches), batches[0][0].shape
+    (3, torch.Size([8]))
 """
 
 from __future__ import annotations

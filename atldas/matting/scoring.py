@@ -2,9 +2,14 @@
 reads mattes, score SAD/MSE/Grad/Conn, and summarise. ``atldas eval --model`` (:func:`evaluate_model`)
 and retrain's validation both run it; it returns values and prints nothing.
 
-    >>> per_image, previews = score_dataset(ds, lambda image, trimap: predict_alpha(mm, net, image, trimap))
+    >>> ds = SyntheticMatting(size=64, length=4, seed=0, split="test")
+    >>> predict = trivial_alpha  # a network: lambda image, trimap: predict_alpha(mm, net, image, trimap)
+    >>> per_image, previews = score_dataset(ds, predict)
     >>> result = metrics.summarise(per_image)     # {"SAD", "MSE", "Grad", "Conn", "count", "per_image"}
     >>> print(metrics.format_table(result))
+    DIM metrics (mean over 4 image(s); SAD, Grad, Conn divided by 1000 as in DIM; MSE shown x 1e3)
+           SAD   MSE x1e3       Grad       Conn   count
+    ...
 """
 
 from __future__ import annotations

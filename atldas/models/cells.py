@@ -3,9 +3,13 @@
 Names follow DARTS so that released checkpoints load: ``preprocess0``, ``preprocess1`` and
 ``_ops.K`` with K running over the genotype's (op, input) pairs in order.
 
+    >>> from derived_models import get_genotype
+    >>> genotype = get_genotype("atldas_cifar100")
     >>> cell = Cell(spec=genotype.normal, C_prev_prev=48, C_prev=48, C=48, reduction=False,
     ...             reduction_prev=True)
-    >>> y = cell(s0, s1)   # s1: (B, 48, H, W) -> y: (B, 4 * 48, H, W)
+    >>> s0, s1 = torch.rand(2, 48, 16, 16), torch.rand(2, 48, 8, 8)  # s0 at twice s1's resolution
+    >>> cell(s0, s1).shape   # s1: (B, 48, H, W) -> (B, 4 * 48, H, W): its 4 nodes concatenated
+    torch.Size([2, 192, 8, 8])
 """
 
 from __future__ import annotations

@@ -19,8 +19,15 @@ cost tables and plots read the same config:
 Module names equal the released ``model.py``, so its checkpoint loads with ``strict=True``:
 
     >>> net = CheapMatting(genotype=ATLDAS_CIFAR100)            # the released network
-    >>> net.load_state_dict(torch.load("cheapmatting.pth", weights_only=True)["model"])
-    >>> alpha = net(torch.cat([rgb, trimap_onehot], 1))   # (B, 6, H, W) -> (B, 1, H, W)
+    >>> sum(p.numel() for p in net.parameters())
+    6023025
+    >>> state = torch.load("cheapmatting.pth", weights_only=True)["model"]  # doctest: +SKIP
+    >>> net.load_state_dict(state, strict=True)  # doctest: +SKIP
+    >>> rgb, trimap = torch.rand(1, 3, 64, 64), torch.randint(0, 3, (1, 64, 64))  # trimap 0 / 1 / 2
+    >>> trimap_onehot = F.one_hot(trimap, 3).permute(0, 3, 1, 2).float()
+    >>> alpha = net.eval()(torch.cat([rgb, trimap_onehot], 1))   # (B, 6, H, W) -> (B, 1, H, W)
+    >>> alpha.shape
+    torch.Size([1, 1, 64, 64])
 
 Upsampling is bilinear (align_corners=False) to the size of the skip it joins, which equals the
 released x2 upsampling whenever H and W are multiples of 32 and also works for other sizes.

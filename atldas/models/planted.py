@@ -46,9 +46,12 @@ an edge carries no topology.
 
     >>> g = random_genotype(nodes=4, seed=0)
     >>> t = teacher(g, C=2, cells=1, in_channels=3, out_channels=4, seed=0, size=12)
-    >>> y = t(x)                           # x: (B, 3, 12, 12) -> y: (B, 4, 12, 12), no grad needed
+    >>> x = torch.randn(5, 3, 12, 12)
+    >>> t(x).shape                         # x: (B, 3, 12, 12) -> y: (B, 4, 12, 12), no grad needed
+    torch.Size([5, 4, 12, 12])
     >>> student = PlantedNet(genotype=g, C=16, cells=1, in_channels=3, out_channels=4)
     >>> student.macs(H=12, W=12)           # MACs of one image (FlopCounterMode total / 2)
+    840960
 """
 
 from __future__ import annotations

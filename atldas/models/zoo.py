@@ -21,10 +21,15 @@ A MODEL (architecture.md) is
     >>> import atldas
     >>> atldas.list_models()
     ['aematter', 'aematter_small', ..., 'cheapmatting', ...]
-    >>> net = atldas.create_model("cheapmatting", checkpoint_path="cheapmatting.pth")
-    >>> net = atldas.create_model("runs/demo", C=16, layers=5)      # knobs replace the macro's
-    >>> @atldas.register_model("my_net")
-    ... def my_net(**knobs): return MyNet(**knobs)                   # (B, 6, H, W) -> (B, 1, H, W)
+    >>> net = atldas.create_model("cheapmatting", checkpoint_path="cheapmatting.pth")  # doctest: +SKIP
+    >>> net = atldas.create_model("darts_v2", C=16, layers=5)  # or a run folder; knobs replace the macro's
+    >>> sum(p.numel() for p in net.parameters())
+    896577
+    >>> @atldas.register_model("my_net", description="one 3x3 convolution")
+    ... def my_net(**knobs):                                        # (B, 6, H, W) -> (B, 1, H, W)
+    ...     return nn.Sequential(nn.Conv2d(6, 1, 3, padding=1), nn.Sigmoid())
+    >>> "my_net" in atldas.list_models()
+    True
 
 :func:`resolve_model` gives the :class:`~atldas.models.base.MattingModel` record the commands use
 (``build()`` a fresh network, ``forward(net, x)`` on the 6-channel input); :func:`create_model` builds

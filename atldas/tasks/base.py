@@ -2,9 +2,19 @@
 batch becomes the network's input. A search takes a task beside its space (NNI's evaluator), so
 searching with another loss or data is a new task, not a new space.
 
+    >>> import torch
+    >>> from torch.utils.data import default_collate
+    >>> from atldas.tasks import get_task
     >>> task = get_task("matting")
-    >>> train, arch = task.datasets(DataCfg(), seed=0, n_train=800, n_arch=800)
-    >>> loss = task.loss(net(task.model_input(batch)), batch)
+    >>> train, arch = task.datasets(DataCfg(), seed=0, n_train=800, n_arch=800)  # weight and arch splits
+    >>> batch = default_collate([train[i] for i in range(2)])
+    >>> x = task.model_input(batch)                # RGB + one-hot trimap
+    >>> x.shape
+    torch.Size([2, 6, 128, 128])
+    >>> net = torch.nn.Sequential(torch.nn.Conv2d(6, 1, 3, padding=1), torch.nn.Sigmoid())
+    >>> loss = task.loss(net(x), batch)            # a scalar: the task's matting loss
+    >>> loss.shape
+    torch.Size([])
 """
 
 from __future__ import annotations

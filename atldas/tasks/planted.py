@@ -14,7 +14,9 @@ noise, so the percentile of a searched genotype among cost-matched random ones i
 
     >>> task = PlantedTask()
     >>> g = task.teacher_genotype(3)                      # the planted answer of teacher 3
-    >>> standalone(g, teacher_seed=3, seed=0)["test"]     # its standalone test MSE (about 0.01)
+    >>> mse = standalone(g, teacher_seed=3, seed=0)["test"]  # its standalone test MSE (0.0015 on a 2-core CPU)
+    >>> mse < 0.01                                        # under 1 % of the target's variance missed
+    True
 """
 
 from __future__ import annotations
