@@ -660,7 +660,8 @@ class Run:
         with torch.no_grad():
             expected = float(self.table.expected(self.net.arch))
         row.update({"cost/derived": self.table.of_child(child), "cost/metric": self.table.metric,
-                    "cost/expected": expected, "lambda": self.strategy.lam,
+                    "cost/expected": expected,
+                    **({"lambda": self.strategy.lam} if self.budget is not None else {}),
                     "params/supernet": sum(p.numel() for p in self.net.weight_parameters()),
                     "time/epoch_s": seconds, "genotype": self.space.child_to_genotype(self.net.arch, child).hash(),
                     **self.net.arch.entropies(), **self.strategy.grad_stats()})
@@ -673,9 +674,10 @@ class Run:
             log.info("pruning, epoch %d: %s", row["epoch"] + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
         metric = self.table.metric
         warm = " (warm-up: uniform children, no arch step)" if row["epoch"] < self.cfg.warmup_epochs else ""
-        log.info("epoch %d/%d%s: loss %.4f, derived %s, expected %s, lambda %.3g, %.1fs%s%s", row["epoch"] + 1,
+        lam = f", lambda {self.strategy.lam:.3g}" if self.budget is not None else ""
+        log.info("epoch %d/%d%s: loss %.4f, derived %s, expected %s%s, %.1fs%s%s", row["epoch"] + 1,
                  self.cfg.epochs, warm, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
-                 format_cost(row["cost/expected"], metric), self.strategy.lam, row["time/epoch_s"],
+                 format_cost(row["cost/expected"], metric), lam, row["time/epoch_s"],
                  f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "",
                  "" if warm else time_left(row["time/epoch_s"], end - row["epoch"] - 1))  # warm-up epochs are faster
 

@@ -410,9 +410,12 @@ class Strategy:
         e = float(expected.detach())
         if self.budget is not None:
             self.lam = self.budget.dual_step(self.lam, e, steps_per_epoch=steps_per_epoch)
-        return {"loss/arch": task_loss, "loss/arch_total": total, "cost/budgeted": e, "budget/temperature": temperature,
-                "budget/block_temperature": block_t,
-                "cost/derived": self.cost.of_child(self.derive_argmax()), "lambda": self.lam}
+        out = {"loss/arch": task_loss, "loss/arch_total": total,
+               "cost/derived": self.cost.of_child(self.derive_argmax())}
+        if self.budget is not None:  # without one there is no penalty, multiplier or sharpened E[C] to report
+            out.update({"cost/budgeted": e, "budget/temperature": temperature, "budget/block_temperature": block_t,
+                        "lambda": self.lam})
+        return out
 
     # -------------------------------------------------------------- interface
 

@@ -483,3 +483,12 @@ def test_a_search_on_a_composed_set_of_few_foregrounds_takes_its_steps_with_fres
                                                  "progress=false"])
     train, arch, *_ = Run(cfg, out=tmp_path / "run2")._loaders()
     assert len(train) == len(arch) == 2
+
+
+def test_history_holds_budget_keys_only_under_a_budget(tmp_path):
+    keys = ("lambda", "cost/budgeted", "budget/temperature", "budget/block_temperature")
+    for budget, out in (([], tmp_path / "free"), (["--target-macs", "12M"], tmp_path / "budgeted")):
+        assert main(["search", *FAST, "--epochs", "2", "--set", "warmup_epochs=1", *budget, "--out", str(out)]) == 0
+        last = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
+        assert "loss/arch" in last and "cost/expected" in last  # an arch epoch
+        assert all((k in last) == bool(budget) for k in keys), (budget, sorted(last))
