@@ -117,13 +117,13 @@ def _present(folder: Path, *names: str) -> str:
 
 
 def _genotype_line(path: Path) -> str:
-    """``genotype HASH: 28.264 M MACs, 34.6 k params`` (and the repair onto the budget, when it swapped
-    ops) of the genotype file ``path``: a finished command's result on stdout, kept by --quiet."""
+    """``genotype HASH: 28.264 M MACs, 34.6 k params`` (the latency by its table too, under a latency
+    budget; and the repair onto the budget, when it swapped ops) of the genotype file ``path``: a finished command's result on stdout, kept by --quiet."""
     from atldas.cost import METRICS, format_cost
     from atldas.genotype import Genotype
 
     g = Genotype.load(path, validate=False)
-    costs = [format_cost(g.cost[k], k) for k in ("macs", "params") if _number(g.cost.get(k))]
+    costs = [format_cost(g.cost[k], k) for k in ("macs", "params", "latency_ms") if _number(g.cost.get(k))]
     fix = g.cost.get("repair")
     swaps = fix.get("swaps") if isinstance(fix, Mapping) else None
     if type(swaps) is int and swaps > 0 and _number(fix.get("before")) and fix.get("metric") in METRICS:
@@ -670,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--check", type=int, default=0, metavar="N",
                    help="also measure N random children and compare with the table's estimate")
     q.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a search config key, e.g. target_C=32 (repeatable)")
+                   help="a knob of the space's target network, e.g. target_C=32 (repeatable)")
     q.add_argument("--out", help="JSON file to write (default lut-SPACE-DEVICE.json)")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_cmd_lut_build)

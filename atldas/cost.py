@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Optional, Tuple
 
@@ -27,7 +28,7 @@ from torch import Tensor
 from atldas.config import keyword_only
 from atldas.arch import CELL_TYPES, ArchParams, Child
 from atldas.errors import ConfigError, DataError, unreadable
-from atldas.latency import lut_lookup
+from atldas.latency import load_lut, lut_lookup
 from atldas.ops import op_cost
 from atldas.topology import edge_geometry
 from atldas.utils.counting import count_macs, count_params
@@ -58,6 +59,8 @@ class CostTable:
         cells: cell type -> (E, n_ops) float64 cost of each (edge, op), summed over cells of the type.
         blocks: block group -> (n_candidates,) float64 cost of each candidate block.
         input_size: the (1, C, H, W) input the costs are measured at.
+        source: where latencies came from (the table's file, device, threads), recorded in the genotype's
+            ``cost`` and in :meth:`to_json` (a resume compares the costs, not it).
     """
 
     metric: str
@@ -65,6 +68,7 @@ class CostTable:
     cells: Dict[str, Tensor]
     blocks: Dict[str, Tensor] = field(default_factory=dict)
     input_size: Tuple[int, ...] = ()
+    source: Optional[Dict[str, Any]] = None
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -143,11 +147,16 @@ class CostTable:
         return total
 
     def cheapest(self, arch: ArchParams) -> Tuple[float, Child]:
-        """The cheapest child among the active candidates, and its cost."""
+        """The cheapest child among the active candidates, and its cost. Never ``none`` on an edge
+        (derive never keeps it, as :meth:`expected` leaves it out: under a latency budget ``none``
+        costs 0 ms where every other op costs time, so a budget between the two was taken as
+        feasible and the search ran to its end to miss it)."""
         topo = arch.topology
         sets, ops, blocks = {}, {}, {}
         for t in CELL_TYPES:
             c = self.cells[t].masked_fill(~arch.op_mask(t), float("inf"))
+            if "none" in arch.op_names:
+                c[:, arch.op_names.index("none")] = float("inf")
             best_op_cost, best_op = c.min(-1)
             chosen, ops[t] = [], {}
             for j in range(topo.nodes):
@@ -169,7 +178,8 @@ class CostTable:
         """The table as JSON (for the run directory and inspection)."""
         return json.dumps({"metric": self.metric, "base": self.base, "input_size": list(self.input_size),
                            "cells": {t: v.tolist() for t, v in self.cells.items()},
-                           "blocks": {g: v.tolist() for g, v in self.blocks.items()}})
+                           "blocks": {g: v.tolist() for g, v in self.blocks.items()},
+                           **({"source": self.source} if self.source is not None else {})})
 
     @classmethod
     def from_json(cls, text: str, *, where: str = "the cost table") -> "CostTable":
@@ -179,7 +189,8 @@ class CostTable:
             d = json.loads(text)
             return cls(metric=d["metric"], base=float(d["base"]), input_size=tuple(int(v) for v in d["input_size"]),
                        cells={t: torch.tensor(v, dtype=torch.float64) for t, v in d["cells"].items()},
-                       blocks={g: torch.tensor(v, dtype=torch.float64) for g, v in d.get("blocks", {}).items()})
+                       blocks={g: torch.tensor(v, dtype=torch.float64) for g, v in d.get("blocks", {}).items()},
+                       source=dict(d["source"]) if isinstance(d.get("source"), dict) else None)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
             raise DataError(f"{where} is not a cost table written by atldas ({type(e).__name__}: {unreadable(e)})") from None
 
@@ -223,11 +234,20 @@ def cost_table(space, arch: ArchParams, *, metric: str, lut: Any = None) -> "Cos
         raise ConfigError(f"unknown cost metric {metric!r}; known: {', '.join(METRICS)}")
     input_size = tuple(space.input_shape())
     if metric == "latency_ms":
+        path = str(lut) if isinstance(lut, (str, os.PathLike)) else None
+        if path is not None:
+            lut = load_lut(path, space=space.name)
         op_ms, block_ms, base = lut_lookup(space, lut)
+        source = {"table": path, **{k: lut.get(k) for k in ("device", "device_name", "threads", "input")}}
         blocks = {g: torch.tensor([block_ms(g, n) for n in names], dtype=torch.float64)
                   for g, names in arch.block_names.items()}
-        return CostTable(metric=metric, base=base, cells=cell_table(space, arch, op_ms), blocks=blocks,
-                         input_size=input_size)
+        cells = cell_table(space, arch, op_ms)
+        dearest = base + sum(float(c.max(-1).values.sum()) for c in cells.values()) + \
+            sum(float(b.max()) for b in blocks.values() if b.numel())
+        if not math.isfinite(dearest):  # finite entries that overflow once summed over the network's cells
+            raise ConfigError(f"{path or 'the latency table'}: its entries sum to {dearest} ms over the network (an "
+                              "entry is too large to be a time); rebuild it with `atldas lut build`")
+        return CostTable(metric=metric, base=base, cells=cells, blocks=blocks, input_size=input_size, source=source)
 
     def edge_cost(name: str, geo: Tuple[int, int, int, int]) -> float:
         C, H, W, stride = geo

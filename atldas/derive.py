@@ -175,6 +175,8 @@ def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget:
                           "feasible": after <= budget.target}
         if budget.metric == "latency_ms":
             cost["latency_ms"] = after
+            if table.source is not None:  # which table, measured where (a stored table records none)
+                cost["latency_table"] = dict(table.source)
         if after > budget.target:
             log.warning("the budget %s cannot be met: the derived network costs %s after repair",
                         format_cost(budget.target, budget.metric), format_cost(after, budget.metric))

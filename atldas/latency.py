@@ -229,11 +229,12 @@ def save_lut(lut: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
     return write_text_atomic(path, json.dumps(lut, indent=1, sort_keys=False) + "\n")
 
 
-def load_lut(path: str | os.PathLike[str]) -> Dict[str, Any]:
-    """Read a table written by :func:`save_lut` (DataError, one line, if missing or not a LUT)."""
+def load_lut(path: str | os.PathLike[str], *, space: str = "SPACE") -> Dict[str, Any]:
+    """Read a table written by :func:`save_lut` (DataError, one line, if missing or not a LUT; ``space``
+    names the space in the rebuild command)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such latency table; build one with `atldas lut build --space SPACE --out {p}`")
+        raise DataError(f"{p}: no such latency table; build one with `atldas lut build --space {space} --out {p}`")
     try:
         data = json.loads(p.read_text())
     except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, nested too deep, an integer too long
@@ -248,7 +249,8 @@ def load_lut(path: str | os.PathLike[str]) -> Dict[str, Any]:
 
 def _malformed(lut: Mapping[str, Any]) -> Optional[str]:
     """What makes ``lut`` unusable (a hand edit, a truncated write), in words; None when it is sound:
-    ``ops`` and ``blocks`` map names to finite milliseconds >= 0, ``base_ms`` is finite, ``config`` a mapping."""
+    ``ops`` and ``blocks`` map names to finite milliseconds >= 0, ``base_ms`` is finite, ``config`` a mapping,
+    ``input`` a list of positive sizes."""
     def ms(v: Any) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
     for part in ("ops", "blocks"):
@@ -263,6 +265,9 @@ def _malformed(lut: Mapping[str, Any]) -> Optional[str]:
         return f"base_ms is {base!r}, not a finite number of milliseconds"
     if not isinstance(lut.get("config", {}), Mapping):
         return f"config is {type(lut.get('config')).__name__}, not a mapping"
+    shape = lut.get("input")
+    if not isinstance(shape, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape):
+        return f"input is {shape!r}, not a list of positive sizes"
     return None
 
 
@@ -280,7 +285,7 @@ def lut_lookup(space, lut: Mapping[str, Any] | str | os.PathLike[str] | None
                           f"`atldas lut build --space {space.name} --device cpu` and pass --lut FILE")
     loaded = isinstance(lut, (str, os.PathLike))
     if loaded:
-        lut = load_lut(lut)  # checked there
+        lut = load_lut(lut, space=space.name)  # checked there
     hint = _rebuild_hint(space, str(lut.get("device", "cpu")) if isinstance(lut, Mapping) else "cpu")
     if not isinstance(lut, Mapping) or lut.get("format") != FORMAT:
         raise ConfigError(f"the latency table is not an {FORMAT} table; {hint}")

@@ -30,11 +30,13 @@ def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, se
     for pair in [sets] if isinstance(sets, str) else sets:  # a search setting here was accepted and ignored
         key = str(pair).split("=", 1)[0].strip().replace("-", "_")
         path = paths.get(ALIASES.get(key, key)) or tuple(key.split("."))
-        if path[0] not in ("knobs", "data", "task"):  # the network's knobs, and what sizes its input and output
+        if path[0] not in ("knobs", "task") and tuple(path) != ("data", "source"):
+            # the network's knobs, and what sizes its input and output (the task, its data source)
             knobs = ", ".join(sorted(k for k, v in paths.items() if v[0] == "knobs" and "." not in k))
+            what = ("a data setting: the table times one image at --size" if path[0] == "data"
+                    else "a search setting (the device and threads are --device and --threads)")
             raise ConfigError(f"--set {pair}: a table is of the space's network, and --set takes its knobs "
-                              f"({knobs}); {key} is a search setting (the device and threads are "
-                              "--device and --threads)")
+                              f"({knobs}); {key} is {what}")
     if size is not None:
         if size < 32:
             raise ConfigError(f"--size must be at least 32 (the network downsamples 5 times), got {size}")

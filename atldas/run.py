@@ -910,7 +910,13 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     lock = rd.locked() if inside else contextlib.nullcontext()
     with lock, _process_state_kept():
         table = stored_cost_table(Path(run_dir)) if stored_costs else None
-        searched = str(rd.read_config().get("device") or "cpu")
+        config = rd.read_config()
+        searched = str(config.get("device") or "cpu")
+        budget = config.get("budget") if isinstance(config.get("budget"), dict) else {}
+        lut = budget.get("lut") if budget.get("target_latency_ms") is not None else None
+        if not stored_costs and isinstance(lut, str) and lut and not Path(lut).is_file():
+            raise ConfigError(f"{run_dir} searched under a latency budget with the table {lut}, which is gone; put it "
+                              "back, or derive with the costs it searched with: atldas derive RUN_DIR --stored-costs")
         if device is None:  # the search's own device when it is here (or a GPU of its kind), else the CPU
             device = next((d for d in (searched, _device_kind(searched)) if _device_here(d)), "cpu")
         else:
@@ -982,13 +988,19 @@ def check_costs_unchanged(run: Run, run_dir: Path, *, verb: str) -> None:
     except (ValueError, OSError) as e:
         raise DataError(f"{stored} is not a cost table written by atldas ({type(e).__name__}: {e}); restore it, "
                         "or remove it to go on with the costs rebuilt now (unchecked against the search's)") from None
-    if saved != json.loads(run.table.to_json()):  # e.g. --lut rebuilt
+    if _costs(saved) != _costs(json.loads(run.table.to_json())):  # e.g. --lut rebuilt
         what = (f"the latency table {run.cfg.budget.lut}" if run.table.metric == "latency_ms"
                 else "the cost model (another atldas?)")
         hint = (", or derive with the costs it searched with (atldas derive RUN_DIR --stored-costs)"
                 if verb == "derive" else "")
         raise ConfigError(f"{verb}: the costs of this run's architectures differ from those it started with "
                           f"({stored}): {what} changed since; restore it, or start a new run{hint}")
+
+
+def _costs(table: Any) -> Any:
+    """A cost table's JSON without its ``source`` (where latencies came from is not a cost: a table moved,
+    or rebuilt with the same entries, costs the same)."""
+    return {k: v for k, v in table.items() if k != "source"} if isinstance(table, dict) else table
 
 
 def stored_cost_table(run_dir: Path) -> CostTable:
@@ -1008,7 +1020,7 @@ def warn_other_costs(run: Run, run_dir: Path) -> None:
         log.warning("derive: the costs of %s are those its search started with; today's cannot be built (%s)",
                     run_dir, e)
         return
-    if json.loads(now.to_json()) != json.loads(run.table.to_json()):
+    if _costs(json.loads(now.to_json())) != _costs(json.loads(run.table.to_json())):
         log.warning("derive: the costs of %s are those its search started with (%s), not this atldas's", run_dir,
                     run_dir / "cost_table.json")
 

@@ -126,8 +126,9 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
     if c.plots:
         _plots(final, out)
     cost = final.cost
-    log.info("derived genotype %s: %s, %s (budget %s) -> %s", final.hash(), format_cost(cost["macs"], "macs"),
-             format_cost(cost["params"], "params"), budget, out / "genotype.json")
+    latency = f", {format_cost(cost['latency_ms'], 'latency_ms')}" if cost.get("latency_ms") is not None else ""
+    log.info("derived genotype %s: %s, %s%s (budget %s) -> %s", final.hash(), format_cost(cost["macs"], "macs"),
+             format_cost(cost["params"], "params"), latency, budget, out / "genotype.json")
     return out
 
 

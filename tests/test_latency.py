@@ -206,7 +206,7 @@ def test_cli_lut_build(tmp_path, capsys):
     assert lut["space"] == "tiny" and lut["device"] == "cpu" and lut["threads"] == 1
     assert main(["lut", "build", "--space", "tiny", "--size", "8", "--out", str(tmp_path / "x.json")]) == 2
     capsys.readouterr()
-    for pair in ("device=cuda", "threads=2", "epochs=7"):  # accepted and ignored: the table said cpu, 1 thread
+    for pair in ("device=cuda", "threads=2", "epochs=7", "batch_size=8", "crop=96"):  # were accepted and ignored
         assert main(["lut", "build", "--space", "tiny", "--set", pair, "--out", str(tmp_path / "y.json")]) == 2
         assert f"--set {pair}: a table is of the space's network" in capsys.readouterr().err
     assert not (tmp_path / "y.json").exists()
@@ -283,3 +283,56 @@ def test_derive_with_stored_costs_needs_no_latency_table(tmp_path, caplog, lut):
     assert "today's cannot be built" in caplog.text
     a, b = (json.loads(f.read_text()) for f in (run / "genotype.json", tmp_path / "g.json"))
     assert a["cells"] == b["cells"] and a["cost"] == b["cost"]
+
+
+def test_none_is_never_the_cheapest_op(tmp_path, space, lut):
+    """DARTS and GDAS search with `none`, which derive never keeps: under a latency table (where it is
+    the only op at 0 ms) the cheapest architecture counted it, so a budget below every network derive can
+    give was accepted and the search ran to its end to miss it."""
+    from atldas.run import Run, make_search_config
+
+    with_none = ArchParams(topology=space.topology, ops=space.search_ops(with_none=True), blocks=space.block_names())
+    without = ArchParams(topology=space.topology, ops=space.search_ops(with_none=False), blocks=space.block_names())
+    a, b = (cost_table(space, arch, metric="latency_ms", lut=lut) for arch in (with_none, without))
+    (ca, child), (cb, _) = a.cheapest(with_none), b.cheapest(without)
+    assert ca == pytest.approx(cb)
+    none = with_none.op_names.index("none")
+    assert all(o != none for ops in child.ops.values() for o in ops.values())
+    path = save_lut(lut, tmp_path / "lut.json")
+    for strategy in ("darts", "gdas"):
+        with pytest.raises(ConfigError, match="below the cheapest architecture"):
+            Run(make_search_config(space="tiny", strategy=strategy,
+                                   sets=[f"target_latency_ms={0.999 * cb}", f"lut={path}"]))
+        Run(make_search_config(space="tiny", strategy=strategy, sets=[f"target_latency_ms={1.001 * cb}", f"lut={path}"]))
+
+
+def test_a_latency_search_records_and_prints_its_table(tmp_path, capsys, lut):
+    p = save_lut(lut, tmp_path / "lut.json")
+    out = tmp_path / "run"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--target-latency-ms", "1000", "--lut", str(p),
+                 "--out", str(out), "--no-progress", "--set", "tensorboard=false", "--set", "plots=false"]) == 0
+    cost = json.loads((out / "genotype.json").read_text())["cost"]
+    assert cost["latency_table"] == {"table": str(p), "device": "cpu", "device_name": lut["device_name"],
+                                     "threads": lut["threads"], "input": lut["input"]}
+    assert f"{cost['latency_ms']:.2f} ms" in capsys.readouterr().out  # the finish line names the latency
+    # derive from the stored costs records the same (the table's source travels in cost_table.json)
+    p.rename(tmp_path / "moved.json")
+    assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 2
+    err = capsys.readouterr().err
+    assert "which is gone" in err and "--stored-costs" in err and err.count("\n") == 1
+    assert main(["derive", str(out), "--stored-costs", "--out", str(tmp_path / "g.json")]) == 0
+    assert json.loads((tmp_path / "g.json").read_text())["cost"] == cost
+
+
+def test_hand_edited_sizes_and_huge_entries_are_refused_in_one_line(tmp_path, space, lut):
+    edited = json.loads(json.dumps(lut))
+    edited["input"] = 5
+    (tmp_path / "input.json").write_text(json.dumps(edited))
+    with pytest.raises(DataError, match="input is 5, not a list of positive sizes"):
+        load_lut(tmp_path / "input.json")
+    huge = json.loads(json.dumps(lut))
+    huge["ops"] = {k: 1e308 for k in huge["ops"]}  # finite, but the network's sum overflows
+    (tmp_path / "huge.json").write_text(json.dumps(huge))
+    arch = ArchParams(topology=space.topology, ops=space.search_ops(with_none=False), blocks=space.block_names())
+    with pytest.raises(ConfigError, match="entries sum to inf ms"):
+        cost_table(space, arch, metric="latency_ms", lut=tmp_path / "huge.json")
