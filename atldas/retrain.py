@@ -17,7 +17,7 @@ so ``--model RUN_DIR`` rebuilds exactly this network::
 
 Training (matting.md, "Training conventions"): L1 over the unknown region + Laplacian-pyramid loss +
 composition loss (:class:`~atldas.matting.losses.MattingLoss`); AdamW (default) or RAdam; linear
-warm-up then cosine decay per step; gradient-norm clipping; channels_last (about 1.3x faster steps
+warm-up then cosine decay per step; gradient-norm clipping (``--set grad_clip=5``, the default; 0: off); channels_last (about 1.3x faster steps
 on CPU; ``--set channels_last=false`` turns it off); on CUDA only: AMP (bf16 where supported, else
 fp16 with a gradient scaler); optional EMA of the weights (``--set ema=0.999``; then validation,
 ``best.pt`` and ``last.pt["model"]`` use the EMA weights); optional DARTS drop-path in the cells
@@ -60,7 +60,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ def _check(cfg: RetrainConfig) -> None:
     check_ranges(cfg, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7), "batch_size": (1, 4096),
                        "crop": (32, 2048), "val_size": (32, 8192), "val_count": (0, 10**6), "lr": (1e-12, 10.0),
                        "weight_decay": (0.0, 10.0), "beta1": (0.0, 0.999999), "beta2": (0.0, 0.999999),
-                       "warmup_epochs": (0.0, 1e6), "min_lr_ratio": (0.0, 1.0), "grad_clip": (1e-12, 1e6),
+                       "warmup_epochs": (0.0, 1e6), "min_lr_ratio": (0.0, 1.0), "grad_clip": (0.0, 1e6),
                        "loss_l1": (0.0, 1e6), "foreground_prob": (0.0, 1.0), "loss_lap": (0.0, 1e6), "loss_comp": (0.0, 1e6),
                        "tb_images": (0, 64), "seed": (0, 2**31 - 1)})
     check_threads(cfg.threads, where="threads")
@@ -447,7 +447,8 @@ def _amp_dtype(cfg: RetrainConfig) -> Optional[torch.dtype]:
 
 
 class EMA:
-    """Exponential moving average of a network's weights (buffers are copied).
+    """Exponential moving average of a network's weights and float buffers (BatchNorm's running
+    statistics are averaged too; integer buffers, BatchNorm's counts, are copied).
 
     The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates.
     """
@@ -461,7 +462,8 @@ class EMA:
 
     @torch.no_grad()
     def update(self, net: nn.Module) -> None:
-        """One step towards ``net``'s current weights (its buffers, e.g. BatchNorm's counts, copied)."""
+        """One step towards ``net``'s current weights and float buffers (integer buffers, e.g. BatchNorm's
+        counts, copied)."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         src = net.state_dict()
@@ -695,6 +697,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         # config.yaml edited since last.pt: another optimizer over AdamW's moments, say, without a word
         refuse_edited(to_dict(cfg), ckpt.get("config"), where=out / CONFIG, made="last.pt was trained")
         warn_other_loss(ckpt, LOSS_VERSION, source=rd.checkpoint, made="trained", loss="matting")
+        _complete_best(rd, ckpt)
         if int(ckpt["epoch"]) + 1 >= cfg.epochs:
             log.info("%s finished its %d epochs already: nothing left to train", out, cfg.epochs)
             _check_best(out, dict(ckpt["best"]))
@@ -762,7 +765,8 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
                 kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
                         if last_path.exists() else "no checkpoint was written")
                 raise AtldasError(f"the loss became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step "
-                                  f"{k + 1}; {kept}; lower --set lr=... (now {cfg.lr:g}) or grad_clip=...")
+                                  f"{k + 1}; {kept}; train again with a lower --set lr=... (now {cfg.lr:g}) or grad_clip=... "
+                                  "(with --force, or another --out)")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             average_(p.grad for p in net.parameters() if p.grad is not None)  # torchrun: one update everywhere
@@ -772,7 +776,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
                 kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
                         if last_path.exists() else "no checkpoint was written")
                 raise AtldasError(f"the gradient became non-finite at epoch {epoch + 1}, step {k + 1}; {kept}; "
-                                  f"lower --set lr=... (now {cfg.lr:g})")
+                                  f"train again with a lower --set lr=... (now {cfg.lr:g}) (with --force, or another --out)")
             scaler.step(opt)
             scaler.update()
             if ema is not None:
@@ -809,10 +813,6 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
                 writer.add_image("val/image_trimap_gt_pred", _preview_grid(previews), epoch)
             writer.flush()
         weights = eval_net.state_dict()
-        if improved:
-            rd.save({"format": FORMAT, "atldas": __version__, "epoch": epoch, "model": weights,
-                             "metrics": metrics, "trivial": trivial, "config": dataclasses.asdict(cfg),
-                     "genotype": genotype.to_json() if genotype is not None else None}, BEST)
         state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
                  "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                  "rng": rng_state(device), "best": best, "metrics": metrics, "trivial": trivial,
@@ -821,7 +821,9 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         if ema is not None:
             state["ema"] = ema.state_dict()
             state["train_model"] = net.state_dict()
-        rd.save(state)
+        rd.save(state)  # last.pt first: a stop before best.pt is written is completed from it on --resume
+        if improved:
+            rd.save(_best_of(state), BEST)
         log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs%s", epoch + 1, cfg.epochs,
                  row.get("loss/total", float("nan")), _fmt(metrics), trivial["SAD"],
                  " *best*" if improved else "", row["time/epoch_s"], time_left(row["time/epoch_s"], cfg.epochs - epoch - 1))
@@ -829,6 +831,34 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         writer.close()
     _log_best(best, trivial, out)
     return out
+
+
+def _best_of(state: Mapping[str, Any]) -> Dict[str, Any]:
+    """``best.pt`` of an epoch from that epoch's ``last.pt`` state: its validated weights (the EMA's,
+    with EMA) and scores."""
+    return {"format": FORMAT, "atldas": __version__,
+            **{k: state[k] for k in ("epoch", "model", "metrics", "trivial", "config", "genotype")}}
+
+
+def _complete_best(rd: RunDir, ckpt: Mapping[str, Any]) -> None:
+    """On ``--resume``: when ``last.pt``'s own epoch was the best and the run stopped before it wrote
+    ``best.pt`` (written after ``last.pt``), write it from ``last.pt``, which holds the same weights."""
+    best = ckpt.get("best") or {}
+    if best.get("epoch") != ckpt["epoch"] or isinstance(rd, _Replica):  # torchrun: rank 0 writes it
+        return
+    path, epoch = rd.path / BEST, int(ckpt["epoch"])
+    try:
+        held: Optional[str] = f"epoch {int(load_checkpoint(path)['epoch']) + 1}" if path.is_file() else None
+    except AtldasError:
+        held = "an unreadable file"
+    if held == f"epoch {epoch + 1}":
+        return
+    if held is None:  # the run stopped between the two writes
+        log.info("%s: best.pt of epoch %d written from last.pt (the run stopped before it was)", rd.path, epoch + 1)
+    else:
+        log.warning("%s held %s, but last.pt names its own epoch %d as the best: rewritten from last.pt, which "
+                    "holds that epoch's weights", path, held, epoch + 1)
+    rd.save(_best_of(ckpt), BEST)
 
 
 def _check_best(out: Path, best: Dict[str, Any]) -> None:

@@ -618,7 +618,8 @@ class Run:
                         bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
                         first = (epoch, step) == (0, 0) and not math.isfinite(metrics.get("loss/weights", 0.0))
                         hint = ("it was so before any update: check the data and the task's loss" if first else
-                                "lower --set w_lr=... or arch_lr=...")  # no learning rate acted on step 1's loss
+                                "search again with a lower --set w_lr=... or arch_lr=... (with --force, or another "
+                                "--out)")  # no learning rate acted on step 1's loss
                         raise AtldasError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({bad}); "
                                           f"{kept}; {hint}")
                     for k, v in metrics.items():

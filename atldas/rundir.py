@@ -230,8 +230,8 @@ class RunDir:
         """Refuse to start a fresh run where one already has a checkpoint, or where another kind of
         run wrote its files."""
         if self.checkpoint.exists():
-            raise AtldasError(f"{self.path} already holds a {self.kind} checkpoint; continue it with --resume "
-                              "or choose another --out")
+            raise AtldasError(f"{self.path} already holds a {self.kind} checkpoint; continue it with --resume, "
+                              "start afresh with --force (the old folder is moved aside) or choose another --out")
         owner = self.owner()
         if owner not in (None, self.kind):
             what = f"a {owner} run" if owner != "unknown" else f"a {CONFIG} atldas did not write"

@@ -13,7 +13,7 @@ import torch
 
 import atldas.rundir as rundir_mod
 from atldas.cli import main
-from atldas.errors import AtldasError, DataError
+from atldas.errors import AtldasError, ConfigError, DataError
 from atldas.matting.losses import MattingLoss
 from atldas.models.zoo import resolve_model
 from atldas.retrain import RetrainConfig, lr_factor, retrain
@@ -676,3 +676,59 @@ def test_synthetic_retrain_epochs_draw_fresh_samples():
     cfg = RetrainConfig(model="cnn_baseline_tiny", **TINY)
     order = _epoch_order(10**6, cfg)
     assert not set(order(0)) & set(order(1)) and len(order(0)) == TINY["steps_per_epoch"] * TINY["batch_size"]
+
+
+def test_a_stop_between_last_pt_and_best_pt_is_completed_on_resume(genotype_file, tmp_path, monkeypatch):
+    """best.pt was written before last.pt: a stop between the two left best.pt holding an epoch that
+    last.pt did not know, and a resumed run whose repeated epoch scored otherwise (a GPU, a thread count
+    edited) ended with best.pt holding weights the run did not name as its best. Now last.pt comes first
+    and a resume writes the missing best.pt from it."""
+    kw = dict(epochs=3, seed=4)
+    ref = retrain(_cfg(genotype_file, tmp_path / "ref", **kw))
+    rows = [json.loads(x) for x in (ref / "history.jsonl").read_text().splitlines()]
+    stop = len(rows) - 1  # the last epoch, which is the best: the resume finds the run finished
+    assert rows[-1]["best/epoch"] == stop, "the test needs a run whose last epoch is its best"
+    real_save = rundir_mod.save_checkpoint
+    written = []
+
+    def stopping_save(state, path):
+        real_save(state, path)
+        written.append((Path(path).name, int(state["epoch"])))
+        if written[-1] == ("last.pt", stop):  # killed before this epoch's best.pt
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", stopping_save)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        retrain(_cfg(genotype_file, run, **kw))
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", real_save)
+    assert torch.load(run / "best.pt", weights_only=True)["epoch"] != stop  # the previous best (or none)
+    retrain(RetrainConfig(out=str(run)), resume=True)
+    ba, bb = (torch.load(r / "best.pt", weights_only=True) for r in (ref, run))
+    assert ba["epoch"] == bb["epoch"] and ba["metrics"] == bb["metrics"]
+    assert all(torch.equal(ba["model"][k], bb["model"][k]) for k in ba["model"])
+
+
+def test_a_retrain_run_of_a_hand_designed_model_is_a_model(tmp_path, capsys):
+    """README: a MODEL is 'a search or retrain run directory'; a retrain of a registered model without a
+    genotype (cnn_baseline_tiny) wrote no genotype.json, and eval/predict/export refused its folder."""
+    out = retrain(RetrainConfig(model="cnn_baseline_tiny", out=str(tmp_path / "run"), epochs=1, **TINY))
+    model = resolve_model(out)
+    assert str(out) in model.name and "cnn_baseline_tiny" in model.name
+    net = model.build()
+    net.load_state_dict(torch.load(out / "best.pt", weights_only=True)["model"], strict=True)
+    assert main(["eval", "--model", str(out), "--checkpoint", str(out / "best.pt"), "--data", "synthetic",
+                 "--limit", "1", "--no-progress", "--quiet"]) == 0
+    assert "SAD" in capsys.readouterr().out
+    # a name this process does not know (a model registered by the user's own code): one line naming it
+    (out / "config.yaml").write_text((out / "config.yaml").read_text().replace("cnn_baseline_tiny", "my_own_net"))
+    with pytest.raises(ConfigError, match="it trained the model 'my_own_net'.*not registered in this process"):
+        resolve_model(out)
+
+
+def test_grad_clip_zero_turns_clipping_off(tmp_path):
+    """grad_clip's range started above 0, so the documented 'no clipping' branch could not be reached."""
+    out = retrain(RetrainConfig(model="cnn_baseline_tiny", out=str(tmp_path / "run"), epochs=1, grad_clip=0.0, **TINY))
+    assert torch.load(out / "last.pt", weights_only=True)["config"]["grad_clip"] == 0.0
+    with pytest.raises(ConfigError, match="grad_clip"):
+        RetrainConfig(model="cnn_baseline_tiny", grad_clip=-1.0).check()

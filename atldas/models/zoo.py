@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -292,7 +293,11 @@ def resolve_model(spec: Union[PathLike, Genotype], **knobs: Any) -> MattingModel
     if path.is_dir() and not (is_registered_name(text) and not (path / "genotype.json").is_file()):
         g = path / "genotype.json"
         if not g.is_file():
-            raise ConfigError(no_genotype(path))
+            trained = _retrained_model(path)
+            if trained is None:
+                raise ConfigError(no_genotype(path))
+            model = resolve_model(trained, **knobs)  # a retrain run of a registered hand-designed model
+            return dataclasses.replace(model, name=f"{text} ({trained})")
         genotype = Genotype.load(g)
         warn_interim(path, genotype)
         return _from_genotype(genotype, name=text, kind="run", knobs=knobs)
@@ -398,6 +403,19 @@ def load_model_weights(model: MattingModel, net: nn.Module, checkpoint: PathLike
     return extra
 
 
+def _retrained_model(path: Path) -> Optional[str]:
+    """The registered model without a genotype that the retrain run in ``path`` trained (its
+    ``config.yaml``'s ``model``), or None."""
+    try:
+        keys = read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
+    except AtldasError:
+        return None
+    name = keys.get("model")
+    if "strategy" in keys or not isinstance(name, str) or name not in MODELS or MODELS.get(name).genotype:
+        return None
+    return name
+
+
 def no_genotype(path: PathLike) -> str:
     """One line for a folder given as a genotype source that has no ``genotype.json``: what the folder
     is (an unfinished search run, a retrain run, no run at all) and what to pass instead."""
@@ -414,7 +432,8 @@ def no_genotype(path: PathLike) -> str:
                     f"{path}`")
         return f"{path} is a search run without genotype.json: {how}"
     if "model" in keys:
-        return (f"{path} is a retrain run without genotype.json (it trained a registered model, not a genotype); "
-                "pass that model's name or a genotype file")
+        return (f"{path} is a retrain run without genotype.json (it trained the model {keys['model']!r}, not a "
+                "genotype, and that name is not registered in this process); pass a registered model's name or a "
+                "genotype file")
     return (f"{path} is not a run directory (no genotype.json, no atldas config.yaml): pass the folder of an `atldas "
             "search` or `atldas retrain` run, or a genotype file")
