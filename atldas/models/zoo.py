@@ -38,9 +38,9 @@ the network and loads weights.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
