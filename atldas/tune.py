@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+import torch
 import yaml
 
 from atldas.config import apply_overrides, check_threads, differences, leaf_paths, shown, to_dict
@@ -337,6 +338,18 @@ def _history(path: Path) -> List[Dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _build_end(cfg: Any, *, others: set) -> None:
+    """AtldasError when the search of ``cfg`` (a tuned dimension's end) cannot be built: its network's
+    sizes (an odd ``C``, too few ``layers``) or a budget below its cheapest architecture; the latter is
+    let through when ``others`` (other tuned keys that size the network or the budget) may make it fit."""
+    try:
+        Run(cfg, out=None)
+    except ConfigError as exc:
+        if others and "below the cheapest architecture" in str(exc):
+            return
+        raise
+
+
 def _objective_values(run_dir: Path, objectives: Sequence[str]) -> List[float]:
     rows = _history(run_dir / "history.jsonl")
     cost = json.loads((run_dir / "genotype.json").read_text())["cost"]
@@ -375,14 +388,15 @@ def _plot_front(study: Any, objectives: Sequence[str], path: Path) -> None:
     optuna = _optuna()
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     best = {t.number for t in study.best_trials}
-    x_i, y_i = (len(objectives) - 1, 0) if len(objectives) > 1 else (0, 0)
+    one = len(objectives) == 1  # one objective: its value against the trial number
+    x_i, y_i = len(objectives) - 1, 0
     fig, ax = plt.subplots(figsize=(5, 4), dpi=120)
     for on_front, style in ((False, {"c": "0.6", "s": 18, "label": "trial"}),
-                            (True, {"c": "C3", "s": 30, "label": "Pareto front"})):
-        pts = [(t.values[x_i], t.values[y_i]) for t in done if (t.number in best) == on_front]
+                            (True, {"c": "C3", "s": 30, "label": "best" if one else "Pareto front"})):
+        pts = [(t.number if one else t.values[x_i], t.values[y_i]) for t in done if (t.number in best) == on_front]
         if pts:
             ax.scatter(*zip(*pts), **style)
-    ax.set_xlabel(objectives[x_i])
+    ax.set_xlabel("trial" if one else objectives[x_i])
     ax.set_ylabel(objectives[y_i])
     ax.set_title(f"atldas tune: {study.study_name}, {len(done)} trials")
     ax.legend(loc="best", fontsize=8)
@@ -464,6 +478,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     base.check(get_task(base.task or get_space(space).task))
     # and each tuned dimension's ends with them, under every tuned strategy (a choice no trial can run)
     strategies = next((list(p.ends()) for p in params if p.key == "strategy"), [None])
+    structural = {k for k in tuned if k == "strategy" or k.split(".")[0] in ("knobs", "budget")}
     for p in params:
         for value in p.ends():
             for strategy in [value] if p.key == "strategy" else strategies:
@@ -471,11 +486,16 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                 try:
                     end = make_search_config(space=space, strategy=strategy, sets=[*sets, *extra])
                     end.check(get_task(end.task or get_space(space).task))
+                    if config_path(p.key) in structural:  # the network and the budget: refused when built
+                        _build_end(end, others=structural - {config_path(p.key)})
                 except AtldasError as exc:
                     both = f" with strategy={strategy}" if strategy is not None and p.key != "strategy" else ""
                     raise ConfigError(f"{space_file or 'the default tuning space'}: {p.key}={value}{both} cannot "
                                       f"run: {exc}") from None
     check_threads(base.threads, where="--set threads")
+    if prune and "random" in [base.strategy, *strategies]:
+        log.warning("--prune: random search has no arch step, so its trials report no loss to prune on and run "
+                    "to the end")
     if prune and list(objectives) != ["loss"]:
         raise ConfigError("--prune needs the single objective loss (--objective loss): Optuna's pruners do not "
                           "take several objectives")
@@ -523,11 +543,14 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                     raise optuna.TrialPruned()
 
         try:
+            # the thread count the trial runs at, recorded: `search --config TRIAL/config.yaml` reruns it exactly
+            threads = [] if base.threads is not None else [f"threads={torch.get_num_threads()}"]
             cfg = make_search_config(space=space, strategy=drawn.get("strategy"), out=str(run_dir),
-                                     sets=[*sets, *overrides, "progress=false", "plots=false"])
+                                     sets=[*sets, *overrides, *threads, "progress=false", "plots=false"])
             search(cfg, callback=report)
             if retrain_base is not None:
-                retrain(dataclasses.replace(retrain_base, model=str(run_dir), out=str(run_dir / "retrain")))
+                retrain(dataclasses.replace(retrain_base, model=str(run_dir), out=str(run_dir / "retrain"),
+                                            threads=retrain_base.threads or torch.get_num_threads()))
         except AtldasError as exc:
             log.warning("tune: trial %d failed: %s", trial.number, exc)
             raise
@@ -537,6 +560,10 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
             log.warning("tune: trial %d failed: out of memory (%s)", trial.number, first_line(exc)[:200])
             raise AtldasError(f"trial {trial.number} ran out of memory") from None
         values = _objective_values(run_dir, objectives)
+        bad = [f"{o}={v}" for o, v in zip(objectives, values) if not math.isfinite(v)]
+        if bad:  # Optuna fails such a trial without a word; this worker counts it as a failure too
+            log.warning("tune: trial %d failed: its objective is not finite (%s)", trial.number, ", ".join(bad))
+            raise AtldasError(f"trial {trial.number}: non-finite objective")
         succeeded.append(trial.number)
         log.info("tune: trial %d: %s", trial.number, ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values)))
         return values

@@ -100,7 +100,13 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
                                # a tuned key of one tuned strategy only: every darts trial failed on it
                                ("mix.yaml", "strategy: {type: categorical, choices: [atldas, darts]}\n"
                                 "eps_min: {type: float, low: 0.1, high: 0.5}\n",
-                                "eps_min=0.1 with strategy=darts cannot run: ")):
+                                "eps_min=0.1 with strategy=darts cannot run: "),
+                               # refused where the network or the budget is built: five failed trials before
+                               ("odd.yaml", "C: {type: int, low: 5, high: 9, step: 2}\n", "C=5 cannot run: "
+                                "CheapMatting macro: C must be even"),
+                               ("layers.yaml", "layers: {type: int, low: 1, high: 2}\n", "layers=1 cannot run"),
+                               ("budget.yaml", "target_macs: {type: categorical, choices: [1K, 2K]}\n",
+                                "target_macs=1K cannot run: budget 1.000 k MACs is below the cheapest")):
         (tmp_path / name).write_text(text)
         cases.append((["--space-file", str(tmp_path / name)], expect))
     (tmp_path / "notes.txt").write_text("my notes\n")
@@ -236,3 +242,21 @@ def test_a_trial_stopped_by_ctrl_c_is_run_again_once(tmp_path, monkeypatch):
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert trials[1].user_attrs["atldas.retry_of"] == 0
     assert dict(trials[1].system_attrs["fixed_params"]) == trials[0].params
+
+
+def test_a_trial_records_its_thread_count_and_a_non_finite_objective_fails(tmp_path, capsys, caplog, monkeypatch):
+    """A trial's config.yaml said threads: null, so `search --config` of it ran at another thread count
+    (another genotype); an objective of NaN was taken as a success by this worker and failed silently by
+    Optuna, so the worker ran trials forever."""
+    import yaml
+
+    out = tmp_path / "t"
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--threads", "1", "--quiet", *FAST]) == 0
+    assert yaml.safe_load((out / "trial-0000" / "config.yaml").read_text())["threads"] == 1
+    capsys.readouterr()
+    import atldas.tune as tune_mod
+
+    monkeypatch.setattr(tune_mod, "_objective_values", lambda run_dir, objectives: [float("nan")] * len(objectives))
+    assert main(["tune", "--space", "tiny", "--trials", "2", "--out", str(out), "--threads", "1", *FAST]) == 2
+    assert "the last 5 trials of this worker failed" in capsys.readouterr().err
+    assert caplog.text.count("its objective is not finite (loss=nan") == 5, caplog.text
