@@ -438,6 +438,10 @@ class Run:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         self.space: SearchSpace = bind_space(cfg)
+        #: The cell types the space's target network has (the planted space has no reduction cell: its
+        #: reduce logits exist and are drawn, but decide nothing, so nothing of them is logged).
+        self.cell_types: Tuple[str, ...] = tuple(
+            t for t in CELL_TYPES if t == "normal" or any(g.reduction for g in self.space.cell_geometry()))
         strategy_cls = STRATEGIES.get(cfg.strategy)
         tune_backend(cfg.device)
         net = self.space.build_supernet(ops=self.space.search_ops(with_none=strategy_cls.uses_none)).to(cfg.device)
@@ -642,7 +646,7 @@ class Run:
                     if writer is not None:
                         if _heatmap_due(cfg.heatmap_every, epoch, cfg.epochs):
                             _heatmaps(writer, self, epoch)
-                            _cell_graphs(writer, g, epoch)
+                            _cell_graphs(writer, g, epoch, cell_types=self.cell_types)
                         writer.flush()
                     rd.save(self.state_dict())
                 self._log_epoch(row, events, end=end)
@@ -666,6 +670,9 @@ class Run:
                     "params/supernet": sum(p.numel() for p in self.net.weight_parameters()),
                     "time/epoch_s": seconds, "genotype": self.space.child_to_genotype(self.net.arch, child).hash(),
                     **self.net.arch.entropies(), **self.strategy.grad_stats()})
+        unused = [t for t in CELL_TYPES if t not in self.cell_types]
+        for key in [k for k in row if any(f"/{t}_" in k for t in unused)]:  # entropy/..., grad_z/.../reduce_ops
+            del row[key]
         if events:
             row["pruning"] = events
         return row
@@ -852,7 +859,7 @@ def _heatmaps(writer, run: Run, epoch: int) -> None:
 
     arch = run.net.arch
     with torch.no_grad():
-        for t in CELL_TYPES:
+        for t in run.cell_types:
             fig, ax = plt.subplots(figsize=(6, 4))
             ax.imshow(arch.op_probs(t).numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1)
             ax.set_yticks(range(len(arch.topology.edges)), [f"{i}->{j + 2}" for i, j in arch.topology.edges], fontsize=6)
@@ -873,9 +880,11 @@ def _heatmaps(writer, run: Run, epoch: int) -> None:
             plt.close(fig)
 
 
-def _cell_graphs(writer, genotype: Genotype, epoch: int) -> None:
+def _cell_graphs(writer, genotype: Genotype, epoch: int, *, cell_types: Sequence[str]) -> None:
     """The cells of the policy's argmax so far (the interim ``genotype.json``) as TensorBoard figures."""
     for name, cell in genotype.cells().items():
+        if name not in cell_types:
+            continue
         ax = plot_cell(cell, title=f"{name} cell, epoch {epoch + 1}: the policy's argmax (not repaired)")
         writer.add_figure(f"cells/{name}", ax.figure, epoch)
 

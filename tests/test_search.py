@@ -492,3 +492,19 @@ def test_history_holds_budget_keys_only_under_a_budget(tmp_path):
         last = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
         assert "loss/arch" in last and "cost/expected" in last  # an arch epoch
         assert all((k in last) == bool(budget) for k in keys), (budget, sorted(last))
+
+
+def test_a_space_without_a_reduction_cell_logs_no_reduce_family(tmp_path):
+    """The planted space has one normal cell: its reduce logits decide nothing, and their entropies and
+    gradient z (noise) were logged beside the normal cell's."""
+    out = tmp_path / "planted"
+    assert main(["search", "--space", "planted", "--epochs", "2", "--no-progress", "--set", "warmup_epochs=1",
+                 "--set", "select=0", "--set", "steps_per_epoch=2", "--set", "arch_steps_per_epoch=2",
+                 "--set", "tensorboard=false", "--out", str(out)]) == 0
+    last = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
+    assert "entropy/normal_ops" in last and "grad_z/task/normal_ops" in last
+    assert not [k for k in last if "reduce" in k], sorted(last)
+    out = tmp_path / "tiny"  # a space with reduction cells logs both
+    assert main(["search", *FAST, "--epochs", "2", "--set", "warmup_epochs=1", "--out", str(out)]) == 0
+    last = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
+    assert {"entropy/reduce_ops", "grad_z/task/reduce_sets"} <= set(last)
