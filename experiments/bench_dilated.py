@@ -80,7 +80,7 @@ def workloads():
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json")
     args = p.parse_args(argv)

@@ -6,8 +6,8 @@ Writes ``--images`` seeded mattes at 1620 x 1080 (ground truth, a trimap with an
 prediction clamped by the trimap) into a temporary folder, then times, in ``--pairs`` interleaved
 pairs, two whole processes that read the three folders and compute SAD, MSE, Grad and Conn: mmeval's
 (``SAD``, ``MattingMSE``, ``GradientError``, ``ConnectivityError`` on cv2-read arrays in [0, 1]) and
-``atldas eval --pred --alpha --trimap`` (``--workers``; ``0`` leaves the default, one process per
-free core by the load average). Prints each pair's seconds, the ratios and both sets of metric means
+``atldas eval --pred --alpha --trimap`` (``--workers``; ``0`` leaves eval's default, one process per
+core). Prints each pair's seconds, the ratios and both sets of metric means
 (they agree: the same protocol). mmeval is optional: install it (``pip install mmeval``, it pulls
 its own cv2) or point ``--mmeval-path`` at a ``pip install --target`` folder.
 """

@@ -3,8 +3,9 @@ retrain's steps with the data made in the training process (0) or in worker proc
 
     python experiments/bench_loader.py [--workers 0 1 2] [--steps 20] [--threads 2]
 
-Each configuration runs once after a warm-up run of the same configuration; the figure is seconds
-per step (weight and arch step for the search, one optimizer step for the retrain). CPU timings on a
+The search figure is seconds per step (a weight and an arch step) of the epoch after a warm-up epoch;
+the retrain figure is a whole two-epoch retrain's wall time per optimizer step (start-up, data
+workers and a one-image validation included: no warm-up). CPU timings on a
 shared machine vary: run it on a quiet one and compare the columns, not the absolute values.
 """
 
@@ -49,7 +50,7 @@ def retrain_step(workers: int, steps: int, model: str) -> float:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)

@@ -89,7 +89,7 @@ def run_once(mode: str, *, model: str, size: int, threads: int, calls: int) -> d
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--model", default="cheapmatting")
     p.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
     p.add_argument("--rounds", type=int, default=3)

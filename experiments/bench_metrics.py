@@ -61,7 +61,7 @@ def median_time(fn, repeat: int) -> float:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--size", type=int, default=2000, help="image side in pixels")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per metric (median)")
     parser.add_argument("--json", help="also write the timings to this JSON file")

@@ -192,7 +192,7 @@ def paired(rounds: int) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--paired", action="store_true", help="also time two trainings at once under vmap")
     p.add_argument("--json", help="write the figures here")

@@ -113,7 +113,7 @@ def retrain_per_step(genotype: Path, steps: int, threads: int):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--genotype", default=str(ROOT / "experiments" / "results" / "demo_genotype.json"))
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)

@@ -164,11 +164,12 @@ def worker(args: argparse.Namespace) -> dict:
     out["params"] = sum(p.numel() for p in run.net.weight_parameters())
     if pruned:
         out["pruning_rounds"] = args.prune_epochs
+        out["pruned_groups"] = sum(pruned.values())  # 0: the policy gave no evidence to prune on yet
     return out
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--space", default="matting")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=None, help="image side (default: the space's own, 128 for matting)")
@@ -219,6 +220,8 @@ def main(argv=None) -> int:
                           for k, v in r.items()}
         extra = (f" (median step {r['step_peak_median_mb']:6.1f} MB, peak RSS {r['rss_peak_mb']:6.1f} MB)"
                  if "rss_peak_mb" in r else "")
+        if "pruned_groups" in r:
+            extra += f"   {r['pruned_groups']} group(s) pruned in {r['pruning_rounds']} round(s)"
         print(f"{label:14s} step {r['step_s']:.3f} s wall, {r['step_cpu_s']:.3f} s CPU   peak {r['peak_mb']:7.1f} MB{extra}   params {r['params']:,}",
               flush=True)
     if "darts" in results and "atldas" in results:

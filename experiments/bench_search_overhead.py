@@ -39,7 +39,7 @@ def step_cpu(space: str, crop: int, steps: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--space", default="matting")
     p.add_argument("--crops", type=int, nargs="+", default=[32, 64, 96, 128])
     p.add_argument("--steps", type=int, default=10)

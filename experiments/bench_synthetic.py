@@ -55,9 +55,9 @@ def bench(size: int, *, count: int, repeats: int, seed: int = 0, chunk: int = 1)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    ap.add_argument("--count", type=int, default=100, help="samples per repeat (256; 1/4 of it at 512)")
+    ap.add_argument("--count", type=int, default=100, help="samples per repeat at 256 px (100), scaled by (256 / size)^2 for other sizes, at least 10")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--json", help="also write the results as JSON to this file")
     args = ap.parse_args(argv)

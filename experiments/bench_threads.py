@@ -68,7 +68,7 @@ def measure(threads: int, policy: str, repeats: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--busy", type=int, nargs="+", default=[0, 1], help="competing busy processes (default 0 1)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", help="write the rows here")

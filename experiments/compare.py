@@ -248,7 +248,7 @@ def format_table(results: Dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- main
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/compare", help="working folder (reused when run again)")
     p.add_argument("--json", help="write every figure to this JSON file")
     p.add_argument("--report", metavar="FILE", help="print the table and separation of a stored --json result, train nothing")

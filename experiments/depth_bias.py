@@ -210,7 +210,7 @@ def format_fits(rows: Sequence[Dict[str, Any]], steps: Sequence[int]) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("folders", nargs="+", help="benchmark output folders (search_quality.py --out)")
     p.add_argument("--labels", nargs="+", help="only these strategy labels")
     p.add_argument("--teachers", type=int, nargs="+", help="only the searches of these teachers")

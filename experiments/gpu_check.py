@@ -180,7 +180,7 @@ def env_info() -> Dict[str, Any]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--work", default="/tmp/gpu_check", help="scratch folder (emptied first)")
     ap.add_argument("--json", help="write the records to this file")
     ap.add_argument("--device", default="cuda", help="the device under test (cpu: a dry run of the script)")

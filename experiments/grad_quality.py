@@ -186,7 +186,7 @@ def measure(*, space: str = "planted", sets: Sequence[str] = (), warmup: Optiona
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", default="planted")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="search config overrides")
     p.add_argument("--warmup", type=int, default=None, help="epochs of uniform-child weight training first "

@@ -109,7 +109,7 @@ def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("json", nargs="+", type=Path)
     p.add_argument("--a", nargs="+", default=["atldas"], help="a strategy label, or one per file")
     p.add_argument("--b", nargs="+", default=["random"], help="a strategy label, or one per file")

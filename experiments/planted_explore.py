@@ -422,7 +422,7 @@ def print_summary(res: dict, n_random: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     d, r = Task(), Recipe()
     p.add_argument("--teacher-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--random", type=int, default=12, help="random genotypes per teacher")

@@ -145,7 +145,7 @@ def analyse(r: Dict[str, Any], loss: Dict[str, float]) -> Dict[str, float]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--teachers", type=int, nargs="+", default=[27, 28, 29])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--budgets", nargs="+", default=["none", "0.8"])
@@ -202,13 +202,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row["tau_seeds"] = kendall([by_seed[a][x["hash"]] for x in rows], [by_seed[b][x["hash"]] for x in rows])
         per.append(row)
     keys = [k for k in per[0] if k != "key"]
-    print(f"{'search':<22}" + "".join(f"{k[:18]:>19}" for k in keys))
+    w = max(10, *(len(k) for k in keys)) + 1  # the whole column names: cut to 18 characters, pairs collided
+    print(f"{'search':<22}" + "".join(f"{k:>{w}}" for k in keys))
     for row in per:
-        print(f"{row['key']:<22}" + "".join(f"{row[k]:>19.3g}" for k in keys))
+        print(f"{row['key']:<22}" + "".join(f"{row[k]:>{w}.3g}" for k in keys))
     mean = {k: statistics.mean(row[k] for row in per) for k in keys}
     se = {k: statistics.stdev(row[k] for row in per) / math.sqrt(len(per)) if len(per) > 1 else float("nan") for k in keys}
-    print(f"{'mean':<22}" + "".join(f"{mean[k]:>19.3g}" for k in keys))
-    print(f"{'SE':<22}" + "".join(f"{se[k]:>19.3g}" for k in keys))
+    print(f"{'mean':<22}" + "".join(f"{mean[k]:>{w}.3g}" for k in keys))
+    print(f"{'SE':<22}" + "".join(f"{se[k]:>{w}.3g}" for k in keys))
     if args.json:
         Path(args.json).write_text(json.dumps({"pool": args.pool, "teachers": args.teachers, "seeds": args.seeds,
                                                "train_seeds": args.train_seeds, "sets": args.sets,

@@ -143,6 +143,13 @@ def main(argv=None) -> int:
                                                           "(the slow drift test's second accepted answer)")
     ap.add_argument("--machine", default="", help="with --demo-cpu: a few words on the machine")
     args = ap.parse_args(argv)
+    if args.check and (args.demo or args.demo_cpu):  # --check writes nothing
+        ap.error("--check compares only; --demo and --demo-cpu record a genotype: run them without --check")
+    if args.demo:
+        cost = json.loads((Path(args.demo) / "genotype.json").read_text()).get("cost") or {}
+        if not isinstance(cost.get("target"), dict):
+            ap.error(f"--demo {args.demo}: its genotype has no budget; the demo genotype is of the default search "
+                     "(make demo), under its 25 G budget")
     if args.demo_cpu:
         print(f"recorded the demo genotype of {record_demo_for_cpu(Path(args.demo_cpu), args.machine)}")
     if args.demo:

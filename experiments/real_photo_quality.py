@@ -56,7 +56,7 @@ def table(rows: Dict[str, Dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--data", required=True, help="test set folder with real photos, trimaps and mattes")
     p.add_argument("--run", action="append", default=[], help="retrain run directory (repeatable)")
     p.add_argument("--threads", type=int, default=1)

@@ -329,7 +329,7 @@ def kendall(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--teachers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--strategies", nargs="+", default=["atldas", "darts", "gdas", "random"],
@@ -352,7 +352,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.retau:
         for name in args.retau:
             path = Path(name)
-            summary = retau(json.loads(path.read_text()))
+            before = json.loads(path.read_text())
+            summary = retau(before)
+            if summary == before:  # not rewritten: a file stored with another indent stays as it is
+                print(f"the mean taus of {path} are today's already")
+                continue
             write_text_atomic(path, json.dumps(summary, indent=1) + "\n")
             print(f"recomputed the mean taus of {path}")
         return 0
@@ -360,7 +364,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out)
     if args.recount:
         path = Path(args.recount)
+        if not any((out / "searches").glob("*.json")):  # a mistyped --out would set every share to NaN
+            raise SystemExit(f"--recount: {out / 'searches'} holds no stored search; give the --out the summary "
+                             "was computed in")
         summary = recount(json.loads(path.read_text()), out / "searches", strict=False)
+        if summary["recount"]["not_recounted"] and len(summary["recount"]["not_recounted"]) == sum(
+                isinstance(m, dict) for v in summary["strategies"].values() for m in v.values()):
+            raise SystemExit(f"--recount: none of {path}'s searches is stored in {out / 'searches'} (first: "
+                             f"{next(iter(summary['recount']['not_recounted'].values()))}); nothing rewritten")
         write_text_atomic(path, json.dumps(summary, indent=1) + "\n")
         print(format_table(summary))
         for variant, why in summary["recount"]["not_recounted"].items():

@@ -1,6 +1,9 @@
 """Does the matting ``select`` stage's short fit rank genotypes as the equal-recipe retrain does?
 
-    python experiments/select_matting.py --compare experiments/results/compare.json --steps 60 150
+    python experiments/select_matting.py --compare experiments/results/compare_gca.json --steps 60 150
+
+(a ``make compare`` result from 2026-12-06 on holds its genotypes; an older one needs the run folders
+``make compare`` wrote, ``runs/compare``.)
 
 For every genotype of a ``make compare`` result (the searched one, the random strategy's and the
 matched random genotypes; baselines without a genotype are skipped) it runs the matting task's
@@ -46,7 +49,7 @@ def _fit(job: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--compare", default="experiments/results/compare_gca.json", help="a compare.py --json result")
     p.add_argument("--steps", type=int, nargs="+", default=[60, 150])
     p.add_argument("--seed", type=int, default=0, help="the search seed whose splits and initial weights the fits use")

@@ -105,7 +105,7 @@ RULES: Dict[str, Tuple[Rule, int]] = {
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--out", default="runs/search_quality", help="a benchmark folder (experiments/search_quality.py)")
     p.add_argument("--teachers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--pool", type=int, default=32, help="genotypes per teacher")
