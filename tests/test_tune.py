@@ -256,6 +256,7 @@ def test_a_trial_records_its_thread_count_and_a_non_finite_objective_fails(tmp_p
     capsys.readouterr()
     import atldas.tune as tune_mod
 
+    monkeypatch.setattr(tune_mod, "search", lambda cfg, **kw: None)  # the objective alone matters here
     monkeypatch.setattr(tune_mod, "_objective_values", lambda run_dir, objectives: [float("nan")] * len(objectives))
     assert main(["tune", "--space", "tiny", "--trials", "2", "--out", str(out), "--threads", "1", *FAST]) == 2
     assert "the last 5 trials of this worker failed" in capsys.readouterr().err
