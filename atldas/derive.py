@@ -175,7 +175,8 @@ def finalize(*, space, arch: ArchParams, child: Child, table: CostTable, budget:
                           "feasible": after <= budget.target}
         if budget.metric == "latency_ms":
             cost["latency_ms"] = after
-            if table.source is not None:  # which table, measured where (a stored table records none)
+            if table.source is not None:  # which table, measured where (a run's stored table from before
+                # atldas recorded it has none)
                 cost["latency_table"] = dict(table.source)
         if after > budget.target:
             log.warning("the budget %s cannot be met: the derived network costs %s after repair",

@@ -453,12 +453,6 @@ class Run:
         else:  # the costs a search started with (derive --stored-costs): no --lut needed, checked against this net
             table.check_fits(self.net.arch, budget_metric=metric if self.budget else None)
         self.table: CostTable = table
-        if self.budget is not None:
-            cheapest, _ = self.table.cheapest(self.net.arch)
-            if cheapest > self.budget.target:
-                raise ConfigError(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
-                                  f"architecture in the {cfg.space} space ({format_cost(cheapest, metric)} at input "
-                                  f"{list(self.table.input_size)}); raise the target to at least that")
         self.strategy: Strategy = strategy_cls(supernet=self.net, loss_fn=self.task.loss, cost=self.table,
                                                budget=self.budget, hp=cfg.hp, epochs=cfg.epochs,
                                                warmup_epochs=cfg.warmup_epochs, seed=cfg.seed)
@@ -469,14 +463,22 @@ class Run:
         self.saved_threads: Optional[int] = None
         self._data: Optional[tuple] = None
 
-    def check_latency_table(self) -> None:
-        """Before a fresh run: ConfigError when a latency table estimates the cheapest architecture at
-        0 ms or less (its fixed part came out negative when measured; lut build warned): such a table
-        cannot tell small budgets apart (a 0.01 ms budget was met with a negative latency). A run
-        searched with one still resumes and derives."""
-        if self.budget is None or self.table.metric != "latency_ms":
+    def check_budget(self) -> None:
+        """Before a fresh run (:meth:`fit` of epoch 0 calls it): ConfigError when the budget is below
+        the cheapest architecture, or when a latency table estimates that architecture at 0 ms or less
+        (its fixed part came out negative when measured; lut build warned): such a table cannot tell
+        small budgets apart (a 0.01 ms budget was met with a negative latency). A run searched under
+        either still resumes and derives (its genotype records whether the budget was met)."""
+        if self.budget is None:
             return
         cheapest, _ = self.table.cheapest(self.net.arch)
+        metric = self.budget.metric
+        if cheapest > self.budget.target:
+            raise ConfigError(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
+                              f"architecture in the {self.cfg.space} space ({format_cost(cheapest, metric)} at input "
+                              f"{list(self.table.input_size)}); raise the target to at least that")
+        if self.table.metric != "latency_ms":
+            return
         if cheapest <= 0:
             raise ConfigError(f"the latency table {self.cfg.budget.lut} estimates the cheapest architecture at "
                               f"{cheapest:.4g} ms (its fixed part, base_ms, came out negative when measured): it "
@@ -587,7 +589,7 @@ class Run:
         _, _, train_loader, arch_loader, ts, As = self._loaders()
         rd = RunDir(self.out, checkpoint=CHECKPOINT, kind="search") if self.out is not None else None
         if self.epoch == 0:
-            self.check_latency_table()
+            self.check_budget()
         if rd is not None and self.epoch == 0:  # a fresh run: never over another one; a complete directory
             rd.check_new()
             rd.write_config(dataclasses.replace(cfg, out=str(self.out)))  # refuses another config left without a checkpoint

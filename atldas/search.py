@@ -72,7 +72,7 @@ def _build(cfg: SearchConfig, out: Path) -> Run:
     """A fresh run for ``out``; a bad config, budget, ``--data`` or ``--backgrounds`` fails here, before
     anything is written."""
     run = Run(dataclasses.replace(cfg, out=str(out)), out=out)
-    run.check_latency_table()  # before anything is written (fit checks it too, for a Python run)
+    run.check_budget()  # before anything is written (fit checks it too, for a Python run)
     if cfg.budget.lut and run.table.metric != "latency_ms":  # said once, when the run starts
         log.warning("--lut %s is read only for a latency budget (--target-latency-ms); this search %s, so the "
                     "table is not used", cfg.budget.lut,

@@ -343,7 +343,7 @@ def _build_end(cfg: Any, *, others: set) -> None:
     sizes (an odd ``C``, too few ``layers``) or a budget below its cheapest architecture; the latter is
     let through when ``others`` (other tuned keys that size the network or the budget) may make it fit."""
     try:
-        Run(cfg, out=None)
+        Run(cfg, out=None).check_budget()
     except ConfigError as exc:
         if others and "below the cheapest architecture" in str(exc):
             return
@@ -503,7 +503,9 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     # the cheapest target network (then each trial's own costs decide)
     if not tuned & {"budget.target_macs", "budget.target_params", "budget.target_latency_ms", "budget.lut",
                     *(f"knobs.{k}" for k in ("target_C", "target_layers", "input_size", "nodes", "k_min"))}:
-        Run(base, out=None).open_data()
+        run = Run(base, out=None)
+        run.check_budget()
+        run.open_data()
     out_dir = check_output(out, flag="--out", folder=True)
     owner = RunDir(out_dir, checkpoint="checkpoint.pt", kind="tune").owner()
     if owner not in (None, "tune"):  # a study's journal and trials would be mixed into that run's files

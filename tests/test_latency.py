@@ -302,8 +302,9 @@ def test_none_is_never_the_cheapest_op(tmp_path, space, lut):
     for strategy in ("darts", "gdas"):
         with pytest.raises(ConfigError, match="below the cheapest architecture"):
             Run(make_search_config(space="tiny", strategy=strategy,
-                                   sets=[f"target_latency_ms={0.999 * cb}", f"lut={path}"]))
-        Run(make_search_config(space="tiny", strategy=strategy, sets=[f"target_latency_ms={1.001 * cb}", f"lut={path}"]))
+                                   sets=[f"target_latency_ms={0.999 * cb}", f"lut={path}"])).check_budget()
+        Run(make_search_config(space="tiny", strategy=strategy,
+                               sets=[f"target_latency_ms={1.001 * cb}", f"lut={path}"])).check_budget()
 
 
 def test_a_latency_search_records_and_prints_its_table(tmp_path, capsys, lut):

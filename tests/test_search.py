@@ -508,3 +508,18 @@ def test_a_space_without_a_reduction_cell_logs_no_reduce_family(tmp_path):
     assert main(["search", *FAST, "--epochs", "2", "--set", "warmup_epochs=1", "--out", str(out)]) == 0
     last = json.loads((out / "history.jsonl").read_text().splitlines()[-1])
     assert {"entropy/reduce_ops", "grad_z/task/reduce_sets"} <= set(last)
+
+
+def test_a_budget_below_the_cheapest_is_refused_for_a_fresh_run_only(tmp_path, monkeypatch):
+    """A run searched when its budget passed the check (an older atldas counted `none` as free) must
+    still resume and derive: the check refused derive and --stored-costs of such finished runs."""
+    from atldas.cost import CostTable
+
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "2", "--set", "warmup_epochs=1", "--target-macs", "30M",
+                 "--out", str(out)]) == 0
+    monkeypatch.setattr(CostTable, "cheapest", lambda self, arch: (float("inf"), None))  # every budget too low
+    assert main(["derive", str(out), "--out", str(tmp_path / "g.json")]) == 0
+    assert main(["derive", str(out), "--stored-costs", "--out", str(tmp_path / "g2.json")]) == 0
+    assert main(["search", *FAST, "--epochs", "2", "--target-macs", "30M", "--out", str(tmp_path / "new")]) == 2
+    assert not (tmp_path / "new").exists()

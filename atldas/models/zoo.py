@@ -403,17 +403,22 @@ def load_model_weights(model: MattingModel, net: nn.Module, checkpoint: PathLike
     return extra
 
 
-def _retrained_model(path: Path) -> Optional[str]:
+def _retrained_model(path: Path, *, depth: int = 0) -> Optional[str]:
     """The registered model without a genotype that the retrain run in ``path`` trained (its
-    ``config.yaml``'s ``model``), or None."""
+    ``config.yaml``'s ``model``, followed through a retrain run folder it names), or None."""
     try:
         keys = read_yaml(path / "config.yaml") if (path / "config.yaml").is_file() else {}
     except AtldasError:
         return None
     name = keys.get("model")
-    if "strategy" in keys or not isinstance(name, str) or name not in MODELS or MODELS.get(name).genotype:
+    if "strategy" in keys or not isinstance(name, str) or not name:
         return None
-    return name
+    if name in MODELS:
+        return None if MODELS.get(name).genotype else name
+    folder = Path(name)
+    if depth < 16 and folder.is_dir() and not (folder / "genotype.json").is_file():  # a retrain of a retrain run
+        return _retrained_model(folder, depth=depth + 1)
+    return None
 
 
 def no_genotype(path: PathLike) -> str:
@@ -432,8 +437,8 @@ def no_genotype(path: PathLike) -> str:
                     f"{path}`")
         return f"{path} is a search run without genotype.json: {how}"
     if "model" in keys:
-        return (f"{path} is a retrain run without genotype.json (it trained the model {keys['model']!r}, not a "
-                "genotype, and that name is not registered in this process); pass a registered model's name or a "
-                "genotype file")
+        return (f"{path} is a retrain run without genotype.json (it trained {keys['model']!r}, not a genotype: a "
+                "model name not registered in this process, or a run folder that is gone); pass a registered model's "
+                "name or a genotype file")
     return (f"{path} is not a run directory (no genotype.json, no atldas config.yaml): pass the folder of an `atldas "
             "search` or `atldas retrain` run, or a genotype file")
