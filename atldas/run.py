@@ -642,8 +642,7 @@ class Run:
                 self.epoch = epoch + 1
                 if rd is not None:
                     g = self.genotype(strat.derive_argmax())  # the policy's argmax so far: not repaired, no select
-                    g.replace(provenance={**g.provenance, "interim": True}).save(rd.path / "genotype.json")
-                    history.append(row)
+                    history.append(row)  # before the checkpoint: a resume drops the rows of epochs it repeats
                     add_scalars(writer, row, epoch, skip=("epoch",))  # the step already is the epoch
                     if writer is not None:
                         if _heatmap_due(cfg.heatmap_every, epoch, cfg.epochs):
@@ -651,6 +650,9 @@ class Run:
                             _cell_graphs(writer, g, epoch, cell_types=self.cell_types)
                         writer.flush()
                     rd.save(self.state_dict())
+                    # after the checkpoint: an interim genotype is never ahead of it (killed in between, it
+                    # said the search had run every epoch and advised derive instead of --resume)
+                    g.replace(provenance={**g.provenance, "interim": True}).save(rd.path / "genotype.json")
                 self._log_epoch(row, events, end=end)
                 rows.append(row)
                 if callback is not None:

@@ -239,7 +239,12 @@ class RunDir:
                               "another --out (or --force: the old folder is moved aside)")
 
     def check_resume(self) -> None:
-        """Refuse to resume where there is no checkpoint."""
+        """Refuse to resume where there is no checkpoint (or another kind of run's folder)."""
+        owner = self.owner()
+        if owner not in (None, self.kind):  # start without --resume would be refused there too
+            what = f"a {owner} run" if owner != "unknown" else f"a {CONFIG} atldas did not write"
+            raise AtldasError(f"--resume: {self.path} holds {what}, not a {self.kind} run: give a {self.kind} run's "
+                              "folder (or start afresh with --force: the old folder is moved aside)")
         if not self.checkpoint.is_file():
             raise AtldasError(f"--resume: {self.checkpoint} does not exist; start without --resume")
         if not (self.path / CONFIG).is_file():
@@ -287,7 +292,11 @@ class RunDir:
     def load(self, *, map_location: Any = "cpu", fmt: Optional[str] = None) -> Dict[str, Any]:
         """The checkpoint (``weights_only=True``); with ``fmt``, refused unless its ``format`` is that
         (a retrain checkpoint renamed into a search run, a file of another version)."""
-        ckpt = load_checkpoint(self.checkpoint, map_location=map_location)
+        try:
+            ckpt = load_checkpoint(self.checkpoint, map_location=map_location)
+        except DataError as exc:  # a damaged file: "pass another file" does not help a run folder
+            raise DataError(f"{str(exc).split('; ')[0]}; the {self.kind} cannot go on from it: start it afresh with "
+                            "--force (the old folder is moved aside), or restore the file") from None
         if fmt is not None and ckpt.get("format") != fmt:
             found = ckpt.get("format")
             what = f"format {found!r}" if isinstance(found, str) else "no format field"

@@ -523,3 +523,39 @@ def test_a_budget_below_the_cheapest_is_refused_for_a_fresh_run_only(tmp_path, m
     assert main(["derive", str(out), "--stored-costs", "--out", str(tmp_path / "g2.json")]) == 0
     assert main(["search", *FAST, "--epochs", "2", "--target-macs", "30M", "--out", str(tmp_path / "new")]) == 2
     assert not (tmp_path / "new").exists()
+
+
+def test_the_interim_genotype_is_written_after_the_checkpoint(tmp_path, monkeypatch):
+    """Killed between an epoch's genotype.json and its checkpoint, a folder's interim genotype named more
+    epochs than the checkpoint held, and the verbs advised derive where --resume was due."""
+    import atldas.rundir as rundir_mod
+
+    real = rundir_mod.save_checkpoint
+    calls = []
+
+    def stop_at_the_last(state, path):
+        calls.append(int(state["epoch"]))
+        if len(calls) == 2:  # the last epoch's checkpoint: the process dies before writing it
+            raise KeyboardInterrupt
+        real(state, path)
+
+    monkeypatch.setattr(rundir_mod, "save_checkpoint", stop_at_the_last)
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "2", "--set", "warmup_epochs=1", "--out", str(out)]) == 130
+    g = json.loads((out / "genotype.json").read_text())
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert g["provenance"]["interim"] and g["provenance"]["epochs"] == ckpt["epoch"] + 1 == 1
+
+
+def test_resume_messages_name_the_way_out(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *FAST, "--epochs", "2", "--set", "warmup_epochs=1", "--out", str(out)]) == 0
+    (out / "checkpoint.pt").write_bytes(b"\0" * 64)  # damaged
+    assert main(["search", "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the search cannot go on from it: start it afresh with --force" in err and err.count("\n") == 1, err
+    retrained = tmp_path / "retrain"
+    retrained.mkdir()
+    (retrained / "config.yaml").write_text("model: cnn_baseline_tiny\n")
+    assert main(["search", "--out", str(retrained), "--resume", "--no-progress"]) == 2
+    assert "holds a retrain run, not a search run" in capsys.readouterr().err
