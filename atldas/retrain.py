@@ -17,8 +17,8 @@ so ``--model RUN_DIR`` rebuilds exactly this network::
 
 Training (matting.md, "Training conventions"): L1 over the unknown region + Laplacian-pyramid loss +
 composition loss (:class:`~atldas.matting.losses.MattingLoss`); AdamW (default) or RAdam; linear
-warm-up then cosine decay per step; gradient-norm clipping (``--set grad_clip=5``, the default; 0: off); channels_last (about 1.3x faster steps
-on CPU; ``--set channels_last=false`` turns it off); on CUDA only: AMP (bf16 where supported, else
+warm-up then cosine decay per step; gradient-norm clipping (``--set grad_clip=5``, the default; 0:
+off); channels_last (about 1.3x faster steps on CPU; ``--set channels_last=false`` turns it off); on CUDA only: AMP (bf16 where supported, else
 fp16 with a gradient scaler); optional EMA of the weights (``--set ema=0.999``; then validation,
 ``best.pt`` and ``last.pt["model"]`` use the EMA weights); optional DARTS drop-path in the cells
 (``--set drop_path=0.2``, ramped up linearly over the epochs). The network's output clamp is lifted

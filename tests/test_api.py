@@ -146,10 +146,10 @@ def test_derive_of_a_search_that_stopped_early_says_so_and_records_the_epochs_se
     real_save, saves = rundir_mod.save_checkpoint, []
 
     def interrupting_save(state, path):
+        if saves:  # killed in the second epoch, before its checkpoint (the first epoch's is whole)
+            raise KeyboardInterrupt
         real_save(state, path)
         saves.append(path)
-        if len(saves) == 1:  # killed right after the first epoch's checkpoint
-            raise KeyboardInterrupt
 
     monkeypatch.setattr(rundir_mod, "save_checkpoint", interrupting_save)
     out = tmp_path / "run"
@@ -178,11 +178,13 @@ def test_resume_refuses_costs_that_changed_since_the_run_started(tmp_path, monke
     edited, which the check reads the same way."""
     import atldas.rundir as rundir_mod
 
-    real_save = rundir_mod.save_checkpoint
+    real_save, saves = rundir_mod.save_checkpoint, []
 
-    def interrupting_save(state, path):
+    def interrupting_save(state, path):  # killed in the second epoch, before its checkpoint
+        if saves:
+            raise KeyboardInterrupt
         real_save(state, path)
-        raise KeyboardInterrupt
+        saves.append(path)
 
     monkeypatch.setattr(rundir_mod, "save_checkpoint", interrupting_save)
     out = tmp_path / "run"
