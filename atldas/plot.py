@@ -123,7 +123,11 @@ def _macro_spec(genotype: Genotype, kind: str):
 def plot_macro(genotype: Genotype, *, ax: Optional[Axes] = None, kind: str = "auto") -> Axes:
     """Draw the network around the cells (``kind``: ``"auto"``, ``"matting"`` or ``"classifier"``)."""
     boxes, arrows, rows, title, bounds = _macro_spec(genotype, kind)
+    kind = macro_kind(genotype) if kind == "auto" else kind
     cost = dict(genotype.cost)
+    measured = {"cheapmatting": "matting", "darts_cifar": "classifier"}.get(str(cost.get("model", "")).split(" ")[0])
+    if measured not in (None, kind):  # a cost of the other network (DARTS' cells in CheapMatting) is not this one's
+        cost = {}
     line = " · ".join(f"{cost[k] / s:.2f} {u}" for k, s, u in (("params", 1e6, "M params"), ("macs", 1e9, "G MACs"))
                       if isinstance(cost.get(k), (int, float)))
     if line and isinstance(cost.get("input"), (list, tuple)):

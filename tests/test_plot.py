@@ -198,6 +198,9 @@ def test_titles_name_where_the_cells_were_searched_and_the_macro_drawn():
     g, out = load_source("darts_v2")  # a registered genotype: the network its file records
     assert out == Path("darts_v2.png") and macro_kind(g) == "classifier"
     assert "cells searched in darts_cifar, DARTS CIFAR classifier macro" in figure_title(g, "classifier")
+    # its file's cost is of DARTS' cells in CheapMatting: the matting view shows it, the classifier's does not
+    assert "G MACs at 1×6×1024×1024 (cheapmatting macro" in _texts(plot_macro(g, kind="matting"))
+    assert "G MACs" not in _texts(plot_macro(g))
     assert "cells searched in matting, CheapMatting macro" in figure_title(VARIABLE, "matting")
     for title in ("normal cell", "reduction cell"):
         assert title in _texts(plot_cell(VARIABLE.cell(title.startswith("reduction")), title=title))
