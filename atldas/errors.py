@@ -20,6 +20,11 @@ class ConfigError(AtldasError):
     """An invalid configuration value, flag combination or registry name."""
 
 
+class BudgetBelowCheapest(ConfigError):
+    """A budget below the cheapest architecture of its space (``Run.check_budget``); ``atldas tune``
+    lets it through at a tuned dimension's end when other tuned keys may make it fit."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of a third-party exception's message (its type's name when it has none), for a
     one-line user error that wraps it."""

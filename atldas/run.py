@@ -47,7 +47,7 @@ from atldas.cost import BudgetCfg, CostTable, cost_table, format_cost
 from atldas.data.datasets import with_draws
 from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
-from atldas.errors import AtldasError, ConfigError, DataError
+from atldas.errors import AtldasError, BudgetBelowCheapest, ConfigError, DataError
 from atldas.genotype import Genotype
 from atldas.rundir import RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
@@ -474,7 +474,7 @@ class Run:
         cheapest, _ = self.table.cheapest(self.net.arch)
         metric = self.budget.metric
         if cheapest > self.budget.target:
-            raise ConfigError(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
+            raise BudgetBelowCheapest(f"budget {format_cost(self.budget.target, metric)} is below the cheapest "
                               f"architecture in the {self.cfg.space} space ({format_cost(cheapest, metric)} at input "
                               f"{list(self.table.input_size)}); raise the target to at least that")
         if self.table.metric != "latency_ms":

@@ -46,7 +46,7 @@ import torch
 import yaml
 
 from atldas.config import apply_overrides, check_threads, differences, leaf_paths, shown, to_dict
-from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory, unreadable
+from atldas.errors import AtldasError, BudgetBelowCheapest, ConfigError, first_line, out_of_memory, unreadable
 from atldas.run import ALIASES, Run, make_search_config
 from atldas.rundir import RunDir
 from atldas.tasks import get_task
@@ -344,10 +344,9 @@ def _build_end(cfg: Any, *, others: set) -> None:
     let through when ``others`` (other tuned keys that size the network or the budget) may make it fit."""
     try:
         Run(cfg, out=None).check_budget()
-    except ConfigError as exc:
-        if others and "below the cheapest architecture" in str(exc):
-            return
-        raise
+    except BudgetBelowCheapest:
+        if not others:
+            raise
 
 
 def _objective_values(run_dir: Path, objectives: Sequence[str]) -> List[float]:

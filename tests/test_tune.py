@@ -69,6 +69,23 @@ def test_the_tuning_space_is_checked(tmp_path):
     assert Param(key="k_max", type="int", low=2, high=40, step=3).ends() == [2, 38]
 
 
+def test_a_budget_end_below_the_cheapest_passes_only_beside_other_structural_keys():
+    """A tuned dimension's end whose budget is below the cheapest architecture is refused before the
+    study, unless another tuned key sizes the network or the budget (a trial's draw may then fit); a
+    network that cannot be built is refused either way."""
+    from atldas import make_search_config
+    from atldas.errors import BudgetBelowCheapest
+    from atldas.tune import _build_end
+
+    low = make_search_config(space="tiny", sets=["target_macs=1K"])
+    with pytest.raises(BudgetBelowCheapest, match="below the cheapest"):
+        _build_end(low, others=set())
+    _build_end(low, others={"knobs.target_C"})
+    with pytest.raises(ConfigError, match="C must be even") as info:
+        _build_end(make_search_config(space="tiny", sets=["C=5"]), others={"budget.target_macs"})
+    assert not isinstance(info.value, BudgetBelowCheapest)
+
+
 def test_bad_tune_input_is_one_line(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text("bogus: {type: int, low: 1, high: 2}\n")
     cases = [(["--space-file", str(tmp_path / "s.yaml")], "unknown key 'bogus'"),
