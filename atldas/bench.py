@@ -202,7 +202,7 @@ def bench(models: Union[str, Sequence[str]], *, size: Union[int, Sequence[int]] 
         inputs = [Path(m) for m in models]  # a genotype file, or a run directory (its genotype.json is read)
         refuse_input_as_output(json_path, [*inputs, *(p / "genotype.json" for p in inputs if p.is_dir())],
                                flag="--json")
-        refuse_overwriting_non_json(json_path)
+        refuse_overwriting_non_json(json_path, example="bench.json")
     h, w = _hw(size)
     dev = resolve_device(device)
     resolved = [require_torch(resolve_model(m), "bench") for m in models]  # all checked before any timing

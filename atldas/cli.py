@@ -210,7 +210,7 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
     given = [(shown, path) for shown, path, _, _ in _given(cfg, flags, sets, config=config, aliases=aliases,
                                                           labels=labels)
              if path not in (None, ("out",), ("progress",))
-             and _absolute(_at(cfg, path)) != _absolute(_at(saved, path))]  # a run recorded a path as typed
+             and _source(_at(cfg, path)) != _source(_at(saved, path))]  # a run recorded a path as typed
     changed = [f"{shown} (the run has {'it unset' if _at(saved, path) is None else _at(saved, path)})"
                for shown, path in given]
     if given and all(path[-1] in RUNTIME_KEYS for _, path in given):  # how the run runs: config.yaml may say
@@ -223,6 +223,14 @@ def _refuse_resume_changes(cfg: Any, saved: Any, flags: Mapping[str, Any], sets:
                           f"change: drop {'it' if len(changed) == 1 else 'them'} (a run's settings, its number of "
                           "epochs included, cannot change on resume; to train longer or otherwise, start a new run "
                           "with another --out)")
+
+
+def _source(value: Any) -> Any:
+    """:func:`_absolute`, with a folder that holds a ``genotype.json`` as that file (a run folder and
+    its genotype are one MODEL: ``retrain RUN`` then ``retrain RUN/genotype.json --resume``)."""
+    if isinstance(value, str) and value and Path(value).is_dir() and (Path(value) / "genotype.json").is_file():
+        return os.path.abspath(Path(value) / "genotype.json")
+    return _absolute(value)
 
 
 def _absolute(value: Any) -> Any:

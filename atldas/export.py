@@ -32,6 +32,7 @@ from atldas.errors import AtldasError, ConfigError, DataError, first_line
 from atldas.genotype import Genotype
 from atldas.models.base import MattingModel
 from atldas.matting.footprint import forward_bytes_per_pixel
+from atldas.matting.inference import image_wide_layers
 from atldas.models.zoo import load_model_weights, require_torch, resolve_model
 from atldas.utils.atomic import atomic_path, refuse_input_as_output
 
@@ -251,6 +252,7 @@ def export_onnx(*, model: Union[PathLike, Genotype, MattingModel], checkpoint: O
             program.save(tmp)
         meta = {**INPUT_SPEC, "atldas.model": mm.name, "atldas.version": __version__,
                 "atldas.bytes_per_pixel": f"{forward_bytes_per_pixel(mm, net):.1f}",
+                "atldas.image_wide": ",".join(image_wide_layers(net)),
                 "atldas.checkpoint": Path(checkpoint).name if checkpoint is not None else "none (initial weights)"}
         actual_opset = _finish_graph(tmp, {"32*height_32": "height", "32*width_32": "width"}, meta)
         if actual_opset != opset:  # nothing is kept: the user asked for another opset

@@ -25,8 +25,7 @@ __all__ = ["lut_space", "lut_build", "check_lut"]
 
 def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, sets: Sequence[str] = ()):
     """The bound space a table is built for: the space's defaults, ``--set`` knobs, ``--size``."""
-    cfg = make_search_config(space=space, device=device, sets=sets)
-    paths = leaf_paths(cfg)
+    paths = leaf_paths(make_search_config(space=space, device=device))  # --set's keys, before their values
     for pair in [sets] if isinstance(sets, str) else sets:  # a search setting here was accepted and ignored
         key = str(pair).split("=", 1)[0].strip().replace("-", "_")
         path = paths.get(ALIASES.get(key, key)) or tuple(key.split("."))
@@ -37,6 +36,7 @@ def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, se
                     else "a search setting (the device and threads are --device and --threads)")
             raise ConfigError(f"--set {pair}: a table is of the space's network, and --set takes its knobs "
                               f"({knobs}); {key} is {what}")
+    cfg = make_search_config(space=space, device=device, sets=sets)
     if size is not None:
         if size < 32:
             raise ConfigError(f"--size must be at least 32 (the network downsamples 5 times), got {size}")
@@ -88,7 +88,7 @@ def lut_build(*, space: str, device: str = "cpu", size: Optional[int] = None, th
     if isinstance(check, bool) or not isinstance(check, int) or not 0 <= check <= 10**4:
         raise ConfigError(f"--check takes the number of random children to measure, 0..10000; got {check!r}")
     check_output(out or f"lut-{space}-{device}.json", flag="--out")
-    refuse_overwriting_non_json(out or f"lut-{space}-{device}.json", flag="--out")
+    refuse_overwriting_non_json(out or f"lut-{space}-{device}.json", flag="--out", example=f"lut-{space}-{device}.json")
     bound = lut_space(space, device=device, size=size, sets=sets)
     lut = build_lut(bound, device=device, threads=threads, min_run_time=min_run_time, progress=progress)
     path = save_lut(lut, out or f"lut-{space}-{device}.json")

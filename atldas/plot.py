@@ -3,6 +3,7 @@ network around them.
 
     atldas plot RUN_DIR                      # RUN_DIR/plots/genotype.png + genotype_{normal,reduce,macro}.png
     atldas plot genotype.json --out g.svg    # g.svg + g_normal.svg, g_reduce.svg, g_macro.svg
+    atldas plot PLANTED_RUN                  # genotype.png + genotype_normal.png: one cell, no macro view
     atldas plot cheapmatting                 # a registered model or genotype name -> ./cheapmatting.png
 
 Macro: the network :func:`atldas.models.zoo.genotype_macro` names, every number read from
@@ -32,7 +33,8 @@ from atldas.errors import AtldasError, ConfigError
 from atldas.genotype import Genotype
 from atldas.models.cheapmatting import CheapMatting, CheapMattingCfg
 from atldas.models.darts_cifar import STEM_MULTIPLIER, DartsCifarNetwork
-from atldas.models.zoo import MODELS, check_genotype, genotype_macro, is_registered_name, no_genotype, warn_interim
+from atldas.models.zoo import (MODELS, check_genotype, genotype_cell_types, genotype_macro, is_registered_name,
+                               no_genotype, warn_interim)
 from atldas.rundir import RunDir
 from atldas.topology import cell_stack, reductions_of, stage_taps
 from atldas.utils.atomic import atomic_path, check_output
@@ -189,7 +191,10 @@ def figure_title(genotype: Genotype, kind: str) -> str:
     space, prov = dict(genotype.space), dict(genotype.provenance)
     macro = {"matting": "CheapMatting macro", "classifier": "DARTS CIFAR classifier macro"}.get(kind, kind)
     parts = ([f"model {prov['model']}"] if prov.get("model") else []) + [f"genotype {genotype.hash()}"]
-    parts.append(f"cells searched in {space['name']}, {macro}" if space.get("name") else macro)
+    if kind == "none":  # a network without a macro view: its cells alone
+        parts.append(f"cells searched in {space['name']}" if space.get("name") else "cells")
+    else:
+        parts.append(f"cells searched in {space['name']}, {macro}" if space.get("name") else macro)
     parts += [f"{k} {prov[k]}" for k in ("reference", "strategy") if prov.get(k)]
     parts += [f"seed {prov['seed']}"] if prov.get("seed") is not None and prov.get("strategy") else []
     return " · ".join(parts)
@@ -197,8 +202,9 @@ def figure_title(genotype: Genotype, kind: str) -> str:
 
 def plot_genotype(genotype: Union[Genotype, PathLike], *, out: PathLike, macro: str = "auto") -> List[Path]:
     """Write ``[out, <stem>_normal, <stem>_reduce, <stem>_macro]`` (.png or .svg): both cells above the
-    macro view, then each part alone (no macro view for a network without one, e.g. the planted
-    task's). ``genotype`` may be a genotype file's path. ConfigError: another suffix, a bad cell or macro."""
+    macro view, then each part alone; for a network without a reduction cell or a macro view (the
+    planted task's: one normal cell) ``[out, <stem>_normal]``. ``genotype`` may be a genotype file's
+    path. ConfigError: another suffix, a bad cell or macro."""
     if isinstance(genotype, (str, os.PathLike)):
         genotype = Genotype.load(genotype)
     elif not isinstance(genotype, Genotype):
@@ -215,18 +221,23 @@ def plot_genotype(genotype: Union[Genotype, PathLike], *, out: PathLike, macro: 
         raise ConfigError(f"--macro {kind}: this genotype's network (space {space.get('name', '?')}) is {what}, so "
                           f"the {kind} view would draw a network it does not build; drop --macro (auto draws its "
                           "own)")
-    bounds = [cell_layout(genotype.normal)[3], cell_layout(genotype.reduce)[3],
-              _macro_spec(genotype, kind)[4] if kind != "none" else (0.0, 0.0, 0.0, 0.0)]
+    reduce = "reduce" in genotype_cell_types(genotype)
+    none = (0.0, 0.0, 0.0, 0.0)
+    bounds = [cell_layout(genotype.normal)[3], cell_layout(genotype.reduce)[3] if reduce else none,
+              _macro_spec(genotype, kind)[4] if kind != "none" else none]
     (wn, hn), (wr, hr), (wm, hm) = [(b[1] - b[0], b[3] - b[2]) for b in bounds]
-    width, height = max(wn + 0.25 + wr, wm) + 0.2, 0.45 + max(hn, hr) + 0.25 + hm + 0.1
+    gap = 0.25 if reduce else 0.0
+    width, height = max(wn + gap + wr, wm) + 0.2, 0.45 + max(hn, hr) + 0.25 + hm + 0.1
     fig = Figure(figsize=(width, height), facecolor="white")
     FigureCanvasAgg(fig)
     fig.text(0.1 / width, 1 - 0.12 / height, figure_title(genotype, kind), va="top", fontsize=10)
-    left = (width - wn - 0.25 - wr) / 2
-    rects = {"normal": (left, height - 0.45 - hn, wn, hn), "reduce": (left + wn + 0.25, height - 0.45 - hr, wr, hr),
+    left = (width - wn - gap - wr) / 2
+    rects = {"normal": (left, height - 0.45 - hn, wn, hn), "reduce": (left + wn + gap, height - 0.45 - hr, wr, hr),
              "macro": ((width - wm) / 2, 0.1, wm, hm)}  # inches from the bottom left
     if kind == "none":
         del rects["macro"]
+    if not reduce:
+        del rects["reduce"]
 
     def draw(name: str, ax: Optional[Axes] = None) -> Axes:
         if name == "macro":

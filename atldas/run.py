@@ -211,8 +211,9 @@ class SearchConfig:
     #: in these give the same search (what a cache of searches may leave out of a search's identity).
     DISPLAY: ClassVar[Tuple[str, ...]] = ("out", "threads", "tensorboard", "heatmap_every", "plots", "progress")
 
-    def check(self, task: Task) -> None:
-        """Raise ConfigError naming the first value that cannot be used."""
+    def check_values(self) -> None:
+        """Raise ConfigError naming the first value that cannot be used whatever the task: types, ranges
+        and names (:func:`make_search_config` calls it before it warns about settings that do nothing)."""
         check_types(self)  # a config built in Python skipped YAML's and --set's types
         check_ranges(self, {"epochs": (1, 10**6), "steps_per_epoch": (1, 10**7),
                             "arch_steps_per_epoch": (0, 10**7), "warmup_epochs": (0, 10**6),
@@ -220,6 +221,17 @@ class SearchConfig:
                             "select_keep": (0, 1000), "select_keep_steps": (1, 10**6), "select_epsilon": (0.0, 1.0),
                             "select_pool": (0, 100_000), "select_mutants": (0, 1000),
                             "heatmap_every": (0, 10**6), "seed": (0, 2**31 - 1)})
+        if self.select_strata not in STRATA:
+            raise ConfigError(f"select_strata={self.select_strata!r}: use {' or '.join(STRATA)}")
+        if self.select_cost not in ("derived", "free"):
+            raise ConfigError(f"select_cost={self.select_cost!r}: use free or derived")
+        self.knobs.check()
+        self.budget.check()
+        self.hp.check()
+
+    def check(self, task: Task) -> None:
+        """Raise ConfigError naming the first value that cannot be used."""
+        self.check_values()
         own = get_task(get_space(self.space).task)
         if not isinstance(task, type(own)):  # the networks' inputs and outputs are the space's task's
             others = [n for n in SPACES.names() if get_space(n).task == task.name]
@@ -232,10 +244,6 @@ class SearchConfig:
         if self.select_mutants and self.select_mutants >= self.select:
             raise ConfigError(f"select_mutants={self.select_mutants} leaves no candidate to mutate: it must be "
                               f"below select={self.select}")
-        if self.select_strata not in STRATA:
-            raise ConfigError(f"select_strata={self.select_strata!r}: use {' or '.join(STRATA)}")
-        if self.select_cost not in ("derived", "free"):
-            raise ConfigError(f"select_cost={self.select_cost!r}: use free or derived")
         strategy = STRATEGIES.get(self.strategy)
         if self.select and strategy.uses_none:  # their candidates would be drawn with `none` on edges
             raise ConfigError(f"select={self.select}: {self.strategy} derives its argmax, as published (its supernet "
@@ -257,10 +265,7 @@ class SearchConfig:
             raise ConfigError("search runs autocast in bf16 only (fp16 would need loss scaling of the arch "
                               "step); use --set amp=bf16, auto or off")
         amp_dtype(self.device, self.amp)
-        self.knobs.check()
         task.check(self.data)
-        self.budget.check()
-        self.hp.check()
 
 
 def _hp_class(strategy: str) -> type:
@@ -277,6 +282,10 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
 
     ``sets`` are ``key=value`` texts as ``--set`` takes them (a leaf field's name where it is unique,
     else its dotted path, e.g. ``hp.arch_lr=1e-3``; a run's ``config.yaml`` shows them all).
+
+    Raises ConfigError for a value no search can take (:meth:`SearchConfig.check_values`: types, ranges,
+    names; a latency target without its table), before it warns about settings that do nothing; what
+    depends on the task (the data, the select stage's short fit) is checked when the run is built.
     """
     data = read_yaml(file) if file else {}
     sets = [sets] if isinstance(sets, str) else list(sets)  # one "key=value" text is a list of one
@@ -309,6 +318,7 @@ def make_search_config(*, file: Optional[str] = None, sets: Sequence[str] = (), 
     cfg = _apply(cfg, flags, where="flags")
     cfg = apply_overrides(cfg, [p for p in sets if p.split("=", 1)[0].strip() not in ("space", "strategy")],
                           aliases=ALIASES)
+    cfg.check_values()  # a bad value is refused, not warned about as doing nothing first
     for line in inert_settings(cfg, set(flags) | set(chosen)):  # a file may be a run's whole config.yaml
         log.warning("%s", line)
     return cfg
@@ -910,7 +920,7 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
     GPU model, unwarned). A CPU search derived on the CPU computes at the torch thread count its
     checkpoint recorded. The process's thread count and cuDNN setting are put back afterwards."""
     path = Path(out) if out else Path(run_dir) / "genotype.json"
-    refuse_overwriting_non_json(path, flag="--out")  # derive RUN --out photo.png overwrote the photo
+    refuse_overwriting_non_json(path, flag="--out", example="genotype.json")  # --out photo.png overwrote it
     rd = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search")
     if rd.path.is_dir():
         refuse_input_as_output(path, [p for p in rd.path.iterdir() if p.name != "genotype.json"], flag="--out")

@@ -478,7 +478,17 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     # and each tuned dimension's ends with them, under every tuned strategy (a choice no trial can run)
     strategies = next((list(p.ends()) for p in params if p.key == "strategy"), [None])
     structural = {k for k in tuned if k == "strategy" or k.split(".")[0] in ("knobs", "budget")}
+    source = space_file or "the default tuning space"
     for p in params:
+        for strategy in [] if p.key == "strategy" else strategies:  # a key another strategy lacks (random: arch_lr)
+            try:
+                has = leaf_paths(make_search_config(space=space, strategy=strategy, sets=list(sets)))
+            except AtldasError:  # refused below, with the tuned key, its value and the strategy named
+                continue
+            if ALIASES.get(p.key, p.key) not in {*has, *(".".join(v) for v in has.values())}:
+                raise ConfigError(f"{source} tunes {p.key}, a setting the {strategy or base.strategy} strategy does "
+                                  f"not have: tune it only with strategies that have it, or leave it out (--space-file "
+                                  "FILE: a tuning space without it)")
         for value in p.ends():
             for strategy in [value] if p.key == "strategy" else strategies:
                 extra = [] if p.key == "strategy" else [f"{p.key}={value}"]
@@ -489,7 +499,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                         _build_end(end, others=structural - {config_path(p.key)})
                 except AtldasError as exc:
                     both = f" with strategy={strategy}" if strategy is not None and p.key != "strategy" else ""
-                    raise ConfigError(f"{space_file or 'the default tuning space'}: {p.key}={value}{both} cannot "
+                    raise ConfigError(f"{source}: {p.key}={value}{both} cannot "
                                       f"run: {exc}") from None
     check_threads(base.threads, where="--set threads")
     if prune and "random" in [base.strategy, *strategies]:

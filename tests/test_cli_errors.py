@@ -536,10 +536,12 @@ def test_derive_and_lut_build_refuse_overwriting_a_non_json_file(tiny_run, tmp_p
     --json refused it)."""
     png = _png(tmp_path / "photo.png")
     before = png.read_bytes()
-    for argv in (["derive", str(tiny_run), "--out", str(png)],
-                 ["lut", "build", "--space", "tiny", "--out", str(png), "--no-progress"]):
+    for argv, example in ((["derive", str(tiny_run), "--out", str(png)], "genotype.json"),
+                          (["lut", "build", "--space", "tiny", "--out", str(png), "--no-progress"],
+                           "lut-tiny-cpu.json")):
         assert main(argv) == 2, argv
-        assert f"--out {png} exists and is not a JSON file" in _one_line(capsys)
+        line = _one_line(capsys)
+        assert f"--out {png} exists and is not a JSON file" in line and f"(e.g. {example})" in line, line
     assert png.read_bytes() == before
     assert main(["derive", str(tiny_run), "--out", str(tmp_path / "g.json")]) == 0
 

@@ -224,8 +224,9 @@ def test_initial_weights_are_exported_only_when_asked(tmp_path, capsys, caplog):
 
     out = tmp_path / "init.onnx"
     code = main(["export", "--model", "cnn_baseline_tiny", "--initial-weights", "--onnx", str(out), "--size", "96",
-                 "--no-check", "--no-optimize"])
+                 "--no-optimize"])  # the graph without the optimizer, checked in onnxruntime too
     assert code == 0, capsys.readouterr().err
+    assert "onnxruntime matches PyTorch" in capsys.readouterr().out
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert meta["atldas.checkpoint"] == "none (initial weights)"
     assert "initial (untrained) weights" in caplog.text
@@ -276,6 +277,28 @@ def test_an_onnx_file_refuses_images_under_its_smallest_side_in_one_line(exporte
     assert main(["predict", "--model", str(onnx_path), "--image", str(mixed / "img"), "--trimap",
                  str(mixed / "tri"), "--out", str(mixed / "out"), "--no-cutout"]) == 0
 
+
+
+def test_tiling_an_onnx_file_warns_about_the_image_wide_layers_its_network_has(genotype_file, exported, tmp_path,
+                                                                              caplog):
+    """The export records the torch network's layers with image-wide context; predict --tile warns about
+    them for the file as it does for the network (it could not see inside the graph)."""
+    from PIL import Image
+
+    from atldas.data.io import write_trimap
+    from atldas.matting.inference import image_wide_layers
+    from atldas.models.zoo import resolve_model
+
+    wide = image_wide_layers(resolve_model(str(genotype_file)).build())
+    assert wide  # the CheapMatting macro normalises with GroupNorm
+    (tmp_path / "img").mkdir()
+    (tmp_path / "tri").mkdir()
+    Image.fromarray(np.full((200, 200, 3), 128, np.uint8)).save(tmp_path / "img" / "a.png")
+    write_trimap(tmp_path / "tri" / "a.png", np.full((200, 200), 128, np.uint8))
+    with caplog.at_level("WARNING", logger="atldas"):
+        assert main(["predict", "--model", str(exported[0]), "--image", str(tmp_path / "img"), "--trimap",
+                     str(tmp_path / "tri"), "--out", str(tmp_path / "out"), "--no-cutout", "--tile", "128"]) == 0
+    assert f"image-wide context ({', '.join(wide)})" in caplog.text
 
 
 def test_a_failed_export_check_names_the_output_not_its_temporary(genotype_file, exported, tmp_path, monkeypatch):

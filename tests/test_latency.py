@@ -206,7 +206,9 @@ def test_cli_lut_build(tmp_path, capsys):
     assert lut["space"] == "tiny" and lut["device"] == "cpu" and lut["threads"] == 1
     assert main(["lut", "build", "--space", "tiny", "--size", "8", "--out", str(tmp_path / "x.json")]) == 2
     capsys.readouterr()
-    for pair in ("device=cuda", "threads=2", "epochs=7", "batch_size=8", "crop=96"):  # were accepted and ignored
+    # were accepted and ignored; the last two (values no search takes) were refused as search values
+    for pair in ("device=cuda", "threads=2", "epochs=7", "batch_size=8", "crop=96", "epochs=0",
+                 "target_latency_ms=20"):
         assert main(["lut", "build", "--space", "tiny", "--set", pair, "--out", str(tmp_path / "y.json")]) == 2
         assert f"--set {pair}: a table is of the space's network" in capsys.readouterr().err
     assert not (tmp_path / "y.json").exists()

@@ -321,9 +321,10 @@ def test_cli_plot_errors(tmp_path, capsys):
 
 def test_a_network_without_a_macro_view_gets_its_cells(tmp_path):
     g = DARTS_V2.replace(space={"name": "planted", "macro": {"name": "planted", "C": 16}})
-    paths = plot_genotype(g, out=tmp_path / "p.png")
-    assert [p.name for p in paths] == ["p.png", "p_normal.png", "p_reduce.png"]
+    paths = plot_genotype(g, out=tmp_path / "p.png")  # and no reduction cell: it has none
+    assert [p.name for p in paths] == ["p.png", "p_normal.png"]
     assert all(p.stat().st_size > 0 for p in paths)
+    assert figure_title(g, macro_kind(g)).endswith("cells searched in planted")  # not "planted, none"
 
 
 def test_an_interrupted_plot_writes_none_of_its_pictures(tmp_path, monkeypatch):

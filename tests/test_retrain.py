@@ -599,6 +599,8 @@ def test_two_runs_genotypes_get_their_own_default_folder_and_resume_finds_it(gen
     for name in ("runA", "runB"):
         assert main(["retrain", f"{name}/genotype.json", "--epochs", "1", *fast]) == 0
     assert main(["retrain", "runA/genotype.json", "--resume", "--no-progress"]) == 0
+    # the run folder and its genotype.json are one MODEL: either names the run that the other started
+    assert main(["retrain", "runB", "--resume", "--no-progress"]) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["retrain-runA-seed0", "retrain-runB-seed0"]
 
 

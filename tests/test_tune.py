@@ -106,7 +106,9 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file"),
              # checked before the study: five failed trials and their warnings came first before
              (["--set", "target_macs=1K"], "below the cheapest architecture"),
-             (["--set", f"data={tmp_path / 'no_data'}"], "no_data")]
+             (["--set", f"data={tmp_path / 'no_data'}"], "no_data"),
+             # random search has no arch step: the default space's arch_lr was named as an unknown --set key
+             (["--set", "strategy=random"], "default tuning space tunes arch_lr, a setting the random strategy does not")]
     (tmp_path / "dotted.yaml").write_text("hp.arch_lr: {type: float, low: 0.001, high: 0.1, log: true}\n")
     cases.append((["--space-file", str(tmp_path / "dotted.yaml"), "--set", "arch-lr=0.01"], "arch_lr is tuned"))
     # each tuned dimension's ends, before the study (a trial drawing them failed, five times, first)
@@ -115,9 +117,13 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
                                ("strat.yaml", "strategy: {type: categorical, choices: [atldas, bogus]}\n",
                                 "strategy=bogus cannot run: unknown strategy"),
                                # a tuned key of one tuned strategy only: every darts trial failed on it
+                               # strategy listed after a key: the refusal still names the file, key and value
+                               ("late.yaml", "w_lr: {type: float, low: 0.001, high: 0.1}\n"
+                                "strategy: {type: categorical, choices: [atldas, bogus]}\n",
+                                "late.yaml: w_lr=0.001 with strategy=bogus cannot run: unknown strategy"),
                                ("mix.yaml", "strategy: {type: categorical, choices: [atldas, darts]}\n"
                                 "eps_min: {type: float, low: 0.1, high: 0.5}\n",
-                                "eps_min=0.1 with strategy=darts cannot run: "),
+                                "mix.yaml tunes eps_min, a setting the darts strategy does not have"),
                                # refused where the network or the budget is built: five failed trials before
                                ("odd.yaml", "C: {type: int, low: 5, high: 9, step: 2}\n", "C=5 cannot run: "
                                 "CheapMatting macro: C must be even"),

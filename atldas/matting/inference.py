@@ -170,7 +170,11 @@ _IMAGE_WIDE = (nn.GroupNorm, nn.InstanceNorm2d, nn.AdaptiveAvgPool2d, nn.Adaptiv
 
 
 def image_wide_layers(net: nn.Module) -> list[str]:
-    """Names of the layer types in ``net`` with image-wide context (tiling is not exact with them)."""
+    """Names of the layer types in ``net`` with image-wide context (tiling is not exact with them); an
+    exported ONNX graph (:class:`~atldas.models.onnx_net.OnnxNet`) gives those its file records."""
+    recorded = getattr(net, "image_wide", None)
+    if recorded is not None:
+        return list(recorded)
     return sorted({type(m).__name__ for m in net.modules() if isinstance(m, _IMAGE_WIDE)})
 
 

@@ -84,6 +84,9 @@ class OnnxNet(nn.Module):
         #: about 3x what ``cheapmatting`` needs.
         self.BYTES_PER_PIXEL = _meta_number(meta, "atldas.bytes_per_pixel", UNKNOWN_BYTES_PER_PIXEL, path=path)
         self.min_side = max(MIN_SIDE, int(_meta_number(meta, "atldas.min_side", MIN_SIDE, path=path)))
+        #: The torch network's layer types with image-wide context, as ``atldas export`` recorded them
+        #: (``--tile`` warns about them); an empty list for a file of an older atldas (not recorded).
+        self.image_wide = [w for w in meta.get("atldas.image_wide", "").split(",") if w]
         self.path = str(path)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -64,7 +64,7 @@ from atldas.utils.weights import load_weights
 log = logging.getLogger("atldas")
 
 __all__ = ["MODELS", "no_genotype", "is_registered_name", "ModelEntry", "register_model", "list_models",
-           "resolve_model", "create_model", "genotype_macro", "check_genotype", "warn_interim", "KNOWN_SPACES",
+           "resolve_model", "create_model", "genotype_macro", "genotype_cell_types", "check_genotype", "warn_interim", "KNOWN_SPACES",
            "load_model_weights"]
 
 PathLike = Union[str, os.PathLike]
@@ -170,6 +170,12 @@ def genotype_macro(genotype: Genotype) -> Tuple[str, Dict[str, Any]]:
         if space.get("name") in ("matting", "tiny"):
             macro.setdefault("ppm_extra_convs", 0)
     return str(name), macro
+
+
+def genotype_cell_types(genotype: Genotype) -> Tuple[str, ...]:
+    """The cells the genotype's network has: ``("normal", "reduce")``, or ``("normal",)`` for the planted
+    task's network (one normal cell; the genotype's reduce cell is there but builds nothing)."""
+    return ("normal",) if genotype_macro(genotype)[0] == "planted" else ("normal", "reduce")
 
 
 #: Names of the search spaces a genotype file may name: the built-in ones here (a test keeps them in

@@ -132,10 +132,11 @@ def write_json(path: PathLike, obj: Any, *, flag: str = "--json") -> Path:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for {flag}") from None
 
 
-def refuse_overwriting_non_json(path: PathLike, *, flag: str = "--json") -> None:
+def refuse_overwriting_non_json(path: PathLike, *, flag: str = "--json", example: str = "scores.json") -> None:
     """Refuse a JSON output path where an existing file is not JSON (an image, a text): a one-line
-    DataError naming ``flag`` before any work, so an unrelated file is never overwritten. A ``.json``
-    file, or a file that holds JSON (e.g. the scores of an earlier run), may be overwritten."""
+    DataError naming ``flag`` (and ``example``, a name to use instead) before any work, so an unrelated
+    file is never overwritten. A ``.json`` file, or a file that holds JSON (e.g. the scores of an
+    earlier run), may be overwritten."""
     p = Path(path)
     if not p.is_file() or p.suffix.lower() == ".json":
         return
@@ -146,7 +147,7 @@ def refuse_overwriting_non_json(path: PathLike, *, flag: str = "--json") -> None
     except (OSError, ValueError):
         pass
     raise DataError(f"{flag} {p} exists and is not a JSON file; it would be overwritten: choose another path "
-                    "(e.g. scores.json) or remove it")
+                    f"(e.g. {example}) or remove it")
 
 
 def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: Optional[float] = None) -> Path:
