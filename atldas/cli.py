@@ -67,9 +67,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
         _threads(args.threads)
 
-        if args.pred is not None:
-            raise AtldasError("eval takes either --model/--checkpoint/--data (run a model) or "
-                              "--pred/--alpha/--trimap (score prediction folders), not both")
+        both = [f for f, v in (("--pred", args.pred), ("--alpha", args.alpha), ("--trimap", args.trimap)) if v]
+        if both:  # --alpha and --trimap were ignored: the model's data set has its own
+            raise AtldasError(f"eval takes either --model/--checkpoint/--data (run a model) or "
+                              f"--pred/--alpha/--trimap (score prediction folders), not both: drop {', '.join(both)}")
         if args.workers is not None:
             raise AtldasError("--workers applies to scoring prediction folders (--pred/--alpha/--trimap); "
                               "model-level eval (--model) scores in this process: drop --workers")
@@ -358,6 +359,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from atldas.tune import tune
 
+    given = [p.split("=", 1)[1].strip() for p in args.set or [] if p.split("=", 1)[0].strip() == "threads" and "=" in p]
+    if args.threads is not None and given and given[-1] != str(args.threads):  # --set won without a word
+        raise AtldasError(f"--threads {args.threads} and --set threads={given[-1]} disagree: give one of them")
     _threads(args.threads)
     result = tune(space=args.space, trials=args.trials, out=args.out, storage=args.storage, study=args.study,
                   objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune,
@@ -418,9 +422,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from atldas import bench
 
-    records = bench.bench(args.models, size=args.size, device=args.device, threads=args.threads,
-                          json_path=args.json, latency=not args.no_latency, min_run_time=args.min_run_time,
-                          repeats=args.repeats)
+    timing = {k: v for k, v in (("threads", args.threads), ("min_run_time", args.min_run_time),
+                                 ("repeats", args.repeats)) if v is not None}
+    if args.no_latency and timing:  # nothing is timed: they were ignored without a word
+        flags = ", ".join("--" + k.replace("_", "-") for k in timing)
+        raise AtldasError(f"{flags} set how latency is timed, and --no-latency times nothing: drop "
+                          f"{'it' if len(timing) == 1 else 'them'} or --no-latency")
+    records = bench.bench(args.models, size=args.size, device=args.device, json_path=args.json,
+                          latency=not args.no_latency, **timing)
     print(bench.format_table(records))
     if args.json:
         print(f"wrote {args.json}")
@@ -488,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "Training_set/, Distinctions-646 Train/) with --backgrounds; for the matting "
                                   "spaces (planted: teacher:N)")
     p.add_argument("--backgrounds", help="folder of background photos for the synthetic data")
-    p.add_argument("--target-macs", help="MACs budget at the space's input size, e.g. 25G")
+    p.add_argument("--target-macs", help="MACs budget at the space's input size, e.g. 25G (default: the space's; "
+                                         "matting 25G, darts_cifar 500M; tiny and planted none)")
     p.add_argument("--target-params", help="parameter budget, e.g. 2M")
     p.add_argument("--target-latency-ms", help="latency budget in ms (needs --lut)")
     p.add_argument("--lut", help="latency table from `atldas lut build`")
@@ -502,8 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh in an --out that holds a run: the old folder is moved aside to OUT.replaced-TIME")
     p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any config key (repeatable); a key that its own flag also sets (--out, "
-                        "--epochs, ...) to another value is refused")
+                   help="override any config key (repeatable; a run's config.yaml shows them all, an unknown key "
+                        "lists the known ones); a key that its own flag also sets (--out, --epochs, ...) to another "
+                        "value is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_search)
 
@@ -519,14 +530,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objectives to minimise (default: loss macs; sad needs --retrain-epochs)")
     p.add_argument("--retrain-epochs", type=int, default=0, metavar="N",
                    help="retrain each trial's genotype for N epochs (matting spaces; gives --objective sad)")
-    p.add_argument("--retrain-set", action="append", metavar="KEY=VALUE", help="retrain setting of those retrains")
+    p.add_argument("--retrain-set", action="append", metavar="KEY=VALUE", help="retrain setting of those retrains (as retrain --set takes them; an unknown key lists the "
+                        "known ones)")
     p.add_argument("--space-file", help="YAML tuning space: --set key -> {type, low, high[, log, step]} or "
                                         "{type: categorical, choices}; default arch_lr, w_lr, k_max (atldas.tune.DEFAULT_SPACE)")
     p.add_argument("--prune", action="store_true", help="stop trials whose per-epoch loss is worse than the median "
                                                          "of earlier trials at that epoch (single objective: --objective loss)")
     p.add_argument("--threads", type=int, help="torch CPU threads per worker")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="fixed search setting for every trial (not space, out, progress or plots: tune sets them)")
+                   help="fixed search setting for every trial (as search --set takes them; an unknown key lists "
+                        "the known ones; not space, out, progress or plots: tune sets them)")
     p.set_defaults(func=_cmd_tune)
 
     p = sub.add_parser("derive", parents=[common], help="derive the genotype of a search run")
@@ -580,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="'synthetic' (default), a composed training set (Composition-1K, "
                                   "Distinctions-646, with --backgrounds), or real photos with their mattes "
                                   "(image/ trimap/ alpha/, AIM-500, ...: trained on crops, every 10th photo "
-                                  "held out for validation unless --val-data)")
+                                  "held out for validation unless --val-data or the folder has its own test split)")
     p.add_argument("--val-data", help="validation set folder (its test split, any layout eval reads, e.g. a "
                                       "generic image/trimap/alpha folder); default: --data's own")
     p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")
@@ -596,8 +609,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh in an --out that holds a run: the old folder is moved aside to OUT.replaced-TIME")
     p.add_argument("--config", help="YAML config file (e.g. a run's config.yaml)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override any config key, e.g. C=16, layers=5, lr=1e-3, ema=0.999 (repeatable); a key "
-                        "that its own flag also sets (--out, --epochs, ...) to another value is refused")
+                   help="override any config key, e.g. C=16, layers=5, lr=1e-3, ema=0.999 (repeatable; a run's "
+                        "config.yaml shows them all, an unknown key lists the known ones); a key that its own flag "
+                        "also sets (--out, --epochs, ...) to another value is refused")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_retrain)
 
@@ -648,8 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads while timing (default: torch's count)")
     p.add_argument("--json", help="write the records as JSON to this file")
     p.add_argument("--no-latency", action="store_true", help="params and MACs only (fast)")
-    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per model (default 1)")
-    p.add_argument("--repeats", type=int, default=5, help="minimum number of timing samples (default 5), within 60 x --min-run-time (fewer: a warning)")
+    p.add_argument("--min-run-time", type=float, help="seconds of timing per model (default 1)")
+    p.add_argument("--repeats", type=int, help="minimum number of timing samples (default 5), within 60 x --min-run-time (fewer: a warning)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("data", help="data utilities (preview the synthetic data)")

@@ -26,16 +26,22 @@ __all__ = ["lut_space", "lut_build", "check_lut"]
 def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, sets: Sequence[str] = ()):
     """The bound space a table is built for: the space's defaults, ``--set`` knobs, ``--size``."""
     paths = leaf_paths(make_search_config(space=space, device=device))  # --set's keys, before their values
-    for pair in [sets] if isinstance(sets, str) else sets:  # a search setting here was accepted and ignored
+    timed = ("target_C", "target_layers", "nodes", "input_size")  # the knobs of the network a table times
+    sets = [sets] if isinstance(sets, str) else list(sets)
+    for pair in sets:  # a search setting, or a supernet knob, here was accepted and changed nothing
         key = str(pair).split("=", 1)[0].strip().replace("-", "_")
         path = paths.get(ALIASES.get(key, key)) or tuple(key.split("."))
-        if path[0] not in ("knobs", "task") and tuple(path) != ("data", "source"):
-            # the network's knobs, and what sizes its input and output (the task, its data source)
-            knobs = ", ".join(sorted(k for k, v in paths.items() if v[0] == "knobs" and "." not in k))
-            what = ("a data setting: the table times one image at --size" if path[0] == "data"
-                    else "a search setting (the device and threads are --device and --threads)")
-            raise ConfigError(f"--set {pair}: a table is of the space's network, and --set takes its knobs "
-                              f"({knobs}); {key} is {what}")
+        if path[0] == "knobs" and path[-1] in timed or path[0] == "task" or tuple(path) == ("data", "source"):
+            continue  # the timed network's knobs, and what sizes its input and output (the task, its data)
+        what = ("a data setting: the table times one image at --size" if path[0] == "data" else
+                "a knob of the supernet, not of the target network a table times" if path[0] == "knobs" else
+                "a search setting (the device and threads are --device and --threads)" if ".".join(path) in paths
+                else "not a setting")
+        raise ConfigError(f"--set {pair}: a table is of the space's target network, and --set takes its knobs "
+                          f"({', '.join(timed)}); {key} is {what}")
+    given = [p.split("=", 1)[1].strip() for p in sets if p.split("=", 1)[0].strip() == "input_size" and "=" in p]
+    if size is not None and given and given[-1] != str(size):
+        raise ConfigError(f"--size {size} and --set input_size={given[-1]} disagree: give one of them")
     cfg = make_search_config(space=space, device=device, sets=sets)
     if size is not None:
         if size < 32:

@@ -310,7 +310,7 @@ torch.set_num_threads(2)
 before = (len(logging.root.handlers), logging.root.level, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
 assert main(["derive", "no_such_run", "--quiet"]) == 2
 assert main(["plot", "no_such_genotype"]) == 2
-assert main(["bench", "cnn_baseline_tiny", "--size", "64", "--threads", "1", "--min-run-time", "0.01", "--no-latency",
+assert main(["bench", "cnn_baseline_tiny", "--size", "64", "--threads", "1", "--min-run-time", "0.01", "--repeats", "1",
       "--json", {str(tmp_path / "b.json")!r}]) == 0
 after = (len(logging.root.handlers), logging.root.level, os.environ.get("OMP_NUM_THREADS"), torch.get_num_threads())
 print(json.dumps([before, after]))

@@ -97,6 +97,8 @@ def test_bench_function_matches_an_independent_count():
     (["cheapmatting", "--size", "16", "--no-latency"], "at least 32"),
     (["cheapmatting", "--size", "1000000000", "--no-latency"], "at most 65536"),
     (["cheapmatting", "--threads", "0"], "--threads"),
+    # nothing is timed: they were ignored without a word
+    (["cheapmatting", "--no-latency", "--repeats", "3", "--threads", "1"], "--threads, --repeats set how latency"),
 ])
 def test_bad_arguments(capsys, args, words):
     assert main(["bench", *args]) == 2

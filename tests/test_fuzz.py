@@ -378,6 +378,9 @@ CASES += [
     ("ok-eval-missing-flag", lambda ws, tmp: ["eval", "--pred", str(ws["root"] / "pred")], "--alpha"),
     ("ok-eval-pred-and-model", lambda ws, tmp: _eval_model()(ws, tmp) + ["--pred", str(ws["root"] / "pred")],
      "not both"),
+    # --alpha and --trimap beside --model were ignored (the model's data set has its own)
+    ("ok-eval-alpha-and-model", lambda ws, tmp: _eval_model()(ws, tmp) + ["--alpha", str(ws["root"] / "pred")],
+     "not both: drop --alpha"),
     ("ok-derive-not-a-run", lambda ws, tmp: ["derive", str(ws["root"] / "img")], ""),
     ("ok-plot-missing", lambda ws, tmp: ["plot", "/no/such/genotype.json"], "/no/such/genotype.json"),
     ("ok-bench-unknown-model", lambda ws, tmp: ["bench", "no_such_model", "--size", "64"], "unknown model"),

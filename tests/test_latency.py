@@ -207,10 +207,17 @@ def test_cli_lut_build(tmp_path, capsys):
     assert main(["lut", "build", "--space", "tiny", "--size", "8", "--out", str(tmp_path / "x.json")]) == 2
     capsys.readouterr()
     # were accepted and ignored; the last two (values no search takes) were refused as search values
-    for pair in ("device=cuda", "threads=2", "epochs=7", "batch_size=8", "crop=96", "epochs=0",
-                 "target_latency_ms=20"):
+    # so were the supernet's knobs (the table times the target network) and an unknown key
+    for pair, what in (("device=cuda", "search setting"), ("threads=2", "search setting"), ("epochs=7", "search"),
+                       ("batch_size=8", "data setting"), ("crop=96", "data setting"), ("epochs=0", "search"),
+                       ("target_latency_ms=20", "search"), ("C=16", "knob of the supernet"),
+                       ("layers=5", "knob of the supernet"), ("foo=3", "not a setting")):
         assert main(["lut", "build", "--space", "tiny", "--set", pair, "--out", str(tmp_path / "y.json")]) == 2
-        assert f"--set {pair}: a table is of the space's network" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert f"--set {pair}: a table is of the space's target network" in err and what in err, err
+    assert main(["lut", "build", "--space", "tiny", "--set", "input_size=128", "--size", "96", "--out",
+                 str(tmp_path / "y.json")]) == 2  # --size won without a word
+    assert "--size 96 and --set input_size=128 disagree" in capsys.readouterr().err
     assert not (tmp_path / "y.json").exists()
 
 

@@ -102,7 +102,8 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
              (["--retrain-epochs", "1", "--retrain-set", "epochs=3"], "give the retrain's length as --retrain-epochs"),
              # a retrain setting no retrain can use: five searches ran first, each retrain then refused
              (["--retrain-epochs", "1", "--retrain-set", "crop=33"], "--retrain-set: crop must be a multiple of 32"),
-             (["--set", "plots=true"], "tune sets plots itself"),  # overridden without a word
+             (["--set", "plots=true"], "tune sets plots itself"),
+             (["--threads", "1", "--set", "threads=2"], "--threads 1 and --set threads=2 disagree"),  # --set won  # overridden without a word
              (["--storage", str(tmp_path / "notes.txt")], "is not an Optuna journal file"),
              # checked before the study: five failed trials and their warnings came first before
              (["--set", "target_macs=1K"], "below the cheapest architecture"),
