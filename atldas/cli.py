@@ -235,9 +235,11 @@ def _source(value: Any) -> Any:
 
 
 def _absolute(value: Any) -> Any:
-    """An existing file or folder named relative to the working directory, as an absolute path; any other
-    value as it is. A run's config.yaml is read again from elsewhere (``derive RUN_DIR``, ``--resume``):
+    """An existing file or folder named relative to the working directory (or ``~/...``), as an absolute
+    path; any other value as it is. A run's config.yaml is read again from elsewhere (``derive RUN_DIR``, ``--resume``):
     a relative ``--lut`` or ``--data`` there named nothing once the working directory changed."""
+    if isinstance(value, str) and value.startswith("~"):  # a shell expands it, a YAML file or --opt=~/x does not
+        value = os.path.expanduser(value)
     if isinstance(value, str) and value not in ("", "synthetic") and not Path(value).is_absolute() and Path(value).exists():
         return os.path.abspath(value)  # a symlink stays the link
     return value
@@ -825,11 +827,12 @@ def _main(argv: Optional[List[str]]) -> int:
         return 2
     except KeyboardInterrupt as exc:
         return _stopped(exc, args)
-    except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C (or SIGTERM) in its compiled code so
-        inner = exc.__cause__ or exc.__context__
-        if args.debug or not isinstance(inner, KeyboardInterrupt):
+    except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C (or SIGTERM) in its compiled code so,
+        inner = _chain(exc)     # once or twice (SystemError <- SystemError <- KeyboardInterrupt)
+        stop = next((e for e in inner if isinstance(e, KeyboardInterrupt)), None)
+        if args.debug or stop is None:
             raise
-        return _stopped(inner, args)
+        return _stopped(stop, args)
     except OSError as exc:
         if args.debug or exc.errno not in WRITE_ERRNOS:
             raise
@@ -845,6 +848,16 @@ def _main(argv: Optional[List[str]]) -> int:
               "smaller images (eval) need less", file=sys.stderr)
         return 2
 
+
+
+def _chain(exc: BaseException) -> List[BaseException]:
+    """The exceptions behind ``exc`` (its causes and contexts), nearest first, each once."""
+    out: List[BaseException] = []
+    e = exc.__cause__ or exc.__context__
+    while e is not None and e not in out and len(out) < 32:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
 
 
 #: What a stopped run of these verbs leaves and how to go on (after "atldas: interrupted").
@@ -883,7 +896,7 @@ def _stopped(exc: KeyboardInterrupt, args: Optional[argparse.Namespace] = None) 
 
 #: OS errors of writing that are the user's situation, not a bug: one line, no traceback
 WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR,
-               errno.EEXIST, errno.EFBIG)
+               errno.EEXIST, errno.EFBIG, errno.ENAMETOOLONG, errno.ELOOP)
 
 
 def write_error(exc: OSError) -> str:
@@ -901,6 +914,10 @@ def write_error(exc: OSError) -> str:
         return line + " (a file size limit: `ulimit -f`, or the file system's own); raise it or choose another path"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return line + "; choose a path you may write to"
+    if exc.errno == errno.ENAMETOOLONG:
+        return line + "; choose a shorter file name"
+    if exc.errno == errno.ELOOP:
+        return line + " (symbolic links that point at each other); choose another path"
     return line + "; choose another path (a file name where a file goes, a folder where a folder goes)"
 
 

@@ -144,6 +144,10 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
         _check_json_path(json_path)  # before the scoring, not after
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DataError(f"--workers must be at least 1, got {workers}")
+    for other, flag in ((alpha_dir, "--alpha"), (trimap_dir, "--trimap")):  # scored SAD 0 against itself
+        if Path(pred_dir).resolve() == Path(other).resolve():
+            raise DataError(f"--pred {pred_dir} is the {flag} folder: the predictions would be scored against "
+                            "themselves; pass the folder that atldas predict (or eval --save-pred) wrote")
     preds = _list_folder(pred_dir, "prediction", "--pred")
     alphas = _list_folder(alpha_dir, "alpha", "--alpha")
     trimaps = _list_folder(trimap_dir, "trimap", "--trimap")

@@ -144,6 +144,10 @@ def _outputs(pairs: List[Tuple[str, Path, Path]], out: Path, cutout: bool) -> Di
     """Output paths per stem; refuses to overwrite an input or to write two outputs to one file."""
     outputs = {s: (out / f"{s}.png", out / CUTOUT_DIR / f"{s}.png" if cutout else None) for s, _, _ in pairs}
     inputs = {p.resolve() for _, ip, tp in pairs for p in (ip, tp)}
+    beside = {p.parent for p in inputs}
+    if out.resolve() in beside:  # a.png beside a.jpg: the next predict of that folder met two files of stem a
+        raise ConfigError(f"--out {out} is the folder of the input images or trimaps; the mattes would mix with "
+                          "them: choose another output folder")
     if cutout and (out / CUTOUT_DIR).exists() and not (out / CUTOUT_DIR).is_dir():
         raise ConfigError(f"--out {out}: {out / CUTOUT_DIR} is a file where the cut-outs' folder goes; move it, "
                           "choose another output folder or pass --no-cutout")

@@ -354,6 +354,10 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
     n = len(photos)
     n_photos = n  # distinct photos among the training images, where the held-out split counts them
     if cfg.val_data or own_test:  # AM-2k, alphamatting.com: train on the train split, validate on the test split
+        if cfg.val_data and not own_test and Path(cfg.val_data).resolve() == root.resolve():
+            log.warning("--val-data %s is --data itself, which has no test split: the run validates on the photos "
+                        "it trains on, and its best SAD says nothing of new photos; leave --val-data out (every "
+                        "%dth photo is then held out) or give a folder of other photos", cfg.val_data, VAL_EVERY)
         train_idx, val = list(range(n)), _own_or_given_validation(root, cfg)
     else:  # every VAL_EVERY-th photo, with every sample that shares its image or alpha (another trimap of it,
         # another composite of its foreground): held-out samples seen in training would not be held out

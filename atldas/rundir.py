@@ -28,7 +28,7 @@ import yaml
 
 from atldas.config import read_run_config, read_yaml, save_yaml, to_dict
 from atldas.errors import AtldasError, ConfigError, DataError
-from atldas.utils.atomic import check_output
+from atldas.utils.atomic import MAX_NAME_BYTES, check_output, short_name
 from atldas.utils.checkpoint import load_checkpoint, save_checkpoint
 from atldas.utils.dist import init_from_env
 from atldas.utils.history import History
@@ -203,11 +203,12 @@ class RunDir:
             raise ConfigError(f"--force cannot move aside {self.path}: it holds the working directory; run from "
                               "outside it, or choose another --out")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}")
+        name = short_name(self.path.name, MAX_NAME_BYTES - 32)  # the tail must fit in a file name
+        aside = self.path.with_name(f"{name}.replaced-{stamp}")
         n = 1
         while aside.exists():
             n += 1
-            aside = self.path.with_name(f"{self.path.name}.replaced-{stamp}-{n}")
+            aside = self.path.with_name(f"{name}.replaced-{stamp}-{n}")
         with self.locked():
             self.path.rename(aside)
         log.warning("--force: moved the earlier run in %s aside to %s", self.path, aside)

@@ -1,5 +1,7 @@
 """atldas.utils.atomic: a failed write leaves the earlier file intact and no temporary behind."""
 
+import os
+
 import pytest
 
 from atldas.utils.atomic import atomic_path, write_text_atomic
@@ -152,3 +154,39 @@ def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path, m
     (preds / f".partial.atldas-{gone}.q3").mkdir()  # a folder is swept once per process
     _staging(preds)
     assert (preds / f".partial.atldas-{gone}.q3").is_dir()
+
+
+def test_long_names_and_symlink_loops_are_one_line_errors(tmp_path):
+    """A name near 255 bytes failed through the temporary's longer name (a traceback); a name over 255
+    and a symbolic-link loop are refused before any work."""
+    from atldas.errors import DataError
+    from atldas.utils.atomic import check_output, temp_prefix, write_text_atomic
+
+    long = tmp_path / ("中" * 75 + ".json")  # 229 bytes: fits, its temporary's full name would not
+    write_text_atomic(long, "{}\n")
+    assert long.read_text() == "{}\n" and len(os.fsencode(temp_prefix(long.name))) < 200
+    with pytest.raises(DataError, match="more than a file system takes"):
+        check_output(tmp_path / ("a" * 260 + ".json"), flag="--out")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(DataError, match="cannot be resolved"):
+        check_output(tmp_path / "loop" / "g.json", flag="--out")
+
+
+def test_a_ctrl_c_wrapped_twice_by_numba_is_an_interruption(monkeypatch, capsys):
+    """pymatting's compiled code wraps a Ctrl-C in SystemError, at times twice: the second layer gave a
+    traceback instead of 'atldas: interrupted'."""
+    import atldas.plot
+    from atldas.cli import main
+
+    def stopped(*a, **k):
+        try:
+            try:
+                raise KeyboardInterrupt
+            except KeyboardInterrupt as exc:
+                raise SystemError("_numba_unpickle") from exc
+        except SystemError as exc:
+            raise SystemError("CPUDispatcher") from exc
+
+    monkeypatch.setattr(atldas.plot, "plot", stopped)
+    assert main(["plot", "darts_v2"]) == 130
+    assert "atldas: interrupted" in capsys.readouterr().err

@@ -630,3 +630,14 @@ def test_a_stopped_search_says_how_to_go_on(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_cmd_search", interrupted)
     assert main(["search", "--space", "tiny"]) == 130
     assert "the same command with --resume continues" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_home_relative_path_in_a_config_is_expanded(tmp_path, monkeypatch):
+    """``data: ~/photos`` in a --config file (or ``--backgrounds=~/x``, which no shell expands) was
+    reported as no such folder."""
+    from atldas.cli import _absolute
+
+    (tmp_path / "photos").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _absolute("~/photos") == str(tmp_path / "photos")
+    assert _absolute("synthetic") == "synthetic"

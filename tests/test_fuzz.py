@@ -378,6 +378,14 @@ CASES += [
     ("ok-eval-missing-flag", lambda ws, tmp: ["eval", "--pred", str(ws["root"] / "pred")], "--alpha"),
     ("ok-eval-pred-and-model", lambda ws, tmp: _eval_model()(ws, tmp) + ["--pred", str(ws["root"] / "pred")],
      "not both"),
+    # --pred the ground truth's own folder scored SAD 0, without a word
+    ("ok-eval-pred-is-alpha", lambda ws, tmp: ["eval", "--pred", str(ws["root"] / "gt"), "--alpha",
+                                               str(ws["root"] / "gt"), "--trimap", str(ws["root"] / "tri")],
+     "is the --alpha folder"),
+    # --json onto the MODEL's own genotype file replaced it with the scores
+    ("ok-eval-json-onto-its-model", lambda ws, tmp: ["eval", "--model", str(ws["geno"]), "--checkpoint",
+                                                     str(ws["tiny_ckpt"]), "--data", "synthetic", "--limit", "1",
+                                                     "--json", str(ws["geno"])], "one of this command's inputs"),
     # --alpha and --trimap beside --model were ignored (the model's data set has its own)
     ("ok-eval-alpha-and-model", lambda ws, tmp: _eval_model()(ws, tmp) + ["--alpha", str(ws["root"] / "pred")],
      "not both: drop --alpha"),

@@ -190,10 +190,21 @@ def test_missing_checkpoint_file_and_flag(setup, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_output_folder_must_not_overwrite_inputs(setup, capsys):
+def test_output_folder_must_not_overwrite_inputs(setup, tmp_path, capsys):
     root, geno, ckpt = setup
     code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
                             "--trimap", root / "tri", "--out", root / "tri")
+    assert code == 2 and "is the folder of the input images or trimaps" in _error_line(err)
+    # the images' folder too: a.png beside a.jpg, and the next predict of that folder met two files of stem a
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", root / "img",
+                            "--trimap", root / "tri", "--out", root / "img")
+    assert code == 2 and "is the folder of the input images or trimaps" in _error_line(err)
+    # the cut-outs' folder (OUT/rgba) holding the images
+    import shutil
+
+    shutil.copytree(root / "img", tmp_path / "d" / "rgba")
+    code, _, err = _predict(capsys, "--model", geno, "--checkpoint", ckpt, "--image", tmp_path / "d" / "rgba",
+                            "--trimap", root / "tri", "--out", tmp_path / "d")
     assert code == 2 and "overwrite an input" in _error_line(err)
 
 

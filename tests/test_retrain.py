@@ -463,6 +463,7 @@ def test_retrain_on_a_folder_of_photos_holds_some_out(genotype_file, tmp_path, c
     assert "2 real photo(s)" in caplog.text and "held out" in caplog.text
     out2 = retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, data=str(root), val_data=str(root), val_count=0))
     assert json.loads((out2 / "history.jsonl").read_text())["val/count"] == 3
+    assert "is --data itself, which has no test split" in caplog.text  # it validated on its training photos
     one = _photos(tmp_path / "one", 1)
     with pytest.raises(AtldasError, match="--val-data"):
         retrain(_cfg(genotype_file, tmp_path / "run3", epochs=1, data=str(one)))

@@ -256,7 +256,9 @@ def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint
     folder = Path(data) if data != "synthetic" and Path(data).is_dir() else None
     if json_path is not None:  # an existing file inside the data folder is an input
         inside = folder is not None and _within(json_path, folder)
-        refuse_input_as_output(json_path, [checkpoint, json_path if inside else None], flag="--json")
+        source = Path(model) if isinstance(model, (str, os.PathLike)) and Path(model).exists() else None
+        model_files = sorted(source.iterdir()) if source is not None and source.is_dir() else [source]  # a run's
+        refuse_input_as_output(json_path, [checkpoint, json_path if inside else None, *model_files], flag="--json")
         refuse_overwriting_non_json(json_path)
     if save_pred is not None:
         check_output(save_pred, flag="--save-pred", folder=True)  # an existing file is no folder to write into

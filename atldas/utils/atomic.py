@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from atldas.errors import DataError
+from atldas.errors import DataError, first_line
 from atldas.utils.memory import bytes_text
 
 PathLike = Union[str, os.PathLike]
@@ -74,10 +74,22 @@ def sweep_stale(folder: PathLike) -> None:
                         q.unlink()
 
 
+#: The longest file name (bytes) most file systems take; an output's name is checked against it
+MAX_NAME_BYTES = 255
+
+
+def short_name(name: str, limit: int = 96) -> str:
+    """``name`` cut to at most ``limit`` bytes in the file system's encoding (whole characters), for a
+    name built from it (a temporary, a folder moved aside) that adds its own tail."""
+    raw = os.fsencode(name)
+    return name if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore") or "f"
+
+
 def temp_prefix(name: str) -> str:
-    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>@<host>.``, which
-    :func:`sweep_stale` on this machine recognises once the process is gone."""
-    return f".{name}.atldas-{os.getpid()}@{_host()}."
+    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>@<host>.`` (a long
+    name cut: the temporary's own name must fit), which :func:`sweep_stale` on this machine recognises
+    once the process is gone."""
+    return f".{short_name(name)}.atldas-{os.getpid()}@{_host()}."
 
 
 @contextlib.contextmanager
@@ -158,6 +170,15 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: 
     naming ``flag``.
     """
     path = Path(out)
+    long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
+    if long is not None:
+        raise DataError(f"{flag} {out}: the name {long[:40]}... is {len(os.fsencode(long))} bytes, more than a file "
+                        f"system takes ({MAX_NAME_BYTES}); choose a shorter one")
+    try:
+        path.resolve()
+    except (RuntimeError, OSError) as exc:  # symbolic links that point at each other (RuntimeError before 3.13)
+        raise DataError(f"{flag} {out}: it cannot be resolved ({first_line(exc)}; symbolic links that point at "
+                        "each other?); choose another path") from None
     if path.exists() and path.is_dir() != folder:
         kind, want = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
         raise DataError(f"{flag} {out} is {kind}; give {want} path")
