@@ -157,18 +157,19 @@ def test_disk_full_is_one_line_and_the_old_file_survives(tiny_run, tmp_path, cap
 
 def test_a_class_index_trimap_is_refused_by_predict_and_eval(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    for d in ("img", "tri", "gt"):
+    for d in ("img", "tri", "gt", "pred"):
         (tmp_path / d).mkdir()
     from PIL import Image
 
     Image.fromarray((rng.random((32, 32, 3)) * 255).astype(np.uint8)).save(tmp_path / "img" / "a.png")
     Image.fromarray(rng.integers(0, 3, (32, 32)).astype(np.uint8)).save(tmp_path / "tri" / "a.png")
     write_alpha(tmp_path / "gt" / "a.png", rng.random((32, 32)).astype(np.float32))
+    write_alpha(tmp_path / "pred" / "a.png", rng.random((32, 32)).astype(np.float32))
     assert main(["predict", "--model", "closed_form", "--image", str(tmp_path / "img"), "--trimap",
                  str(tmp_path / "tri"), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     _one_error(capsys, "class-index trimap")
     assert not (tmp_path / "out").exists()
-    assert main(["eval", "--pred", str(tmp_path / "gt"), "--alpha", str(tmp_path / "gt"), "--trimap",
+    assert main(["eval", "--pred", str(tmp_path / "pred"), "--alpha", str(tmp_path / "gt"), "--trimap",
                  str(tmp_path / "tri"), "--no-progress"]) == 2
     _one_error(capsys, "class-index trimap")
 
