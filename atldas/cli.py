@@ -532,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="objectives to minimise (default: loss macs; sad needs --retrain-epochs)")
     p.add_argument("--retrain-epochs", type=int, default=0, metavar="N",
                    help="retrain each trial's genotype for N epochs (matting spaces; gives --objective sad)")
-    p.add_argument("--retrain-set", action="append", metavar="KEY=VALUE", help="retrain setting of those retrains (as retrain --set takes them; an unknown key lists the "
+    p.add_argument("--retrain-set", action="append", metavar="KEY=VALUE",
+                   help="retrain setting of those retrains (as retrain --set takes them; an unknown key lists the "
                         "known ones)")
     p.add_argument("--space-file", help="YAML tuning space: --set key -> {type, low, high[, log, step]} or "
                                         "{type: categorical, choices}; default arch_lr, w_lr, k_max (atldas.tune.DEFAULT_SPACE)")

@@ -64,8 +64,8 @@ from atldas.utils.weights import load_weights
 log = logging.getLogger("atldas")
 
 __all__ = ["MODELS", "no_genotype", "is_registered_name", "ModelEntry", "register_model", "list_models",
-           "resolve_model", "create_model", "genotype_macro", "genotype_cell_types", "check_genotype", "warn_interim", "KNOWN_SPACES",
-           "load_model_weights"]
+           "resolve_model", "create_model", "genotype_macro", "genotype_cell_types", "check_genotype", "warn_interim",
+           "KNOWN_SPACES", "load_model_weights"]
 
 PathLike = Union[str, os.PathLike]
 
