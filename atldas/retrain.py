@@ -70,6 +70,7 @@ from torch.utils.data import Dataset, Subset
 from atldas.version import __version__
 from atldas.config import build, check_ranges, check_threads, check_types, keyword_only, refuse_edited, to_dict
 from atldas.data.datasets import PairingError, PhotoTrainSet, open_dataset
+from atldas.data.io import same_sizes
 from atldas.data.loading import EpochBatches, make_loader
 from atldas.data.synthetic import SyntheticMatting
 from atldas.errors import AtldasError, ConfigError, DataError
@@ -349,6 +350,10 @@ def _photo_datasets(root: Path, cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
         raise DataError(no_split)
     if not getattr(photos, "has_alpha", True):
         raise DataError(f"{no_split}; {root} has no alpha mattes")
+    for kind in ("alpha", "trimap"):  # of their photo's size, from the headers, before any work (a sample
+        # read mid-epoch would stop the run there; its trimap is read too, though training erodes its own)
+        same_sizes([(it.image, getattr(it, kind)) for it in getattr(photos, "items", ())
+                    if getattr(it, kind) is not None], kind)
     own_test = (train_split is not None and test_split is not None and getattr(test_split, "has_alpha", True)
                 and getattr(train_split, "names", None) != getattr(test_split, "names", None))
     n = len(photos)

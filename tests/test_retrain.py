@@ -469,6 +469,28 @@ def test_retrain_on_a_folder_of_photos_holds_some_out(genotype_file, tmp_path, c
         retrain(_cfg(genotype_file, tmp_path / "run3", epochs=1, data=str(one)))
 
 
+def test_photos_with_an_alpha_of_another_size_are_refused_before_training(tmp_path):
+    """`retrain --data PHOTOS` checks every alpha's and trimap's size against its photo's from the headers
+    before any work: a mismatched pair is one error naming both files, not a stop when the sample is first
+    read."""
+    import numpy as np
+
+    from atldas.data.io import write_alpha, write_trimap
+    from atldas.retrain import _photo_datasets
+
+    root = _photos(tmp_path / "photos", 12)
+    write_alpha(root / "alpha" / "p3.png", np.zeros((20, 24)))  # the photos are 56x40
+    cfg = RetrainConfig(model="cnn_baseline_tiny", data=str(root), out=str(tmp_path / "run"))
+    with pytest.raises(DataError, match=r"p3.png is 56x40 but its alpha .*p3.png is 24x20"):
+        _photo_datasets(root, cfg)
+    write_alpha(root / "alpha" / "p3.png", np.zeros((40, 56)))
+    write_trimap(root / "trimap" / "p9.png", np.zeros((40, 40), np.uint8))  # read with its sample, though unused
+    with pytest.raises(DataError, match=r"p9.png is 56x40 but its trimap .*p9.png is 40x40"):
+        _photo_datasets(root, cfg)
+    write_trimap(root / "trimap" / "p9.png", np.zeros((40, 56), np.uint8))
+    assert len(_photo_datasets(root, cfg)[1]) == 1
+
+
 def test_held_out_photos_share_no_image_or_alpha_with_training(tmp_path):
     """alphamatting.com's training set reads every photo twice (Trimap1/, Trimap2/), Composition-1K's
     test set composes each foreground several times: a held-out sample whose photo or alpha is also
