@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from atldas.version import __version__
-from atldas.errors import AtldasError, ConfigError, first_line, out_of_memory
+from atldas.errors import AtldasError, ConfigError, WriteError, first_line, out_of_memory
 from atldas.utils.malloc import keep_freed_memory
 from atldas.utils.memory import bytes_text
 
@@ -835,7 +835,7 @@ def _main(argv: Optional[List[str]]) -> int:
             raise
         return _stopped(stop, args)
     except OSError as exc:
-        if args.debug or exc.errno not in WRITE_ERRNOS:
+        if args.debug or (exc.errno not in WRITE_ERRNOS and not isinstance(exc, WriteError)):
             raise
         print(f"atldas: error: {write_error(exc)}", file=sys.stderr)
         return 2
@@ -917,6 +917,8 @@ def write_error(exc: OSError) -> str:
         return line + "; choose a path you may write to"
     if exc.errno == errno.ENAMETOOLONG:
         return line + "; choose a shorter file name"
+    if exc.errno == errno.ENOENT:  # a folder the file system takes no new files in (/proc), or one just removed
+        return line + " (a folder that takes no new files, or one removed meanwhile); choose another path"
     if exc.errno == errno.ELOOP:
         return line + " (symbolic links that point at each other); choose another path"
     return line + "; choose another path (a file name where a file goes, a folder where a folder goes)"

@@ -25,6 +25,12 @@ class BudgetBelowCheapest(ConfigError):
     lets it through at a tuned dimension's end when other tuned keys may make it fit."""
 
 
+class WriteError(OSError):
+    """An output that could not be written (its folder or its temporary file not created): an
+    ``OSError`` whose ``filename`` is the path the user gave, whatever the errno (``ENOENT`` included:
+    a folder such as ``/proc`` that takes no new files)."""
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of a third-party exception's message (its type's name when it has none), for a
     one-line user error that wraps it."""

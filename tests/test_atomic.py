@@ -85,6 +85,43 @@ def test_check_output_refuses_what_the_disk_cannot_hold(tmp_path, monkeypatch):
     assert not (tmp_path / "o").exists()
 
 
+def test_a_folder_that_takes_no_files_is_refused_before_work_and_named_when_written(tmp_path, monkeypatch, capsys):
+    """/proc takes no new files, and root's os.access says every folder is writable: check_output
+    creates (and removes) a file where the output goes; a write that fails to create its folder or
+    temporary is a WriteError naming the user's path, one line from the CLI whatever its errno (ENOENT
+    was a traceback naming the temporary file)."""
+    import errno
+    import os
+    import tempfile
+
+    import pytest
+
+    from atldas.cli import main
+    from atldas.errors import DataError, WriteError
+    from atldas.utils.atomic import check_output, write_text_atomic
+
+    with pytest.raises(DataError, match=r"--out /proc/atldas-probe.json: "):
+        check_output("/proc/atldas-probe.json", flag="--out")  # root: no file can be created; others: not writable
+    assert check_output(tmp_path / "a" / "b.json", flag="--out") == tmp_path / "a" / "b.json"
+    assert list(tmp_path.iterdir()) == []  # the probe removed, nothing created
+
+    def refuse(*a, **k):
+        raise OSError(errno.ENOENT, "No such file or directory", os.path.join(k["dir"], ".x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(DataError, match=r"--out .*o.json: no file can be created in .* \(No such file or directory\)"):
+        check_output(tmp_path / "o.json", flag="--out")
+    with pytest.raises(WriteError) as e:
+        write_text_atomic(tmp_path / "o.json", "{}")
+    assert e.value.errno == errno.ENOENT and e.value.filename == str(tmp_path / "o.json")
+    monkeypatch.setattr("atldas.cli.thread_policy", lambda **k: None)  # any verb: plot writes through atomic_path
+    monkeypatch.setattr("atldas.plot.plot", lambda *a, **k: write_text_atomic(tmp_path / "o.json", "{}"))
+    assert main(["plot", str(tmp_path / "g.json"), "--out", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"atldas: error: cannot write {tmp_path / 'o.json'}: No such file or directory (a folder that takes "
+                   "no new files, or one removed meanwhile); choose another path"), err
+
+
 def test_a_full_disk_under_torch_save_names_the_checkpoint(tmp_path, monkeypatch):
     """torch's zip writer replaces the OSError of a full disk (or a file size limit) with a RuntimeError
     of its own ('unexpected pos 64 vs 0'): a traceback instead of the one line naming the file."""

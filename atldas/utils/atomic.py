@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
 
-from atldas.errors import DataError, first_line
+from atldas.errors import DataError, WriteError, first_line
 from atldas.utils.memory import bytes_text
 
 PathLike = Union[str, os.PathLike]
@@ -102,9 +102,12 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
     p = Path(path)
     if p.is_dir():  # before a temporary file: the error names the user's path
         raise IsADirectoryError(errno.EISDIR, "is a folder; pass a file name", os.fspath(path))
-    p.parent.mkdir(parents=True, exist_ok=True)
-    sweep_stale(p.parent)  # what killed writers left
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=temp_prefix(p.name), suffix=suffix)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(p.parent)  # what killed writers left
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=temp_prefix(p.name), suffix=suffix)
+    except OSError as exc:  # a folder that takes no files (/proc, /sys) or none of ours: name the user's path
+        raise WriteError(exc.errno, exc.strerror, os.fspath(path)) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a plain open() would honour the umask
     try:
@@ -165,7 +168,7 @@ def refuse_overwriting_non_json(path: PathLike, *, flag: str = "--json", example
 def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: Optional[float] = None) -> Path:
     """Check before any work that ``out`` can be written: no existing ancestor is a file, the path
     itself is not of the other kind (a folder where a file goes, or the reverse), the nearest
-    existing folder is writable and, when the caller knows an upper bound ``need_bytes`` of what it
+    existing folder is writable (a file is created there and removed) and, when the caller knows an upper bound ``need_bytes`` of what it
     will write, its file system has that much free. Returns the path; raises a one-line DataError
     naming ``flag``.
     """
@@ -191,6 +194,14 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: 
         raise DataError(f"{flag} {out}: the folder {parent} is not writable; choose another path")
     if folder and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):  # its files go inside it
         raise DataError(f"{flag} {out}: the folder is not writable; choose another path")
+    where = path if folder and path.is_dir() else parent
+    try:  # what os.access cannot tell (root's access is always granted): /proc, /sys, a mount that refuses files
+        fd, probe = tempfile.mkstemp(dir=where, prefix=temp_prefix("probe"))
+    except OSError as exc:
+        raise DataError(f"{flag} {out}: no file can be created in {where} ({exc.strerror or first_line(exc)}); "
+                        "choose another path") from None
+    os.close(fd)
+    os.unlink(probe)
     if need_bytes is not None:
         free = shutil.disk_usage(parent).free
         if need_bytes > free:
