@@ -812,6 +812,12 @@ def _main(argv: Optional[List[str]]) -> int:
         verb.error(f"{named}: an empty value; give a name or path (or leave the option out)")
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s: %(message)s")
+    try:  # before torch loads: its import dies with "oneMKL FATAL ERROR" in a removed working folder
+        os.getcwd()
+    except FileNotFoundError:
+        print("atldas: error: the current folder was removed; change to an existing one (cd) and run again",
+              file=sys.stderr)
+        return 2
     # the busy notice only where --threads can answer it (eval --pred runs no network and refuses it)
     thread_policy(chosen=getattr(args, "threads", None), notice=hasattr(args, "threads") and not getattr(args, "pred", None))
     keep_freed_memory()  # large tensors reuse freed memory instead of faulting in fresh pages

@@ -643,3 +643,18 @@ def test_a_home_relative_path_in_a_config_is_expanded(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert _absolute("~/photos") == str(tmp_path / "photos")
     assert _absolute("synthetic") == "synthetic"
+
+
+def test_a_removed_working_folder_is_one_line_before_torch_loads(tmp_path):
+    """In a removed working folder torch's import died ("Intel oneMKL FATAL ERROR: Cannot load
+    libtorch_cpu.so"), exit status 0 and no word of why."""
+    import subprocess
+    import sys
+
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    code = "import sys; from atldas.cli import main; sys.exit(main())"
+    r = subprocess.run(["sh", "-c", f'cd "{gone}" && rmdir "{gone}" && exec "{sys.executable}" -c "{code}" derive '
+                        f'"{tmp_path / "run"}" --out "{tmp_path / "g.json"}"'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip() == ("atldas: error: the current folder was removed; change to an "
+                                                      "existing one (cd) and run again"), (r.returncode, r.stderr)
