@@ -361,9 +361,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     from atldas.tune import tune
 
-    given = [p.split("=", 1)[1].strip() for p in args.set or [] if p.split("=", 1)[0].strip() == "threads" and "=" in p]
-    if args.threads is not None and given and given[-1] != str(args.threads):  # --set won without a word
-        raise AtldasError(f"--threads {args.threads} and --set threads={given[-1]} disagree: give one of them")
+    from atldas.config import flag_against_set
+
+    flag_against_set("--threads", args.threads, args.set or [], "threads")  # --set won without a word
     _threads(args.threads)
     result = tune(space=args.space, trials=args.trials, out=args.out, storage=args.storage, study=args.study,
                   objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune,

@@ -29,7 +29,7 @@ from atldas.errors import ConfigError, unreadable
 from atldas.utils.atomic import write_text_atomic
 
 __all__ = ["MAX_THREADS", "keyword_only", "check_threads", "check_ranges", "check_types", "parse_amount", "coerce", "build",
-           "apply_overrides", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
+           "apply_overrides", "flag_against_set", "leaf_paths", "annotation_at", "set_path", "read_yaml", "load_yaml", "save_yaml",
            "to_dict", "differences", "refuse_edited", "RUNTIME_KEYS", "LOCATION_KEYS"]
 
 C = TypeVar("C")
@@ -380,6 +380,21 @@ def parse_text(text: str, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: cannot read {shown(text)} ({unreadable(exc)})") from None
         return coerce(data, ann, where)
     return t
+
+
+def flag_against_set(flag: str, value: Any, sets: Iterable[str], key: str) -> None:
+    """Refuse a flag (``--threads 2``) that a ``--set key=...`` of another value contradicts (the last
+    ``--set`` of ``key`` counts, compared as an integer where both read as one): one ConfigError line,
+    so that neither silently wins."""
+    given = [p.split("=", 1)[1].strip() for p in sets if "=" in p and p.split("=", 1)[0].strip() == key]
+    if value is None or not given:
+        return
+    try:
+        same = int(given[-1]) == int(value)
+    except ValueError:
+        same = given[-1] == str(value)
+    if not same:
+        raise ConfigError(f"{flag} {value} and --set {key}={given[-1]} disagree: give one of them")
 
 
 def apply_overrides(cfg: C, pairs: Iterable[str], *, aliases: Optional[Mapping[str, str]] = None,

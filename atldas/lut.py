@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import torch
 
 from atldas.cost import cost_table
-from atldas.config import leaf_paths
+from atldas.config import flag_against_set, leaf_paths
 from atldas.errors import ConfigError
 from atldas.latency import MIN_RUN_TIME, build_lut, measure_genotype, save_lut
 from atldas.utils.atomic import check_output, refuse_overwriting_non_json
@@ -39,9 +39,7 @@ def lut_space(space: str, *, device: str = "cpu", size: Optional[int] = None, se
                 else "not a setting")
         raise ConfigError(f"--set {pair}: a table is of the space's target network, and --set takes its knobs "
                           f"({', '.join(timed)}); {key} is {what}")
-    given = [p.split("=", 1)[1].strip() for p in sets if p.split("=", 1)[0].strip() == "input_size" and "=" in p]
-    if size is not None and given and given[-1] != str(size):
-        raise ConfigError(f"--size {size} and --set input_size={given[-1]} disagree: give one of them")
+    flag_against_set("--size", size, sets, "input_size")
     cfg = make_search_config(space=space, device=device, sets=sets)
     if size is not None:
         if size < 32:

@@ -658,3 +658,17 @@ def test_a_removed_working_folder_is_one_line_before_torch_loads(tmp_path):
                         f'"{tmp_path / "run"}" --out "{tmp_path / "g.json"}"'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == ("atldas: error: the current folder was removed; change to an "
                                                       "existing one (cd) and run again"), (r.returncode, r.stderr)
+
+
+def test_a_flag_against_a_set_of_the_same_key():
+    """tune's --threads and lut's --size against --set: the last --set counts, equal integers pass
+    ('--threads 2 --set threads=02' was refused as a disagreement), other values are one line."""
+    from atldas.config import flag_against_set
+    from atldas.errors import ConfigError
+
+    flag_against_set("--threads", 2, ["threads=02", "seed=3"], "threads")
+    flag_against_set("--threads", None, ["threads=5"], "threads")
+    flag_against_set("--threads", 2, ["threads=5", "threads = 2"], "threads")
+    for sets, shown in ((["threads=3"], "threads=3"), (["threads=2", "threads=two"], "threads=two")):
+        with pytest.raises(ConfigError, match=rf"^--threads 2 and --set {shown} disagree: give one of them$"):
+            flag_against_set("--threads", 2, sets, "threads")
