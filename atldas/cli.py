@@ -245,6 +245,22 @@ def _absolute(value: Any) -> Any:
     return value
 
 
+def _absolute_sets(pairs: Sequence[str]) -> List[str]:
+    """``--set KEY=VALUE`` pairs with the value of a location key (``data``, ``backgrounds``, ``lut``, ...,
+    also as ``data.source``) made absolute where it names an existing path (:func:`_absolute`): ``tune``
+    passes them to every trial, whose ``config.yaml`` is read again from elsewhere."""
+    from atldas.config import LOCATION_KEYS
+
+    out = []
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if eq and key.strip().replace("-", "_").split(".")[-1] in LOCATION_KEYS:
+            absolute = _absolute(value.strip())
+            pair = pair if absolute == value.strip() else f"{key}={absolute}"
+        out.append(pair)
+    return out
+
+
 def _retrain_config(args: argparse.Namespace):
     import dataclasses
 
@@ -366,8 +382,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     flag_against_set("--threads", args.threads, args.set or [], "threads")  # --set won without a word
     _threads(args.threads)
     result = tune(space=args.space, trials=args.trials, out=args.out, storage=args.storage, study=args.study,
-                  objectives=args.objective, space_file=args.space_file, sets=args.set or [], prune=args.prune,
-                  retrain_epochs=args.retrain_epochs, retrain_sets=args.retrain_set or [])
+                  objectives=args.objective, space_file=args.space_file, sets=_absolute_sets(args.set or []),
+                  prune=args.prune, retrain_epochs=args.retrain_epochs,
+                  retrain_sets=_absolute_sets(args.retrain_set or []))
     print(result["table"])
     pruned = f" ({result['pruned']} pruned)" if result.get("pruned") else ""
     print(f"study {result['study']}: {result['finished']} finished trial(s){pruned}; {args.out}/pareto.json, "

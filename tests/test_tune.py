@@ -142,6 +142,29 @@ def test_bad_tune_input_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "t").exists()
 
 
+def test_relative_data_paths_reach_the_trials_absolute(tmp_path, monkeypatch):
+    """A trial's config.yaml recorded `--set backgrounds=bg` as given: `search --config TRIAL/config.yaml`
+    from another folder named nothing. Existing paths of location keys go to tune absolute; other
+    values (and a path that does not exist, for its error) as written."""
+    import atldas.tune
+
+    seen = {}
+
+    def fake(**kw):
+        seen.update(kw)
+        return {"table": "", "study": "s", "finished": 0, "plot": "p"}
+
+    monkeypatch.setattr(atldas.tune, "tune", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bg").mkdir()
+    (tmp_path / "photos").mkdir()
+    assert main(["tune", "--out", "t", "--set", "backgrounds=bg", "--set", "data=missing", "--set", "data.source = photos",
+                 "--set", "epochs=2", "--retrain-epochs", "1", "--retrain-set", "val_data=photos"]) == 0
+    assert seen["sets"] == [f"backgrounds={tmp_path / 'bg'}", "data=missing", f"data.source ={tmp_path / 'photos'}",
+                            "epochs=2"]
+    assert seen["retrain_sets"] == [f"val_data={tmp_path / 'photos'}"]
+
+
 def test_a_study_with_other_objectives_is_refused(tmp_path, capsys, monkeypatch):
     out = tmp_path / "t"
     monkeypatch.chdir(tmp_path)  # a relative --out; the later calls run from elsewhere with the absolute one
