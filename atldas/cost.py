@@ -328,6 +328,8 @@ class BudgetCfg:
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}")
+        if self.lam_init > Budget.lam_max:  # the multiplier is kept within it from the first update on
+            raise ConfigError(f"lam_init must be at most {Budget.lam_max:g} (the multiplier's bound), got {self.lam_init}")
         for name in ("temperature", "block_temperature"):
             v = getattr(self, name)
             if not 0.0 < v <= 1.0:

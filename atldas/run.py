@@ -60,8 +60,9 @@ from atldas.utils.dist import mean_values, shard
 from atldas.utils.memory_format import channels_last
 from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state, torch_threads
 from atldas.utils.tb import add_scalars
-from atldas.utils.weights import weight_mismatch
+from atldas.utils.weights import first_non_finite, weight_mismatch
 from atldas.utils.progress import progress_bar, time_left
+from atldas.utils.ranking import lowest, score_key
 from search_spaces import SPACES, SearchSpace, SpaceCfg, get_space
 
 log = logging.getLogger("atldas")
@@ -417,6 +418,17 @@ def epoch_order(*, n: int, per_epoch: int, epochs: int, seed: int, salt: int, ba
 
 # --------------------------------------------------------------------------- the run
 
+#: How to go on after a search diverged.
+_DIVERGED = ("search again with a lower --set w_lr=... or arch_lr=... (or, under a budget, a lower lam_init or rho; "
+             "with --force, or another --out)")
+
+
+def _kept(rd: Optional[RunDir]) -> str:
+    """What a stopped search leaves: its last checkpoint, which is whole and finite, or none."""
+    return (f"the last good checkpoint is kept in {rd.checkpoint}" if rd is not None and rd.checkpoint.exists()
+            else "no checkpoint was written")
+
+
 def _finite(metrics: Mapping[str, Any]) -> bool:
     return all(math.isfinite(v) for v in metrics.values() if isinstance(v, float))
 
@@ -629,15 +641,11 @@ class Run:
                         ab = shard(batch_to(next(arch_batches), cfg.device), cfg.data.batch_size)
                         metrics.update(strat.arch_step(ab, self.model_input(ab), steps_per_epoch=arch_steps))
                     if not _finite(metrics):
-                        kept = (f"the last good checkpoint is kept in {rd.checkpoint}" if rd is not None
-                                and rd.checkpoint.exists() else "no checkpoint was written")
                         bad = ", ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v))
                         first = (epoch, step) == (0, 0) and not math.isfinite(metrics.get("loss/weights", 0.0))
-                        hint = ("it was so before any update: check the data and the task's loss" if first else
-                                "search again with a lower --set w_lr=... or arch_lr=... (with --force, or another "
-                                "--out)")  # no learning rate acted on step 1's loss
                         raise AtldasError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} ({bad}); "
-                                          f"{kept}; {hint}")
+                                          f"{_kept(rd)}; " + ("it was so before any update: check the data and the "
+                                                              "task's loss" if first else _DIVERGED))
                     for k, v in metrics.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                         counts[k] = counts.get(k, 0) + 1
@@ -650,6 +658,13 @@ class Run:
                 sums = mean_values(sums)  # torchrun: each rank's weight loss is of its part of the batch
                 row = self._epoch_row(epoch, sums, counts, events, time.perf_counter() - t0)
                 self.epoch = epoch + 1
+                state = self.state_dict()
+                bad = first_non_finite({"supernet": state["supernet"], "strategy": state["strategy"]}) or next(
+                    (k for k, v in row.items() if isinstance(v, float) and not math.isfinite(v)), None)
+                if bad is not None:  # an arch step's logits, the budget's multiplier, an optimizer's moments
+                    self.epoch = epoch
+                    raise AtldasError(f"the search's state became non-finite in epoch {epoch + 1} (first: {bad}); "
+                                      f"{_kept(rd)}; {_DIVERGED}")
                 if rd is not None:
                     g = self.genotype(strat.derive_argmax())  # the policy's argmax so far: not repaired, no select
                     history.append(row)  # before the checkpoint: a resume drops the rows of epochs it repeats
@@ -659,7 +674,7 @@ class Run:
                             _heatmaps(writer, self, epoch)
                             _cell_graphs(writer, g, epoch, cell_types=self.cell_types)
                         writer.flush()
-                    rd.save(self.state_dict())
+                    rd.save(state)
                     # after the checkpoint: an interim genotype is never ahead of it (killed in between, it
                     # said the search had run every epoch and advised derive instead of --resume)
                     g.replace(provenance={**g.provenance, "interim": True}).save(rd.path / "genotype.json")
@@ -778,7 +793,8 @@ class Run:
             if keep:  # successive halving: the best few, fitted again longer
                 kept = self._best(scores, candidates, keep)
                 scores = self._short_fits({k: candidates[k] for k in kept}, steps=self.cfg.select_keep_steps)
-        best = min(scores, key=scores.__getitem__)
+        best = lowest(scores, what="select: the candidates' short fits",
+                      hint="every candidate's fit diverged; search without the select stage (--set select=0)")
         log.info("select: %s of %d candidates (the strategy's own: %s)", best, len(candidates), next(iter(candidates)))
         return candidates[best]
 
@@ -786,7 +802,7 @@ class Run:
         """The ``count`` keys of ``scores`` the stage keeps: the lowest scores or, with
         ``cfg.select_strata``, the lowest within each stratum first (:func:`stratified_order`)."""
         if self.cfg.select_strata == "none":
-            return sorted(scores, key=scores.__getitem__)[:count]
+            return sorted(scores, key=lambda k: score_key(scores[k]))[:count]
         arch = self.net.arch
         depth = {k: self.space.child_to_genotype(arch, candidates[k]).depth for k in scores}
         return stratified_order(scores, depth)[:count]
@@ -805,7 +821,7 @@ class Run:
         decision drawn anew from the policy, put onto the cost, distinct from all before it."""
         arch = self.net.arch
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 13)
-        parents = sorted(scores, key=scores.__getitem__)[:2]
+        parents = sorted(scores, key=lambda k: score_key(scores[k]))[:2]
         new: Dict[str, Child] = {}
         for k in range(50 * count):
             if len(new) >= count:
@@ -853,10 +869,10 @@ def stratified_order(scores: Mapping[str, float], stratum: Mapping[str, Any]) ->
     """
     rank: Dict[str, int] = {}
     seen: Dict[Any, int] = {}
-    for k in sorted(scores, key=scores.__getitem__):
+    for k in sorted(scores, key=lambda k: score_key(scores[k])):
         rank[k] = seen.get(stratum[k], 0)
         seen[stratum[k]] = rank[k] + 1
-    return sorted(scores, key=lambda k: (rank[k], scores[k]))
+    return sorted(scores, key=lambda k: (rank[k], score_key(scores[k])))
 
 
 def _heatmap_due(every: int, epoch: int, epochs: int) -> bool:

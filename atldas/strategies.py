@@ -34,6 +34,7 @@ from atldas.errors import ConfigError
 from atldas.registry import Registry
 from atldas.supernet import Plan, SuperNet
 from atldas.utils.dist import average_, mean
+from atldas.utils.ranking import lowest
 
 
 def _check_strategy(name: str, cls: object) -> None:
@@ -664,5 +665,7 @@ class RandomStrategy(Strategy):
             return self.cost.cheapest(self.net.arch)[1]
         if evaluate is None:
             return children[0]
-        scores = [evaluate(c) for c in children]
-        return children[min(range(len(children)), key=scores.__getitem__)]
+        scores = {i: evaluate(c) for i, c in enumerate(children)}
+        return children[lowest(scores, what="random search: the candidates' held-out losses on the shared weights",
+                               hint="the shared weights diverged: search again with a lower --set w_lr=... (with "
+                                    "--force, or another --out)")]

@@ -131,6 +131,52 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert all(torch.isfinite(v).all() for v in ckpt["supernet"].values() if v.is_floating_point())
 
 
+def test_a_non_finite_state_stops_before_its_checkpoint(tmp_path, monkeypatch):
+    """Arch logits, the budget's multiplier or an optimizer's moments that turn non-finite with a
+    finite loss (lam_init=1e300, rho=1e39): the checkpoint of that epoch overwrote the good one, a
+    genotype was derived from NaN logits and the search ended with status 0. Now the epoch stops before
+    anything of it is written, naming the first bad tensor."""
+    from atldas.strategies import AtldasStrategy
+    from atldas.utils.weights import first_non_finite
+
+    real = AtldasStrategy.end_epoch
+
+    def poisoned(self, epoch):
+        events = real(self, epoch)
+        if epoch == 1:
+            with torch.no_grad():
+                self.net.arch.alpha["normal"].view(-1)[3] = float("nan")
+        return events
+
+    monkeypatch.setattr(AtldasStrategy, "end_epoch", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(AtldasError, match=r"state became non-finite in epoch 2 \(first: supernet\.arch\.alpha\.normal\); "
+                                          "the last good checkpoint is kept"):
+        search(make_search_config(space="tiny", epochs=3, out=str(out), tensorboard=False, progress=False))
+    ckpt = load_checkpoint(out / "checkpoint.pt")
+    assert ckpt["epoch"] == 0 and first_non_finite(ckpt) is None
+    assert len((out / "history.jsonl").read_text().splitlines()) == 1
+    assert first_non_finite({"a": [1.0, {"b": torch.tensor([0.0, float("inf")])}]}) == "a.1.b"
+    assert first_non_finite({"a": torch.tensor([1, 2]), "b": float("nan")}) == "b"
+
+
+def test_scores_that_are_not_finite_rank_last_and_none_finite_is_an_error():
+    """min() over [nan, 1.0] is nan: a random search whose shared weights diverged took its first
+    candidate without a word, and a select stage whose first fit was NaN kept it."""
+    from atldas.utils.ranking import lowest
+
+    assert lowest({"a": float("nan"), "b": 2.0, "c": 1.0}, what="w", hint="h") == "c"
+    assert lowest({"a": float("inf"), "b": 2.0}, what="w", hint="h") == "b"
+    with pytest.raises(AtldasError, match=r"^w: no finite score among 2 \(nan, inf\); h$"):
+        lowest({"a": float("nan"), "b": float("inf")}, what="w", hint="h")
+    run = Run(make_search_config(space="tiny", strategy="random", tensorboard=False, progress=False))
+    with pytest.raises(AtldasError, match="random search: the candidates' held-out losses on the shared weights: no "
+                                          "finite score among 16"):
+        run.strategy.derive(lambda child: float("nan"))
+    with pytest.raises(AtldasError, match=r"lam_init must be at most 100 \(the multiplier's bound\), got 1000.0"):
+        make_search_config(space="tiny", target_macs=20e6, sets=["lam_init=1000"])
+
+
 @pytest.mark.parametrize("strategy", ["darts", "gdas", "random"])
 def test_baseline_strategies_run_and_meet_the_budget(tmp_path, strategy):
     out = tmp_path / strategy

@@ -24,6 +24,7 @@ keys and the first shape mismatches::
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -122,6 +123,21 @@ def weight_mismatch(model_sd: Mapping[str, torch.Tensor], ckpt_sd: Mapping[str, 
     return ", ".join(parts) or None
 
 
+def first_non_finite(obj: Any, prefix: str = "") -> Optional[str]:
+    """The dotted name of the first floating tensor or float holding NaN or infinity in a nested state
+    (mappings, lists, tuples), or None when everything is finite."""
+    if torch.is_tensor(obj):
+        return prefix if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else prefix
+    items = obj.items() if isinstance(obj, Mapping) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for k, v in items:
+        bad = first_non_finite(v, f"{prefix}.{k}" if prefix else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
 def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, strict: bool = True,
                  key: Optional[str] = None, name: Optional[str] = None) -> Dict[str, Any]:
     """Load the weights of a checkpoint file into ``net`` (in place).
@@ -160,8 +176,7 @@ def load_weights(net: nn.Module, checkpoint_path: Union[str, os.PathLike], *, st
         raise DataError(f"checkpoint {path}: tensor {kind!r} is {str(sd[kind].dtype).replace('torch.', '')} where "
                         f"{label} has {str(model_sd[kind].dtype).replace('torch.', '')} (not weights saved from this "
                         "network); use the checkpoint trained for this MODEL")
-    bad = next((k for k, v in sd.items() if torch.is_tensor(v) and v.is_floating_point()
-                and not bool(torch.isfinite(v).all())), None)
+    bad = first_non_finite(sd)
     if bad is not None:
         raise DataError(f"checkpoint {path}: tensor {bad!r} holds NaN or infinite values (a diverged run?); "
                         "use a checkpoint from before the divergence")
