@@ -281,6 +281,35 @@ def test_save_pred_writes_nothing_when_a_later_image_fails(folder, tmp_path, cap
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == ["s0.png", "s1.png", "s2.png"]
 
 
+def test_a_failed_save_pred_leaves_another_processs_files_in_the_folder_it_made(folder, tmp_path):
+    """Two evals into one new --save-pred folder: the one that made it removed the whole folder when it
+    failed or was stopped, with the other's published predictions and its staging folder (whose files
+    then went missing without a word). Now it removes its own staging folder, and the folder only if
+    empty."""
+    from atldas.data.datasets import open_dataset
+    from atldas.matting.scoring import score_dataset
+
+    out = tmp_path / "preds"
+    calls = []
+
+    def predict(image, trimap):
+        calls.append(1)
+        if len(calls) == 1:  # meanwhile another process publishes a prediction and stages the next
+            (out / "other.png").write_bytes(b"x")
+            (out / ".partial.atldas-1@elsewhere.abc").mkdir()
+            return np.zeros(trimap.shape, np.float32)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        score_dataset(open_dataset(folder, split="test"), predict, save_pred=out)
+    assert sorted(p.name for p in out.iterdir()) == [".partial.atldas-1@elsewhere.abc", "other.png"]
+    with pytest.raises(KeyboardInterrupt):  # alone: the folder it made is gone again
+        calls.clear()
+        score_dataset(open_dataset(folder, split="test"), lambda i, t: (_ for _ in ()).throw(KeyboardInterrupt()),
+                      save_pred=tmp_path / "alone")
+    assert not (tmp_path / "alone").exists()
+
+
 @pytest.mark.parametrize("spoil", ["truncated", "size", "mode", "no_unknown"])
 def test_model_eval_reads_every_file_before_the_network_runs(folder, tmp_path, capsys, monkeypatch, spoil):
     """A bad third file (truncated, an alpha of another size, a pixel mode no reader takes) is one line

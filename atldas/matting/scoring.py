@@ -14,6 +14,7 @@ and retrain's validation both run it; it returns values and prints nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import numbers
 import os
@@ -105,8 +106,10 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
         if staging is not None:
             _publish(staging, Path(save_pred))
     except BaseException:
-        if made:  # the folder this call made: gone again with its hidden staging folder
-            shutil.rmtree(save_pred, ignore_errors=True)
+        if made:  # the folder this call made: gone again with its staging folder, unless another process
+            shutil.rmtree(staging, ignore_errors=True)  # writes there too (its files and staging stay)
+            with contextlib.suppress(OSError):
+                os.rmdir(save_pred)
         raise
     finally:
         if staging is not None:
