@@ -49,7 +49,7 @@ from atldas.data.loading import EpochBatches, make_loader, seeded_order
 from atldas.derive import finalize, grow, repair
 from atldas.errors import AtldasError, BudgetBelowCheapest, ConfigError, DataError
 from atldas.genotype import Genotype
-from atldas.rundir import RunDir
+from atldas.rundir import RUN_FILES, RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
@@ -946,8 +946,15 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
             raise ConfigError(f"{run_dir} is a retrain run, not a search run: derive reads the folder of an `atldas "
                               f"search` run; {have}")
     inside = (Path(run_dir) / CHECKPOINT).is_file() and path.resolve().parent == Path(run_dir).resolve()
+    other = RunDir(path.resolve().parent, checkpoint=CHECKPOINT, kind="search")
+    if path.name in RUN_FILES and not inside and other.path != Path(run_dir).resolve() and other.owner():
+        busy = f", which a running atldas process (pid {other.holder()}) holds" if other.holder() else ""
+        raise ConfigError(f"--out {path} is a file of another run, the {other.owner()} run in {other.path}{busy}; "
+                          f"derive writes {Path(run_dir) / 'genotype.json'} by default: leave --out out, or choose "
+                          "another path")
     # writing into the run directory: not while a search of it runs (it rewrites genotype.json every epoch)
     lock = rd.locked() if inside else contextlib.nullcontext()
+    searching = None if inside else rd.holder()  # derive elsewhere from a search that still runs
     with lock, _process_state_kept():
         table = stored_cost_table(Path(run_dir)) if stored_costs else None
         config = rd.read_config()
@@ -971,7 +978,11 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
             warn_other_costs(run, Path(run_dir))
         else:
             check_costs_unchanged(run, Path(run_dir), verb="derive")
-        if run.epoch < run.cfg.epochs:
+        if run.epoch < run.cfg.epochs and searching:  # its checkpoint is whole: the last epoch it wrote
+            log.warning("%s is still searching (pid %s; its checkpoint is of epoch %d of %d): the genotype is derived "
+                        "from the search as it stands now; derive again when it has finished", run_dir, searching,
+                        run.epoch, run.cfg.epochs)
+        elif run.epoch < run.cfg.epochs:
             log.warning("%s stopped after epoch %d of %d: the genotype is derived from the search as it stood then; "
                         "`atldas search --out %s --resume` finishes it", run_dir, run.epoch, run.cfg.epochs, run_dir)
         # a CPU search on the CPU: on the thread count it ran on (floats depend on it), as --resume does

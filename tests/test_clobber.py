@@ -51,6 +51,31 @@ def test_derive_into_the_runs_checkpoint_is_refused(tiny_run, capsys):
     assert _hash(ckpt) == before
 
 
+def test_derive_into_another_runs_folder_is_refused_and_a_running_search_is_named(tiny_run, tmp_path, capsys, caplog):
+    """`derive A --out B/genotype.json` replaced run B's genotype (while B searched, too); derive of a
+    search that still runs said it had stopped and advised --resume, which the running search refuses."""
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run, other)
+    before = _hash(other / "genotype.json")
+    with RunDir(other, checkpoint="checkpoint.pt", kind="search").locked():
+        assert main(["derive", str(tiny_run), "--out", str(other / "genotype.json")]) == 2
+        _one_error(capsys, f"is a file of another run, the search run in {other}, which a running atldas process "
+                           f"(pid {os.getpid()}) holds")
+    assert main(["derive", str(tiny_run), "--out", str(other / "genotype.json")]) == 2
+    _one_error(capsys, f"is a file of another run, the search run in {other}; derive writes")
+    assert _hash(other / "genotype.json") == before
+    from atldas.run import Run, make_search_config
+
+    part = tmp_path / "part"
+    Run(make_search_config(space="tiny", epochs=3, tensorboard=False, progress=False), out=part).fit(epochs=1)
+    with RunDir(part, checkpoint="checkpoint.pt", kind="search").locked():
+        assert main(["derive", str(part), "--out", str(tmp_path / "g.json")]) == 0
+    assert f"is still searching (pid {os.getpid()}; its checkpoint is of epoch 1 of 3)" in caplog.text
+    assert "--resume" not in caplog.text
+
+
 def test_eval_json_onto_a_ground_truth_image_is_refused(tmp_path, capsys):
     rng = np.random.default_rng(0)
     tri = np.full((16, 16), 128, np.uint8)
