@@ -254,6 +254,27 @@ def _refuse_other_study(storage: Any, name: str, out: Path) -> None:
                                   "its own --out (or continue that study with --study " f"{other.study_name})")
 
 
+#: The file in a study's ``--out`` that names its storage (a worker with another one is refused).
+STORAGE_MARK = "storage.json"
+
+
+def _refuse_other_storage(storage: Optional[str], out: Path) -> Optional[str]:
+    """Refuse a worker whose storage is not the one the trials in ``out`` were recorded in (another
+    journal or database holds another study, whose trials would be numbered from 0 in the same folder
+    and drop this one's from the front). Returns what the first worker writes to ``out/storage.json``
+    once the study is open, None where it is written already."""
+    where = storage if storage and "://" in storage else str((Path(storage) if storage else out / "study.log").resolve())
+    mark = out / STORAGE_MARK
+    try:
+        recorded = json.loads(mark.read_text()).get("storage") if mark.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded is not None and recorded != where:
+        raise AtldasError(f"--out {out} holds the trials of a study stored in {recorded}, not {where}; give "
+                          f"--storage {recorded} to continue it, or another --out")
+    return None if recorded is not None else where
+
+
 def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence["Param"]) -> Dict[str, Any]:
     """What every trial of a study shares (the fixed search and retrain settings and the tuning space),
     as plain JSON values, so that a worker that continues the study with others can be refused
@@ -523,11 +544,14 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                           "choose another folder")
     name = study or f"tune-{space}"
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=base.warmup_epochs) if prune else None
+    unmarked = _refuse_other_storage(storage, out_dir)
     store = open_storage(storage, out_dir)
     _refuse_other_study(store, name, out_dir)
     settings = study_settings(space=space, base=base, retrain_base=retrain_base, params=params)
     st = open_study(store, name, objectives, pruner=pruner, settings=settings)  # refused: no OUT made
     out_dir.mkdir(parents=True, exist_ok=True)  # (made already when it holds the journal)
+    if unmarked is not None:
+        write_text_atomic(out_dir / STORAGE_MARK, json.dumps({"storage": unmarked}) + "\n")
     done_states = (optuna.trial.TrialState.COMPLETE,)
     succeeded: List[int] = []  # this worker's last trial finished
     pruned: List[int] = []  # this worker's last trial was pruned

@@ -178,6 +178,11 @@ def test_a_study_with_other_objectives_is_refused(tmp_path, capsys, monkeypatch)
     assert "was created with objectives loss, macs" in capsys.readouterr().err
     assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--study", "other", *FAST]) == 2
     assert "holds the trials of study 'tune-tiny'; give study 'other' its own --out" in capsys.readouterr().err
+    # a study in another storage: its trials numbered from 0 in the same folder dropped these from the front
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--storage", str(tmp_path / "b.log"),
+                 *FAST]) == 2
+    assert (f"holds the trials of a study stored in {out / 'study.log'}, not {tmp_path / 'b.log'}; give --storage"
+            in capsys.readouterr().err) and not (tmp_path / "b.log").exists()
     # continued with other fixed settings (here the default epochs): one front of unlike trials before
     assert main(["tune", "--space", "tiny", "--trials", "2", "--out", str(out)]) == 2
     err = capsys.readouterr().err
