@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from atldas.tasks import get_task
 from search_spaces import get_space
 from atldas.retrain import RetrainConfig, retrain
 from atldas.search import search
-from atldas.utils.atomic import atomic_path, check_output, write_json, write_text_atomic
+from atldas.utils.atomic import atomic_path, check_output, host_id, pid_gone, write_json, write_text_atomic
 
 log = logging.getLogger("atldas")
 
@@ -316,16 +315,6 @@ def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: An
     return study
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _retry_interrupted(study: Any, number: int) -> None:
     """Enqueue once more the settings of trial ``number``, which a Ctrl-C ended (Optuna marked it failed)."""
     optuna = _optuna()
@@ -338,9 +327,9 @@ def fail_dead_trials(study: Any) -> int:
     """Mark failed the running trials whose worker on this machine is dead, and enqueue their settings
     once more; returns how many. (Trials of other machines are left to their own workers.)"""
     optuna = _optuna()
-    host, n = socket.gethostname(), 0
+    host, n = host_id(), 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host or _alive(int(t.user_attrs.get("pid", 0)) or os.getpid()):
+        if t.user_attrs.get("host") != host or not pid_gone(int(t.user_attrs.get("pid", 0)) or os.getpid()):
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
@@ -559,7 +548,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
 
     def objective(trial: Any) -> Sequence[float]:
         current.append(trial.number)
-        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("host", host_id())  # with the PID namespace: a container's pid is its own
         trial.set_user_attr("pid", os.getpid())
         drawn = {p.key: p.suggest(trial) for p in params}
         run_dir = out_dir / f"trial-{trial.number:04d}"

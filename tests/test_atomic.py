@@ -158,17 +158,22 @@ def _dead_pid():
 def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path, monkeypatch):
     """kill -9 during a write left `.ckpt.pt.<random>.pt` beside the target for ever (and a killed
     `eval --save-pred` its hidden staging folder); the next write into the folder removes those of a
-    process that is gone, and leaves those of one still running (it may be writing now) and every file
-    it did not make."""
+    process that is gone, and leaves those of one still running (it may be writing now), of another
+    machine or PID namespace (a container with the same host name: a live writer there was swept), and
+    every file it did not make."""
     import os
 
     import atldas.utils.atomic as atomic
     from atldas.matting.scoring import _staging
 
     monkeypatch.setattr(atomic, "_SWEPT", set())
-    here = atomic._host()
+    here = atomic.host_id()
     gone, alive = f"{_dead_pid()}@{here}", f"{os.getppid()}@{here}"
     elsewhere = f"{_dead_pid()}@another-machine"  # a shared folder: not a process this machine can ask about
+    # a container with this host name but its own PID namespace (--network host): its pid is not ours to ask about
+    assert here.startswith(atomic.re.sub(r"[^A-Za-z0-9_-]", "_", atomic.socket.gethostname())[:64] + "-")
+    container = f"{_dead_pid()}@{here.rsplit('-', 1)[0]}-1"
+    (tmp_path / f".ckpt.pt.atldas-{container}.abc.pt").write_text("written in another PID namespace")
     (tmp_path / f".ckpt.pt.atldas-{gone}.abc.pt").write_text("half")
     (tmp_path / f".other.json.atldas-{gone}.x.tmp").write_text("half")
     (tmp_path / f".ckpt.pt.atldas-{alive}.abc.pt").write_text("being written")
@@ -180,7 +185,7 @@ def test_a_killed_writers_temporaries_are_swept_and_a_live_ones_kept(tmp_path, m
             f.write("new")
     assert sorted(x.name for x in tmp_path.iterdir()) == sorted(
         ["ckpt.pt", f".ckpt.pt.atldas-{alive}.abc.pt", f".ckpt.pt.{gone.split('@')[0]}.xyz.pt",
-         f".ckpt.pt.atldas-{elsewhere}.abc.pt"])
+         f".ckpt.pt.atldas-{elsewhere}.abc.pt", f".ckpt.pt.atldas-{container}.abc.pt"])
     preds = tmp_path / "preds"
     (preds / f".partial.atldas-{gone}.q1").mkdir(parents=True)
     (preds / f".partial.atldas-{gone}.q1" / "s0.png").write_text("half")

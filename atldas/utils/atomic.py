@@ -33,16 +33,23 @@ def _umask() -> int:
 _TEMP = re.compile(r"^\..+\.atldas-(\d+)@([A-Za-z0-9_-]+)\.")
 
 
-def _host() -> str:
-    """This machine's name as a temporary's name holds it (another machine's process, writing into a
-    shared folder, is not one this machine can ask about)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+def host_id() -> str:
+    """This machine's name and PID namespace, as a temporary's name holds them: a process of another
+    machine (a shared folder) or of another container with the same host name (``--network host``:
+    another PID namespace, where the same pid is another process) is not one this process can ask
+    about by its pid."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+    try:
+        return f"{name}-{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no /proc (not Linux): the host name alone
+        return name
+
 
 
 _SWEPT: set = set()  # folders this process has swept (once each: a folder of many outputs stays linear)
 
 
-def _pid_gone(pid: int) -> bool:
+def pid_gone(pid: int) -> bool:
     """Whether process ``pid`` no longer runs (killed by SIGKILL or a power cut before it could remove
     its temporaries); a process alive under another user counts as running."""
     try:
@@ -62,11 +69,11 @@ def sweep_stale(folder: PathLike) -> None:
     if key in _SWEPT:
         return
     _SWEPT.add(key)
-    host = _host()
+    host = host_id()
     with contextlib.suppress(OSError):
         for q in Path(folder).iterdir():
             m = _TEMP.match(q.name)
-            if m and m.group(2) == host and _pid_gone(int(m.group(1))):
+            if m and m.group(2) == host and pid_gone(int(m.group(1))):
                 if q.is_dir() and not q.is_symlink():
                     shutil.rmtree(q, ignore_errors=True)
                 else:
@@ -89,7 +96,7 @@ def temp_prefix(name: str) -> str:
     """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>@<host>.`` (a long
     name cut: the temporary's own name must fit), which :func:`sweep_stale` on this machine recognises
     once the process is gone."""
-    return f".{short_name(name)}.atldas-{os.getpid()}@{_host()}."
+    return f".{short_name(name)}.atldas-{os.getpid()}@{host_id()}."
 
 
 @contextlib.contextmanager
