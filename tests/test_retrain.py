@@ -553,18 +553,21 @@ def test_a_run_refused_after_it_started_leaves_no_folder(genotype_file, tmp_path
     from atldas.data.io import write_trimap
 
     root = _photos(tmp_path / "photos", 3)
-    write_trimap(root / "trimap" / "p1.png", np.full((40, 50), 128, np.uint8))  # p1 trains, 40x56 image
+    image = (root / "image" / "p1.png").read_bytes()
+    (root / "image" / "p1.png").write_bytes(image[:120])  # p1 trains: its header reads, its pixels do not
     out = tmp_path / "run"
-    with pytest.raises(AtldasError, match="p1.png: trimap is 50x40"):
+    with pytest.raises(AtldasError, match="p1.png"):
         retrain(_cfg(genotype_file, out, epochs=1, data=str(root)))
     assert not out.exists()
+    (root / "image" / "p1.png").write_bytes(image)
+    write_trimap(root / "trimap" / "p1.png", np.full((40, 50), 128, np.uint8))  # of another size: found up front
     code = main(["retrain", "closed_form", "--out", str(tmp_path / "cf"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "without weights" in err and "Traceback" not in err
     assert not (tmp_path / "cf").exists()
     existing = tmp_path / "mine"  # a folder the user made is kept, with what was in it
     (existing / "notes").mkdir(parents=True)
-    with pytest.raises(AtldasError, match="trimap is 50x40"):
+    with pytest.raises(AtldasError, match="but its trimap .*p1.png is 50x40"):
         retrain(_cfg(genotype_file, existing, epochs=1, data=str(root)))
     assert (existing / "notes").is_dir()
 
