@@ -665,6 +665,7 @@ class Run:
                     self.epoch = epoch
                     raise AtldasError(f"the search's state became non-finite in epoch {epoch + 1} (first: {bad}); "
                                       f"{_kept(rd)}; {_DIVERGED}")
+                self._warn_diverging(row)
                 if rd is not None:
                     g = self.genotype(strat.derive_argmax())  # the policy's argmax so far: not repaired, no select
                     history.append(row)  # before the checkpoint: a resume drops the rows of epochs it repeats
@@ -686,6 +687,22 @@ class Run:
             if writer is not None:
                 writer.close()
         return rows
+
+    #: An epoch's mean weight loss this many times the lowest before it: the search diverges (warned once).
+    DIVERGING = 1e3
+
+    def _warn_diverging(self, row: Dict[str, Any]) -> None:
+        """Warn, once per process, when the epoch's mean weight loss is :attr:`DIVERGING` times the lowest
+        epoch's so far (finite but diverged: 1e23 at the end of `--set w_lr=10` ended as a success)."""
+        loss = row.get("loss/weights")
+        if not isinstance(loss, float):
+            return
+        low = getattr(self, "_lowest_loss", None)
+        if low is not None and low > 0 and loss > self.DIVERGING * low and not getattr(self, "_warned_diverging", False):
+            self._warned_diverging = True
+            log.warning("the weight loss of epoch %d (%.4g) is over %g times the lowest epoch's (%.4g): the search is "
+                        "diverging; %s", row["epoch"] + 1, loss, self.DIVERGING, low, _DIVERGED)
+        self._lowest_loss = loss if low is None else min(low, loss)
 
     def _epoch_row(self, epoch: int, sums: Dict[str, float], counts: Dict[str, int], events: List[Dict[str, Any]],
                    seconds: float) -> Dict[str, Any]:

@@ -160,6 +160,23 @@ def test_a_non_finite_state_stops_before_its_checkpoint(tmp_path, monkeypatch):
     assert first_non_finite({"a": torch.tensor([1, 2]), "b": float("nan")}) == "b"
 
 
+def test_a_finite_but_diverging_weight_loss_is_warned(tmp_path, monkeypatch, caplog):
+    """`--set w_lr=10` ended `epoch 3/3: loss 3.7e23` and `search finished` without a word."""
+    task = get_task("matting")
+    real, calls = type(task).loss, {"n": 0}
+    steps = make_search_config(space="tiny").steps_per_epoch
+
+    def growing(self, pred, batch):
+        calls["n"] += 1
+        return real(self, pred, batch) * (1e4 if calls["n"] > 2 * steps else 1.0)
+
+    monkeypatch.setattr(type(task), "loss", growing)
+    caplog.set_level("WARNING", logger="atldas")
+    run = Run(make_search_config(space="tiny", epochs=3, tensorboard=False, progress=False, sets=["arch_steps_per_epoch=0"]))
+    run.fit()
+    assert caplog.text.count("is over 1000 times the lowest epoch's") == 1 and "the search is diverging" in caplog.text
+
+
 def test_scores_that_are_not_finite_rank_last_and_none_finite_is_an_error():
     """min() over [nan, 1.0] is nan: a random search whose shared weights diverged took its first
     candidate without a word, and a select stage whose first fit was NaN kept it."""
