@@ -16,7 +16,7 @@ $(STAMP): setup.py constraints-cpu.txt
 
 demo: setup
 	rm -rf runs/demo
-	$(PY) -m atldas search --space matting --out runs/demo
+	$(PY) -m atldas search --space matting --out runs/demo --threads 2
 	@echo "demo outputs: runs/demo (genotype.json, history.jsonl, plots/, tb/)"
 
 test: setup

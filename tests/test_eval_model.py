@@ -73,7 +73,8 @@ def test_cli_model_eval_writes_table_json_and_predictions(folder, checkpoint, tm
     assert "SAD" in out and "MSE x1e3" in out and "cnn_baseline_tiny" in out
     assert out.rstrip().endswith(f"wrote {js}")
     result = json.loads(js.read_text())
-    assert set(result) == {"SAD", "MSE", "Grad", "Conn", "count", "per_image"}
+    assert set(result) == {"SAD", "MSE", "Grad", "Conn", "count", "per_image", "threads"}
+    assert result["threads"] == torch.get_num_threads()  # a network's scores depend on it: recorded
     assert result["count"] == 3 and set(result["per_image"]) == {"s0.png", "s1.png", "s2.png"}
     for scores in result["per_image"].values():
         assert set(scores) == {"SAD", "MSE", "Grad", "Conn"}

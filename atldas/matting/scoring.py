@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
+import torch
 from torch.utils.data import Subset
 
 from atldas.data.datasets import AlphaMattingCom, open_dataset
@@ -294,6 +295,7 @@ def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint
     if save_pred is not None:
         log.info("wrote %d prediction(s) to %s", len(per_image), save_pred)
     result = metrics.summarise(per_image)
+    result["threads"] = torch.get_num_threads()  # a network's floats depend on it (eval --pred runs none)
     if json_path is not None:
         write_json(json_path, result)
     return result
