@@ -45,7 +45,6 @@ def host_id() -> str:
         return name
 
 
-
 _SWEPT: set = set()  # folders this process has swept (once each: a folder of many outputs stays linear)
 
 
@@ -93,7 +92,7 @@ def short_name(name: str, limit: int = 96) -> str:
 
 
 def temp_prefix(name: str) -> str:
-    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>@<host>.`` (a long
+    """The prefix of this process's temporaries for ``name``: ``.<name>.atldas-<pid>@<host_id>.`` (a long
     name cut: the temporary's own name must fit), which :func:`sweep_stale` on this machine recognises
     once the process is gone."""
     return f".{short_name(name)}.atldas-{os.getpid()}@{host_id()}."
@@ -175,9 +174,9 @@ def refuse_overwriting_non_json(path: PathLike, *, flag: str = "--json", example
 def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: Optional[float] = None) -> Path:
     """Check before any work that ``out`` can be written: no existing ancestor is a file, the path
     itself is not of the other kind (a folder where a file goes, or the reverse), the nearest
-    existing folder is writable (a file is created there and removed) and, when the caller knows an upper bound ``need_bytes`` of what it
-    will write, its file system has that much free. Returns the path; raises a one-line DataError
-    naming ``flag``.
+    existing folder is writable (a file is created there and removed) and, when the caller knows an
+    upper bound ``need_bytes`` of what it will write, its file system has that much free. Returns the
+    path; raises a one-line DataError naming ``flag``.
     """
     path = Path(out)
     long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
