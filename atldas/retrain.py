@@ -92,7 +92,7 @@ from atldas.utils.device import AMP_MODES, amp_dtype, resolve_device, resume_dev
 from atldas.utils.memory_format import channels_last
 from atldas.utils.optim import decay_groups, lr_factor
 from atldas.utils.weights import weight_mismatch
-from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state
+from atldas.utils.seed import pin_threads, resume_threads, rng_state, seed_everything, set_rng_state
 from atldas.utils.tb import add_scalars
 from atldas.utils.progress import progress_bar, time_left
 
@@ -659,7 +659,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         resolve_device(cfg.device, hint=resume_device_hint(out / "config.yaml"))
     else:
         rd.check_new()
-        cfg = dataclasses.replace(cfg, out=str(out))
+        cfg = pin_threads(dataclasses.replace(cfg, out=str(out)))
     _check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

@@ -58,7 +58,7 @@ from atldas.utils.checkpoint import warn_other_loss
 from atldas.utils.device import amp_dtype, resolve_device, resume_device_hint, tune_backend
 from atldas.utils.dist import mean_values, shard
 from atldas.utils.memory_format import channels_last
-from atldas.utils.seed import resume_threads, rng_state, seed_everything, set_rng_state, torch_threads
+from atldas.utils.seed import pin_threads, resume_threads, rng_state, seed_everything, set_rng_state, torch_threads
 from atldas.utils.tb import add_scalars
 from atldas.utils.weights import first_non_finite, weight_mismatch
 from atldas.utils.progress import progress_bar, time_left
@@ -614,6 +614,7 @@ class Run:
             self.check_budget()
         if rd is not None and self.epoch == 0:  # a fresh run: never over another one; a complete directory
             rd.check_new()
+            self.cfg = cfg = pin_threads(cfg)
             rd.write_config(dataclasses.replace(cfg, out=str(self.out)))  # refuses another config left without a checkpoint
             write_cost_table(self)
         history = rd.history(self.epoch) if rd is not None else None

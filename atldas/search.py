@@ -25,6 +25,7 @@ from atldas.run import CHECKPOINT, Run, SearchConfig, check_costs_unchanged, wri
 from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
 from atldas.utils.dist import barrier, check_batch, check_same, is_main, wait_for_main
+from atldas.utils.seed import pin_threads
 
 log = logging.getLogger("atldas")
 
@@ -112,6 +113,7 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
         # checkpoint.pt: weights and two Adam moments; an atomic rewrite holds the old and the new file
         check_output(out, flag="--out", folder=True,
                      need_bytes=2 * 3 * sum(p.numel() * p.element_size() for p in run.net.parameters()))
+        run.cfg = pin_threads(run.cfg)
         rd.write_config(run.cfg)
     barrier()  # torchrun: the other ranks start now
     write_cost_table(run)

@@ -24,7 +24,8 @@ SETS = ["epochs=2", "warmup_epochs=1", "steps_per_epoch=2", "arch_steps_per_epoc
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """Three tiny searches made once, at two torch threads: random search, the policy's argmax without
-    the select stage, and random search whose config sets two threads."""
+    the select stage (both as made before a fresh run's config.yaml recorded its thread count), and
+    random search whose config sets two threads."""
     root = tmp_path_factory.mktemp("searched")
     before = torch.get_num_threads()
     try:
@@ -32,9 +33,22 @@ def searched(tmp_path_factory):
         for name, sets in (("random", ["strategy=random", "random_candidates=3"]), ("argmax", ["strategy=atldas", "select=0"]),
                            ("threads", ["strategy=random", "random_candidates=3", "threads=2"])):
             atldas.Run(atldas.make_search_config(space="tiny", sets=[*SETS, *sets]), out=root / name).fit()
+            if name != "threads":  # as a run made before config.yaml recorded the count it ran at
+                _unpinned(root / name)
     finally:
         torch.set_num_threads(before)
     return root
+
+
+def _unpinned(out):
+    """Make the search in ``out`` look as one that recorded no thread count (config.yaml and the
+    checkpoint's config say ``threads: null``; the checkpoint still names the count it ran at)."""
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    cfg["threads"] = None
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    ckpt["config"]["threads"] = None
+    torch.save(ckpt, out / "checkpoint.pt")
 
 
 @pytest.fixture

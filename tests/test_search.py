@@ -435,6 +435,10 @@ def test_resume_runs_on_the_thread_count_the_run_ran_on(tiny_run, tmp_path):
     assert ckpt["threads"] >= 1
     before = torch.get_num_threads()
     ckpt["threads"] = before + 1
+    # a run made before config.yaml recorded the count (now it does: the test below)
+    ckpt["config"]["threads"] = None
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace(f"\nthreads: {before}\n", "\nthreads: null\n"))
     torch.save(ckpt, run / "checkpoint.pt")
     try:
         Run.load(run, restore_rng=True)
@@ -444,6 +448,26 @@ def test_resume_runs_on_the_thread_count_the_run_ran_on(tiny_run, tmp_path):
         assert torch.get_num_threads() == before
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_fresh_run_records_the_thread_count_it_ran_at(tmp_path):
+    """Without --threads the thread policy picks the count from the machine's load, and config.yaml said
+    ``threads: null``: ``search --config RUN/config.yaml`` (or retrain's) then ran at another count, with
+    other floats. A fresh run's config.yaml, and its checkpoint's config, record the count."""
+    import yaml
+
+    from atldas.cli import main
+    from atldas.utils.seed import torch_threads
+
+    with torch_threads(2):
+        assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--set", "tensorboard=false",
+                     "--set", "steps_per_epoch=2", "--out", str(tmp_path / "s")]) == 0
+        assert main(["retrain", str(tmp_path / "s"), "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r"),
+                     "--set", "steps_per_epoch=1", "--set", "crop=32", "--set", "batch_size=2", "--set", "val_count=1",
+                     "--set", "val_size=32", "--set", "tensorboard=false"]) == 0
+    for run, ckpt in (("s", "checkpoint.pt"), ("r", "last.pt")):
+        assert yaml.safe_load((tmp_path / run / "config.yaml").read_text())["threads"] == 2, run
+        assert torch.load(tmp_path / run / ckpt, weights_only=True)["config"]["threads"] == 2, run
 
 
 def test_forward_each_shares_the_stems_without_gradients_and_gives_one_forwards_floats(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 from typing import Any, Dict, Iterator, Optional
@@ -59,6 +60,14 @@ def set_rng_state(state: Dict[str, Any], device: Any = None) -> None:
         if isinstance(cuda, (list, tuple)):
             cuda = cuda[index] if index < len(cuda) else cuda[0]
         torch.cuda.set_rng_state(cuda, index)
+
+
+def pin_threads(cfg: Any) -> Any:
+    """``cfg`` (a search or retrain config) with ``threads`` set to torch's current count where it names
+    none: a fresh run's ``config.yaml`` records the count it runs at (chosen by the thread policy from
+    the machine's load when no ``--threads`` was given), so ``--config RUN/config.yaml`` repeats the run's
+    floats, which depend on it."""
+    return cfg if cfg.threads is not None else dataclasses.replace(cfg, threads=torch.get_num_threads())
 
 
 def resume_threads(saved: Any, *, configured: Any) -> None:
