@@ -342,6 +342,12 @@ def fail_dead_trials(study: Any) -> int:
     return n
 
 
+def _ended(study: Any, number: int) -> bool:
+    """Whether trial ``number`` is finished in the storage (failed by another worker, for one)."""
+    trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+    return trial is not None and trial.state.is_finished()
+
+
 # --------------------------------------------------------------------------- the objective
 
 def _history(path: Path) -> List[Dict[str, Any]]:
@@ -545,6 +551,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     succeeded: List[int] = []  # this worker's last trial finished
     pruned: List[int] = []  # this worker's last trial was pruned
     current: List[int] = []  # the trial this worker runs now
+    answered: List[int] = []  # ... once its objective returned or failed as a trial does (not a bug)
 
     def objective(trial: Any) -> Sequence[float]:
         current.append(trial.number)
@@ -592,6 +599,15 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         log.info("tune: trial %d: %s", trial.number, ", ".join(f"{o}={v:.4g}" for o, v in zip(objectives, values)))
         return values
 
+    def answering(trial: Any) -> Sequence[float]:
+        try:
+            values = objective(trial)
+        except (AtldasError, optuna.TrialPruned):
+            answered.append(trial.number)
+            raise
+        answered.append(trial.number)
+        return values
+
     failed_in_a_row = pruned_in_a_row = 0
     while True:
         fail_dead_trials(st)
@@ -608,12 +624,19 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
         succeeded.clear()
         pruned.clear()
         current.clear()
+        answered.clear()
         try:
-            st.optimize(objective, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
+            st.optimize(answering, n_trials=1, catch=(AtldasError,), gc_after_trial=True)
         except KeyboardInterrupt:  # Optuna marked the trial failed: its settings run again once, as a killed one's
             if current:
                 _retry_interrupted(st, current[-1])
             raise
+        except Exception:  # noqa: BLE001 - Optuna's tell of a trial that another worker ended meanwhile
+            if not (answered and _ended(st, answered[-1])):
+                raise
+            log.warning("tune: trial %d was ended by another worker while this one ran it (its heartbeat taken as "
+                        "stale); its result is not recorded", answered[-1])
+            succeeded.clear()
         failed_in_a_row = 0 if succeeded else failed_in_a_row + 1
         pruned_in_a_row = pruned_in_a_row + 1 if pruned else 0
     front = [{"trial": t.number, "values": list(t.values), "params": dict(t.params), "run": t.user_attrs.get("run")}

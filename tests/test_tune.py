@@ -216,6 +216,33 @@ def test_a_trial_out_of_memory_fails_and_counts(tmp_path, capsys, monkeypatch):
         main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), *FAST])
 
 
+def test_a_trial_another_worker_ended_meanwhile_is_warned_and_the_worker_goes_on(tmp_path, capsys, caplog,
+                                                                                 monkeypatch):
+    """A live worker's trial that another worker marked failed (an RDB heartbeat taken as stale) crashed
+    this worker at Optuna's tell ("Cannot tell a FAIL trial", then Optuna's own AssertionError)."""
+    import optuna
+
+    import atldas.tune as tune_mod
+
+    out = tmp_path / "t"
+    ended = []
+
+    def ended_elsewhere(cfg, **kw):
+        if not ended:  # the first trial only: another worker fails it while it runs
+            st = _study(out)
+            trial = next(t for t in st.get_trials() if t.state == optuna.trial.TrialState.RUNNING)
+            st._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            ended.append(trial.number)
+
+    monkeypatch.setattr(tune_mod, "search", ended_elsewhere)
+    monkeypatch.setattr(tune_mod, "_objective_values", lambda run_dir, objectives: [1.0] * len(objectives))
+    assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), *FAST]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert "tune: trial 0 was ended by another worker while this one ran it" in caplog.text, caplog.text
+    states = [t.state for t in _study(out).get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], states
+
+
 def test_the_sad_objective_comes_from_a_short_retrain(tmp_path, capsys):
     out = tmp_path / "t"
     assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(out), "--quiet", *FAST,
