@@ -659,8 +659,10 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
         resolve_device(cfg.device, hint=resume_device_hint(out / "config.yaml"))
     else:
         rd.check_new()
-        cfg = pin_threads(dataclasses.replace(cfg, out=str(out)))
+        cfg = dataclasses.replace(cfg, out=str(out))
     _check(cfg)
+    if not resume:
+        cfg = pin_threads(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)

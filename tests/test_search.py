@@ -468,6 +468,11 @@ def test_a_fresh_run_records_the_thread_count_it_ran_at(tmp_path):
     for run, ckpt in (("s", "checkpoint.pt"), ("r", "last.pt")):
         assert yaml.safe_load((tmp_path / run / "config.yaml").read_text())["threads"] == 2, run
         assert torch.load(tmp_path / run / ckpt, weights_only=True)["config"]["threads"] == 2, run
+    # a GPU run's floats do not depend on it, and its host's count would be imposed where it is derived
+    from atldas.utils.seed import pin_threads
+
+    gpu = make_search_config(space="tiny", device="cuda")
+    assert pin_threads(gpu) is gpu and pin_threads(make_search_config(space="tiny")).threads == torch.get_num_threads()
 
 
 def test_forward_each_shares_the_stems_without_gradients_and_gives_one_forwards_floats(tmp_path):

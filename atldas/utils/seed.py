@@ -64,10 +64,13 @@ def set_rng_state(state: Dict[str, Any], device: Any = None) -> None:
 
 def pin_threads(cfg: Any) -> Any:
     """``cfg`` (a search or retrain config) with ``threads`` set to torch's current count where it names
-    none: a fresh run's ``config.yaml`` records the count it runs at (chosen by the thread policy from
-    the machine's load when no ``--threads`` was given), so ``--config RUN/config.yaml`` repeats the run's
-    floats, which depend on it."""
-    return cfg if cfg.threads is not None else dataclasses.replace(cfg, threads=torch.get_num_threads())
+    none and runs on the CPU: a fresh run's ``config.yaml`` records the count it runs at (chosen by the
+    thread policy from the machine's load when no ``--threads`` was given), so ``--config
+    RUN/config.yaml`` repeats the run's floats, which depend on it. A GPU run's floats do not, and its
+    host's count would be imposed on the machine that derives or reruns it: left unset."""
+    if cfg.threads is not None or torch.device(cfg.device).type != "cpu":
+        return cfg
+    return dataclasses.replace(cfg, threads=torch.get_num_threads())
 
 
 def resume_threads(saved: Any, *, configured: Any) -> None:
