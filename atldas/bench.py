@@ -47,7 +47,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from atldas.errors import ConfigError
-from atldas.utils.atomic import check_output, refuse_input_as_output, refuse_overwriting_non_json, write_json
+from atldas.utils.atomic import (check_output, refuse_input_as_output, refuse_overwriting_non_json, to_stdout,
+                                 write_json)
 from atldas.matting.footprint import predict_bytes
 from atldas.models.base import MattingModel
 from atldas.models.zoo import require_torch, resolve_model
@@ -197,11 +198,11 @@ def bench(models: Union[str, Sequence[str]], *, size: Union[int, Sequence[int]] 
     if not models:
         raise ConfigError("name at least one MODEL to bench")
     check_timing(min_run_time=min_run_time, repeats=repeats, threads=threads)
-    if json_path is not None:
-        check_output(json_path, flag="--json")
+    if json_path is not None and not to_stdout(json_path):
+        check_output(json_path, flag="--json", follow=True)
         inputs = [Path(m) for m in models]  # a genotype file, or a run directory (its genotype.json is read)
         refuse_input_as_output(json_path, [*inputs, *(p / "genotype.json" for p in inputs if p.is_dir())],
-                               flag="--json")
+                               flag="--json", follow=True)
         refuse_overwriting_non_json(json_path, example="bench.json")
     h, w = _hw(size)
     dev = resolve_device(device)
@@ -237,7 +238,7 @@ def bench(models: Union[str, Sequence[str]], *, size: Union[int, Sequence[int]] 
                         "gmacs_per_s": cost["macs"] / (lat["median"] * 1e-3) / 1e9 if lat and mm.learned else None,
                         "ceiling_gmacs_per_s": ceiling})
     if json_path is not None:
-        write_json(json_path, records)
+        write_json(json_path, records, follow=True)
     return records
 
 

@@ -87,9 +87,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                          save_pred=args.save_pred, json_path=args.json,
                                          device=args.device or "cpu",
                                          progress=not args.no_progress, amp=args.amp, **kw)
-        print(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"))
-        if args.json:
-            print(f"wrote {args.json}")
+        _report(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"), args.json)
         return 0
     given = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is not None]
     if model_only and not given:
@@ -106,10 +104,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                           + ", ".join("--" + m for m in missing) + ")")
     result = evaluate.evaluate_folders(pred_dir=args.pred, alpha_dir=args.alpha, trimap_dir=args.trimap,
                                        json_path=args.json, progress=not args.no_progress, workers=args.workers)
-    print(format_table(result, title=f"DIM metrics, {args.pred}"))
-    if args.json:
-        print(f"wrote {args.json}")
+    _report(format_table(result, title=f"DIM metrics, {args.pred}"), args.json)
     return 0
+
+
+def _report(table: str, json_path: Optional[str]) -> None:
+    """A verb's table and the file its ``--json`` wrote, on standard output; with ``--json -`` the JSON
+    is standard output's alone and the table goes to standard error."""
+    if json_path == "-":
+        print(table, file=sys.stderr)
+        return
+    print(table)
+    if json_path:
+        print(f"wrote {json_path}")
 
 
 def _present(folder: Path, *names: str) -> str:
@@ -449,9 +456,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
                           f"{'it' if len(timing) == 1 else 'them'} or --no-latency")
     records = bench.bench(args.models, size=args.size, device=args.device, json_path=args.json,
                           latency=not args.no_latency, **timing)
-    print(bench.format_table(records))
-    if args.json:
-        print(f"wrote {args.json}")
+    _report(bench.format_table(records), args.json)
     return 0
 
 
@@ -599,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="with --model: torch CPU threads")
     p.add_argument("--amp", action="store_true", help="with --model: mixed precision (bfloat16 on cpu, float16 on "
                                                       "cuda; not exact, see the README)")
-    p.add_argument("--json", help="write the scores as JSON to this file")
+    p.add_argument("--json", help="write the scores as JSON to this file (-: to standard output, the table to "
+                                  "standard error)")
     p.add_argument("--workers", type=int, help="with --pred: processes that score images, at most one per "
                                                "image (default: one per core; one for fewer than 4 images)")
     p.add_argument("--max-pixels", type=int, metavar="N",
@@ -680,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=1024, help="input side in pixels (default 1024)")
     p.add_argument("--device", default="cpu", help="where latency is measured: cpu (default) or cuda")
     p.add_argument("--threads", type=int, help="torch CPU threads while timing (default: torch's count)")
-    p.add_argument("--json", help="write the records as JSON to this file")
+    p.add_argument("--json", help="write the records as JSON to this file (-: to standard output, the table to "
+                                  "standard error)")
     p.add_argument("--no-latency", action="store_true", help="params and MACs only (fast)")
     p.add_argument("--min-run-time", type=float, help="seconds of timing per model (default 1)")
     p.add_argument("--repeats", type=int, help="minimum number of timing samples (default 5), within 60 x --min-run-time (fewer: a warning)")

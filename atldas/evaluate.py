@@ -59,7 +59,7 @@ from atldas.data.io import (IMAGE_EXTENSIONS, alpha_to_u8, collected_file_warnin
 from atldas.errors import DataError
 from atldas.matting import metrics
 from atldas.matting.metrics import summarise
-from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_json
+from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, to_stdout, write_json
 from atldas.utils.progress import progress_bar
 
 log = logging.getLogger("atldas")
@@ -140,7 +140,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
         DataError: a missing or empty folder, unmatched files, different sizes, an unreadable
             image, or a trimap without unknown pixels.
     """
-    if json_path is not None:
+    if json_path is not None and not to_stdout(json_path):
         _check_json_path(json_path)  # before the scoring, not after
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise DataError(f"--workers must be at least 1, got {workers}")
@@ -154,7 +154,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
     items = match_files(preds, alphas, trimaps, pred_dir=pred_dir, alpha_dir=alpha_dir,
                         trimap_dir=trimap_dir)
     if json_path is not None:
-        refuse_input_as_output(json_path, [f for item in items for f in item[1:]], flag="--json")
+        refuse_input_as_output(json_path, [f for item in items for f in item[1:]], flag="--json", follow=True)
         refuse_overwriting_non_json(json_path)  # after the input check: naming an input says more
     sixteen_bit = _check_sizes(items)
     if sixteen_bit:
@@ -184,7 +184,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
                     listed(unclamped))
     result = summarise(per_image)
     if json_path is not None:
-        write_json(json_path, result)
+        write_json(json_path, result, follow=True)
     return result
 
 

@@ -39,6 +39,10 @@ def test_cheapmatting_at_1024_without_latency(tmp_path, capsys):
     assert rec["latency_ms"] is None and rec["device"] == "cpu"
     assert sum(rec["macs_by_op"].values()) == rec["macs"]
     assert "cheapmatting" in out and "38.594" in out and "6.023" in out
+    # --json -: the records on standard output alone, the table on standard error
+    assert main(["bench", "cheapmatting", "--size", "1024", "--no-latency", "--json", "-"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == [rec] and "38.594" in err and "wrote" not in out + err
 
 
 def test_aematter_counts_attention_matmuls(tmp_path):

@@ -76,6 +76,18 @@ def test_derive_into_another_runs_folder_is_refused_and_a_running_search_is_name
     assert "--resume" not in caplog.text
 
 
+def test_an_output_the_library_replaces_is_never_a_pipe_or_device(tiny_run, tmp_path, capsys):
+    """``derive --out /dev/stdout`` would replace, as root, the system's /dev/stdout link with a file (the
+    genotype is written atomically, by replacing): a pipe, terminal or device is refused before any work
+    (only ``--json`` writes one, as ``eval --json -`` does)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert main(["derive", str(tiny_run), "--out", str(fifo)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--out {fifo} is a pipe, terminal or device, not a file; give a file path"), err
+    assert fifo.is_fifo()
+
+
 def test_eval_json_onto_a_ground_truth_image_is_refused(tmp_path, capsys):
     rng = np.random.default_rng(0)
     tri = np.full((16, 16), 128, np.uint8)

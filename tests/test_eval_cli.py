@@ -112,6 +112,37 @@ def test_eval_json_matches_compute_all(dataset, tmp_path, capsys):
     assert [p.name for p in out_json.parent.iterdir()] == ["scores.json"]
 
 
+def test_eval_json_to_standard_output_a_link_and_a_pipe(dataset, tmp_path, capsys, monkeypatch):
+    """``--json link.json`` replaced the link with a file (as root, ``--json /dev/stdout`` replaced the
+    system's /dev/stdout link), ``--json -`` wrote a file named ``-``, and a named pipe was replaced by a
+    file: JSON on standard output only through a file and a second step."""
+    import os
+    import threading
+
+    P, A, T, _ = dataset
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, "--pred", P, "--alpha", A, "--trimap", T, "--json", "-")
+    assert code == 0, err
+    assert json.loads(out)["count"] == 4  # standard output: the JSON alone
+    assert "MSE x1e3" in err and not Path("-").exists()
+    target = tmp_path / "real" / "scores.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert _run(capsys, "--pred", P, "--alpha", A, "--trimap", T, "--json", link)[0] == 0
+    assert link.is_symlink() and json.loads(target.read_text())["count"] == 4
+    assert [p.name for p in target.parent.iterdir()] == ["scores.json"]
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()), daemon=True)
+    reader.start()
+    assert _run(capsys, "--pred", P, "--alpha", A, "--trimap", T, "--json", fifo)[0] == 0
+    reader.join(30)
+    assert json.loads(read[0])["count"] == 4 and fifo.is_fifo()
+
+
 def test_eval_scores_do_not_depend_on_the_worker_processes(dataset, monkeypatch):
     from atldas.evaluate import evaluate_folders
 

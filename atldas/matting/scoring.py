@@ -38,7 +38,7 @@ from atldas.matting.inference import clamp_by_trimap, predict_alpha, check_amp
 from atldas.models.base import MattingModel
 from atldas.models.zoo import load_model_weights, resolve_model
 from atldas.utils.atomic import (check_output, refuse_input_as_output, refuse_overwriting_non_json, sweep_stale,
-                                 temp_prefix, write_json)
+                                 temp_prefix, to_stdout, write_json)
 from atldas.utils.device import resolve_device, tune_backend
 from atldas.utils.fold import fold_batchnorm
 from atldas.utils.memory_format import channels_last
@@ -255,14 +255,17 @@ def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint
         AtldasError: unknown model, missing or mismatched checkpoint, unreadable data, no ground
             truth, a trimap without unknown pixels.
     """
-    if json_path is not None and Path(json_path).is_dir():
+    if to_stdout(json_path):
+        pass  # nothing to check: the JSON goes to standard output
+    elif json_path is not None and Path(json_path).is_dir():
         raise DataError(f"--json {json_path} is a folder; pass a file name such as {Path(json_path) / 'scores.json'}")
     folder = Path(data) if data != "synthetic" and Path(data).is_dir() else None
-    if json_path is not None:  # an existing file inside the data folder is an input
+    if json_path is not None and not to_stdout(json_path):  # an existing file inside the data folder is an input
         inside = folder is not None and _within(json_path, folder)
         source = Path(model) if isinstance(model, (str, os.PathLike)) and Path(model).exists() else None
         model_files = sorted(source.iterdir()) if source is not None and source.is_dir() else [source]  # a run's
-        refuse_input_as_output(json_path, [checkpoint, json_path if inside else None, *model_files], flag="--json")
+        refuse_input_as_output(json_path, [checkpoint, json_path if inside else None, *model_files], flag="--json",
+                               follow=True)
         refuse_overwriting_non_json(json_path)
     if save_pred is not None:
         check_output(save_pred, flag="--save-pred", folder=True)  # an existing file is no folder to write into
@@ -297,5 +300,5 @@ def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint
     result = metrics.summarise(per_image)
     result["threads"] = torch.get_num_threads()  # a network's floats depend on it (eval --pred runs none)
     if json_path is not None:
-        write_json(json_path, result)
+        write_json(json_path, result, follow=True)
     return result

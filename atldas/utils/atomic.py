@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import socket
+import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional, Union
@@ -98,16 +100,46 @@ def temp_prefix(name: str) -> str:
     return f".{short_name(name)}.atldas-{os.getpid()}@{host_id()}."
 
 
+def _stream(p: Path) -> bool:
+    """Whether ``p`` is a file that is written, not replaced: a pipe, a terminal, a device, a socket
+    (``/dev/stdout``, ``/dev/null``, a named pipe), through any symbolic links."""
+    try:
+        return not stat.S_ISREG(os.stat(p).st_mode) and not p.is_dir()
+    except OSError:  # absent (or a dangling link): a new file
+        return False
+
+
 @contextlib.contextmanager
-def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
+def atomic_path(path: PathLike, *, suffix: str = ".tmp", follow: bool = False) -> Iterator[str]:
     """Yield a temporary path next to ``path`` (parent folders are created); on a clean exit it
     replaces ``path``, on an exception it is removed.
 
     ``suffix`` is the temporary file's extension, for writers that infer the format from it.
+    ``follow``, for a file the user named (``--json PATH``): a symbolic link is followed (the file it
+    points at is replaced, the link kept), and a pipe, terminal or device (``/dev/stdout``) is written
+    once the temporary (then in the temporary folder) is complete. Without it (a file the library
+    names, in a folder someone may have prepared) a link is replaced, never written through.
     """
     p = Path(path)
     if p.is_dir():  # before a temporary file: the error names the user's path
         raise IsADirectoryError(errno.EISDIR, "is a folder; pass a file name", os.fspath(path))
+    if follow and _stream(p):
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(p.name), suffix=suffix)
+        os.close(fd)
+        try:
+            yield tmp
+            sys.stdout.flush()  # what this process printed comes first (``--json /dev/stdout``)
+            try:
+                with open(tmp, "rb") as src, open(p, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            except OSError as exc:
+                raise WriteError(exc.errno, exc.strerror, os.fspath(path)) from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return
+    if follow and p.is_symlink():  # its target replaced, not the link (``--json link.json`` made the link a file)
+        p = Path(os.path.realpath(p))
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         sweep_stale(p.parent)  # what killed writers left
@@ -128,9 +160,10 @@ def atomic_path(path: PathLike, *, suffix: str = ".tmp") -> Iterator[str]:
             os.unlink(tmp)
 
 
-def write_text_atomic(path: PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically, flushed to disk before the replace."""
-    with atomic_path(path) as tmp:
+def write_text_atomic(path: PathLike, text: str, *, follow: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically, flushed to disk before the replace (``follow``:
+    :func:`atomic_path`'s)."""
+    with atomic_path(path, follow=follow) as tmp:
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(text)
@@ -141,14 +174,27 @@ def write_text_atomic(path: PathLike, text: str) -> Path:
     return Path(path)
 
 
-def write_json(path: PathLike, obj: Any, *, flag: str = "--json") -> Path:
-    """Write ``obj`` as indented JSON atomically; a folder or an unwritable path is one DataError naming
-    ``flag``."""
+#: ``--json -``: the JSON goes to standard output (the command's table then goes to standard error).
+STDOUT = "-"
+
+
+def to_stdout(path: Optional[PathLike]) -> bool:
+    """Whether a JSON output ``path`` is :data:`STDOUT` (nothing to check, no file written)."""
+    return path is not None and os.fspath(path) == STDOUT
+
+
+def write_json(path: PathLike, obj: Any, *, flag: str = "--json", follow: bool = False) -> Path:
+    """Write ``obj`` as indented JSON atomically (``-``: to standard output; ``follow``, for a path the
+    user named: :func:`atomic_path`'s); a folder or an unwritable path is one DataError naming ``flag``."""
+    if to_stdout(path):
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+        sys.stdout.flush()
+        return Path(STDOUT)
     p = Path(path)
     if p.is_dir():
         raise DataError(f"{flag} {p} is a folder; pass a file name such as {p / 'scores.json'}")
     try:
-        return write_text_atomic(p, json.dumps(obj, indent=2) + "\n")
+        return write_text_atomic(p, json.dumps(obj, indent=2) + "\n", follow=follow)
     except OSError as exc:
         raise DataError(f"cannot write {p}: {exc.strerror or exc}; choose a writable path for {flag}") from None
 
@@ -171,12 +217,15 @@ def refuse_overwriting_non_json(path: PathLike, *, flag: str = "--json", example
                     f"(e.g. {example}) or remove it")
 
 
-def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: Optional[float] = None) -> Path:
+def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: Optional[float] = None,
+                 follow: bool = False) -> Path:
     """Check before any work that ``out`` can be written: no existing ancestor is a file, the path
     itself is not of the other kind (a folder where a file goes, or the reverse), the nearest
     existing folder is writable (a file is created there and removed) and, when the caller knows an
-    upper bound ``need_bytes`` of what it will write, its file system has that much free. Returns the
-    path; raises a one-line DataError naming ``flag``.
+    upper bound ``need_bytes`` of what it will write, its file system has that much free. ``follow``:
+    the file is written with :func:`atomic_path`'s ``follow`` (a pipe or device is written, a link's
+    target replaced); without it a pipe or device is refused. Returns the path; raises a one-line
+    DataError naming ``flag``.
     """
     path = Path(out)
     long = next((part for part in path.parts if len(os.fsencode(part)) > MAX_NAME_BYTES), None)
@@ -191,6 +240,14 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: 
     if path.exists() and path.is_dir() != folder:
         kind, want = ("a folder", "a file") if path.is_dir() else ("a file", "a folder")
         raise DataError(f"{flag} {out} is {kind}; give {want} path")
+    if not folder and _stream(path):  # /dev/stdout, a named pipe: written, not replaced (atomic_path)
+        if not follow:  # it would be replaced by a file (as root, /dev/stdout's link)
+            raise DataError(f"{flag} {out} is a pipe, terminal or device, not a file; give a file path")
+        if not os.access(path, os.W_OK):
+            raise DataError(f"{flag} {out} is not writable; choose another path")
+        return path
+    if follow and not folder and path.is_symlink():  # the file it points at is replaced: its folder counts
+        path = Path(os.path.realpath(path))
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
@@ -213,14 +270,15 @@ def check_output(out: PathLike, *, flag: str, folder: bool = False, need_bytes: 
         if need_bytes > free:
             raise DataError(f"{flag} {out}: up to {bytes_text(need_bytes)} will be written and {bytes_text(free)} "
                             "are free on that file system; free space or choose another path")
-    return path
+    return Path(out)
 
 
-def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], *, flag: str) -> None:
+def refuse_input_as_output(out: PathLike, inputs: Iterable[Optional[PathLike]], *, flag: str,
+                           follow: bool = False) -> None:
     """Refuse an output path that is one of the command's existing inputs (symlinks followed): a
     one-line DataError naming ``flag`` before any work, so the input is never overwritten; the path
-    must be writable as a file too (:func:`check_output`)."""
-    check_output(out, flag=flag)
+    must be writable as a file too (:func:`check_output`, ``follow`` its)."""
+    check_output(out, flag=flag, follow=follow)
     target = Path(out).resolve()
     for p in inputs:
         if p is not None and Path(p).exists() and Path(p).resolve() == target:
