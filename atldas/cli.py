@@ -621,7 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(image/ trimap/ alpha/, AIM-500, ...: trained on crops, every 10th photo "
                                   "held out for validation unless --val-data or the folder has its own test split)")
     p.add_argument("--val-data", help="validation set folder (its test split, any layout eval reads, e.g. a "
-                                      "generic image/trimap/alpha folder); default: --data's own")
+                                      "generic image/trimap/alpha folder; its first 16 images: --set val_count=N, 0 for all); "
+                                      "default: --data's own")
     p.add_argument("--backgrounds", help="background folder (composed training sets; synthetic photos)")
     p.add_argument("--foregrounds", help="real foregrounds mixed into --data synthetic: a folder with fg/ and "
                                          "alpha/ (files matched by stem); share: --set foreground_prob=P (0.5)")

@@ -291,7 +291,7 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
                      cfg.val_data or "the procedural val split")
         if cfg.val_data:
             val = _validation_set(Path(cfg.val_data), cfg, flag="--val-data")
-            return train, Subset(val, range(cfg.val_count)) if 0 < cfg.val_count < len(val) else val
+            return train, _first(val, cfg)
         val = SyntheticMatting(size=cfg.val_size, length=cfg.val_count, seed=cfg.seed, split="val",
                                backgrounds=cfg.backgrounds)
         return train, val
@@ -314,7 +314,16 @@ def _datasets(cfg: RetrainConfig) -> Tuple[Dataset, Dataset]:
 def _own_or_given_validation(root: Path, cfg: RetrainConfig) -> Dataset:
     """``--val-data``'s test split, else ``root``'s, cut to ``val_count`` images (0: all)."""
     val = _validation_set(Path(cfg.val_data) if cfg.val_data else root, cfg, flag="--val-data" if cfg.val_data else "--data")
-    return Subset(val, range(cfg.val_count)) if 0 < cfg.val_count < len(val) else val
+    return _first(val, cfg)
+
+
+def _first(val: Dataset, cfg: RetrainConfig) -> Dataset:
+    """``val`` cut to its first ``val_count`` images (0: all); a cut set records how many it was cut from."""
+    if not 0 < cfg.val_count < len(val):
+        return val
+    cut = Subset(val, range(cfg.val_count))
+    cut.cut_from = len(val)  # type: ignore[attr-defined]
+    return cut
 
 
 #: Without --val-data, every VAL_EVERY-th photo of a photo folder (sorted by name) is held out.
@@ -494,8 +503,8 @@ class EMA:
 
 # --------------------------------------------------------------------------- validation
 
-def validate(model: MattingModel, net: nn.Module, val: Dataset, *, device: str, keep: int = 0
-             ) -> Tuple[Dict[str, float], int, List[Tuple[np.ndarray, ...]]]:
+def validate(model: MattingModel, net: nn.Module, val: Dataset, *, device: str, keep: int = 0,
+             progress: bool = False) -> Tuple[Dict[str, float], int, List[Tuple[np.ndarray, ...]]]:
     """Score ``net`` on ``val`` with the DIM metrics, in the loop ``atldas eval`` runs
     (:func:`atldas.matting.scoring.score_dataset`): padded full-resolution inference, 8-bit predictions
     clamped by the trimap.
@@ -508,16 +517,18 @@ def validate(model: MattingModel, net: nn.Module, val: Dataset, *, device: str, 
     net.eval()
     try:
         per, previews = score_dataset(val, lambda image, tri: predict_alpha(model, net, image, tri, device=device),
-                                      skip_no_unknown=True, keep=keep)
+                                      skip_no_unknown=True, keep=keep, progress=progress, desc="validation",
+                                      leave=False)
     finally:
         net.train(was_training)
     m = summarise(per)
     return {k: m[k] for k in ("SAD", "MSE", "Grad", "Conn")}, len(per), previews
 
 
-def trivial_scores(val: Dataset) -> Tuple[Dict[str, float], int]:
+def trivial_scores(val: Dataset, *, progress: bool = False) -> Tuple[Dict[str, float], int]:
     """DIM means of the trivial prediction (alpha = 0.5 in the unknown region) on ``val``."""
-    per, _ = score_dataset(val, trivial_alpha, skip_no_unknown=True)
+    per, _ = score_dataset(val, trivial_alpha, skip_no_unknown=True, progress=progress, desc="trivial baseline",
+                           leave=False)
     t = summarise(per)
     return {k: t[k] for k in ("SAD", "MSE", "Grad", "Conn")}, len(per)
 
@@ -731,115 +742,122 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
     n_params = count_params(net)
     history = rd.history(start)
     writer = rd.writer(cfg.tensorboard, start=start)
-    eval_net = ema.module if ema is not None else net
-    log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "
-             "device %s%s -> %s", model.name, f"{n_params:,}",
-             f", genotype {genotype.hash()}" if genotype is not None else "", cfg.epochs,
-             cfg.steps_per_epoch, cfg.batch_size, cfg.crop, cfg.optimizer, cfg.lr, cfg.device,
-             f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "", out)
-    trivial, n_val = trivial_scores(val_ds)
-    where = (f"{cfg.val_data}, test split at full resolution" if cfg.val_data
-             else f"synthetic split val at {cfg.val_size}x{cfg.val_size}" if cfg.data == "synthetic"
-             else f"{cfg.data}, {getattr(val_ds, 'what', 'test split')} at full resolution")
-    log.info("validation set: %d image(s) (%s; compare validation figures only with those of the same "
-             "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "
-             "prediction (alpha = 0.5 in the unknown region): %s", n_val, where, _fmt(trivial))
+    try:
+        eval_net = ema.module if ema is not None else net
+        log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "
+                 "device %s%s -> %s", model.name, f"{n_params:,}",
+                 f", genotype {genotype.hash()}" if genotype is not None else "", cfg.epochs,
+                 cfg.steps_per_epoch, cfg.batch_size, cfg.crop, cfg.optimizer, cfg.lr, cfg.device,
+                 f", amp {str(amp_dtype).replace('torch.', '')}" if amp_dtype else "", out)
+        trivial, n_val = trivial_scores(val_ds, progress=cfg.progress)
+        cut = getattr(val_ds, "cut_from", None)
+        if cut is not None:  # a full set's figures would differ: said, with the way to score them all
+            n_val_text = (f"the first {len(val_ds)} of {cut} images (val_count={cfg.val_count}; --set val_count=0 "
+                          "scores all)")
+        where = (f"{cfg.val_data}, test split at full resolution" if cfg.val_data
+                 else f"synthetic split val at {cfg.val_size}x{cfg.val_size}" if cfg.data == "synthetic"
+                 else f"{cfg.data}, {getattr(val_ds, 'what', 'test split')} at full resolution")
+        log.info("validation set: %d image(s)%s (%s; compare validation figures only with those of the same "
+                 "set, e.g. not with `atldas eval --data synthetic`, which scores split test); trivial "
+                 "prediction (alpha = 0.5 in the unknown region): %s", n_val, f", {n_val_text}" if cut is not None else "",
+                 where, _fmt(trivial))
 
-    last_path = out / LAST
-    sampler = EpochBatches(_epoch_order(len(train_ds), cfg), batch_size=cfg.batch_size, steps=cfg.steps_per_epoch)
-    loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
-                         seed=cfg.seed)
-    for epoch in range(start, cfg.epochs):
-        t0 = time.perf_counter()
-        net.train()
-        set_clamp(net, False)
-        if cfg.drop_path > 0:  # DARTS: drop-path probability ramps up linearly
-            net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
-        sums: Dict[str, float] = {}
-        sampler.set_epoch(epoch)
-        bar = progress_bar(loader, progress=cfg.progress, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                           unit="step", leave=False, dynamic_ncols=True)
-        for k, batch in enumerate(bar):
-            lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            batch = shard(batch_to(batch, device), cfg.batch_size)  # torchrun: this rank's part
-            x = matting_input(batch)  # (B, 6, H, W)
-            if cfg.channels_last:
-                x = channels_last(x)
-            with (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
-                  else contextlib.nullcontext()):
-                pred = model.forward(net, x)  # (B, 1, H, W)
-            parts = loss_fn(pred.float(), batch)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
-                        if last_path.exists() else "no checkpoint was written")
-                raise AtldasError(f"the loss became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step "
-                                  f"{k + 1}; {kept}; train again with a lower --set lr=... (now {cfg.lr:g}) or grad_clip=... "
-                                  "(with --force, or another --out)")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            average_(p.grad for p in net.parameters() if p.grad is not None)  # torchrun: one update everywhere
-            scaler.unscale_(opt)
-            gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-            if not scaler.is_enabled() and not torch.isfinite(gnorm):
-                kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
-                        if last_path.exists() else "no checkpoint was written")
-                raise AtldasError(f"the gradient became non-finite at epoch {epoch + 1}, step {k + 1}; {kept}; "
-                                  f"train again with a lower --set lr=... (now {cfg.lr:g}) (with --force, or another --out)")
-            scaler.step(opt)
-            scaler.update()
+        last_path = out / LAST
+        sampler = EpochBatches(_epoch_order(len(train_ds), cfg), batch_size=cfg.batch_size, steps=cfg.steps_per_epoch)
+        loader = make_loader(train_ds, sampler, num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                             seed=cfg.seed)
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            net.train()
+            set_clamp(net, False)
+            if cfg.drop_path > 0:  # DARTS: drop-path probability ramps up linearly
+                net.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
+            sums: Dict[str, float] = {}
+            sampler.set_epoch(epoch)
+            bar = progress_bar(loader, progress=cfg.progress, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                               unit="step", leave=False, dynamic_ncols=True)
+            for k, batch in enumerate(bar):
+                lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                batch = shard(batch_to(batch, device), cfg.batch_size)  # torchrun: this rank's part
+                x = matting_input(batch)  # (B, 6, H, W)
+                if cfg.channels_last:
+                    x = channels_last(x)
+                with (torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None
+                      else contextlib.nullcontext()):
+                    pred = model.forward(net, x)  # (B, 1, H, W)
+                parts = loss_fn(pred.float(), batch)
+                loss = parts["loss"]
+                if not torch.isfinite(loss):
+                    kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
+                            if last_path.exists() else "no checkpoint was written")
+                    raise AtldasError(f"the loss became non-finite ({float(loss.detach())}) at epoch {epoch + 1}, step "
+                                      f"{k + 1}; {kept}; train again with a lower --set lr=... (now {cfg.lr:g}) or grad_clip=... "
+                                      "(with --force, or another --out)")
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                average_(p.grad for p in net.parameters() if p.grad is not None)  # torchrun: one update everywhere
+                scaler.unscale_(opt)
+                gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                if not scaler.is_enabled() and not torch.isfinite(gnorm):
+                    kept = (f"the last good checkpoint is kept in {last_path} (epoch {start_epoch_of(last_path)})"
+                            if last_path.exists() else "no checkpoint was written")
+                    raise AtldasError(f"the gradient became non-finite at epoch {epoch + 1}, step {k + 1}; {kept}; "
+                                      f"train again with a lower --set lr=... (now {cfg.lr:g}) (with --force, or another --out)")
+                scaler.step(opt)
+                scaler.update()
+                if ema is not None:
+                    ema.update(net)
+                step += 1
+                for key, v in parts.items():
+                    key = "loss/total" if key == "loss" else f"loss/{key}"
+                    sums[key] = sums.get(key, 0.0) + float(v.detach())
+                sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gnorm)
+                bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}", refresh=False)
+            bar.close()
+            sums = mean_values(sums)  # torchrun: each rank's losses are of its part of the batch
+            train_s = time.perf_counter() - t0
+            set_clamp(net, True)
+            net.eval()
+            metrics, n_val, previews = validate(model, eval_net, val_ds, device=cfg.device, progress=cfg.progress,
+                                                keep=cfg.tb_images if writer is not None else 0)
+            row: Dict[str, Any] = {"epoch": epoch, "step": step,
+                                   **{key: v / cfg.steps_per_epoch for key, v in sums.items()},
+                                   "lr": opt.param_groups[0]["lr"],
+                                   **{f"val/{key}": v for key, v in metrics.items()},
+                                   **{f"trivial/{key}": v for key, v in trivial.items()},
+                                   "val/count": n_val, "params": n_params, "time/train_s": train_s,
+                                   "time/epoch_s": time.perf_counter() - t0}
+            improved = metrics["SAD"] < best["SAD"]
+            if improved:
+                best = {"epoch": epoch, **metrics}
+            row["best/epoch"] = best["epoch"]
+            row["best/SAD"] = best["SAD"]
+            history.append(row)
+            add_scalars(writer, row, epoch, skip=_NOT_SCALARS)
+            if writer is not None:
+                if previews:
+                    writer.add_image("val/image_trimap_gt_pred", _preview_grid(previews), epoch)
+                writer.flush()
+            weights = eval_net.state_dict()
+            state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
+                     "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+                     "rng": rng_state(device), "best": best, "metrics": metrics, "trivial": trivial,
+                     "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(), "loss_version": LOSS_VERSION,
+                     "genotype": genotype.to_json() if genotype is not None else None}
             if ema is not None:
-                ema.update(net)
-            step += 1
-            for key, v in parts.items():
-                key = "loss/total" if key == "loss" else f"loss/{key}"
-                sums[key] = sums.get(key, 0.0) + float(v.detach())
-            sums["grad_norm"] = sums.get("grad_norm", 0.0) + float(gnorm)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3g}", lr=f"{lr:.2g}", refresh=False)
-        bar.close()
-        sums = mean_values(sums)  # torchrun: each rank's losses are of its part of the batch
-        train_s = time.perf_counter() - t0
-        set_clamp(net, True)
-        net.eval()
-        metrics, n_val, previews = validate(model, eval_net, val_ds, device=cfg.device,
-                                            keep=cfg.tb_images if writer is not None else 0)
-        row: Dict[str, Any] = {"epoch": epoch, "step": step,
-                               **{key: v / cfg.steps_per_epoch for key, v in sums.items()},
-                               "lr": opt.param_groups[0]["lr"],
-                               **{f"val/{key}": v for key, v in metrics.items()},
-                               **{f"trivial/{key}": v for key, v in trivial.items()},
-                               "val/count": n_val, "params": n_params, "time/train_s": train_s,
-                               "time/epoch_s": time.perf_counter() - t0}
-        improved = metrics["SAD"] < best["SAD"]
-        if improved:
-            best = {"epoch": epoch, **metrics}
-        row["best/epoch"] = best["epoch"]
-        row["best/SAD"] = best["SAD"]
-        history.append(row)
-        add_scalars(writer, row, epoch, skip=_NOT_SCALARS)
+                state["ema"] = ema.state_dict()
+                state["train_model"] = net.state_dict()
+            rd.save(state)  # last.pt first: a stop before best.pt is written is completed from it on --resume
+            if improved:
+                rd.save(_best_of(state), BEST)
+            log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs%s", epoch + 1, cfg.epochs,
+                     row.get("loss/total", float("nan")), _fmt(metrics), trivial["SAD"],
+                     " *best*" if improved else "", row["time/epoch_s"], time_left(row["time/epoch_s"], cfg.epochs - epoch - 1))
+    finally:  # also on an error or Ctrl-C (the writer's thread would live on in a Python caller)
         if writer is not None:
-            if previews:
-                writer.add_image("val/image_trimap_gt_pred", _preview_grid(previews), epoch)
-            writer.flush()
-        weights = eval_net.state_dict()
-        state = {"format": FORMAT, "atldas": __version__, "epoch": epoch, "step": step, "model": weights,
-                 "optimizer": opt.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
-                 "rng": rng_state(device), "best": best, "metrics": metrics, "trivial": trivial,
-                 "config": dataclasses.asdict(cfg), "threads": torch.get_num_threads(), "loss_version": LOSS_VERSION,
-                 "genotype": genotype.to_json() if genotype is not None else None}
-        if ema is not None:
-            state["ema"] = ema.state_dict()
-            state["train_model"] = net.state_dict()
-        rd.save(state)  # last.pt first: a stop before best.pt is written is completed from it on --resume
-        if improved:
-            rd.save(_best_of(state), BEST)
-        log.info("epoch %d/%d: loss %.4f, val %s (trivial SAD %.4g)%s, %.1fs%s", epoch + 1, cfg.epochs,
-                 row.get("loss/total", float("nan")), _fmt(metrics), trivial["SAD"],
-                 " *best*" if improved else "", row["time/epoch_s"], time_left(row["time/epoch_s"], cfg.epochs - epoch - 1))
-    if writer is not None:
-        writer.close()
+            writer.close()
     _log_best(best, trivial, out)
     return out
 

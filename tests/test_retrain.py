@@ -328,9 +328,35 @@ def test_val_data_validates_on_a_folder_of_its_own(genotype_file, tmp_path, capl
     row = json.loads((out / "history.jsonl").read_text())
     assert row["val/count"] == 2 and math.isfinite(row["val/SAD"])
     assert f"{tmp_path / 'val'}, test split at full resolution" in caplog.text
+    assert "the first" not in caplog.text
+    # val_count cuts the folder: said (it scored 16 of a folder of 40 without a word)
+    out = retrain(_cfg(genotype_file, tmp_path / "cut", epochs=1, val_data=str(tmp_path / "val"), val_count=1))
+    assert json.loads((out / "history.jsonl").read_text())["val/count"] == 1
+    assert "validation set: 1 image(s), the first 1 of 2 images (val_count=1; --set val_count=0 scores all)" in caplog.text
     (tmp_path / "empty").mkdir()
     with pytest.raises(AtldasError, match="--val-data .*empty"):
         retrain(_cfg(genotype_file, tmp_path / "run2", epochs=1, val_data=str(tmp_path / "empty")))
+
+
+def test_a_failing_retrain_closes_its_tensorboard_writer(genotype_file, tmp_path, monkeypatch):
+    """The writer was closed on the normal path only: a retrain from Python that failed or was stopped
+    left its event-file thread running."""
+    import threading
+
+    import atldas.retrain as retrain_mod
+
+    def writers():
+        return [t for t in threading.enumerate() if type(t).__name__ == "_AsyncWriterThread" and t.is_alive()]
+
+    before = len(writers())
+
+    def fails(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(retrain_mod, "validate", fails)
+    with pytest.raises(KeyboardInterrupt):
+        retrain(_cfg(genotype_file, tmp_path / "run", epochs=1, tensorboard=True))
+    assert (tmp_path / "run" / "tb").is_dir() and len(writers()) == before
 
 
 def test_the_matting_losses_follow_gca():

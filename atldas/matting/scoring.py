@@ -72,7 +72,7 @@ def trivial_alpha(image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
 
 
 def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep: int = 0,
-                  save_pred: Optional[Path] = None, progress: bool = False, desc: str = "eval"
+                  save_pred: Optional[Path] = None, progress: bool = False, desc: str = "eval", leave: bool = True
                   ) -> Tuple[Dict[str, Dict[str, float]], List[Tuple[np.ndarray, ...]]]:
     """Score ``predict`` on every sample of ``ds`` with the DIM metrics on 8-bit mattes.
 
@@ -86,7 +86,7 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
         save_pred: write each 8-bit prediction there as ``<name>.png``, once every image is scored (they
             wait in a hidden folder inside it until then: an error leaves none behind, nor a folder it made).
         progress: a progress bar on a terminal.
-        desc: the bar's label.
+        desc: the bar's label; leave: whether the bar stays on the terminal once done.
 
     Returns:
         ``({name: {"SAD", "MSE", "Grad", "Conn"}}, previews)``.
@@ -103,7 +103,7 @@ def score_dataset(ds, predict: Predictor, *, skip_no_unknown: bool = False, keep
     staging = _staging(Path(save_pred)) if save_pred is not None else None
     try:
         per, previews, skipped = _score_all(ds, predict, skip_no_unknown=skip_no_unknown, keep=keep,
-                                            staging=staging, progress=progress, desc=desc)
+                                            staging=staging, progress=progress, desc=desc, leave=leave)
         if staging is not None:
             _publish(staging, Path(save_pred))
     except BaseException:
@@ -139,12 +139,13 @@ def _publish(staging: Path, save_pred: Path) -> None:
 
 
 def _score_all(ds, predict: Predictor, *, skip_no_unknown: bool, keep: int, staging: Optional[Path],
-               progress: bool, desc: str) -> Tuple[Dict[str, Dict[str, float]], List[Tuple[np.ndarray, ...]], int]:
+               progress: bool, desc: str, leave: bool = True
+               ) -> Tuple[Dict[str, Dict[str, float]], List[Tuple[np.ndarray, ...]], int]:
     """The loop of :func:`score_dataset`: (per-image scores, previews, images skipped)."""
     per: Dict[str, Dict[str, float]] = {}
     previews: List[Tuple[np.ndarray, ...]] = []
     skipped, sad = 0, 0.0
-    with progress_bar(range(len(ds)), progress=progress, desc=desc, unit="img") as bar:
+    with progress_bar(range(len(ds)), progress=progress, desc=desc, unit="img", leave=leave) as bar:
         for i in bar:
             s = ds[i]
             name = sample_name(s, i)
