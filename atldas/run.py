@@ -680,7 +680,7 @@ class Run:
                     # after the checkpoint: an interim genotype is never ahead of it (killed in between, it
                     # said the search had run every epoch and advised derive instead of --resume)
                     g.replace(provenance={**g.provenance, "interim": True}).save(rd.path / "genotype.json")
-                self._log_epoch(row, events, end=end)
+                self._log_epoch(row, events, end=end, wall=time.perf_counter() - t0)
                 rows.append(row)
                 if callback is not None:
                     callback(row)
@@ -724,7 +724,9 @@ class Run:
             row["pruning"] = events
         return row
 
-    def _log_epoch(self, row: Dict[str, Any], events: List[Dict[str, Any]], *, end: int) -> None:
+    def _log_epoch(self, row: Dict[str, Any], events: List[Dict[str, Any]], *, end: int, wall: float) -> None:
+        """The epoch's line; its estimate of the time left is from the epoch's wall time with its
+        checkpoint, genotype and heatmaps (``wall``), not the training alone (``time/epoch_s``)."""
         for ev in events:
             log.info("pruning, epoch %d: %s", row["epoch"] + 1, ", ".join(f"{k}={v}" for k, v in ev.items() if k != "epoch"))
         metric = self.table.metric
@@ -734,7 +736,9 @@ class Run:
                  self.cfg.epochs, warm, row.get("loss/weights", float("nan")), format_cost(row["cost/derived"], metric),
                  format_cost(row["cost/expected"], metric), lam, row["time/epoch_s"],
                  f", pruned {len([e for e in events if 'dropped' in e])} groups" if events else "",
-                 "" if warm else time_left(row["time/epoch_s"], end - row["epoch"] - 1))  # warm-up epochs are faster
+                 "" if warm else time_left(wall, end - row["epoch"] - 1)  # warm-up epochs are faster
+                 + (", then the select stage" if self.cfg.select and end == self.cfg.epochs
+                    and row["epoch"] + 1 < end else ""))
 
     # ------------------------------------------------------------------ derive
 

@@ -57,6 +57,7 @@ def test_a_verb_logs_its_progress_off_a_terminal(monkeypatch, caplog, tmp_path):
 def test_time_left_reads_in_seconds_minutes_or_hours():
     assert pr.time_left(12.0, 0) == "" and pr.time_left(float("nan"), 3) == ""
     assert pr.time_left(20.0, 3) == ", about 60 s left"
+    assert pr.time_left(0.1, 2) == ", under a second left"  # it said "about 0 s left"
     assert pr.time_left(60.0, 10) == ", about 10 min left"
     assert pr.time_left(600.0, 12) == ", about 2.0 h left"
 
@@ -69,7 +70,7 @@ def test_a_search_s_epoch_lines_say_how_long_the_rest_takes(tmp_path, caplog):
                      "--set", "steps_per_epoch=1", "--set", "plots=false", "--out", str(tmp_path / "s")]) == 0
     epochs = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(epochs) == 3 and "warm-up" in epochs[0]  # a warm-up epoch (no arch step) is no guide: no estimate
-    assert "left" not in epochs[0] and epochs[1].endswith(" s left") and "left" not in epochs[2]
+    assert "left" not in epochs[0] and epochs[1].endswith(" left") and "left" not in epochs[2]
 
 
 def test_without_a_total_the_line_counts_without_a_percentage(monkeypatch, caplog):

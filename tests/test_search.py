@@ -177,6 +177,27 @@ def test_a_finite_but_diverging_weight_loss_is_warned(tmp_path, monkeypatch, cap
     assert caplog.text.count("is over 1000 times the lowest epoch's") == 1 and "the search is diverging" in caplog.text
 
 
+def test_the_time_left_counts_the_checkpoint_and_names_the_select_stage(tmp_path, monkeypatch, caplog):
+    """An epoch line's estimate was the training time alone: a slow checkpoint (or heatmaps, genotype)
+    and the select stage after the last epoch were left out ("about 30 s left" of 110 s)."""
+    import re
+    import time
+
+    from atldas.rundir import RunDir
+
+    save = RunDir.save
+    monkeypatch.setattr(RunDir, "save", lambda self, *a, **k: (time.sleep(1.0), save(self, *a, **k))[1])
+    caplog.set_level("INFO", logger="atldas")
+    Run(make_search_config(space="tiny", sets=["epochs=3", "warmup_epochs=1", "steps_per_epoch=1", "arch_steps_per_epoch=1",
+                                               "tensorboard=false", "progress=false", "select=2"]),
+        out=tmp_path / "s").fit()
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/3"))
+    left = re.search(r"about (\d+) s left, then the select stage$", line)
+    assert left is not None and int(left.group(1)) >= 1, line
+    last = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 3/3"))
+    assert "left" not in last and "select stage" not in last, last
+
+
 def test_scores_that_are_not_finite_rank_last_and_none_finite_is_an_error():
     """min() over [nan, 1.0] is nan: a random search whose shared weights diverged took its first
     candidate without a word, and a select stage whose first fit was NaN kept it."""

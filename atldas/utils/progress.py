@@ -89,5 +89,7 @@ def time_left(seconds_each: float, left: int) -> str:
     if left <= 0 or not seconds_each >= 0:
         return ""
     t = seconds_each * left
+    if t < 0.5:
+        return ", under a second left"
     when = f"{t:.0f} s" if t < 90 else f"{t / 60:.0f} min" if t < 5400 else f"{t / 3600:.1f} h"
     return f", about {when} left"
