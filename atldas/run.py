@@ -774,12 +774,14 @@ class Run:
                 n += 1
         return total / max(1, n)
 
-    def _select(self, first: Child) -> Child:
+    def _select(self, first: Child) -> Tuple[Child, Dict[str, Any]]:
         """The ``select`` stage: up to ``cfg.select`` distinct candidates (``first``, then samples of the
         final policy), each repaired onto the cost ``cfg.select_cost`` names (and with ``cfg.select_fill``
         grown onto the budget), ranked by the task's short standalone fit (with ``cfg.select_mutants``,
         the last of them made from the best of the first: :meth:`_mutants`); with ``cfg.select_keep``,
-        the best few are fitted again, longer, and ranked by that."""
+        the best few are fitted again, longer, and ranked by that. Returns the chosen child and the
+        record the genotype's provenance keeps: the strategy's own candidate and the deciding round's
+        scores (genotype hash: score; None where not finite)."""
         arch, mutants = self.net.arch, self.cfg.select_mutants
         n = self.cfg.select - mutants  # drawn before the first fits
         gen = torch.Generator().manual_seed(self.cfg.seed * 1000 + 11)
@@ -817,8 +819,11 @@ class Run:
                 scores = self._short_fits({k: candidates[k] for k in kept}, steps=self.cfg.select_keep_steps)
         best = lowest(scores, what="select: the candidates' short fits",
                       hint="every candidate's fit diverged; search without the select stage (--set select=0)")
-        log.info("select: %s of %d candidates (the strategy's own: %s)", best, len(candidates), next(iter(candidates)))
-        return candidates[best]
+        own = next(iter(candidates))
+        log.info("select: %s of %d candidates (the strategy's own: %s)", best, len(candidates), own)
+        record = {"own": own, "chosen": best, "candidates": len(candidates),
+                  "scores": {k: v if math.isfinite(v) else None for k, v in scores.items()}}
+        return candidates[best], record
 
     def _best(self, scores: Dict[str, float], candidates: Dict[str, Child], count: int) -> List[str]:
         """The ``count`` keys of ``scores`` the stage keeps: the lowest scores or, with
@@ -872,10 +877,11 @@ class Run:
         repaired onto the budget, with counted costs. ``atldas search`` and ``atldas derive`` both
         call this, so they cannot disagree."""
         child = self.strategy.derive(self.evaluate)
-        if self.cfg.select:
-            child = self._select(child)
+        provenance = self.provenance()
+        if self.cfg.select:  # recorded: the select stage may have chosen another genotype than the policy's
+            child, provenance["select"] = self._select(child)
         return finalize(space=self.space, arch=self.net.arch, child=child, table=self.table, budget=self.budget,
-                        provenance=self.provenance())
+                        provenance=provenance)
 
 
 #: The ``select_strata`` a search may name.

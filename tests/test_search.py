@@ -188,14 +188,21 @@ def test_the_time_left_counts_the_checkpoint_and_names_the_select_stage(tmp_path
     save = RunDir.save
     monkeypatch.setattr(RunDir, "save", lambda self, *a, **k: (time.sleep(1.0), save(self, *a, **k))[1])
     caplog.set_level("INFO", logger="atldas")
-    Run(make_search_config(space="tiny", sets=["epochs=3", "warmup_epochs=1", "steps_per_epoch=1", "arch_steps_per_epoch=1",
-                                               "tensorboard=false", "progress=false", "select=2"]),
-        out=tmp_path / "s").fit()
+    run = Run(make_search_config(space="tiny", sets=["epochs=3", "warmup_epochs=1", "steps_per_epoch=1",
+                                                     "arch_steps_per_epoch=1", "tensorboard=false", "progress=false",
+                                                     "select=2", "select_steps=2", "select_keep=0"]),
+              out=tmp_path / "s")
+    run.fit()
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 2/3"))
     left = re.search(r"about (\d+) s left, then the select stage$", line)
     assert left is not None and int(left.group(1)) >= 1, line
     last = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch 3/3"))
     assert "left" not in last and "select stage" not in last, last
+    # the select stage's record stays with the genotype (it was on stderr only)
+    g = run.final_genotype()
+    rec = json.loads(json.dumps(g.to_json()))["provenance"]["select"]
+    assert rec["candidates"] == len(rec["scores"]) == 2 and {rec["own"], rec["chosen"]} <= set(rec["scores"])
+    assert rec["scores"][rec["chosen"]] == min(rec["scores"].values())
 
 
 def test_scores_that_are_not_finite_rank_last_and_none_finite_is_an_error():
