@@ -88,6 +88,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                          device=args.device or "cpu",
                                          progress=not args.no_progress, amp=args.amp, **kw)
         _report(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"), args.json)
+        if args.save_pred:  # a result, as the JSON's line: kept by --quiet
+            print(f"wrote {result['count']} prediction(s) to {args.save_pred}",
+                  file=sys.stderr if args.json == "-" else sys.stdout)
         return 0
     given = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is not None]
     if model_only and not given:

@@ -176,7 +176,7 @@ def evaluate_folders(*, pred_dir: PathLike, alpha_dir: PathLike, trimap_dir: Pat
                 unclamped.append(name)
             per_image[name] = scores
             sad_sum += scores["SAD"]
-            bar.set_postfix(SAD=f"{sad_sum / len(per_image):.3f}")
+            bar.set_postfix(SAD=f"{sad_sum / len(per_image):.3f}", refresh=False)  # shown with the count it is of
     if unclamped:
         log.warning("%d of %d prediction(s) are not clamped by their trimap (%s); scored as given. "
                     "The DIM protocol sets pred = 0 where trimap = 0 and 255 where trimap = 255 "

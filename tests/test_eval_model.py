@@ -71,7 +71,7 @@ def test_cli_model_eval_writes_table_json_and_predictions(folder, checkpoint, tm
     out = capsys.readouterr().out
     assert code == 0
     assert "SAD" in out and "MSE x1e3" in out and "cnn_baseline_tiny" in out
-    assert out.rstrip().endswith(f"wrote {js}")
+    assert out.rstrip().endswith(f"wrote {js}\nwrote 3 prediction(s) to {preds}")  # results: kept by --quiet
     result = json.loads(js.read_text())
     assert set(result) == {"SAD", "MSE", "Grad", "Conn", "count", "per_image", "threads"}
     assert result["threads"] == torch.get_num_threads()  # a network's scores depend on it: recorded

@@ -167,7 +167,7 @@ def _score_all(ds, predict: Predictor, *, skip_no_unknown: bool, keep: int, stag
             if len(previews) < keep:
                 previews.append((np.asarray(s["image"]), tri, gt, pred))
             sad += per[name]["SAD"]
-            bar.set_postfix(SAD=f"{sad / len(per):.3f}")
+            bar.set_postfix(SAD=f"{sad / len(per):.3f}", refresh=False)  # shown with the count it is of
     return per, previews, skipped
 
 
@@ -297,7 +297,7 @@ def evaluate_model(*, model: Union[PathLike, Genotype, MattingModel], checkpoint
     per_image, _ = score_dataset(ds, predict,
                                  save_pred=Path(save_pred) if save_pred is not None else None, progress=progress)
     if save_pred is not None:
-        log.info("wrote %d prediction(s) to %s", len(per_image), save_pred)
+        log.debug("wrote %d prediction(s) to %s", len(per_image), save_pred)  # the command prints it
     result = metrics.summarise(per_image)
     result["threads"] = torch.get_num_threads()  # a network's floats depend on it (eval --pred runs none)
     if json_path is not None:

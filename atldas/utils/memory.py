@@ -34,7 +34,8 @@ def available_bytes() -> int:
             avail = 2**62
     for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
         try:
-            text = open(limit_file, encoding="ascii").read().strip()
+            with open(limit_file, encoding="ascii") as f:
+                text = f.read().strip()
         except OSError:
             continue
         if text.isdigit():
