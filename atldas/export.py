@@ -39,7 +39,7 @@ from atldas.utils.atomic import atomic_path, refuse_input_as_output
 log = logging.getLogger("atldas")
 
 PathLike = Union[str, os.PathLike]
-INSTALL_HINT = "pip install atldas[export]"
+INSTALL_HINT = "pip install 'atldas[export]'"
 
 
 class _Wrapped(nn.Module):

@@ -85,7 +85,7 @@ def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, c
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     code = main(["export", "--model", str(genotype_file), "--onnx", str(tmp_path / "z.onnx")])
     err = capsys.readouterr().err
-    assert code == 2 and "pip install atldas[export]" in err and "Traceback" not in err
+    assert code == 2 and "pip install 'atldas[export]'" in err and "Traceback" not in err
 
 
 @pytest.fixture(scope="module")
