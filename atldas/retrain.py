@@ -741,7 +741,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
 
     n_params = count_params(net)
     history = rd.history(start)
-    writer = rd.writer(cfg.tensorboard, start=start)
+    writer = rd.writer(cfg.tensorboard, start=start) if start < cfg.epochs else None  # a finished run's --resume: none
     try:
         eval_net = ema.module if ema is not None else net
         log.info("retrain %s (%s parameters%s): %d epochs x %d steps, batch %d, crop %d, %s, lr %.3g, "

@@ -618,7 +618,8 @@ class Run:
             rd.write_config(dataclasses.replace(cfg, out=str(self.out)))  # refuses another config left without a checkpoint
             write_cost_table(self)
         history = rd.history(self.epoch) if rd is not None else None
-        writer = rd.writer(cfg.tensorboard, start=self.epoch) if rd is not None else None
+        # none for a finished run's --resume (it made an event file of a purge marker alone each time)
+        writer = rd.writer(cfg.tensorboard, start=self.epoch) if rd is not None and self.epoch < end else None
         strat, rows = self.strategy, []
         try:
             for epoch in range(self.epoch, end):

@@ -205,6 +205,24 @@ def test_the_time_left_counts_the_checkpoint_and_names_the_select_stage(tmp_path
     assert rec["scores"][rec["chosen"]] == min(rec["scores"].values())
 
 
+def test_resuming_a_finished_run_adds_no_event_file(tmp_path):
+    """Each --resume of a finished search (or retrain) wrote a new TensorBoard event file holding only a
+    purge marker."""
+    from atldas.cli import main
+
+    out = tmp_path / "s"
+    assert main(["search", "--space", "tiny", "--epochs", "2", "--no-progress", "--set", "steps_per_epoch=1",
+                 "--set", "arch_steps_per_epoch=1", "--out", str(out)]) == 0
+    assert main(["retrain", str(out), "--epochs", "1", "--no-progress", "--out", str(tmp_path / "r"),
+                 "--set", "steps_per_epoch=1", "--set", "crop=32", "--set", "batch_size=2", "--set", "val_count=1",
+                 "--set", "val_size=32"]) == 0
+    for run, verb in ((out, "search"), (tmp_path / "r", "retrain")):
+        events = sorted((run / "tb").iterdir())
+        assert len(events) == 1, events
+        assert main([verb, "--resume", "--out", str(run), "--no-progress"]) == 0
+        assert sorted((run / "tb").iterdir()) == events, verb
+
+
 def test_scores_that_are_not_finite_rank_last_and_none_finite_is_an_error():
     """min() over [nan, 1.0] is nan: a random search whose shared weights diverged took its first
     candidate without a word, and a select stage whose first fit was NaN kept it."""
