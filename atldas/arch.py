@@ -334,7 +334,7 @@ class ArchParams(nn.Module):
     # ------------------------------------------------------------------ hard pruning
 
     @torch.no_grad()
-    def prune(self, *, ratio: float = 0.3, patience: int = 1) -> List[Dict[str, object]]:
+    def prune(self, *, ratio: float = 0.3, patience: int = 2) -> List[Dict[str, object]]:
         """Drop candidates whose probability has been below ``ratio / n_active`` in their group at
         ``patience`` checks in a row (one check is evidence of nothing when the logits random-walk),
         keeping at least the most probable one. Returns one event per group that lost candidates."""

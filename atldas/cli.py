@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("search", parents=[common], help="search a supernet under a cost budget")
     p.add_argument("--space", help="search space (matting, tiny, darts_cifar, ...); default matting")
-    p.add_argument("--strategy", help="atldas (default), darts, gdas or random")
+    p.add_argument("--strategy", help="atldas (default), darts, gdas, random or soft (the soft-mixture ablation)")
     p.add_argument("--data", help="'synthetic' (default) or a composed training set (Composition-1K "
                                   "Training_set/, Distinctions-646 Train/) with --backgrounds; for the matting "
                                   "spaces (planted: teacher:N)")

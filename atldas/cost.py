@@ -380,8 +380,10 @@ class Budget:
     - ``abs``: ``lam * |r - a|``, ``lam >= 0``, two-sided (TF-NAS's form): ``lam`` grows by
       ``lam_lr * |r / a - 1|`` per epoch while the cost is off the aim on either side, and never falls
       (TF-NAS keeps it fixed: ``lam_lr = 0``);
-    - ``mult``: the task loss times ``(r / a) ** exponent`` (the MnasNet/ProxylessNAS family; no
-      ``lam``; ``exponent`` 0.6, not a config setting).
+    - ``mult``: the task loss times ``(r / a) ** exponent`` (MnasNet's form; no ``lam``; ``exponent``
+      0.6, not a config setting). algorithm.md names FBNet's ``a * log(E[C]) ** b``; that form has no
+      target (it trades cost against loss at one fixed rate, whatever the budget), so a budget could not
+      be aimed at with it: the ratio to the aim takes its place.
 
     ``E[C]`` is taken at ``temperature`` (the cells) and ``block_temperature`` (the blocks; default the
     same), which the strategy anneals from 1 after the warm-up to these values.

@@ -628,6 +628,34 @@ class GdasStrategy(Strategy):
         return _top2_child(self.net)
 
 
+@keyword_only
+@dataclass
+class SoftHP(ArchHP):
+    """Settings of the ``soft`` ablation (the arch optimiser only, as ATL-DAS's)."""
+
+
+@STRATEGIES.register("soft")
+class SoftStrategy(Strategy):
+    """The ablation "soft instead of sample" of algorithm.md's forward modes: ATL-DAS's parametrisation
+    (input-set logits beta, ops without ``none``) and derive (the argmax input sets and ops), trained
+    as a first-order soft mixture that runs every op on every edge, each weighted by pi (its edge's
+    probability under beta) and p; no sampling, no pruning."""
+
+    name = "soft"
+    HP = SoftHP
+
+    def weight_step(self, batch: Dict[str, Tensor], x: Tensor) -> Dict[str, float]:
+        with torch.no_grad():
+            plan = self.net.plan(soft=True)  # weights pi * p, constants for the weight step
+        loss = self.loss_fn(self._forward(x, plan), batch)
+        self._step_weights(loss)
+        return {"loss/weights": float(loss.detach())}
+
+    def task_term(self, batch: Dict[str, Tensor], x: Tensor) -> Tuple[Tensor, float, Dict[str, float]]:
+        task = self.loss_fn(self._forward(x, self.net.plan(soft=True)), batch)  # reaches alpha, beta, gamma
+        return task, float(task.detach()), {}
+
+
 @STRATEGIES.register("random")
 class RandomStrategy(Strategy):
     """Random search with shared weights: uniform children for the weights, no arch step; derive

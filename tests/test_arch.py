@@ -70,6 +70,7 @@ def test_prune_keeps_the_best_and_records_events():
     with torch.no_grad():
         arch.beta["normal_3"][7] = 6.0
         arch.gamma["head"][1] = 5.0
+    assert arch.prune(ratio=0.3) == []  # one check is evidence of nothing (the default patience: 2, as the strategy's)
     events = arch.prune(ratio=0.3)
     groups = {e["group"] for e in events}
     assert "normal/node3/sets" in groups and "block/head" in groups

@@ -240,7 +240,7 @@ def test_scores_that_are_not_finite_rank_last_and_none_finite_is_an_error():
         make_search_config(space="tiny", target_macs=20e6, sets=["lam_init=1000"])
 
 
-@pytest.mark.parametrize("strategy", ["darts", "gdas", "random"])
+@pytest.mark.parametrize("strategy", ["darts", "gdas", "random", "soft"])
 def test_baseline_strategies_run_and_meet_the_budget(tmp_path, strategy):
     out = tmp_path / strategy
     assert main(["search", *FAST, "--strategy", strategy, "--epochs", "2", "--target-macs", "12M",
@@ -420,6 +420,26 @@ def test_learn_topology_false_leaves_the_topology_logits_as_they_were(tmp_path):
             assert not torch.equal(v.detach(), start[k]), k
     start, end = final_arch()
     assert any(not torch.equal(end[k].detach(), start[k]) for k in start if k.startswith("beta."))
+
+
+def test_the_soft_ablation_learns_the_topology_through_pi_and_runs_every_op(tmp_path, monkeypatch):
+    """algorithm.md's ablation "soft instead of sample" had no way to run (only DARTS used the soft
+    mixture, with every edge weighted 1): ``--strategy soft`` weights each edge by pi and each op by p."""
+    from atldas.supernet import Plan
+
+    seen = []
+    mixture = Plan.soft_mixture
+    monkeypatch.setattr(Plan, "soft_mixture", classmethod(
+        lambda cls, arch, *, edge_weights=None: seen.append(edge_weights) or mixture.__func__(cls, arch,
+                                                                                          edge_weights=edge_weights)))
+    run = Run(make_search_config(space="tiny", strategy="soft", sets=["tensorboard=false", "progress=false",
+                                                                       "plots=false", f"out={tmp_path / 's'}"]))
+    assert "none" not in run.net.arch.op_names  # ATL-DAS's ops
+    start = {k: v.detach().clone() for k, v in run.net.arch.named_parameters()}
+    run.fit(epochs=3)
+    assert seen and all(w is None for w in seen)  # pi, not ones
+    moved = {k for k, v in run.net.arch.named_parameters() if not torch.equal(v.detach(), start[k])}
+    assert any(k.startswith("beta.") for k in moved) and any(k.startswith("alpha.") for k in moved)
 
 
 def test_derive_loads_a_gpu_search_on_the_cpu(tiny_run, tmp_path):
