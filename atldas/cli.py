@@ -22,6 +22,7 @@ from typing import Any, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from atldas.version import __version__
 from atldas.errors import AtldasError, ConfigError, WriteError, first_line, out_of_memory
+from atldas.utils import stop
 from atldas.utils.malloc import keep_freed_memory
 from atldas.utils.memory import bytes_text
 
@@ -773,7 +774,14 @@ def _ignore(signum: int, frame: Any) -> None:
 def _terminate(signum: int, frame: Any) -> None:
     if hasattr(signal, "SIGCHLD"):  # a group's SIGTERM (torchrun, Slurm) ends the DataLoader workers too:
         signal.signal(signal.SIGCHLD, _ignore)  # torch's handler would raise on them mid-cleanup
+    stop.request(Terminated)  # raised again at the next step should this one be swallowed (utils/stop.py)
     raise Terminated()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Ctrl-C: Python's KeyboardInterrupt, also remembered for the next step (utils/stop.py)."""
+    stop.request(KeyboardInterrupt)
+    raise KeyboardInterrupt
 
 
 def _terminated(exc: BaseException) -> bool:
@@ -796,11 +804,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         if threading.current_thread() is not threading.main_thread():  # a signal handler needs the main thread
             return _main(argv)
         before = signal.signal(signal.SIGTERM, _terminate)
+        own_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not a caller's own handler
+        before_int = signal.signal(signal.SIGINT, _interrupt) if own_int else None
         chld = signal.getsignal(signal.SIGCHLD) if hasattr(signal, "SIGCHLD") else None
         try:
             return _main(argv)
         finally:
+            stop.clear()
             signal.signal(signal.SIGTERM, before)
+            if before_int is not None:
+                signal.signal(signal.SIGINT, before_int)
             if chld is not None:
                 signal.signal(signal.SIGCHLD, chld)
 
@@ -864,10 +877,10 @@ def _main(argv: Optional[List[str]]) -> int:
         return _stopped(exc, args)
     except SystemError as exc:  # numba (predict's cut-outs) wraps a Ctrl-C (or SIGTERM) in its compiled code so,
         inner = _chain(exc)     # once or twice (SystemError <- SystemError <- KeyboardInterrupt)
-        stop = next((e for e in inner if isinstance(e, KeyboardInterrupt)), None)
-        if args.debug or stop is None:
+        stopped_by = next((e for e in inner if isinstance(e, KeyboardInterrupt)), None)
+        if args.debug or stopped_by is None:
             raise
-        return _stopped(stop, args)
+        return _stopped(stopped_by, args)
     except OSError as exc:
         if args.debug or (exc.errno not in WRITE_ERRNOS and not isinstance(exc, WriteError)):
             raise

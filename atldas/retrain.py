@@ -83,6 +83,7 @@ from atldas.models.base import MattingModel, set_clamp
 from atldas.models.cheapmatting import CheapMattingCfg
 from atldas.models.zoo import genotype_macro, require_torch, resolve_model
 from atldas.rundir import CONFIG, RunDir
+from atldas.utils import stop
 from atldas.utils.atomic import check_output
 from atldas.tensors import batch_to, matting_input
 from atldas.utils.dist import average_, barrier, check_batch, is_main, mean_values, shard, wait_for_main
@@ -777,6 +778,7 @@ def _retrain(cfg: RetrainConfig, *, rd: RunDir, resume: bool,
             bar = progress_bar(loader, progress=cfg.progress, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                                unit="step", leave=False, dynamic_ncols=True)
             for k, batch in enumerate(bar):
+                stop.check()  # a signal's stop that Python swallowed (utils/stop.py)
                 lr = cfg.lr * lr_factor(step, total=total, warmup=warmup, min_ratio=cfg.min_lr_ratio)
                 for g in opt.param_groups:
                     g["lr"] = lr

@@ -53,6 +53,7 @@ from atldas.rundir import RUN_FILES, RunDir
 from atldas.strategies import STRATEGIES, AtldasHP, Strategy, StrategyHP
 from atldas.tasks import DataCfg, Task, get_task
 from atldas.tensors import batch_to
+from atldas.utils import stop
 from atldas.utils.atomic import refuse_input_as_output, refuse_overwriting_non_json, write_text_atomic
 from atldas.utils.checkpoint import warn_other_loss
 from atldas.utils.device import amp_dtype, resolve_device, resume_device_hint, tune_backend
@@ -635,6 +636,7 @@ class Run:
                 arch_steps = min(cfg.arch_steps_per_epoch, cfg.steps_per_epoch)  # one after each weight step at most
                 shown: Dict[str, str] = {}
                 for step, batch in enumerate(bar):
+                    stop.check()  # a signal's stop that Python swallowed (utils/stop.py)
                     strat.set_epoch(epoch + step / cfg.steps_per_epoch)
                     batch = shard(batch_to(batch, cfg.device), cfg.data.batch_size)  # torchrun: this rank's part
                     metrics = strat.weight_step(batch, self.model_input(batch))

@@ -52,6 +52,7 @@ from atldas.tasks import get_task
 from search_spaces import get_space
 from atldas.retrain import RetrainConfig, retrain
 from atldas.search import search
+from atldas.utils import stop
 from atldas.utils.atomic import atomic_path, check_output, host_id, pid_gone, write_json, write_text_atomic
 
 log = logging.getLogger("atldas")
@@ -610,6 +611,7 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
 
     failed_in_a_row = pruned_in_a_row = 0
     while True:
+        stop.check()  # a signal's stop that Python swallowed (utils/stop.py)
         fail_dead_trials(st)
         finished = len(st.get_trials(deepcopy=False, states=done_states))
         if finished >= trials:

@@ -20,6 +20,7 @@ from atldas.models.base import set_clamp
 from atldas.models.zoo import resolve_model
 from atldas.tasks.base import DataCfg, Task
 from atldas.tensors import batch_to, matting_input
+from atldas.utils import stop
 from atldas.utils.memory_format import channels_last
 from atldas.utils.optim import decay_groups, lr_factor
 
@@ -143,6 +144,7 @@ class MattingTask(Task):
         net.train()
         set_clamp(net, False)
         for step in range(steps):
+            stop.check()  # a signal's stop that Python swallowed (utils/stop.py)
             for g in opt.param_groups:
                 g["lr"] = r.lr * lr_factor(step, total=steps, warmup=warmup, min_ratio=r.min_lr_ratio)
             idx = order[step * data.batch_size:(step + 1) * data.batch_size].tolist()

@@ -39,6 +39,7 @@ from atldas.genotype import Genotype
 from atldas.models.planted import PlantedNet, calibrate_batchnorm, random_genotype, teacher
 from atldas.ops import SEARCH_PRIMITIVES
 from atldas.tasks.base import DataCfg, Task
+from atldas.utils import stop
 from atldas.utils.optim import ClippedAdam
 
 __all__ = ["PlantedTask", "PlantedShape", "Recipe", "teacher_seed_of", "planted_data", "standalone"]
@@ -190,6 +191,7 @@ def standalone(genotype: Genotype, *, teacher_seed: int, seed: int, recipe: Reci
     perm, pos = torch.randperm(x.shape[0], generator=g), 0
     net.train()
     for step in range(recipe.steps):
+        stop.check()  # a signal's stop that Python swallowed (utils/stop.py)
         if pos + recipe.batch > x.shape[0]:
             perm, pos = torch.randperm(x.shape[0], generator=g), 0
         idx = perm[pos:pos + recipe.batch]
