@@ -799,7 +799,9 @@ def _terminated(exc: BaseException) -> bool:
 def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``atldas`` console script; returns the exit status. Called from Python, it
     leaves the process's logging, ``OMP_NUM_THREADS``, torch's thread count and signal handlers as it
-    found them (the malloc tuning of :func:`atldas.keep_freed_memory` stays: it is process-wide)."""
+    found them (the malloc tuning of :func:`atldas.keep_freed_memory` stays: it is process-wide; so does
+    OpenCV's thread count, set to 0 by a run with data-loading workers so that they do not oversubscribe
+    the cores; Optuna's logger is put back by :func:`atldas.tune.tune` itself)."""
     with _process_state_restored():
         if threading.current_thread() is not threading.main_thread():  # a signal handler needs the main thread
             return _main(argv)

@@ -687,10 +687,26 @@ class Run:
                 rows.append(row)
                 if callback is not None:
                     callback(row)
+        except BaseException:
+            self.close()  # a failed or stopped fit leaves no worker processes behind
+            raise
         finally:
             if writer is not None:
                 writer.close()
+        if self.epoch >= cfg.epochs:  # searched: what follows (derive, the select stage) reads no loader
+            self.close()
         return rows
+
+    def close(self) -> None:
+        """Stop the data loaders' worker processes (``num_workers`` > 0 keeps them between epochs): a
+        finished run kept by a caller held two processes, their pipes and threads each. The data sets
+        stay; a later :meth:`fit` starts the workers again."""
+        for loader in (self._data or ())[2:4]:
+            it = getattr(loader, "_iterator", None)
+            if it is not None and hasattr(it, "_shutdown_workers"):
+                it._shutdown_workers()
+            if it is not None:
+                loader._iterator = None
 
     #: An epoch's mean weight loss this many times the lowest before it: the search diverges (warned once).
     DIVERGING = 1e3

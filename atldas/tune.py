@@ -32,6 +32,7 @@ study ends when it holds ``--trials`` finished trials.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -422,6 +423,21 @@ def _plot_front(study: Any, objectives: Sequence[str], path: Path) -> None:
     plt.close(fig)
 
 
+def _optuna_logging_restored(fn):
+    """``fn`` leaving Optuna's logger as it found it (:func:`_optuna` quiets it to ERROR while a study
+    runs; a program that uses Optuna after ``tune`` lost its INFO and WARNING lines)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logger = logging.getLogger("optuna")
+        level = logger.level
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            logger.setLevel(level)
+    return wrapper
+
+
+@_optuna_logging_restored
 def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", storage: Optional[str] = None,
          study: Optional[str] = None, objectives: Sequence[str] = ("loss", "macs"), space_file: Optional[str] = None,
          sets: Sequence[str] = (), prune: bool = False, retrain_epochs: int = 0,

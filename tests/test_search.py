@@ -236,6 +236,22 @@ def test_a_signal_whose_exception_python_swallowed_still_stops_the_run(tmp_path,
     assert not (out / "genotype.json").exists() or json.loads((out / "genotype.json").read_text())["provenance"].get("interim")
 
 
+def test_a_finished_run_keeps_no_loader_workers(tmp_path):
+    """A Run kept after fit() (to call final_genotype, as the README does) held its loaders' worker
+    processes (num_workers > 0 keeps them between epochs): two processes, pipes and threads per run."""
+    import multiprocessing
+
+    run = Run(make_search_config(space="tiny", sets=["epochs=2", "steps_per_epoch=2", "arch_steps_per_epoch=1",
+                                                     "num_workers=1", "tensorboard=false", "progress=false"]),
+              out=tmp_path / "s")
+    before = len(multiprocessing.active_children())
+    run.fit(epochs=1)
+    assert len(multiprocessing.active_children()) > before  # kept between epochs, as designed
+    run.fit()
+    assert len(multiprocessing.active_children()) == before
+    assert run.final_genotype().hash()
+
+
 def test_resuming_a_finished_run_adds_no_event_file(tmp_path):
     """Each --resume of a finished search (or retrain) wrote a new TensorBoard event file holding only a
     purge marker."""

@@ -340,3 +340,19 @@ def test_a_trial_records_its_thread_count_and_a_non_finite_objective_fails(tmp_p
     assert main(["tune", "--space", "tiny", "--trials", "2", "--out", str(out), "--threads", "1", *FAST]) == 2
     assert "the last 5 trials of this worker failed" in capsys.readouterr().err
     assert caplog.text.count("its objective is not finite (loss=nan") == 5, caplog.text
+
+
+def test_tune_leaves_optuna_s_logging_as_it_found_it(tmp_path, capsys):
+    """tune quieted Optuna's logger to ERROR for the rest of the process, also when it failed."""
+    import logging
+
+    logger = logging.getLogger("optuna")
+    before = logger.level
+    try:
+        logger.setLevel(logging.INFO)
+        assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(tmp_path / "t"), "--set", "crop=100000"]) == 2
+        assert logger.level == logging.INFO
+        assert main(["tune", "--space", "tiny", "--trials", "1", "--out", str(tmp_path / "u"), "--quiet", *FAST]) == 0
+        assert logger.level == logging.INFO
+    finally:
+        logger.setLevel(before)
