@@ -368,6 +368,11 @@ FORMS = ("lagrange", "hinge", "abs", "mult")
 class Budget:
     """A cost target, the form of its penalty and the settings of its multiplier.
 
+    Its field defaults are a plain Lagrangian (``lam_init`` 1, ``lam_lr`` 2, ``rho`` 0, E[C] at
+    temperature 1); the searched method's are :class:`BudgetCfg`'s (``lam_init`` 0, ``lam_lr`` 0.5,
+    ``rho`` 20, temperatures 0.1 and 0.01), which ``BudgetCfg(...).build()`` passes: build a budget
+    that way to get what ``atldas search`` runs.
+
     With ``r = E[C] / target`` (the exact, differentiable expected cost) and the aim ``a`` (land at
     ``a * target``, just under the budget):
 
