@@ -90,8 +90,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                                          progress=not args.no_progress, amp=args.amp, **kw)
         _report(format_table(result, title=f"DIM metrics, {args.model} on {args.data}"), args.json)
         if args.save_pred:  # a result, as the JSON's line: kept by --quiet
+            from atldas.utils.atomic import to_stdout
+
             print(f"wrote {result['count']} prediction(s) to {args.save_pred}",
-                  file=sys.stderr if args.json == "-" else sys.stdout)
+                  file=sys.stderr if to_stdout(args.json) else sys.stdout)
         return 0
     given = [f for f in ("pred", "alpha", "trimap") if getattr(args, f) is not None]
     if model_only and not given:
@@ -115,7 +117,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _report(table: str, json_path: Optional[str]) -> None:
     """A verb's table and the file its ``--json`` wrote, on standard output; with ``--json -`` the JSON
     is standard output's alone and the table goes to standard error."""
-    if json_path == "-":
+    from atldas.utils.atomic import to_stdout
+
+    if to_stdout(json_path):
         print(table, file=sys.stderr)
         return
     print(table)
