@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import torch
 import yaml
 
 from atldas.config import apply_overrides, check_threads, differences, leaf_paths, shown, to_dict
@@ -591,14 +590,13 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
                     raise optuna.TrialPruned()
 
         try:
-            # the thread count the trial runs at, recorded: `search --config TRIAL/config.yaml` reruns it exactly
-            threads = [] if base.threads is not None else [f"threads={torch.get_num_threads()}"]
+            # the thread count the trial runs at is recorded by the search itself (utils/seed.pin_threads), so
+            # `search --config TRIAL/config.yaml` reruns it exactly
             cfg = make_search_config(space=space, strategy=drawn.get("strategy"), out=str(run_dir),
-                                     sets=[*sets, *overrides, *threads, "progress=false", "plots=false"])
+                                     sets=[*sets, *overrides, "progress=false", "plots=false"])
             search(cfg, callback=report)
             if retrain_base is not None:
-                retrain(dataclasses.replace(retrain_base, model=str(run_dir), out=str(run_dir / "retrain"),
-                                            threads=retrain_base.threads or torch.get_num_threads()))
+                retrain(dataclasses.replace(retrain_base, model=str(run_dir), out=str(run_dir / "retrain")))
         except AtldasError as exc:
             log.warning("tune: trial %d failed: %s", trial.number, exc)
             raise
