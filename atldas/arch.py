@@ -337,7 +337,9 @@ class ArchParams(nn.Module):
     def prune(self, *, ratio: float = 0.3, patience: int = 2) -> List[Dict[str, object]]:
         """Drop candidates whose probability has been below ``ratio / n_active`` in their group at
         ``patience`` checks in a row (one check is evidence of nothing when the logits random-walk),
-        keeping at least the most probable one. Returns one event per group that lost candidates."""
+        keeping at least the most probable one. Returns one event per group that lost candidates, and
+        one per cell type whose pruned input sets left edges that no active set takes (``"unused"``:
+        the edges, ``"left"``: the edges still in use; their ops are no longer searched)."""
         events: List[Dict[str, object]] = []
 
         def prune_group(probs: Tensor, mask: Tensor, strikes: Tensor, label: str, names: Sequence[str]) -> None:
@@ -357,10 +359,15 @@ class ArchParams(nn.Module):
 
         topo = self.topology
         for t in CELL_TYPES:
+            used = [self.edge_used(t, e) for e in range(len(topo.edges))]
             for j in range(topo.nodes):
                 names = ["+".join(map(str, s)) for s in topo.input_sets[j]]
                 prune_group(self.set_probs(t, j), self.set_mask(t, j), getattr(self, f"set_strikes_{t}_{j}"),
                             f"{t}/node{j}/sets", names)
+            now = [self.edge_used(t, e) for e in range(len(topo.edges))]
+            if now != used:
+                events.append({"group": f"{t}/edges", "unused": [f"{i}->{j}" for e, (i, j) in enumerate(topo.edges)
+                                                                 if used[e] and not now[e]], "left": sum(now)})
             probs = self.op_probs(t)
             strikes = getattr(self, f"op_strikes_{t}")
             for e, (i, j) in enumerate(topo.edges):

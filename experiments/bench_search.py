@@ -116,7 +116,7 @@ def worker(args: argparse.Namespace) -> dict:
             for _ in range(args.steps):
                 strat.arch_step(abatch, ax, steps_per_epoch=args.steps)
             events = strat.end_epoch(epoch + 1)
-            pruned[epoch] = len(events)
+            pruned[epoch] = len([ev for ev in events if "dropped" in ev])  # groups, not the summaries
     strat.set_epoch(2.0)  # past warm-up: exploration < 1 and arch steps on
     strat.weight_step(batch, x)  # untimed: creates the optimizer state
     strat.arch_step(abatch, ax, steps_per_epoch=args.steps)

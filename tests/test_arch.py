@@ -285,3 +285,20 @@ def test_an_edge_no_active_input_set_takes_is_unused_and_its_ops_are_not_pruned(
     arch.prune(ratio=0.3, patience=1)
     assert bool(arch.op_mask("normal")[e].all())  # not decided on while no input set can take it
     assert int(arch.op_mask("reduce")[e].sum()) < len(SEARCH_PRIMITIVES)
+
+
+def test_pruning_an_input_set_that_leaves_an_edge_unused_reports_the_edge():
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES)
+    topo = arch.topology
+    j = 2
+    keep = [k for k, s in enumerate(topo.input_sets[j]) if 0 not in s][0]
+    before = sum(arch.edge_used("normal", e) for e in range(len(topo.edges)))
+    with torch.no_grad():
+        arch.beta[f"normal_{j}"].fill_(-30.0)
+        arch.beta[f"normal_{j}"][keep] = 0.0  # every other set of node 2 far below the bar: one set left
+    events = arch.prune(ratio=0.3, patience=1)
+    edges = [ev for ev in events if ev["group"] == "normal/edges"]
+    gone = [f"{i}->{jj}" for e, (i, jj) in enumerate(topo.edges) if not arch.edge_used("normal", e)]
+    assert gone and len(edges) == 1 and edges[0]["unused"] == gone
+    assert edges[0]["left"] == before - len(gone)
+    assert not [ev for ev in events if ev["group"] == "reduce/edges"]  # the reduction cell lost no set
