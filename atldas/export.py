@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Dict, Optional, Union
@@ -56,7 +57,16 @@ class _Wrapped(nn.Module):
         return self.net(x)
 
 
+#: torch.onnx.export's torch.export-based path with ``dynamo``, ``external_data`` and ``optimize``
+#: and no file argument (returning the program) is from torch 2.6 (setup.py's floor is lower for the rest)
+MIN_TORCH = (2, 6)
+
+
 def _require_onnx() -> None:
+    have = tuple(int(p) for p in re.findall(r"\d+", torch.__version__)[:2])
+    if have < MIN_TORCH:
+        raise AtldasError(f"ONNX export needs torch >= {'.'.join(map(str, MIN_TORCH))} (its torch.export-based "
+                          f"exporter); this is torch {torch.__version__}")
     for mod in ("onnx", "onnxscript"):
         try:
             __import__(mod)

@@ -88,6 +88,14 @@ def test_missing_onnx_is_a_one_line_hint(genotype_file, tmp_path, monkeypatch, c
     assert code == 2 and "pip install 'atldas[export]'" in err and "Traceback" not in err
 
 
+def test_a_torch_without_the_new_exporter_is_a_one_line_error(genotype_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch, "__version__", "2.5.1+cpu")
+    code = main(["export", "--model", str(genotype_file), "--onnx", str(tmp_path / "z.onnx")])
+    err = capsys.readouterr().err
+    assert code == 2 and "torch >= 2.6" in err and "2.5.1+cpu" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.fixture(scope="module")
 def exported(genotype_file, tmp_path_factory):
     """(onnx path, checkpoint, what ``atldas export`` printed): the genotype's network with seeded
