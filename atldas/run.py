@@ -1037,8 +1037,27 @@ def derive_run(run_dir: Path | str, *, out: Optional[Path | str] = None, stored_
         threads = run.saved_threads if computes and on_cpu and not run.cfg.threads else None
         with torch_threads(threads):
             genotype = run.final_genotype()
-        genotype.save(path)
+        save_final(genotype, path)
     return path
+
+
+def save_final(genotype: Genotype, path: Path) -> None:
+    """Write a run's final ``genotype`` to ``path``. Where the file held the final genotype of another
+    architecture (an older atldas's search derived or resumed by this one, with another loss or select
+    stage; another device or cost table), the old file is kept beside it as ``<stem>.<old hash>.json``
+    and a warning says so: retrains made from it keep their own copy, but nothing else would name it."""
+    old = None
+    if path.is_file():
+        with contextlib.suppress(AtldasError, OSError, ValueError):
+            old = Genotype.load(path)
+    if old is not None and not old.provenance.get("interim") and old.hash() != genotype.hash():
+        kept = path.with_name(f"{path.stem}.{old.hash()}.json")
+        if not kept.exists():
+            write_text_atomic(kept, path.read_text())
+        log.warning("%s held the derived genotype %s; deriving the run again gives %s (this atldas, device or cost "
+                    "table is not the one that wrote it), which replaces it; the old one is kept in %s", path,
+                    old.hash(), genotype.hash(), kept)
+    genotype.save(path)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from atldas.cost import format_cost
 from atldas.errors import ConfigError
 from atldas.genotype import Genotype
 from atldas.plot import plot_genotype
-from atldas.run import CHECKPOINT, Run, SearchConfig, check_costs_unchanged, write_cost_table
+from atldas.run import CHECKPOINT, Run, SearchConfig, check_costs_unchanged, save_final, write_cost_table
 from atldas.utils.atomic import check_output
 from atldas.rundir import RunDir
 from atldas.utils.dist import barrier, check_batch, check_same, is_main, wait_for_main
@@ -124,7 +124,7 @@ def _search(cfg: SearchConfig, *, out: Path, rd: RunDir, resume: bool,
     run.fit(callback=callback)
     final = run.final_genotype()
     check_same(final.hash(), what="derived genotype")
-    final.save(out / "genotype.json")
+    save_final(final, out / "genotype.json")
     if c.plots:
         _plots(final, out)
     cost = final.cost

@@ -764,3 +764,50 @@ def test_resume_messages_name_the_way_out(tmp_path, capsys):
     (retrained / "config.yaml").write_text("model: cnn_baseline_tiny\n")
     assert main(["search", "--out", str(retrained), "--resume", "--no-progress"]) == 2
     assert "holds a retrain run, not a search run" in capsys.readouterr().err
+
+
+def _other_final(genotype_json: dict) -> dict:
+    """The same file with the first op of the normal cell's first node swapped: another architecture."""
+    d = json.loads(json.dumps(genotype_json))
+    first = d["cells"]["normal"]["nodes"][0]["inputs"][0]
+    first[0] = "max_pool_3x3" if first[0] != "max_pool_3x3" else "avg_pool_3x3"
+    d["provenance"].pop("interim", None)
+    d.pop("darts", None)  # the same cells as a DARTS string, which would disagree
+    return d
+
+
+def test_derive_over_another_final_genotype_keeps_the_old_file_and_warns(tmp_path, tiny_run, caplog):
+    import shutil
+
+    from atldas.genotype import Genotype
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "genotype.json").write_text(json.dumps(_other_final(json.loads((run / "genotype.json").read_text()))))
+    old = Genotype.load(run / "genotype.json")
+    with caplog.at_level("WARNING", logger="atldas"):
+        assert main(["derive", str(run)]) == 0
+    new = Genotype.load(run / "genotype.json")
+    kept = run / f"genotype.{old.hash()}.json"
+    assert new.hash() != old.hash() and Genotype.load(kept).hash() == old.hash()
+    assert any(f"held the derived genotype {old.hash()}" in r.getMessage() and str(kept) in r.getMessage()
+               for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="atldas"):  # the same architecture again: nothing to keep or say
+        assert main(["derive", str(run)]) == 0
+    assert not [r for r in caplog.records if "held the derived genotype" in r.getMessage()]
+    assert sorted(p.name for p in run.glob("genotype*.json")) == sorted(["genotype.json", kept.name])
+
+
+def test_an_interim_genotype_is_replaced_without_a_word(tmp_path, tiny_run, caplog):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    other = _other_final(json.loads((run / "genotype.json").read_text()))
+    other["provenance"]["interim"] = True  # what an unfinished search leaves
+    (run / "genotype.json").write_text(json.dumps(other))
+    with caplog.at_level("WARNING", logger="atldas"):
+        assert main(["derive", str(run)]) == 0
+    assert not [r for r in caplog.records if "held the derived genotype" in r.getMessage()]
+    assert [p.name for p in run.glob("genotype*.json")] == ["genotype.json"]

@@ -98,11 +98,12 @@ def _refuse_compressed(path: Path) -> None:
 
 
 def warn_other_loss(ckpt: Dict[str, Any], current: str, *, source: PathLike, made: str, loss: str) -> None:
-    """Warn when ``ckpt`` records another version of the ``loss`` definition than ``current``: a resumed
-    run goes on with this atldas's loss, and its history mixes the two."""
+    """Warn when ``ckpt`` records another version of the ``loss`` definition than ``current``: what is
+    computed from it now (a resumed run's training, whose history then mixes the two; a derive's select
+    stage) uses this atldas's loss."""
     if ckpt.get("loss_version", "") != current:
-        log.warning("%s was %s with another definition of the %s loss (%s) than this atldas's (%s): it goes on "
-                    "with this one", source, made, loss, ckpt.get("loss_version") or "before versions were recorded",
+        log.warning("%s was %s with another definition of the %s loss (%s) than this atldas's (%s): what is "
+                    "computed from it now uses this one", source, made, loss, ckpt.get("loss_version") or "before versions were recorded",
                     current or "unversioned")
 
 
