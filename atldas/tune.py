@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -275,11 +276,13 @@ def _refuse_other_storage(storage: Optional[str], out: Path) -> Optional[str]:
     return None if recorded is not None else where
 
 
-def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence["Param"]) -> Dict[str, Any]:
-    """What every trial of a study shares (the fixed search and retrain settings and the tuning space),
-    as plain JSON values, so that a worker that continues the study with others can be refused
-    (compared by :func:`~atldas.config.differences`: how a trial runs may differ)."""
-    return json.loads(json.dumps({"space": space, "search": to_dict(base),
+def study_settings(*, space: str, base: Any, retrain_base: Any, params: Sequence["Param"],
+                   loss: str = "") -> Dict[str, Any]:
+    """What every trial of a study shares (the fixed search and retrain settings, the tuning space and
+    the version of the task's loss definition, whose values its trials compare), as plain JSON values,
+    so that a worker that continues the study with others can be refused (compared by
+    :func:`~atldas.config.differences`: how a trial runs may differ)."""
+    return json.loads(json.dumps({"space": space, "loss": loss, "search": to_dict(base),
                                   "retrain": None if retrain_base is None else to_dict(retrain_base),
                                   "tuned": [dataclasses.asdict(p) for p in params]}, default=str))
 
@@ -303,7 +306,16 @@ def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: An
     if settings is not None:
         had = study.user_attrs.get("atldas.settings")
         if had is None:
+            older = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+            if older:  # an older atldas's study: its trials' settings cannot be checked against these
+                log.warning("study %r holds %d finished trial(s) of an atldas that did not record a study's fixed "
+                            "settings or loss: this worker's are recorded now, but those trials may have run with "
+                            "others (see a trial's config.yaml) and they share one Pareto front", name, len(older))
             study.set_user_attr("atldas.settings", dict(settings))
+        elif had.get("loss", settings.get("loss")) != settings.get("loss"):
+            raise AtldasError(f"study {name!r} was run with another definition of its task's loss ({had['loss'] or 'unversioned'}) "
+                              f"than this atldas's ({settings['loss'] or 'unversioned'}): their values do not compare; "
+                              "start another --study/--out")
         else:
             changed, moved = differences(dict(settings), had)
             if moved:
@@ -328,9 +340,11 @@ def fail_dead_trials(study: Any) -> int:
     """Mark failed the running trials whose worker on this machine is dead, and enqueue their settings
     once more; returns how many. (Trials of other machines are left to their own workers.)"""
     optuna = _optuna()
-    host, n = host_id(), 0
+    # host_id() since 2026-12; before, a trial recorded the bare host name (a study that an older atldas's
+    # killed worker left is still this machine's, though a container's of that name cannot be told apart)
+    hosts, n = {host_id(), socket.gethostname()}, 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        if t.user_attrs.get("host") != host or not pid_gone(int(t.user_attrs.get("pid", 0)) or os.getpid()):
+        if t.user_attrs.get("host") not in hosts or not pid_gone(int(t.user_attrs.get("pid", 0)) or os.getpid()):
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
@@ -558,7 +572,8 @@ def tune(*, space: str = "matting", trials: int = 10, out: str = "runs/tune", st
     unmarked = _refuse_other_storage(storage, out_dir)
     store = open_storage(storage, out_dir)
     _refuse_other_study(store, name, out_dir)
-    settings = study_settings(space=space, base=base, retrain_base=retrain_base, params=params)
+    settings = study_settings(space=space, base=base, retrain_base=retrain_base, params=params,
+                              loss=get_task(base.task or get_space(space).task).loss_version)
     st = open_study(store, name, objectives, pruner=pruner, settings=settings)  # refused: no OUT made
     out_dir.mkdir(parents=True, exist_ok=True)  # (made already when it holds the journal)
     if unmarked is not None:

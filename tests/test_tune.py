@@ -253,6 +253,9 @@ def test_the_sad_objective_comes_from_a_short_retrain(tmp_path, capsys):
     rows = [json.loads(r) for r in (Path(front[0]["run"]) / "retrain" / "history.jsonl").read_text().splitlines()]
     assert front[0]["values"][0] == pytest.approx(rows[-1]["best/SAD"]) and rows[-1]["best/SAD"] > 0
     assert "sad" in capsys.readouterr().out
+    from atldas.matting.losses import LOSS_VERSION
+
+    assert _study(out).user_attrs["atldas.settings"]["loss"] == LOSS_VERSION  # the tiny space's task: matting
 
 
 def test_two_workers_one_killed_mid_trial(tmp_path):
@@ -356,3 +359,64 @@ def test_tune_leaves_optuna_s_logging_as_it_found_it(tmp_path, capsys):
         assert logger.level == logging.INFO
     finally:
         logger.setLevel(before)
+
+
+@pytest.mark.parametrize("recorded", ["bare", "now", "other"])
+def test_a_dead_worker_of_an_older_atldas_is_found(recorded):
+    """Before host_id(), trials recorded the bare host name: a killed worker of such a study is this
+    machine's, marked failed and its settings queued again; another machine's is left alone."""
+    import socket
+
+    import optuna
+
+    from atldas.tune import fail_dead_trials
+    from atldas.utils.atomic import host_id
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("arch_lr", 1e-3, 1e-1, log=True)
+    trial.set_user_attr("host", {"bare": socket.gethostname(), "now": host_id(), "other": "elsewhere-1"}[recorded])
+    trial.set_user_attr("pid", gone.pid)
+    found = fail_dead_trials(study)
+    states = [t.state for t in study.get_trials()]
+    if recorded == "other":
+        assert found == 0 and states == [optuna.trial.TrialState.RUNNING]
+    else:
+        assert found == 1 and states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+        again = study.ask()  # the queued trial: the dead one's settings
+        assert again.suggest_float("arch_lr", 1e-3, 1e-1, log=True) == trial.params["arch_lr"]
+
+
+def test_a_study_of_an_older_atldas_without_settings_is_warned_about(caplog):
+    import optuna
+
+    from atldas.tune import open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    old = optuna.create_study(storage=storage, study_name="s")  # an older atldas: no settings recorded
+    old.set_user_attr("atldas.objectives", ["loss"])
+    old.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with caplog.at_level("WARNING", logger="atldas"):
+        study = open_study(storage, "s", ["loss"], settings={"space": "tiny", "loss": "v2"})
+    assert "holds 2 finished trial(s) of an atldas that did not record" in caplog.text
+    assert study.user_attrs["atldas.settings"] == {"space": "tiny", "loss": "v2"}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="atldas"):  # recorded now: the next worker is compared, not warned
+        open_study(storage, "s", ["loss"], settings={"space": "tiny", "loss": "v2"})
+    assert "did not record" not in caplog.text
+
+
+def test_a_study_of_another_loss_definition_is_refused():
+    import optuna
+
+    from atldas.errors import AtldasError
+    from atldas.tune import open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    open_study(storage, "s", ["loss"], settings={"space": "matting", "loss": "gca-old"})
+    with pytest.raises(AtldasError, match=r"another definition of its task's loss \(gca-old\) than this atldas's "
+                       r"\(gca-new\): their values do not compare"):
+        open_study(storage, "s", ["loss"], settings={"space": "matting", "loss": "gca-new"})
+
