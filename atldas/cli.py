@@ -366,11 +366,13 @@ def _search_config(args: argparse.Namespace):
                               budget=dataclasses.replace(cfg.budget, lut=_absolute(cfg.budget.lut)))
     if args.resume:
         from atldas.config import read_run_config
-        from atldas.run import CHECKPOINT, load_search_config
+        from atldas.rundir import RunDir
+        from atldas.run import CHECKPOINT, FORMAT, load_search_config
         from atldas.search import default_out
 
         run = Path(cfg.out) if cfg.out else default_out(cfg)
         if (run / CHECKPOINT).is_file() and (run / "config.yaml").is_file():
+            RunDir(run, checkpoint=CHECKPOINT, kind="search").load(fmt=FORMAT)  # another version's: told so first
             saved = load_search_config(read_run_config(run / "config.yaml"), where=str(run / "config.yaml"))
             _refuse_resume_changes(cfg, saved, flags, args.set or [], config=args.config, run=run, aliases=ALIASES,
                                    labels={"progress": "--no-progress"})

@@ -236,7 +236,8 @@ def build(cls: Type[C], data: Mapping[str, Any], *, where: str = "config",
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = sorted(set(map(str, data)) - set(names))
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(names))}")
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)} (a typo, or a setting of another atldas "
+                          f"version); known keys: {', '.join(sorted(names))}")
     kwargs = {}
     for name, value in data.items():
         ann = (types or {}).get(name, hints[name])

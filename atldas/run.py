@@ -517,11 +517,12 @@ class Run:
         ``device`` replaces the config's (``atldas derive`` loads a GPU search on the CPU); ``table``
         replaces the cost table the config would build (``derive --stored-costs``)."""
         rd = RunDir(run_dir, checkpoint=CHECKPOINT, kind="search")
-        cfg = load_search_config(rd.read_config(), where=str(rd.path / "config.yaml"))
+        config = rd.read_config()
+        ckpt = rd.load(fmt=FORMAT)  # first: another version's run is told so, not by its config's keys
+        cfg = load_search_config(config, where=str(rd.path / "config.yaml"))
         if device is not None:
             cfg = dataclasses.replace(cfg, device=device)
         resolve_device(cfg.device, hint=resume_device_hint(rd.path / "config.yaml"))
-        ckpt = rd.load(fmt=FORMAT)
         # config.yaml edited since: the run would go on (or derive) with other settings, silently
         refuse_edited(to_dict(cfg), ckpt.get("config"), where=rd.path / "config.yaml", made="checkpoint was searched")
         run = cls(cfg, out=rd.path, table=table)

@@ -301,6 +301,9 @@ class RunDir:
         if fmt is not None and ckpt.get("format") != fmt:
             found = ckpt.get("format")
             what = f"format {found!r}" if isinstance(found, str) else "no format field"
+            if isinstance(found, str) and found.split("/")[0] == fmt.split("/")[0]:  # atldas-search/1
+                raise DataError(f"{self.checkpoint}: written by another atldas version ({what}; this one reads "
+                                f"{fmt!r}): derive or resume the run with the version that wrote it")
             raise DataError(f"{self.checkpoint}: not an atldas {self.kind} checkpoint ({what}, expected {fmt!r}); "
                             f"point at the folder of a {self.kind} run this atldas wrote")
         return ckpt

@@ -811,3 +811,24 @@ def test_an_interim_genotype_is_replaced_without_a_word(tmp_path, tiny_run, capl
         assert main(["derive", str(run)]) == 0
     assert not [r for r in caplog.records if "held the derived genotype" in r.getMessage()]
     assert [p.name for p in run.glob("genotype*.json")] == ["genotype.json"]
+
+
+def test_a_run_of_an_older_checkpoint_format_is_told_so_before_its_config_keys(tmp_path, tiny_run, capsys):
+    """A run from before the search checkpoint's format 2 also has config keys this atldas lacks: the
+    format is what the one line says (it was "unknown key 'random_candidates'; known keys: ...")."""
+    import shutil
+
+    import torch
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    ckpt = load_checkpoint(run / "checkpoint.pt")
+    torch.save({**ckpt, "format": "atldas-search/1"}, run / "checkpoint.pt")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "random_candidates": 8}))
+    for argv in (["derive", str(run)], ["search", "--space", "tiny", "--out", str(run), "--resume"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "written by another atldas version (format 'atldas-search/1'; this one reads 'atldas-search/2')" in err
+        assert "random_candidates" not in err and err.count("\n") == 1, err
