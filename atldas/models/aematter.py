@@ -23,7 +23,8 @@ checkpoint's shapes, a 1x1 conv to C/2, one bottleneck block, a 1x1 conv back, a
 gated, post-norm one.)
 
 Module and parameter names equal those of the released checkpoint (tests/data/aematter_state_dict.json),
-so ``model.load_state_dict(torch.load(ckpt)["model"], strict=True)`` works for the ``full`` variant.
+so ``model.load_state_dict(torch.load(ckpt, weights_only=True)["model"], strict=True)`` works for the ``full``
+variant.
 
 Sizes: :meth:`AEMatter.forward` reflect-pads the input (centred) to a multiple of ``pad_multiple`` (32)
 and crops the prediction back, so any H, W work; the released ``eval.py`` pads the same way.
