@@ -850,6 +850,24 @@ def _process_state_restored() -> Any:
             torch_mod.set_num_threads(threads)
 
 
+def _hidden_packages() -> str:
+    """What hides atldas's own top-level packages (``search_spaces``, ``derived_models``, installed beside
+    ``atldas``), as one line, or ``""``: ``python -m atldas`` (and a script) puts the working folder
+    first on the path, where a file or folder of that name would be imported instead."""
+    import importlib.util
+
+    home = Path(__file__).resolve().parent.parent
+    for name in ("search_spaces", "derived_models"):
+        spec = getattr(sys.modules.get(name), "__spec__", None) or importlib.util.find_spec(name)
+        if spec is None:
+            return f"atldas's own {name} package is missing from {home}: reinstall atldas"
+        origin = spec.origin or next(iter(spec.submodule_search_locations or []), name)  # a bare folder: no origin
+        if spec.origin is None or Path(origin).resolve().parent.parent != home:
+            return (f"{origin} hides atldas's own {name} package (in {home}): rename it, or run atldas from "
+                    "another folder")
+    return ""
+
+
 def _main(argv: Optional[List[str]]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -866,6 +884,10 @@ def _main(argv: Optional[List[str]]) -> int:
     except FileNotFoundError:
         print("atldas: error: the current folder was removed; change to an existing one (cd) and run again",
               file=sys.stderr)
+        return 2
+    hidden = _hidden_packages()
+    if hidden:
+        print(f"atldas: error: {hidden}", file=sys.stderr)
         return 2
     # the busy notice only where --threads can answer it (eval --pred runs no network and refuses it)
     thread_policy(chosen=getattr(args, "threads", None), notice=hasattr(args, "threads") and not getattr(args, "pred", None))

@@ -672,3 +672,26 @@ def test_a_flag_against_a_set_of_the_same_key():
     for sets, shown in ((["threads=3"], "threads=3"), (["threads=2", "threads=two"], "threads=two")):
         with pytest.raises(ConfigError, match=rf"^--threads 2 and --set {shown} disagree: give one of them$"):
             flag_against_set("--threads", 2, sets, "threads")
+
+
+@pytest.mark.parametrize("shadow", ["search_spaces.py", "derived_models/__init__.py", None])
+def test_a_file_in_the_working_folder_hiding_an_own_package_is_one_line(tmp_path, shadow):
+    """``python -m atldas`` puts the working folder first on the path: a user's search_spaces.py there
+    was imported instead of atldas's package (a traceback deep in a verb)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    if shadow is not None:
+        (tmp_path / shadow).parent.mkdir(exist_ok=True)
+        (tmp_path / shadow).write_text("x = 1\n")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run([sys.executable, "-m", "atldas", "derive", str(tmp_path / "no_run")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    if shadow is None:  # nothing hides them: the verb's own error
+        assert "not a search run directory" in done.stderr
+    else:
+        name = shadow.split("/")[0].removesuffix(".py")
+        assert f"{tmp_path / shadow} hides atldas's own {name} package" in done.stderr, done.stderr
