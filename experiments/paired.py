@@ -9,8 +9,8 @@ the number of pairs, the mean percentile of ``--a`` and ``--b``, the mean paired
 its standard error (negative: ``--a`` better), the same clustered by teacher (the mean of each
 teacher's paired differences, its standard error over the teachers: a teacher's runs share one task,
 so they are not independent), how many pairs ``--a`` won and lost, the geometric mean of the
-standalone-loss ratio a / b, the mean log loss ratio log(a / b) over the pairs with its standard error
-and z, the same clustered by teacher (with its standard error and how many teachers' mean log ratios
+standalone-loss ratio a / b, the mean log loss ratio log(a / b) over the pairs with its standard error,
+z and how many pairs' ratios are below and above 1, the same clustered by teacher (with its standard error and how many teachers' mean log ratios
 are below and above 0),
 and the geometric mean of the MACs ratio a / b (the loss ratio does not match costs as the percentile
 does: under one budget, a strategy that fills more of it trains to a lower loss). Runs whose files record the standalone recipe they were scored with
@@ -45,9 +45,15 @@ def runs_of(paths: Sequence[Path], labels: Labels) -> Dict[str, Dict[Key, dict]]
         strategies = json.loads(path.read_text())["strategies"]
         if label not in strategies:
             continue
+        replaced = 0
         for budget, summary in strategies[label].items():  # beside the budgets: the means over all runs
             for run in summary.get("runs", []) if isinstance(summary, dict) else []:
-                out.setdefault(budget, {})[(int(run["teacher"]), int(run["seed"]))] = run
+                key = (int(run["teacher"]), int(run["seed"]))
+                replaced += key in out.get(budget, {})
+                out.setdefault(budget, {})[key] = run
+        if replaced:  # said: pooling two samples of one teacher range is a smaller pool than it looks
+            print(f"note: {path} replaces {replaced} run(s) of {label!r} that an earlier file holds (same budget, "
+                  "teacher and seed)", file=sys.stderr)
     return out
 
 
@@ -84,7 +90,8 @@ def _row(budget: str, pairs: List[Tuple[dict, dict]]) -> Dict[str, float]:
             "macs_ratio": math.exp(sum(math.log(ra["macs"] / rb["macs"]) for ra, rb in pairs) / n),
             "log_ratio": log_mean, "log_ratio_se": log_se, "teacher_log_ratio": t_log_mean,
             "teacher_log_ratio_se": t_log_se, "teachers_lower": sum(x < 0 for x in teacher_logs),
-            "teachers_higher": sum(x > 0 for x in teacher_logs)}
+            "teachers_higher": sum(x > 0 for x in teacher_logs), "lower": sum(x < 0 for x in logs),
+            "higher": sum(x > 0 for x in logs)}
 
 
 def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float]]:
@@ -105,6 +112,10 @@ def compare(paths: Sequence[Path], a: Labels, b: Labels) -> List[Dict[str, float
             every += pairs
     if len(rows) > 1:
         rows.append(_row("all", every))
+    recipes = sorted({str(x["task"]) for pair in every for x in pair if x.get("task")})
+    if len(recipes) > 1:  # each pair is of one recipe, but the pool mixes pairs scored otherwise
+        print(f"note: the pairs were scored with {len(recipes)} standalone recipes ({', '.join(recipes)})",
+              file=sys.stderr)
     return rows
 
 
@@ -125,13 +136,15 @@ def main(argv=None) -> int:
     if not rows:
         p.error(f"no runs of both {na!r} and {nb!r} under one budget in {', '.join(map(str, args.json))}")
     print(f"| budget | pairs | {na} | {nb} | paired {na} - {nb} (SE) | by teacher (SE; teachers) | better / worse | "
-          "loss ratio | mean log loss ratio (SE; z) | by teacher (SE; lower / higher) | MACs ratio |")
+          "loss ratio | mean log loss ratio (SE; z; pairs lower / higher) | by teacher (SE; lower / higher) | "
+          "MACs ratio |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(f"| {r['budget']} | {r['n']} | {r['a']:.1f} | {r['b']:.1f} | {r['diff']:+.1f} ({r['se']:.1f}) | "
               f"{r['teacher_diff']:+.1f} ({r['teacher_se']:.1f}; {r['teachers']}) | "
               f"{r['better']} / {r['worse']} | {r['loss_ratio']:.2f} | "
-              f"{r['log_ratio']:+.3f} ({r['log_ratio_se']:.3f}; {_z(r['log_ratio'], r['log_ratio_se']):+.2f}) | "
+              f"{r['log_ratio']:+.3f} ({r['log_ratio_se']:.3f}; {_z(r['log_ratio'], r['log_ratio_se']):+.2f}; "
+              f"{r['lower']} / {r['higher']}) | "
               f"{r['teacher_log_ratio']:+.3f} ({r['teacher_log_ratio_se']:.3f}; {r['teachers_lower']} / "
               f"{r['teachers_higher']}) | {r['macs_ratio']:.3f} |")
     return 0

@@ -630,10 +630,13 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     assert math.isclose(row["teacher_log_ratio"], -0.75 * ln2) and math.isclose(row["teacher_log_ratio_se"], 1.25 * ln2)
     assert (row["teachers_lower"], row["teachers_higher"]) == (1, 1)
     assert math.isclose(row["macs_ratio"], 2 * row["loss_ratio"])
+    capsys.readouterr()
     assert paired.main([str(one), str(two)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "| none | 3 | 16.7 | 16.7 | +0.0 (" in out
-    assert f"| {mean:+.3f} ({row['log_ratio_se']:.3f}; {mean / row['log_ratio_se']:+.2f}) |" in out
+    assert f"| {mean:+.3f} ({row['log_ratio_se']:.3f}; {mean / row['log_ratio_se']:+.2f}; 2 / 1) |" in out
+    assert (row["lower"], row["higher"]) == (2, 1)
+    assert f"note: {two} replaces 1 run(s) of 'atldas' that an earlier file holds" in err
     # runs that record their standalone recipe pair only with runs of the same recipe
     data = json.loads(two.read_text())
     data["strategies"]["atldas"]["none"]["runs"][0]["task"] = "recipe-a"
@@ -641,6 +644,15 @@ def test_paired_comparison_of_two_strategies(tmp_path, capsys):
     two.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="other standalone recipes"):
         paired.compare([one, two], "atldas", "random")
+    # pairs of one recipe each, but two recipes in the pool: said
+    data["strategies"]["random"]["none"]["runs"][0]["task"] = "recipe-a"
+    one_data = json.loads(one.read_text())
+    for s in ("atldas", "random"):
+        one_data["strategies"][s]["none"]["runs"][0]["task"] = "recipe-b"
+    one.write_text(json.dumps(one_data))
+    two.write_text(json.dumps(data))
+    paired.compare([one, two], "atldas", "random")
+    assert "note: the pairs were scored with 2 standalone recipes (recipe-a, recipe-b)" in capsys.readouterr().err
 
 
 def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(tmp_path, capsys):
@@ -669,7 +681,7 @@ def test_paired_comparison_with_one_label_per_file_and_the_row_over_all_budgets(
     assert paired.main([str(old), str(new), "--a", "atldas:pool", "atldas", "--b", "atldas", "atldas:nopool"]) == 0
     out = capsys.readouterr().out
     assert "| all | 4 | " in out
-    assert "| +0.000 (0.000; +nan) |" in out  # equal losses: no z (it was a ZeroDivisionError mid-table)
+    assert "| +0.000 (0.000; +nan; 0 / 0) |" in out  # equal losses: no z (it was a ZeroDivisionError mid-table)
     with pytest.raises(SystemExit):
         paired.main([str(old), str(new), "--a", "x", "y", "z"])
     assert "3 labels" in capsys.readouterr().err
