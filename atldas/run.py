@@ -1055,9 +1055,11 @@ def save_final(genotype: Genotype, path: Path) -> None:
         kept = path.with_name(f"{path.stem}.{old.hash()}.json")
         if not kept.exists():
             write_text_atomic(kept, path.read_text())
-        log.warning("%s held the derived genotype %s; deriving the run again gives %s (this atldas, device or cost "
-                    "table is not the one that wrote it), which replaces it; the old one is kept in %s", path,
-                    old.hash(), genotype.hash(), kept)
+        other = old.provenance.get("run")
+        why = ("this atldas, device or cost table is not the one that wrote it"
+               if other == genotype.provenance.get("run") else f"it was derived from {other or 'another run'}")
+        log.warning("%s held the derived genotype %s; this derive gives %s (%s), which replaces it; the old one is "
+                    "kept in %s", path, old.hash(), genotype.hash(), why, kept)
     genotype.save(path)
 
 

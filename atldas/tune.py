@@ -314,9 +314,11 @@ def open_study(storage: Any, name: str, objectives: Sequence[str], *, pruner: An
             study.set_user_attr("atldas.settings", dict(settings))
         elif had.get("loss", settings.get("loss")) != settings.get("loss"):
             raise AtldasError(f"study {name!r} was run with another definition of its task's loss ({had['loss'] or 'unversioned'}) "
-                              f"than this atldas's ({settings['loss'] or 'unversioned'}): their values do not compare; "
-                              "start another --study/--out")
+                              f"than this atldas's ({settings.get('loss') or 'unversioned'}): their values do not "
+                              "compare; start another --study/--out")
         else:
+            if "loss" not in had and "loss" in settings:  # recorded before the loss was: from now on
+                study.set_user_attr("atldas.settings", {**had, "loss": settings["loss"]})
             changed, moved = differences(dict(settings), had)
             if moved:
                 log.warning("study %r: this worker's inputs are elsewhere than its trials' so far: %s", name,

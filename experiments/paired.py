@@ -47,10 +47,10 @@ def runs_of(paths: Sequence[Path], labels: Labels) -> Dict[str, Dict[Key, dict]]
             continue
         replaced = 0
         for budget, summary in strategies[label].items():  # beside the budgets: the means over all runs
-            for run in summary.get("runs", []) if isinstance(summary, dict) else []:
-                key = (int(run["teacher"]), int(run["seed"]))
-                replaced += key in out.get(budget, {})
-                out.setdefault(budget, {})[key] = run
+            mine = {(int(run["teacher"]), int(run["seed"])): run
+                    for run in (summary.get("runs", []) if isinstance(summary, dict) else [])}
+            replaced += len(mine.keys() & out.get(budget, {}).keys())
+            out.setdefault(budget, {}).update(mine)
         if replaced:  # said: pooling two samples of one teacher range is a smaller pool than it looks
             print(f"note: {path} replaces {replaced} run(s) of {label!r} that an earlier file holds (same budget, "
                   "teacher and seed)", file=sys.stderr)

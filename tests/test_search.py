@@ -783,7 +783,9 @@ def test_derive_over_another_final_genotype_keeps_the_old_file_and_warns(tmp_pat
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    (run / "genotype.json").write_text(json.dumps(_other_final(json.loads((run / "genotype.json").read_text()))))
+    other = _other_final(json.loads((run / "genotype.json").read_text()))
+    other["provenance"]["run"] = str(run)  # this run's own, as an older atldas wrote it
+    (run / "genotype.json").write_text(json.dumps(other))
     old = Genotype.load(run / "genotype.json")
     with caplog.at_level("WARNING", logger="atldas"):
         assert main(["derive", str(run)]) == 0
@@ -791,7 +793,7 @@ def test_derive_over_another_final_genotype_keeps_the_old_file_and_warns(tmp_pat
     kept = run / f"genotype.{old.hash()}.json"
     assert new.hash() != old.hash() and Genotype.load(kept).hash() == old.hash()
     assert any(f"held the derived genotype {old.hash()}" in r.getMessage() and str(kept) in r.getMessage()
-               for r in caplog.records)
+               and "this atldas, device or cost table" in r.getMessage() for r in caplog.records)
     caplog.clear()
     with caplog.at_level("WARNING", logger="atldas"):  # the same architecture again: nothing to keep or say
         assert main(["derive", str(run)]) == 0
@@ -832,3 +834,13 @@ def test_a_run_of_an_older_checkpoint_format_is_told_so_before_its_config_keys(t
         err = capsys.readouterr().err
         assert "written by another atldas version (format 'atldas-search/1'; this one reads 'atldas-search/2')" in err
         assert "random_candidates" not in err and err.count("\n") == 1, err
+
+
+def test_derive_out_onto_another_runs_genotype_says_whose_it_was(tmp_path, tiny_run, caplog):
+    other = _other_final(json.loads((tiny_run / "genotype.json").read_text()))
+    other["provenance"]["run"] = "/somewhere/other_run"
+    (tmp_path / "g.json").write_text(json.dumps(other))
+    with caplog.at_level("WARNING", logger="atldas"):
+        assert main(["derive", str(tiny_run), "--out", str(tmp_path / "g.json")]) == 0
+    assert "(it was derived from /somewhere/other_run)" in caplog.text
+    assert len(list(tmp_path.glob("g.*.json"))) == 1  # kept all the same

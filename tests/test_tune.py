@@ -420,3 +420,17 @@ def test_a_study_of_another_loss_definition_is_refused():
                        r"\(gca-new\): their values do not compare"):
         open_study(storage, "s", ["loss"], settings={"space": "matting", "loss": "gca-new"})
 
+
+
+def test_a_study_recorded_before_its_loss_was_records_it_then_refuses_another():
+    import optuna
+
+    from atldas.errors import AtldasError
+    from atldas.tune import open_study
+
+    storage = optuna.storages.InMemoryStorage()
+    open_study(storage, "s", ["loss"], settings={"space": "tiny"})  # an atldas of before the loss was recorded
+    study = open_study(storage, "s", ["loss"], settings={"space": "tiny", "loss": "v2"})
+    assert study.user_attrs["atldas.settings"] == {"space": "tiny", "loss": "v2"}
+    with pytest.raises(AtldasError, match=r"\(v2\) than this atldas's \(unversioned\)"):
+        open_study(storage, "s", ["loss"], settings={"space": "tiny"})  # a Python caller without the key
