@@ -334,15 +334,23 @@ class ArchParams(nn.Module):
     # ------------------------------------------------------------------ hard pruning
 
     @torch.no_grad()
-    def prune(self, *, ratio: float = 0.3, patience: int = 2) -> List[Dict[str, object]]:
+    def prune(self, *, ratio: float = 0.3, patience: int = 2, evidence: Optional[Mapping[str, Tensor]] = None,
+              z_min: float = 0.0) -> List[Dict[str, object]]:
         """Drop candidates whose probability has been below ``ratio / n_active`` in their group at
         ``patience`` checks in a row (one check is evidence of nothing when the logits random-walk),
-        keeping at least the most probable one. Returns one event per group that lost candidates, and
+        keeping at least the most probable one. With ``evidence`` (arch parameter name, as
+        :meth:`named_parameters` gives it -> a tensor of its shape: the z-statistic of the gradient the
+        arch steps applied to each logit, positive against the candidate) a candidate is dropped only
+        when its z is also at least ``z_min``. Returns one event per group that lost candidates, and
         one per cell type whose pruned input sets left edges that no active set takes (``"unused"``:
         the edges, ``"left"``: the edges still in use; their ops are no longer searched)."""
         events: List[Dict[str, object]] = []
 
-        def prune_group(probs: Tensor, mask: Tensor, strikes: Tensor, label: str, names: Sequence[str]) -> None:
+        def z_of(name: str) -> Optional[Tensor]:
+            return None if evidence is None else evidence[name]
+
+        def prune_group(probs: Tensor, mask: Tensor, strikes: Tensor, label: str, names: Sequence[str],
+                        z: Optional[Tensor]) -> None:
             n_active = int(mask.sum())
             if n_active <= 1:
                 strikes.zero_()
@@ -350,6 +358,8 @@ class ArchParams(nn.Module):
             below = mask & (probs < ratio / n_active)
             strikes.copy_(torch.where(below, strikes + 1, torch.zeros_like(strikes)))
             drop = strikes >= patience
+            if z is not None:  # below threshold is not enough: the gradient must be against it too
+                drop &= z >= z_min
             drop[int(torch.argmax(probs))] = False
             if drop.any():
                 mask &= ~drop
@@ -363,7 +373,7 @@ class ArchParams(nn.Module):
             for j in range(topo.nodes):
                 names = ["+".join(map(str, s)) for s in topo.input_sets[j]]
                 prune_group(self.set_probs(t, j), self.set_mask(t, j), getattr(self, f"set_strikes_{t}_{j}"),
-                            f"{t}/node{j}/sets", names)
+                            f"{t}/node{j}/sets", names, z_of(f"beta.{t}_{j}"))
             now = [self.edge_used(t, e) for e in range(len(topo.edges))]
             if now != used:
                 events.append({"group": f"{t}/edges", "unused": [f"{i}->{j}" for e, (i, j) in enumerate(topo.edges)
@@ -372,10 +382,12 @@ class ArchParams(nn.Module):
             strikes = getattr(self, f"op_strikes_{t}")
             for e, (i, j) in enumerate(topo.edges):
                 if self.edge_used(t, e):
-                    prune_group(probs[e], self.op_mask(t)[e], strikes[e], f"{t}/edge{i}->{j}/ops", self.op_names)
+                    z = z_of(f"alpha.{t}")
+                    prune_group(probs[e], self.op_mask(t)[e], strikes[e], f"{t}/edge{i}->{j}/ops", self.op_names,
+                                None if z is None else z[e])
         for g, names in self.block_names.items():
             prune_group(self.block_probs(g), self.block_mask(g), getattr(self, f"block_strikes_{g}"), f"block/{g}",
-                        names)
+                        names, z_of(f"gamma.{g}"))
         return events
 
     def edge_used(self, t: str, e: int) -> bool:

@@ -10,7 +10,8 @@ with an arch step shares its tail (:meth:`Strategy._arch_update`): the controls 
   gradient of E_child[L] (leave-one-out baseline over the M children; ``estimator=st``: the
   straight-through Gumbel gates of the first version), plus the budget's gradient through the exact
   expected cost. Hard pruning after warm-up deletes candidates that stayed below threshold for
-  ``prune_patience`` checks, with their parameters and optimizer state.
+  ``prune_patience`` checks (with ``prune_z``: and whose applied arch gradient is against them at that
+  z-statistic), with their parameters and optimizer state.
 - ``darts``: first-order DARTS: the soft mixture of every op (``none`` included) on every edge;
   derive keeps the top-2 edges per node by their strongest non-``none`` op.
 - ``gdas``: one Gumbel-sampled op per edge on every edge (straight-through); DARTS' top-2 derive.
@@ -127,6 +128,12 @@ class AtldasHP(ArchHP):
         prune_ratio: a candidate is below threshold when its probability is below
             ``prune_ratio / n_active``.
         prune_patience: checks in a row below threshold before a candidate is dropped.
+        prune_z: 0 (off), or the evidence a candidate below threshold must also have against it to be
+            dropped: the z-statistic ``sum(g) / sqrt(sum(g^2))`` of the arch gradient applied to its
+            logit over every arch step of the search (the task's under the control, plus the
+            budget's), at least ``prune_z``. Noise gives z about N(0, 1) (for gradients of random sign,
+            as the placebo's, P(z >= x) <= exp(-x^2 / 2) at each check); a consistent preference
+            grows it like the square root of the steps.
     """
 
     estimator: str = "reinforce"
@@ -137,12 +144,13 @@ class AtldasHP(ArchHP):
     prune_every: int = 1
     prune_ratio: float = 0.3
     prune_patience: int = 2
+    prune_z: float = 0.0
 
     def check(self) -> None:
         super().check()
         check_ranges(self, {"arch_samples": (1, 1024), "tau_max": (1e-6, 1e3), "tau_min": (1e-6, 1e3),
                              "eps_min": (0.0, 1.0), "prune_every": (1, 10**6), "prune_ratio": (0.0, 1.0),
-                             "prune_patience": (1, 10**6)})
+                             "prune_patience": (1, 10**6), "prune_z": (0.0, 1e3)})
         if self.tau_min > self.tau_max:
             raise ConfigError(f"tau_min ({self.tau_min}) must not exceed tau_max ({self.tau_max})")
         if self.estimator not in ESTIMATORS:
@@ -273,6 +281,9 @@ class Strategy:
         self.epoch = 0.0
         self.events: List[Dict[str, Any]] = []
         self._grad_sums: Dict[str, List[List[Tensor]]] = {}
+        # per arch parameter, the sums of the applied arch gradient and of its square over the search
+        self._applied: List[List[Tensor]] = [[torch.zeros_like(p), torch.zeros_like(p)]
+                                             for p in self.net.arch.arch_parameters()]
 
     # -------------------------------------------------------------- optimizers
 
@@ -403,6 +414,9 @@ class Strategy:
             grads = [scale * a + b for a, b in zip(g_task, g_budget)]
             # what the step minimises: without its task term under the budget-only control
             total = (0.0 if control == "budget_only" else scale * task_loss) + float(pen.detach())
+        for (s1, s2), g in zip(self._applied, grads):
+            s1 += g
+            s2 += g * g
         self.a_opt.zero_grad(set_to_none=True)
         learn = getattr(self.hp, "learn_topology", True)
         for (name, p), g in zip(self.net.arch.named_parameters(), grads):
@@ -417,6 +431,13 @@ class Strategy:
             out.update({"cost/budgeted": e, "budget/temperature": temperature, "budget/block_temperature": block_t,
                         "lambda": self.lam})
         return out
+
+    def evidence(self) -> Dict[str, Tensor]:
+        """Arch parameter name -> the z-statistic ``sum(g) / sqrt(sum(g^2))`` of the gradient the arch
+        steps applied to each of its logits so far (0 where none was applied): positive where the
+        search's steps pushed the logit down, about N(0, 1) where they were noise."""
+        return {name: s1 / s2.sqrt().clamp_min(1e-30)
+                for (name, _), (s1, s2) in zip(self.net.arch.named_parameters(), self._applied)}
 
     # -------------------------------------------------------------- interface
 
@@ -457,7 +478,7 @@ class Strategy:
         multiplier, both samplers' random states, the epoch and the pruning events."""
         return {"w_opt": self.w_opt.state_dict(), "a_opt": self.a_opt.state_dict(), "lam": self.lam,
                 "gen_w": self.gen_w.get_state(), "gen_a": self.gen_a.get_state(), "epoch": self.epoch,
-                "events": list(self.events)}
+                "events": list(self.events), "applied": [[s1.clone(), s2.clone()] for s1, s2 in self._applied]}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Inverse of :meth:`state_dict` (after the supernet's own state is loaded)."""
@@ -469,6 +490,10 @@ class Strategy:
         self.gen_a.set_state(state["gen_a"])
         self.epoch = float(state["epoch"])
         self.events = list(state["events"])
+        if "applied" in state:  # a checkpoint of an atldas before prune_z: the sums restart from 0
+            for (s1, s2), (t1, t2) in zip(self._applied, state["applied"]):
+                s1.copy_(t1)
+                s2.copy_(t2)
 
 
 @STRATEGIES.register("atldas")
@@ -511,7 +536,8 @@ class AtldasStrategy(Strategy):
         after = epoch + 1 - self.warmup_epochs
         if after <= 0 or after % max(1, self.hp.prune_every):
             return []
-        events = self.net.arch.prune(ratio=self.hp.prune_ratio, patience=self.hp.prune_patience)
+        events = self.net.arch.prune(ratio=self.hp.prune_ratio, patience=self.hp.prune_patience,
+                                     evidence=self.evidence() if self.hp.prune_z > 0 else None, z_min=self.hp.prune_z)
         if events:
             freed = self.net.apply_masks()
             self.rebuild_w_opt()

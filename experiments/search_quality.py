@@ -217,7 +217,8 @@ def search_config(job: Dict[str, Any]):
 
 #: Settings added after searches were stored, at the value that computes what the code computed before
 #: they existed: left out of the fingerprint at that value, so the searches stored before stay valid.
-LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("", "select_keep"): 0,
+LATER_SETTINGS: Dict[Tuple[str, str], Any] = {("hp", "learn_topology"): True, ("hp", "prune_z"): 0.0,
+                                              ("", "select_keep"): 0,
                                               ("", "select_keep_steps"): 350, ("", "select_epsilon"): 0.0,
                                               ("", "select_fill"): False, ("", "select_pool"): 0,
                                               ("", "select_mutants"): 0, ("", "select_strata"): "none"}
