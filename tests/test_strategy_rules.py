@@ -154,3 +154,61 @@ def test_the_budget_only_control_moves_the_policy_by_the_budget_alone(tmp_path):
     c, total_c, _ = search("c", "w_lr=2e-3")
     d, total_d, _ = search("d", "w_lr=5e-2")
     assert not all(torch.equal(c[k], d[k]) for k in c) and total_c != total_d
+
+
+def test_prune_z_drops_a_candidate_below_threshold_only_when_its_evidence_is_against_it():
+    """With ``evidence``, being below the threshold for ``patience`` checks is not enough: a candidate
+    whose applied gradient's z is under ``z_min`` stays, one at or above it goes (the same logits)."""
+    arch = ArchParams(topology=CellTopology(), ops=SEARCH_PRIMITIVES, init_std=0.0)
+    with torch.no_grad():
+        for t in CELL_TYPES:
+            arch.alpha[t][:, 0] = 30.0  # every other op far below threshold
+    z = {name: torch.zeros_like(p) for name, p in arch.named_parameters()}
+    z["alpha.normal"][:, 1] = 3.0  # against op 1 on every edge of the normal cell, at the bar
+    z["alpha.normal"][:, 2] = 2.99  # just under it
+    events = arch.prune(ratio=0.3, patience=1, evidence=z, z_min=3.0)
+    dropped = {ev["group"]: ev["dropped"] for ev in events if "dropped" in ev}
+    used = [e for e in range(arch.topology.num_edges) if arch.edge_used("normal", e)]
+    assert used and all(dropped[f"normal/edge{i}->{j}/ops"] == [SEARCH_PRIMITIVES[1]]
+                        for e, (i, j) in enumerate(arch.topology.edges) if e in used)
+    assert not any(g.startswith("reduce/") for g in dropped)  # z 0 there: no evidence, nothing dropped
+    assert bool(arch.op_mask("normal")[used[0], 2]) and not bool(arch.op_mask("normal")[used[0], 1])
+    arch.prune(ratio=0.3, patience=1)  # without evidence: the rule of before, every op below threshold goes
+    assert int(arch.op_mask("reduce")[used[0]].sum()) == 1
+
+
+def test_the_evidence_is_the_z_of_the_applied_arch_gradient_and_a_resumed_search_keeps_it():
+    """``Strategy.evidence()`` is sum(g) / sqrt(sum(g^2)) of the gradients the arch steps applied
+    (recomputed here from the logits' own ``.grad`` at each step; under the placebo, the task gradient
+    with its random sign, not the task gradient the statistics of the log take), and it travels in the strategy's
+    state: a search resumed from it prunes on the same sums."""
+    sets = ["tensorboard=false", "progress=false", "plots=false", "epochs=3", "steps_per_epoch=2",
+            "arch_steps_per_epoch=2", "warmup_epochs=1", "prune_z=3", "control=placebo"]
+    run = Run(make_search_config(space="tiny", sets=sets))
+    strat = run.strategy
+    assert all(float(v.abs().max()) == 0.0 for v in strat.evidence().values())
+    params = dict(strat.net.arch.named_parameters())
+    sums = {k: [torch.zeros_like(p), torch.zeros_like(p)] for k, p in params.items()}
+    real = strat.a_opt.step
+
+    def step(*a, **k):  # the gradients the optimiser is given are the applied ones
+        for k2, p in params.items():
+            sums[k2][0] += p.grad
+            sums[k2][1] += p.grad * p.grad
+        return real(*a, **k)
+
+    strat.a_opt.step = step
+    run.fit()
+    ev = strat.evidence()
+    assert float(sums["alpha.normal"][1].sum()) > 0 and float(sums["beta.normal_1"][1].sum()) > 0
+    for k, (s1, s2) in sums.items():
+        torch.testing.assert_close(ev[k], s1 / s2.sqrt().clamp_min(1e-30), rtol=1e-5, atol=1e-6)
+    state = strat.state_dict()
+    again = Run(make_search_config(space="tiny", sets=sets)).strategy
+    again.load_state_dict(state)
+    for k in ev:
+        assert torch.equal(again.evidence()[k], ev[k])
+    del state["applied"]  # an older atldas's checkpoint: the sums restart from 0
+    older = Run(make_search_config(space="tiny", sets=sets)).strategy
+    older.load_state_dict(state)
+    assert all(float(v.abs().max()) == 0.0 for v in older.evidence().values())
