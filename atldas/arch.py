@@ -341,10 +341,13 @@ class ArchParams(nn.Module):
         keeping at least the most probable one. With ``evidence`` (arch parameter name, as
         :meth:`named_parameters` gives it -> a tensor of its shape: the z-statistic of the gradient the
         arch steps applied to each logit, positive against the candidate) a candidate is dropped only
-        when its z is also at least ``z_min``. Returns one event per group that lost candidates, and
-        one per cell type whose pruned input sets left edges that no active set takes (``"unused"``:
-        the edges, ``"left"``: the edges still in use; their ops are no longer searched)."""
+        when its z is also at least ``z_min``. Returns one event per group that lost candidates (with
+        ``evidence``: their ``"z"``), one per cell type whose pruned input sets left edges that no
+        active set takes (``"unused"``: the edges, ``"left"``: the edges still in use; their ops are no
+        longer searched), and with ``evidence`` one ``{"group": "evidence", "held": n}`` when ``n``
+        candidates had stayed below threshold long enough but were kept for want of evidence."""
         events: List[Dict[str, object]] = []
+        held = [0]  # candidates below threshold long enough, kept for want of evidence
 
         def z_of(name: str) -> Optional[Tensor]:
             return None if evidence is None else evidence[name]
@@ -358,14 +361,16 @@ class ArchParams(nn.Module):
             below = mask & (probs < ratio / n_active)
             strikes.copy_(torch.where(below, strikes + 1, torch.zeros_like(strikes)))
             drop = strikes >= patience
-            if z is not None:  # below threshold is not enough: the gradient must be against it too
-                drop &= z >= z_min
             drop[int(torch.argmax(probs))] = False
+            if z is not None:  # below threshold is not enough: the gradient must be against it too
+                held[0] += int((drop & (z < z_min)).sum())
+                drop &= z >= z_min
             if drop.any():
                 mask &= ~drop
                 strikes[drop] = 0
-                events.append({"group": label, "dropped": [names[k] for k in drop.nonzero().flatten().tolist()],
-                               "left": int(mask.sum())})
+                gone = drop.nonzero().flatten().tolist()
+                events.append({"group": label, "dropped": [names[k] for k in gone], "left": int(mask.sum()),
+                               **({} if z is None else {"z": [round(float(z[k]), 2) for k in gone]})})
 
         topo = self.topology
         for t in CELL_TYPES:
@@ -388,6 +393,8 @@ class ArchParams(nn.Module):
         for g, names in self.block_names.items():
             prune_group(self.block_probs(g), self.block_mask(g), getattr(self, f"block_strikes_{g}"), f"block/{g}",
                         names, z_of(f"gamma.{g}"))
+        if held[0]:
+            events.append({"group": "evidence", "held": held[0], "z_min": z_min})
         return events
 
     def edge_used(self, t: str, e: int) -> bool:

@@ -538,14 +538,14 @@ class AtldasStrategy(Strategy):
             return []
         events = self.net.arch.prune(ratio=self.hp.prune_ratio, patience=self.hp.prune_patience,
                                      evidence=self.evidence() if self.hp.prune_z > 0 else None, z_min=self.hp.prune_z)
-        if events:
+        for ev in events:
+            ev["epoch"] = epoch
+        if any("dropped" in ev for ev in events):  # not a round that only held candidates for want of evidence
             freed = self.net.apply_masks()
             self.rebuild_w_opt()
-            for ev in events:
-                ev["epoch"] = epoch
             events.append({"epoch": epoch, "group": "supernet", "freed_params": freed,
                            "params_left": sum(p.numel() for p in self.net.weight_parameters())})
-            self.events.extend(events)
+        self.events.extend(events)
         return events
 
 

@@ -172,6 +172,9 @@ def test_prune_z_drops_a_candidate_below_threshold_only_when_its_evidence_is_aga
     assert used and all(dropped[f"normal/edge{i}->{j}/ops"] == [SEARCH_PRIMITIVES[1]]
                         for e, (i, j) in enumerate(arch.topology.edges) if e in used)
     assert not any(g.startswith("reduce/") for g in dropped)  # z 0 there: no evidence, nothing dropped
+    assert all(ev["z"] == [3.0] for ev in events if "dropped" in ev)
+    n = len(SEARCH_PRIMITIVES)  # held: the normal cell's ops below threshold but 0 and 1, the reduce cell's but 0
+    assert events[-1] == {"group": "evidence", "held": len(used) * ((n - 2) + (n - 1)), "z_min": 3.0}
     assert bool(arch.op_mask("normal")[used[0], 2]) and not bool(arch.op_mask("normal")[used[0], 1])
     arch.prune(ratio=0.3, patience=1)  # without evidence: the rule of before, every op below threshold goes
     assert int(arch.op_mask("reduce")[used[0]].sum()) == 1
