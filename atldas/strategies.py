@@ -131,9 +131,11 @@ class AtldasHP(ArchHP):
         prune_z: 0 (off), or the evidence a candidate below threshold must also have against it to be
             dropped: the z-statistic ``sum(g) / sqrt(sum(g^2))`` of the arch gradient applied to its
             logit over every arch step of the search (the task's under the control, plus the
-            budget's), at least ``prune_z``. Noise gives z about N(0, 1) (for gradients of random sign,
-            as the placebo's, P(z >= x) <= exp(-x^2 / 2) at each check); a consistent preference
-            grows it like the square root of the steps.
+            budget's), at least ``prune_z``. Noise gives z about N(0, 1) (for gradients of random sign
+            whose sizes do not depend on the earlier signs, P(z >= x) <= exp(-x^2 / 2) at each check;
+            in a search a logit pushed down gets smaller gradients, which can hold a high z, so the
+            bound is a guide); a consistent preference grows it like the square root of the steps, and
+            since abs(z) <= sqrt(steps), nothing is dropped before ``prune_z ** 2`` arch steps.
     """
 
     estimator: str = "reinforce"
@@ -414,13 +416,15 @@ class Strategy:
             grads = [scale * a + b for a, b in zip(g_task, g_budget)]
             # what the step minimises: without its task term under the budget-only control
             total = (0.0 if control == "budget_only" else scale * task_loss) + float(pen.detach())
-        for (s1, s2), g in zip(self._applied, grads):
-            s1 += g
-            s2 += g * g
         self.a_opt.zero_grad(set_to_none=True)
         learn = getattr(self.hp, "learn_topology", True)
-        for (name, p), g in zip(self.net.arch.named_parameters(), grads):
-            p.grad = g if learn or not name.startswith("beta.") else None  # None: Adam leaves it as it is
+        for (name, p), g, (s1, s2) in zip(self.net.arch.named_parameters(), grads, self._applied):
+            if learn or not name.startswith("beta."):
+                p.grad = g
+                s1 += g  # the evidence of what was applied (prune_z)
+                s2 += g * g
+            else:
+                p.grad = None  # None: Adam leaves it as it is
         self.a_opt.step()
         e = float(expected.detach())
         if self.budget is not None:
@@ -436,7 +440,7 @@ class Strategy:
         """Arch parameter name -> the z-statistic ``sum(g) / sqrt(sum(g^2))`` of the gradient the arch
         steps applied to each of its logits so far (0 where none was applied): positive where the
         search's steps pushed the logit down, about N(0, 1) where they were noise."""
-        return {name: s1 / s2.sqrt().clamp_min(1e-30)
+        return {name: torch.where(s2 > 0, s1 / s2.sqrt(), torch.zeros_like(s1))
                 for (name, _), (s1, s2) in zip(self.net.arch.named_parameters(), self._applied)}
 
     # -------------------------------------------------------------- interface

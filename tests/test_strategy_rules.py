@@ -182,11 +182,12 @@ def test_prune_z_drops_a_candidate_below_threshold_only_when_its_evidence_is_aga
 
 def test_the_evidence_is_the_z_of_the_applied_arch_gradient_and_a_resumed_search_keeps_it():
     """``Strategy.evidence()`` is sum(g) / sqrt(sum(g^2)) of the gradients the arch steps applied
-    (recomputed here from the logits' own ``.grad`` at each step; under the placebo, the task gradient
-    with its random sign, not the task gradient the statistics of the log take), and it travels in the strategy's
+    (recomputed here from the logits' own ``.grad`` at each step; under the placebo and a budget, the
+    task gradient with its random sign plus the budget's, not the task gradient the statistics of the
+    log take), and it travels in the strategy's
     state: a search resumed from it prunes on the same sums."""
     sets = ["tensorboard=false", "progress=false", "plots=false", "epochs=3", "steps_per_epoch=2",
-            "arch_steps_per_epoch=2", "warmup_epochs=1", "prune_z=3", "control=placebo"]
+            "arch_steps_per_epoch=2", "warmup_epochs=1", "prune_z=3", "control=placebo", "target_macs=12e6"]
     run = Run(make_search_config(space="tiny", sets=sets))
     strat = run.strategy
     assert all(float(v.abs().max()) == 0.0 for v in strat.evidence().values())
@@ -215,3 +216,57 @@ def test_the_evidence_is_the_z_of_the_applied_arch_gradient_and_a_resumed_search
     older = Run(make_search_config(space="tiny", sets=sets)).strategy
     older.load_state_dict(state)
     assert all(float(v.abs().max()) == 0.0 for v in older.evidence().values())
+
+
+def test_a_search_with_prune_z_drops_only_the_candidates_its_applied_gradient_is_against():
+    """The strategy's pruning round passes its own evidence and ``prune_z``: with every op but one and
+    every block but one below threshold, only the candidates whose applied-gradient sums give z >= 3
+    go (op 1 on the normal cell's even edges, block 1 of one group); without ``prune_z`` all go."""
+    def run_with(z: str):
+        sets = ["tensorboard=false", "progress=false", "plots=false", "epochs=8", "warmup_epochs=2",
+                "prune_patience=1", f"prune_z={z}"]
+        run = Run(make_search_config(space="tiny", sets=sets))
+        arch = run.net.arch
+        with torch.no_grad():
+            for t in CELL_TYPES:
+                arch.alpha[t].zero_()
+                arch.alpha[t][:, 0] = 30.0
+            for g in arch.gamma:
+                arch.gamma[g].zero_()
+                arch.gamma[g][0] = 30.0
+        applied = dict(zip((n for n, _ in arch.named_parameters()), run.strategy._applied))
+        for s1, s2 in applied.values():
+            s2.fill_(1.0)  # one applied step of size 1 on every logit: z = s1
+        applied["alpha.normal"][0][0::2, 1] = 3.0
+        group = next(iter(arch.gamma))
+        applied[f"gamma.{group}"][0][1] = 3.0
+        return run, group, run.strategy.end_epoch(2)
+
+    run, group, events = run_with("3")
+    arch, topo = run.net.arch, run.net.arch.topology
+    used = [e for e in range(topo.num_edges) if arch.edge_used("normal", e)]
+    assert any(e % 2 for e in used) and any(e % 2 == 0 for e in used)
+    for e in used:
+        kept = arch.op_mask("normal")[e].tolist()
+        assert kept == [True] * len(kept) if e % 2 else kept == [k != 1 for k in range(len(kept))]
+        assert all(arch.op_mask("reduce")[e].tolist())
+    assert arch.block_mask(group).tolist() == [k != 1 for k in range(len(arch.block_names[group]))]
+    assert all(all(arch.block_mask(g).tolist()) for g in arch.block_names if g != group)
+    assert any(ev["group"] == "evidence" and ev["held"] > 0 for ev in events) and events[-1]["group"] == "supernet"
+    run, group, events = run_with("0")
+    arch = run.net.arch
+    assert all(int(arch.op_mask(t)[e].sum()) == 1 for t in CELL_TYPES for e in used)
+    assert all(int(arch.block_mask(g).sum()) == 1 for g in arch.block_names)
+    assert not any(ev["group"] == "evidence" for ev in events)
+
+
+def test_unlearned_topology_logits_collect_no_evidence():
+    """With ``learn_topology=false`` the topology logits get no step, so no applied gradient either:
+    their evidence stays 0 (they were summed before, and prune_ratio near 1 pruned input sets on it)."""
+    run = Run(make_search_config(space="tiny", sets=["tensorboard=false", "progress=false", "plots=false",
+                                                     "epochs=3", "steps_per_epoch=2", "arch_steps_per_epoch=2",
+                                                     "warmup_epochs=1", "prune_z=1", "learn_topology=false"]))
+    run.fit()
+    ev = run.strategy.evidence()
+    assert all(float(v.abs().max()) == 0.0 for k, v in ev.items() if k.startswith("beta."))
+    assert float(ev["alpha.normal"].abs().max()) > 0
