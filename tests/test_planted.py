@@ -366,6 +366,8 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     # a setting added later, at the value that computes what was computed before it: searches stay valid
     assert fp == sq.search_fingerprint({**job, "sets": ["learn_topology=true"]})
     assert fp != sq.search_fingerprint({**job, "sets": ["learn_topology=false"]})
+    assert fp == sq.search_fingerprint({**job, "sets": ["prune_z=0"]})
+    assert fp != sq.search_fingerprint({**job, "sets": ["prune_z=3"]})
     assert fp == sq.search_fingerprint({**job, "sets": ["select_epsilon=0"]})
     assert fp != sq.search_fingerprint({**job, "sets": ["select_epsilon=0.5"]})
     # select_fill acts under a budget only: without one it leaves the fingerprint alone
@@ -383,6 +385,7 @@ def test_the_benchmark_reuses_only_what_was_computed_with_todays_settings(tmp_pa
     before = {k: v for k, v in to_dict(sq.search_config(old)).items()  # a config as stored before they existed
               if k not in (*SearchConfig.DISPLAY, "select_keep", "select_keep_steps")}
     before["hp"].pop("learn_topology")
+    before["hp"].pop("prune_z")
     before.pop("select_epsilon")
     before.pop("select_fill")
     before.pop("select_pool")
